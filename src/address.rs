@@ -1,0 +1,387 @@
+//! Which addresses are protected, which are exempt, and how a munged address
+//! is spelled and taken apart again.
+//!
+//! A munged address is `BASE-LOCAL SEP [LABEL -] TOKEN @ DOMAIN`, all
+//! lowercase: `guitar-perl-diff-id-k3f9q2mzt7x0a5c8dw4eh1nb@plover.com`. The
+//! label only appears on minted addresses (`addrmunge mint --label shop`).
+
+use std::collections::HashMap;
+
+use crate::token::{self, LONG_LEN};
+
+/// The longest local part RFC 5321 allows.
+pub const MAX_LOCAL: usize = 64;
+/// The longest label a minted address may carry.
+pub const MAX_LABEL: usize = 16;
+
+/// A case-insensitive glob over a local part: `*` any run, `?` one character.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    pattern: String,
+}
+
+impl Glob {
+    /// Builds a glob; the pattern may only use local-part characters
+    /// (`a-z 0-9 . _ + -`) and `*`, `?`.
+    pub fn new(pattern: &str) -> Result<Glob, String> {
+        let pattern = pattern.to_ascii_lowercase();
+        if pattern.is_empty() {
+            return Err("an empty pattern matches nothing; use \"*\" for every local part".into());
+        }
+        if let Some(c) = pattern.chars().find(|&c| !(is_local_char(c as u32) || c == '*' || c == '?')) {
+            return Err(format!(
+                "'{c}' cannot appear here: use letters, digits, '.', '_', '+', '-' and the wildcards '*' and '?'"
+            ));
+        }
+        Ok(Glob { pattern })
+    }
+
+    /// True when the (lowercase) text matches.
+    pub fn matches(&self, text: &str) -> bool {
+        glob_match(self.pattern.as_bytes(), text.as_bytes())
+    }
+
+    /// True when the pattern has no wildcard.
+    pub fn is_literal(&self) -> bool {
+        !self.pattern.contains(['*', '?'])
+    }
+
+    /// The shortest text it matches, in octets.
+    pub fn min_len(&self) -> usize {
+        self.pattern.bytes().filter(|&c| c != b'*').count()
+    }
+
+    /// The pattern as written (lowercased).
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+}
+
+/// Iterative glob matching with single-star backtracking: linear in practice,
+/// never exponential.
+fn glob_match(p: &[u8], t: &[u8]) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// The characters the scanner accepts in a local part (after decoding):
+/// what address harvesters take, `[a-z0-9._+-]`. Wider RFC 5322 characters
+/// such as `=` or `/` would swallow `?cc=` and URL paths into local parts.
+pub fn is_local_char(c: u32) -> bool {
+    matches!(c, 0x61..=0x7a | 0x41..=0x5a | 0x30..=0x39 | 0x2e | 0x5f | 0x2b | 0x2d)
+}
+
+/// The characters of a domain name, `[a-z0-9.-]`.
+pub fn is_domain_char(c: u32) -> bool {
+    matches!(c, 0x61..=0x7a | 0x41..=0x5a | 0x30..=0x39 | 0x2e | 0x2d)
+}
+
+/// One `[[protect]]` entry, validated.
+#[derive(Debug, Clone)]
+pub struct Protect {
+    /// The domain, lowercase.
+    pub domain: String,
+    /// Which local parts are protected.
+    pub local: Glob,
+    /// Local parts left alone even though `local` matches.
+    pub exempt: Vec<Glob>,
+    /// Where valid munged addresses are delivered; `None` = the base address.
+    pub deliver_to: Option<String>,
+}
+
+/// How an address relates to the configured protection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Protected by entry `n`.
+    Protected(usize),
+    /// On a protected domain and matching an entry, but exempt.
+    Exempt(usize),
+    /// Not ours.
+    Unprotected,
+}
+
+/// A munged address taken apart (not yet authenticated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Munged {
+    /// The base address, lowercase: `guitar-perl-diff@plover.com`.
+    pub base: String,
+    /// The label of a minted address, or empty.
+    pub label: String,
+    /// The token, lowercase.
+    pub token: String,
+    /// The protect entry of the base address.
+    pub entry: usize,
+}
+
+/// What an address is, by its shape and the configuration alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Looks munged; candidates to authenticate, most likely first (a
+    /// separator inside the base local part can make more than one reading).
+    Munged(Vec<Munged>),
+    /// A protected address without an ID.
+    Bare(usize),
+    /// A protected-domain address that is exempt.
+    Exempt(usize),
+    /// Not a protected address.
+    Unprotected,
+    /// Not an address at all.
+    NotAnAddress,
+}
+
+/// All `[[protect]]` entries plus the separator: the rules of what to munge.
+#[derive(Debug, Clone)]
+pub struct Protection {
+    entries: Vec<Protect>,
+    by_domain: HashMap<String, Vec<usize>>,
+    separator: String,
+    max_domain_len: usize,
+}
+
+impl Protection {
+    /// Builds the protection from validated entries.
+    pub fn new(entries: Vec<Protect>, separator: &str) -> Protection {
+        let mut by_domain: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            by_domain.entry(e.domain.clone()).or_default().push(i);
+        }
+        let max_domain_len = entries.iter().map(|e| e.domain.len()).max().unwrap_or(0);
+        Protection {
+            entries,
+            by_domain,
+            separator: separator.to_ascii_lowercase(),
+            max_domain_len,
+        }
+    }
+
+    /// The entries, in config order.
+    pub fn entries(&self) -> &[Protect] {
+        &self.entries
+    }
+
+    /// The separator put between base local part and token.
+    pub fn separator(&self) -> &str {
+        &self.separator
+    }
+
+    /// The length of the longest protected domain.
+    pub fn max_domain_len(&self) -> usize {
+        self.max_domain_len
+    }
+
+    /// True when some entry protects this (lowercase) domain.
+    pub fn has_domain(&self, domain: &str) -> bool {
+        self.by_domain.contains_key(domain)
+    }
+
+    /// Classifies a lowercase local part on a lowercase domain. The first
+    /// entry whose `local` glob matches decides.
+    pub fn classify(&self, local: &str, domain: &str) -> Class {
+        let Some(ids) = self.by_domain.get(domain) else {
+            return Class::Unprotected;
+        };
+        for &i in ids {
+            let e = &self.entries[i];
+            if e.local.matches(local) {
+                if e.exempt.iter().any(|g| g.matches(local)) {
+                    return Class::Exempt(i);
+                }
+                return Class::Protected(i);
+            }
+        }
+        Class::Unprotected
+    }
+
+    /// Spells a munged address.
+    pub fn munge(&self, base_local: &str, domain: &str, label: &str, token: &str) -> String {
+        let mut s = String::with_capacity(base_local.len() + domain.len() + label.len() + 40);
+        s.push_str(&base_local.to_ascii_lowercase());
+        s.push_str(&self.separator);
+        if !label.is_empty() {
+            s.push_str(label);
+            s.push('-');
+        }
+        s.push_str(token);
+        s.push('@');
+        s.push_str(&domain.to_ascii_lowercase());
+        s
+    }
+
+    /// Takes an address apart by shape: munged, bare, exempt or not ours.
+    /// Case-insensitive; the result is lowercase.
+    pub fn parse(&self, address: &str) -> Parsed {
+        let address = address.trim().to_ascii_lowercase();
+        let Some((local, domain)) = address.rsplit_once('@') else {
+            return Parsed::NotAnAddress;
+        };
+        let domain = domain.trim_end_matches('.');
+        if local.is_empty() || domain.is_empty() || !local.bytes().all(|c| is_local_char(c.into())) {
+            return Parsed::NotAnAddress;
+        }
+        if !self.has_domain(domain) {
+            return Parsed::Unprotected;
+        }
+        let candidates = self.munged_readings(local, domain);
+        if !candidates.is_empty() {
+            return Parsed::Munged(candidates);
+        }
+        match self.classify(local, domain) {
+            Class::Protected(i) => Parsed::Bare(i),
+            Class::Exempt(i) => Parsed::Exempt(i),
+            Class::Unprotected => Parsed::Unprotected,
+        }
+    }
+
+    /// Every way `local` reads as `BASE SEP [LABEL-] TOKEN` with a protected
+    /// base, rightmost separator first.
+    fn munged_readings(&self, local: &str, domain: &str) -> Vec<Munged> {
+        let sep = self.separator.as_str();
+        let mut out = Vec::new();
+        let mut end = local.len();
+        while let Some(i) = local[..end].rfind(sep) {
+            end = i + sep.len() - 1;
+            let (base_local, rest) = (&local[..i], &local[i + sep.len()..]);
+            if base_local.is_empty() {
+                continue;
+            }
+            let (label, token) = match rest.rsplit_once('-') {
+                Some((label, token)) => (label, token),
+                None => ("", rest),
+            };
+            let label_ok = label.is_empty() || is_label(label);
+            if label_ok && token::looks_like_token(token) {
+                if let Class::Protected(entry) = self.classify(base_local, domain) {
+                    out.push(Munged {
+                        base: format!("{base_local}@{domain}"),
+                        label: label.to_owned(),
+                        token: token.to_owned(),
+                        entry,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// True when a local part the scanner found already carries an ID, so
+    /// that a page quoting a munged address is not munged twice.
+    pub fn is_munged_local(&self, local: &str, domain: &str) -> bool {
+        local.contains(self.separator.as_str()) && !self.munged_readings(local, domain).is_empty()
+    }
+
+    /// The octets a munged local part adds to its base in the worst case
+    /// (an IPv6 visitor's token).
+    pub fn worst_case_growth(&self) -> usize {
+        self.separator.len() + LONG_LEN
+    }
+}
+
+/// A minted address's label: 1 to 16 of `[a-z0-9]`.
+pub fn is_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_LABEL && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+/// Checks a domain name: lowercase letters, digits, hyphens and dots, labels
+/// of 1 to 63 octets, 253 octets at most.
+pub fn check_domain(domain: &str) -> Result<String, String> {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    if d.is_empty() || d.len() > 253 {
+        return Err(format!("'{domain}' is not a domain name; write it like example.com"));
+    }
+    if !d.is_ascii() {
+        return Err(format!(
+            "'{domain}' is not ASCII; write an international domain in its xn-- (punycode) form"
+        ));
+    }
+    for label in d.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.bytes().all(|c| is_domain_char(c.into()) && c != b'.');
+        if !ok {
+            return Err(format!("'{domain}' is not a domain name; write it like example.com"));
+        }
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prot() -> Protection {
+        Protection::new(
+            vec![
+                Protect {
+                    domain: "plover.com".into(),
+                    local: Glob::new("*").unwrap(),
+                    exempt: vec![Glob::new("*-subscribe").unwrap()],
+                    deliver_to: None,
+                },
+            ],
+            "-id-",
+        )
+    }
+
+    #[test]
+    fn globs() {
+        let g = Glob::new("mjd-*").unwrap();
+        assert!(g.matches("mjd-x"));
+        assert!(!g.matches("mj"));
+        assert!(Glob::new("a*b*c").unwrap().matches("axxbyyc"));
+        assert!(!Glob::new("a*b*c").unwrap().matches("axxbyy"));
+        assert!(Glob::new("?oe").unwrap().matches("joe"));
+        assert!(Glob::new("a b").is_err());
+        assert_eq!(Glob::new("ab*c").unwrap().min_len(), 3);
+    }
+
+    #[test]
+    fn classify_and_exempt() {
+        let p = prot();
+        assert_eq!(p.classify("mjd", "plover.com"), Class::Protected(0));
+        assert_eq!(p.classify("list-subscribe", "plover.com"), Class::Exempt(0));
+        assert_eq!(p.classify("mjd", "example.com"), Class::Unprotected);
+    }
+
+    #[test]
+    fn parse_munged_with_separator_inside_the_base() {
+        let p = prot();
+        let token = "a".repeat(24);
+        let addr = format!("Mr-ID-Card-id-{token}@Plover.COM");
+        let Parsed::Munged(c) = p.parse(&addr) else { panic!() };
+        assert_eq!(c[0].base, "mr-id-card@plover.com");
+        assert_eq!(c[0].token, token);
+        let labelled = format!("joe-id-shop-{token}@plover.com");
+        let Parsed::Munged(c) = p.parse(&labelled) else { panic!() };
+        assert_eq!((c[0].base.as_str(), c[0].label.as_str()), ("joe@plover.com", "shop"));
+        assert_eq!(p.parse("joe@plover.com"), Parsed::Bare(0));
+        assert_eq!(p.parse("x-subscribe@plover.com"), Parsed::Exempt(0));
+        assert_eq!(p.parse("joe@example.com"), Parsed::Unprotected);
+        assert_eq!(p.parse("nonsense"), Parsed::NotAnAddress);
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(check_domain("Plover.COM.").unwrap(), "plover.com");
+        assert!(check_domain("-bad.com").is_err());
+        assert!(check_domain("bad..com").is_err());
+        assert!(check_domain("bücher.de").is_err());
+    }
+}

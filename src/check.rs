@@ -1,0 +1,161 @@
+//! Judging one address: take it apart, authenticate its ID, apply the
+//! expiry rules. Shared by `addrmunge decode`, the resolver and `trace`, so
+//! they can never disagree about an address.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::address::{Parsed, Protection};
+use crate::day::Day;
+use crate::store::{Rule, RuleSet, Subject};
+use crate::token::{Claims, Kind, KeyRing, TokenError};
+
+/// The outcome for one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// A munged address that authenticates and no rule expires.
+    Valid,
+    /// Authentic, but a rule or its validity ended it.
+    Expired,
+    /// Forged, altered, malformed, or not an address of ours.
+    Invalid,
+    /// A protected address without an ID (or an exempt one).
+    Bare,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Valid => "valid",
+            Status::Expired => "expired",
+            Status::Invalid => "invalid",
+            Status::Bare => "bare",
+        })
+    }
+}
+
+/// Everything known about one address; serialises to the `decode --json`
+/// line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// The address as given.
+    pub address: String,
+    /// `status == valid`.
+    pub valid: bool,
+    /// The outcome.
+    pub status: Status,
+    /// The base address it stands for, when known.
+    pub original: Option<String>,
+    /// The kind of ID.
+    pub kind: Option<Kind>,
+    /// The visitor: an IPv4 address or an IPv6 `/64`.
+    pub ip: Option<String>,
+    /// The UTC day the ID was issued.
+    pub date: Option<Day>,
+    /// A minted address's label.
+    pub label: Option<String>,
+    /// The last day a dated minted address is accepted.
+    pub expires: Option<Day>,
+    /// The rule that expired it.
+    pub rule: Option<String>,
+    /// Why it is invalid or expired, in words.
+    pub error: Option<String>,
+    /// The protect entry of its base address.
+    #[serde(skip)]
+    pub entry: Option<usize>,
+    /// True for exempt addresses (status `bare`).
+    #[serde(skip)]
+    pub exempt: bool,
+    /// The decoded fields.
+    #[serde(skip)]
+    pub claims: Option<Claims>,
+    /// The expiring rule itself.
+    #[serde(skip)]
+    pub rule_detail: Option<Rule>,
+}
+
+impl Verdict {
+    fn new(address: &str, status: Status) -> Verdict {
+        Verdict {
+            address: address.to_owned(),
+            valid: status == Status::Valid,
+            status,
+            original: None,
+            kind: None,
+            ip: None,
+            date: None,
+            label: None,
+            expires: None,
+            rule: None,
+            error: None,
+            entry: None,
+            exempt: false,
+            claims: None,
+            rule_detail: None,
+        }
+    }
+
+    fn invalid(address: &str, error: impl Into<String>) -> Verdict {
+        let mut v = Verdict::new(address, Status::Invalid);
+        v.error = Some(error.into());
+        v
+    }
+}
+
+/// Judges `address` on `today`.
+pub fn check(keys: &KeyRing, protection: &Protection, rules: &RuleSet, address: &str, today: Day) -> Verdict {
+    let candidates = match protection.parse(address) {
+        Parsed::NotAnAddress => return Verdict::invalid(address, "not an e-mail address"),
+        Parsed::Unprotected => return Verdict::invalid(address, "not a protected address (no [[protect]] entry covers it)"),
+        Parsed::Bare(entry) | Parsed::Exempt(entry) => {
+            let mut v = Verdict::new(address, Status::Bare);
+            v.original = Some(address.trim().to_ascii_lowercase());
+            v.entry = Some(entry);
+            v.exempt = matches!(protection.parse(address), Parsed::Exempt(_));
+            return v;
+        }
+        Parsed::Munged(c) => c,
+    };
+    let mut last_err = TokenError::Forged;
+    for m in &candidates {
+        let decoded = match keys.decode(&m.base, &m.label, &m.token) {
+            Ok(d) => d,
+            Err(e) => {
+                last_err = e;
+                continue;
+            }
+        };
+        let claims = decoded.claims;
+        let (base_local, domain) = m.base.rsplit_once('@').unwrap_or((&m.base, ""));
+        let munged = protection.munge(base_local, domain, &m.label, &m.token);
+        let mut v = Verdict::new(address, Status::Valid);
+        v.original = Some(m.base.clone());
+        v.kind = Some(claims.kind);
+        v.ip = claims.visitor.map(|x| x.to_string());
+        v.date = Some(claims.day);
+        v.label = (!m.label.is_empty()).then(|| m.label.clone());
+        v.expires = claims.last_valid_day();
+        v.entry = Some(m.entry);
+        v.claims = Some(claims);
+        let subject = Subject {
+            claims: &claims,
+            base: &m.base,
+            munged: &munged,
+        };
+        if let Some(rule) = rules.matching(&subject) {
+            v.status = Status::Expired;
+            v.valid = false;
+            v.rule = Some(rule.to_string());
+            v.error = Some(format!("expired by rule {rule}"));
+            v.rule_detail = Some(rule.clone());
+        } else if let Some(last) = v.expires.filter(|&last| last < today) {
+            v.status = Status::Expired;
+            v.valid = false;
+            v.error = Some(format!("this minted address was valid until {last}"));
+        }
+        return v;
+    }
+    Verdict::invalid(address, last_err.to_string())
+}

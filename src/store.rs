@@ -1,0 +1,607 @@
+//! SQLite state shared by the CLI, the proxy and the resolver: expiry rules
+//! now; visit log, arrivals and client blocks as their features land.
+//!
+//! The file is opened in WAL mode so readers (daemons) never block the
+//! writer (the CLI). A rule is committed with `synchronous = FULL` before
+//! `addrmunge expire` returns. Daemons keep an in-memory [`RuleSet`] and call
+//! [`RuleWatcher::refresh`] often: it costs one `PRAGMA data_version` unless
+//! another connection has committed since.
+//!
+//! The schema is versioned through `PRAGMA user_version`; each entry of
+//! [`MIGRATIONS`] moves it one step and runs in its own transaction.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::day::Day;
+use crate::token::{Claims, Visitor};
+
+/// Schema migrations; `MIGRATIONS[n]` takes `user_version` from `n` to `n + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: expiry rules.
+    "CREATE TABLE rules (
+        id      INTEGER PRIMARY KEY,
+        scope   TEXT NOT NULL,
+        day     INTEGER,
+        net     TEXT,
+        address TEXT,
+        reason  TEXT NOT NULL DEFAULT '',
+        created INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX rules_spec ON rules(scope, ifnull(day, -1), ifnull(net, ''), ifnull(address, ''));",
+];
+
+/// A failure of the state store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        /// The store file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer addrmunge.
+    #[error(
+        "state store {path} has schema version {found}, newer than this addrmunge knows ({known}); upgrade addrmunge"
+    )]
+    TooNew {
+        /// The store file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        known: usize,
+    },
+    /// A rule that cannot be stored as asked.
+    #[error("{0}")]
+    BadRule(String),
+}
+
+/// What an expiry rule covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Every ID issued on this day.
+    Day(Day),
+    /// Every ID of this visitor (IPv4 address or IPv6 /64).
+    Ip(Visitor),
+    /// Every ID of this visitor issued on this day.
+    IpDay(Visitor, Day),
+    /// Every ID of visitors in this network.
+    Cidr(IpNet),
+    /// Every ID of visitors in this network issued on this day.
+    CidrDay(IpNet, Day),
+    /// One munged address (lowercase).
+    Address(String),
+    /// Every ID of one base address (lowercase).
+    Base(String),
+    /// Every ID issued before this day.
+    Before(Day),
+}
+
+impl Scope {
+    /// Builds a CIDR scope, refusing IPv6 prefixes longer than /64 (IPv6
+    /// visitors are only known by their /64).
+    pub fn cidr(net: IpNet, day: Option<Day>) -> Result<Scope, StoreError> {
+        if let IpNet::V6(v6) = net {
+            if v6.prefix_len() > 64 {
+                return Err(StoreError::BadRule(format!(
+                    "{net}: IPv6 visitors are identified by their /64; use a prefix of /64 or shorter, or --ip"
+                )));
+            }
+        }
+        let net = net.trunc();
+        Ok(match day {
+            Some(d) => Scope::CidrDay(net, d),
+            None => Scope::Cidr(net),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Scope::Day(_) => "day",
+            Scope::Ip(_) => "ip",
+            Scope::IpDay(..) => "ip-day",
+            Scope::Cidr(_) => "cidr",
+            Scope::CidrDay(..) => "cidr-day",
+            Scope::Address(_) => "address",
+            Scope::Base(_) => "base",
+            Scope::Before(_) => "before",
+        }
+    }
+
+    fn columns(&self) -> (Option<i64>, Option<String>, Option<String>) {
+        match self {
+            Scope::Day(d) | Scope::Before(d) => (Some(d.number().into()), None, None),
+            Scope::Ip(v) => (None, Some(v.to_string()), None),
+            Scope::IpDay(v, d) => (Some(d.number().into()), Some(v.to_string()), None),
+            Scope::Cidr(n) => (None, Some(n.to_string()), None),
+            Scope::CidrDay(n, d) => (Some(d.number().into()), Some(n.to_string()), None),
+            Scope::Address(a) | Scope::Base(a) => (None, None, Some(a.clone())),
+        }
+    }
+
+    fn from_columns(scope: &str, day: Option<i64>, net: Option<String>, address: Option<String>) -> Option<Scope> {
+        let day = || day.and_then(|d| u16::try_from(d).ok()).map(Day::from_number);
+        let visitor = || net.as_deref().and_then(parse_visitor);
+        let cidr = || net.as_deref().and_then(|n| n.parse::<IpNet>().ok());
+        Some(match scope {
+            "day" => Scope::Day(day()?),
+            "before" => Scope::Before(day()?),
+            "ip" => Scope::Ip(visitor()?),
+            "ip-day" => Scope::IpDay(visitor()?, day()?),
+            "cidr" => Scope::Cidr(cidr()?),
+            "cidr-day" => Scope::CidrDay(cidr()?, day()?),
+            "address" => Scope::Address(address?),
+            "base" => Scope::Base(address?),
+            _ => return None,
+        })
+    }
+}
+
+fn parse_visitor(s: &str) -> Option<Visitor> {
+    let ip = s.strip_suffix("/64").unwrap_or(s).parse::<IpAddr>().ok()?;
+    Some(Visitor::from_ip(ip))
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Day(d) => write!(f, "day {d}"),
+            Scope::Ip(v) => write!(f, "ip {v}"),
+            Scope::IpDay(v, d) => write!(f, "ip {v} on {d}"),
+            Scope::Cidr(n) => write!(f, "cidr {n}"),
+            Scope::CidrDay(n, d) => write!(f, "cidr {n} on {d}"),
+            Scope::Address(a) => write!(f, "address {a}"),
+            Scope::Base(a) => write!(f, "base {a}"),
+            Scope::Before(d) => write!(f, "issued before {d}"),
+        }
+    }
+}
+
+/// A stored expiry rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rule {
+    /// Its number, for `unexpire --rule`.
+    pub id: i64,
+    /// What it covers.
+    #[serde(serialize_with = "display")]
+    pub scope: Scope,
+    /// Why (free text).
+    pub reason: String,
+    /// When it was made, Unix seconds.
+    pub created: i64,
+}
+
+fn display<S: serde::Serializer>(v: &Scope, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{} {}", self.id, self.scope)?;
+        if !self.reason.is_empty() {
+            write!(f, " ({})", self.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a decoded ID is checked against: the claims and the addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The decoded fields.
+    pub claims: &'a Claims,
+    /// The base address, lowercase.
+    pub base: &'a str,
+    /// The munged address, lowercase.
+    pub munged: &'a str,
+}
+
+/// An in-memory snapshot of all rules, indexed for lookups.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    days: HashMap<Day, usize>,
+    ips: HashMap<Visitor, usize>,
+    ip_days: HashMap<(Visitor, Day), usize>,
+    addresses: HashMap<String, usize>,
+    bases: HashMap<String, usize>,
+    cidrs: Vec<(IpNet, Option<Day>, usize)>,
+    before: Option<(Day, usize)>,
+}
+
+impl RuleSet {
+    /// Indexes a list of rules.
+    pub fn new(rules: Vec<Rule>) -> RuleSet {
+        let mut set = RuleSet::default();
+        for (i, r) in rules.iter().enumerate() {
+            match &r.scope {
+                Scope::Day(d) => {
+                    set.days.entry(*d).or_insert(i);
+                }
+                Scope::Ip(v) => {
+                    set.ips.entry(*v).or_insert(i);
+                }
+                Scope::IpDay(v, d) => {
+                    set.ip_days.entry((*v, *d)).or_insert(i);
+                }
+                Scope::Address(a) => {
+                    set.addresses.entry(a.clone()).or_insert(i);
+                }
+                Scope::Base(a) => {
+                    set.bases.entry(a.clone()).or_insert(i);
+                }
+                Scope::Cidr(n) => set.cidrs.push((*n, None, i)),
+                Scope::CidrDay(n, d) => set.cidrs.push((*n, Some(*d), i)),
+                Scope::Before(d) => {
+                    if set.before.is_none_or(|(b, _)| *d > b) {
+                        set.before = Some((*d, i));
+                    }
+                }
+            }
+        }
+        set.rules = rules;
+        set
+    }
+
+    /// All rules, oldest first.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The first rule (in order of the checks below) that expires this ID.
+    pub fn matching(&self, s: &Subject<'_>) -> Option<&Rule> {
+        let c = s.claims;
+        let hit = self
+            .addresses
+            .get(s.munged)
+            .or_else(|| self.bases.get(s.base))
+            .copied()
+            .or_else(|| c.visitor.and_then(|v| self.ip_days.get(&(v, c.day)).copied()))
+            .or_else(|| c.visitor.and_then(|v| self.ips.get(&v).copied()))
+            .or_else(|| self.days.get(&c.day).copied())
+            .or_else(|| {
+                let ip = c.visitor?.ip();
+                self.cidrs
+                    .iter()
+                    .find(|(n, d, _)| n.contains(&ip) && d.is_none_or(|d| d == c.day))
+                    .map(|&(_, _, i)| i)
+            })
+            .or_else(|| self.before.filter(|(b, _)| c.day < *b).map(|(_, i)| i))?;
+        self.rules.get(hit)
+    }
+}
+
+/// An open state store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed, mode 0660) and migrates the store.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let existed = path.exists();
+        let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
+        if !existed {
+            use std::os::unix::fs::PermissionsExt;
+            // Proxy and resolver may run as different users sharing a group.
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+        }
+        let mut store = Store {
+            conn,
+            path: path.to_owned(),
+        };
+        store.setup()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store read-only (for daemons that only read rules).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sqlite(path, e))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(|e| sqlite(path, e))?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn setup(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        self.conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(e)?;
+        self.conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(e)?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                path,
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(e)?;
+            tx.execute_batch(sql).map_err(e)?;
+            tx.pragma_update(None, "user_version", (n + 1) as i64).map_err(e)?;
+            tx.commit().map_err(e)?;
+        }
+        Ok(())
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds a rule and returns it, durable on disk. Adding a rule that
+    /// exists returns the existing one and `false`.
+    pub fn expire(&mut self, scope: &Scope, reason: &str) -> Result<(Rule, bool), StoreError> {
+        let (day, net, address) = scope.columns();
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let inserted = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO rules(scope, day, net, address, reason, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![scope.name(), day, net, address, reason, now_unix()],
+            )
+            .map_err(e)?
+            > 0;
+        let rule = self.find(scope)?.ok_or_else(|| {
+            StoreError::BadRule(format!("rule '{scope}' vanished right after it was written"))
+        })?;
+        Ok((rule, inserted))
+    }
+
+    fn find(&self, scope: &Scope) -> Result<Option<Rule>, StoreError> {
+        let (day, net, address) = scope.columns();
+        self.conn
+            .query_row(
+                "SELECT id, reason, created FROM rules WHERE scope = ?1 AND ifnull(day, -1) = ifnull(?2, -1)
+                 AND ifnull(net, '') = ifnull(?3, '') AND ifnull(address, '') = ifnull(?4, '')",
+                params![scope.name(), day, net, address],
+                |r| {
+                    Ok(Rule {
+                        id: r.get(0)?,
+                        scope: scope.clone(),
+                        reason: r.get(1)?,
+                        created: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// Removes the rule with exactly this scope; returns it, or `None`.
+    pub fn unexpire(&mut self, scope: &Scope) -> Result<Option<Rule>, StoreError> {
+        let Some(rule) = self.find(scope)? else {
+            return Ok(None);
+        };
+        self.remove_rule(rule.id)
+    }
+
+    /// Removes a rule by number; returns it, or `None`.
+    pub fn remove_rule(&mut self, id: i64) -> Result<Option<Rule>, StoreError> {
+        let rule = self.rules()?.into_iter().find(|r| r.id == id);
+        if rule.is_some() {
+            self.conn
+                .execute("DELETE FROM rules WHERE id = ?1", [id])
+                .map_err(|e| sqlite(&self.path, e))?;
+        }
+        Ok(rule)
+    }
+
+    /// All rules, oldest first.
+    pub fn rules(&self) -> Result<Vec<Rule>, StoreError> {
+        let e = |e| sqlite(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, scope, day, net, address, reason, created FROM rules ORDER BY id")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })
+            .map_err(e)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, scope, day, net, address, reason, created) = row.map_err(e)?;
+            // A row this build cannot read (written by a newer one) is
+            // skipped rather than failing every lookup.
+            if let Some(scope) = Scope::from_columns(&scope, day, net, address) {
+                out.push(Rule {
+                    id,
+                    scope,
+                    reason,
+                    created,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// A counter that changes whenever another connection commits.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))
+            .map_err(|e| sqlite(&self.path, e))
+    }
+}
+
+fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Keeps a daemon's rule snapshot fresh at the cost of one pragma per call.
+#[derive(Debug)]
+pub struct RuleWatcher {
+    store: Store,
+    version: Option<i64>,
+    rules: Arc<RuleSet>,
+}
+
+impl RuleWatcher {
+    /// Watches the rules of an open store.
+    pub fn new(store: Store) -> Result<RuleWatcher, StoreError> {
+        let mut w = RuleWatcher {
+            store,
+            version: None,
+            rules: Arc::new(RuleSet::default()),
+        };
+        w.refresh()?;
+        Ok(w)
+    }
+
+    /// Reloads the rules if another connection committed since the last
+    /// call; returns whether it did.
+    pub fn refresh(&mut self) -> Result<bool, StoreError> {
+        let v = self.store.data_version()?;
+        if self.version == Some(v) {
+            return Ok(false);
+        }
+        self.rules = Arc::new(RuleSet::new(self.store.rules()?));
+        self.version = Some(v);
+        Ok(true)
+    }
+
+    /// The current snapshot.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        Arc::clone(&self.rules)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Kind;
+
+    fn d(s: &str) -> Day {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rules_match_what_they_say() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8:0:1::5".parse().unwrap();
+        let day = d("2026-11-20");
+        let visit = Claims::visit(Kind::Visitor, day, ip);
+        let visit6 = Claims::visit(Kind::Visitor, day, v6);
+        let subj = |c| Subject {
+            claims: c,
+            base: "a@b.test",
+            munged: "a-id-x@b.test",
+        };
+        let scopes = [
+            Scope::Day(day),
+            Scope::Ip(Visitor::from_ip(ip)),
+            Scope::IpDay(Visitor::from_ip(ip), day),
+            Scope::cidr("192.0.2.0/24".parse().unwrap(), None).unwrap(),
+            Scope::cidr("192.0.2.0/24".parse().unwrap(), Some(day)).unwrap(),
+            Scope::Address("a-id-x@b.test".into()),
+            Scope::Base("a@b.test".into()),
+            Scope::Before(d("2026-11-21")),
+        ];
+        for scope in &scopes {
+            let (rule, new) = st.expire(scope, "test").unwrap();
+            assert!(new);
+            let set = RuleSet::new(st.rules().unwrap());
+            assert_eq!(set.matching(&subj(&visit)).map(|r| r.id), Some(rule.id), "{scope}");
+            assert!(!st.expire(scope, "again").unwrap().1, "duplicate rule for {scope}");
+            assert_eq!(st.unexpire(scope).unwrap().map(|r| r.id), Some(rule.id));
+            assert!(RuleSet::new(st.rules().unwrap()).matching(&subj(&visit)).is_none());
+        }
+        // Near misses.
+        let misses = [
+            Scope::Day(d("2026-11-21")),
+            Scope::Ip(Visitor::from_ip("192.0.2.8".parse().unwrap())),
+            Scope::IpDay(Visitor::from_ip(ip), d("2026-11-21")),
+            Scope::cidr("192.0.3.0/24".parse().unwrap(), None).unwrap(),
+            Scope::cidr("192.0.2.0/24".parse().unwrap(), Some(d("2026-11-19"))).unwrap(),
+            Scope::Address("a-id-y@b.test".into()),
+            Scope::Base("c@b.test".into()),
+            Scope::Before(day),
+        ];
+        for scope in &misses {
+            st.expire(scope, "").unwrap();
+        }
+        let set = RuleSet::new(st.rules().unwrap());
+        assert!(set.matching(&subj(&visit)).is_none());
+        // IPv6: the /64 and CIDRs up to /64.
+        st.expire(&Scope::cidr("2001:db8::/48".parse().unwrap(), None).unwrap(), "").unwrap();
+        let set = RuleSet::new(st.rules().unwrap());
+        assert!(set.matching(&subj(&visit6)).is_some());
+        assert!(Scope::cidr("2001:db8::/96".parse().unwrap(), None).is_err());
+    }
+
+    #[test]
+    fn watcher_sees_other_connections_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let mut writer = Store::open(&path).unwrap();
+        let mut w = RuleWatcher::new(Store::open(&path).unwrap()).unwrap();
+        assert!(!w.refresh().unwrap());
+        writer.expire(&Scope::Day(d("2026-01-01")), "x").unwrap();
+        assert!(w.refresh().unwrap());
+        assert_eq!(w.rules().rules().len(), 1);
+        assert!(!w.refresh().unwrap());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        drop(Store::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let e = Store::open(&path).unwrap_err().to_string();
+        assert!(e.contains("newer") && e.contains("99"), "{e}");
+    }
+}
