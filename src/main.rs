@@ -1,1 +1,472 @@
-fn main(){}
+//! The `addrmunge` command line: parse arguments, call the library, map
+//! errors to exit codes (64 for a bad configuration or key file, 1 for other
+//! failures and for `decode` of an address that is not valid, 0 on a broken
+//! pipe).
+
+#![forbid(unsafe_code)]
+
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use addrmunge::address::{Class, Parsed};
+use addrmunge::config::{self, Config};
+use addrmunge::token::LONG_LEN;
+use addrmunge::{Claims, Day, KeyRing, Kind, RuleSet, Scope, Status, Store, Visitor, check};
+
+/// Munges your e-mail addresses per visitor and day, and resolves them for Postfix.
+#[derive(Parser, Debug)]
+#[command(name = "addrmunge", version, about, long_about = None)]
+struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "ADDRMUNGE_CONFIG", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a new random key (32 bytes, hex, mode 0600); never overwrites.
+    Keygen {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Validate the config and key, and show what is protected.
+    CheckConfig,
+    /// Print the munged address a visitor gets for ADDRESS.
+    Encode {
+        /// The visitor's IP address (IPv6 counts as its /64).
+        #[arg(long)]
+        ip: IpAddr,
+        /// The UTC day (default: today).
+        #[arg(long)]
+        date: Option<Day>,
+        /// The kind of ID.
+        #[arg(long, value_enum, default_value_t = KindArg::Visitor)]
+        kind: KindArg,
+        /// A protected address, e.g. guitar-perl-diff@plover.com.
+        address: String,
+    },
+    /// Tell what munged addresses stand for: base address, visitor, day, status.
+    Decode {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// The addresses.
+        #[arg(required = true)]
+        addresses: Vec<String>,
+    },
+    /// Add an expiry rule; mail to the IDs it covers is refused.
+    Expire(RuleArgs),
+    /// Remove an expiry rule.
+    Unexpire {
+        #[command(flatten)]
+        spec: RuleArgs,
+        /// Remove rule number N (see `addrmunge rules`).
+        #[arg(long, value_name = "N")]
+        rule: Option<i64>,
+    },
+    /// List the expiry rules.
+    Rules {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a `minted` address to hand out yourself: per service (--label)
+    /// or dated (--valid).
+    Mint {
+        /// A protected address.
+        address: String,
+        /// A word naming who you give it to (1-16 of a-z, 0-9).
+        #[arg(long)]
+        label: Option<String>,
+        /// How long it is accepted: Nd or Nw (1d = today and tomorrow). Default: until expired by a rule.
+        #[arg(long, value_name = "DURATION")]
+        valid: Option<String>,
+        /// The day it is issued (default: today).
+        #[arg(long)]
+        date: Option<Day>,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum KindArg {
+    Visitor,
+    Trap,
+}
+
+#[derive(Args, Debug, Default)]
+struct RuleArgs {
+    /// Every ID issued on this UTC day (YYYY-MM-DD); with --ip or --cidr, only theirs.
+    #[arg(long)]
+    day: Option<Day>,
+    /// Every ID of this visitor (IPv6: its /64).
+    #[arg(long)]
+    ip: Option<IpAddr>,
+    /// Every ID of visitors in this network (IPv6: /64 or shorter).
+    #[arg(long)]
+    cidr: Option<ipnet::IpNet>,
+    /// One munged address.
+    #[arg(long, value_name = "MUNGED")]
+    address: Option<String>,
+    /// Every ID of one base address.
+    #[arg(long, value_name = "ADDRESS")]
+    base: Option<String>,
+    /// Every ID issued before this day.
+    #[arg(long, value_name = "DAY")]
+    before: Option<Day>,
+    /// Why (shown by `rules`, `decode` and `trace`).
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+impl RuleArgs {
+    fn is_empty(&self) -> bool {
+        self.day.is_none()
+            && self.ip.is_none()
+            && self.cidr.is_none()
+            && self.address.is_none()
+            && self.base.is_none()
+            && self.before.is_none()
+    }
+}
+
+/// A bad configuration, key file or argument: exit 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("addrmunge: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            let usage = e.chain().any(|c| {
+                c.is::<UsageError>()
+                    || c.is::<addrmunge::ConfigError>()
+                    || c.is::<addrmunge::token::KeyFileError>()
+            });
+            ExitCode::from(if usage { 64 } else { 1 })
+        }
+    }
+}
+
+struct Ctx {
+    config: Config,
+}
+
+impl Ctx {
+    fn load(cli: &Cli) -> Result<Ctx> {
+        Ok(Ctx {
+            config: Config::load(&cli.config)?,
+        })
+    }
+
+    fn keys(&self) -> Result<KeyRing> {
+        Ok(KeyRing::load(&self.config.key_file)?)
+    }
+
+    fn store(&self) -> Result<Store> {
+        Ok(Store::open(&self.config.state)?)
+    }
+
+    /// A protected, non-exempt base address, lowercase, or a usage error.
+    fn protected_base(&self, address: &str) -> Result<(String, String)> {
+        let lower = address.trim().to_ascii_lowercase();
+        let (local, domain) = lower
+            .rsplit_once('@')
+            .ok_or_else(|| UsageError(format!("'{address}' is not an e-mail address")))?;
+        match self.config.protection.classify(local, domain) {
+            Class::Protected(_) => Ok((local.to_owned(), domain.to_owned())),
+            Class::Exempt(_) => Err(UsageError(format!(
+                "{lower} is exempt in {}: it is never munged",
+                self.config.path.display()
+            ))
+            .into()),
+            Class::Unprotected => Err(UsageError(format!(
+                "{lower} is not protected: no [[protect]] entry in {} covers it",
+                self.config.path.display()
+            ))
+            .into()),
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match &cli.command {
+        Command::Keygen { out: path } => {
+            KeyRing::generate(path)?;
+            writeln!(out, "wrote a new key to {} (mode 0600)", path.display())?;
+        }
+        Command::CheckConfig => check_config(&Ctx::load(&cli)?, &mut out)?,
+        Command::Encode {
+            ip,
+            date,
+            kind,
+            address,
+        } => {
+            let ctx = Ctx::load(&cli)?;
+            let (local, domain) = ctx.protected_base(address)?;
+            let kind = match kind {
+                KindArg::Visitor => Kind::Visitor,
+                KindArg::Trap => Kind::Trap,
+            };
+            let claims = Claims::visit(kind, date.unwrap_or_else(Day::today), *ip);
+            let token = ctx.keys()?.encode(&format!("{local}@{domain}"), "", &claims);
+            writeln!(out, "{}", ctx.config.protection.munge(&local, &domain, "", &token))?;
+        }
+        Command::Decode { json, addresses } => {
+            let ctx = Ctx::load(&cli)?;
+            let keys = ctx.keys()?;
+            let rules = RuleSet::new(ctx.store()?.rules()?);
+            let today = Day::today();
+            let mut all_valid = true;
+            for a in addresses {
+                let v = check(&keys, &ctx.config.protection, &rules, a, today);
+                all_valid &= v.valid;
+                if *json {
+                    writeln!(out, "{}", serde_json::to_string(&v)?)?;
+                } else {
+                    write_verdict(&mut out, &v)?;
+                }
+            }
+            return Ok(if all_valid { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Expire(spec) => {
+            let ctx = Ctx::load(&cli)?;
+            let scope = scope_of(&ctx, spec)?;
+            let (rule, new) = ctx.store()?.expire(&scope, &spec.reason)?;
+            if new {
+                writeln!(out, "expired: rule {rule}")?;
+            } else {
+                writeln!(out, "already expired by rule {rule}")?;
+            }
+        }
+        Command::Unexpire { spec, rule } => {
+            let ctx = Ctx::load(&cli)?;
+            let mut store = ctx.store()?;
+            let removed = match (rule, spec.is_empty()) {
+                (Some(id), true) => store.remove_rule(*id)?,
+                (None, false) => store.unexpire(&scope_of(&ctx, spec)?)?,
+                _ => bail!(UsageError(
+                    "give either --rule N or the same options the rule was made with".into()
+                )),
+            };
+            match removed {
+                Some(r) => writeln!(out, "removed rule {r}")?,
+                None => bail!(UsageError(
+                    "no such rule; `addrmunge rules` lists them".into()
+                )),
+            }
+        }
+        Command::Rules { json } => {
+            let ctx = Ctx::load(&cli)?;
+            let rules = ctx.store()?.rules()?;
+            for r in &rules {
+                if *json {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                } else {
+                    writeln!(out, "{r}")?;
+                }
+            }
+            if rules.is_empty() && !json {
+                writeln!(out, "no rules: every ID is accepted")?;
+            }
+        }
+        Command::Mint {
+            address,
+            label,
+            valid,
+            date,
+        } => {
+            let ctx = Ctx::load(&cli)?;
+            let (local, domain) = ctx.protected_base(address)?;
+            let label = label.as_deref().unwrap_or("").to_ascii_lowercase();
+            if !label.is_empty() && !addrmunge::address::is_label(&label) {
+                bail!(UsageError(format!(
+                    "--label '{label}': use 1 to 16 letters and digits, e.g. --label shop"
+                )));
+            }
+            let days = match valid {
+                None => 0,
+                Some(v) => parse_duration(v)?,
+            };
+            let sep = ctx.config.protection.separator().len();
+            let len = local.len() + sep + label.len() + usize::from(!label.is_empty()) + 24;
+            if len > addrmunge::address::MAX_LOCAL {
+                bail!(UsageError(format!(
+                    "the minted local part would be {len} octets, over 64; use a shorter --label"
+                )));
+            }
+            let claims = Claims::minted(date.unwrap_or_else(Day::today), days);
+            let token = ctx.keys()?.encode(&format!("{local}@{domain}"), &label, &claims);
+            writeln!(out, "{}", ctx.config.protection.munge(&local, &domain, &label, &token))?;
+            match claims.last_valid_day() {
+                Some(last) => eprintln!("accepted through {last} (UTC)"),
+                None => eprintln!("accepted until you expire it"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_duration(v: &str) -> Result<u16> {
+    let bad = || {
+        UsageError(format!(
+            "--valid '{v}': write a number of days or weeks, e.g. 1d, 30d, 2w"
+        ))
+    };
+    let (num, unit) = v.split_at(v.len().saturating_sub(1));
+    let n: u16 = num.parse().map_err(|_| bad())?;
+    let days = match unit {
+        "d" => Some(n),
+        "w" => n.checked_mul(7),
+        _ => None,
+    }
+    .filter(|&d| d > 0)
+    .ok_or_else(bad)?;
+    Ok(days)
+}
+
+fn scope_of(ctx: &Ctx, a: &RuleArgs) -> Result<Scope> {
+    let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
+    let scope = match (a.day, a.ip, a.cidr, &a.address, &a.base, a.before) {
+        (Some(d), None, None, None, None, None) => Scope::Day(d),
+        (None, Some(ip), None, None, None, None) => Scope::Ip(Visitor::from_ip(ip)),
+        (Some(d), Some(ip), None, None, None, None) => Scope::IpDay(Visitor::from_ip(ip), d),
+        (d, None, Some(net), None, None, None) => Scope::cidr(net, d).map_err(|e| usage(e.to_string()))?,
+        (None, None, None, Some(addr), None, None) => {
+            let keys = ctx.keys()?;
+            let v = check(&keys, &ctx.config.protection, &RuleSet::default(), addr, Day::today());
+            if v.claims.is_none() {
+                return Err(usage(format!(
+                    "{addr} is not a munged address of ours ({}); to expire a base address and all its IDs use --base",
+                    v.error.as_deref().unwrap_or(&v.status.to_string())
+                )));
+            }
+            Scope::Address(addr.trim().to_ascii_lowercase())
+        }
+        (None, None, None, None, Some(base), None) => {
+            match ctx.config.protection.parse(base) {
+                Parsed::Bare(_) => {}
+                Parsed::Munged(_) => {
+                    return Err(usage(format!("{base} is a munged address; use --address for it")));
+                }
+                _ => return Err(usage(format!("{base} is not a protected address"))),
+            }
+            Scope::Base(base.trim().to_ascii_lowercase())
+        }
+        (None, None, None, None, None, Some(d)) => Scope::Before(d),
+        _ => {
+            return Err(usage(
+                "choose one rule: --day D | --ip IP | --ip IP --day D | --cidr NET [--day D] | --address MUNGED | --base ADDRESS | --before D".into(),
+            ));
+        }
+    };
+    Ok(scope)
+}
+
+fn write_verdict(out: &mut impl Write, v: &addrmunge::Verdict) -> io::Result<()> {
+    write!(out, "{}: {}", v.address.trim(), v.status)?;
+    if let Some(o) = &v.original {
+        if v.status != Status::Bare {
+            write!(out, " -> {o}")?;
+        }
+    }
+    if let Some(k) = v.kind {
+        write!(out, " [{k}")?;
+        if let Some(ip) = &v.ip {
+            write!(out, " {ip}")?;
+        }
+        if let Some(l) = &v.label {
+            write!(out, " label {l}")?;
+        }
+        if let Some(d) = v.date {
+            write!(out, " issued {d}")?;
+        }
+        if let Some(e) = v.expires {
+            write!(out, " valid through {e}")?;
+        }
+        write!(out, "]")?;
+    }
+    if v.exempt {
+        write!(out, " (exempt)")?;
+    }
+    if let Some(e) = &v.error {
+        write!(out, " — {e}")?;
+    }
+    writeln!(out)
+}
+
+fn check_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
+    let c = &ctx.config;
+    let keys = ctx
+        .keys()
+        .with_context(|| format!("checking key_file of {}", c.path.display()))?;
+    writeln!(out, "config:    {}", c.path.display())?;
+    writeln!(
+        out,
+        "key file:  {} ({} key{}, encoding key id '{}')",
+        c.key_file.display(),
+        keys.len(),
+        if keys.len() == 1 { "" } else { "s" },
+        keys.current_id()
+    )?;
+    let state_dir = c.state.parent().unwrap_or(std::path::Path::new("."));
+    if !state_dir.is_dir() {
+        bail!(UsageError(format!(
+            "{}: state: the folder {} does not exist; create it (mkdir -p) or point state elsewhere",
+            c.path.display(),
+            state_dir.display()
+        )));
+    }
+    writeln!(out, "state:     {}", c.state.display())?;
+    let sep = c.protection.separator();
+    writeln!(out, "separator: '{sep}' (munged local parts grow by up to {} octets)", sep.len() + LONG_LEN)?;
+    writeln!(out, "protected:")?;
+    let day = Day::today();
+    for e in c.protection.entries() {
+        write!(out, "  {}@{}", e.local.as_str(), e.domain)?;
+        if !e.exempt.is_empty() {
+            let ex: Vec<&str> = e.exempt.iter().map(|g| g.as_str()).collect();
+            write!(out, "  except {}", ex.join(", "))?;
+        }
+        if let Some(d) = &e.deliver_to {
+            write!(out, "  delivered to {d}")?;
+        }
+        writeln!(out)?;
+        let sample_local = if e.local.is_literal() { e.local.as_str().to_owned() } else { "someone".to_owned() };
+        if let Class::Protected(_) = c.protection.classify(&sample_local, &e.domain) {
+            let base = format!("{sample_local}@{}", e.domain);
+            let t = keys.encode(&base, "", &Claims::visit(Kind::Visitor, day, "192.0.2.1".parse()?));
+            writeln!(
+                out,
+                "    e.g. {base} -> {}",
+                c.protection.munge(&sample_local, &e.domain, "", &t)
+            )?;
+        }
+    }
+    for w in &c.warnings {
+        writeln!(out, "note: {w}")?;
+    }
+    writeln!(out, "ok")?;
+    Ok(())
+}

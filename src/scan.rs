@@ -38,9 +38,11 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
 
-/// The longest spelling of one character we decode (`&#x0000040;` style),
-/// in bytes.
-const MAX_FORM: usize = 12;
+/// The longest spelling of one character we decode, in bytes: a numeric
+/// reference with leading zeros, possibly double-encoded (`&amp;#x0040;`).
+const MAX_FORM: usize = 16;
+/// The longest single character reference we accept (`&#x0000040;`).
+const MAX_ENTITY: usize = 12;
 /// How far back from an `@` a local part can reach, in bytes.
 const BACK: usize = (MAX_LOCAL + 1) * MAX_FORM;
 /// Already-emitted bytes a scanner keeps for decoding local parts backwards.
@@ -53,7 +55,7 @@ const TRAILING_DOTS: usize = 8;
 /// A value for a decoded character that is not ASCII.
 const NON_ASCII: u8 = 0xff;
 
-const PATTERNS: &[&str] = &["@", "&#", "&commat;", "%40", "\\u0040", "\\x40"];
+const PATTERNS: &[&str] = &["@", "&#", "&amp;#", "&commat;", "%40", "\\u0040", "\\x40"];
 
 /// A protected address the scanner found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,6 +349,14 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
     };
     let rest = &buf[i..];
     match c {
+        // `&amp;#64;` is what a page shows as `&#64;` inside an attribute
+        // that holds HTML (`srcdoc`): a harvester decoding twice sees `@`.
+        b'&' if rest.starts_with(b"&amp;#") => match parse_entity(&rest[4..]) {
+            Entity::Char(v, n) => Fwd::Char(v, n + 4),
+            Entity::NeedMore if !eof => Fwd::NeedMore,
+            _ => Fwd::Char(NON_ASCII, 5),
+        },
+        b'&' if !eof && b"&amp;#".starts_with(rest) && rest.len() >= 2 && rest[1] == b'a' => Fwd::NeedMore,
         b'&' => match parse_entity(rest) {
             Entity::Char(v, n) => Fwd::Char(v, n),
             Entity::NeedMore if !eof => Fwd::NeedMore,
@@ -399,10 +409,10 @@ const NAMED: &[(&[u8], u8)] = &[
     (b"hyphen", NON_ASCII),
 ];
 
-/// Parses a character reference at the start of `s` (`s[0] == '&'`).
+/// Parses a character reference at the start of `s`: `s[0]` is its `&`, or
+/// the `;` of a leading `&amp;` whose tail is parsed the same way.
 fn parse_entity(s: &[u8]) -> Entity {
-    debug_assert_eq!(s.first(), Some(&b'&'));
-    let limit = s.len().min(MAX_FORM);
+    let limit = s.len().min(MAX_ENTITY);
     match s.get(1) {
         None => return Entity::NeedMore,
         Some(b'#') => {}
@@ -459,8 +469,10 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
         let from = e.saturating_sub(MAX_FORM).max(lo);
         if let Some(a) = buf[from..e - 1].iter().rposition(|&c| c == b'&') {
             let a = from + a;
-            if let Entity::Char(v, n) = parse_entity(&buf[a..e]) {
-                if a + n == e {
+            // `&amp;#106;` ends the same way as `&#106;`.
+            let inner = if buf[a..e].starts_with(b"&amp;#") { a + 4 } else { a };
+            if let Entity::Char(v, n) = parse_entity(&buf[inner..e]) {
+                if inner + n == e {
                     return Some((v, a));
                 }
             }
@@ -485,24 +497,28 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
                 return Some((to_char(v), e - 6));
             }
         }
-        // `&#106` / `&#x6a` without the semicolon.
-        for (radix, prefix_len) in [(10u32, 2usize), (16, 3)] {
-            let max_digits = MAX_FORM - prefix_len;
+        // `&#106` / `&#x6a` (and `&amp;#106`) without the semicolon.
+        for (radix, prefix) in [(10u32, &b"&#"[..]), (16, &b"&#x"[..])] {
+            let max_digits = MAX_ENTITY - prefix.len();
             let mut k = 0;
             while k < max_digits && k < w && (win[w - 1 - k] as char).is_digit(radix) {
                 k += 1;
                 let d = w - k;
-                if d >= prefix_len {
-                    let pre = &win[d - prefix_len..d];
-                    let ok = if radix == 10 { pre == b"&#" } else { pre.eq_ignore_ascii_case(b"&#x") };
-                    if ok {
-                        let v = win[d..w].iter().fold(0u32, |acc, &c| {
-                            acc.saturating_mul(radix)
-                                .saturating_add((c as char).to_digit(radix).unwrap_or(0))
-                        });
-                        return Some((to_char(v), e - k - prefix_len));
-                    }
-                }
+                let before = &win[..d];
+                let tail = &prefix[1..]; // "#" or "#x"
+                let ends = |p: &[u8]| before.len() >= p.len() && before[d - p.len()..].eq_ignore_ascii_case(p);
+                let start = if ends(prefix) {
+                    d - prefix.len()
+                } else if before.len() > 4 + tail.len() && ends(tail) && before[..d - tail.len()].ends_with(b"&amp;") {
+                    d - tail.len() - 5
+                } else {
+                    continue;
+                };
+                let v = win[d..w].iter().fold(0u32, |acc, &c| {
+                    acc.saturating_mul(radix)
+                        .saturating_add((c as char).to_digit(radix).unwrap_or(0))
+                });
+                return Some((to_char(v), lo + start));
             }
         }
     }
@@ -528,7 +544,7 @@ mod tests {
         assert_eq!(decode_fwd(b"\\u0040", 0, false), Fwd::Char(b'@', 6));
         assert_eq!(decode_fwd(b"\\x40", 0, false), Fwd::Char(b'@', 4));
         assert_eq!(decode_fwd(b"\\u00", 0, false), Fwd::NeedMore);
-        assert_eq!(decode_fwd(b"&amp;", 0, false), Fwd::Char(NON_ASCII, 5));
+        assert_eq!(decode_fwd(b"&amp;x", 0, false), Fwd::Char(NON_ASCII, 5));
     }
 
     #[test]
@@ -542,5 +558,9 @@ mod tests {
         assert_eq!(decode_back(b"x&period;", 9, 0), Some((b'.', 1)));
         assert_eq!(decode_back(b"joe123", 6, 0), Some((b'3', 5)));
         assert_eq!(decode_back(b"ab", 2, 2), None);
+        assert_eq!(decode_back(b"x&amp;#106;", 11, 0), Some((b'j', 1)));
+        assert_eq!(decode_back(b"x&amp;#106", 10, 0), Some((b'j', 1)));
+        assert_eq!(decode_fwd(b"&amp;#64;", 0, false), Fwd::Char(b'@', 9));
+        assert_eq!(decode_fwd(b"&amp;", 0, false), Fwd::NeedMore);
     }
 }

@@ -1,0 +1,315 @@
+//! The matching contract: every spelling a harvester would undo, exact
+//! boundaries, exemptions, streaming equivalence and bounded memory.
+
+use std::sync::Arc;
+
+use addrmunge::address::{Glob, Protect, Protection};
+use addrmunge::scan::{Found, HISTORY, Matcher};
+use addrmunge::{Claims, Day, KeyRing, Kind, RuleSet, Status, check};
+use proptest::prelude::*;
+
+fn protection() -> Arc<Protection> {
+    Arc::new(Protection::new(
+        vec![
+            Protect {
+                domain: "ihatespam.test".into(),
+                local: Glob::new("*").unwrap(),
+                exempt: vec![Glob::new("*-subscribe").unwrap(), Glob::new("*-unsubscribe").unwrap()],
+                deliver_to: None,
+            },
+            Protect {
+                domain: "plover.com".into(),
+                local: Glob::new("mjd").unwrap(),
+                exempt: vec![],
+                deliver_to: None,
+            },
+        ],
+        "-id-",
+    ))
+}
+
+fn matcher() -> Arc<Matcher> {
+    Matcher::new(protection())
+}
+
+/// Inserts a fixed marker so expected outputs can be written out literally.
+fn marker(_: &Found<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"-id-zzzz");
+}
+
+fn rewrite(input: &str) -> String {
+    String::from_utf8(matcher().rewrite(input.as_bytes(), &mut marker)).unwrap()
+}
+
+fn entities(s: &str) -> String {
+    s.bytes().map(|b| format!("&#{b};")).collect()
+}
+
+fn hex_entities(s: &str) -> String {
+    s.bytes().map(|b| format!("&#x{b:x};")).collect()
+}
+
+fn percent(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+#[test]
+fn every_spelling_of_the_at_sign() {
+    for at in ["@", "&#64;", "&#064;", "&#x40;", "&#X40;", "&#x040;", "&#64", "&commat;", "%40", "\\u0040", "\\x40"] {
+        let input = format!("write to joe{at}ihatespam.test today");
+        let want = format!("write to joe-id-zzzz{at}ihatespam.test today");
+        assert_eq!(rewrite(&input), want, "@ spelled {at}");
+    }
+}
+
+#[test]
+fn any_letter_case() {
+    assert_eq!(rewrite("JOE@IHATESPAM.TEST"), "JOE-id-zzzz@IHATESPAM.TEST");
+    assert_eq!(rewrite("Mjd@Plover.Com"), "Mjd-id-zzzz@Plover.Com");
+}
+
+#[test]
+fn wholly_and_partly_encoded_addresses() {
+    let dec = format!("{}&#64;{}", entities("joe"), entities("ihatespam.test"));
+    assert_eq!(rewrite(&dec), format!("{}-id-zzzz&#64;{}", entities("joe"), entities("ihatespam.test")));
+    let hex = format!("{}&#x40;{}", hex_entities("joe"), hex_entities("ihatespam.test"));
+    assert_eq!(rewrite(&hex), format!("{}-id-zzzz&#x40;{}", hex_entities("joe"), hex_entities("ihatespam.test")));
+    let pct = format!("mailto:{}%40{}", percent("joe"), percent("ihatespam.test"));
+    assert_eq!(rewrite(&pct), format!("mailto:{}-id-zzzz%40{}", percent("joe"), percent("ihatespam.test")));
+    let mixed = "j&#111;e%2Ex@ihate&#115;pam&period;te%73t";
+    assert_eq!(rewrite(mixed), "j&#111;e%2Ex-id-zzzz@ihate&#115;pam&period;te%73t");
+    let no_semicolons = "&#106&#111&#101&#64ihatespam.test";
+    assert_eq!(rewrite(no_semicolons), "&#106&#111&#101-id-zzzz&#64ihatespam.test");
+    let js = "\\u006a\\u006f\\u0065\\u0040\\u0069hatespam.test";
+    assert_eq!(rewrite(js), "\\u006a\\u006f\\u0065-id-zzzz\\u0040\\u0069hatespam.test");
+    let jsx = "\\x6aoe\\x40ihatespam\\x2etest";
+    assert_eq!(rewrite(jsx), "\\x6aoe-id-zzzz\\x40ihatespam\\x2etest");
+}
+
+#[test]
+fn mailto_with_several_recipients_and_a_query() {
+    let input = r#"<a href="mailto:joe@ihatespam.test,ann@ihatespam.test?subject=Hi%20there&amp;cc=bob@ihatespam.test&amp;bcc=x@example.com&amp;body=mjd%40plover.com">"#;
+    let want = r#"<a href="mailto:joe-id-zzzz@ihatespam.test,ann-id-zzzz@ihatespam.test?subject=Hi%20there&amp;cc=bob-id-zzzz@ihatespam.test&amp;bcc=x@example.com&amp;body=mjd-id-zzzz%40plover.com">"#;
+    assert_eq!(rewrite(input), want);
+}
+
+#[test]
+fn domain_boundaries() {
+    for untouched in [
+        "someone@notihatespam.test",
+        "x@ihatespam.test.evil.example",
+        "x@ihatespam.testing",
+        "x@ihatespam.test-x",
+        "x@ihatespam.test&#46;evil",
+        "x@sub.ihatespam.test",
+        "x@ihatespam",
+        "other@plover.com",
+        "mjdx@plover.com",
+        "@ihatespam.test",
+        "list-subscribe@ihatespam.test",
+        "List-Unsubscribe@IHATESPAM.TEST",
+    ] {
+        assert_eq!(rewrite(untouched), untouched);
+    }
+    for (input, want) in [
+        ("<joe@ihatespam.test>", "<joe-id-zzzz@ihatespam.test>"),
+        ("joe@ihatespam.test.", "joe-id-zzzz@ihatespam.test."),
+        ("joe@ihatespam.test, ann", "joe-id-zzzz@ihatespam.test, ann"),
+        ("joe@ihatespam.test/path", "joe-id-zzzz@ihatespam.test/path"),
+        ("\"joe@ihatespam.test\"", "\"joe-id-zzzz@ihatespam.test\""),
+        ("...joe@ihatespam.test", "...joe-id-zzzz@ihatespam.test"),
+        ("a.b+c_d-e@ihatespam.test", "a.b+c_d-e-id-zzzz@ihatespam.test"),
+        ("x@y@ihatespam.test", "x@y-id-zzzz@ihatespam.test"),
+    ] {
+        assert_eq!(rewrite(input), want, "{input}");
+    }
+}
+
+#[test]
+fn local_parts_longer_than_64_octets_are_not_addresses() {
+    let long = format!("{}@ihatespam.test", "a".repeat(65));
+    assert_eq!(rewrite(&long), long);
+    let ok = format!("{}@ihatespam.test", "a".repeat(64));
+    assert_eq!(rewrite(&ok), format!("{}-id-zzzz@ihatespam.test", "a".repeat(64)));
+}
+
+#[test]
+fn already_munged_addresses_are_left_alone() {
+    let m = format!("joe-id-{}@ihatespam.test", "k".repeat(24));
+    assert_eq!(rewrite(&m), m);
+}
+
+#[test]
+fn every_html_place_and_other_text_types() {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/site/forms.html")).unwrap();
+    let want_count = page.matches("<!--want-->").count();
+    let mut n = 0;
+    let out = matcher().rewrite(page.as_bytes(), &mut |_: &Found<'_>, o: &mut Vec<u8>| {
+        n += 1;
+        o.extend_from_slice(b"-id-zzzz");
+    });
+    assert!(want_count >= 20);
+    assert_eq!(n, want_count, "{}", String::from_utf8_lossy(&out));
+    for (text, ctype) in [
+        (r#"{"email":"joe\u0040ihatespam.test","name":"Joe"}"#, "json"),
+        ("<item><author>joe@ihatespam.test (Joe)</author></item>", "rss"),
+        ("a::after { content: \"joe@ihatespam.test\"; }", "css"),
+        ("var a = 'joe' + '\\x40' + 'ihatespam.test'; // joe@ihatespam.test", "js"),
+    ] {
+        let out = rewrite(text);
+        assert!(out.contains("-id-zzzz"), "{ctype}: {out}");
+    }
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_kept() {
+    let input = b"\xff\xfe joe@ihatespam.test \x80\x81";
+    let out = matcher().rewrite(input, &mut marker);
+    assert_eq!(out, b"\xff\xfe joe-id-zzzz@ihatespam.test \x80\x81");
+}
+
+#[test]
+fn real_tokens_decode_to_the_visitor() {
+    let keys = KeyRing::new(&[[9; 32]]);
+    let prot = protection();
+    let day: Day = "2026-11-22".parse().unwrap();
+    let ip = "203.0.113.77".parse().unwrap();
+    let page = "<a href=\"mailto:joe&#64;ihatespam.test\">joe&#64;ihatespam.test</a> MJD@plover.com";
+    let out = Matcher::new(Arc::clone(&prot)).rewrite(page.as_bytes(), &mut |f: &Found<'_>, o: &mut Vec<u8>| {
+        let base = format!("{}@{}", f.local, f.domain);
+        o.extend_from_slice(prot.separator().as_bytes());
+        o.extend_from_slice(keys.encode(&base, "", &Claims::visit(Kind::Visitor, day, ip)).as_bytes());
+    });
+    let out = String::from_utf8(out).unwrap();
+    let decoded = out.replace("&#64;", "@");
+    let mut seen = 0;
+    for word in decoded.split(|c: char| !(c.is_ascii_alphanumeric() || "@.-".contains(c))) {
+        if word.contains("-id-") {
+            let v = check(&keys, &prot, &RuleSet::default(), word, day);
+            assert_eq!(v.status, Status::Valid, "{word}: {:?}", v.error);
+            assert_eq!(v.ip.as_deref(), Some("203.0.113.77"));
+            assert_eq!(v.date, Some(day));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 3, "{out}");
+    assert!(out.contains("mjd-id-") || out.contains("MJD-id-"), "{out}");
+}
+
+#[test]
+fn memory_stays_bounded_on_a_100_mb_text_run() {
+    let m = matcher();
+    let mut s = m.scanner();
+    let mut chunk = Vec::new();
+    while chunk.len() < 64 * 1024 {
+        chunk.extend_from_slice(b"lorem ipsum dolor sit amet, consectetur &amp; adipiscing 50%25 elit @ home ");
+    }
+    chunk.extend_from_slice(b"joe@ihatespam.test ");
+    let mut out = Vec::with_capacity(chunk.len() * 2);
+    let mut max_held = 0;
+    let mut total_in = 0;
+    let mut total_out = 0;
+    while total_in < 100 * 1024 * 1024 {
+        s.feed(&chunk, &mut out, &mut marker);
+        max_held = max_held.max(s.held());
+        total_in += chunk.len();
+        total_out += out.len();
+        out.clear();
+    }
+    s.finish(&mut out, &mut marker);
+    total_out += out.len();
+    assert_eq!(total_out, total_in + 8 * s.munged() as usize);
+    assert_eq!(s.munged() as usize, total_in / chunk.len());
+    assert!(max_held <= chunk.len() + HISTORY + 8192, "held {max_held} bytes");
+    // One text run with no chunk boundary helping: an '@' followed by 10 MB
+    // of domain characters must not make the scanner hold it all.
+    let mut s = m.scanner();
+    s.feed(b"joe@", &mut out, &mut marker);
+    for _ in 0..160 {
+        s.feed(&[b'a'; 65536], &mut out, &mut marker);
+        assert!(s.held() <= 65536 + HISTORY + 8192);
+    }
+}
+
+/// Fragments that make interesting inputs: addresses in many spellings,
+/// near misses, entities, escapes and arbitrary bytes.
+fn fragment() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"joe".to_vec()),
+        Just(b"MJD".to_vec()),
+        Just(b"@".to_vec()),
+        Just(b"&#64;".to_vec()),
+        Just(b"&#x40".to_vec()),
+        Just(b"&commat;".to_vec()),
+        Just(b"%40".to_vec()),
+        Just(b"\\u0040".to_vec()),
+        Just(b"\\x40".to_vec()),
+        Just(b"ihatespam.test".to_vec()),
+        Just(b"ihate&#115;pam&#46;test".to_vec()),
+        Just(b"plover.com".to_vec()),
+        Just(b".".to_vec()),
+        Just(b"-".to_vec()),
+        Just(b"&amp;".to_vec()),
+        Just(b"&#".to_vec()),
+        Just(b"%".to_vec()),
+        Just(b"\\".to_vec()),
+        Just(b"-subscribe".to_vec()),
+        Just(b"mailto:".to_vec()),
+        Just(b" ".to_vec()),
+        prop::collection::vec(any::<u8>(), 0..8),
+    ]
+}
+
+fn input() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(fragment(), 0..60).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_split_gives_the_one_shot_output(input in input(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12)) {
+        let m = matcher();
+        let one_shot = m.rewrite(&input, &mut marker);
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
+        points.sort_unstable();
+        let mut s = m.scanner();
+        let mut out = Vec::new();
+        let mut prev = 0;
+        for p in points.into_iter().chain([input.len()]) {
+            s.feed(&input[prev..p], &mut out, &mut marker);
+            prev = p;
+        }
+        s.finish(&mut out, &mut marker);
+        prop_assert_eq!(out, one_shot);
+    }
+
+    #[test]
+    fn one_byte_chunks_give_the_one_shot_output(input in input()) {
+        let m = matcher();
+        let one_shot = m.rewrite(&input, &mut marker);
+        let mut s = m.scanner();
+        let mut out = Vec::new();
+        for b in &input {
+            s.feed(std::slice::from_ref(b), &mut out, &mut marker);
+        }
+        s.finish(&mut out, &mut marker);
+        prop_assert_eq!(out, one_shot);
+    }
+
+    #[test]
+    fn input_without_protected_addresses_is_byte_identical(
+        parts in prop::collection::vec(prop_oneof![
+            fragment().prop_filter("no protected domain", |f| f != b"ihatespam.test" && f != b"plover.com" && !f.starts_with(b"ihate")),
+            Just(b"notihatespam.test".to_vec()),
+            Just(b"ihatespam.test.evil".to_vec()),
+        ], 0..60)
+    ) {
+        let input = parts.concat();
+        let m = matcher();
+        let mut n = 0;
+        let out = m.rewrite(&input, &mut |_: &Found<'_>, _: &mut Vec<u8>| n += 1);
+        prop_assert_eq!(n, 0);
+        prop_assert_eq!(out, input);
+    }
+}
