@@ -1,1 +1,97 @@
-fn main(){}
+//! Scanner throughput, fed in realistic 16 KiB chunks, next to a plain
+//! `memchr` pass over the same bytes (the memory-speed limit).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use addrmunge::address::{Glob, Protect, Protection};
+use addrmunge::scan::{Found, Matcher};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const CHUNK: usize = 16 * 1024;
+
+fn matcher() -> Arc<Matcher> {
+    Matcher::new(Arc::new(Protection::new(
+        vec![Protect {
+            domain: "ihatespam.test".into(),
+            local: Glob::new("*").unwrap(),
+            exempt: vec![Glob::new("*-subscribe").unwrap()],
+            deliver_to: None,
+        }],
+        "-id-",
+    )))
+}
+
+fn repeat_to(unit: &str, size: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(size + unit.len());
+    while v.len() < size {
+        v.extend_from_slice(unit.as_bytes());
+    }
+    v
+}
+
+fn inputs() -> Vec<(&'static str, Vec<u8>)> {
+    let size = 4 * 1024 * 1024;
+    vec![
+        (
+            "address-free text",
+            repeat_to(
+                "The quick brown fox jumps over the lazy dog, then reads the manual again. ",
+                size,
+            ),
+        ),
+        (
+            "address-dense html",
+            repeat_to(
+                r#"<li><a href="mailto:joe@ihatespam.test?subject=Hi">joe@ihatespam.test</a> or someone@example.com</li>
+"#,
+                size,
+            ),
+        ),
+        (
+            "entity-heavy html",
+            repeat_to(
+                "<p>&ldquo;It&#8217;s here&rdquo; &amp; there &#8212; caf&eacute; &#x2014; j&#111;e&#64;ihatespam&#46;test</p>\n",
+                size,
+            ),
+        ),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    let m = matcher();
+    let mut group = c.benchmark_group("scan");
+    for (name, input) in inputs() {
+        group.throughput(Throughput::Bytes(input.len() as u64));
+        group.bench_function(format!("memchr baseline / {name}"), |b| {
+            b.iter(|| {
+                let mut n = 0;
+                for chunk in input.chunks(CHUNK) {
+                    n += memchr::memchr_iter(b'@', chunk).count();
+                }
+                black_box(n)
+            })
+        });
+        let mut out = Vec::with_capacity(CHUNK * 2);
+        group.bench_function(format!("scanner / {name}"), |b| {
+            b.iter(|| {
+                let mut s = m.scanner();
+                let mut munger =
+                    |_: &Found<'_>, o: &mut Vec<u8>| o.extend_from_slice(b"-id-0123456789abcdefghjkmnpq");
+                let mut total = 0;
+                for chunk in input.chunks(CHUNK) {
+                    out.clear();
+                    s.feed(chunk, &mut out, &mut munger);
+                    total += out.len();
+                }
+                out.clear();
+                s.finish(&mut out, &mut munger);
+                black_box(total + out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

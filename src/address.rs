@@ -28,7 +28,10 @@ impl Glob {
         if pattern.is_empty() {
             return Err("an empty pattern matches nothing; use \"*\" for every local part".into());
         }
-        if let Some(c) = pattern.chars().find(|&c| !(is_local_char(c as u32) || c == '*' || c == '?')) {
+        if let Some(c) = pattern
+            .chars()
+            .find(|&c| !(is_local_char(c as u32) || c == '*' || c == '?'))
+        {
             return Err(format!(
                 "'{c}' cannot appear here: use letters, digits, '.', '_', '+', '-' and the wildcards '*' and '?'"
             ));
@@ -38,7 +41,12 @@ impl Glob {
 
     /// True when the (lowercase) text matches.
     pub fn matches(&self, text: &str) -> bool {
-        glob_match(self.pattern.as_bytes(), text.as_bytes())
+        self.matches_bytes(text.as_bytes())
+    }
+
+    /// True when the (lowercase) bytes match.
+    pub fn matches_bytes(&self, text: &[u8]) -> bool {
+        glob_match(self.pattern.as_bytes(), text)
     }
 
     /// True when the pattern has no wildcard.
@@ -149,7 +157,11 @@ pub enum Parsed {
 #[derive(Debug, Clone)]
 pub struct Protection {
     entries: Vec<Protect>,
-    by_domain: HashMap<String, Vec<usize>>,
+    /// Domains with their entries, in config order. A site has a handful of
+    /// domains: comparing bytes beats hashing them on the scanner's hot path.
+    domains: Vec<(Box<[u8]>, Vec<usize>)>,
+    /// The same, hashed, for configs with many domains.
+    by_domain: HashMap<Box<[u8]>, usize>,
     separator: String,
     max_domain_len: usize,
 }
@@ -157,13 +169,20 @@ pub struct Protection {
 impl Protection {
     /// Builds the protection from validated entries.
     pub fn new(entries: Vec<Protect>, separator: &str) -> Protection {
-        let mut by_domain: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut domains: Vec<(Box<[u8]>, Vec<usize>)> = Vec::new();
+        let mut by_domain: HashMap<Box<[u8]>, usize> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
-            by_domain.entry(e.domain.clone()).or_default().push(i);
+            let key: Box<[u8]> = e.domain.as_bytes().into();
+            let slot = *by_domain.entry(key.clone()).or_insert_with(|| {
+                domains.push((key, Vec::new()));
+                domains.len() - 1
+            });
+            domains[slot].1.push(i);
         }
         let max_domain_len = entries.iter().map(|e| e.domain.len()).max().unwrap_or(0);
         Protection {
             entries,
+            domains,
             by_domain,
             separator: separator.to_ascii_lowercase(),
             max_domain_len,
@@ -187,19 +206,38 @@ impl Protection {
 
     /// True when some entry protects this (lowercase) domain.
     pub fn has_domain(&self, domain: &str) -> bool {
-        self.by_domain.contains_key(domain)
+        self.domain_entries(domain.as_bytes()).is_some()
+    }
+
+    /// The entries for a lowercase domain, in config order.
+    pub fn domain_entries(&self, domain: &[u8]) -> Option<&[usize]> {
+        if self.domains.len() <= 8 {
+            self.domains
+                .iter()
+                .find(|(d, _)| **d == *domain)
+                .map(|(_, ids)| ids.as_slice())
+        } else {
+            self.by_domain
+                .get(domain)
+                .map(|&slot| self.domains[slot].1.as_slice())
+        }
     }
 
     /// Classifies a lowercase local part on a lowercase domain. The first
     /// entry whose `local` glob matches decides.
     pub fn classify(&self, local: &str, domain: &str) -> Class {
-        let Some(ids) = self.by_domain.get(domain) else {
-            return Class::Unprotected;
-        };
+        match self.domain_entries(domain.as_bytes()) {
+            Some(ids) => self.classify_among(ids, local.as_bytes()),
+            None => Class::Unprotected,
+        }
+    }
+
+    /// Classifies a lowercase local part among the entries of its domain.
+    pub fn classify_among(&self, ids: &[usize], local: &[u8]) -> Class {
         for &i in ids {
             let e = &self.entries[i];
-            if e.local.matches(local) {
-                if e.exempt.iter().any(|g| g.matches(local)) {
+            if e.local.matches_bytes(local) {
+                if e.exempt.iter().any(|g| g.matches_bytes(local)) {
                     return Class::Exempt(i);
                 }
                 return Class::Protected(i);
@@ -281,8 +319,15 @@ impl Protection {
 
     /// True when a local part the scanner found already carries an ID, so
     /// that a page quoting a munged address is not munged twice.
-    pub fn is_munged_local(&self, local: &str, domain: &str) -> bool {
-        local.contains(self.separator.as_str()) && !self.munged_readings(local, domain).is_empty()
+    pub fn is_munged_local(&self, local: &[u8], domain: &[u8]) -> bool {
+        let sep = self.separator.as_bytes();
+        if !local.windows(sep.len()).any(|w| w == sep) {
+            return false;
+        }
+        match (std::str::from_utf8(local), std::str::from_utf8(domain)) {
+            (Ok(l), Ok(d)) => !self.munged_readings(l, d).is_empty(),
+            _ => false,
+        }
     }
 
     /// The octets a munged local part adds to its base in the worst case
@@ -302,7 +347,9 @@ pub fn is_label(s: &str) -> bool {
 pub fn check_domain(domain: &str) -> Result<String, String> {
     let d = domain.trim_end_matches('.').to_ascii_lowercase();
     if d.is_empty() || d.len() > 253 {
-        return Err(format!("'{domain}' is not a domain name; write it like example.com"));
+        return Err(format!(
+            "'{domain}' is not a domain name; write it like example.com"
+        ));
     }
     if !d.is_ascii() {
         return Err(format!(
@@ -316,7 +363,9 @@ pub fn check_domain(domain: &str) -> Result<String, String> {
             && !label.ends_with('-')
             && label.bytes().all(|c| is_domain_char(c.into()) && c != b'.');
         if !ok {
-            return Err(format!("'{domain}' is not a domain name; write it like example.com"));
+            return Err(format!(
+                "'{domain}' is not a domain name; write it like example.com"
+            ));
         }
     }
     Ok(d)
@@ -328,14 +377,12 @@ mod tests {
 
     fn prot() -> Protection {
         Protection::new(
-            vec![
-                Protect {
-                    domain: "plover.com".into(),
-                    local: Glob::new("*").unwrap(),
-                    exempt: vec![Glob::new("*-subscribe").unwrap()],
-                    deliver_to: None,
-                },
-            ],
+            vec![Protect {
+                domain: "plover.com".into(),
+                local: Glob::new("*").unwrap(),
+                exempt: vec![Glob::new("*-subscribe").unwrap()],
+                deliver_to: None,
+            }],
             "-id-",
         )
     }
@@ -365,12 +412,19 @@ mod tests {
         let p = prot();
         let token = "a".repeat(24);
         let addr = format!("Mr-ID-Card-id-{token}@Plover.COM");
-        let Parsed::Munged(c) = p.parse(&addr) else { panic!() };
+        let Parsed::Munged(c) = p.parse(&addr) else {
+            panic!()
+        };
         assert_eq!(c[0].base, "mr-id-card@plover.com");
         assert_eq!(c[0].token, token);
         let labelled = format!("joe-id-shop-{token}@plover.com");
-        let Parsed::Munged(c) = p.parse(&labelled) else { panic!() };
-        assert_eq!((c[0].base.as_str(), c[0].label.as_str()), ("joe@plover.com", "shop"));
+        let Parsed::Munged(c) = p.parse(&labelled) else {
+            panic!()
+        };
+        assert_eq!(
+            (c[0].base.as_str(), c[0].label.as_str()),
+            ("joe@plover.com", "shop")
+        );
         assert_eq!(p.parse("joe@plover.com"), Parsed::Bare(0));
         assert_eq!(p.parse("x-subscribe@plover.com"), Parsed::Exempt(0));
         assert_eq!(p.parse("joe@example.com"), Parsed::Unprotected);

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::address::{Parsed, Protection};
 use crate::day::Day;
 use crate::store::{Rule, RuleSet, Subject};
-use crate::token::{Claims, Kind, KeyRing, TokenError};
+use crate::token::{Claims, KeyRing, Kind, TokenError};
 
 /// The outcome for one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,7 +108,12 @@ impl Verdict {
 pub fn check(keys: &KeyRing, protection: &Protection, rules: &RuleSet, address: &str, today: Day) -> Verdict {
     let candidates = match protection.parse(address) {
         Parsed::NotAnAddress => return Verdict::invalid(address, "not an e-mail address"),
-        Parsed::Unprotected => return Verdict::invalid(address, "not a protected address (no [[protect]] entry covers it)"),
+        Parsed::Unprotected => {
+            return Verdict::invalid(
+                address,
+                "not a protected address (no [[protect]] entry covers it)",
+            );
+        }
         Parsed::Bare(entry) | Parsed::Exempt(entry) => {
             let mut v = Verdict::new(address, Status::Bare);
             v.original = Some(address.trim().to_ascii_lowercase());

@@ -162,7 +162,13 @@ impl Config {
             message,
         };
         let dir = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { dir.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                dir.join(p)
+            }
+        };
         let key_file = raw.key_file.as_deref().map(resolve).ok_or_else(|| {
             invalid(
                 "key_file",
@@ -178,7 +184,9 @@ impl Config {
         let separator = raw.separator.clone().unwrap_or_else(|| DEFAULT_SEPARATOR.into());
         if separator.is_empty()
             || separator.len() > 16
-            || !separator.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            || !separator
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
         {
             return Err(invalid(
                 "separator",
@@ -207,10 +215,16 @@ impl Config {
                 None => None,
                 Some(d) => {
                     let (l, dom) = d.rsplit_once('@').ok_or_else(|| {
-                        invalid(&key("deliver_to"), format!("'{d}' is not an address; write it like owner@example.com"))
+                        invalid(
+                            &key("deliver_to"),
+                            format!("'{d}' is not an address; write it like owner@example.com"),
+                        )
                     })?;
                     if l.is_empty() {
-                        return Err(invalid(&key("deliver_to"), format!("'{d}' has an empty local part")));
+                        return Err(invalid(
+                            &key("deliver_to"),
+                            format!("'{d}' has an empty local part"),
+                        ));
                     }
                     let dom = address::check_domain(dom).map_err(|m| invalid(&key("deliver_to"), m))?;
                     Some(format!("{}@{dom}", l.to_ascii_lowercase()))
@@ -279,22 +293,36 @@ exempt = ["*-subscribe"]
 
     #[test]
     fn unknown_keys_name_the_file_and_key() {
-        let e = load(&format!("{OK}\n[proxy]\nlisten_on = 1\n")).unwrap_err().to_string();
-        assert!(e.contains("/etc/x/addrmunge.toml") && e.contains("listen_on"), "{e}");
+        let e = load(&format!("{OK}\n[proxy]\nlisten_on = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/x/addrmunge.toml") && e.contains("listen_on"),
+            "{e}"
+        );
         let e = load(&OK.replace("exempt", "exmept")).unwrap_err().to_string();
         assert!(e.contains("exmept") && e.contains("exempt"), "{e}");
     }
 
     #[test]
     fn bad_values_say_how_to_fix_them() {
-        let e = load(&OK.replace("Plover.com", "plover com")).unwrap_err().to_string();
-        assert!(e.contains("protect[0].domain") && e.contains("example.com"), "{e}");
+        let e = load(&OK.replace("Plover.com", "plover com"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("protect[0].domain") && e.contains("example.com"),
+            "{e}"
+        );
         let e = load(&format!("separator = \"+\"\n{OK}")).unwrap_err().to_string();
         assert!(e.contains("separator") && e.contains("[a-z0-9-]"), "{e}");
         let long = "a".repeat(30);
-        let e = load(&format!("{OK}local = \"{long}\"\n")).unwrap_err().to_string();
+        let e = load(&format!("{OK}local = \"{long}\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("protect[0].local") && e.contains("64 octets"), "{e}");
-        let e = load("state = \"s\"\n[[protect]]\ndomain = \"a.b\"\n").unwrap_err().to_string();
+        let e = load("state = \"s\"\n[[protect]]\ndomain = \"a.b\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("key_file") && e.contains("keygen"), "{e}");
     }
 }

@@ -28,4 +28,4 @@ pub use config::{Config, ConfigError};
 pub use day::Day;
 pub use scan::{Found, Matcher, Munger, Scanner};
 pub use store::{Rule, RuleSet, RuleWatcher, Scope, Store, StoreError};
-pub use token::{Claims, Kind, KeyRing, Visitor};
+pub use token::{Claims, KeyRing, Kind, Visitor};

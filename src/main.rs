@@ -231,7 +231,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let claims = Claims::visit(kind, date.unwrap_or_else(Day::today), *ip);
             let token = ctx.keys()?.encode(&format!("{local}@{domain}"), "", &claims);
-            writeln!(out, "{}", ctx.config.protection.munge(&local, &domain, "", &token))?;
+            writeln!(
+                out,
+                "{}",
+                ctx.config.protection.munge(&local, &domain, "", &token)
+            )?;
         }
         Command::Decode { json, addresses } => {
             let ctx = Ctx::load(&cli)?;
@@ -248,7 +252,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     write_verdict(&mut out, &v)?;
                 }
             }
-            return Ok(if all_valid { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            return Ok(if all_valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
         Command::Expire(spec) => {
             let ctx = Ctx::load(&cli)?;
@@ -272,9 +280,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             match removed {
                 Some(r) => writeln!(out, "removed rule {r}")?,
-                None => bail!(UsageError(
-                    "no such rule; `addrmunge rules` lists them".into()
-                )),
+                None => bail!(UsageError("no such rule; `addrmunge rules` lists them".into())),
             }
         }
         Command::Rules { json } => {
@@ -318,7 +324,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let claims = Claims::minted(date.unwrap_or_else(Day::today), days);
             let token = ctx.keys()?.encode(&format!("{local}@{domain}"), &label, &claims);
-            writeln!(out, "{}", ctx.config.protection.munge(&local, &domain, &label, &token))?;
+            writeln!(
+                out,
+                "{}",
+                ctx.config.protection.munge(&local, &domain, &label, &token)
+            )?;
             match claims.last_valid_day() {
                 Some(last) => eprintln!("accepted through {last} (UTC)"),
                 None => eprintln!("accepted until you expire it"),
@@ -355,7 +365,13 @@ fn scope_of(ctx: &Ctx, a: &RuleArgs) -> Result<Scope> {
         (d, None, Some(net), None, None, None) => Scope::cidr(net, d).map_err(|e| usage(e.to_string()))?,
         (None, None, None, Some(addr), None, None) => {
             let keys = ctx.keys()?;
-            let v = check(&keys, &ctx.config.protection, &RuleSet::default(), addr, Day::today());
+            let v = check(
+                &keys,
+                &ctx.config.protection,
+                &RuleSet::default(),
+                addr,
+                Day::today(),
+            );
             if v.claims.is_none() {
                 return Err(usage(format!(
                     "{addr} is not a munged address of ours ({}); to expire a base address and all its IDs use --base",
@@ -440,7 +456,11 @@ fn check_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
     }
     writeln!(out, "state:     {}", c.state.display())?;
     let sep = c.protection.separator();
-    writeln!(out, "separator: '{sep}' (munged local parts grow by up to {} octets)", sep.len() + LONG_LEN)?;
+    writeln!(
+        out,
+        "separator: '{sep}' (munged local parts grow by up to {} octets)",
+        sep.len() + LONG_LEN
+    )?;
     writeln!(out, "protected:")?;
     let day = Day::today();
     for e in c.protection.entries() {
@@ -453,10 +473,18 @@ fn check_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
             write!(out, "  delivered to {d}")?;
         }
         writeln!(out)?;
-        let sample_local = if e.local.is_literal() { e.local.as_str().to_owned() } else { "someone".to_owned() };
+        let sample_local = if e.local.is_literal() {
+            e.local.as_str().to_owned()
+        } else {
+            "someone".to_owned()
+        };
         if let Class::Protected(_) = c.protection.classify(&sample_local, &e.domain) {
             let base = format!("{sample_local}@{}", e.domain);
-            let t = keys.encode(&base, "", &Claims::visit(Kind::Visitor, day, "192.0.2.1".parse()?));
+            let t = keys.encode(
+                &base,
+                "",
+                &Claims::visit(Kind::Visitor, day, "192.0.2.1".parse()?),
+            );
             writeln!(
                 out,
                 "    e.g. {base} -> {}",

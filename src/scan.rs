@@ -12,9 +12,11 @@
 //!
 //! # How
 //!
-//! An Aho–Corasick prefilter finds every spelling an `@` can start with:
-//! `@`, `&#` (`&#64;`, `&#x40;`, `&#064`…), `&commat;`, `%40`, `\u0040`,
-//! `\x40`. For each real `@`, the domain is decoded forwards and the local part
+//! A `memchr` prefilter finds the bytes every spelling of `@` starts with
+//! (`@`, `&`, `%`, `\\`): `@`, `&#64;`, `&#x40;`, `&#064`, `&amp;#64;`,
+//! `&commat;`, `%40`, `\\u0040`, `\\x40`. `memchr3` covers the first three in
+//! one SIMD pass; backslashes get their own pass whose result is cached, so
+//! each byte is looked at a bounded number of times. For each real `@`, the domain is decoded forwards and the local part
 //! backwards, each character in any of: literal (any case), numeric or named
 //! character reference, `%HH`, `\xHH`, `\uHHHH`. The decoded domain must be a
 //! whole protected domain (the next character is not `[a-z0-9-]`, and a `.`
@@ -34,7 +36,7 @@
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use memchr::{memchr, memchr3};
 
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
 
@@ -48,14 +50,12 @@ const BACK: usize = (MAX_LOCAL + 1) * MAX_FORM;
 /// Already-emitted bytes a scanner keeps for decoding local parts backwards.
 pub const HISTORY: usize = BACK;
 /// Bytes held back at a chunk's end because an `@` spelling may start there
-/// (the longest prefilter pattern, `&commat;`, minus one).
+/// (the longest spelling the prefilter must see whole, `&commat;`, minus one).
 const HOLD: usize = 7;
 /// Dots tolerated after a domain before we stop looking for its end.
 const TRAILING_DOTS: usize = 8;
 /// A value for a decoded character that is not ASCII.
 const NON_ASCII: u8 = 0xff;
-
-const PATTERNS: &[&str] = &["@", "&#", "&amp;#", "&commat;", "%40", "\\u0040", "\\x40"];
 
 /// A protected address the scanner found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,25 +82,16 @@ impl<F: FnMut(&Found<'_>, &mut Vec<u8>)> Munger for F {
 }
 
 /// The prebuilt, shareable part of scanning: the protection rules and the
-/// prefilter automaton. Build once, share through an `Arc`.
+/// derived limits. Build once, share through an `Arc`.
 #[derive(Debug)]
 pub struct Matcher {
     protection: Arc<Protection>,
-    prefilter: AhoCorasick,
 }
 
 impl Matcher {
     /// Builds the matcher for a protection.
     pub fn new(protection: Arc<Protection>) -> Arc<Matcher> {
-        let prefilter = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(PATTERNS)
-            .expect("the prefilter patterns are valid");
-        Arc::new(Matcher {
-            protection,
-            prefilter,
-        })
+        Arc::new(Matcher { protection })
     }
 
     /// The protection this matcher applies.
@@ -115,7 +106,15 @@ impl Matcher {
             buf: Vec::new(),
             emitted: 0,
             scan_from: 0,
+            backslash: None,
+            backslash_searched_to: 0,
             munged: 0,
+            scratch: Box::new(Scratch {
+                domain: [0; 256],
+                domain_len: 0,
+                local: [0; MAX_LOCAL + 1],
+                local_len: 0,
+            }),
         }
     }
 
@@ -139,23 +138,30 @@ pub struct Scanner {
     emitted: usize,
     /// Candidates before this index have been dealt with.
     scan_from: usize,
+    /// The next `\\` at or after some earlier `scan_from`, if one was found
+    /// before `backslash_searched_to`.
+    backslash: Option<usize>,
+    /// `buf[..backslash_searched_to]` holds no unreported backslash.
+    backslash_searched_to: usize,
     munged: u64,
+    scratch: Box<Scratch>,
 }
 
 enum Decision {
-    Match { local: LocalBuf, domain: DomainBuf, entry: usize },
+    /// Protected by this entry; the address is in the scratch buffers.
+    Match(usize),
     NoMatch,
     NeedMore,
 }
 
-struct LocalBuf {
-    bytes: [u8; MAX_LOCAL],
-    len: usize,
-}
-
-struct DomainBuf {
-    bytes: [u8; 256],
-    len: usize,
+/// Reused buffers for the decoded parts of a candidate address, so deciding
+/// neither allocates nor clears memory.
+#[derive(Debug)]
+struct Scratch {
+    domain: [u8; 256],
+    domain_len: usize,
+    local: [u8; MAX_LOCAL + 1],
+    local_len: usize,
 }
 
 impl Scanner {
@@ -182,6 +188,32 @@ impl Scanner {
         self.buf.clear();
         self.emitted = 0;
         self.scan_from = 0;
+        self.backslash = None;
+        self.backslash_searched_to = 0;
+    }
+
+    /// The next byte at or after `scan_from` that can start a spelling of `@`.
+    fn next_candidate(&mut self) -> Option<usize> {
+        let from = self.scan_from;
+        let hay = &self.buf[from..];
+        let common = memchr3(b'@', b'&', b'%', hay).map(|i| from + i);
+        let bs = match self.backslash {
+            Some(b) if b >= from => Some(b),
+            seen => {
+                let start = if seen.is_some() {
+                    from
+                } else {
+                    from.max(self.backslash_searched_to)
+                };
+                self.backslash = memchr(b'\\', &self.buf[start..]).map(|i| start + i);
+                self.backslash_searched_to = self.buf.len();
+                self.backslash
+            }
+        };
+        match (common, bs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn process(&mut self, eof: bool, out: &mut Vec<u8>, munger: &mut impl Munger) {
@@ -189,10 +221,9 @@ impl Scanner {
         let len = self.buf.len();
         let mut undecided = None;
         while self.scan_from < len {
-            let Some(m) = matcher.prefilter.find(&self.buf[self.scan_from..]) else {
+            let Some(p) = self.next_candidate() else {
                 break;
             };
-            let p = self.scan_from + m.start();
             let at_len = match decode_fwd(&self.buf, p, eof) {
                 Fwd::NeedMore => {
                     undecided = Some(p);
@@ -204,17 +235,18 @@ impl Scanner {
                     continue;
                 }
             };
-            match self.decide(&matcher, p, at_len, eof) {
+            match decide(&matcher.protection, &self.buf, p, at_len, eof, &mut self.scratch) {
                 Decision::NeedMore => {
                     undecided = Some(p);
                     break;
                 }
                 Decision::NoMatch => self.scan_from = p + at_len,
-                Decision::Match { local, domain, entry } => {
+                Decision::Match(entry) => {
                     out.extend_from_slice(&self.buf[self.emitted..p]);
+                    let sc = &self.scratch;
                     let found = Found {
-                        local: ascii_str(&local.bytes[..local.len]),
-                        domain: ascii_str(&domain.bytes[..domain.len]),
+                        local: ascii_str(&sc.local[..sc.local_len]),
+                        domain: ascii_str(&sc.domain[..sc.domain_len]),
                         entry,
                     };
                     munger.munge(&found, out);
@@ -239,83 +271,80 @@ impl Scanner {
             self.buf.drain(..drop);
             self.emitted -= drop;
             self.scan_from -= drop;
+            match self.backslash {
+                Some(b) if b >= drop => self.backslash = Some(b - drop),
+                // A backslash already passed: search again from `scan_from`.
+                Some(_) => {
+                    self.backslash = None;
+                    self.backslash_searched_to = 0;
+                }
+                None => self.backslash_searched_to = self.backslash_searched_to.saturating_sub(drop),
+            }
         }
     }
+}
 
-    /// Decides whether the `@` spelled by `buf[p..p + at_len]` belongs to a
-    /// protected address.
-    fn decide(&self, matcher: &Matcher, p: usize, at_len: usize, eof: bool) -> Decision {
-        let prot = &matcher.protection;
-        let buf = &self.buf;
-        // Domain, forwards.
-        let mut domain = DomainBuf {
-            bytes: [0; 256],
-            len: 0,
-        };
-        let cap = prot.max_domain_len() + TRAILING_DOTS;
-        let mut i = p + at_len;
-        loop {
-            match decode_fwd(buf, i, eof) {
+/// Decides whether the `@` spelled by `buf[p..p + at_len]` belongs to a
+/// protected address; on a match the decoded parts are left in `sc`.
+fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc: &mut Scratch) -> Decision {
+    // Domain, forwards.
+    let cap = prot.max_domain_len() + TRAILING_DOTS;
+    let mut dlen = 0;
+    let mut i = p + at_len;
+    loop {
+        // Fast path: a plain domain character needs no decoding.
+        let (c, n) = match buf.get(i) {
+            Some(&c) if c != b'&' && c != b'%' && c != b'\\' => (c, 1),
+            _ => match decode_fwd(buf, i, eof) {
                 Fwd::NeedMore if i >= buf.len() && eof => break,
                 Fwd::NeedMore => return Decision::NeedMore,
-                Fwd::Char(c, n) => {
-                    if !is_domain_char(c.into()) {
-                        break;
-                    }
-                    if domain.len == cap {
-                        return Decision::NoMatch;
-                    }
-                    domain.bytes[domain.len] = c.to_ascii_lowercase();
-                    domain.len += 1;
-                    i += n;
-                }
-            }
-        }
-        while domain.len > 0 && domain.bytes[domain.len - 1] == b'.' {
-            domain.len -= 1;
-        }
-        let dom = ascii_str(&domain.bytes[..domain.len]);
-        if !prot.has_domain(dom) {
-            return Decision::NoMatch;
-        }
-        // Local part, backwards.
-        let lo = p.saturating_sub(BACK);
-        let mut rev = [0u8; MAX_LOCAL + 1];
-        let mut n = 0;
-        let mut e = p;
-        while let Some((c, start)) = decode_back(buf, e, lo) {
-            if !is_local_char(c.into()) {
-                break;
-            }
-            if n == rev.len() {
-                return Decision::NoMatch; // longer than any local part
-            }
-            rev[n] = c.to_ascii_lowercase();
-            n += 1;
-            e = start;
-        }
-        while n > 0 && rev[n - 1] == b'.' {
-            n -= 1; // leading dots are sentence punctuation, not the address
-        }
-        if n == 0 || n > MAX_LOCAL {
-            return Decision::NoMatch;
-        }
-        let mut local = LocalBuf {
-            bytes: [0; MAX_LOCAL],
-            len: n,
-        };
-        for (k, &c) in rev[..n].iter().rev().enumerate() {
-            local.bytes[k] = c;
-        }
-        let loc = ascii_str(&local.bytes[..n]);
-        match prot.classify(loc, dom) {
-            Class::Protected(entry) if !prot.is_munged_local(loc, dom) => Decision::Match {
-                local,
-                domain,
-                entry,
+                Fwd::Char(c, n) => (c, n),
             },
-            _ => Decision::NoMatch,
+        };
+        if !is_domain_char(c.into()) {
+            break;
         }
+        if dlen == cap {
+            return Decision::NoMatch;
+        }
+        sc.domain[dlen] = c.to_ascii_lowercase();
+        dlen += 1;
+        i += n;
+    }
+    while dlen > 0 && sc.domain[dlen - 1] == b'.' {
+        dlen -= 1;
+    }
+    sc.domain_len = dlen;
+    let Some(ids) = prot.domain_entries(&sc.domain[..dlen]) else {
+        return Decision::NoMatch;
+    };
+    // Local part, backwards, into `sc.local` reversed.
+    let lo = p.saturating_sub(BACK);
+    let mut n = 0;
+    let mut e = p;
+    while let Some((c, start)) = decode_back(buf, e, lo) {
+        if !is_local_char(c.into()) {
+            break;
+        }
+        if n == sc.local.len() {
+            return Decision::NoMatch; // longer than any local part
+        }
+        sc.local[n] = c.to_ascii_lowercase();
+        n += 1;
+        e = start;
+    }
+    while n > 0 && sc.local[n - 1] == b'.' {
+        n -= 1; // leading dots are sentence punctuation, not the address
+    }
+    if n == 0 || n > MAX_LOCAL {
+        return Decision::NoMatch;
+    }
+    sc.local[..n].reverse();
+    sc.local_len = n;
+    let local = &sc.local[..n];
+    match prot.classify_among(ids, local) {
+        Class::Protected(entry) if !prot.is_munged_local(local, &sc.domain[..dlen]) => Decision::Match(entry),
+        _ => Decision::NoMatch,
     }
 }
 
@@ -443,7 +472,9 @@ fn parse_entity(s: &[u8]) -> Entity {
     let mut j = start;
     let mut v: u32 = 0;
     while j < limit {
-        let Some(d) = (s[j] as char).to_digit(radix) else { break };
+        let Some(d) = (s[j] as char).to_digit(radix) else {
+            break;
+        };
         v = v.saturating_mul(radix).saturating_add(d);
         j += 1;
     }
@@ -470,7 +501,11 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
         if let Some(a) = buf[from..e - 1].iter().rposition(|&c| c == b'&') {
             let a = from + a;
             // `&amp;#106;` ends the same way as `&#106;`.
-            let inner = if buf[a..e].starts_with(b"&amp;#") { a + 4 } else { a };
+            let inner = if buf[a..e].starts_with(b"&amp;#") {
+                a + 4
+            } else {
+                a
+            };
             if let Entity::Char(v, n) = parse_entity(&buf[inner..e]) {
                 if inner + n == e {
                     return Some((v, a));
@@ -480,7 +515,9 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
     } else if last.is_ascii_hexdigit() {
         let w = win.len();
         let hex = |r: std::ops::Range<usize>| -> Option<u32> {
-            win[r].iter().try_fold(0u32, |acc, &c| Some(acc * 16 + hex_val(c)?))
+            win[r]
+                .iter()
+                .try_fold(0u32, |acc, &c| Some(acc * 16 + hex_val(c)?))
         };
         if w >= 3 && win[w - 3] == b'%' {
             if let Some(v) = hex(w - 2..w) {
@@ -506,10 +543,14 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
                 let d = w - k;
                 let before = &win[..d];
                 let tail = &prefix[1..]; // "#" or "#x"
-                let ends = |p: &[u8]| before.len() >= p.len() && before[d - p.len()..].eq_ignore_ascii_case(p);
+                let ends =
+                    |p: &[u8]| before.len() >= p.len() && before[d - p.len()..].eq_ignore_ascii_case(p);
                 let start = if ends(prefix) {
                     d - prefix.len()
-                } else if before.len() > 4 + tail.len() && ends(tail) && before[..d - tail.len()].ends_with(b"&amp;") {
+                } else if before.len() > 4 + tail.len()
+                    && ends(tail)
+                    && before[..d - tail.len()].ends_with(b"&amp;")
+                {
                     d - tail.len() - 5
                 } else {
                     continue;

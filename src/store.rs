@@ -130,7 +130,12 @@ impl Scope {
         }
     }
 
-    fn from_columns(scope: &str, day: Option<i64>, net: Option<String>, address: Option<String>) -> Option<Scope> {
+    fn from_columns(
+        scope: &str,
+        day: Option<i64>,
+        net: Option<String>,
+        address: Option<String>,
+    ) -> Option<Scope> {
         let day = || day.and_then(|d| u16::try_from(d).ok()).map(Day::from_number);
         let visitor = || net.as_deref().and_then(parse_visitor);
         let cidr = || net.as_deref().and_then(|n| n.parse::<IpNet>().ok());
@@ -326,7 +331,8 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| sqlite(path, e))?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(|e| sqlite(path, e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| sqlite(path, e))?;
         Ok(Store {
             conn,
             path: path.to_owned(),
@@ -337,9 +343,7 @@ impl Store {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
         self.conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
-        self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(e)?;
+        self.conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
         self.conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
         let version: i64 = self
             .conn
@@ -355,7 +359,8 @@ impl Store {
         for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = self.conn.transaction().map_err(e)?;
             tx.execute_batch(sql).map_err(e)?;
-            tx.pragma_update(None, "user_version", (n + 1) as i64).map_err(e)?;
+            tx.pragma_update(None, "user_version", (n + 1) as i64)
+                .map_err(e)?;
             tx.commit().map_err(e)?;
         }
         Ok(())
@@ -552,10 +557,21 @@ mod tests {
             let (rule, new) = st.expire(scope, "test").unwrap();
             assert!(new);
             let set = RuleSet::new(st.rules().unwrap());
-            assert_eq!(set.matching(&subj(&visit)).map(|r| r.id), Some(rule.id), "{scope}");
-            assert!(!st.expire(scope, "again").unwrap().1, "duplicate rule for {scope}");
+            assert_eq!(
+                set.matching(&subj(&visit)).map(|r| r.id),
+                Some(rule.id),
+                "{scope}"
+            );
+            assert!(
+                !st.expire(scope, "again").unwrap().1,
+                "duplicate rule for {scope}"
+            );
             assert_eq!(st.unexpire(scope).unwrap().map(|r| r.id), Some(rule.id));
-            assert!(RuleSet::new(st.rules().unwrap()).matching(&subj(&visit)).is_none());
+            assert!(
+                RuleSet::new(st.rules().unwrap())
+                    .matching(&subj(&visit))
+                    .is_none()
+            );
         }
         // Near misses.
         let misses = [
@@ -574,7 +590,8 @@ mod tests {
         let set = RuleSet::new(st.rules().unwrap());
         assert!(set.matching(&subj(&visit)).is_none());
         // IPv6: the /64 and CIDRs up to /64.
-        st.expire(&Scope::cidr("2001:db8::/48".parse().unwrap(), None).unwrap(), "").unwrap();
+        st.expire(&Scope::cidr("2001:db8::/48".parse().unwrap(), None).unwrap(), "")
+            .unwrap();
         let set = RuleSet::new(st.rules().unwrap());
         assert!(set.matching(&subj(&visit6)).is_some());
         assert!(Scope::cidr("2001:db8::/96".parse().unwrap(), None).is_err());

@@ -88,7 +88,8 @@ static BASE32: LazyLock<Encoding> = LazyLock::new(|| {
     spec.translate.from.push_str("ABCDEFGHJKMNPQRSTVWXYZ");
     spec.translate.to.push_str("abcdefghjkmnpqrstvwxyz");
     spec.check_trailing_bits = true;
-    spec.encoding().expect("the alphabet is a valid base32 specification")
+    spec.encoding()
+        .expect("the alphabet is a valid base32 specification")
 });
 
 /// What an ID was issued for.
@@ -200,8 +201,11 @@ impl Claims {
 
     /// The last day a minted address with a validity is accepted on.
     pub fn last_valid_day(&self) -> Option<Day> {
-        (self.kind == Kind::Minted && self.valid_days > 0)
-            .then(|| self.day.checked_add(self.valid_days).unwrap_or(Day::from_number(u16::MAX)))
+        (self.kind == Kind::Minted && self.valid_days > 0).then(|| {
+            self.day
+                .checked_add(self.valid_days)
+                .unwrap_or(Day::from_number(u16::MAX))
+        })
     }
 
     fn type_nibble(&self) -> u8 {
@@ -280,7 +284,13 @@ impl Key {
             lower[..base.len()].make_ascii_lowercase();
             hmac(
                 &self.tweak_key,
-                &[b"addrmunge v1 tweak", form, &lower[..base.len()], &[0], label.as_bytes()],
+                &[
+                    b"addrmunge v1 tweak",
+                    form,
+                    &lower[..base.len()],
+                    &[0],
+                    label.as_bytes(),
+                ],
             )
         } else {
             let lower = base.to_ascii_lowercase();
@@ -355,9 +365,7 @@ pub enum KeyFileError {
         source: io::Error,
     },
     /// Group or others may read or write the file.
-    #[error(
-        "key file {path} is accessible by group or others (mode {mode:04o}); run `chmod 600 {path}`"
-    )]
+    #[error("key file {path} is accessible by group or others (mode {mode:04o}); run `chmod 600 {path}`")]
     Permissions {
         /// The key file.
         path: PathBuf,
@@ -637,8 +645,16 @@ mod tests {
     fn lengths_match_the_contract() {
         let r = ring();
         let day: Day = "2026-11-22".parse().unwrap();
-        let v4 = r.encode("a@b.test", "", &Claims::visit(Kind::Visitor, day, "192.0.2.1".parse().unwrap()));
-        let v6 = r.encode("a@b.test", "", &Claims::visit(Kind::Trap, day, "2001:db8::1".parse().unwrap()));
+        let v4 = r.encode(
+            "a@b.test",
+            "",
+            &Claims::visit(Kind::Visitor, day, "192.0.2.1".parse().unwrap()),
+        );
+        let v6 = r.encode(
+            "a@b.test",
+            "",
+            &Claims::visit(Kind::Trap, day, "2001:db8::1".parse().unwrap()),
+        );
         let m = r.encode("a@b.test", "shop", &Claims::minted(day, 1));
         assert_eq!(v4.len(), SHORT_LEN);
         assert_eq!(v6.len(), LONG_LEN);
@@ -652,8 +668,16 @@ mod tests {
     fn ipv6_visitors_are_their_slash_64() {
         let r = ring();
         let day = Day::from_number(20_000);
-        let a = r.encode("a@b.test", "", &Claims::visit(Kind::Visitor, day, "2001:db8:1:2:aaaa::1".parse().unwrap()));
-        let b = r.encode("a@b.test", "", &Claims::visit(Kind::Visitor, day, "2001:db8:1:2:ffff::9".parse().unwrap()));
+        let a = r.encode(
+            "a@b.test",
+            "",
+            &Claims::visit(Kind::Visitor, day, "2001:db8:1:2:aaaa::1".parse().unwrap()),
+        );
+        let b = r.encode(
+            "a@b.test",
+            "",
+            &Claims::visit(Kind::Visitor, day, "2001:db8:1:2:ffff::9".parse().unwrap()),
+        );
         assert_eq!(a, b);
         let d = r.decode("a@b.test", "", &a).unwrap();
         assert_eq!(d.claims.visitor.unwrap().to_string(), "2001:db8:1:2::/64");
@@ -671,6 +695,9 @@ mod tests {
     fn key_debug_output_shows_no_key_material() {
         let k = Key::new(&[0xab; 32]);
         let shown = format!("{k:?}");
-        assert!(!shown.contains("171") && !shown.to_lowercase().contains("abab"), "{shown}");
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("abab"),
+            "{shown}"
+        );
     }
 }

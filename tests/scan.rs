@@ -14,7 +14,10 @@ fn protection() -> Arc<Protection> {
             Protect {
                 domain: "ihatespam.test".into(),
                 local: Glob::new("*").unwrap(),
-                exempt: vec![Glob::new("*-subscribe").unwrap(), Glob::new("*-unsubscribe").unwrap()],
+                exempt: vec![
+                    Glob::new("*-subscribe").unwrap(),
+                    Glob::new("*-unsubscribe").unwrap(),
+                ],
                 deliver_to: None,
             },
             Protect {
@@ -55,7 +58,9 @@ fn percent(s: &str) -> String {
 
 #[test]
 fn every_spelling_of_the_at_sign() {
-    for at in ["@", "&#64;", "&#064;", "&#x40;", "&#X40;", "&#x040;", "&#64", "&commat;", "%40", "\\u0040", "\\x40"] {
+    for at in [
+        "@", "&#64;", "&#064;", "&#x40;", "&#X40;", "&#x040;", "&#64", "&commat;", "%40", "\\u0040", "\\x40",
+    ] {
         let input = format!("write to joe{at}ihatespam.test today");
         let want = format!("write to joe-id-zzzz{at}ihatespam.test today");
         assert_eq!(rewrite(&input), want, "@ spelled {at}");
@@ -71,17 +76,43 @@ fn any_letter_case() {
 #[test]
 fn wholly_and_partly_encoded_addresses() {
     let dec = format!("{}&#64;{}", entities("joe"), entities("ihatespam.test"));
-    assert_eq!(rewrite(&dec), format!("{}-id-zzzz&#64;{}", entities("joe"), entities("ihatespam.test")));
+    assert_eq!(
+        rewrite(&dec),
+        format!("{}-id-zzzz&#64;{}", entities("joe"), entities("ihatespam.test"))
+    );
     let hex = format!("{}&#x40;{}", hex_entities("joe"), hex_entities("ihatespam.test"));
-    assert_eq!(rewrite(&hex), format!("{}-id-zzzz&#x40;{}", hex_entities("joe"), hex_entities("ihatespam.test")));
+    assert_eq!(
+        rewrite(&hex),
+        format!(
+            "{}-id-zzzz&#x40;{}",
+            hex_entities("joe"),
+            hex_entities("ihatespam.test")
+        )
+    );
     let pct = format!("mailto:{}%40{}", percent("joe"), percent("ihatespam.test"));
-    assert_eq!(rewrite(&pct), format!("mailto:{}-id-zzzz%40{}", percent("joe"), percent("ihatespam.test")));
+    assert_eq!(
+        rewrite(&pct),
+        format!(
+            "mailto:{}-id-zzzz%40{}",
+            percent("joe"),
+            percent("ihatespam.test")
+        )
+    );
     let mixed = "j&#111;e%2Ex@ihate&#115;pam&period;te%73t";
-    assert_eq!(rewrite(mixed), "j&#111;e%2Ex-id-zzzz@ihate&#115;pam&period;te%73t");
+    assert_eq!(
+        rewrite(mixed),
+        "j&#111;e%2Ex-id-zzzz@ihate&#115;pam&period;te%73t"
+    );
     let no_semicolons = "&#106&#111&#101&#64ihatespam.test";
-    assert_eq!(rewrite(no_semicolons), "&#106&#111&#101-id-zzzz&#64ihatespam.test");
+    assert_eq!(
+        rewrite(no_semicolons),
+        "&#106&#111&#101-id-zzzz&#64ihatespam.test"
+    );
     let js = "\\u006a\\u006f\\u0065\\u0040\\u0069hatespam.test";
-    assert_eq!(rewrite(js), "\\u006a\\u006f\\u0065-id-zzzz\\u0040\\u0069hatespam.test");
+    assert_eq!(
+        rewrite(js),
+        "\\u006a\\u006f\\u0065-id-zzzz\\u0040\\u0069hatespam.test"
+    );
     let jsx = "\\x6aoe\\x40ihatespam\\x2etest";
     assert_eq!(rewrite(jsx), "\\x6aoe-id-zzzz\\x40ihatespam\\x2etest");
 }
@@ -141,7 +172,8 @@ fn already_munged_addresses_are_left_alone() {
 
 #[test]
 fn every_html_place_and_other_text_types() {
-    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/site/forms.html")).unwrap();
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/site/forms.html")).unwrap();
     let want_count = page.matches("<!--want-->").count();
     let mut n = 0;
     let out = matcher().rewrite(page.as_bytes(), &mut |_: &Found<'_>, o: &mut Vec<u8>| {
@@ -154,7 +186,10 @@ fn every_html_place_and_other_text_types() {
         (r#"{"email":"joe\u0040ihatespam.test","name":"Joe"}"#, "json"),
         ("<item><author>joe@ihatespam.test (Joe)</author></item>", "rss"),
         ("a::after { content: \"joe@ihatespam.test\"; }", "css"),
-        ("var a = 'joe' + '\\x40' + 'ihatespam.test'; // joe@ihatespam.test", "js"),
+        (
+            "var a = 'joe' + '\\x40' + 'ihatespam.test'; // joe@ihatespam.test",
+            "js",
+        ),
     ] {
         let out = rewrite(text);
         assert!(out.contains("-id-zzzz"), "{ctype}: {out}");
@@ -175,11 +210,15 @@ fn real_tokens_decode_to_the_visitor() {
     let day: Day = "2026-11-22".parse().unwrap();
     let ip = "203.0.113.77".parse().unwrap();
     let page = "<a href=\"mailto:joe&#64;ihatespam.test\">joe&#64;ihatespam.test</a> MJD@plover.com";
-    let out = Matcher::new(Arc::clone(&prot)).rewrite(page.as_bytes(), &mut |f: &Found<'_>, o: &mut Vec<u8>| {
-        let base = format!("{}@{}", f.local, f.domain);
-        o.extend_from_slice(prot.separator().as_bytes());
-        o.extend_from_slice(keys.encode(&base, "", &Claims::visit(Kind::Visitor, day, ip)).as_bytes());
-    });
+    let out =
+        Matcher::new(Arc::clone(&prot)).rewrite(page.as_bytes(), &mut |f: &Found<'_>, o: &mut Vec<u8>| {
+            let base = format!("{}@{}", f.local, f.domain);
+            o.extend_from_slice(prot.separator().as_bytes());
+            o.extend_from_slice(
+                keys.encode(&base, "", &Claims::visit(Kind::Visitor, day, ip))
+                    .as_bytes(),
+            );
+        });
     let out = String::from_utf8(out).unwrap();
     let decoded = out.replace("&#64;", "@");
     let mut seen = 0;
@@ -202,7 +241,9 @@ fn memory_stays_bounded_on_a_100_mb_text_run() {
     let mut s = m.scanner();
     let mut chunk = Vec::new();
     while chunk.len() < 64 * 1024 {
-        chunk.extend_from_slice(b"lorem ipsum dolor sit amet, consectetur &amp; adipiscing 50%25 elit @ home ");
+        chunk.extend_from_slice(
+            b"lorem ipsum dolor sit amet, consectetur &amp; adipiscing 50%25 elit @ home ",
+        );
     }
     chunk.extend_from_slice(b"joe@ihatespam.test ");
     let mut out = Vec::with_capacity(chunk.len() * 2);

@@ -18,7 +18,8 @@ fn arb_claims() -> impl Strategy<Value = (Claims, String)> {
     ];
     let kind = prop_oneof![Just(Kind::Visitor), Just(Kind::Trap)];
     prop_oneof![
-        (kind, any::<u16>(), ip).prop_map(|(k, d, ip)| (Claims::visit(k, Day::from_number(d), ip), String::new())),
+        (kind, any::<u16>(), ip)
+            .prop_map(|(k, d, ip)| (Claims::visit(k, Day::from_number(d), ip), String::new())),
         (any::<u16>(), any::<u16>(), "[a-z0-9]{0,16}")
             .prop_map(|(d, v, label)| (Claims::minted(Day::from_number(d), v), label)),
     ]
@@ -68,7 +69,10 @@ fn every_single_character_change_is_rejected() {
                 let mut changed = t.clone().into_bytes();
                 changed[i] = c as u8;
                 let changed = String::from_utf8(changed).unwrap();
-                assert!(r.decode("mjd@plover.com", "", &changed).is_err(), "{t} -> {changed} accepted");
+                assert!(
+                    r.decode("mjd@plover.com", "", &changed).is_err(),
+                    "{t} -> {changed} accepted"
+                );
                 checked += 1;
             }
         }
@@ -115,10 +119,22 @@ fn a_million_random_tokens_are_all_rejected() {
 #[test]
 fn non_canonical_base32_is_rejected() {
     let r = ring();
-    let claims = Claims::visit(Kind::Visitor, Day::from_number(20_000), "192.0.2.1".parse().unwrap());
+    let claims = Claims::visit(
+        Kind::Visitor,
+        Day::from_number(20_000),
+        "192.0.2.1".parse().unwrap(),
+    );
     for t in [
         r.encode("a@b.test", "", &claims),
-        r.encode("a@b.test", "", &Claims::visit(Kind::Visitor, Day::from_number(20_000), "2001:db8::1".parse().unwrap())),
+        r.encode(
+            "a@b.test",
+            "",
+            &Claims::visit(
+                Kind::Visitor,
+                Day::from_number(20_000),
+                "2001:db8::1".parse().unwrap(),
+            ),
+        ),
     ] {
         // 14 and 19 bytes leave 3 unused bits in the last character: setting
         // any of them must make the token invalid, not an alias.
@@ -129,7 +145,11 @@ fn non_canonical_base32_is_rejected() {
             let mut alias = t.clone().into_bytes();
             *alias.last_mut().unwrap() = ALPHABET.as_bytes()[v | bits];
             let alias = String::from_utf8(alias).unwrap();
-            assert_eq!(r.decode("a@b.test", "", &alias), Err(TokenError::Malformed), "{alias}");
+            assert_eq!(
+                r.decode("a@b.test", "", &alias),
+                Err(TokenError::Malformed),
+                "{alias}"
+            );
         }
     }
 }
@@ -138,7 +158,11 @@ fn non_canonical_base32_is_rejected() {
 fn rotation_first_key_encodes_all_decode() {
     let old = KeyRing::new(&[[1; 32]]);
     let both = KeyRing::new(&[[2; 32], [1; 32]]);
-    let claims = Claims::visit(Kind::Visitor, Day::from_number(20_500), "192.0.2.9".parse().unwrap());
+    let claims = Claims::visit(
+        Kind::Visitor,
+        Day::from_number(20_500),
+        "192.0.2.9".parse().unwrap(),
+    );
     let t_old = old.encode("a@b.test", "", &claims);
     let d = both.decode("a@b.test", "", &t_old).unwrap();
     assert_eq!((d.claims, d.key_index), (claims, 1));
@@ -168,7 +192,11 @@ fn test_vectors() {
     let vectors: Vec<Vector> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert!(vectors.len() >= 6);
     for v in vectors {
-        let key: [u8; 32] = data_encoding::HEXLOWER.decode(v.key.as_bytes()).unwrap().try_into().unwrap();
+        let key: [u8; 32] = data_encoding::HEXLOWER
+            .decode(v.key.as_bytes())
+            .unwrap()
+            .try_into()
+            .unwrap();
         let r = KeyRing::new(&[key]);
         let day: Day = v.day.parse().unwrap();
         let claims = match v.kind.as_str() {
@@ -179,7 +207,12 @@ fn test_vectors() {
                 v.ip.as_deref().unwrap().parse().unwrap(),
             ),
         };
-        assert_eq!(r.encode(&v.base, &v.label, &claims), v.token, "vector for {}", v.base);
+        assert_eq!(
+            r.encode(&v.base, &v.label, &claims),
+            v.token,
+            "vector for {}",
+            v.base
+        );
         assert_eq!(r.decode(&v.base, &v.label, &v.token).unwrap().claims, claims);
     }
 }

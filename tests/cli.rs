@@ -1,0 +1,339 @@
+//! The command line, run as a user would: real binary, real files.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("addrmunge.toml"),
+            r#"
+key_file = "keys/addrmunge.key"
+state = "state.sqlite"
+
+[[protect]]
+domain = "plover.com"
+exempt = ["*-subscribe"]
+"#,
+        )
+        .unwrap();
+        fs::create_dir(dir.path().join("keys")).unwrap();
+        let env = Env { dir };
+        let out = env.run(&[
+            "keygen",
+            "--out",
+            env.path("keys/addrmunge.key").to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        env
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        // From another folder, so relative paths must resolve against the
+        // config file, not the working directory.
+        Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+            .args(args)
+            .env("ADDRMUNGE_CONFIG", self.path("addrmunge.toml"))
+            .current_dir("/")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn decode(&self, address: &str) -> (i32, serde_json::Value) {
+        let out = self.run(&["decode", "--json", address]);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+        (out.status.code().unwrap(), v)
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn keygen_writes_0600_and_never_overwrites() {
+    let env = Env::new();
+    let key = env.path("keys/addrmunge.key");
+    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let text = fs::read_to_string(&key).unwrap();
+    assert_eq!(text.trim().len(), 64);
+    let out = env.run(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("never overwrites"), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(&key).unwrap(),
+        text,
+        "the key must be untouched"
+    );
+}
+
+#[test]
+fn a_readable_key_is_refused_with_the_fix() {
+    let env = Env::new();
+    let key = env.path("keys/addrmunge.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    let out = env.run(&["encode", "--ip", "192.0.2.1", "mjd@plover.com"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr(&out).contains(&format!("chmod 600 {}", key.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn encode_decode_expire_unexpire() {
+    let env = Env::new();
+    let a = env.ok(&[
+        "encode",
+        "--ip",
+        "203.0.113.9",
+        "--date",
+        "2026-11-20",
+        "Guitar-Perl-Diff@plover.com",
+    ]);
+    assert!(
+        a.starts_with("guitar-perl-diff-id-") && a.ends_with("@plover.com"),
+        "{a}"
+    );
+    let b = env.ok(&[
+        "encode",
+        "--ip",
+        "203.0.113.10",
+        "--date",
+        "2026-11-20",
+        "guitar-perl-diff@plover.com",
+    ]);
+    let six = env.ok(&[
+        "encode",
+        "--ip",
+        "2001:db8:7:8::99",
+        "--date",
+        "2026-11-20",
+        "mjd@plover.com",
+    ]);
+    let trap = env.ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.5",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ]);
+
+    let (code, v) = env.decode(&a.to_uppercase());
+    assert_eq!(code, 0);
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["status"], "valid");
+    assert_eq!(v["original"], "guitar-perl-diff@plover.com");
+    assert_eq!(v["kind"], "visitor");
+    assert_eq!(v["ip"], "203.0.113.9");
+    assert_eq!(v["date"], "2026-11-20");
+    for key in ["address", "label", "expires", "rule", "error"] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(env.decode(&six).1["ip"], "2001:db8:7:8::/64");
+    assert_eq!(env.decode(&trap).1["kind"], "trap");
+
+    // Expire that visitor on that day: only their address dies.
+    let said = env.ok(&[
+        "expire",
+        "--ip",
+        "203.0.113.9",
+        "--day",
+        "2026-11-20",
+        "--reason",
+        "spam",
+    ]);
+    assert!(said.contains("expired"), "{said}");
+    let (code, v) = env.decode(&a);
+    assert_eq!((code, v["status"].as_str()), (1, Some("expired")));
+    assert!(v["rule"].as_str().unwrap().contains("203.0.113.9"));
+    assert_eq!(env.decode(&b).1["status"], "valid");
+    assert!(
+        env.ok(&["expire", "--ip", "203.0.113.9", "--day", "2026-11-20"])
+            .contains("already")
+    );
+    let rules = env.ok(&["rules", "--json"]);
+    assert_eq!(rules.lines().count(), 1);
+    env.ok(&["unexpire", "--ip", "203.0.113.9", "--day", "2026-11-20"]);
+    assert_eq!(env.decode(&a).1["status"], "valid");
+
+    // Every other kind of rule, each undone by number.
+    for args in [
+        vec!["--day", "2026-11-20"],
+        vec!["--ip", "203.0.113.9"],
+        vec!["--cidr", "203.0.113.0/24"],
+        vec!["--cidr", "203.0.113.0/24", "--day", "2026-11-20"],
+        vec!["--address", a.as_str()],
+        vec!["--base", "guitar-perl-diff@plover.com"],
+        vec!["--before", "2026-11-21"],
+    ] {
+        let mut expire = vec!["expire"];
+        expire.extend(&args);
+        env.ok(&expire);
+        assert_eq!(env.decode(&a).1["status"], "expired", "{args:?}");
+        let id = env.ok(&["rules", "--json"]);
+        let id: serde_json::Value = serde_json::from_str(id.lines().next().unwrap()).unwrap();
+        env.ok(&["unexpire", "--rule", &id["id"].to_string()]);
+        assert_eq!(env.decode(&a).1["status"], "valid", "{args:?}");
+    }
+    // The /64 of an IPv6 visitor.
+    env.ok(&["expire", "--ip", "2001:db8:7:8::1"]);
+    assert_eq!(env.decode(&six).1["status"], "expired");
+}
+
+#[test]
+fn decode_tells_forged_bare_and_foreign_apart() {
+    let env = Env::new();
+    let a = env.ok(&["encode", "--ip", "192.0.2.1", "mjd@plover.com"]);
+    let (local, domain) = a.split_once('@').unwrap();
+    let mut forged = local.to_owned().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'a' { b'b' } else { b'a' };
+    let forged = format!("{}@{domain}", String::from_utf8(forged).unwrap());
+    let (code, v) = env.decode(&forged);
+    assert_eq!((code, v["status"].as_str()), (1, Some("invalid")));
+    assert!(v["error"].as_str().unwrap().contains("authenticate"));
+    // Moved onto another base address.
+    let moved = a.replace("mjd-id-", "tom-id-");
+    assert_eq!(env.decode(&moved).1["status"], "invalid");
+    assert_eq!(env.decode("mjd@plover.com").1["status"], "bare");
+    assert_eq!(env.decode("list-subscribe@plover.com").1["status"], "bare");
+    assert_eq!(env.decode("mjd@example.com").1["status"], "invalid");
+    // One line per address; exit 0 only when all are valid.
+    let out = env.run(&["decode", "--json", &a, "mjd@plover.com"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
+    assert_eq!(env.run(&["decode", &a]).status.code(), Some(0));
+}
+
+#[test]
+fn minted_addresses() {
+    let env = Env::new();
+    let shop = env.ok(&["mint", "mjd@plover.com", "--label", "Shop"]);
+    assert!(shop.starts_with("mjd-id-shop-"), "{shop}");
+    let v = env.decode(&shop).1;
+    assert_eq!(
+        (v["status"].as_str(), v["kind"].as_str(), v["label"].as_str()),
+        (Some("valid"), Some("minted"), Some("shop"))
+    );
+    // A label cannot be changed.
+    assert_eq!(
+        env.decode(&shop.replace("-shop-", "-shoe-")).1["status"],
+        "invalid"
+    );
+    // Dated: issued two days ago for one day -> expired yesterday.
+    let today = addrmunge::Day::today();
+    let old = today.checked_sub(2).unwrap().to_string();
+    let dated = env.ok(&["mint", "mjd@plover.com", "--valid", "1d", "--date", &old]);
+    let v = env.decode(&dated).1;
+    assert_eq!(v["status"], "expired");
+    assert_eq!(v["expires"], today.checked_sub(1).unwrap().to_string());
+    let yesterday = today.checked_sub(1).unwrap().to_string();
+    let daily = env.ok(&["mint", "mjd@plover.com", "--valid", "1d", "--date", &yesterday]);
+    assert_eq!(env.decode(&daily).1["status"], "valid");
+    let out = env.run(&["mint", "mjd@plover.com", "--valid", "3h"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("1d"));
+    let out = env.run(&["mint", "x-subscribe@plover.com"]);
+    assert!(stderr(&out).contains("exempt"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_config_reports_and_fails_clearly() {
+    let env = Env::new();
+    let out = env.ok(&["check-config"]);
+    assert!(
+        out.contains("*@plover.com") && out.contains("*-subscribe") && out.ends_with("ok"),
+        "{out}"
+    );
+
+    let cfg = env.path("addrmunge.toml");
+    let good = fs::read_to_string(&cfg).unwrap();
+    let cases = [
+        (good.replace("exempt", "exmept"), "exmept"),
+        (format!("{good}local = \"{}\"\n", "x".repeat(40)), "64 octets"),
+        (good.replace("plover.com", "plover com"), "protect[0].domain"),
+        (format!("bogus = 1\n{good}"), "bogus"),
+        (good.replace("keys/addrmunge.key", "keys/missing.key"), "keygen"),
+    ];
+    for (text, needle) in cases {
+        fs::write(&cfg, &text).unwrap();
+        let out = env.run(&["check-config"]);
+        assert_eq!(out.status.code(), Some(64), "{needle}");
+        let err = stderr(&out);
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(err.contains(cfg.to_str().unwrap()) || needle == "keygen", "{err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+        .args(["--config", "/nonexistent/addrmunge.toml", "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("/nonexistent/addrmunge.toml"));
+}
+
+#[test]
+fn rules_are_durable_and_files_are_private() {
+    let env = Env::new();
+    env.ok(&["expire", "--day", "2026-01-01", "--reason", "durable"]);
+    let state = env.path("state.sqlite");
+    assert_eq!(
+        fs::metadata(&state).unwrap().permissions().mode() & 0o007,
+        0,
+        "no access for others"
+    );
+    // Another process sees it at once.
+    let c = rusqlite_count(&state);
+    assert_eq!(c, 1);
+    assert!(env.ok(&["rules"]).contains("durable"));
+    let out = env.run(&["expire", "--ip", "192.0.2.1", "--cidr", "192.0.2.0/24"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("choose one rule"));
+    let out = env.run(&["unexpire", "--day", "2030-01-01"]);
+    assert!(stderr(&out).contains("no such rule"));
+}
+
+fn rusqlite_count(path: &Path) -> i64 {
+    let store = addrmunge::Store::open(path).unwrap();
+    store.rules().unwrap().len() as i64
+}
+
+#[test]
+fn help_everywhere() {
+    for sub in [
+        "keygen",
+        "check-config",
+        "encode",
+        "decode",
+        "expire",
+        "unexpire",
+        "rules",
+        "mint",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sub}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub}");
+    }
+}
