@@ -10,6 +10,42 @@
 //! [`address`] (take it apart) → [`token`] (authenticate) → [`store`] rules →
 //! answer, all in [`check`]. [`config`] builds the shared rules once; [`day`]
 //! is the calendar every ID is dated in.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use addrmunge::address::{Glob, Protect, Protection};
+//! use addrmunge::{Claims, Day, Found, KeyRing, Kind, Matcher, RuleSet, Status};
+//!
+//! let protection = Arc::new(Protection::new(
+//!     vec![Protect {
+//!         domain: "plover.com".into(),
+//!         local: Glob::new("*").unwrap(),
+//!         exempt: vec![Glob::new("*-subscribe").unwrap()],
+//!         deliver_to: None,
+//!     }],
+//!     "-id-",
+//! ));
+//! let keys = KeyRing::new(&[[7; 32]]);
+//! let day: Day = "2026-11-22".parse().unwrap();
+//! let visitor = Claims::visit(Kind::Visitor, day, "203.0.113.9".parse().unwrap());
+//!
+//! // A page goes through the scanner; the munger writes separator and ID.
+//! let page = b"<a href=\"mailto:mjd&#64;plover.com\">list-subscribe@plover.com</a>";
+//! let out = Matcher::new(Arc::clone(&protection)).rewrite(page, &mut |f: &Found<'_>, o: &mut Vec<u8>| {
+//!     let token = keys.encode(&format!("{}@{}", f.local, f.domain), "", &visitor);
+//!     o.extend_from_slice(format!("-id-{token}").as_bytes());
+//! });
+//! let out = String::from_utf8(out).unwrap();
+//! assert!(out.contains("list-subscribe@plover.com")); // exempt
+//!
+//! // The mail side judges the address a harvester would take.
+//! let start = out.find("mjd-id-").unwrap();
+//! let munged = out[start..].split('"').next().unwrap().replace("&#64;", "@");
+//! let verdict = addrmunge::check(&keys, &protection, &RuleSet::default(), &munged, day);
+//! assert_eq!(verdict.status, Status::Valid);
+//! assert_eq!(verdict.original.as_deref(), Some("mjd@plover.com"));
+//! assert_eq!(verdict.ip.as_deref(), Some("203.0.113.9"));
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
