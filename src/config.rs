@@ -106,20 +106,105 @@ fn star() -> String {
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {}
 
-/// `[resolver]`: filled in by the resolver.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResolverConfig {}
+/// What the resolver answers for a protected address without an ID.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bare {
+    /// Deliver it (DUNNO): the address was public before addrmunge.
+    #[default]
+    Accept,
+    /// Refuse it at RCPT with `bare_text`.
+    Reject,
+}
+
+/// `[resolver]`: the Postfix socketmap and policy service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResolverConfig {
+    /// Socketmap listeners in Postfix notation: `unix:/path` or `inet:host:port`.
+    pub socketmap: Vec<String>,
+    /// Policy-delegation listeners, same notation.
+    pub policy: Vec<String>,
+    /// Permissions of unix sockets (octal), e.g. "0660".
+    pub socket_mode: String,
+    /// `accept` or `reject` mail to a protected address without an ID.
+    pub bare: Bare,
+    /// Answer to an expired or forged ID (`REJECT` + this); may start with an enhanced status code.
+    pub reject_text: String,
+    /// Answer to a bare address when `bare = "reject"`.
+    pub bare_text: String,
+    /// Answer to a blocked client.
+    pub block_text: String,
+    /// Postfix's `recipient_delimiter` (e.g. "+"): extensions are stripped before judging.
+    pub recipient_delimiter: String,
+    /// The largest request accepted, in bytes; larger ones close the connection.
+    pub max_request: usize,
+    /// Seconds a connection may stay idle.
+    pub idle_timeout: u64,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            socketmap: Vec::new(),
+            policy: Vec::new(),
+            socket_mode: "0660".into(),
+            bare: Bare::Accept,
+            reject_text:
+                "5.1.1 This address has expired. It was made for one visitor of the web site on one day; \
+                          please take the address shown on the site today. Sorry for the trouble."
+                    .into(),
+            bare_text: "5.1.1 This address does not take mail; please use the address shown on the web site."
+                .into(),
+            block_text: "5.7.1 Your server sent mail to a spam trap and is blocked for a while.".into(),
+            recipient_delimiter: String::new(),
+            max_request: 10_000,
+            idle_timeout: 300,
+        }
+    }
+}
 
 /// `[harvesters]`: filled in by the proxy's harvester detection.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HarvestersConfig {}
 
-/// `[traps]`: filled in by the resolver's trap handling.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrapsConfig {}
+/// `[traps]`: what happens to mail sent to trap addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrapsConfig {
+    /// How long a client that mailed a trap stays blocked: `7d`, `12h`, `30m`.
+    pub block_for: String,
+    /// Clients never blocked (CIDRs); loopback by default.
+    pub never_block: Vec<String>,
+    /// The policy answer to mail for a trap (`DISCARD` or e.g. `HOLD`).
+    pub action: String,
+}
+
+impl Default for TrapsConfig {
+    fn default() -> Self {
+        TrapsConfig {
+            block_for: "7d".into(),
+            never_block: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            action: "DISCARD".into(),
+        }
+    }
+}
+
+/// Parses `7d`, `12h`, `30m`, `45s` into seconds.
+pub fn parse_span(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|&s| s > 0)
+}
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -254,6 +339,64 @@ impl Config {
                 exempt,
                 deliver_to,
             });
+        }
+        let r = &raw.resolver;
+        for (k, list) in [
+            ("resolver.socketmap", &r.socketmap),
+            ("resolver.policy", &r.policy),
+        ] {
+            for l in list {
+                crate::listen::Listen::parse(l).map_err(|m| invalid(k, m))?;
+            }
+        }
+        if u32::from_str_radix(&r.socket_mode, 8).is_err() {
+            return Err(invalid(
+                "resolver.socket_mode",
+                format!("'{}' is not an octal mode; write e.g. \"0660\"", r.socket_mode),
+            ));
+        }
+        for (k, t) in [
+            ("resolver.reject_text", &r.reject_text),
+            ("resolver.bare_text", &r.bare_text),
+            ("resolver.block_text", &r.block_text),
+        ] {
+            if t.trim().is_empty() || t.contains(['\n', '\r']) {
+                return Err(invalid(k, "must be one non-empty line of text".into()));
+            }
+        }
+        if r.max_request < 100 {
+            return Err(invalid(
+                "resolver.max_request",
+                "must be at least 100 bytes; the default is 10000".into(),
+            ));
+        }
+        if parse_span(&raw.traps.block_for).is_none() {
+            return Err(invalid(
+                "traps.block_for",
+                format!(
+                    "'{}' is not a duration; write e.g. \"7d\", \"12h\" or \"30m\"",
+                    raw.traps.block_for
+                ),
+            ));
+        }
+        for n in &raw.traps.never_block {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "traps.never_block",
+                        format!("'{n}' is not an address or network like 192.0.2.0/24"),
+                    )
+                })?;
+        }
+        if !matches!(
+            raw.traps.action.split_whitespace().next(),
+            Some("DISCARD" | "HOLD" | "REJECT" | "DUNNO")
+        ) {
+            return Err(invalid(
+                "traps.action",
+                format!("'{}': use DISCARD, HOLD, REJECT text or DUNNO", raw.traps.action),
+            ));
         }
         Ok(Config {
             path: path.to_owned(),

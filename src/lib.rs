@@ -54,6 +54,8 @@ pub mod address;
 pub mod check;
 pub mod config;
 pub mod day;
+pub mod listen;
+pub mod resolver;
 pub mod scan;
 pub mod store;
 pub mod token;

@@ -31,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the Postfix socketmap and policy service ([resolver] in the config).
+    Resolver,
     /// Write a new random key (32 bytes, hex, mode 0600); never overwrites.
     Keygen {
         /// Where to write it.
@@ -217,6 +219,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             writeln!(out, "wrote a new key to {} (mode 0600)", path.display())?;
         }
         Command::CheckConfig => check_config(&Ctx::load(&cli)?, &mut out)?,
+        Command::Resolver => {
+            init_logging();
+            let resolver = addrmunge::resolver::Resolver::start(cli.config.clone())?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(addrmunge::resolver::run(resolver))?;
+        }
         Command::Encode {
             ip,
             date,
@@ -336,6 +346,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ADDRMUNGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
 }
 
 fn parse_duration(v: &str) -> Result<u16> {

@@ -36,7 +36,54 @@ pub const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL
     );
     CREATE UNIQUE INDEX rules_spec ON rules(scope, ifnull(day, -1), ifnull(net, ''), ifnull(address, ''));",
+    // 2: client blocks fed by traps, and mail arrivals for munged addresses.
+    "CREATE TABLE blocks (
+        ip      TEXT PRIMARY KEY,
+        until   INTEGER NOT NULL,
+        reason  TEXT NOT NULL DEFAULT '',
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE arrivals (
+        id        INTEGER PRIMARY KEY,
+        time      INTEGER NOT NULL,
+        client_ip TEXT,
+        helo      TEXT,
+        sender    TEXT,
+        recipient TEXT NOT NULL,
+        base      TEXT,
+        kind      TEXT,
+        visitor   TEXT,
+        day       INTEGER,
+        status    TEXT NOT NULL
+    );
+    CREATE INDEX arrivals_recipient ON arrivals(recipient);
+    CREATE INDEX arrivals_base ON arrivals(base);",
 ];
+
+/// One message's arrival for a munged address, as the policy service saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    /// Unix seconds.
+    pub time: i64,
+    /// The sending client's IP.
+    pub client_ip: String,
+    /// Its HELO name.
+    pub helo: String,
+    /// The envelope sender.
+    pub sender: String,
+    /// The recipient, lowercase.
+    pub recipient: String,
+    /// The base address, if the ID authenticated.
+    pub base: Option<String>,
+    /// The ID's kind.
+    pub kind: Option<String>,
+    /// The ID's visitor.
+    pub visitor: Option<String>,
+    /// The ID's day.
+    pub day: Option<Day>,
+    /// valid, expired, invalid.
+    pub status: String,
+}
 
 /// A failure of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -299,7 +346,8 @@ impl fmt::Debug for Store {
     }
 }
 
-fn now_unix() -> i64 {
+/// Seconds since the Unix epoch, from the system clock.
+pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -467,6 +515,115 @@ impl Store {
         Ok(out)
     }
 
+    /// Blocks a client until `until` (Unix seconds); a longer block wins.
+    pub fn block(&mut self, ip: IpAddr, until: i64, reason: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO blocks(ip, until, reason, created) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(ip) DO UPDATE SET until = max(until, excluded.until), reason = excluded.reason",
+                params![ip.to_string(), until, reason, now_unix()],
+            )
+            .map_err(|e| sqlite(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Clients blocked at `now` (Unix seconds), with the end of their block.
+    pub fn blocks(&self, now: i64) -> Result<HashMap<IpAddr, i64>, StoreError> {
+        let e = |e| sqlite(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT ip, until FROM blocks WHERE until > ?1")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(e)?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (ip, until) = row.map_err(e)?;
+            if let Ok(ip) = ip.parse() {
+                out.insert(ip, until);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records arrivals and blocks in one transaction.
+    pub fn write_batch(
+        &mut self,
+        arrivals: &[Arrival],
+        blocks: &[(IpAddr, i64, String)],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO arrivals(time, client_ip, helo, sender, recipient, base, kind, visitor, day, status)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(e)?;
+            for a in arrivals {
+                ins.execute(params![
+                    a.time,
+                    a.client_ip,
+                    a.helo,
+                    a.sender,
+                    a.recipient,
+                    a.base,
+                    a.kind,
+                    a.visitor,
+                    a.day.map(|d| i64::from(d.number())),
+                    a.status
+                ])
+                .map_err(e)?;
+            }
+            let mut blk = tx
+                .prepare_cached(
+                    "INSERT INTO blocks(ip, until, reason, created) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(ip) DO UPDATE SET until = max(until, excluded.until), reason = excluded.reason",
+                )
+                .map_err(e)?;
+            for (ip, until, reason) in blocks {
+                blk.execute(params![ip.to_string(), until, reason, now_unix()])
+                    .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Arrivals recorded for a recipient (lowercase), oldest first.
+    pub fn arrivals_for(&self, recipient: &str) -> Result<Vec<Arrival>, StoreError> {
+        let e = |e| sqlite(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT time, client_ip, helo, sender, recipient, base, kind, visitor, day, status
+                 FROM arrivals WHERE recipient = ?1 ORDER BY time, id",
+            )
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([recipient], |r| {
+                Ok(Arrival {
+                    time: r.get(0)?,
+                    client_ip: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    helo: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    sender: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    recipient: r.get(4)?,
+                    base: r.get(5)?,
+                    kind: r.get(6)?,
+                    visitor: r.get(7)?,
+                    day: r
+                        .get::<_, Option<i64>>(8)?
+                        .and_then(|d| u16::try_from(d).ok())
+                        .map(Day::from_number),
+                    status: r.get(9)?,
+                })
+            })
+            .map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
+    }
+
     /// A counter that changes whenever another connection commits.
     pub fn data_version(&self) -> Result<i64, StoreError> {
         self.conn
@@ -512,6 +669,11 @@ impl RuleWatcher {
         self.rules = Arc::new(RuleSet::new(self.store.rules()?));
         self.version = Some(v);
         Ok(true)
+    }
+
+    /// The store it watches.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The current snapshot.

@@ -1,0 +1,449 @@
+//! `addrmunge resolver`: the mail side. A Postfix socketmap server
+//! ([`socketmap`]) and a policy-delegation service ([`policy`]) sharing one
+//! [`Resolver`]: the key ring, the protection rules, and a snapshot of the
+//! store's expiry rules and client blocks that a background thread keeps
+//! fresh (at most 250 ms old). Arrivals and new blocks are written by a
+//! second thread in batches, so SMTP never waits on the disk.
+
+pub mod policy;
+pub mod socketmap;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::check::{Status, Verdict, check};
+use crate::config::{Bare, Config, parse_span};
+use crate::day::Day;
+use crate::listen::{Bound, Listen};
+use crate::store::{Arrival, RuleSet, RuleWatcher, Store, now_unix};
+use crate::token::{KeyRing, Kind};
+
+/// How often the rule snapshot is checked for changes.
+const REFRESH: Duration = Duration::from_millis(250);
+/// Arrivals and blocks waiting to be written; beyond this they are dropped and counted.
+const QUEUE: usize = 10_000;
+
+/// What the store says right now, as the daemons see it.
+#[derive(Debug, Default)]
+struct Snapshot {
+    rules: Arc<RuleSet>,
+    blocks: HashMap<IpAddr, i64>,
+    /// False when the store could not be read: answer TEMP, never guess.
+    ok: bool,
+}
+
+/// Things for the writer thread.
+enum Write {
+    Arrival(Arrival),
+    Block(IpAddr, i64, String),
+}
+
+/// The settings a lookup needs, replaced whole on SIGHUP.
+#[derive(Debug)]
+pub struct Settings {
+    /// The validated config.
+    pub config: Config,
+    /// The key ring.
+    pub keys: KeyRing,
+    block_for: i64,
+    never_block: Vec<IpNet>,
+}
+
+impl Settings {
+    /// Loads config and key file.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Settings> {
+        let config = Config::load(path)?;
+        let keys = KeyRing::load(&config.key_file)?;
+        let traps = &config.raw.traps;
+        let block_for = parse_span(&traps.block_for).unwrap_or(7 * 86_400) as i64;
+        let never_block = traps
+            .never_block
+            .iter()
+            .filter_map(|n| {
+                n.parse::<IpNet>()
+                    .ok()
+                    .or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from))
+            })
+            .collect();
+        Ok(Settings {
+            config,
+            keys,
+            block_for,
+            never_block,
+        })
+    }
+}
+
+/// The shared state of the resolver's services.
+pub struct Resolver {
+    config_path: PathBuf,
+    settings: RwLock<Arc<Settings>>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Blocks made by this process that the store snapshot may not show yet.
+    fresh_blocks: Mutex<HashMap<IpAddr, i64>>,
+    writer: SyncSender<Write>,
+    /// Writes dropped because the queue was full.
+    pub dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a recipient is judged, for both services.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    /// The verdict of the (extension-stripped) address.
+    pub verdict: Verdict,
+    /// The address judged.
+    pub address: String,
+}
+
+impl Resolver {
+    /// Loads settings, opens the store and starts the refresher and writer threads.
+    pub fn start(config_path: PathBuf) -> anyhow::Result<Arc<Resolver>> {
+        let settings = Settings::load(&config_path)?;
+        let state = settings.config.state.clone();
+        // Create and migrate the store before anything reads it.
+        let writer_store = Store::open(&state)?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let r = Arc::new(Resolver {
+            config_path,
+            settings: RwLock::new(Arc::new(settings)),
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            fresh_blocks: Mutex::new(HashMap::new()),
+            writer: tx,
+            dropped: AtomicU64::new(0),
+        });
+        r.refresh_once(&mut None, &state);
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer(writer_store, rx))?;
+        let weak = Arc::downgrade(&r);
+        std::thread::Builder::new()
+            .name("store-refresh".into())
+            .spawn(move || {
+                let mut watcher = None;
+                while let Some(r) = weak.upgrade() {
+                    let state = r.settings().config.state.clone();
+                    r.refresh_once(&mut watcher, &state);
+                    drop(r);
+                    std::thread::sleep(REFRESH);
+                }
+            })?;
+        Ok(r)
+    }
+
+    fn refresh_once(&self, watcher: &mut Option<RuleWatcher>, state: &std::path::Path) {
+        let result = (|| -> Result<Option<Snapshot>, crate::store::StoreError> {
+            if watcher.is_none() {
+                *watcher = Some(RuleWatcher::new(Store::open(state)?)?);
+                let w = watcher.as_ref().expect("just set");
+                return Ok(Some(Snapshot {
+                    rules: w.rules(),
+                    blocks: w.store().blocks(now_unix())?,
+                    ok: true,
+                }));
+            }
+            let w = watcher.as_mut().expect("checked");
+            let changed = w.refresh()?;
+            let was_ok = self.snapshot.read().map(|s| s.ok).unwrap_or(false);
+            if changed || !was_ok {
+                return Ok(Some(Snapshot {
+                    rules: w.rules(),
+                    blocks: w.store().blocks(now_unix())?,
+                    ok: true,
+                }));
+            }
+            Ok(None)
+        })();
+        match result {
+            Ok(Some(snap)) => {
+                if let Ok(mut fresh) = self.fresh_blocks.lock() {
+                    fresh.retain(|ip, _| !snap.blocks.contains_key(ip));
+                }
+                *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the state store; answering TEMP until it is back");
+                *watcher = None;
+                let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+                *s = Arc::new(Snapshot::default());
+            }
+        }
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Re-reads config and key file (SIGHUP). On error the old ones stay.
+    pub fn reload(&self) {
+        match Settings::load(&self.config_path) {
+            Ok(s) => {
+                *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+                tracing::info!(config = %self.config_path.display(), "reloaded config and keys");
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the old config"),
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshot.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Judges a recipient: the whole address first, then with the
+    /// recipient-delimiter extension stripped. `None` when the store cannot
+    /// be read (answer TEMP).
+    pub fn judge(&self, address: &str) -> Option<Judgement> {
+        let snap = self.snapshot();
+        if !snap.ok {
+            return None;
+        }
+        let s = self.settings();
+        let today = Day::today();
+        let address = address
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_ascii_lowercase();
+        let prot = &s.config.protection;
+        let v = check(&s.keys, prot, &snap.rules, &address, today);
+        let delim = &s.config.raw.resolver.recipient_delimiter;
+        if v.claims.is_none() && !delim.is_empty() {
+            if let Some(stripped) = strip_extension(&address, delim) {
+                let v2 = check(&s.keys, prot, &snap.rules, &stripped, today);
+                if v2.claims.is_some() || v2.status == Status::Bare {
+                    return Some(Judgement {
+                        verdict: v2,
+                        address: stripped,
+                    });
+                }
+            }
+        }
+        Some(Judgement { verdict: v, address })
+    }
+
+    /// The end of a client's block, if it is blocked now.
+    pub fn blocked(&self, ip: IpAddr) -> Option<i64> {
+        let now = now_unix();
+        let from_store = self.snapshot().blocks.get(&ip).copied();
+        let fresh = self.fresh_blocks.lock().ok().and_then(|f| f.get(&ip).copied());
+        from_store.into_iter().chain(fresh).filter(|&u| u > now).max()
+    }
+
+    /// Blocks a client for the configured time unless it is never to be
+    /// blocked; returns whether it did.
+    pub fn block(&self, ip: IpAddr, reason: &str) -> bool {
+        let s = self.settings();
+        if s.never_block.iter().any(|n| n.contains(&ip)) {
+            return false;
+        }
+        let until = now_unix() + s.block_for;
+        if let Ok(mut f) = self.fresh_blocks.lock() {
+            f.insert(ip, until);
+        }
+        self.queue(Write::Block(ip, until, reason.to_owned()));
+        true
+    }
+
+    /// Records an arrival (batched; dropped and counted if the queue is full).
+    pub fn record(&self, arrival: Arrival) {
+        self.queue(Write::Arrival(arrival));
+    }
+
+    fn queue(&self, w: Write) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.writer.try_send(w) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The `recipient`-map and policy answer for a judgement.
+    pub fn recipient_action(&self, j: &Judgement) -> Action {
+        let s = self.settings();
+        let r = &s.config.raw.resolver;
+        let v = &j.verdict;
+        match v.status {
+            Status::Valid if v.kind == Some(Kind::Trap) => Action::Trap,
+            Status::Valid => Action::Dunno,
+            Status::Expired if v.kind == Some(Kind::Trap) => Action::Trap,
+            Status::Expired => Action::Reject(r.reject_text.clone()),
+            Status::Bare if v.exempt || r.bare == Bare::Accept => Action::Dunno,
+            Status::Bare => Action::Reject(r.bare_text.clone()),
+            Status::Invalid => {
+                // Forged or altered IDs on a protected domain are refused;
+                // addresses that are not ours are none of our business.
+                let ours = j
+                    .address
+                    .rsplit_once('@')
+                    .is_some_and(|(_, d)| s.config.protection.has_domain(d.trim_end_matches('.')));
+                if ours {
+                    Action::Reject(r.reject_text.clone())
+                } else {
+                    Action::NotOurs
+                }
+            }
+        }
+    }
+}
+
+/// What to tell Postfix about a recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Let the other restrictions decide.
+    Dunno,
+    /// Refuse with this text.
+    Reject(String),
+    /// A trap address.
+    Trap,
+    /// Not a protected address.
+    NotOurs,
+}
+
+/// Strips `+ext` (any delimiter character) from the local part.
+fn strip_extension(address: &str, delimiters: &str) -> Option<String> {
+    let (local, domain) = address.rsplit_once('@')?;
+    let cut = local.find(|c| delimiters.contains(c))?;
+    (cut > 0).then(|| format!("{}@{domain}", &local[..cut]))
+}
+
+fn writer(mut store: Store, rx: Receiver<Write>) {
+    while let Ok(first) = rx.recv() {
+        let mut arrivals = Vec::new();
+        let mut blocks = Vec::new();
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(w) = next.take() {
+            match w {
+                Write::Arrival(a) => arrivals.push(a),
+                Write::Block(ip, until, reason) => blocks.push((ip, until, reason)),
+            }
+            n += 1;
+            if n < 500 {
+                next = rx.try_recv().ok();
+            }
+        }
+        // A failed batch is retried once after a pause, then logged and dropped:
+        // losing a log line is better than stalling SMTP.
+        for attempt in 0..2 {
+            match store.write_batch(&arrivals, &blocks) {
+                Ok(()) => break,
+                Err(e) if attempt == 0 => {
+                    tracing::warn!(error = %e, "writing arrivals failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, lost = arrivals.len() + blocks.len(), "writing arrivals failed")
+                }
+            }
+        }
+    }
+}
+
+/// Runs the resolver's listeners until SIGTERM/SIGINT; SIGHUP reloads.
+pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
+    let s = resolver.settings();
+    let rc = &s.config.raw.resolver;
+    if rc.socketmap.is_empty() && rc.policy.is_empty() {
+        anyhow::bail!(crate::config::ConfigError::Invalid {
+            path: s.config.path.clone(),
+            key: "resolver".into(),
+            message: "no listeners; add e.g. socketmap = [\"inet:127.0.0.1:10100\"] and policy = [\"inet:127.0.0.1:10101\"]".into(),
+        });
+    }
+    let mode = u32::from_str_radix(&rc.socket_mode, 8).unwrap_or(0o660);
+    let mut tasks = Vec::new();
+    for (list, is_policy) in [(&rc.socketmap, false), (&rc.policy, true)] {
+        for l in list {
+            let listen = Listen::parse(l).map_err(anyhow::Error::msg)?;
+            let bound = listen
+                .bind(mode)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            tracing::info!(%listen, service = if is_policy { "policy" } else { "socketmap" }, "listening");
+            let r = Arc::clone(&resolver);
+            tasks.push(tokio::spawn(accept_loop(bound, r, is_policy)));
+        }
+    }
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => resolver.reload(),
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+async fn accept_loop(bound: Bound, r: Arc<Resolver>, is_policy: bool) {
+    loop {
+        let accepted: std::io::Result<(Box<dyn Conn>, String)> = match &bound {
+            Bound::Inet(l) => l.accept().await.map(|(s, a)| {
+                let _ = s.set_nodelay(true);
+                (Box::new(s) as Box<dyn Conn>, a.to_string())
+            }),
+            Bound::Unix(l, p) => l
+                .accept()
+                .await
+                .map(|(s, _)| (Box::new(s) as Box<dyn Conn>, p.display().to_string())),
+        };
+        match accepted {
+            Ok((conn, peer)) => {
+                let r = Arc::clone(&r);
+                tokio::spawn(async move {
+                    let result = if is_policy {
+                        policy::serve(conn, &r).await
+                    } else {
+                        socketmap::serve(conn, &r).await
+                    };
+                    if let Err(e) = result {
+                        tracing::info!(%peer, error = %e, "closed connection");
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A client connection of either socket type.
+pub trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions() {
+        assert_eq!(
+            strip_extension("joe+tag@x.test", "+").as_deref(),
+            Some("joe@x.test")
+        );
+        assert_eq!(strip_extension("+tag@x.test", "+"), None);
+        assert_eq!(strip_extension("joe@x.test", "+"), None);
+    }
+}

@@ -1,0 +1,139 @@
+//! The Postfix SMTPD policy-delegation protocol: `name=value` lines ending
+//! with an empty line; the answer is `action=…` and an empty line. At RCPT:
+//! blocked client → REJECT; trap recipient → DISCARD (configurable) and the
+//! client blocked; expired or forged → REJECT; every arrival for a munged
+//! address is recorded for `trace`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use super::socketmap::ProtocolError;
+use super::{Action, Conn, Resolver};
+use crate::store::{Arrival, now_unix};
+
+/// Decides one policy request.
+pub fn decide(r: &Resolver, attrs: &HashMap<String, String>) -> String {
+    let get = |k: &str| attrs.get(k).map(String::as_str).unwrap_or("");
+    let s = r.settings();
+    let rc = &s.config.raw.resolver;
+    let client: Option<IpAddr> = get("client_address").parse().ok();
+    if let Some(ip) = client {
+        if r.blocked(ip).is_some() {
+            return format!("REJECT {}", rc.block_text);
+        }
+    }
+    let recipient = get("recipient");
+    if recipient.is_empty() {
+        return "DUNNO".into();
+    }
+    let Some(j) = r.judge(recipient) else {
+        return "DEFER_IF_PERMIT 4.3.0 addrmunge cannot read its state store; try again later".into();
+    };
+    let v = &j.verdict;
+    if v.claims.is_some()
+        || v.status == crate::check::Status::Invalid && v.original.is_none() && j.address.contains('@')
+    {
+        // Record authentic IDs always; forged ones only on our domains.
+        let ours = v.claims.is_some()
+            || j.address
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| s.config.protection.has_domain(d));
+        if ours {
+            r.record(Arrival {
+                time: now_unix(),
+                client_ip: get("client_address").to_owned(),
+                helo: get("helo_name").to_owned(),
+                sender: get("sender").to_owned(),
+                recipient: j.address.clone(),
+                base: v.original.clone(),
+                kind: v.kind.map(|k| k.to_string()),
+                visitor: v.ip.clone(),
+                day: v.date,
+                status: v.status.to_string(),
+            });
+        }
+    }
+    match r.recipient_action(&j) {
+        Action::Trap => {
+            let local = j.address.split('@').next().unwrap_or("");
+            // Mail for postmaster and abuse is never a reason to block.
+            let base_local = v
+                .original
+                .as_deref()
+                .and_then(|o| o.split('@').next())
+                .unwrap_or(local);
+            if !matches!(base_local, "postmaster" | "abuse") {
+                if let Some(ip) = client {
+                    if r.block(ip, &format!("mail to trap {}", j.address)) {
+                        tracing::info!(client = %ip, recipient = %j.address, "blocked a client that mailed a trap");
+                    }
+                }
+            }
+            let action = &s.config.raw.traps.action;
+            if action == "DISCARD" {
+                "DISCARD mail to a trap address".into()
+            } else {
+                action.clone()
+            }
+        }
+        Action::Reject(text) => format!("REJECT {text}"),
+        Action::Dunno | Action::NotOurs => "DUNNO".into(),
+    }
+}
+
+/// Serves one policy connection (many requests).
+pub async fn serve(conn: Box<dyn Conn>, r: &Resolver) -> Result<(), ProtocolError> {
+    let (max, idle) = {
+        let s = r.settings();
+        let rc = &s.config.raw.resolver;
+        (rc.max_request, Duration::from_secs(rc.idle_timeout))
+    };
+    let mut conn = BufReader::new(conn);
+    let mut attrs = HashMap::new();
+    let mut size = 0;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = match tokio::time::timeout(
+            idle,
+            (&mut conn).take((max + 1) as u64).read_until(b'\n', &mut line),
+        )
+        .await
+        {
+            Err(_) => return Err(ProtocolError::Idle(idle)),
+            Ok(r) => r?,
+        };
+        if n == 0 {
+            return if attrs.is_empty() {
+                Ok(())
+            } else {
+                Err(ProtocolError::Malformed("request cut off"))
+            };
+        }
+        size += n;
+        if size > max {
+            return Err(ProtocolError::TooLong(size, max));
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(ProtocolError::Malformed("request cut off"));
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            let action = decide(r, &attrs);
+            conn.get_mut()
+                .write_all(format!("action={action}\n\n").as_bytes())
+                .await?;
+            attrs.clear();
+            size = 0;
+            continue;
+        }
+        let Some((k, v)) = text.split_once('=') else {
+            return Err(ProtocolError::Malformed("expected name=value"));
+        };
+        attrs.insert(k.to_owned(), v.to_owned());
+    }
+}

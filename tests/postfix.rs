@@ -1,0 +1,571 @@
+//! The resolver against a real Postfix: its own instance (config, queue and
+//! mailboxes in a temporary folder, SMTP on a free loopback port), real SMTP
+//! with swaks, real `postmap -q` lookups, and protocol abuse.
+//!
+//! Needs Debian's postfix and swaks (scripts/test.sh installs them).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const MASTER_CF: &str = "\
+SMTPD_ADDR inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+struct Mail {
+    dir: tempfile::TempDir,
+    smtp: u16,
+    map: u16,
+    policy: u16,
+    resolver: Child,
+    postfix_started: bool,
+}
+
+impl Drop for Mail {
+    fn drop(&mut self) {
+        let _ = self.resolver.kill();
+        let _ = self.resolver.wait();
+        if self.postfix_started {
+            let _ = Command::new("postfix")
+                .arg("-c")
+                .arg(self.path("etc"))
+                .arg("stop")
+                .output();
+        }
+    }
+}
+
+impl Mail {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// A resolver with `extra` appended to its config, and a Postfix in front of it.
+    fn start(extra: &str) -> Mail {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let (smtp, map, policy) = (free_port(), free_port(), free_port());
+        let cfg = format!(
+            r#"key_file = "addrmunge.key"
+state = "state.sqlite"
+
+[[protect]]
+domain = "plover.com"
+exempt = ["*-subscribe"]
+
+[resolver]
+socketmap = ["inet:127.0.0.1:{map}"]
+policy = ["inet:127.0.0.1:{policy}"]
+recipient_delimiter = "+"
+reject_text = "5.1.1 Sorry, this address has expired; see the web site for today's."
+{extra}
+[traps]
+never_block = ["127.0.0.1/32"]
+block_for = "1h"
+"#
+        );
+        fs::write(dir.path().join("addrmunge.toml"), cfg).unwrap();
+        let mut mail = Mail {
+            smtp,
+            map,
+            policy,
+            resolver: Command::new("true").spawn().unwrap(),
+            dir,
+            postfix_started: false,
+        };
+        assert!(
+            mail.cli(&["keygen", "--out", mail.path("addrmunge.key").to_str().unwrap()])
+                .status
+                .success()
+        );
+        mail.resolver = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+            .args([
+                "--config",
+                mail.path("addrmunge.toml").to_str().unwrap(),
+                "resolver",
+            ])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(mail.path("resolver.log")).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_port(map, "resolver socketmap");
+        wait_for_port(policy, "resolver policy service");
+        mail.start_postfix();
+        mail
+    }
+
+    fn start_postfix(&mut self) {
+        let d = self.dir.path();
+        for sub in ["etc", "queue", "data", "mail"] {
+            fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let chown = |p: &Path, owner: &str| {
+            assert!(
+                Command::new("chown")
+                    .arg(owner)
+                    .arg(p)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        };
+        chown(&d.join("data"), "postfix");
+        chown(&d.join("mail"), "nobody");
+        // plover.com is a virtual alias domain (Postfix learns it from the
+        // socketmap's answer for the bare domain); base addresses alias to
+        // mailboxes at mbox.test, as a site's own alias table would.
+        fs::write(
+            d.join("virtual"),
+            "mjd@plover.com mjd@mbox.test\nlist-subscribe@plover.com list@mbox.test\n",
+        )
+        .unwrap();
+        fs::write(d.join("vmailbox"), "mjd@mbox.test mjd/\nlist@mbox.test list/\n").unwrap();
+        let (map, policy) = (self.map, self.policy);
+        let sm = |name: &str| format!("socketmap:inet:127.0.0.1:{map}:{name}");
+        let main_cf = format!(
+            "compatibility_level = 3.6
+queue_directory = {q}
+data_directory = {data}
+maillog_file = {d}/maillog
+maillog_file_prefixes = /var, /dev/stdout, /tmp
+mail_owner = postfix
+myhostname = mx.test
+mydomain = test
+myorigin = mx.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.1/32
+alias_maps =
+alias_database =
+recipient_delimiter = +
+smtpd_recipient_restrictions = check_client_access {client}, check_policy_service inet:127.0.0.1:{policy}, check_recipient_access {recipient}, permit_mynetworks, reject_unauth_destination
+virtual_alias_maps = {virtual}, texthash:{d}/virtual
+virtual_mailbox_domains = mbox.test
+virtual_mailbox_base = {d}/mail
+virtual_mailbox_maps = texthash:{d}/vmailbox
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+smtputf8_enable = no
+",
+            q = d.join("queue").display(),
+            data = d.join("data").display(),
+            d = d.display(),
+            client = sm("client"),
+            recipient = sm("recipient"),
+            virtual = sm("virtual"),
+        );
+        fs::write(d.join("etc/main.cf"), main_cf).unwrap();
+        fs::write(
+            d.join("etc/master.cf"),
+            MASTER_CF.replace("SMTPD_ADDR", &format!("127.0.0.1:{}", self.smtp)),
+        )
+        .unwrap();
+        let out = Command::new("postfix")
+            .arg("-c")
+            .arg(d.join("etc"))
+            .arg("start")
+            .output()
+            .unwrap();
+        let log = fs::read_to_string(d.join("maillog")).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "postfix start: {}{}\n{log}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.postfix_started = true;
+        wait_for_port(self.smtp, "postfix smtpd");
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+            .arg("--config")
+            .arg(self.path("addrmunge.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn postmap(&self, map: &str, key: &str) -> (bool, String) {
+        let out = Command::new("postmap")
+            .arg("-c")
+            .arg(self.path("etc"))
+            .arg("-q")
+            .arg(key)
+            .arg(format!("socketmap:inet:127.0.0.1:{}:{map}", self.map))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    }
+
+    /// Sends one message; returns whether it was accepted, and the transcript.
+    fn send(&self, from_ip: &str, to: &str) -> (bool, String) {
+        let out = Command::new("swaks")
+            .args(["--server", &format!("127.0.0.1:{}", self.smtp)])
+            .args(["--local-interface", from_ip])
+            .args(["--from", "spammer@sender.example", "--to", to])
+            .args(["--helo", "sender.example", "--timeout", "20"])
+            .args(["--header", &format!("Subject: to {to}")])
+            .output()
+            .unwrap();
+        let transcript =
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), transcript)
+    }
+
+    fn mailbox(&self, user: &str) -> Vec<String> {
+        let dir = self.path(&format!("mail/{user}/new"));
+        let mut v: Vec<String> = fs::read_dir(&dir)
+            .map(|it| {
+                it.filter_map(|e| fs::read_to_string(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Waits until a message to `to` is in `user`'s mailbox.
+    fn delivered(&self, user: &str, to: &str) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if self
+                .mailbox(user)
+                .iter()
+                .any(|m| m.contains(&format!("Subject: to {to}")))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+fn day_offset(days: i32) -> String {
+    let today = addrmunge::Day::today();
+    let d = if days < 0 {
+        today.checked_sub((-days) as u16)
+    } else {
+        today.checked_add(days as u16)
+    };
+    d.unwrap().to_string()
+}
+
+#[test]
+fn postfix_delivers_refuses_and_traps() {
+    let m = Mail::start("");
+    let today = day_offset(0);
+    let a = m.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let b = m.cli_ok(&["encode", "--ip", "198.51.100.20", "mjd@plover.com"]);
+
+    // postmap -q against every map, with case-varied keys and an extension.
+    assert_eq!(
+        m.postmap("virtual", &a.to_uppercase()),
+        (true, "mjd@plover.com".into())
+    );
+    let (l, d) = a.split_once('@').unwrap();
+    assert_eq!(
+        m.postmap("virtual", &format!("{l}+news@{d}")),
+        (true, "mjd@plover.com".into())
+    );
+    assert!(
+        !m.postmap("virtual", "mjd@plover.com").0,
+        "base addresses must be NOTFOUND"
+    );
+    assert_eq!(m.postmap("virtual", "Plover.COM"), (true, "plover.com".into()));
+    assert!(!m.postmap("virtual", "example.com").0);
+    assert_eq!(m.postmap("recipient", &a), (true, "DUNNO".into()));
+    assert!(m.postmap("relay", &a).0);
+    assert!(!m.postmap("client", "127.0.0.2").0);
+    let forged = format!(
+        "{}{}@{d}",
+        &l[..l.len() - 1],
+        if l.ends_with('a') { 'b' } else { 'a' }
+    );
+    let (found, text) = m.postmap("recipient", &forged);
+    assert!(found && text.starts_with("REJECT 5.1.1 Sorry"), "{text}");
+    assert!(!m.postmap("relay", &forged).0);
+    assert!(!m.postmap("virtual", &forged).0);
+
+    // A valid munged address is delivered to the real mailbox.
+    let (ok, t) = m.send("127.0.0.1", &a);
+    assert!(ok, "{t}");
+    assert!(m.delivered("mjd", &a), "no delivery for {a}");
+
+    // A forged token: refused at RCPT with our text.
+    let (ok, t) = m.send("127.0.0.1", &forged);
+    assert!(
+        !ok && t.contains("5.1.1") && t.contains("Sorry, this address has expired"),
+        "{t}"
+    );
+
+    // expire --ip: refused within a second, the other visitor still delivered.
+    m.cli_ok(&["expire", "--ip", "203.0.113.9", "--reason", "spam"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (ok, t) = m.send("127.0.0.1", &a);
+    assert!(!ok && t.contains("Sorry, this address has expired"), "{t}");
+    let (ok, t) = m.send("127.0.0.1", &b);
+    assert!(ok, "{t}");
+    assert!(m.delivered("mjd", &b));
+
+    // expire --day: every ID of today refused.
+    m.cli_ok(&["expire", "--day", &today]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (ok, t) = m.send("127.0.0.1", &b);
+    assert!(!ok && t.contains("Sorry"), "{t}");
+    m.cli_ok(&["unexpire", "--day", &today]);
+
+    // Bare protected address with bare = accept (the default): delivered.
+    let (ok, t) = m.send("127.0.0.1", "mjd@plover.com");
+    assert!(ok, "{t}");
+    // An exempt address is never refused.
+    let (ok, t) = m.send("127.0.0.1", "list-subscribe@plover.com");
+    assert!(ok, "{t}");
+
+    // Minted daily address: made today or yesterday accepted, the day before refused.
+    for (offset, accepted) in [(0, true), (-1, true), (-2, false)] {
+        let addr = m.cli_ok(&[
+            "mint",
+            "mjd@plover.com",
+            "--valid",
+            "1d",
+            "--date",
+            &day_offset(offset),
+        ]);
+        let (ok, t) = m.send("127.0.0.1", &addr);
+        assert_eq!(ok, accepted, "minted {offset} days: {t}");
+    }
+
+    // A trap address from 127.0.0.2: accepted, not delivered, client blocked.
+    let trap = m.cli_ok(&["encode", "--ip", "192.0.2.66", "--kind", "trap", "mjd@plover.com"]);
+    let before = m.mailbox("mjd").len();
+    let (ok, t) = m.send("127.0.0.2", &trap);
+    assert!(ok, "trap mail must be accepted: {t}");
+    let (ok, t) = m.send("127.0.0.2", &b);
+    assert!(
+        !ok && t.contains("spam trap"),
+        "blocked client must be refused: {t}"
+    );
+    let (found, text) = m.postmap("client", "127.0.0.2");
+    assert!(found && text.starts_with("REJECT"), "{text}");
+    // 127.0.0.1 is never blocked and still delivers.
+    let (ok, t) = m.send("127.0.0.1", &trap);
+    assert!(ok, "{t}");
+    let c = m.cli_ok(&["encode", "--ip", "198.51.100.21", "mjd@plover.com"]);
+    let (ok, t) = m.send("127.0.0.1", &c);
+    assert!(ok, "{t}");
+    assert!(m.delivered("mjd", &c));
+    assert!(
+        !m.mailbox("mjd")
+            .iter()
+            .any(|msg| msg.contains(&format!("Subject: to {trap}"))),
+        "trap mail was delivered"
+    );
+    assert_eq!(m.mailbox("mjd").len(), before + 1);
+
+    // Arrivals were recorded for trace.
+    std::thread::sleep(Duration::from_millis(500));
+    let store = addrmunge::Store::open(&m.path("state.sqlite")).unwrap();
+    let arrivals = store.arrivals_for(&trap).unwrap();
+    assert!(
+        arrivals
+            .iter()
+            .any(|x| x.client_ip == "127.0.0.2" && x.helo == "sender.example"),
+        "{arrivals:?}"
+    );
+    assert!(!store.blocks(addrmunge::store::now_unix()).unwrap().is_empty());
+}
+
+#[test]
+fn bare_reject_setting() {
+    let m = Mail::start("bare = \"reject\"\nbare_text = \"5.1.1 Please use the address on the web site.\"\n");
+    let (ok, t) = m.send("127.0.0.1", "mjd@plover.com");
+    assert!(!ok && t.contains("Please use the address on the web site"), "{t}");
+    let (ok, t) = m.send("127.0.0.1", "list-subscribe@plover.com");
+    assert!(ok, "exempt addresses are not bare-rejected: {t}");
+    let a = m.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let (ok, t) = m.send("127.0.0.1", &a);
+    assert!(ok, "{t}");
+}
+
+fn netstring(s: &[u8]) -> Vec<u8> {
+    let mut v = format!("{}:", s.len()).into_bytes();
+    v.extend_from_slice(s);
+    v.push(b',');
+    v
+}
+
+fn read_netstring(s: &mut TcpStream) -> String {
+    let mut len = String::new();
+    let mut b = [0u8; 1];
+    loop {
+        s.read_exact(&mut b).unwrap();
+        if b[0] == b':' {
+            break;
+        }
+        len.push(b[0] as char);
+    }
+    let mut buf = vec![0; len.parse::<usize>().unwrap() + 1];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(buf.pop(), Some(b','));
+    String::from_utf8(buf).unwrap()
+}
+
+#[test]
+fn bad_input_gets_clean_errors_and_the_server_lives() {
+    let m = Mail::start("");
+    let a = m.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let alive = || {
+        let mut s = TcpStream::connect(("127.0.0.1", m.map)).unwrap();
+        s.write_all(&netstring(format!("virtual {a}").as_bytes()))
+            .unwrap();
+        assert_eq!(read_netstring(&mut s), "OK mjd@plover.com");
+    };
+    // Unknown map: PERM, connection stays usable.
+    let mut s = TcpStream::connect(("127.0.0.1", m.map)).unwrap();
+    s.write_all(&netstring(b"nosuchmap x@y")).unwrap();
+    assert!(read_netstring(&mut s).starts_with("PERM "));
+    s.write_all(&netstring(b"noseparator")).unwrap();
+    assert!(read_netstring(&mut s).starts_with("PERM "));
+    s.write_all(&netstring(b"recipient nobody@example.com")).unwrap();
+    assert_eq!(read_netstring(&mut s), "NOTFOUND ");
+    // Garbage, oversize, truncated: the connection is closed, the server lives.
+    for bad in [
+        b"hello world\r\n".to_vec(),
+        b"99999999:".to_vec(),
+        format!("20000:{}", "x".repeat(100)).into_bytes(),
+        b"10:virtual".to_vec(),
+        b"3:abcX".to_vec(),
+        vec![0xff; 64],
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", m.map)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&bad).unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty() || rest.starts_with(b"4:PERM"),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        alive();
+    }
+    // The policy service: a good request, then garbage.
+    let mut p = TcpStream::connect(("127.0.0.1", m.policy)).unwrap();
+    p.write_all(
+        format!(
+            "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=127.0.0.9\nrecipient={a}\n\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let n = p.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"action=DUNNO\n\n");
+    for bad in [
+        b"no equals sign\n\n".to_vec(),
+        "x=".repeat(20_000).into_bytes(),
+        b"a=b".to_vec(),
+    ] {
+        let mut p = TcpStream::connect(("127.0.0.1", m.policy)).unwrap();
+        p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = p.write_all(&bad);
+        let _ = p.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = p.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+        alive();
+    }
+}
+
+#[test]
+fn five_hundred_concurrent_connections() {
+    let m = Mail::start("");
+    let valid = m.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let expired = m.cli_ok(&["encode", "--ip", "203.0.113.10", "mjd@plover.com"]);
+    m.cli_ok(&["expire", "--ip", "203.0.113.10"]);
+    std::thread::sleep(Duration::from_millis(600));
+    let port = m.map;
+    let threads: Vec<_> = (0..500)
+        .map(|i| {
+            let (valid, expired) = (valid.clone(), expired.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                for k in 0..40 {
+                    let (q, want) = match (i + k) % 3 {
+                        0 => (format!("virtual {valid}"), "OK mjd@plover.com".to_string()),
+                        1 => (format!("recipient {expired}"), "OK REJECT".to_string()),
+                        _ => (format!("virtual {expired}"), "NOTFOUND ".to_string()),
+                    };
+                    s.write_all(&netstring(q.as_bytes())).unwrap();
+                    let got = read_netstring(&mut s);
+                    assert!(got.starts_with(&want), "{q}: {got}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
