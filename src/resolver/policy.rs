@@ -33,28 +33,26 @@ pub fn decide(r: &Resolver, attrs: &HashMap<String, String>) -> String {
         return "DEFER_IF_PERMIT 4.3.0 addrmunge cannot read its state store; try again later".into();
     };
     let v = &j.verdict;
-    if v.claims.is_some()
-        || v.status == crate::check::Status::Invalid && v.original.is_none() && j.address.contains('@')
-    {
-        // Record authentic IDs always; forged ones only on our domains.
-        let ours = v.claims.is_some()
-            || j.address
+    // Record every authentic ID, and forged ones on our domains (a
+    // harvester guessing at the format is worth knowing about too).
+    let ours = v.claims.is_some()
+        || (v.status == crate::check::Status::Invalid
+            && j.address
                 .rsplit_once('@')
-                .is_some_and(|(_, d)| s.config.protection.has_domain(d));
-        if ours {
-            r.record(Arrival {
-                time: now_unix(),
-                client_ip: get("client_address").to_owned(),
-                helo: get("helo_name").to_owned(),
-                sender: get("sender").to_owned(),
-                recipient: j.address.clone(),
-                base: v.original.clone(),
-                kind: v.kind.map(|k| k.to_string()),
-                visitor: v.ip.clone(),
-                day: v.date,
-                status: v.status.to_string(),
-            });
-        }
+                .is_some_and(|(_, d)| s.config.protection.has_domain(d)));
+    if ours {
+        r.record(Arrival {
+            time: now_unix(),
+            client_ip: get("client_address").to_owned(),
+            helo: get("helo_name").to_owned(),
+            sender: get("sender").to_owned(),
+            recipient: j.address.clone(),
+            base: v.original.clone(),
+            kind: v.kind.map(|k| k.to_string()),
+            visitor: v.ip.clone(),
+            day: v.date,
+            status: v.status.to_string(),
+        });
     }
     match r.recipient_action(&j) {
         Action::Trap => {
