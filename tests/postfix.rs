@@ -445,6 +445,19 @@ fn bare_reject_setting() {
     let a = m.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
     let (ok, t) = m.send("127.0.0.1", &a);
     assert!(ok, "{t}");
+
+    // SIGHUP reloads the config: a new text, and bare addresses accepted.
+    let cfg = m.path("addrmunge.toml");
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, text.replace("bare = \"reject\"", "bare = \"accept\"")).unwrap();
+    assert!(Command::new("kill").arg("-HUP").arg(m.resolver.id().to_string()).status().unwrap().success());
+    let start = Instant::now();
+    while m.postmap("recipient", "mjd@plover.com") != (true, "DUNNO".into()) {
+        assert!(start.elapsed() < Duration::from_secs(10), "SIGHUP did not reload the config");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, t) = m.send("127.0.0.1", "mjd@plover.com");
+    assert!(ok, "{t}");
 }
 
 fn netstring(s: &[u8]) -> Vec<u8> {
