@@ -450,10 +450,20 @@ fn bare_reject_setting() {
     let cfg = m.path("addrmunge.toml");
     let text = fs::read_to_string(&cfg).unwrap();
     fs::write(&cfg, text.replace("bare = \"reject\"", "bare = \"accept\"")).unwrap();
-    assert!(Command::new("kill").arg("-HUP").arg(m.resolver.id().to_string()).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .arg("-HUP")
+            .arg(m.resolver.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
     let start = Instant::now();
     while m.postmap("recipient", "mjd@plover.com") != (true, "DUNNO".into()) {
-        assert!(start.elapsed() < Duration::from_secs(10), "SIGHUP did not reload the config");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not reload the config"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (ok, t) = m.send("127.0.0.1", "mjd@plover.com");
