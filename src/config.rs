@@ -101,10 +101,59 @@ fn star() -> String {
     "*".into()
 }
 
-/// `[proxy]`: filled in by the proxy.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyConfig {}
+/// `[proxy]`: the rewriting HTTP proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Addresses to listen on, e.g. `["127.0.0.1:8080", "[::1]:8080"]`.
+    pub listen: Vec<String>,
+    /// The web server behind the proxy, `http://host:port`.
+    pub upstream: String,
+    /// Peers (CIDRs) whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<String>,
+    /// Content types whose bodies are rewritten (without parameters).
+    pub rewrite_types: Vec<String>,
+    /// Seconds to connect to the upstream before answering 504.
+    pub connect_timeout: u64,
+    /// Seconds to wait for the upstream's response headers before answering 504.
+    pub header_timeout: u64,
+    /// Seconds the upstream body may stall before the response is cut off.
+    pub body_idle_timeout: u64,
+    /// Rewrite even responses marked `Cache-Control: no-transform` (the
+    /// addresses are the owner's, the proxy is the owner's); false passes them untouched.
+    pub rewrite_no_transform: bool,
+}
+
+/// The content types rewritten by default.
+pub const DEFAULT_REWRITE_TYPES: &[&str] = &[
+    "text/html",
+    "application/xhtml+xml",
+    "text/plain",
+    "text/xml",
+    "application/xml",
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/json",
+    "application/ld+json",
+    "text/javascript",
+    "application/javascript",
+    "text/css",
+];
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: Vec::new(),
+            upstream: String::new(),
+            trusted_proxies: Vec::new(),
+            rewrite_types: DEFAULT_REWRITE_TYPES.iter().map(|s| s.to_string()).collect(),
+            connect_timeout: 5,
+            header_timeout: 30,
+            body_idle_timeout: 30,
+            rewrite_no_transform: true,
+        }
+    }
+}
 
 /// What the resolver answers for a protected address without an ID.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -164,10 +213,40 @@ impl Default for ResolverConfig {
     }
 }
 
-/// `[harvesters]`: filled in by the proxy's harvester detection.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HarvestersConfig {}
+/// `[harvesters]`: how harvesters are recognised.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HarvestersConfig {
+    /// Case-insensitive substrings of User-Agents that get trap addresses.
+    pub user_agents: Vec<String>,
+}
+
+/// User-Agent substrings of known address harvesters.
+pub const DEFAULT_HARVESTER_AGENTS: &[&str] = &[
+    "EmailSiphon",
+    "EmailCollector",
+    "EmailWolf",
+    "ExtractorPro",
+    "WebEMailExtrac",
+    "EmailHarvest",
+    "Email Extractor",
+    "CherryPicker",
+    "Crescent Internet ToolPak",
+    "WebBandit",
+    "NICErsPRO",
+    "Atomic_Email_Hunter",
+    "Advanced Email Extractor",
+    "Mail Sweeper",
+    "EmailReaper",
+];
+
+impl Default for HarvestersConfig {
+    fn default() -> Self {
+        HarvestersConfig {
+            user_agents: DEFAULT_HARVESTER_AGENTS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
 
 /// `[traps]`: what happens to mail sent to trap addresses.
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +268,13 @@ impl Default for TrapsConfig {
             action: "DISCARD".into(),
         }
     }
+}
+
+/// Parses `192.0.2.0/24` or a bare address (as its /32 or /128).
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// Parses `7d`, `12h`, `30m`, `45s` into seconds.
@@ -339,6 +425,26 @@ impl Config {
                 exempt,
                 deliver_to,
             });
+        }
+        let p = &raw.proxy;
+        for l in &p.listen {
+            l.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid(
+                    "proxy.listen",
+                    format!("'{l}' is not an address; write e.g. \"127.0.0.1:8080\" or \"[::]:8080\""),
+                )
+            })?;
+        }
+        if !p.upstream.is_empty() {
+            crate::proxy::Upstream::parse(&p.upstream).map_err(|m| invalid("proxy.upstream", m))?;
+        }
+        for n in &p.trusted_proxies {
+            parse_net(n).ok_or_else(|| {
+                invalid(
+                    "proxy.trusted_proxies",
+                    format!("'{n}' is not an address or network like 10.0.0.0/8"),
+                )
+            })?;
         }
         let r = &raw.resolver;
         for (k, list) in [

@@ -31,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the rewriting HTTP proxy ([proxy] in the config).
+    Proxy,
     /// Run the Postfix socketmap and policy service ([resolver] in the config).
     Resolver,
     /// Write a new random key (32 bytes, hex, mode 0600); never overwrites.
@@ -219,6 +221,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             writeln!(out, "wrote a new key to {} (mode 0600)", path.display())?;
         }
         Command::CheckConfig => check_config(&Ctx::load(&cli)?, &mut out)?,
+        Command::Proxy => {
+            init_logging();
+            let proxy = addrmunge::proxy::Proxy::new(cli.config.clone())?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(proxy.run())?;
+        }
         Command::Resolver => {
             init_logging();
             let resolver = addrmunge::resolver::Resolver::start(cli.config.clone())?;

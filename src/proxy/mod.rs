@@ -1,0 +1,855 @@
+//! `addrmunge proxy`: a streaming HTTP/1.1 and HTTP/2 (h2c) reverse proxy
+//! that rewrites the owner's addresses in responses of configured content
+//! types, per visitor and day. Requests and every other response stream
+//! through untouched.
+//!
+//! A request's life: accept (visitor = socket peer, or the rightmost
+//! untrusted `X-Forwarded-For` hop when the peer is a trusted proxy) →
+//! hop-by-hop headers stripped, `Via`/`X-Forwarded-*` added, validators of
+//! ours translated back → pooled upstream client → response headers made
+//! private to the visitor → body through [`crate::rewrite::Pipeline`] frame by
+//! frame, inside the body's `poll_frame`, so nothing is buffered beyond one
+//! chunk and a client that goes away drops (cancels) the upstream request.
+
+pub mod visitor;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ipnet::IpNet;
+
+use crate::config::{Config, parse_net};
+use crate::day::Day;
+use crate::rewrite::{Coding, Pipeline, TokenCache, VisitorMunger};
+use crate::scan::Matcher;
+use crate::token::{Claims, KeyRing, Kind};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body type of the proxy.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// The upstream web server.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    authority: String,
+}
+
+impl Upstream {
+    /// Parses `http://host:port`.
+    pub fn parse(text: &str) -> Result<Upstream, String> {
+        let bad = || {
+            format!(
+                "'{text}' is not an upstream; write http://127.0.0.1:8081 (https upstreams are not supported)"
+            )
+        };
+        let uri: Uri = text.parse().map_err(|_| bad())?;
+        if uri.scheme_str() != Some("http") || uri.path().len() > 1 || uri.query().is_some() {
+            return Err(bad());
+        }
+        let authority = uri.authority().ok_or_else(bad)?.to_string();
+        Ok(Upstream { authority })
+    }
+}
+
+/// Everything a request needs; replaced whole on SIGHUP.
+pub struct State {
+    config: Config,
+    keys: Arc<KeyRing>,
+    matcher: Arc<Matcher>,
+    upstream: Upstream,
+    trusted: Vec<IpNet>,
+    rewrite_types: Vec<String>,
+    agents: Vec<String>,
+}
+
+impl State {
+    /// Loads config and keys.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<State> {
+        let config = Config::load(path)?;
+        let keys = Arc::new(KeyRing::load(&config.key_file)?);
+        let p = &config.raw.proxy;
+        if p.listen.is_empty() || p.upstream.is_empty() {
+            anyhow::bail!(crate::config::ConfigError::Invalid {
+                path: config.path.clone(),
+                key: "proxy".into(),
+                message: "set listen = [\"127.0.0.1:8080\"] and upstream = \"http://127.0.0.1:8081\"".into(),
+            });
+        }
+        let upstream = Upstream::parse(&p.upstream).map_err(anyhow::Error::msg)?;
+        let trusted = p.trusted_proxies.iter().filter_map(|n| parse_net(n)).collect();
+        let rewrite_types = p
+            .rewrite_types
+            .iter()
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect();
+        let agents = config
+            .raw
+            .harvesters
+            .user_agents
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect();
+        Ok(State {
+            matcher: Matcher::new(Arc::clone(&config.protection)),
+            keys,
+            upstream,
+            trusted,
+            rewrite_types,
+            agents,
+            config,
+        })
+    }
+}
+
+/// The proxy: shared state, the upstream client and counters.
+pub struct Proxy {
+    config_path: std::path::PathBuf,
+    state: RwLock<Arc<State>>,
+    client: Client<HttpConnector, ProxyBody>,
+    cache: Arc<TokenCache>,
+    /// Addresses munged since start.
+    pub munged: Arc<AtomicU64>,
+    /// Requests served since start.
+    pub requests: AtomicU64,
+}
+
+impl Proxy {
+    /// Loads the config and builds the pooled upstream client.
+    pub fn new(config_path: std::path::PathBuf) -> anyhow::Result<Arc<Proxy>> {
+        let state = State::load(&config_path)?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(state.config.raw.proxy.connect_timeout)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Arc::new(Proxy {
+            config_path,
+            state: RwLock::new(Arc::new(state)),
+            client,
+            cache: Arc::new(TokenCache::default()),
+            munged: Arc::new(AtomicU64::new(0)),
+            requests: AtomicU64::new(0),
+        }))
+    }
+
+    fn state(&self) -> Arc<State> {
+        Arc::clone(&self.state.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Re-reads config and keys (SIGHUP); on error the old ones stay.
+    pub fn reload(&self) {
+        match State::load(&self.config_path) {
+            Ok(s) => {
+                *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+                tracing::info!("reloaded config and keys");
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the old config"),
+        }
+    }
+
+    /// Serves the configured listeners until SIGTERM/SIGINT, then drains
+    /// in-flight requests for up to 10 seconds. SIGHUP reloads.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        let state = self.state();
+        let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for l in &state.config.raw.proxy.listen {
+            let addr: SocketAddr = l.parse()?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(%addr, upstream = %state.config.raw.proxy.upstream, "proxy listening");
+            tasks.push(tokio::spawn(Arc::clone(&self).accept_loop(
+                listener,
+                Arc::clone(&graceful),
+                stop_rx.clone(),
+            )));
+        }
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => self.reload(),
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        let graceful = Arc::try_unwrap(graceful).ok();
+        if let Some(g) = graceful {
+            if tokio::time::timeout(Duration::from_secs(10), g.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("in-flight requests did not finish within 10 s; closing them");
+            }
+        }
+        Ok(())
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stop.changed() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = Arc::clone(&self);
+            let svc = hyper::service::service_fn(move |req| {
+                let proxy = Arc::clone(&proxy);
+                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+    }
+
+    /// Handles one request.
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let started = Instant::now();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let st = self.state();
+        let ip = visitor::client_ip(peer.ip(), req.headers(), &st.trusted);
+        let ua = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let lower_ua = ua.to_ascii_lowercase();
+        let kind = if st
+            .agents
+            .iter()
+            .any(|a| !a.is_empty() && lower_ua.contains(a.as_str()))
+        {
+            Kind::Trap
+        } else {
+            Kind::Visitor
+        };
+        let claims = Claims::visit(kind, Day::today(), ip);
+        let vd = validator_suffix(&st.keys, &claims);
+        let method = req.method().clone();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into());
+        let client_gzip = accepts_gzip(req.headers());
+        let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+
+        let (parts, body) = req.into_parts();
+        let mut up_headers =
+            forward_headers(&parts.headers, peer.ip(), &st.trusted, client_upgrade.is_some());
+        translate_if_none_match(&mut up_headers, &vd);
+        let uri: Uri = match format!("http://{}{}", st.upstream.authority, path).parse() {
+            Ok(u) => u,
+            Err(_) => return error_page(StatusCode::BAD_REQUEST, "The request target is not valid."),
+        };
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        if let Some(h) = host {
+            up_headers.insert(header::HOST, h);
+        }
+        let retry_without_range = method == Method::GET && up_headers.contains_key(header::RANGE);
+        let mut up_req = Request::builder().method(method.clone()).uri(uri.clone());
+        *up_req.headers_mut().expect("builder is fresh") = up_headers.clone();
+        let up_req = up_req
+            .body(body.map_err(|e| Box::new(e) as BoxError).boxed())
+            .expect("method, uri and headers are valid");
+        let timeout = Duration::from_secs(st.config.raw.proxy.header_timeout);
+        let mut resp = match self.send(up_req, timeout).await {
+            Ok(r) => r,
+            Err(r) => return self.log(r, &method, &path, ip, &ua, started),
+        };
+        if retry_without_range
+            && resp.status() == StatusCode::PARTIAL_CONTENT
+            && self.rewritable(&st, resp.headers())
+        {
+            // A part of a rewritten body cannot be served: ask for the whole.
+            up_headers.remove(header::RANGE);
+            up_headers.remove(header::IF_RANGE);
+            let mut again = Request::builder().method(Method::GET).uri(uri);
+            *again.headers_mut().expect("fresh") = up_headers;
+            let again = again
+                .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
+                .expect("valid");
+            resp = match self.send(again, timeout).await {
+                Ok(r) => r,
+                Err(r) => return self.log(r, &method, &path, ip, &ua, started),
+            };
+        }
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
+                        let _ =
+                            tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                    }
+                });
+                let (parts, _) = resp.into_parts();
+                let r = Response::from_parts(
+                    parts,
+                    http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
+                );
+                return self.log(r, &method, &path, ip, &ua, started);
+            }
+        }
+
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        let idle = Duration::from_secs(st.config.raw.proxy.body_idle_timeout);
+        let rewrite = self.rewritable(&st, &parts.headers)
+            && parts.status != StatusCode::NO_CONTENT
+            && !(parts.status.is_informational());
+        let coding = Coding::parse(
+            parts
+                .headers
+                .get(header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let body: ProxyBody = match (rewrite, coding) {
+            (true, Some(coding)) => {
+                private_headers(&mut parts.headers, &vd);
+                let gzip_out = client_gzip && method != Method::HEAD;
+                parts.headers.remove(header::CONTENT_ENCODING);
+                if gzip_out {
+                    parts
+                        .headers
+                        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
+                if client_gzip {
+                    parts
+                        .headers
+                        .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+                }
+                if method == Method::HEAD || parts.status == StatusCode::NOT_MODIFIED {
+                    body.map_err(|e| Box::new(e) as BoxError).boxed()
+                } else {
+                    let munger = VisitorMunger::new(
+                        Arc::clone(&st.keys),
+                        st.config.protection.separator(),
+                        claims,
+                        Arc::clone(&self.cache),
+                    );
+                    let pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, gzip_out);
+                    Streamed::new(body, Some(pipeline), idle, Arc::clone(&self.munged)).boxed()
+                }
+            }
+            (true, None) => {
+                tracing::warn!(%path, encoding = ?parts.headers.get(header::CONTENT_ENCODING), "cannot undo this content coding; passing the body through unrewritten");
+                Streamed::new(body, None, idle, Arc::clone(&self.munged)).boxed()
+            }
+            (false, _) => Streamed::new(body, None, idle, Arc::clone(&self.munged)).boxed(),
+        };
+        let r = Response::from_parts(parts, body);
+        self.log(r, &method, &path, ip, &ua, started)
+    }
+
+    fn log(
+        &self,
+        r: Response<ProxyBody>,
+        method: &Method,
+        path: &str,
+        ip: IpAddr,
+        ua: &str,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        tracing::info!(
+            target: "access",
+            visitor = %ip,
+            %method,
+            path,
+            status = r.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            user_agent = ua,
+        );
+        r
+    }
+
+    fn rewritable(&self, st: &State, headers: &HeaderMap) -> bool {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mut parts = ct.split(';');
+        let base = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        if !st.rewrite_types.contains(&base) {
+            return false;
+        }
+        // Only ASCII-compatible charsets can be scanned as bytes.
+        let charset = parts
+            .filter_map(|p| p.trim().split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+            .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase());
+        if let Some(cs) = charset {
+            if cs.starts_with("utf-16")
+                || cs.starts_with("utf-32")
+                || cs.starts_with("iso-2022")
+                || cs.starts_with("ucs-")
+            {
+                tracing::warn!(charset = %cs, "charset is not ASCII-compatible; passing the body through unrewritten");
+                return false;
+            }
+        }
+        let no_transform = headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains("no-transform"));
+        !no_transform || st.config.raw.proxy.rewrite_no_transform
+    }
+
+    async fn send(
+        &self,
+        req: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(error_page(
+                StatusCode::GATEWAY_TIMEOUT,
+                "The web server did not answer in time.",
+            )),
+            Ok(Err(e)) => {
+                let timed_out = format!("{e:?}").contains("ConnectTimeout") || is_timeout(&e);
+                tracing::warn!(error = %e, "upstream request failed");
+                if timed_out {
+                    Err(error_page(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "The web server did not answer in time.",
+                    ))
+                } else {
+                    Err(error_page(
+                        StatusCode::BAD_GATEWAY,
+                        "The web server could not be reached.",
+                    ))
+                }
+            }
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn error_page(status: StatusCode, text: &str) -> Response<ProxyBody> {
+    let body = format!(
+        "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head><body><h1>{code} {reason}</h1><p>{text}</p></body></html>\n",
+        code = status.as_u16(),
+        reason = status.canonical_reason().unwrap_or("")
+    );
+    let mut r = Response::new(
+        http_body_util::Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn accepts_gzip(h: &HeaderMap) -> bool {
+    h.get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|c| {
+                let mut it = c.split(';');
+                let name = it.next().unwrap_or("").trim();
+                let q0 = it.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+                (name.eq_ignore_ascii_case("gzip") || name == "*") && !q0
+            })
+        })
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// Removes hop-by-hop headers (and those named in `Connection`); with
+/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay for a WebSocket.
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !(keep_upgrade && t == "upgrade"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        if keep_upgrade && (*n == "connection" || *n == "upgrade") {
+            continue;
+        }
+        h.remove(*n);
+    }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn forward_headers(incoming: &HeaderMap, peer: IpAddr, trusted: &[IpNet], upgrade: bool) -> HeaderMap {
+    let mut h = incoming.clone();
+    strip_hop_by_hop(&mut h, upgrade);
+    // X-Forwarded-For: extend the chain only when the peer is a proxy we trust.
+    let xff = if trusted.iter().any(|n| n.contains(&peer)) {
+        match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
+            _ => peer.to_string(),
+        }
+    } else {
+        peer.to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    if !trusted.iter().any(|n| n.contains(&peer)) || !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    h.append(header::VIA, HeaderValue::from_static("1.1 addrmunge"));
+    // Only codings the pipeline can undo, and only those the client takes.
+    let mut enc = Vec::new();
+    if accepts_gzip(incoming) {
+        enc.push("gzip");
+    }
+    if incoming
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("deflate")
+            })
+        })
+    {
+        enc.push("deflate");
+    }
+    if enc.is_empty() {
+        h.remove(header::ACCEPT_ENCODING);
+    } else if let Ok(v) = HeaderValue::from_str(&enc.join(", ")) {
+        h.insert(header::ACCEPT_ENCODING, v);
+    }
+    h
+}
+
+/// A short keyed tag for the visitor-day-kind, put into validators so a
+/// cache never serves one visitor's IDs to another. Keyed, so it reveals
+/// nothing about the IP.
+fn validator_suffix(keys: &KeyRing, claims: &Claims) -> String {
+    keys.encode("validator.addrmunge.invalid", "", claims)[1..9].to_owned()
+}
+
+/// `ETag: "abc"` -> `W/"abc.s-<vd>"`, weak ones `.w-<vd>`; `Cache-Control` private.
+fn private_headers(h: &mut HeaderMap, vd: &str) {
+    h.remove(header::CONTENT_LENGTH);
+    h.remove(header::ACCEPT_RANGES);
+    if let Some(tag) = h
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    {
+        let (weak, opaque) = match tag.strip_prefix("W/") {
+            Some(t) => (true, t),
+            None => (false, tag.as_str()),
+        };
+        let inner = opaque.trim_matches('"');
+        let mark = if weak { 'w' } else { 's' };
+        match HeaderValue::from_str(&format!("W/\"{inner}.{mark}-{vd}\"")) {
+            Ok(v) => {
+                h.insert(header::ETAG, v);
+            }
+            Err(_) => {
+                h.remove(header::ETAG);
+            }
+        }
+    }
+    let mut directives: Vec<String> = h
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|d| d.trim().to_owned()).collect::<Vec<_>>())
+        .filter(|d| {
+            let name = d.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+            !d.is_empty()
+                && !matches!(
+                    name.as_str(),
+                    "public" | "s-maxage" | "private" | "proxy-revalidate"
+                )
+        })
+        .collect();
+    directives.insert(0, "private".into());
+    if let Ok(v) = HeaderValue::from_str(&directives.join(", ")) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+}
+
+/// Turns our validators in `If-None-Match` back into the upstream's; tags
+/// from another visitor-day are dropped so the upstream sends the whole page.
+fn translate_if_none_match(h: &mut HeaderMap, vd: &str) {
+    let Some(value) = h
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return;
+    };
+    if value.trim() == "*" {
+        return;
+    }
+    let mut out = Vec::new();
+    for tag in value.split(',').map(str::trim) {
+        let opaque = tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"');
+        if let Some((orig, suffix)) = opaque.rsplit_once('.') {
+            if suffix == format!("s-{vd}") {
+                out.push(format!("\"{orig}\""));
+                continue;
+            }
+            if suffix == format!("w-{vd}") {
+                out.push(format!("W/\"{orig}\""));
+                continue;
+            }
+        }
+        let ours = opaque
+            .rsplit_once('.')
+            .is_some_and(|(_, s)| s.starts_with("s-") || s.starts_with("w-"));
+        if !ours {
+            out.push(tag.to_owned());
+        }
+    }
+    if out.is_empty() {
+        h.remove(header::IF_NONE_MATCH);
+    } else if let Ok(v) = HeaderValue::from_str(&out.join(", ")) {
+        h.insert(header::IF_NONE_MATCH, v);
+    }
+}
+
+/// An upstream body on its way to the client: rewritten through a
+/// [`Pipeline`] or passed through, with an idle timeout. An upstream error
+/// becomes a body error, which makes hyper reset the client's stream
+/// instead of ending it as if complete.
+struct Streamed {
+    inner: Incoming,
+    pipeline: Option<Pipeline>,
+    rewriting: bool,
+    idle: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    munged: Arc<AtomicU64>,
+    done: bool,
+}
+
+impl Streamed {
+    fn new(inner: Incoming, pipeline: Option<Pipeline>, idle: Duration, munged: Arc<AtomicU64>) -> Streamed {
+        Streamed {
+            inner,
+            rewriting: pipeline.is_some(),
+            pipeline,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            munged,
+            done: false,
+        }
+    }
+}
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.sleep.as_mut().reset(deadline);
+                    let Some(p) = this.pipeline.as_mut() else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
+                    match frame.into_data() {
+                        Ok(data) => match p.push(&data) {
+                            Ok(out) if out.is_empty() => continue,
+                            Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                            Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
+                        },
+                        // Trailers describe the original body; drop them.
+                        Err(_) => continue,
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    if let Some(mut p) = this.pipeline.take() {
+                        let out = p.finish();
+                        this.munged.fetch_add(p.munged(), Ordering::Relaxed);
+                        return match out {
+                            Ok(out) if out.is_empty() => Poll::Ready(None),
+                            Ok(out) => Poll::Ready(Some(Ok(Frame::data(out)))),
+                            Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
+                        };
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    if this.sleep.as_mut().poll(cx).is_ready() {
+                        this.done = true;
+                        return Poll::Ready(Some(Err("the web server stopped sending the body".into())));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (!self.rewriting && self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.rewriting {
+            hyper::body::SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validators_round_trip() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60, s-maxage=600"),
+        );
+        private_headers(&mut h, "vd12345x");
+        assert_eq!(h[header::ETAG], "W/\"abc.s-vd12345x\"");
+        assert_eq!(h[header::CACHE_CONTROL], "private, max-age=60");
+        let mut req = HeaderMap::new();
+        req.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("W/\"abc.s-vd12345x\", W/\"abc.s-other000\""),
+        );
+        translate_if_none_match(&mut req, "vd12345x");
+        assert_eq!(req[header::IF_NONE_MATCH], "\"abc\"");
+        let mut req = HeaderMap::new();
+        req.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("W/\"abc.s-other000\""),
+        );
+        translate_if_none_match(&mut req, "vd12345x");
+        assert!(!req.contains_key(header::IF_NONE_MATCH));
+    }
+
+    #[test]
+    fn gzip_acceptance() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0.5"),
+        );
+        assert!(accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0, br"));
+        assert!(!accepts_gzip(&h));
+    }
+}

@@ -1,0 +1,202 @@
+//! The body pipeline of a rewritten response: decompress -> scan -> compress,
+//! chunk by chunk, with memory bounded by the scanner's carry and the
+//! codecs' windows, never by the size of the page.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::{GzDecoder, GzEncoder, ZlibDecoder};
+
+use crate::day::Day;
+use crate::scan::{Found, Munger, Scanner};
+use crate::token::{Claims, KeyRing, Kind, Visitor};
+
+/// A content coding the pipeline can undo or apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// No coding.
+    Identity,
+    /// `gzip`.
+    Gzip,
+    /// `deflate` (zlib-wrapped, as HTTP specifies).
+    Deflate,
+}
+
+impl Coding {
+    /// Reads a `Content-Encoding` value; `None` for codings we cannot undo.
+    pub fn parse(value: Option<&str>) -> Option<Coding> {
+        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("") | Some("identity") => Some(Coding::Identity),
+            Some("gzip") | Some("x-gzip") => Some(Coding::Gzip),
+            Some("deflate") => Some(Coding::Deflate),
+            _ => None,
+        }
+    }
+}
+
+enum Decoder {
+    Gzip(GzDecoder<Vec<u8>>),
+    Deflate(ZlibDecoder<Vec<u8>>),
+}
+
+/// Per-visitor-day cache of munged forms, shared by all responses: the
+/// token of each base address is computed once per visitor, day and kind.
+/// Bounded: when full it is emptied (a day's worth of visitors refills it
+/// cheaply; the token costs about 2 µs).
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    map: Mutex<HashMap<CacheKey, Arc<str>>>,
+}
+
+/// Visitor, day, kind and base address.
+type CacheKey = (Visitor, Day, Kind, String);
+
+const CACHE_MAX: usize = 100_000;
+
+impl TokenCache {
+    fn get(&self, keys: &KeyRing, claims: &Claims, base: &str) -> Arc<str> {
+        let key = (
+            claims.visitor.unwrap_or(Visitor::V4([0, 0, 0, 0].into())),
+            claims.day,
+            claims.kind,
+            base.to_owned(),
+        );
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = map.get(&key) {
+            return Arc::clone(t);
+        }
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        let t: Arc<str> = keys.encode(base, "", claims).into();
+        map.insert(key, Arc::clone(&t));
+        t
+    }
+}
+
+/// Writes `SEP TOKEN` for one visitor, day and kind.
+pub struct VisitorMunger {
+    keys: Arc<KeyRing>,
+    separator: String,
+    claims: Claims,
+    cache: Arc<TokenCache>,
+    local: HashMap<String, Arc<str>>,
+}
+
+impl VisitorMunger {
+    /// A munger for one response.
+    pub fn new(keys: Arc<KeyRing>, separator: &str, claims: Claims, cache: Arc<TokenCache>) -> VisitorMunger {
+        VisitorMunger {
+            keys,
+            separator: separator.to_owned(),
+            claims,
+            cache,
+            local: HashMap::new(),
+        }
+    }
+}
+
+impl Munger for VisitorMunger {
+    fn munge(&mut self, found: &Found<'_>, out: &mut Vec<u8>) {
+        let base = format!("{}@{}", found.local, found.domain);
+        let token = match self.local.get(&base) {
+            Some(t) => Arc::clone(t),
+            None => {
+                let t = self.cache.get(&self.keys, &self.claims, &base);
+                self.local.insert(base, Arc::clone(&t));
+                t
+            }
+        };
+        out.extend_from_slice(self.separator.as_bytes());
+        out.extend_from_slice(token.as_bytes());
+    }
+}
+
+/// Decompress -> scan -> compress for one response body.
+pub struct Pipeline {
+    decoder: Option<Decoder>,
+    scanner: Scanner,
+    munger: VisitorMunger,
+    encoder: Option<GzEncoder<Vec<u8>>>,
+    scanned: Vec<u8>,
+}
+
+impl Pipeline {
+    /// A pipeline undoing `from` and gzip-compressing the output when `gzip_out`.
+    pub fn new(scanner: Scanner, munger: VisitorMunger, from: Coding, gzip_out: bool) -> Pipeline {
+        let decoder = match from {
+            Coding::Identity => None,
+            Coding::Gzip => Some(Decoder::Gzip(GzDecoder::new(Vec::new()))),
+            Coding::Deflate => Some(Decoder::Deflate(ZlibDecoder::new(Vec::new()))),
+        };
+        Pipeline {
+            decoder,
+            scanner,
+            munger,
+            encoder: gzip_out.then(|| GzEncoder::new(Vec::new(), Compression::fast())),
+            scanned: Vec::new(),
+        }
+    }
+
+    /// Addresses munged so far.
+    pub fn munged(&self) -> u64 {
+        self.scanner.munged()
+    }
+
+    /// Feeds one chunk of the upstream body; returns what can be sent now.
+    pub fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
+        let plain = match &mut self.decoder {
+            None => None,
+            Some(Decoder::Gzip(d)) => {
+                d.write_all(data)?;
+                Some(std::mem::take(d.get_mut()))
+            }
+            Some(Decoder::Deflate(d)) => {
+                d.write_all(data)?;
+                Some(std::mem::take(d.get_mut()))
+            }
+        };
+        self.scanned.clear();
+        self.scanner.feed(
+            plain.as_deref().unwrap_or(data),
+            &mut self.scanned,
+            &mut self.munger,
+        );
+        self.encode(false)
+    }
+
+    /// Ends the body; returns the rest.
+    pub fn finish(&mut self) -> std::io::Result<Bytes> {
+        self.scanned.clear();
+        let tail = match self.decoder.take() {
+            None => Vec::new(),
+            Some(Decoder::Gzip(d)) => d.finish()?,
+            Some(Decoder::Deflate(d)) => d.finish()?,
+        };
+        self.scanner.feed(&tail, &mut self.scanned, &mut self.munger);
+        self.scanner.finish(&mut self.scanned, &mut self.munger);
+        self.encode(true)
+    }
+
+    fn encode(&mut self, last: bool) -> std::io::Result<Bytes> {
+        match &mut self.encoder {
+            None => Ok(Bytes::copy_from_slice(&self.scanned)),
+            Some(e) => {
+                e.write_all(&self.scanned)?;
+                if last {
+                    let e = self.encoder.take().expect("checked");
+                    Ok(Bytes::from(e.finish()?))
+                } else {
+                    // A sync flush, so the client gets bytes as the page streams.
+                    if !self.scanned.is_empty() {
+                        e.flush()?;
+                    }
+                    Ok(Bytes::from(std::mem::take(e.get_mut())))
+                }
+            }
+        }
+    }
+}
