@@ -280,7 +280,7 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         let mut up_headers =
             forward_headers(&parts.headers, peer.ip(), &st.trusted, client_upgrade.is_some());
-        translate_if_none_match(&mut up_headers, &vd);
+        let conditional_on_ours = translate_if_none_match(&mut up_headers, &vd);
         let uri: Uri = match format!("http://{}{}", st.upstream.authority, path).parse() {
             Ok(u) => u,
             Err(_) => return error_page(StatusCode::BAD_REQUEST, "The request target is not valid."),
@@ -344,6 +344,10 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         let idle = Duration::from_secs(st.config.raw.proxy.body_idle_timeout);
+        if parts.status == StatusCode::NOT_MODIFIED && conditional_on_ours {
+            // The 304 confirms the visitor's own copy: give back its validator.
+            private_headers(&mut parts.headers, &vd);
+        }
         let rewrite = self.rewritable(&st, &parts.headers)
             && parts.status != StatusCode::NO_CONTENT
             && !(parts.status.is_informational());
@@ -673,27 +677,32 @@ fn private_headers(h: &mut HeaderMap, vd: &str) {
 
 /// Turns our validators in `If-None-Match` back into the upstream's; tags
 /// from another visitor-day are dropped so the upstream sends the whole page.
-fn translate_if_none_match(h: &mut HeaderMap, vd: &str) {
+/// Returns whether one of this visitor-day's validators was asked for (a
+/// 304 then carries the validator that must be made ours again).
+fn translate_if_none_match(h: &mut HeaderMap, vd: &str) -> bool {
     let Some(value) = h
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
     else {
-        return;
+        return false;
     };
     if value.trim() == "*" {
-        return;
+        return false;
     }
+    let mut mine = false;
     let mut out = Vec::new();
     for tag in value.split(',').map(str::trim) {
         let opaque = tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"');
         if let Some((orig, suffix)) = opaque.rsplit_once('.') {
             if suffix == format!("s-{vd}") {
                 out.push(format!("\"{orig}\""));
+                mine = true;
                 continue;
             }
             if suffix == format!("w-{vd}") {
                 out.push(format!("W/\"{orig}\""));
+                mine = true;
                 continue;
             }
         }
@@ -709,6 +718,7 @@ fn translate_if_none_match(h: &mut HeaderMap, vd: &str) {
     } else if let Ok(v) = HeaderValue::from_str(&out.join(", ")) {
         h.insert(header::IF_NONE_MATCH, v);
     }
+    mine
 }
 
 /// An upstream body on its way to the client: rewritten through a
@@ -830,14 +840,14 @@ mod tests {
             header::IF_NONE_MATCH,
             HeaderValue::from_static("W/\"abc.s-vd12345x\", W/\"abc.s-other000\""),
         );
-        translate_if_none_match(&mut req, "vd12345x");
+        let _ = translate_if_none_match(&mut req, "vd12345x");
         assert_eq!(req[header::IF_NONE_MATCH], "\"abc\"");
         let mut req = HeaderMap::new();
         req.insert(
             header::IF_NONE_MATCH,
             HeaderValue::from_static("W/\"abc.s-other000\""),
         );
-        translate_if_none_match(&mut req, "vd12345x");
+        let _ = translate_if_none_match(&mut req, "vd12345x");
         assert!(!req.contains_key(header::IF_NONE_MATCH));
     }
 

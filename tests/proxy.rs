@@ -1,0 +1,697 @@
+//! The proxy in front of a real nginx (started here on a free loopback port
+//! with its own config) and in front of small in-test upstreams that
+//! misbehave on purpose.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn site() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site")
+}
+
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master must take its workers down with it,
+        // or orphaned workers keep the test's output pipes open.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        for e in fs::read_dir(site()).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), root.join(e.file_name())).unwrap();
+        }
+        let blob: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        fs::write(root.join("image.png"), &blob).unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "worker_processes 1;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    types {{ text/html html; application/json json; application/rss+xml xml; text/plain txt; image/png png; }}
+    gzip on; gzip_min_length 0; gzip_types application/json application/rss+xml text/plain;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location /echo-headers {{ return 200 \"xff=$http_x_forwarded_for via=$http_via host=$host\"; default_type text/plain; }}
+    }}
+}}
+",
+            root = root.display()
+        );
+        fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off; master_process on;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is installed (scripts/test.sh installs it)");
+        wait_for_port(port, "nginx");
+        Nginx {
+            child,
+            port,
+            _dir: dir,
+            root,
+        }
+    }
+}
+
+struct Proxy {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    fn start(upstream_port: u16, extra: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = format!(
+            r#"key_file = "addrmunge.key"
+state = "state.sqlite"
+
+[[protect]]
+domain = "ihatespam.test"
+exempt = ["*-subscribe", "*-unsubscribe"]
+
+[[protect]]
+domain = "plover.com"
+local = "mjd"
+
+[proxy]
+listen = ["127.0.0.1:{port}"]
+upstream = "http://127.0.0.1:{upstream_port}"
+trusted_proxies = ["127.0.0.2/32"]
+header_timeout = 2
+body_idle_timeout = 2
+{extra}
+"#
+        );
+        fs::write(dir.path().join("addrmunge.toml"), cfg).unwrap();
+        let bin = env!("CARGO_BIN_EXE_addrmunge");
+        let ok = Command::new(bin)
+            .args([
+                "keygen",
+                "--out",
+                dir.path().join("addrmunge.key").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(dir.path().join("addrmunge.toml"))
+            .arg("proxy")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("proxy.log")).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, "addrmunge proxy");
+        Proxy { child, port, dir }
+    }
+
+    /// `addrmunge decode --json` on each address.
+    fn decode(&self, addresses: &[String]) -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+            .arg("--config")
+            .arg(self.dir.path().join("addrmunge.toml"))
+            .arg("decode")
+            .arg("--json")
+            .args(addresses)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+struct Got {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// One request from `from` (a loopback address) over HTTP/1.1 or h2c.
+async fn fetch(from: &str, port: u16, method: &str, path: &str, headers: &[(&str, &str)], h2: bool) -> Got {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse::<SocketAddr>().unwrap())
+        .unwrap();
+    let stream = sock.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let io = TokioIo::new(stream);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Empty::<Bytes>::new()).unwrap();
+    let resp = if h2 {
+        let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        s.send_request(req).await.unwrap()
+    } else {
+        let (mut s, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        s.send_request(req).await.unwrap()
+    };
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    Got {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Undoes what a harvester undoes: entities (twice, for srcdoc),
+/// percent-encoding and JS escapes.
+fn harvester_view(text: &str) -> String {
+    let mut s = text.to_owned();
+    for _ in 0..2 {
+        let b = s.as_bytes();
+        let mut out = String::new();
+        let mut i = 0;
+        while i < b.len() {
+            let rest = &s[i..];
+            let mut took = None;
+            if let Some(r) = rest.strip_prefix("&#x").or_else(|| rest.strip_prefix("&#X")) {
+                let n = r.bytes().take_while(|c| c.is_ascii_hexdigit()).count();
+                if let Ok(v) = u32::from_str_radix(&r[..n], 16) {
+                    let semi = usize::from(r[n..].starts_with(';'));
+                    took = Some((char::from_u32(v).unwrap_or('?'), 3 + n + semi));
+                }
+            } else if let Some(r) = rest.strip_prefix("&#") {
+                let n = r.bytes().take_while(|c| c.is_ascii_digit()).count();
+                if let Ok(v) = r[..n].parse::<u32>() {
+                    let semi = usize::from(r[n..].starts_with(';'));
+                    took = Some((char::from_u32(v).unwrap_or('?'), 2 + n + semi));
+                }
+            } else if rest.starts_with("&commat;") {
+                took = Some(('@', 8));
+            } else if rest.starts_with("&period;") {
+                took = Some(('.', 8));
+            } else if rest.starts_with("&amp;") {
+                took = Some(('&', 5));
+            } else if rest.len() >= 3
+                && rest.starts_with('%')
+                && rest[1..3].bytes().all(|c| c.is_ascii_hexdigit())
+            {
+                took = Some((u8::from_str_radix(&rest[1..3], 16).unwrap() as char, 3));
+            } else if rest.len() >= 6
+                && rest.starts_with("\\u")
+                && rest[2..6].bytes().all(|c| c.is_ascii_hexdigit())
+            {
+                took = Some((
+                    char::from_u32(u32::from_str_radix(&rest[2..6], 16).unwrap()).unwrap_or('?'),
+                    6,
+                ));
+            } else if rest.len() >= 4
+                && rest.starts_with("\\x")
+                && rest[2..4].bytes().all(|c| c.is_ascii_hexdigit())
+            {
+                took = Some((u8::from_str_radix(&rest[2..4], 16).unwrap() as char, 4));
+            }
+            match took {
+                Some((c, n)) => {
+                    out.push(c);
+                    i += n;
+                }
+                None => {
+                    let c = rest.chars().next().unwrap();
+                    out.push(c);
+                    i += c.len_utf8();
+                }
+            }
+        }
+        s = out;
+    }
+    s
+}
+
+/// Every munged address (`…-id-TOKEN@domain`) a harvester would find.
+fn munged_addresses(text: &str) -> Vec<String> {
+    let view = harvester_view(text);
+    let b = view.as_bytes();
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(k) = view[from..].find("-id-") {
+        let at = from + k;
+        from = at + 4;
+        let mut start = at;
+        while start > 0 && (b[start - 1].is_ascii_alphanumeric() || b"._+-".contains(&b[start - 1])) {
+            start -= 1;
+        }
+        let mut end = at + 4;
+        while end < b.len() && b[end].is_ascii_alphanumeric() {
+            end += 1;
+        }
+        if end >= b.len() || b[end] != b'@' {
+            continue;
+        }
+        end += 1;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b".-".contains(&b[end])) {
+            end += 1;
+        }
+        found.push(view[start..end].trim_end_matches('.').to_owned());
+    }
+    found
+}
+
+fn today() -> String {
+    addrmunge::Day::today().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_every_place_on_a_real_nginx_site() {
+    let nginx = Nginx::start();
+    let proxy = Proxy::start(nginx.port, "");
+    let page = fs::read_to_string(site().join("forms.html")).unwrap();
+    let want = page.matches("<!--want-->").count();
+
+    for h2 in [false, true] {
+        let got = fetch("127.0.0.1", proxy.port, "GET", "/forms.html", &[], h2).await;
+        assert_eq!(got.status, 200);
+        let body = String::from_utf8(got.body).unwrap();
+        let found = munged_addresses(&body);
+        assert_eq!(found.len(), want, "h2={h2}: {found:?}");
+        for v in proxy.decode(&found) {
+            assert_eq!(v["status"], "valid", "{v}");
+            assert_eq!(v["ip"], "127.0.0.1");
+            assert_eq!(v["date"], today());
+            assert_eq!(v["kind"], "visitor");
+        }
+        // Nothing else changed: removing the insertions gives the file back.
+        let mut restored = body.clone();
+        while let Some(i) = restored.find("-id-") {
+            restored.replace_range(i..i + 4 + 24, "");
+        }
+        assert_eq!(restored, page, "h2={h2}");
+        // Headers of a rewritten response.
+        assert!(!got.headers.contains_key("content-length"));
+        assert!(!got.headers.contains_key("accept-ranges"));
+        assert!(
+            got.headers["cache-control"].starts_with("private"),
+            "{:?}",
+            got.headers
+        );
+        assert!(got.headers["etag"].starts_with("W/\""), "{:?}", got.headers);
+    }
+    // The right original for each.
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/notes.txt", &[], false).await;
+    let found = munged_addresses(&String::from_utf8(got.body).unwrap());
+    let originals: Vec<String> = proxy
+        .decode(&found)
+        .iter()
+        .map(|v| v["original"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(originals, ["joe@ihatespam.test", "mjd@plover.com"]);
+
+    // RSS and JSON responses too.
+    for (path, n) in [("/feed.xml", 3), ("/data.json", 2)] {
+        let got = fetch("127.0.0.1", proxy.port, "GET", path, &[], false).await;
+        let found = munged_addresses(&String::from_utf8(got.body).unwrap());
+        assert_eq!(found.len(), n, "{path}: {found:?}");
+    }
+
+    // A page without protected addresses and a non-rewritten type: byte-identical.
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/plain.html", &[], false).await;
+    assert_eq!(got.body, fs::read(nginx.root.join("plain.html")).unwrap());
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/image.png", &[], false).await;
+    assert_eq!(got.body, fs::read(nginx.root.join("image.png")).unwrap());
+    assert_eq!(got.headers["content-length"], "100000");
+    assert_eq!(
+        got.headers.get("accept-ranges").map(String::as_str),
+        Some("bytes")
+    );
+    // Ranges of non-rewritten types still work; of rewritten types, the whole page comes.
+    let got = fetch(
+        "127.0.0.1",
+        proxy.port,
+        "GET",
+        "/image.png",
+        &[("range", "bytes=0-9")],
+        false,
+    )
+    .await;
+    assert_eq!((got.status, got.body.len()), (206, 10));
+    let got = fetch(
+        "127.0.0.1",
+        proxy.port,
+        "GET",
+        "/forms.html",
+        &[("range", "bytes=0-9")],
+        false,
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        munged_addresses(&String::from_utf8(got.body).unwrap()).len(),
+        want
+    );
+
+    // HEAD answers with the headers a GET would.
+    let head = fetch("127.0.0.1", proxy.port, "HEAD", "/forms.html", &[], false).await;
+    let get = fetch("127.0.0.1", proxy.port, "GET", "/forms.html", &[], false).await;
+    assert!(head.body.is_empty());
+    for h in ["cache-control", "etag", "content-type"] {
+        assert_eq!(head.headers.get(h), get.headers.get(h), "{h}");
+    }
+    assert!(!head.headers.contains_key("content-length"));
+    // A conditional request with our validator: 304 with the same validator.
+    let etag = get.headers["etag"].clone();
+    let cond = fetch(
+        "127.0.0.1",
+        proxy.port,
+        "GET",
+        "/forms.html",
+        &[("if-none-match", &etag)],
+        false,
+    )
+    .await;
+    assert_eq!(cond.status, 304);
+    assert_eq!(cond.headers["etag"], etag);
+    // Another visitor's validator does not match ours.
+    let other = fetch(
+        "127.0.0.2",
+        proxy.port,
+        "GET",
+        "/forms.html",
+        &[("x-forwarded-for", "198.51.100.1")],
+        false,
+    )
+    .await;
+    assert_ne!(other.headers["etag"], etag);
+    let cond = fetch(
+        "127.0.0.2",
+        proxy.port,
+        "GET",
+        "/forms.html",
+        &[("if-none-match", &etag), ("x-forwarded-for", "198.51.100.1")],
+        false,
+    )
+    .await;
+    assert_eq!(
+        cond.status, 200,
+        "a validator of another visitor must not give a 304"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitor_ip_gzip_and_harvesters() {
+    let nginx = Nginx::start();
+    let proxy = Proxy::start(nginx.port, "");
+    let ip_of = |body: &[u8]| -> String {
+        let found = munged_addresses(&String::from_utf8_lossy(body));
+        proxy.decode(&found[..1])[0]["ip"].as_str().unwrap().to_owned()
+    };
+    // An untrusted peer cannot choose its visitor IP.
+    let got = fetch(
+        "127.0.0.1",
+        proxy.port,
+        "GET",
+        "/notes.txt",
+        &[("x-forwarded-for", "203.0.113.50")],
+        false,
+    )
+    .await;
+    assert_eq!(ip_of(&got.body), "127.0.0.1");
+    // A trusted proxy can: the rightmost untrusted hop.
+    let got = fetch(
+        "127.0.0.2",
+        proxy.port,
+        "GET",
+        "/notes.txt",
+        &[("x-forwarded-for", "192.0.2.1, 203.0.113.50, 127.0.0.2")],
+        false,
+    )
+    .await;
+    assert_eq!(ip_of(&got.body), "203.0.113.50");
+    let got = fetch(
+        "127.0.0.2",
+        proxy.port,
+        "GET",
+        "/notes.txt",
+        &[("forwarded", "for=\"[2001:db8:1:2::7]:99\"")],
+        false,
+    )
+    .await;
+    assert_eq!(ip_of(&got.body), "2001:db8:1:2::/64");
+    // The upstream sees the real chain and our Via.
+    let got = fetch(
+        "127.0.0.1",
+        proxy.port,
+        "GET",
+        "/echo-headers",
+        &[("x-forwarded-for", "6.6.6.6")],
+        false,
+    )
+    .await;
+    let echo = String::from_utf8(got.body).unwrap();
+    assert!(
+        echo.contains("xff=127.0.0.1 ") && echo.contains("via=1.1 addrmunge"),
+        "{echo}"
+    );
+
+    // gzip from nginx, gzip to the client.
+    let got = fetch(
+        "127.0.0.1",
+        proxy.port,
+        "GET",
+        "/data.json",
+        &[("accept-encoding", "gzip")],
+        false,
+    )
+    .await;
+    assert_eq!(
+        got.headers.get("content-encoding").map(String::as_str),
+        Some("gzip")
+    );
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&got.body[..])
+        .read_to_string(&mut plain)
+        .unwrap();
+    assert_eq!(munged_addresses(&plain).len(), 2, "{plain}");
+    // A client without gzip gets identity even though nginx compresses.
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/data.json", &[], false).await;
+    assert!(!got.headers.contains_key("content-encoding"));
+    assert_eq!(munged_addresses(&String::from_utf8(got.body).unwrap()).len(), 2);
+
+    // A harvester gets trap IDs.
+    let got = fetch(
+        "127.0.0.1",
+        proxy.port,
+        "GET",
+        "/notes.txt",
+        &[("user-agent", "Mozilla/4.0 (EmailSiphon)")],
+        false,
+    )
+    .await;
+    let found = munged_addresses(&String::from_utf8(got.body).unwrap());
+    for v in proxy.decode(&found) {
+        assert_eq!(v["kind"], "trap", "{v}");
+    }
+}
+
+/// An upstream that misbehaves as told, for one connection at a time.
+async fn bad_upstream(script: &'static str) -> (u16, tokio::sync::mpsc::Sender<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(4);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            match script {
+                "silent" => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                "one-byte-chunks" => {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ntransfer-encoding: chunked\r\n\r\n")
+                        .await;
+                    for c in b"<p>write to joe&#64;ihatespam.test now</p>" {
+                        let _ = s.write_all(format!("1\r\n{}\r\n", *c as char).as_bytes()).await;
+                        let _ = s.flush().await;
+                    }
+                    let _ = s.write_all(b"0\r\n\r\n").await;
+                }
+                "dies" => {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 1000\r\n\r\n<p>joe@ihatespam.test")
+                        .await;
+                    drop(s);
+                    continue;
+                }
+                "waits" => {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ntransfer-encoding: chunked\r\n\r\n1a\r\n<p>joe@ihatespam.test</p>\n\r\n")
+                        .await;
+                    let _ = s.flush().await;
+                    rx.recv().await;
+                    let _ = s.write_all(b"5\r\nlater\r\n0\r\n\r\n").await;
+                }
+                _ => {}
+            }
+            let _ = s.shutdown().await;
+        }
+    });
+    (port, tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_and_streaming() {
+    // Nothing listening: 502 with a short HTML page.
+    let closed = free_port();
+    let proxy = Proxy::start(closed, "");
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+    assert_eq!(got.status, 502);
+    assert!(String::from_utf8_lossy(&got.body).contains("502"));
+    // And it keeps serving.
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/again", &[], false).await;
+    assert_eq!(got.status, 502);
+    drop(proxy);
+
+    // Too slow: 504.
+    let (port, _tx) = bad_upstream("silent").await;
+    let proxy = Proxy::start(port, "");
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+    assert_eq!(got.status, 504);
+    drop(proxy);
+
+    // One-byte chunks: the address still munged, the rest unchanged.
+    let (port, _tx) = bad_upstream("one-byte-chunks").await;
+    let proxy = Proxy::start(port, "");
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+    let body = String::from_utf8(got.body).unwrap();
+    assert_eq!(munged_addresses(&body).len(), 1, "{body}");
+    assert!(
+        body.starts_with("<p>write to joe-id-") && body.ends_with("&#64;ihatespam.test now</p>"),
+        "{body}"
+    );
+    drop(proxy);
+
+    // Dying mid-body: the client sees a broken response, not a complete one.
+    let (port, _tx) = bad_upstream("dies").await;
+    let proxy = Proxy::start(port, "");
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = s
+        .send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        resp.into_body().collect().await.is_err(),
+        "a cut-off upstream body must not look complete"
+    );
+    drop(proxy);
+
+    // Streaming: the first rewritten bytes arrive before the upstream finishes.
+    let (port, tx) = bad_upstream("waits").await;
+    let proxy = Proxy::start(port, "");
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = s
+        .send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("first bytes must arrive while the upstream still holds the rest")
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("-id-"), "{first:?}");
+    tx.send(()).await.unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&rest).ends_with("later"));
+}
