@@ -119,6 +119,8 @@ pub struct ProxyConfig {
     pub header_timeout: u64,
     /// Seconds the upstream body may stall before the response is cut off.
     pub body_idle_timeout: u64,
+    /// Where Prometheus metrics are served (`/metrics`), e.g. "127.0.0.1:9100"; none when unset.
+    pub admin_listen: Option<String>,
     /// Rewrite even responses marked `Cache-Control: no-transform` (the
     /// addresses are the owner's, the proxy is the owner's); false passes them untouched.
     pub rewrite_no_transform: bool,
@@ -150,6 +152,7 @@ impl Default for ProxyConfig {
             connect_timeout: 5,
             header_timeout: 30,
             body_idle_timeout: 30,
+            admin_listen: None,
             rewrite_no_transform: true,
         }
     }
@@ -432,6 +435,14 @@ impl Config {
                 invalid(
                     "proxy.listen",
                     format!("'{l}' is not an address; write e.g. \"127.0.0.1:8080\" or \"[::]:8080\""),
+                )
+            })?;
+        }
+        if let Some(a) = p.admin_listen.as_deref().filter(|a| !a.is_empty()) {
+            a.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid(
+                    "proxy.admin_listen",
+                    format!("'{a}' is not an address; write e.g. \"127.0.0.1:9100\""),
                 )
             })?;
         }

@@ -477,7 +477,8 @@ async fn rewrites_every_place_on_a_real_nginx_site() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitor_ip_gzip_and_harvesters() {
     let nginx = Nginx::start();
-    let proxy = Proxy::start(nginx.port, "");
+    let admin = free_port();
+    let proxy = Proxy::start(nginx.port, &format!("admin_listen = \"127.0.0.1:{admin}\""));
     let ip_of = |body: &[u8]| -> String {
         let found = munged_addresses(&String::from_utf8_lossy(body));
         proxy.decode(&found[..1])[0]["ip"].as_str().unwrap().to_owned()
@@ -568,6 +569,20 @@ async fn visitor_ip_gzip_and_harvesters() {
     for v in proxy.decode(&found) {
         assert_eq!(v["kind"], "trap", "{v}");
     }
+
+    // Metrics on the admin listener only.
+    let m = fetch("127.0.0.1", admin, "GET", "/metrics", &[], false).await;
+    let text = String::from_utf8(m.body).unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {text}"))
+    };
+    assert!(value("addrmunge_requests_total") >= 7);
+    assert!(value("addrmunge_addresses_munged_total") >= 10);
+    assert!(value("addrmunge_response_header_seconds_count") >= 7);
+    let public = fetch("127.0.0.1", proxy.port, "GET", "/metrics", &[], false).await;
+    assert_eq!(public.status, 404, "metrics must not be on the public listener");
 }
 
 /// An upstream that misbehaves as told, for one connection at a time.

@@ -11,6 +11,7 @@
 //! frame, inside the body's `poll_frame`, so nothing is buffered beyond one
 //! chunk and a client that goes away drops (cancels) the upstream request.
 
+pub mod metrics;
 pub mod visitor;
 
 use std::convert::Infallible;
@@ -121,10 +122,8 @@ pub struct Proxy {
     state: RwLock<Arc<State>>,
     client: Client<HttpConnector, ProxyBody>,
     cache: Arc<TokenCache>,
-    /// Addresses munged since start.
-    pub munged: Arc<AtomicU64>,
-    /// Requests served since start.
-    pub requests: AtomicU64,
+    /// Counters for the admin listener.
+    pub metrics: metrics::Metrics,
 }
 
 impl Proxy {
@@ -142,8 +141,7 @@ impl Proxy {
             state: RwLock::new(Arc::new(state)),
             client,
             cache: Arc::new(TokenCache::default()),
-            munged: Arc::new(AtomicU64::new(0)),
-            requests: AtomicU64::new(0),
+            metrics: metrics::Metrics::default(),
         }))
     }
 
@@ -181,6 +179,23 @@ impl Proxy {
                 stop_rx.clone(),
             )));
         }
+        if let Some(admin) = state
+            .config
+            .raw
+            .proxy
+            .admin_listen
+            .as_deref()
+            .filter(|a| !a.is_empty())
+        {
+            let addr: SocketAddr = admin.parse()?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
+            tracing::info!(%addr, "metrics at /metrics");
+            tasks.push(tokio::spawn(
+                Arc::clone(&self).admin_loop(listener, stop_rx.clone()),
+            ));
+        }
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
@@ -204,6 +219,42 @@ impl Proxy {
             }
         }
         Ok(())
+    }
+
+    async fn admin_loop(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let (stream, _) = tokio::select! {
+                a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
+                _ = stop.changed() => return,
+            };
+            let proxy = Arc::clone(&self);
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let proxy = Arc::clone(&proxy);
+                async move {
+                    let (status, body) = if req.uri().path() == "/metrics" {
+                        (StatusCode::OK, proxy.metrics.render())
+                    } else {
+                        (StatusCode::NOT_FOUND, "not found; try /metrics\n".to_owned())
+                    };
+                    let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
+                    *r.status_mut() = status;
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
     }
 
     async fn accept_loop(
@@ -247,7 +298,7 @@ impl Proxy {
     /// Handles one request.
     pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let st = self.state();
         let ip = visitor::client_ip(peer.ip(), req.headers(), &st.trusted);
         let ua = req
@@ -359,6 +410,7 @@ impl Proxy {
         );
         let body: ProxyBody = match (rewrite, coding) {
             (true, Some(coding)) => {
+                self.metrics.rewritten.fetch_add(1, Ordering::Relaxed);
                 private_headers(&mut parts.headers, &vd);
                 let gzip_out = client_gzip && method != Method::HEAD;
                 parts.headers.remove(header::CONTENT_ENCODING);
@@ -382,14 +434,15 @@ impl Proxy {
                         Arc::clone(&self.cache),
                     );
                     let pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, gzip_out);
-                    Streamed::new(body, Some(pipeline), idle, Arc::clone(&self.munged)).boxed()
+                    Streamed::new(body, Some(pipeline), idle, Arc::clone(&self.metrics.munged)).boxed()
                 }
             }
             (true, None) => {
+                self.metrics.unrewritable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%path, encoding = ?parts.headers.get(header::CONTENT_ENCODING), "cannot undo this content coding; passing the body through unrewritten");
-                Streamed::new(body, None, idle, Arc::clone(&self.munged)).boxed()
+                Streamed::new(body, None, idle, Arc::clone(&self.metrics.munged)).boxed()
             }
-            (false, _) => Streamed::new(body, None, idle, Arc::clone(&self.munged)).boxed(),
+            (false, _) => Streamed::new(body, None, idle, Arc::clone(&self.metrics.munged)).boxed(),
         };
         let r = Response::from_parts(parts, body);
         self.log(r, &method, &path, ip, &ua, started)
@@ -404,6 +457,12 @@ impl Proxy {
         ua: &str,
         started: Instant,
     ) -> Response<ProxyBody> {
+        self.metrics.observe(started.elapsed());
+        match r.status() {
+            StatusCode::BAD_GATEWAY => self.metrics.bad_gateway.fetch_add(1, Ordering::Relaxed),
+            StatusCode::GATEWAY_TIMEOUT => self.metrics.gateway_timeout.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
         tracing::info!(
             target: "access",
             visitor = %ip,
@@ -438,6 +497,7 @@ impl Proxy {
                 || cs.starts_with("ucs-")
             {
                 tracing::warn!(charset = %cs, "charset is not ASCII-compatible; passing the body through unrewritten");
+                self.metrics.unrewritable.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
         }
