@@ -595,6 +595,17 @@ async fn bad_upstream(script: &'static str) -> (u16, tokio::sync::mpsc::Sender<(
             let mut buf = vec![0u8; 4096];
             let _ = s.read(&mut buf).await;
             match script {
+                "upgrade" => {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n")
+                        .await;
+                    let mut b = [0u8; 64];
+                    while let Ok(n) = s.read(&mut b).await {
+                        if n == 0 || s.write_all(&b[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
                 "silent" => {
                     tokio::time::sleep(Duration::from_secs(30)).await;
                 }
@@ -709,4 +720,37 @@ async fn failures_and_streaming() {
     tx.send(()).await.unwrap();
     let rest = body.collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&rest).ends_with("later"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_pass_through() {
+    let (port, _tx) = bad_upstream("upgrade").await;
+    let proxy = Proxy::start(port, "");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping joe@ihatespam.test").await.unwrap();
+    let mut echo = [0u8; 23];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &echo, b"ping joe@ihatespam.test",
+        "upgraded streams are not rewritten"
+    );
 }
