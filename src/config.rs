@@ -119,6 +119,10 @@ pub struct ProxyConfig {
     pub header_timeout: u64,
     /// Seconds the upstream body may stall before the response is cut off.
     pub body_idle_timeout: u64,
+    /// The largest request head accepted, in bytes (larger ones get 431).
+    pub max_header_bytes: usize,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Where Prometheus metrics are served (`/metrics`), e.g. "127.0.0.1:9100"; none when unset.
     pub admin_listen: Option<String>,
     /// Rewrite even responses marked `Cache-Control: no-transform` (the
@@ -153,6 +157,8 @@ impl Default for ProxyConfig {
             header_timeout: 30,
             body_idle_timeout: 30,
             admin_listen: None,
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
             rewrite_no_transform: true,
         }
     }
@@ -437,6 +443,12 @@ impl Config {
                     format!("'{l}' is not an address; write e.g. \"127.0.0.1:8080\" or \"[::]:8080\""),
                 )
             })?;
+        }
+        if p.max_header_bytes < 8192 || p.max_connections == 0 {
+            return Err(invalid(
+                "proxy.max_header_bytes",
+                "max_header_bytes must be at least 8192 and max_connections at least 1".into(),
+            ));
         }
         if let Some(a) = p.admin_listen.as_deref().filter(|a| !a.is_empty()) {
             a.parse::<std::net::SocketAddr>().map_err(|_| {

@@ -653,6 +653,25 @@ async fn failures_and_streaming() {
     // And it keeps serving.
     let got = fetch("127.0.0.1", proxy.port, "GET", "/again", &[], false).await;
     assert_eq!(got.status, 502);
+    // Oversized request heads are refused before they reach anything.
+    // (hyper answers 431 or closes the connection, depending on where the limit hits).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-huge: {}\r\n\r\n",
+        "x".repeat(100_000)
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/still-there", &[], false).await;
+    assert_eq!(got.status, 502);
     drop(proxy);
 
     // Too slow: 504.

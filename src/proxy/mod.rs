@@ -263,8 +263,23 @@ impl Proxy {
         graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let limits = {
+            let st = self.state();
+            (
+                st.config.raw.proxy.max_header_bytes,
+                st.config.raw.proxy.max_connections,
+            )
+        };
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http1().max_buf_size(limits.0.max(8192));
+        builder.http2().max_header_list_size(limits.0 as u32);
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.1));
         loop {
+            // Past max_connections, new connections wait in the kernel's
+            // backlog instead of exhausting memory or file descriptors.
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = stop.changed() => return,
@@ -288,6 +303,7 @@ impl Proxy {
                 .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = conn.await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
