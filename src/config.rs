@@ -185,6 +185,10 @@ pub struct ResolverConfig {
     pub policy: Vec<String>,
     /// Permissions of unix sockets (octal), e.g. "0660".
     pub socket_mode: String,
+    /// Owner of unix sockets (name or uid); unchanged when unset.
+    pub socket_owner: Option<String>,
+    /// Group of unix sockets (name or gid), e.g. "postfix"; unchanged when unset.
+    pub socket_group: Option<String>,
     /// `accept` or `reject` mail to a protected address without an ID.
     pub bare: Bare,
     /// Answer to an expired or forged ID (`REJECT` + this); may start with an enhanced status code.
@@ -207,6 +211,8 @@ impl Default for ResolverConfig {
             socketmap: Vec::new(),
             policy: Vec::new(),
             socket_mode: "0660".into(),
+            socket_owner: None,
+            socket_group: None,
             bare: Bare::Accept,
             reject_text:
                 "5.1.1 This address has expired. It was made for one visitor of the web site on one day; \

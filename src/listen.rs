@@ -44,8 +44,9 @@ impl Listen {
         })
     }
 
-    /// Binds it; a unix socket replaces a stale socket file and gets `mode`.
-    pub async fn bind(&self, mode: u32) -> std::io::Result<Bound> {
+    /// Binds it; a unix socket replaces a stale socket file and gets `mode`
+    /// and, when given, an owner and group (names or numbers).
+    pub async fn bind(&self, mode: u32, owner: Option<&str>, group: Option<&str>) -> std::io::Result<Bound> {
         match self {
             Listen::Inet(a) => Ok(Bound::Inet(TcpListener::bind(a).await?)),
             Listen::Unix(p) => {
@@ -65,6 +66,11 @@ impl Listen {
                 }
                 let l = UnixListener::bind(p)?;
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+                if owner.is_some() || group.is_some() {
+                    let uid = owner.map(|o| lookup_id("/etc/passwd", o)).transpose()?;
+                    let gid = group.map(|g| lookup_id("/etc/group", g)).transpose()?;
+                    std::os::unix::fs::chown(p, uid, gid)?;
+                }
                 Ok(Bound::Unix(l, p.clone()))
             }
         }
@@ -78,4 +84,21 @@ impl std::fmt::Display for Listen {
             Listen::Inet(a) => write!(f, "inet:{a}"),
         }
     }
+}
+
+/// A user or group id by name (from `/etc/passwd` or `/etc/group`) or number.
+pub fn lookup_id(file: &str, name: &str) -> std::io::Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let text = std::fs::read_to_string(file)?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let n = f.next()?;
+            let id = f.nth(1)?.parse().ok()?;
+            (n == name).then_some(id)
+        })
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no '{name}' in {file}")))
 }

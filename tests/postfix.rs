@@ -98,7 +98,8 @@ domain = "plover.com"
 exempt = ["*-subscribe"]
 
 [resolver]
-socketmap = ["inet:127.0.0.1:{map}"]
+socketmap = ["inet:127.0.0.1:{map}", "unix:{sock}"]
+socket_group = "postfix"
 policy = ["inet:127.0.0.1:{policy}"]
 recipient_delimiter = "+"
 reject_text = "5.1.1 Sorry, this address has expired; see the web site for today's."
@@ -106,7 +107,8 @@ reject_text = "5.1.1 Sorry, this address has expired; see the web site for today
 [traps]
 never_block = ["127.0.0.1/32"]
 block_for = "1h"
-"#
+"#,
+            sock = dir.path().join("map.sock").display()
         );
         fs::write(dir.path().join("addrmunge.toml"), cfg).unwrap();
         let mut mail = Mail {
@@ -345,6 +347,25 @@ fn postfix_delivers_refuses_and_traps() {
     assert!(found && text.starts_with("REJECT 5.1.1 Sorry"), "{text}");
     assert!(!m.postmap("relay", &forged).0);
     assert!(!m.postmap("virtual", &forged).0);
+
+    // The same maps over the unix socket, which is 0660 and group postfix.
+    let sock = m.path("map.sock");
+    let meta = fs::metadata(&sock).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(
+        meta.gid(),
+        addrmunge::listen::lookup_id("/etc/group", "postfix").unwrap()
+    );
+    let out = Command::new("postmap")
+        .arg("-c")
+        .arg(m.path("etc"))
+        .arg("-q")
+        .arg(&a)
+        .arg(format!("socketmap:unix:{}:virtual", sock.display()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "mjd@plover.com");
 
     // A valid munged address is delivered to the real mailbox.
     let (ok, t) = m.send("127.0.0.1", &a);

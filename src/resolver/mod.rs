@@ -370,7 +370,7 @@ pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
         for l in list {
             let listen = Listen::parse(l).map_err(anyhow::Error::msg)?;
             let bound = listen
-                .bind(mode)
+                .bind(mode, rc.socket_owner.as_deref(), rc.socket_group.as_deref())
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
             tracing::info!(%listen, service = if is_policy { "policy" } else { "socketmap" }, "listening");
