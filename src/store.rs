@@ -112,6 +112,9 @@ pub enum StoreError {
     /// A rule that cannot be stored as asked.
     #[error("{0}")]
     BadRule(String),
+    /// The file was moved, deleted or replaced under an open connection.
+    #[error("state store {0} was moved, deleted or replaced")]
+    Replaced(PathBuf),
 }
 
 /// What an expiry rule covers.
@@ -338,6 +341,16 @@ impl RuleSet {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The file's inode when opened, to notice it being replaced.
+    ino: Option<u64>,
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.ino())
 }
 
 impl fmt::Debug for Store {
@@ -367,6 +380,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_owned(),
+            ino: inode(path),
         };
         store.setup()?;
         Ok(store)
@@ -384,6 +398,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_owned(),
+            ino: inode(path),
         })
     }
 
@@ -412,6 +427,11 @@ impl Store {
             tx.commit().map_err(e)?;
         }
         Ok(())
+    }
+
+    /// True when the file at the store's path is no longer the one opened.
+    pub fn is_replaced(&self) -> bool {
+        inode(&self.path) != self.ino
     }
 
     /// The store's file.
@@ -662,6 +682,9 @@ impl RuleWatcher {
     /// Reloads the rules if another connection committed since the last
     /// call; returns whether it did.
     pub fn refresh(&mut self) -> Result<bool, StoreError> {
+        if self.store.is_replaced() {
+            return Err(StoreError::Replaced(self.store.path.clone()));
+        }
         let v = self.store.data_version()?;
         if self.version == Some(v) {
             return Ok(false);

@@ -554,6 +554,36 @@ fn bad_input_gets_clean_errors_and_the_server_lives() {
         );
         alive();
     }
+    // The store cannot be read: TEMP (mail deferred, never wrongly answered);
+    // back to normal once it is back.
+    let state = m.path("state.sqlite");
+    fs::rename(&state, m.path("state.moved")).unwrap();
+    fs::create_dir(&state).unwrap();
+    let temp = || {
+        let mut s = TcpStream::connect(("127.0.0.1", m.map)).unwrap();
+        s.write_all(&netstring(format!("recipient {a}").as_bytes()))
+            .unwrap();
+        read_netstring(&mut s)
+    };
+    let start = Instant::now();
+    while !temp().starts_with("TEMP ") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no TEMP while the store is unreadable"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fs::remove_dir(&state).unwrap();
+    fs::rename(m.path("state.moved"), &state).unwrap();
+    let start = Instant::now();
+    while temp() != "OK DUNNO" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the resolver did not recover"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // The policy service: a good request, then garbage.
     let mut p = TcpStream::connect(("127.0.0.1", m.policy)).unwrap();
     p.write_all(
