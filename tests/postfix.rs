@@ -97,6 +97,10 @@ state = "state.sqlite"
 domain = "plover.com"
 exempt = ["*-subscribe"]
 
+[[protect]]
+domain = "press.test"
+deliver_to = "mjd@mbox.test"
+
 [resolver]
 socketmap = ["inet:127.0.0.1:{map}", "unix:{sock}"]
 socket_group = "postfix"
@@ -347,6 +351,21 @@ fn postfix_delivers_refuses_and_traps() {
     assert!(found && text.starts_with("REJECT 5.1.1 Sorry"), "{text}");
     assert!(!m.postmap("relay", &forged).0);
     assert!(!m.postmap("virtual", &forged).0);
+
+    // deliver_to: munged addresses of press.test go to the owner's mailbox.
+    let press = m.cli_ok(&["encode", "--ip", "203.0.113.9", "editor@press.test"]);
+    assert_eq!(m.postmap("virtual", &press), (true, "mjd@mbox.test".into()));
+    let (ok, t) = m.send("127.0.0.1", &press);
+    assert!(ok, "{t}");
+    assert!(m.delivered("mjd", &press));
+    // A labelled minted address resolves until a rule expires it.
+    let shop = m.cli_ok(&["mint", "mjd@plover.com", "--label", "shop"]);
+    assert_eq!(m.postmap("virtual", &shop), (true, "mjd@plover.com".into()));
+    m.cli_ok(&["expire", "--address", &shop]);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!m.postmap("virtual", &shop).0);
+    let (found, text) = m.postmap("recipient", &shop);
+    assert!(found && text.starts_with("REJECT"), "{text}");
 
     // The same maps over the unix socket, which is 0660 and group postfix.
     let sock = m.path("map.sock");
