@@ -583,6 +583,27 @@ async fn visitor_ip_gzip_and_harvesters() {
     assert!(value("addrmunge_response_header_seconds_count") >= 7);
     let public = fetch("127.0.0.1", proxy.port, "GET", "/metrics", &[], false).await;
     assert_eq!(public.status, 404, "metrics must not be on the public listener");
+
+    // One access-log line per request, with bytes and addresses munged.
+    let start = Instant::now();
+    loop {
+        let log = fs::read_to_string(proxy.dir.path().join("proxy.log")).unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains("path=/data.json") && l.contains("munged=2"));
+        if let Some(line) = line {
+            assert!(
+                line.contains("visitor=127.0.0.1") && line.contains("status=200") && line.contains("bytes="),
+                "{line}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no access line for /data.json in {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// An upstream that misbehaves as told, for one connection at a time.

@@ -314,6 +314,7 @@ impl Proxy {
     /// Handles one request.
     pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
+        let resp_munged = Arc::new(AtomicU64::new(0));
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let st = self.state();
         let ip = visitor::client_ip(peer.ip(), req.headers(), &st.trusted);
@@ -341,6 +342,15 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "/".into());
+        let line = AccessLine {
+            visitor: ip,
+            method: method.clone(),
+            path: path.clone(),
+            status: 0,
+            user_agent: ua.clone(),
+            started,
+            munged: Arc::clone(&resp_munged),
+        };
         let client_gzip = accepts_gzip(req.headers());
         let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
 
@@ -370,7 +380,7 @@ impl Proxy {
         let timeout = Duration::from_secs(st.config.raw.proxy.header_timeout);
         let mut resp = match self.send(up_req, timeout).await {
             Ok(r) => r,
-            Err(r) => return self.log(r, &method, &path, ip, &ua, started),
+            Err(r) => return self.log(r, line),
         };
         if retry_without_range
             && resp.status() == StatusCode::PARTIAL_CONTENT
@@ -386,7 +396,7 @@ impl Proxy {
                 .expect("valid");
             resp = match self.send(again, timeout).await {
                 Ok(r) => r,
-                Err(r) => return self.log(r, &method, &path, ip, &ua, started),
+                Err(r) => return self.log(r, line),
             };
         }
 
@@ -404,7 +414,7 @@ impl Proxy {
                     parts,
                     http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
                 );
-                return self.log(r, &method, &path, ip, &ua, started);
+                return self.log(r, line);
             }
         }
 
@@ -450,45 +460,61 @@ impl Proxy {
                         Arc::clone(&self.cache),
                     );
                     let pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, gzip_out);
-                    Streamed::new(body, Some(pipeline), idle, Arc::clone(&self.metrics.munged)).boxed()
+                    Streamed::new(
+                        body,
+                        Some(pipeline),
+                        idle,
+                        Arc::clone(&self.metrics.munged),
+                        Arc::clone(&resp_munged),
+                    )
+                    .boxed()
                 }
             }
             (true, None) => {
                 self.metrics.unrewritable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%path, encoding = ?parts.headers.get(header::CONTENT_ENCODING), "cannot undo this content coding; passing the body through unrewritten");
-                Streamed::new(body, None, idle, Arc::clone(&self.metrics.munged)).boxed()
+                Streamed::new(
+                    body,
+                    None,
+                    idle,
+                    Arc::clone(&self.metrics.munged),
+                    Arc::clone(&resp_munged),
+                )
+                .boxed()
             }
-            (false, _) => Streamed::new(body, None, idle, Arc::clone(&self.metrics.munged)).boxed(),
+            (false, _) => Streamed::new(
+                body,
+                None,
+                idle,
+                Arc::clone(&self.metrics.munged),
+                Arc::clone(&resp_munged),
+            )
+            .boxed(),
         };
         let r = Response::from_parts(parts, body);
-        self.log(r, &method, &path, ip, &ua, started)
+        self.log(r, line)
     }
 
-    fn log(
-        &self,
-        r: Response<ProxyBody>,
-        method: &Method,
-        path: &str,
-        ip: IpAddr,
-        ua: &str,
-        started: Instant,
-    ) -> Response<ProxyBody> {
+    fn log(&self, r: Response<ProxyBody>, mut line: AccessLine) -> Response<ProxyBody> {
+        let started = line.started;
         self.metrics.observe(started.elapsed());
         match r.status() {
             StatusCode::BAD_GATEWAY => self.metrics.bad_gateway.fetch_add(1, Ordering::Relaxed),
             StatusCode::GATEWAY_TIMEOUT => self.metrics.gateway_timeout.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
-        tracing::info!(
-            target: "access",
-            visitor = %ip,
-            %method,
-            path,
-            status = r.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
-            user_agent = ua,
-        );
-        r
+        line.status = r.status().as_u16();
+        let (parts, body) = r.into_parts();
+        Response::from_parts(
+            parts,
+            Logged {
+                inner: body,
+                line,
+                bytes: 0,
+                complete: false,
+            }
+            .boxed(),
+        )
     }
 
     fn rewritable(&self, st: &State, headers: &HeaderMap) -> bool {
@@ -808,11 +834,18 @@ struct Streamed {
     idle: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
     munged: Arc<AtomicU64>,
+    response_munged: Arc<AtomicU64>,
     done: bool,
 }
 
 impl Streamed {
-    fn new(inner: Incoming, pipeline: Option<Pipeline>, idle: Duration, munged: Arc<AtomicU64>) -> Streamed {
+    fn new(
+        inner: Incoming,
+        pipeline: Option<Pipeline>,
+        idle: Duration,
+        munged: Arc<AtomicU64>,
+        response_munged: Arc<AtomicU64>,
+    ) -> Streamed {
         Streamed {
             inner,
             rewriting: pipeline.is_some(),
@@ -820,8 +853,78 @@ impl Streamed {
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
             munged,
+            response_munged,
             done: false,
         }
+    }
+}
+
+/// What the access log says about one request, written when its response
+/// body is done (or dropped), so bytes and addresses munged are known.
+struct AccessLine {
+    visitor: IpAddr,
+    method: Method,
+    path: String,
+    status: u16,
+    user_agent: String,
+    started: Instant,
+    munged: Arc<AtomicU64>,
+}
+
+/// A response body that counts what it sends and logs the access line at its end.
+struct Logged {
+    inner: ProxyBody,
+    line: AccessLine,
+    bytes: u64,
+    complete: bool,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let l = &self.line;
+        tracing::info!(
+            target: "access",
+            visitor = %l.visitor,
+            method = %l.method,
+            path = %l.path,
+            status = l.status,
+            bytes = self.bytes,
+            munged = l.munged.load(Ordering::Relaxed),
+            ms = l.started.elapsed().as_millis() as u64,
+            complete = self.complete || self.inner.is_end_stream(),
+            user_agent = %l.user_agent,
+        );
+    }
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -864,6 +967,7 @@ impl Body for Streamed {
                     if let Some(mut p) = this.pipeline.take() {
                         let out = p.finish();
                         this.munged.fetch_add(p.munged(), Ordering::Relaxed);
+                        this.response_munged.store(p.munged(), Ordering::Relaxed);
                         return match out {
                             Ok(out) if out.is_empty() => Poll::Ready(None),
                             Ok(out) => Poll::Ready(Some(Ok(Frame::data(out)))),
