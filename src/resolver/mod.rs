@@ -271,6 +271,13 @@ impl Resolver {
         }
     }
 
+    /// The request-size limit and idle timeout for a new connection.
+    pub fn connection_limits(&self) -> (usize, Duration) {
+        let s = self.settings();
+        let rc = &s.config.raw.resolver;
+        (rc.max_request, Duration::from_secs(rc.idle_timeout))
+    }
+
     /// The `recipient`-map and policy answer for a judgement.
     pub fn recipient_action(&self, j: &Judgement) -> Action {
         let s = self.settings();

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -84,11 +83,7 @@ pub fn decide(r: &Resolver, attrs: &HashMap<String, String>) -> String {
 
 /// Serves one policy connection (many requests).
 pub async fn serve(conn: Box<dyn Conn>, r: &Resolver) -> Result<(), ProtocolError> {
-    let (max, idle) = {
-        let s = r.settings();
-        let rc = &s.config.raw.resolver;
-        (rc.max_request, Duration::from_secs(rc.idle_timeout))
-    };
+    let (max, idle) = r.connection_limits();
     let mut conn = BufReader::new(conn);
     let mut attrs = HashMap::new();
     let mut size = 0;

@@ -117,11 +117,7 @@ pub fn lookup(r: &Resolver, map: &str, key: &str) -> Reply {
 /// Serves one connection until the peer closes it, it idles out, or it
 /// sends something that is not a netstring.
 pub async fn serve(conn: Box<dyn Conn>, r: &Resolver) -> Result<(), ProtocolError> {
-    let (max, idle) = {
-        let s = r.settings();
-        let rc = &s.config.raw.resolver;
-        (rc.max_request, Duration::from_secs(rc.idle_timeout))
-    };
+    let (max, idle) = r.connection_limits();
     let mut conn = BufReader::new(conn);
     loop {
         let Some(req) = read_netstring(&mut conn, max, idle).await? else {
