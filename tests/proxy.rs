@@ -611,6 +611,24 @@ async fn bad_upstream(script: &'static str) -> (u16, tokio::sync::mpsc::Sender<(
                         }
                     }
                 }
+                "br" | "zstd" => {
+                    let page = b"<p>mail joe@ihatespam.test or ann&#64;ihatespam.test</p>";
+                    let body = if script == "br" {
+                        let mut out = Vec::new();
+                        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                        std::io::Write::write_all(&mut w, page).unwrap();
+                        drop(w);
+                        out
+                    } else {
+                        zstd::encode_all(&page[..], 3).unwrap()
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-encoding: {script}\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&body).await;
+                }
                 "silent" => {
                     tokio::time::sleep(Duration::from_secs(30)).await;
                 }
@@ -717,6 +735,38 @@ async fn failures_and_streaming() {
         "a cut-off upstream body must not look complete"
     );
     drop(proxy);
+
+    // brotli and zstd from the upstream are undone too; the client gets
+    // identity or gzip, whichever it takes.
+    for (script, accept) in [("br", "br"), ("zstd", "zstd, gzip")] {
+        let (port, _tx) = bad_upstream(script).await;
+        let proxy = Proxy::start(port, "");
+        let got = fetch(
+            "127.0.0.1",
+            proxy.port,
+            "GET",
+            "/",
+            &[("accept-encoding", accept)],
+            false,
+        )
+        .await;
+        let body = if got.headers.get("content-encoding").map(String::as_str) == Some("gzip") {
+            let mut plain = String::new();
+            flate2::read::GzDecoder::new(&got.body[..])
+                .read_to_string(&mut plain)
+                .unwrap();
+            plain
+        } else {
+            assert!(
+                !got.headers.contains_key("content-encoding"),
+                "{script}: {:?}",
+                got.headers
+            );
+            String::from_utf8(got.body).unwrap()
+        };
+        assert_eq!(munged_addresses(&body).len(), 2, "{script}: {body}");
+        drop(proxy);
+    }
 
     // Streaming: the first rewritten bytes arrive before the upstream finishes.
     let (port, tx) = bad_upstream("waits").await;

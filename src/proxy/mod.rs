@@ -616,6 +616,11 @@ fn error_page(status: StatusCode, text: &str) -> Response<ProxyBody> {
 }
 
 fn accepts_gzip(h: &HeaderMap) -> bool {
+    accepts_coding(h, "gzip")
+}
+
+/// True when `Accept-Encoding` takes `coding` (by name or `*`, not with q=0).
+fn accepts_coding(h: &HeaderMap, coding: &str) -> bool {
     h.get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -624,7 +629,7 @@ fn accepts_gzip(h: &HeaderMap) -> bool {
                 let mut it = c.split(';');
                 let name = it.next().unwrap_or("").trim();
                 let q0 = it.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
-                (name.eq_ignore_ascii_case("gzip") || name == "*") && !q0
+                (name.eq_ignore_ascii_case(coding) || name == "*") && !q0
             })
         })
 }
@@ -698,26 +703,10 @@ fn forward_headers(incoming: &HeaderMap, peer: IpAddr, trusted: &[IpNet], upgrad
     }
     h.append(header::VIA, HeaderValue::from_static("1.1 addrmunge"));
     // Only codings the pipeline can undo, and only those the client takes.
-    let mut enc = Vec::new();
-    if accepts_gzip(incoming) {
-        enc.push("gzip");
-    }
-    if incoming
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',').any(|c| {
-                c.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("deflate")
-            })
-        })
-    {
-        enc.push("deflate");
-    }
+    let enc: Vec<&str> = ["gzip", "deflate", "br", "zstd"]
+        .into_iter()
+        .filter(|c| accepts_coding(incoming, c))
+        .collect();
     if enc.is_empty() {
         h.remove(header::ACCEPT_ENCODING);
     } else if let Ok(v) = HeaderValue::from_str(&enc.join(", ")) {

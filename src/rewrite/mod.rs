@@ -23,6 +23,10 @@ pub enum Coding {
     Gzip,
     /// `deflate` (zlib-wrapped, as HTTP specifies).
     Deflate,
+    /// `br` (brotli).
+    Brotli,
+    /// `zstd`.
+    Zstd,
 }
 
 impl Coding {
@@ -32,6 +36,8 @@ impl Coding {
             None | Some("") | Some("identity") => Some(Coding::Identity),
             Some("gzip") | Some("x-gzip") => Some(Coding::Gzip),
             Some("deflate") => Some(Coding::Deflate),
+            Some("br") => Some(Coding::Brotli),
+            Some("zstd") => Some(Coding::Zstd),
             _ => None,
         }
     }
@@ -40,6 +46,53 @@ impl Coding {
 enum Decoder {
     Gzip(GzDecoder<Vec<u8>>),
     Deflate(ZlibDecoder<Vec<u8>>),
+    Brotli(Box<brotli::DecompressorWriter<Vec<u8>>>),
+    Zstd(zstd::stream::write::Decoder<'static, Vec<u8>>),
+}
+
+impl Decoder {
+    /// Decodes one chunk; returns what is decoded so far.
+    fn push(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        // flush() makes the streaming decoders hand over everything they
+        // have decoded, so output never waits for a full internal buffer.
+        Ok(match self {
+            Decoder::Gzip(d) => {
+                d.write_all(data)?;
+                std::mem::take(d.get_mut())
+            }
+            Decoder::Deflate(d) => {
+                d.write_all(data)?;
+                std::mem::take(d.get_mut())
+            }
+            Decoder::Brotli(d) => {
+                d.write_all(data)?;
+                d.flush()?;
+                std::mem::take(d.get_mut())
+            }
+            Decoder::Zstd(d) => {
+                d.write_all(data)?;
+                d.flush()?;
+                std::mem::take(d.get_mut())
+            }
+        })
+    }
+
+    /// Ends the stream; a truncated one is an error.
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Decoder::Gzip(d) => d.finish(),
+            Decoder::Deflate(d) => d.finish(),
+            Decoder::Brotli(mut d) => {
+                d.close()?;
+                d.into_inner()
+                    .map_err(|_| std::io::Error::other("brotli stream ended early"))
+            }
+            Decoder::Zstd(mut d) => {
+                d.flush()?;
+                Ok(d.into_inner())
+            }
+        }
+    }
 }
 
 /// Per-visitor-day cache of munged forms, shared by all responses: the
@@ -131,6 +184,13 @@ impl Pipeline {
             Coding::Identity => None,
             Coding::Gzip => Some(Decoder::Gzip(GzDecoder::new(Vec::new()))),
             Coding::Deflate => Some(Decoder::Deflate(ZlibDecoder::new(Vec::new()))),
+            Coding::Brotli => Some(Decoder::Brotli(Box::new(brotli::DecompressorWriter::new(
+                Vec::new(),
+                8192,
+            )))),
+            Coding::Zstd => Some(Decoder::Zstd(
+                zstd::stream::write::Decoder::new(Vec::new()).expect("a zstd decoder context can be created"),
+            )),
         };
         Pipeline {
             decoder,
@@ -150,14 +210,7 @@ impl Pipeline {
     pub fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
         let plain = match &mut self.decoder {
             None => None,
-            Some(Decoder::Gzip(d)) => {
-                d.write_all(data)?;
-                Some(std::mem::take(d.get_mut()))
-            }
-            Some(Decoder::Deflate(d)) => {
-                d.write_all(data)?;
-                Some(std::mem::take(d.get_mut()))
-            }
+            Some(d) => Some(d.push(data)?),
         };
         self.scanned.clear();
         self.scanner.feed(
@@ -173,8 +226,7 @@ impl Pipeline {
         self.scanned.clear();
         let tail = match self.decoder.take() {
             None => Vec::new(),
-            Some(Decoder::Gzip(d)) => d.finish()?,
-            Some(Decoder::Deflate(d)) => d.finish()?,
+            Some(d) => d.finish()?,
         };
         self.scanner.feed(&tail, &mut self.scanned, &mut self.munger);
         self.scanner.finish(&mut self.scanned, &mut self.munger);
