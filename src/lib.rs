@@ -59,6 +59,7 @@ pub mod proxy;
 pub mod resolver;
 pub mod rewrite;
 pub mod scan;
+pub mod signals;
 pub mod store;
 pub mod token;
 

@@ -196,15 +196,7 @@ impl Proxy {
                 Arc::clone(&self).admin_loop(listener, stop_rx.clone()),
             ));
         }
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        loop {
-            tokio::select! {
-                _ = hup.recv() => self.reload(),
-                _ = term.recv() => break,
-                _ = tokio::signal::ctrl_c() => break,
-            }
-        }
+        crate::signals::until_stopped(|| self.reload()).await?;
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;

@@ -385,15 +385,7 @@ pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
             tasks.push(tokio::spawn(accept_loop(bound, r, is_policy)));
         }
     }
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => resolver.reload(),
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
+    crate::signals::until_stopped(|| resolver.reload()).await?;
     tracing::info!("shutting down");
     for t in tasks {
         t.abort();
