@@ -397,6 +397,8 @@ fn postfix_delivers_refuses_and_traps() {
     let (ok, t) = m.send("127.0.0.1", &b);
     assert!(!ok && t.contains("Sorry"), "{t}");
     m.cli_ok(&["unexpire", "--day", &today]);
+    // The resolver picks rule changes up within its 250 ms refresh; give it time.
+    std::thread::sleep(Duration::from_millis(1000));
 
     // Bare protected address with bare = accept (the default): delivered.
     let (ok, t) = m.send("127.0.0.1", "mjd@plover.com");
@@ -621,7 +623,7 @@ fn five_hundred_concurrent_connections() {
     let valid = m.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
     let expired = m.cli_ok(&["encode", "--ip", "203.0.113.10", "mjd@plover.com"]);
     m.cli_ok(&["expire", "--ip", "203.0.113.10"]);
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(1000));
     let port = m.map;
     let threads: Vec<_> = (0..500)
         .map(|i| {
