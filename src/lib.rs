@@ -54,6 +54,7 @@ pub mod address;
 pub mod check;
 pub mod config;
 pub mod day;
+pub mod demo;
 pub mod listen;
 pub mod proxy;
 pub mod resolver;

@@ -31,6 +31,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Try everything on loopback: a sample site, the proxy in front of it and
+    /// the resolver, with a fresh key and store; prints what to try next.
+    Demo {
+        /// Keep key, config and store in this folder (default: a temporary one, removed at exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// First of five loopback ports: proxy, site, metrics, socketmap, policy (0 = any free).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
     /// Run the rewriting HTTP proxy ([proxy] in the config).
     Proxy,
     /// Run the Postfix socketmap and policy service ([resolver] in the config).
@@ -221,6 +231,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             writeln!(out, "wrote a new key to {} (mode 0600)", path.display())?;
         }
         Command::CheckConfig => check_config(&Ctx::load(&cli)?, &mut out)?,
+        Command::Demo { dir, port } => {
+            init_logging();
+            let exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "addrmunge".into());
+            drop(out);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(addrmunge::demo::run(addrmunge::demo::Options {
+                    dir: dir.clone(),
+                    port: *port,
+                    exe,
+                }))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Proxy => {
             init_logging();
             let proxy = addrmunge::proxy::Proxy::new(cli.config.clone())?;
