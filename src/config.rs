@@ -79,6 +79,61 @@ pub struct RawConfig {
     /// What happens to mail sent to trap addresses.
     #[serde(default)]
     pub traps: TrapsConfig,
+    /// The bait page served by the proxy.
+    #[serde(default)]
+    pub bait: BaitConfig,
+    /// How long the visit log and mail arrivals are kept: `180d`.
+    pub retention: Option<String>,
+}
+
+/// `[bait]`: a page only harvesters visit, listing trap addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaitConfig {
+    /// The page's path, e.g. `/contact-archive/`; empty = no bait page.
+    pub path: String,
+    /// How many trap addresses it lists (1 to 20).
+    pub addresses: usize,
+    /// An HTML file with `{{addresses}}` where the list goes; a plain
+    /// staff-directory page when unset.
+    pub template: Option<PathBuf>,
+    /// Insert an invisible link to the bait page at the end of every HTML page.
+    pub link: bool,
+}
+
+impl Default for BaitConfig {
+    fn default() -> Self {
+        BaitConfig {
+            path: String::new(),
+            addresses: 5,
+            template: None,
+            link: false,
+        }
+    }
+}
+
+/// What the proxy does for a harvester User-Agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentAction {
+    /// Serve trap addresses (mail to them is discarded, the sender blocked).
+    Trap,
+    /// Rewrite protected addresses to another domain (`domain = "..."`).
+    Domain,
+    /// Serve the bait page instead of the content.
+    Bait,
+}
+
+/// One `[[harvesters.agent]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRule {
+    /// Case-insensitive substring of the User-Agent.
+    pub pattern: String,
+    /// What to do.
+    pub action: AgentAction,
+    /// For `action = "domain"`: the domain the addresses are rewritten to.
+    pub domain: Option<String>,
 }
 
 /// One `[[protect]]` entry as written.
@@ -128,6 +183,8 @@ pub struct ProxyConfig {
     /// Rewrite even responses marked `Cache-Control: no-transform` (the
     /// addresses are the owner's, the proxy is the owner's); false passes them untouched.
     pub rewrite_no_transform: bool,
+    /// Visit-log records waiting for the disk at most; more are dropped and counted.
+    pub visit_queue: usize,
 }
 
 /// The content types rewritten by default.
@@ -160,6 +217,7 @@ impl Default for ProxyConfig {
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             rewrite_no_transform: true,
+            visit_queue: 10_000,
         }
     }
 }
@@ -234,6 +292,8 @@ impl Default for ResolverConfig {
 pub struct HarvestersConfig {
     /// Case-insensitive substrings of User-Agents that get trap addresses.
     pub user_agents: Vec<String>,
+    /// Patterns with their own action (checked before `user_agents`).
+    pub agent: Vec<AgentRule>,
 }
 
 /// User-Agent substrings of known address harvesters.
@@ -259,6 +319,7 @@ impl Default for HarvestersConfig {
     fn default() -> Self {
         HarvestersConfig {
             user_agents: DEFAULT_HARVESTER_AGENTS.iter().map(|s| s.to_string()).collect(),
+            agent: Vec::new(),
         }
     }
 }
@@ -307,6 +368,88 @@ pub fn parse_span(text: &str) -> Option<u64> {
     n.checked_mul(mult).filter(|&s| s > 0)
 }
 
+/// A validated `[bait]` section.
+#[derive(Debug, Clone)]
+pub struct Bait {
+    /// The page's path, starting and ending with `/` or naming a file.
+    pub path: String,
+    /// How many trap addresses it lists.
+    pub addresses: usize,
+    /// The page, with `{{addresses}}` where the list goes.
+    pub template: String,
+    /// Whether HTML pages get an invisible link to it.
+    pub link: bool,
+    /// The protected domains whose local-part glob admits ordinary names:
+    /// the bait addresses are made there.
+    pub domains: Vec<String>,
+}
+
+/// The bait page when `[bait] template` is unset.
+pub const DEFAULT_BAIT_TEMPLATE: &str = include_str!("bait.html");
+
+impl Bait {
+    fn from_raw(
+        raw: &BaitConfig,
+        protection: &Protection,
+        resolve: &dyn Fn(&Path) -> PathBuf,
+    ) -> Result<Option<Bait>, (&'static str, String)> {
+        if raw.path.is_empty() {
+            return Ok(None);
+        }
+        if !raw.path.starts_with('/')
+            || raw.path == "/"
+            || raw.path.contains(['?', '#', ' ', '%'])
+            || raw.path.split('/').any(|s| s == "..")
+        {
+            return Err((
+                "bait.path",
+                format!("'{}' must be a plain path below / like \"/contact-archive/\"", raw.path),
+            ));
+        }
+        if !(1..=20).contains(&raw.addresses) {
+            return Err(("bait.addresses", "must be 1 to 20".into()));
+        }
+        let template = match &raw.template {
+            None => DEFAULT_BAIT_TEMPLATE.to_owned(),
+            Some(t) => {
+                let p = resolve(t);
+                let text = fs::read_to_string(&p)
+                    .map_err(|e| ("bait.template", format!("cannot read {}: {e}", p.display())))?;
+                if !text.contains("{{addresses}}") {
+                    return Err((
+                        "bait.template",
+                        format!("{} has no {{{{addresses}}}} placeholder for the list", p.display()),
+                    ));
+                }
+                text
+            }
+        };
+        let domains: Vec<String> = protection
+            .entries()
+            .iter()
+            .filter(|e| {
+                matches!(protection.classify("jane.doe", &e.domain), address::Class::Protected(_))
+            })
+            .map(|e| e.domain.clone())
+            .collect();
+        let mut domains = domains;
+        domains.dedup();
+        if domains.is_empty() {
+            return Err((
+                "bait.path",
+                "the bait page makes trap addresses with ordinary names (jane.doe@...), but no [[protect]] entry protects such names; add local = \"*\" to one".into(),
+            ));
+        }
+        Ok(Some(Bait {
+            path: raw.path.clone(),
+            addresses: raw.addresses,
+            template,
+            link: raw.link,
+            domains,
+        }))
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -318,6 +461,10 @@ pub struct Config {
     pub state: PathBuf,
     /// What is protected, and the separator.
     pub protection: Arc<Protection>,
+    /// Days the visit log and arrivals are kept.
+    pub retention_days: u32,
+    /// The bait page, when configured.
+    pub bait: Option<Bait>,
     /// Notes for `check-config` about addresses that are protected but whose
     /// munged form may pass 64 octets.
     pub warnings: Vec<String>,
@@ -533,11 +680,51 @@ impl Config {
                 format!("'{}': use DISCARD, HOLD, REJECT text or DUNNO", raw.traps.action),
             ));
         }
+        let retention_days = match &raw.retention {
+            None => 180,
+            Some(r) => parse_span(r)
+                .filter(|s| s % 86_400 == 0)
+                .map(|s| (s / 86_400) as u32)
+                .ok_or_else(|| {
+                    invalid(
+                        "retention",
+                        format!("'{r}' is not a number of days; write e.g. \"180d\""),
+                    )
+                })?,
+        };
+        let protection = Arc::new(Protection::new(entries, &separator));
+        let bait = Bait::from_raw(&raw.bait, &protection, &resolve).map_err(|(k, m)| invalid(k, m))?;
+        for (i, a) in raw.harvesters.agent.iter().enumerate() {
+            let key = format!("harvesters.agent[{i}]");
+            if a.pattern.trim().is_empty() {
+                return Err(invalid(&key, "pattern is empty; write a User-Agent substring".into()));
+            }
+            match (a.action, &a.domain) {
+                (AgentAction::Domain, None) => {
+                    return Err(invalid(
+                        &key,
+                        "action = \"domain\" needs domain = \"...\", the domain to rewrite to".into(),
+                    ));
+                }
+                (AgentAction::Domain, Some(d)) => {
+                    address::check_domain(d).map_err(|m| invalid(&format!("{key}.domain"), m))?;
+                }
+                (AgentAction::Bait, _) if bait.is_none() => {
+                    return Err(invalid(
+                        &key,
+                        "action = \"bait\" needs a bait page: set [bait] path = \"/contact-archive/\"".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
         Ok(Config {
             path: path.to_owned(),
             key_file,
             state,
-            protection: Arc::new(Protection::new(entries, &separator)),
+            protection,
+            retention_days,
+            bait,
             warnings,
             raw,
         })

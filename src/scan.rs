@@ -73,6 +73,12 @@ pub struct Found<'a> {
 pub trait Munger {
     /// Appends the insertion for `found` to `out`.
     fn munge(&mut self, found: &Found<'_>, out: &mut Vec<u8>);
+
+    /// A domain written instead of the found one (Dominus's plan for
+    /// EmailSiphon: send its addresses elsewhere); `None` keeps it.
+    fn domain(&self, _found: &Found<'_>) -> Option<&str> {
+        None
+    }
 }
 
 impl<F: FnMut(&Found<'_>, &mut Vec<u8>)> Munger for F {
@@ -112,6 +118,7 @@ impl Matcher {
             scratch: Box::new(Scratch {
                 domain: [0; 256],
                 domain_len: 0,
+                domain_end: 0,
                 local: [0; MAX_LOCAL + 1],
                 local_len: 0,
             }),
@@ -160,6 +167,8 @@ enum Decision {
 struct Scratch {
     domain: [u8; 256],
     domain_len: usize,
+    /// Where the domain's spelling ends in the buffer (trailing dots excluded).
+    domain_end: usize,
     local: [u8; MAX_LOCAL + 1],
     local_len: usize,
 }
@@ -251,8 +260,16 @@ impl Scanner {
                     };
                     munger.munge(&found, out);
                     self.munged += 1;
-                    self.emitted = p;
-                    self.scan_from = p + at_len;
+                    if let Some(d) = munger.domain(&found) {
+                        // Keep the `@` as spelled, replace the domain's spelling.
+                        out.extend_from_slice(&self.buf[p..p + at_len]);
+                        out.extend_from_slice(d.as_bytes());
+                        self.emitted = sc.domain_end;
+                        self.scan_from = sc.domain_end;
+                    } else {
+                        self.emitted = p;
+                        self.scan_from = p + at_len;
+                    }
                 }
             }
         }
@@ -291,6 +308,7 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
     let cap = prot.max_domain_len() + TRAILING_DOTS;
     let mut dlen = 0;
     let mut i = p + at_len;
+    let mut end = i;
     loop {
         // Fast path: a plain domain character needs no decoding.
         let (c, n) = match buf.get(i) {
@@ -310,11 +328,15 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
         sc.domain[dlen] = c.to_ascii_lowercase();
         dlen += 1;
         i += n;
+        if c != b'.' {
+            end = i;
+        }
     }
     while dlen > 0 && sc.domain[dlen - 1] == b'.' {
         dlen -= 1;
     }
     sc.domain_len = dlen;
+    sc.domain_end = end;
     let Some(ids) = prot.domain_entries(&sc.domain[..dlen]) else {
         return Decision::NoMatch;
     };

@@ -354,3 +354,40 @@ proptest! {
         prop_assert_eq!(out, input);
     }
 }
+
+/// A munger that also sends the address to another domain (the `domain`
+/// harvester action).
+struct Elsewhere;
+
+impl addrmunge::Munger for Elsewhere {
+    fn munge(&mut self, _: &Found<'_>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"-id-zzzz");
+    }
+    fn domain(&self, _: &Found<'_>) -> Option<&str> {
+        Some("siphon.invalid")
+    }
+}
+
+#[test]
+fn a_munger_can_replace_the_domain_in_any_spelling() {
+    let cases = [
+        ("mail mjd@plover.com. Now", "mail mjd-id-zzzz@siphon.invalid. Now"),
+        ("<a href=\"mailto:joe@ihatespam.test?subject=x\">", "<a href=\"mailto:joe-id-zzzz@siphon.invalid?subject=x\">"),
+        ("joe&#64;ihatespam&#46;test!", "joe-id-zzzz&#64;siphon.invalid!"),
+        ("a@b.test joe%40IHATESPAM.test, x", "a@b.test joe-id-zzzz%40siphon.invalid, x"),
+        ("list-subscribe@ihatespam.test", "list-subscribe@ihatespam.test"),
+    ];
+    for (input, want) in cases {
+        let got = matcher().rewrite(input.as_bytes(), &mut Elsewhere);
+        assert_eq!(String::from_utf8(got).unwrap(), want, "{input}");
+        // Any split gives the same.
+        for cut in 0..input.len() {
+            let mut s = matcher().scanner();
+            let mut out = Vec::new();
+            s.feed(&input.as_bytes()[..cut], &mut out, &mut Elsewhere);
+            s.feed(&input.as_bytes()[cut..], &mut out, &mut Elsewhere);
+            s.finish(&mut out, &mut Elsewhere);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{input} cut at {cut}");
+        }
+    }
+}

@@ -24,6 +24,12 @@ pub struct Metrics {
     pub gateway_timeout: AtomicU64,
     /// Responses of a rewritten type passed through because of their charset or coding.
     pub unrewritable: AtomicU64,
+    /// Visit-log records dropped because the writer fell behind.
+    pub visits_dropped: Arc<AtomicU64>,
+    /// Bait page fetches.
+    pub bait_hits: AtomicU64,
+    /// Requests from harvesters (User-Agent rule or caught by the bait).
+    pub harvester_requests: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
@@ -79,6 +85,21 @@ impl Metrics {
             "addrmunge_unrewritable_total",
             "Responses of a rewritten type passed through unrewritten (charset or content coding).",
             get(&self.unrewritable),
+        );
+        counter(
+            "addrmunge_visit_log_dropped_total",
+            "Visit-log records dropped because the store fell behind (responses are never slowed).",
+            get(&self.visits_dropped),
+        );
+        counter(
+            "addrmunge_bait_hits_total",
+            "Bait page fetches.",
+            get(&self.bait_hits),
+        );
+        counter(
+            "addrmunge_harvester_requests_total",
+            "Requests from harvesters (User-Agent rules or caught by the bait page).",
+            get(&self.harvester_requests),
         );
         let name = "addrmunge_response_header_seconds";
         let _ = writeln!(

@@ -11,6 +11,7 @@
 //! frame, inside the body's `poll_frame`, so nothing is buffered beyond one
 //! chunk and a client that goes away drops (cancels) the upstream request.
 
+pub mod harvest;
 pub mod metrics;
 pub mod visitor;
 

@@ -137,6 +137,7 @@ pub struct VisitorMunger {
     claims: Claims,
     cache: Arc<TokenCache>,
     local: HashMap<String, Arc<str>>,
+    domain: Option<String>,
 }
 
 impl VisitorMunger {
@@ -148,7 +149,14 @@ impl VisitorMunger {
             claims,
             cache,
             local: HashMap::new(),
+            domain: None,
         }
+    }
+
+    /// Writes `domain` instead of the protected one (a harvester's `domain` action).
+    pub fn with_domain(mut self, domain: Option<String>) -> VisitorMunger {
+        self.domain = domain;
+        self
     }
 }
 
@@ -166,11 +174,94 @@ impl Munger for VisitorMunger {
         out.extend_from_slice(self.separator.as_bytes());
         out.extend_from_slice(token.as_bytes());
     }
+
+    fn domain(&self, _found: &Found<'_>) -> Option<&str> {
+        self.domain.as_deref()
+    }
+}
+
+/// The one structural HTML edit: a link appended to `<body>` (or to the
+/// document, when it has no body element), by lol_html's streaming rewriter.
+pub struct LinkInserter {
+    // A Mutex only to make the body Sync, as hyper's boxed bodies must be;
+    // it is reached through get_mut, never locked.
+    rewriter: Option<Mutex<lol_html::send::HtmlRewriter<'static, Sink>>>,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+/// lol_html's output, shared with the pipeline that drains it.
+pub struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl lol_html::OutputSink for Sink {
+    fn handle_chunk(&mut self, chunk: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(chunk);
+    }
+}
+
+impl LinkInserter {
+    /// Appends `html` as the last child of `<body>`.
+    pub fn new(html: String) -> LinkInserter {
+        use lol_html::html_content::ContentType;
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (in_body, at_end) = (Arc::clone(&done), done);
+        let (html_body, html_end) = (html.clone(), html);
+        let settings = lol_html::send::Settings::new_send()
+            .append_element_content_handler(lol_html::element!("body", move |el| {
+                if !in_body.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    el.append(&html_body, ContentType::Html);
+                }
+                Ok(())
+            }))
+            .append_document_content_handler(lol_html::end!(move |end| {
+                if !at_end.load(std::sync::atomic::Ordering::Relaxed) {
+                    end.append(&html_end, ContentType::Html);
+                }
+                Ok(())
+            }));
+        LinkInserter {
+            rewriter: Some(Mutex::new(lol_html::send::HtmlRewriter::new(
+                settings,
+                Sink(Arc::clone(&out)),
+            ))),
+            out,
+        }
+    }
+
+    fn drain(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.out.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Rewrites one chunk; returns what lol_html has let through so far.
+    pub fn push(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        if let Some(r) = &mut self.rewriter {
+            r.get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .write(data)
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(self.drain())
+    }
+
+    /// Ends the document.
+    pub fn finish(&mut self) -> std::io::Result<Vec<u8>> {
+        if let Some(r) = self.rewriter.take() {
+            r.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .end()
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(self.drain())
+    }
 }
 
 /// Decompress -> scan -> compress for one response body.
 pub struct Pipeline {
     decoder: Option<Decoder>,
+    link: Option<LinkInserter>,
     scanner: Scanner,
     munger: VisitorMunger,
     encoder: Option<GzEncoder<Vec<u8>>>,
@@ -194,11 +285,18 @@ impl Pipeline {
         };
         Pipeline {
             decoder,
+            link: None,
             scanner,
             munger,
             encoder: gzip_out.then(|| GzEncoder::new(Vec::new(), Compression::fast())),
             scanned: Vec::new(),
         }
+    }
+
+    /// Also inserts a link into the HTML (the bait link).
+    pub fn with_link(mut self, link: LinkInserter) -> Pipeline {
+        self.link = Some(link);
+        self
     }
 
     /// Addresses munged so far.
@@ -208,10 +306,13 @@ impl Pipeline {
 
     /// Feeds one chunk of the upstream body; returns what can be sent now.
     pub fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
-        let plain = match &mut self.decoder {
+        let mut plain = match &mut self.decoder {
             None => None,
             Some(d) => Some(d.push(data)?),
         };
+        if let Some(l) = &mut self.link {
+            plain = Some(l.push(plain.as_deref().unwrap_or(data))?);
+        }
         self.scanned.clear();
         self.scanner.feed(
             plain.as_deref().unwrap_or(data),
@@ -224,10 +325,15 @@ impl Pipeline {
     /// Ends the body; returns the rest.
     pub fn finish(&mut self) -> std::io::Result<Bytes> {
         self.scanned.clear();
-        let tail = match self.decoder.take() {
+        let mut tail = match self.decoder.take() {
             None => Vec::new(),
             Some(d) => d.finish()?,
         };
+        if let Some(mut l) = self.link.take() {
+            let mut t = l.push(&tail)?;
+            t.extend(l.finish()?);
+            tail = t;
+        }
         self.scanner.feed(&tail, &mut self.scanned, &mut self.munger);
         self.scanner.finish(&mut self.scanned, &mut self.munger);
         self.encode(true)

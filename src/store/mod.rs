@@ -23,6 +23,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::day::Day;
 use crate::token::{Claims, Visitor};
 
+mod log;
+pub use log::{Visit, VisitEvent};
+
 /// Schema migrations; `MIGRATIONS[n]` takes `user_version` from `n` to `n + 1`.
 pub const MIGRATIONS: &[&str] = &[
     // 1: expiry rules.
@@ -58,6 +61,23 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX arrivals_recipient ON arrivals(recipient);
     CREATE INDEX arrivals_base ON arrivals(base);",
+    // 3: the proxy's visit log, one row per visitor and day.
+    "CREATE TABLE visits (
+        day          INTEGER NOT NULL,
+        visitor      TEXT NOT NULL,
+        first_seen   INTEGER NOT NULL,
+        last_seen    INTEGER NOT NULL,
+        user_agent   TEXT NOT NULL DEFAULT '',
+        first_page   TEXT,
+        first_munged INTEGER,
+        requests     INTEGER NOT NULL DEFAULT 0,
+        munged       INTEGER NOT NULL DEFAULT 0,
+        harvester    TEXT,
+        harvester_at INTEGER,
+        PRIMARY KEY (day, visitor)
+    ) WITHOUT ROWID;
+    CREATE INDEX visits_harvester ON visits(day) WHERE harvester IS NOT NULL;
+    CREATE INDEX arrivals_time ON arrivals(time);",
 ];
 
 /// One message's arrival for a munged address, as the policy service saw it.

@@ -1,0 +1,325 @@
+//! Harvester defence in the proxy: the visit log queue and its writer
+//! thread, the set of visitors caught by the bait page, User-Agent rules,
+//! the bait page itself and the robots.txt that hides it from honest
+//! crawlers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::address::Protection;
+use crate::config::{AgentAction, Bait, Config};
+use crate::day::Day;
+use crate::store::{Store, VisitEvent, now_unix};
+use crate::token::{Claims, KeyRing, Kind};
+
+/// The proxy's side of the visit log: a bounded queue in front of a writer
+/// thread. Recording never blocks a response; when the disk falls behind
+/// and the queue is full, records are dropped and counted.
+pub struct VisitLog {
+    tx: SyncSender<VisitEvent>,
+    /// Records dropped because the queue was full.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl VisitLog {
+    /// Opens the store (so a bad path fails at startup) and starts the writer.
+    pub fn start(state: &Path, queue: usize, retention_days: u32) -> anyhow::Result<VisitLog> {
+        let store = Store::open(state)?;
+        let (tx, rx) = sync_channel(queue.max(1));
+        std::thread::Builder::new()
+            .name("visit-log".into())
+            .spawn(move || writer(store, rx, retention_days))?;
+        Ok(VisitLog {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Queues one record, or counts it as dropped.
+    pub fn record(&self, event: VisitEvent) {
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn writer(mut store: Store, rx: Receiver<VisitEvent>, retention_days: u32) {
+    let mut last_prune: Option<Instant> = None;
+    loop {
+        // Prune at start and hourly, also when no traffic comes.
+        if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+            let cutoff_day = Day::today()
+                .checked_sub(u16::try_from(retention_days).unwrap_or(u16::MAX))
+                .unwrap_or_else(|| Day::from_number(0));
+            let cutoff_time = now_unix() - i64::from(retention_days) * 86_400;
+            match store.prune(cutoff_day, cutoff_time) {
+                Ok(n) if n > 0 => tracing::info!(rows = n, retention_days, "pruned the visit log"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning the visit log failed"),
+            }
+            last_prune = Some(Instant::now());
+        }
+        let first = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(e) => e,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < 1000 {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = store.record_visits(&batch) {
+            // Losing visit records is better than stalling the proxy.
+            tracing::error!(error = %e, lost = batch.len(), "writing the visit log failed");
+        }
+    }
+}
+
+/// Visitors caught by the bait page, per day; they get trap IDs for the
+/// rest of that day. Loaded from the visit log at start, so a restart
+/// does not forgive them.
+#[derive(Default)]
+pub struct Caught {
+    set: Mutex<HashMap<(String, Day), ()>>,
+}
+
+impl Caught {
+    /// Today's and yesterday's harvesters from the store.
+    pub fn load(state: &Path) -> Caught {
+        let caught = Caught::default();
+        let today = Day::today();
+        let from = today.checked_sub(1).unwrap_or(today);
+        match Store::open(state).and_then(|s| s.harvesters(from, today)) {
+            Ok(list) => {
+                let mut set = caught.set.lock().unwrap_or_else(|e| e.into_inner());
+                for v in list.into_iter().filter(|v| v.harvester.as_deref() == Some("bait")) {
+                    set.insert((v.visitor, v.day), ());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read past harvesters from the visit log"),
+        }
+        caught
+    }
+
+    /// Whether `visitor` fetched the bait page on `day`.
+    pub fn contains(&self, visitor: &str, day: Day) -> bool {
+        let set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        !set.is_empty() && set.contains_key(&(visitor.to_owned(), day))
+    }
+
+    /// Marks `visitor` for `day`; forgets days before yesterday.
+    pub fn mark(&self, visitor: &str, day: Day) {
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        let keep_from = day.checked_sub(1).unwrap_or(day);
+        set.retain(|(_, d), _| *d >= keep_from);
+        set.insert((visitor.to_owned(), day), ());
+    }
+}
+
+/// A User-Agent rule, lowercased for matching.
+#[derive(Debug, Clone)]
+pub struct AgentMatch {
+    /// The lowercase substring.
+    pub pattern: String,
+    /// What to do.
+    pub action: AgentAction,
+    /// The domain for `AgentAction::Domain`.
+    pub domain: Option<String>,
+}
+
+/// The config's User-Agent rules in matching order: `[[harvesters.agent]]`
+/// first, then `user_agents` (trap).
+pub fn agent_rules(config: &Config) -> Vec<AgentMatch> {
+    let h = &config.raw.harvesters;
+    h.agent
+        .iter()
+        .map(|a| AgentMatch {
+            pattern: a.pattern.to_ascii_lowercase(),
+            action: a.action,
+            domain: a.domain.as_ref().map(|d| d.to_ascii_lowercase()),
+        })
+        .chain(h.user_agents.iter().map(|p| AgentMatch {
+            pattern: p.to_ascii_lowercase(),
+            action: AgentAction::Trap,
+            domain: None,
+        }))
+        .filter(|a| !a.pattern.trim().is_empty())
+        .collect()
+}
+
+/// The first rule whose pattern the User-Agent contains.
+pub fn match_agent<'a>(rules: &'a [AgentMatch], user_agent: &str) -> Option<&'a AgentMatch> {
+    if user_agent.is_empty() {
+        return None;
+    }
+    let ua = user_agent.to_ascii_lowercase();
+    rules.iter().find(|r| ua.contains(r.pattern.as_str()))
+}
+
+const FIRST: &[&str] = &[
+    "james", "mary", "robert", "patricia", "john", "jennifer", "michael", "linda", "david", "elizabeth",
+    "william", "barbara", "richard", "susan", "joseph", "jessica", "thomas", "sarah", "charles", "karen",
+    "daniel", "lisa", "matthew", "nancy", "anthony", "betty", "mark", "sandra", "paul", "ashley", "steven",
+    "emily", "andrew", "donna", "kenneth", "michelle", "peter", "carol", "george", "amanda", "edward",
+    "melissa", "brian", "deborah", "ronald", "laura", "kevin", "rebecca", "jason", "helen",
+];
+const LAST: &[&str] = &[
+    "smith", "johnson", "williams", "brown", "jones", "garcia", "miller", "davis", "rodriguez", "martinez",
+    "hernandez", "lopez", "wilson", "anderson", "taylor", "thomas", "moore", "jackson", "martin", "lee",
+    "thompson", "white", "harris", "clark", "lewis", "robinson", "walker", "young", "allen", "king", "wright",
+    "scott", "hill", "green", "adams", "baker", "nelson", "carter", "mitchell", "roberts", "turner",
+    "phillips", "campbell", "parker", "evans", "edwards", "collins", "stewart", "morris", "murphy",
+];
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// The bait page's `(name, trap address)` list for a visitor and day:
+/// ordinary-looking names at the protected domains, the same on every
+/// reload that day, different for every visitor, unguessable without the key.
+pub fn bait_addresses(
+    bait: &Bait,
+    keys: &KeyRing,
+    prot: &Protection,
+    ip: IpAddr,
+    day: Day,
+) -> Vec<(String, String)> {
+    let claims = Claims::visit(Kind::Trap, day, ip);
+    // A keyed, per-visitor-day seed: a token for a fixed pseudo-address.
+    let seed = keys.encode(&format!("bait@{}", bait.domains[0]), "", &claims);
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut i = 0u32;
+    while out.len() < bait.addresses && i < 1000 {
+        let h = Sha256::new()
+            .chain_update(seed.as_bytes())
+            .chain_update(i.to_be_bytes())
+            .finalize();
+        i += 1;
+        let first = FIRST[usize::from(u16::from_be_bytes([h[0], h[1]])) % FIRST.len()];
+        let last = LAST[usize::from(u16::from_be_bytes([h[2], h[3]])) % LAST.len()];
+        let local = match h[4] % 4 {
+            0 => format!("{first}.{last}"),
+            1 => format!("{}{last}", &first[..1]),
+            2 => format!("{first}_{last}"),
+            _ => format!("{first}{}", &last[..1]),
+        };
+        let domain = &bait.domains[usize::from(h[5]) % bait.domains.len()];
+        if out.iter().any(|(_, a)| a.starts_with(&format!("{local}{}", prot.separator()))) {
+            continue;
+        }
+        let token = keys.encode(&format!("{local}@{domain}"), "", &claims);
+        let address = prot.munge(&local, domain, "", &token);
+        out.push((format!("{} {}", capitalised(first), capitalised(last)), address));
+    }
+    out
+}
+
+/// The bait page's HTML.
+pub fn bait_page(bait: &Bait, addresses: &[(String, String)]) -> String {
+    let list: String = addresses
+        .iter()
+        .map(|(name, a)| format!("<li>{name} &lt;<a href=\"mailto:{a}\">{a}</a>&gt;</li>\n"))
+        .collect();
+    bait.template.replace("{{addresses}}", list.trim_end())
+}
+
+/// The upstream's robots.txt (if it has one) with a group that keeps
+/// honest crawlers off the bait page.
+pub fn robots_txt(upstream: Option<&str>, bait_path: &str) -> String {
+    let mut out = String::new();
+    if let Some(text) = upstream {
+        out.push_str(text);
+        if !text.is_empty() && !text.ends_with('\n') {
+            out.push('\n');
+        }
+        if !text.is_empty() {
+            out.push('\n');
+        }
+    }
+    // A group of its own: RFC 9309 crawlers merge groups for the same agent.
+    out.push_str("User-agent: *\nDisallow: ");
+    out.push_str(bait_path);
+    out.push('\n');
+    out
+}
+
+/// The link inserted into HTML pages: invisible to people and to assistive
+/// technology, followed by harvesters that ignore robots.txt.
+pub fn bait_link(path: &str) -> String {
+    format!(
+        "<a href=\"{path}\" style=\"display:none\" aria-hidden=\"true\" tabindex=\"-1\" rel=\"nofollow\">archive</a>"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::from_toml(
+            Path::new("/x/a.toml"),
+            &format!(
+                "key_file = \"k\"\nstate = \"s\"\n[[protect]]\ndomain = \"plover.com\"\n[[protect]]\ndomain = \"other.test\"\nlocal = \"mjd\"\n{extra}"
+            ),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn bait_addresses_are_stable_per_visitor_day_and_decode_as_traps() {
+        let c = config("[bait]\npath = \"/contact-archive/\"\naddresses = 6\n");
+        let bait = c.bait.as_ref().unwrap();
+        assert_eq!(bait.domains, vec!["plover.com".to_string()]);
+        let keys = KeyRing::new(&[[7u8; 32]]);
+        let day: Day = "2026-11-20".parse().unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let a = bait_addresses(bait, &keys, &c.protection, ip, day);
+        assert_eq!(a.len(), 6);
+        assert_eq!(a, bait_addresses(bait, &keys, &c.protection, ip, day));
+        let other = bait_addresses(bait, &keys, &c.protection, "192.0.2.8".parse().unwrap(), day);
+        assert_ne!(a, other);
+        for (_, addr) in &a {
+            let v = crate::check(&keys, &c.protection, &crate::RuleSet::default(), addr, day);
+            assert!(v.valid, "{addr}: {v:?}");
+            assert_eq!(v.kind, Some(Kind::Trap), "{addr}");
+            assert_eq!(v.ip.as_deref(), Some("192.0.2.7"));
+        }
+        let page = bait_page(bait, &a);
+        assert!(page.contains(&a[0].1) && !page.contains("{{addresses}}"));
+    }
+
+    #[test]
+    fn agent_rules_come_before_the_plain_list() {
+        let c = config("[[harvesters.agent]]\npattern = \"EmailSiphon\"\naction = \"domain\"\ndomain = \"siphon.invalid\"\n");
+        let rules = agent_rules(&c);
+        let m = match_agent(&rules, "Mozilla/4.0 (EmailSiphon)").unwrap();
+        assert_eq!(m.action, AgentAction::Domain);
+        assert_eq!(match_agent(&rules, "EmailWolf 1.0").unwrap().action, AgentAction::Trap);
+        assert!(match_agent(&rules, "Mozilla/5.0 Firefox").is_none());
+        assert!(match_agent(&rules, "").is_none());
+    }
+
+    #[test]
+    fn robots_gets_a_disallow_group() {
+        assert_eq!(robots_txt(None, "/b/"), "User-agent: *\nDisallow: /b/\n");
+        let r = robots_txt(Some("User-agent: *\nDisallow: /private/"), "/b/");
+        assert_eq!(r, "User-agent: *\nDisallow: /private/\n\nUser-agent: *\nDisallow: /b/\n");
+    }
+}

@@ -1,0 +1,288 @@
+//! The forensic half of the store: the proxy's visit log (one row per
+//! visitor and day), the queries `trace` and `report` run over visits,
+//! arrivals and blocks, and retention.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Arrival, Store, StoreError, sqlite};
+use crate::day::Day;
+
+/// One request as the proxy saw it, queued for the visit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisitEvent {
+    /// Unix seconds.
+    pub time: i64,
+    /// The UTC day of the IDs it was served.
+    pub day: Day,
+    /// The visitor (`203.0.113.9`, or `2001:db8:1:2::/64`).
+    pub visitor: String,
+    /// Its User-Agent.
+    pub user_agent: String,
+    /// The path and query requested.
+    pub path: String,
+    /// Protected addresses munged in the response.
+    pub munged: u64,
+    /// Why it counts as a harvester from now on (`bait`, `agent EmailSiphon`).
+    pub harvester: Option<String>,
+}
+
+/// A visitor's day in the visit log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Visit {
+    /// The UTC day.
+    pub day: Day,
+    /// The visitor.
+    pub visitor: String,
+    /// First request that day, Unix seconds.
+    pub first_seen: i64,
+    /// Last request that day, Unix seconds.
+    pub last_seen: i64,
+    /// The User-Agent of the first page that carried an address (or of the first request).
+    pub user_agent: String,
+    /// The first page that carried a munged address.
+    pub first_page: Option<String>,
+    /// When that page was served, Unix seconds.
+    pub first_munged: Option<i64>,
+    /// Requests that day.
+    pub requests: i64,
+    /// Addresses munged for it that day.
+    pub munged: i64,
+    /// Why it is a harvester, if it is one.
+    pub harvester: Option<String>,
+    /// Since when, Unix seconds.
+    pub harvester_at: Option<i64>,
+}
+
+const VISIT_COLUMNS: &str = "day, visitor, first_seen, last_seen, user_agent, first_page, first_munged, requests, munged, harvester, harvester_at";
+
+fn visit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Visit> {
+    Ok(Visit {
+        day: Day::from_number(u16::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+        visitor: r.get(1)?,
+        first_seen: r.get(2)?,
+        last_seen: r.get(3)?,
+        user_agent: r.get(4)?,
+        first_page: r.get(5)?,
+        first_munged: r.get(6)?,
+        requests: r.get(7)?,
+        munged: r.get(8)?,
+        harvester: r.get(9)?,
+        harvester_at: r.get(10)?,
+    })
+}
+
+fn arrival_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arrival> {
+    Ok(Arrival {
+        time: r.get(0)?,
+        client_ip: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+        helo: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+        sender: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+        recipient: r.get(4)?,
+        base: r.get(5)?,
+        kind: r.get(6)?,
+        visitor: r.get(7)?,
+        day: r
+            .get::<_, Option<i64>>(8)?
+            .and_then(|d| u16::try_from(d).ok())
+            .map(Day::from_number),
+        status: r.get(9)?,
+    })
+}
+
+impl Store {
+    /// Folds a batch of requests into the visit log, in one transaction.
+    pub fn record_visits(&mut self, events: &[VisitEvent]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            // The User-Agent kept is the one that fetched the first page with
+            // an address: that is the harvester when an IP is shared.
+            let mut up = tx
+                .prepare_cached(
+                    "INSERT INTO visits(day, visitor, first_seen, last_seen, user_agent, first_page, first_munged,
+                                        requests, munged, harvester, harvester_at)
+                     VALUES (?1, ?2, ?3, ?3, ?4, CASE WHEN ?6 > 0 THEN ?5 END, CASE WHEN ?6 > 0 THEN ?3 END,
+                             1, ?6, ?7, CASE WHEN ?7 IS NOT NULL THEN ?3 END)
+                     ON CONFLICT(day, visitor) DO UPDATE SET
+                        first_seen = min(first_seen, excluded.first_seen),
+                        last_seen = max(last_seen, excluded.last_seen),
+                        user_agent = CASE WHEN first_page IS NULL AND excluded.first_page IS NOT NULL
+                                          THEN excluded.user_agent ELSE user_agent END,
+                        first_page = coalesce(first_page, excluded.first_page),
+                        first_munged = coalesce(first_munged, excluded.first_munged),
+                        requests = requests + 1,
+                        munged = munged + excluded.munged,
+                        harvester = coalesce(harvester, excluded.harvester),
+                        harvester_at = coalesce(harvester_at, excluded.harvester_at)",
+                )
+                .map_err(e)?;
+            for v in events {
+                up.execute(params![
+                    i64::from(v.day.number()),
+                    v.visitor,
+                    v.time,
+                    v.user_agent,
+                    v.path,
+                    v.munged as i64,
+                    v.harvester,
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// One visitor's day, if it was seen.
+    pub fn visit(&self, day: Day, visitor: &str) -> Result<Option<Visit>, StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {VISIT_COLUMNS} FROM visits WHERE day = ?1 AND visitor = ?2"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![i64::from(day.number()), visitor], visit_row)
+                    .optional()
+            })
+            .map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// Visitors marked as harvesters on days `from..=to`, oldest first.
+    pub fn harvesters(&self, from: Day, to: Day) -> Result<Vec<Visit>, StoreError> {
+        let e = |e| sqlite(&self.path, e);
+        let mut s = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {VISIT_COLUMNS} FROM visits
+                 WHERE harvester IS NOT NULL AND day BETWEEN ?1 AND ?2 ORDER BY day, harvester_at"
+            ))
+            .map_err(e)?;
+        let rows = s
+            .query_map(
+                params![i64::from(from.number()), i64::from(to.number())],
+                visit_row,
+            )
+            .map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
+    }
+
+    /// Visits on days `from..=to` that were served addresses, per day:
+    /// `(day, visitors, addresses munged)`.
+    pub fn visits_by_day(&self, from: Day, to: Day) -> Result<Vec<(Day, i64, i64)>, StoreError> {
+        let e = |e| sqlite(&self.path, e);
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT day, count(*), sum(munged) FROM visits
+                 WHERE munged > 0 AND day BETWEEN ?1 AND ?2 GROUP BY day ORDER BY day",
+            )
+            .map_err(e)?;
+        let rows = s
+            .query_map(
+                params![i64::from(from.number()), i64::from(to.number())],
+                |r| {
+                    Ok((
+                        Day::from_number(u16::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                        r.get(1)?,
+                        r.get(2)?,
+                    ))
+                },
+            )
+            .map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
+    }
+
+    /// Arrivals at or after `since` (Unix seconds), oldest first.
+    pub fn arrivals_since(&self, since: i64) -> Result<Vec<Arrival>, StoreError> {
+        let e = |e| sqlite(&self.path, e);
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT time, client_ip, helo, sender, recipient, base, kind, visitor, day, status
+                 FROM arrivals WHERE time >= ?1 ORDER BY time, id",
+            )
+            .map_err(e)?;
+        let rows = s.query_map([since], arrival_row).map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
+    }
+
+    /// Every block, current or past: `(ip, until, reason, created)`.
+    pub fn all_blocks(&self) -> Result<Vec<(String, i64, String, i64)>, StoreError> {
+        let e = |e| sqlite(&self.path, e);
+        let mut s = self
+            .conn
+            .prepare_cached("SELECT ip, until, reason, created FROM blocks ORDER BY created, ip")
+            .map_err(e)?;
+        let rows = s
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
+    }
+
+    /// Deletes visits of days before `day` and arrivals and ended blocks from
+    /// before `time` (Unix seconds); returns the rows deleted.
+    pub fn prune(&mut self, day: Day, time: i64) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut n = tx
+            .execute("DELETE FROM visits WHERE day < ?1", [i64::from(day.number())])
+            .map_err(e)?;
+        n += tx
+            .execute("DELETE FROM arrivals WHERE time < ?1", [time])
+            .map_err(e)?;
+        n += tx
+            .execute("DELETE FROM blocks WHERE until < ?1", [time])
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(time: i64, visitor: &str, ua: &str, path: &str, munged: u64, harvester: Option<&str>) -> VisitEvent {
+        VisitEvent {
+            time,
+            day: "2026-11-20".parse().unwrap(),
+            visitor: visitor.into(),
+            user_agent: ua.into(),
+            path: path.into(),
+            munged,
+            harvester: harvester.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn visits_fold_into_one_row_per_visitor_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        s.record_visits(&[
+            ev(100, "192.0.2.1", "Mozilla", "/style.css", 0, None),
+            ev(105, "192.0.2.1", "EmailSiphon", "/contact.html", 3, None),
+            ev(110, "192.0.2.1", "Mozilla", "/about.html", 2, None),
+        ])
+        .unwrap();
+        s.record_visits(&[ev(120, "192.0.2.1", "EmailSiphon", "/bait/", 5, Some("bait"))])
+            .unwrap();
+        let day = "2026-11-20".parse().unwrap();
+        let v = s.visit(day, "192.0.2.1").unwrap().unwrap();
+        assert_eq!(v.first_seen, 100);
+        assert_eq!(v.last_seen, 120);
+        assert_eq!(v.first_page.as_deref(), Some("/contact.html"));
+        assert_eq!(v.first_munged, Some(105));
+        assert_eq!(v.user_agent, "EmailSiphon");
+        assert_eq!((v.requests, v.munged), (4, 10));
+        assert_eq!(v.harvester.as_deref(), Some("bait"));
+        assert_eq!(v.harvester_at, Some(120));
+        assert_eq!(s.harvesters(day, day).unwrap().len(), 1);
+        assert_eq!(s.visits_by_day(day, day).unwrap(), vec![(day, 1, 10)]);
+        assert!(s.visit(day, "192.0.2.2").unwrap().is_none());
+
+        // Retention: older days go.
+        assert_eq!(s.prune(day, 0).unwrap(), 0);
+        assert_eq!(s.prune(day.checked_add(1).unwrap(), 0).unwrap(), 1);
+        assert!(s.visit(day, "192.0.2.1").unwrap().is_none());
+    }
+}
