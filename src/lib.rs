@@ -57,6 +57,7 @@ pub mod day;
 pub mod demo;
 pub mod listen;
 pub mod proxy;
+pub mod report;
 pub mod resolver;
 pub mod rewrite;
 pub mod scan;

@@ -92,6 +92,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Who harvested an address, when, what mail it drew, and how to cut it off.
+    Trace {
+        /// One JSON object per address.
+        #[arg(long)]
+        json: bool,
+        /// Trace the munged recipients of this message or mbox (To, Cc,
+        /// Delivered-To, X-Original-To); `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        message: Option<PathBuf>,
+        /// Munged addresses.
+        addresses: Vec<String>,
+    },
+    /// The picture of the last N days: addresses drawing spam, harvesters,
+    /// traps, blocks, harvest-to-spam delays.
+    Report {
+        /// How many days, today included.
+        #[arg(long, default_value_t = 30)]
+        days: u16,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write a self-contained HTML page with charts to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
+    /// The clients blocked for mailing traps, for other tools.
+    Blocks {
+        /// plain (one IP per line), postfix-cidr (a cidr: table), rbldnsd (ip4set data).
+        #[arg(long, value_enum, default_value_t = BlockFormatArg::Plain)]
+        format: BlockFormatArg,
+    },
     /// Make a `minted` address to hand out yourself: per service (--label)
     /// or dated (--valid).
     Mint {
@@ -107,6 +138,13 @@ enum Command {
         #[arg(long)]
         date: Option<Day>,
     },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum BlockFormatArg {
+    Plain,
+    PostfixCidr,
+    Rbldnsd,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -303,6 +341,85 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             });
+        }
+        Command::Trace {
+            json,
+            message,
+            addresses,
+        } => {
+            let ctx = Ctx::load(&cli)?;
+            let keys = ctx.keys()?;
+            let store = ctx.store()?;
+            let rules = RuleSet::new(store.rules()?);
+            let mut list = addresses.clone();
+            if let Some(path) = message {
+                let text = if path.as_os_str() == "-" {
+                    io::read_to_string(io::stdin())?
+                } else {
+                    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                    String::from_utf8_lossy(&bytes).into_owned()
+                };
+                let found = addrmunge::report::message_recipients(&text, &ctx.config.protection);
+                if found.is_empty() {
+                    bail!(UsageError(format!(
+                        "{} has no munged address of ours in To, Cc, Delivered-To or X-Original-To",
+                        path.display()
+                    )));
+                }
+                list.extend(found);
+            }
+            if list.is_empty() {
+                bail!(UsageError("give munged addresses, or --message FILE".into()));
+            }
+            for (i, a) in list.iter().enumerate() {
+                let t = addrmunge::report::trace(&keys, &ctx.config.protection, &store, &rules, a)?;
+                if *json {
+                    writeln!(out, "{}", serde_json::to_string(&t)?)?;
+                } else {
+                    if i > 0 {
+                        writeln!(out)?;
+                    }
+                    addrmunge::report::write_trace(&mut out, &t)?;
+                }
+            }
+        }
+        Command::Report { days, json, html } => {
+            let ctx = Ctx::load(&cli)?;
+            if *days == 0 {
+                bail!(UsageError("--days must be at least 1".into()));
+            }
+            let r = addrmunge::report::report(&ctx.store()?, *days)?;
+            if let Some(path) = html {
+                std::fs::write(path, addrmunge::report::html_report(&r))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if *json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+            } else if html.is_none() {
+                addrmunge::report::write_report(&mut out, &r)?;
+            } else if let Some(path) = html {
+                writeln!(out, "wrote {}", path.display())?;
+            }
+        }
+        Command::Blocks { format } => {
+            let ctx = Ctx::load(&cli)?;
+            let mut blocks: Vec<(IpAddr, i64)> = ctx
+                .store()?
+                .blocks(addrmunge::store::now_unix())?
+                .into_iter()
+                .collect();
+            blocks.sort();
+            use addrmunge::report::BlockFormat;
+            let f = match format {
+                BlockFormatArg::Plain => BlockFormat::Plain,
+                BlockFormatArg::PostfixCidr => BlockFormat::PostfixCidr,
+                BlockFormatArg::Rbldnsd => BlockFormat::Rbldnsd,
+            };
+            let text = &ctx.config.raw.resolver.block_text;
+            let skipped = addrmunge::report::write_blocks(&mut out, &blocks, f, text)?;
+            if skipped > 0 {
+                eprintln!("addrmunge: {skipped} IPv6 blocks left out: rbldnsd keeps IPv6 in an ip6trie dataset; use --format plain for them");
+            }
         }
         Command::Expire(spec) => {
             let ctx = Ctx::load(&cli)?;

@@ -17,83 +17,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
+use common::nginx::Nginx;
 use common::{free_port, wait_for_port};
 
 fn site() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site")
-}
-
-struct Nginx {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: the master must take its workers down with it,
-        // or orphaned workers keep the test's output pipes open.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Nginx {
-    fn start() -> Nginx {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        fs::create_dir(&root).unwrap();
-        for e in fs::read_dir(site()).unwrap() {
-            let e = e.unwrap();
-            fs::copy(e.path(), root.join(e.file_name())).unwrap();
-        }
-        let blob: Vec<u8> = (0..100_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        fs::write(root.join("image.png"), &blob).unwrap();
-        let port = free_port();
-        let d = dir.path().display();
-        let conf = format!(
-            "worker_processes 1;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    types {{ text/html html; application/json json; application/rss+xml xml; text/plain txt; image/png png; }}
-    gzip on; gzip_min_length 0; gzip_types application/json application/rss+xml text/plain;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-        location /echo-headers {{ return 200 \"xff=$http_x_forwarded_for via=$http_via host=$host\"; default_type text/plain; }}
-    }}
-}}
-",
-            root = root.display()
-        );
-        fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .args(["-g", "daemon off; master_process on;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx is installed (scripts/test.sh installs it)");
-        wait_for_port(port, "nginx");
-        Nginx {
-            child,
-            port,
-            _dir: dir,
-            root,
-        }
-    }
 }
 
 struct Proxy {
@@ -325,7 +253,7 @@ fn today() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrites_every_place_on_a_real_nginx_site() {
-    let nginx = Nginx::start();
+    let nginx = Nginx::start(&site());
     let proxy = Proxy::start(nginx.port, "");
     let page = fs::read_to_string(site().join("forms.html")).unwrap();
     let want = page.matches("<!--want-->").count();
@@ -460,7 +388,7 @@ async fn rewrites_every_place_on_a_real_nginx_site() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitor_ip_gzip_and_harvesters() {
-    let nginx = Nginx::start();
+    let nginx = Nginx::start(&site());
     let admin = free_port();
     let proxy = Proxy::start(nginx.port, &format!("admin_listen = \"127.0.0.1:{admin}\""));
     let ip_of = |body: &[u8]| -> String {

@@ -30,16 +30,18 @@ pub struct VisitLog {
 
 impl VisitLog {
     /// Opens the store (so a bad path fails at startup) and starts the writer.
-    pub fn start(state: &Path, queue: usize, retention_days: u32) -> anyhow::Result<VisitLog> {
+    pub fn start(
+        state: &Path,
+        queue: usize,
+        retention_days: u32,
+        dropped: Arc<AtomicU64>,
+    ) -> anyhow::Result<VisitLog> {
         let store = Store::open(state)?;
         let (tx, rx) = sync_channel(queue.max(1));
         std::thread::Builder::new()
             .name("visit-log".into())
             .spawn(move || writer(store, rx, retention_days))?;
-        Ok(VisitLog {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-        })
+        Ok(VisitLog { tx, dropped })
     }
 
     /// Queues one record, or counts it as dropped.

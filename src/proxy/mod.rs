@@ -34,11 +34,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 
-use crate::config::{Config, parse_net};
+use crate::config::{AgentAction, Config, parse_net};
 use crate::day::Day;
-use crate::rewrite::{Coding, Pipeline, TokenCache, VisitorMunger};
+use crate::rewrite::{Coding, LinkInserter, Pipeline, TokenCache, VisitorMunger};
 use crate::scan::Matcher;
-use crate::token::{Claims, KeyRing, Kind};
+use crate::store::{VisitEvent, now_unix};
+use crate::token::{Claims, KeyRing, Kind, Visitor};
+use harvest::{AgentMatch, Caught, VisitLog};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type of the proxy.
@@ -75,7 +77,7 @@ pub struct State {
     upstream: Upstream,
     trusted: Vec<IpNet>,
     rewrite_types: Vec<String>,
-    agents: Vec<String>,
+    agents: Vec<AgentMatch>,
 }
 
 impl State {
@@ -98,13 +100,7 @@ impl State {
             .iter()
             .map(|t| t.trim().to_ascii_lowercase())
             .collect();
-        let agents = config
-            .raw
-            .harvesters
-            .user_agents
-            .iter()
-            .map(|a| a.to_ascii_lowercase())
-            .collect();
+        let agents = harvest::agent_rules(&config);
         Ok(State {
             matcher: Matcher::new(Arc::clone(&config.protection)),
             keys,
@@ -123,6 +119,8 @@ pub struct Proxy {
     state: RwLock<Arc<State>>,
     client: Client<HttpConnector, ProxyBody>,
     cache: Arc<TokenCache>,
+    visits: Arc<VisitLog>,
+    caught: Caught,
     /// Counters for the admin listener.
     pub metrics: metrics::Metrics,
 }
@@ -137,12 +135,23 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
+        let c = &state.config;
+        let metrics = metrics::Metrics::default();
+        let visits = VisitLog::start(
+            &c.state,
+            c.raw.proxy.visit_queue,
+            c.retention_days,
+            Arc::clone(&metrics.visits_dropped),
+        )?;
+        let caught = Caught::load(&c.state);
         Ok(Arc::new(Proxy {
             config_path,
             state: RwLock::new(Arc::new(state)),
             client,
             cache: Arc::new(TokenCache::default()),
-            metrics: metrics::Metrics::default(),
+            visits: Arc::new(visits),
+            caught,
+            metrics,
         }))
     }
 
@@ -317,25 +326,17 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let lower_ua = ua.to_ascii_lowercase();
-        let kind = if st
-            .agents
-            .iter()
-            .any(|a| !a.is_empty() && lower_ua.contains(a.as_str()))
-        {
-            Kind::Trap
-        } else {
-            Kind::Visitor
-        };
-        let claims = Claims::visit(kind, Day::today(), ip);
-        let vd = validator_suffix(&st.keys, &claims);
+        let day = Day::today();
+        let visitor_id = Visitor::from_ip(ip).to_string();
+        let agent = harvest::match_agent(&st.agents, &ua);
         let method = req.method().clone();
         let path = req
             .uri()
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "/".into());
-        let line = AccessLine {
+        let caught = self.caught.contains(&visitor_id, day);
+        let mut line = AccessLine {
             visitor: ip,
             method: method.clone(),
             path: path.clone(),
@@ -343,7 +344,54 @@ impl Proxy {
             user_agent: ua.clone(),
             started,
             munged: Arc::clone(&resp_munged),
+            visit: Some(VisitNote {
+                log: Arc::clone(&self.visits),
+                day,
+                visitor: visitor_id.clone(),
+                harvester: agent.map(|a| format!("agent {}", a.pattern)),
+            }),
         };
+        if agent.is_some() || caught {
+            self.metrics.harvester_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(bait) = &st.config.bait {
+            let p = req.uri().path();
+            let get_or_head = method == Method::GET || method == Method::HEAD;
+            if get_or_head && (p == bait.path || agent.is_some_and(|a| a.action == AgentAction::Bait)) {
+                return self.serve_bait(&st, bait, ip, day, &method, line, &resp_munged);
+            }
+            if bait.path.ends_with('/') && p.len() > bait.path.len() && p.starts_with(bait.path.as_str()) {
+                return self.log(
+                    error_page(StatusCode::NOT_FOUND, "The requested URL was not found on this server."),
+                    line,
+                );
+            }
+            if get_or_head && bait.path.ends_with('/') && p == bait.path.trim_end_matches('/') {
+                let mut r = error_page(StatusCode::MOVED_PERMANENTLY, "Moved.");
+                r.headers_mut()
+                    .insert(header::LOCATION, HeaderValue::from_str(&bait.path).expect("checked path"));
+                return self.log(r, line);
+            }
+            if get_or_head && p == "/robots.txt" {
+                let r = self.robots(&st, &bait.path, req.headers(), &method).await;
+                return self.log(r, line);
+            }
+        }
+        let kind = if caught || agent.is_some_and(|a| a.action == AgentAction::Trap) {
+            Kind::Trap
+        } else {
+            Kind::Visitor
+        };
+        let other_domain = agent
+            .filter(|a| a.action == AgentAction::Domain)
+            .and_then(|a| a.domain.clone());
+        if caught && line.visit.as_ref().is_some_and(|v| v.harvester.is_none()) {
+            if let Some(v) = &mut line.visit {
+                v.harvester = Some("bait".into());
+            }
+        }
+        let claims = Claims::visit(kind, day, ip);
+        let vd = validator_suffix(&st.keys, &claims);
         let client_gzip = accepts_gzip(req.headers());
         let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
 
@@ -451,8 +499,14 @@ impl Proxy {
                         st.config.protection.separator(),
                         claims,
                         Arc::clone(&self.cache),
-                    );
-                    let pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, gzip_out);
+                    )
+                    .with_domain(other_domain);
+                    let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, gzip_out);
+                    if let Some(bait) = st.config.bait.as_ref().filter(|b| b.link)
+                        && is_html(&parts.headers)
+                    {
+                        pipeline = pipeline.with_link(LinkInserter::new(harvest::bait_link(&bait.path)));
+                    }
                     Streamed::new(
                         body,
                         Some(pipeline),
@@ -486,6 +540,86 @@ impl Proxy {
         };
         let r = Response::from_parts(parts, body);
         self.log(r, line)
+    }
+
+    /// The bait page: trap addresses for this visitor and day. Fetching it
+    /// marks the visitor as a harvester for the rest of the day.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_bait(
+        &self,
+        st: &State,
+        bait: &crate::config::Bait,
+        ip: IpAddr,
+        day: Day,
+        method: &Method,
+        mut line: AccessLine,
+        munged: &AtomicU64,
+    ) -> Response<ProxyBody> {
+        let addresses = harvest::bait_addresses(bait, &st.keys, &st.config.protection, ip, day);
+        let page = harvest::bait_page(bait, &addresses);
+        self.metrics.bait_hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(v) = &mut line.visit {
+            self.caught.mark(&v.visitor, day);
+            v.harvester = Some("bait".into());
+        }
+        munged.store(addresses.len() as u64, Ordering::Relaxed);
+        tracing::info!(visitor = %ip, user_agent = %line.user_agent, "bait page fetched; trap IDs for this visitor today");
+        let len = page.len();
+        let body = if *method == Method::HEAD {
+            Bytes::new()
+        } else {
+            Bytes::from(page)
+        };
+        let mut r = Response::new(http_body_util::Full::new(body).map_err(|e| match e {}).boxed());
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+        self.log(r, line)
+    }
+
+    /// The upstream's robots.txt with a `Disallow` for the bait page, or one
+    /// of our own when the upstream has none.
+    async fn robots(
+        &self,
+        st: &State,
+        bait_path: &str,
+        headers: &HeaderMap,
+        method: &Method,
+    ) -> Response<ProxyBody> {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("http://{}/robots.txt", st.upstream.authority));
+        if let Some(h) = headers.get(header::HOST) {
+            req = req.header(header::HOST, h);
+        }
+        let req = req
+            .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
+            .expect("valid request");
+        let timeout = Duration::from_secs(st.config.raw.proxy.header_timeout);
+        let upstream = match self.send(req, timeout).await {
+            Ok(r) if r.status() == StatusCode::OK && r.headers().get(header::CONTENT_ENCODING).is_none() => {
+                // A robots.txt is small; a huge or slow one is not worth waiting for.
+                let limited = http_body_util::Limited::new(r.into_body(), 512 * 1024);
+                match tokio::time::timeout(timeout, limited.collect()).await {
+                    Ok(Ok(b)) => String::from_utf8(b.to_bytes().to_vec()).ok(),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let text = harvest::robots_txt(upstream.as_deref(), bait_path);
+        let len = text.len();
+        let body = if *method == Method::HEAD {
+            Bytes::new()
+        } else {
+            Bytes::from(text)
+        };
+        let mut r = Response::new(http_body_util::Full::new(body).map_err(|e| match e {}).boxed());
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        r
     }
 
     fn log(&self, r: Response<ProxyBody>, mut line: AccessLine) -> Response<ProxyBody> {
@@ -606,6 +740,16 @@ fn error_page(status: StatusCode, text: &str) -> Response<ProxyBody> {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+fn is_html(h: &HeaderMap) -> bool {
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let base = ct.split(';').next().unwrap_or("").trim();
+    base == "text/html" || base == "application/xhtml+xml"
 }
 
 fn accepts_gzip(h: &HeaderMap) -> bool {
@@ -841,6 +985,14 @@ impl Streamed {
     }
 }
 
+/// The visit-log record a request leaves when its response body ends.
+struct VisitNote {
+    log: Arc<VisitLog>,
+    day: Day,
+    visitor: String,
+    harvester: Option<String>,
+}
+
 /// What the access log says about one request, written when its response
 /// body is done (or dropped), so bytes and addresses munged are known.
 struct AccessLine {
@@ -851,6 +1003,7 @@ struct AccessLine {
     user_agent: String,
     started: Instant,
     munged: Arc<AtomicU64>,
+    visit: Option<VisitNote>,
 }
 
 /// A response body that counts what it sends and logs the access line at its end.
@@ -863,6 +1016,17 @@ struct Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
+        if let Some(v) = self.line.visit.take() {
+            v.log.record(VisitEvent {
+                time: now_unix(),
+                day: v.day,
+                visitor: v.visitor,
+                user_agent: self.line.user_agent.clone(),
+                path: self.line.path.clone(),
+                munged: self.line.munged.load(Ordering::Relaxed),
+                harvester: v.harvester,
+            });
+        }
         let l = &self.line;
         tracing::info!(
             target: "access",

@@ -81,7 +81,7 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// One message's arrival for a munged address, as the policy service saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Arrival {
     /// Unix seconds.
     pub time: i64,

@@ -1,5 +1,10 @@
 //! Helpers shared by the integration tests that start real servers.
 
+#![allow(dead_code)] // each test crate uses a different part of the helpers
+
+pub mod chromium;
+pub mod nginx;
+
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,86 @@
+//! A real nginx on a free loopback port, with its own config and a copy
+//! of a fixture folder as document root.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use super::{free_port, wait_for_port};
+
+/// A running nginx; stopped (with its workers) on drop.
+pub struct Nginx {
+    child: Child,
+    /// Its loopback port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    /// The document root (a copy of the fixture folder).
+    pub root: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master must take its workers down with it,
+        // or orphaned workers keep the test's output pipes open.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    /// Serves a copy of `site` (plus a binary `image.png`) on a free port.
+    pub fn start(site: &Path) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        for e in fs::read_dir(site).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), root.join(e.file_name())).unwrap();
+        }
+        let blob: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        fs::write(root.join("image.png"), &blob).unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "worker_processes 1;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    types {{ text/html html; application/json json; application/rss+xml xml; text/plain txt; image/png png; }}
+    gzip on; gzip_min_length 0; gzip_types application/json application/rss+xml text/plain;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location /echo-headers {{ return 200 \"xff=$http_x_forwarded_for via=$http_via host=$host\"; default_type text/plain; }}
+    }}
+}}
+",
+            root = root.display()
+        );
+        fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off; master_process on;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is installed (scripts/test.sh installs it)");
+        wait_for_port(port, "nginx");
+        Nginx {
+            child,
+            port,
+            _dir: dir,
+            root,
+        }
+    }
+}
+
