@@ -403,7 +403,10 @@ impl Bait {
         {
             return Err((
                 "bait.path",
-                format!("'{}' must be a plain path below / like \"/contact-archive/\"", raw.path),
+                format!(
+                    "'{}' must be a plain path below / like \"/contact-archive/\"",
+                    raw.path
+                ),
             ));
         }
         if !(1..=20).contains(&raw.addresses) {
@@ -418,7 +421,10 @@ impl Bait {
                 if !text.contains("{{addresses}}") {
                     return Err((
                         "bait.template",
-                        format!("{} has no {{{{addresses}}}} placeholder for the list", p.display()),
+                        format!(
+                            "{} has no {{{{addresses}}}} placeholder for the list",
+                            p.display()
+                        ),
                     ));
                 }
                 text
@@ -428,7 +434,10 @@ impl Bait {
             .entries()
             .iter()
             .filter(|e| {
-                matches!(protection.classify("jane.doe", &e.domain), address::Class::Protected(_))
+                matches!(
+                    protection.classify("jane.doe", &e.domain),
+                    address::Class::Protected(_)
+                )
             })
             .map(|e| e.domain.clone())
             .collect();
@@ -697,7 +706,10 @@ impl Config {
         for (i, a) in raw.harvesters.agent.iter().enumerate() {
             let key = format!("harvesters.agent[{i}]");
             if a.pattern.trim().is_empty() {
-                return Err(invalid(&key, "pattern is empty; write a User-Agent substring".into()));
+                return Err(invalid(
+                    &key,
+                    "pattern is empty; write a User-Agent substring".into(),
+                ));
             }
             match (a.action, &a.domain) {
                 (AgentAction::Domain, None) => {

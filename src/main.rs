@@ -356,7 +356,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let text = if path.as_os_str() == "-" {
                     io::read_to_string(io::stdin())?
                 } else {
-                    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                    let bytes =
+                        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
                     String::from_utf8_lossy(&bytes).into_owned()
                 };
                 let found = addrmunge::report::message_recipients(&text, &ctx.config.protection);
@@ -418,7 +419,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let text = &ctx.config.raw.resolver.block_text;
             let skipped = addrmunge::report::write_blocks(&mut out, &blocks, f, text)?;
             if skipped > 0 {
-                eprintln!("addrmunge: {skipped} IPv6 blocks left out: rbldnsd keeps IPv6 in an ip6trie dataset; use --format plain for them");
+                eprintln!(
+                    "addrmunge: {skipped} IPv6 blocks left out: rbldnsd keeps IPv6 in an ip6trie dataset; use --format plain for them"
+                );
             }
         }
         Command::Expire(spec) => {

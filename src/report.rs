@@ -119,8 +119,14 @@ pub fn trace(
     }
     let served = t.harvest.as_ref().map(|v| v.munged).unwrap_or(0);
     let net = match ip.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) {
-        Some(IpAddr::V4(v4)) => format!("{}/24", ipnet::Ipv4Net::new(v4, 24).expect("24 is valid").trunc().addr()),
-        Some(IpAddr::V6(v6)) => format!("{}/48", ipnet::Ipv6Net::new(v6, 48).expect("48 is valid").trunc().addr()),
+        Some(IpAddr::V4(v4)) => format!(
+            "{}/24",
+            ipnet::Ipv4Net::new(v4, 24).expect("24 is valid").trunc().addr()
+        ),
+        Some(IpAddr::V6(v6)) => format!(
+            "{}/48",
+            ipnet::Ipv6Net::new(v6, 48).expect("48 is valid").trunc().addr()
+        ),
         None => String::new(),
     };
     t.cut_off = vec![
@@ -202,7 +208,10 @@ pub fn write_trace(out: &mut impl std::io::Write, t: &Trace) -> std::io::Result<
                     )
                 })
                 .unwrap_or_default();
-            writeln!(out, "  served as   a trap address: the visitor was a known harvester{why}")?;
+            writeln!(
+                out,
+                "  served as   a trap address: the visitor was a known harvester{why}"
+            )?;
         } else {
             writeln!(out, "  served as   an ordinary visitor address")?;
         }
@@ -231,7 +240,12 @@ pub fn write_trace(out: &mut impl std::io::Write, t: &Trace) -> std::io::Result<
         writeln!(out, "  first mail  {} after harvest", fmt_span(d))?;
     }
     if t.rules.is_empty() {
-        if matches!(v.status, Status::Valid) {
+        if matches!(v.status, Status::Valid) && t.trap {
+            writeln!(
+                out,
+                "  rules       none; mail to it is discarded and its sender blocked (a trap)"
+            )?;
+        } else if matches!(v.status, Status::Valid) {
             writeln!(out, "  rules       none: mail to it is delivered")?;
         }
     } else {
@@ -471,7 +485,10 @@ pub fn report(store: &Store, days: u16) -> Result<Report, StoreError> {
 pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Result<()> {
     writeln!(out, "addrmunge report {} .. {}", r.from, r.to)?;
     writeln!(out)?;
-    writeln!(out, "Munged addresses that drew mail (most distinct clients first):")?;
+    writeln!(
+        out,
+        "Munged addresses that drew mail (most distinct clients first):"
+    )?;
     if r.targets.is_empty() {
         writeln!(out, "  none")?;
     }
@@ -545,11 +562,11 @@ fn bar_chart(id: &str, title: &str, labels: &[String], series: &[(&str, &str, Ve
         .max(1.0);
     let n = labels.len().max(1) as f64;
     let slot = (w - left - 10.0) / n;
-    let bar = (slot * 0.8 / series.len().max(1) as f64).max(1.0);
+    let bar = (slot * 0.8 / series.len().max(1) as f64).clamp(1.0, 40.0);
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg id="{id}" class="chart" role="img" aria-label="{t}" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}"><title>{t}</title>"#,
+        r#"<svg id="{id}" class="chart" role="img" aria-label="{t}" width="{w}" height="{h}" viewBox="0 0 {w} {h}"><title>{t}</title>"#,
         t = esc(title)
     );
     let _ = write!(
@@ -573,7 +590,8 @@ fn bar_chart(id: &str, title: &str, labels: &[String], series: &[(&str, &str, Ve
     for (k, (name, colour, values)) in series.iter().enumerate() {
         for (i, v) in values.iter().enumerate() {
             let bh = (v / max) * (base - top);
-            let x = left + i as f64 * slot + slot * 0.1 + k as f64 * bar;
+            let group = bar * series.len() as f64;
+            let x = left + i as f64 * slot + (slot - group) / 2.0 + k as f64 * bar;
             let _ = write!(
                 s,
                 r#"<rect class="bar" x="{x:.1}" y="{:.1}" width="{bar:.1}" height="{bh:.1}" fill="{colour}"><title>{}: {}</title></rect>"#,
@@ -618,7 +636,19 @@ pub fn html_report(r: &Report) -> String {
     let delay_labels: Vec<String> = r.delays.iter().map(|(l, _)| l.clone()).collect();
     let delay_counts: Vec<f64> = r.delays.iter().map(|(_, n)| *n as f64).collect();
     let top: Vec<&Target> = r.targets.iter().take(15).collect();
-    let top_labels: Vec<String> = top.iter().map(|t| t.address.chars().take(28).collect()).collect();
+    // Rotated labels must fit in the margin: the start of the address is enough
+    // to find it in the table below.
+    let top_labels: Vec<String> = top
+        .iter()
+        .map(|t| {
+            let short: String = t.address.chars().take(14).collect();
+            if t.address.len() > 14 {
+                format!("{short}…")
+            } else {
+                short
+            }
+        })
+        .collect();
     let top_clients: Vec<f64> = top.iter().map(|t| t.clients as f64).collect();
     let mut h = String::new();
     let _ = write!(
@@ -647,10 +677,7 @@ table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; 
         "by-day",
         "Addresses served and mail received, by day",
         &days,
-        &[
-            ("served", "#2d5a88", served),
-            ("mail", "#c0392b", mail),
-        ],
+        &[("served", "#2d5a88", served), ("mail", "#c0392b", mail)],
     ));
     h.push_str(&bar_chart(
         "delays",
@@ -721,7 +748,10 @@ pub fn write_blocks(
             }
         }
         BlockFormat::PostfixCidr => {
-            writeln!(out, "# addrmunge blocks: a Postfix cidr table (check_client_access cidr:/path)")?;
+            writeln!(
+                out,
+                "# addrmunge blocks: a Postfix cidr table (check_client_access cidr:/path)"
+            )?;
             for (ip, until) in blocks {
                 let len = if ip.is_ipv4() { 32 } else { 128 };
                 // cidr tables only take whole-line comments.
@@ -803,7 +833,13 @@ mod tests {
         assert!(t.contains("192.0.2.66/32\tREJECT 5.7.1 blocked"), "{t}");
         assert!(t.contains("2001:db8::1/128\tREJECT"), "{t}");
         let mut o = Vec::new();
-        assert_eq!(write_blocks(&mut o, &b, BlockFormat::Rbldnsd, "blocked").unwrap(), 1);
-        assert_eq!(String::from_utf8(o).unwrap(), "# addrmunge blocks: rbldnsd ip4set data\n:127.0.0.2:blocked\n192.0.2.66\n");
+        assert_eq!(
+            write_blocks(&mut o, &b, BlockFormat::Rbldnsd, "blocked").unwrap(),
+            1
+        );
+        assert_eq!(
+            String::from_utf8(o).unwrap(),
+            "# addrmunge blocks: rbldnsd ip4set data\n:127.0.0.2:blocked\n192.0.2.66\n"
+        );
     }
 }

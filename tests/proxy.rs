@@ -756,3 +756,63 @@ async fn upgrades_pass_through() {
         "upgraded streams are not rewritten"
     );
 }
+
+/// The visit log is written off the request path: with the store locked
+/// by someone else (a stalled writer, as on a slow disk), every request is
+/// still answered, and the records that do not fit the queue are dropped
+/// and counted. Latency is printed, not asserted: this is no benchmark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_visit_log_never_holds_up_responses() {
+    let nginx = Nginx::start(&site());
+    let admin = free_port();
+    let proxy = Proxy::start(
+        nginx.port,
+        &format!("admin_listen = \"127.0.0.1:{admin}\"\nvisit_queue = 4"),
+    );
+    let state = proxy.dir.path().join("state.sqlite");
+    // Let the proxy create the store, then lock it against writers.
+    let lock = rusqlite::Connection::open(&state).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let mut times = Vec::new();
+    for i in 0..300 {
+        let t = Instant::now();
+        let got = fetch("127.0.0.1", proxy.port, "GET", "/forms.html", &[], i % 2 == 0).await;
+        times.push(t.elapsed());
+        assert_eq!(got.status, 200);
+        assert!(!got.body.is_empty());
+    }
+    times.sort();
+    println!(
+        "with the store locked: p50 {:?}, p99 {:?}, max {:?}",
+        times[150], times[297], times[299]
+    );
+    let m = fetch("127.0.0.1", admin, "GET", "/metrics", &[], false).await;
+    let text = String::from_utf8(m.body).unwrap();
+    let dropped: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("addrmunge_visit_log_dropped_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(dropped >= 250, "dropped {dropped}:\n{text}");
+
+    // Once the store is free again, visits are logged again.
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    fetch("127.0.0.2", proxy.port, "GET", "/forms.html", &[], false).await;
+    let store = addrmunge::Store::open(&state).unwrap();
+    let start = Instant::now();
+    while store
+        .visit(addrmunge::Day::today(), "127.0.0.2")
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "visit never logged after the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -372,9 +372,15 @@ impl addrmunge::Munger for Elsewhere {
 fn a_munger_can_replace_the_domain_in_any_spelling() {
     let cases = [
         ("mail mjd@plover.com. Now", "mail mjd-id-zzzz@siphon.invalid. Now"),
-        ("<a href=\"mailto:joe@ihatespam.test?subject=x\">", "<a href=\"mailto:joe-id-zzzz@siphon.invalid?subject=x\">"),
+        (
+            "<a href=\"mailto:joe@ihatespam.test?subject=x\">",
+            "<a href=\"mailto:joe-id-zzzz@siphon.invalid?subject=x\">",
+        ),
         ("joe&#64;ihatespam&#46;test!", "joe-id-zzzz&#64;siphon.invalid!"),
-        ("a@b.test joe%40IHATESPAM.test, x", "a@b.test joe-id-zzzz%40siphon.invalid, x"),
+        (
+            "a@b.test joe%40IHATESPAM.test, x",
+            "a@b.test joe-id-zzzz%40siphon.invalid, x",
+        ),
         ("list-subscribe@ihatespam.test", "list-subscribe@ihatespam.test"),
     ];
     for (input, want) in cases {

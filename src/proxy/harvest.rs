@@ -107,7 +107,10 @@ impl Caught {
         match Store::open(state).and_then(|s| s.harvesters(from, today)) {
             Ok(list) => {
                 let mut set = caught.set.lock().unwrap_or_else(|e| e.into_inner());
-                for v in list.into_iter().filter(|v| v.harvester.as_deref() == Some("bait")) {
+                for v in list
+                    .into_iter()
+                    .filter(|v| v.harvester.as_deref() == Some("bait"))
+                {
                     set.insert((v.visitor, v.day), ());
                 }
             }
@@ -172,18 +175,108 @@ pub fn match_agent<'a>(rules: &'a [AgentMatch], user_agent: &str) -> Option<&'a 
 }
 
 const FIRST: &[&str] = &[
-    "james", "mary", "robert", "patricia", "john", "jennifer", "michael", "linda", "david", "elizabeth",
-    "william", "barbara", "richard", "susan", "joseph", "jessica", "thomas", "sarah", "charles", "karen",
-    "daniel", "lisa", "matthew", "nancy", "anthony", "betty", "mark", "sandra", "paul", "ashley", "steven",
-    "emily", "andrew", "donna", "kenneth", "michelle", "peter", "carol", "george", "amanda", "edward",
-    "melissa", "brian", "deborah", "ronald", "laura", "kevin", "rebecca", "jason", "helen",
+    "james",
+    "mary",
+    "robert",
+    "patricia",
+    "john",
+    "jennifer",
+    "michael",
+    "linda",
+    "david",
+    "elizabeth",
+    "william",
+    "barbara",
+    "richard",
+    "susan",
+    "joseph",
+    "jessica",
+    "thomas",
+    "sarah",
+    "charles",
+    "karen",
+    "daniel",
+    "lisa",
+    "matthew",
+    "nancy",
+    "anthony",
+    "betty",
+    "mark",
+    "sandra",
+    "paul",
+    "ashley",
+    "steven",
+    "emily",
+    "andrew",
+    "donna",
+    "kenneth",
+    "michelle",
+    "peter",
+    "carol",
+    "george",
+    "amanda",
+    "edward",
+    "melissa",
+    "brian",
+    "deborah",
+    "ronald",
+    "laura",
+    "kevin",
+    "rebecca",
+    "jason",
+    "helen",
 ];
 const LAST: &[&str] = &[
-    "smith", "johnson", "williams", "brown", "jones", "garcia", "miller", "davis", "rodriguez", "martinez",
-    "hernandez", "lopez", "wilson", "anderson", "taylor", "thomas", "moore", "jackson", "martin", "lee",
-    "thompson", "white", "harris", "clark", "lewis", "robinson", "walker", "young", "allen", "king", "wright",
-    "scott", "hill", "green", "adams", "baker", "nelson", "carter", "mitchell", "roberts", "turner",
-    "phillips", "campbell", "parker", "evans", "edwards", "collins", "stewart", "morris", "murphy",
+    "smith",
+    "johnson",
+    "williams",
+    "brown",
+    "jones",
+    "garcia",
+    "miller",
+    "davis",
+    "rodriguez",
+    "martinez",
+    "hernandez",
+    "lopez",
+    "wilson",
+    "anderson",
+    "taylor",
+    "thomas",
+    "moore",
+    "jackson",
+    "martin",
+    "lee",
+    "thompson",
+    "white",
+    "harris",
+    "clark",
+    "lewis",
+    "robinson",
+    "walker",
+    "young",
+    "allen",
+    "king",
+    "wright",
+    "scott",
+    "hill",
+    "green",
+    "adams",
+    "baker",
+    "nelson",
+    "carter",
+    "mitchell",
+    "roberts",
+    "turner",
+    "phillips",
+    "campbell",
+    "parker",
+    "evans",
+    "edwards",
+    "collins",
+    "stewart",
+    "morris",
+    "murphy",
 ];
 
 fn capitalised(s: &str) -> String {
@@ -223,7 +316,10 @@ pub fn bait_addresses(
             _ => format!("{first}{}", &last[..1]),
         };
         let domain = &bait.domains[usize::from(h[5]) % bait.domains.len()];
-        if out.iter().any(|(_, a)| a.starts_with(&format!("{local}{}", prot.separator()))) {
+        if out
+            .iter()
+            .any(|(_, a)| a.starts_with(&format!("{local}{}", prot.separator())))
+        {
             continue;
         }
         let token = keys.encode(&format!("{local}@{domain}"), "", &claims);
@@ -309,11 +405,16 @@ mod tests {
 
     #[test]
     fn agent_rules_come_before_the_plain_list() {
-        let c = config("[[harvesters.agent]]\npattern = \"EmailSiphon\"\naction = \"domain\"\ndomain = \"siphon.invalid\"\n");
+        let c = config(
+            "[[harvesters.agent]]\npattern = \"EmailSiphon\"\naction = \"domain\"\ndomain = \"siphon.invalid\"\n",
+        );
         let rules = agent_rules(&c);
         let m = match_agent(&rules, "Mozilla/4.0 (EmailSiphon)").unwrap();
         assert_eq!(m.action, AgentAction::Domain);
-        assert_eq!(match_agent(&rules, "EmailWolf 1.0").unwrap().action, AgentAction::Trap);
+        assert_eq!(
+            match_agent(&rules, "EmailWolf 1.0").unwrap().action,
+            AgentAction::Trap
+        );
         assert!(match_agent(&rules, "Mozilla/5.0 Firefox").is_none());
         assert!(match_agent(&rules, "").is_none());
     }
@@ -322,6 +423,9 @@ mod tests {
     fn robots_gets_a_disallow_group() {
         assert_eq!(robots_txt(None, "/b/"), "User-agent: *\nDisallow: /b/\n");
         let r = robots_txt(Some("User-agent: *\nDisallow: /private/"), "/b/");
-        assert_eq!(r, "User-agent: *\nDisallow: /private/\n\nUser-agent: *\nDisallow: /b/\n");
+        assert_eq!(
+            r,
+            "User-agent: *\nDisallow: /private/\n\nUser-agent: *\nDisallow: /b/\n"
+        );
     }
 }

@@ -362,14 +362,19 @@ impl Proxy {
             }
             if bait.path.ends_with('/') && p.len() > bait.path.len() && p.starts_with(bait.path.as_str()) {
                 return self.log(
-                    error_page(StatusCode::NOT_FOUND, "The requested URL was not found on this server."),
+                    error_page(
+                        StatusCode::NOT_FOUND,
+                        "The requested URL was not found on this server.",
+                    ),
                     line,
                 );
             }
             if get_or_head && bait.path.ends_with('/') && p == bait.path.trim_end_matches('/') {
                 let mut r = error_page(StatusCode::MOVED_PERMANENTLY, "Moved.");
-                r.headers_mut()
-                    .insert(header::LOCATION, HeaderValue::from_str(&bait.path).expect("checked path"));
+                r.headers_mut().insert(
+                    header::LOCATION,
+                    HeaderValue::from_str(&bait.path).expect("checked path"),
+                );
                 return self.log(r, line);
             }
             if get_or_head && p == "/robots.txt" {
@@ -572,9 +577,15 @@ impl Proxy {
         };
         let mut r = Response::new(http_body_util::Full::new(body).map_err(|e| match e {}).boxed());
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
         self.log(r, line)
     }
 
@@ -617,7 +628,10 @@ impl Proxy {
         };
         let mut r = Response::new(http_body_util::Full::new(body).map_err(|e| match e {}).boxed());
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         r
     }

@@ -177,16 +177,13 @@ impl Store {
             )
             .map_err(e)?;
         let rows = s
-            .query_map(
-                params![i64::from(from.number()), i64::from(to.number())],
-                |r| {
-                    Ok((
-                        Day::from_number(u16::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
-                        r.get(1)?,
-                        r.get(2)?,
-                    ))
-                },
-            )
+            .query_map(params![i64::from(from.number()), i64::from(to.number())], |r| {
+                Ok((
+                    Day::from_number(u16::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+                    r.get(1)?,
+                    r.get(2)?,
+                ))
+            })
             .map_err(e)?;
         rows.collect::<Result<_, _>>().map_err(e)
     }
@@ -242,7 +239,14 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn ev(time: i64, visitor: &str, ua: &str, path: &str, munged: u64, harvester: Option<&str>) -> VisitEvent {
+    fn ev(
+        time: i64,
+        visitor: &str,
+        ua: &str,
+        path: &str,
+        munged: u64,
+        harvester: Option<&str>,
+    ) -> VisitEvent {
         VisitEvent {
             time,
             day: "2026-11-20".parse().unwrap(),

@@ -59,4 +59,3 @@ pub fn inked_rows(pixels: &[u8], line: usize) -> Vec<bool> {
         .map(|row| row.chunks(line / 1000).any(|px| px != &row[..px.len()]))
         .collect()
 }
-
