@@ -123,6 +123,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = BlockFormatArg::Plain)]
         format: BlockFormatArg,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `addrmunge manpage > addrmunge.1`.
+    Manpage,
     /// Make a `minted` address to hand out yourself: per service (--label)
     /// or dated (--valid).
     Mint {
@@ -269,6 +276,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             writeln!(out, "wrote a new key to {} (mode 0600)", path.display())?;
         }
         Command::CheckConfig => check_config(&Ctx::load(&cli)?, &mut out)?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "addrmunge", &mut out);
+        }
+        Command::Manpage => {
+            use clap::CommandFactory;
+            let cmd = Cli::command();
+            clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+            // One section per subcommand, so `man addrmunge` documents every option.
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let name = format!("addrmunge-{}", sub.get_name());
+                let sub = sub.clone().name(name.clone()).bin_name(name.replace('-', " "));
+                writeln!(out, ".SH \"{}\"", name.to_uppercase())?;
+                let man = clap_mangen::Man::new(sub);
+                man.render_description_section(&mut out)?;
+                man.render_synopsis_section(&mut out)?;
+                man.render_options_section(&mut out)?;
+            }
+        }
         Command::Demo { dir, port } => {
             init_logging();
             let exe = std::env::current_exe()

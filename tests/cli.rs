@@ -328,6 +328,14 @@ fn help_everywhere() {
         "unexpire",
         "rules",
         "mint",
+        "trace",
+        "report",
+        "blocks",
+        "demo",
+        "proxy",
+        "resolver",
+        "completions",
+        "manpage",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
             .args([sub, "--help"])
@@ -336,4 +344,51 @@ fn help_everywhere() {
         assert!(out.status.success(), "{sub}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub}");
     }
+}
+
+#[test]
+fn man_page_and_completions_come_from_the_cli_definition() {
+    let env = Env::new();
+    let man = env.ok(&["manpage"]);
+    assert!(man.starts_with(".ie") || man.contains(".TH addrmunge 1"), "{man}");
+    for sub in ["TRACE", "EXPIRE", "REPORT", "DEMO"] {
+        assert!(man.contains(&format!("ADDRMUNGE-{sub}")), "{sub} missing");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let c = env.ok(&["completions", shell]);
+        assert!(c.contains("addrmunge") && c.contains("trace"), "{shell}");
+    }
+}
+
+#[test]
+fn forensics_on_an_empty_store_and_bad_input() {
+    let env = Env::new();
+    // Nothing happened yet: the report says so, blocks are empty.
+    let r = env.ok(&["report", "--days", "3"]);
+    assert!(r.contains("Harvesters seen:") && r.contains("none"), "{r}");
+    let j: serde_json::Value = serde_json::from_str(&env.ok(&["report", "--json"])).unwrap();
+    assert_eq!(j["trap_hits"], 0);
+    assert_eq!(j["by_day"].as_array().unwrap().len(), 30);
+    assert_eq!(env.ok(&["blocks"]), "");
+    // A traced address that was never served or mailed still explains itself.
+    let a = env.ok(&["encode", "--ip", "192.0.2.7", "mjd@plover.com"]);
+    let t = env.ok(&["trace", &a]);
+    assert!(
+        t.contains("harvested   by 192.0.2.7") && t.contains("arrivals    0"),
+        "{t}"
+    );
+    assert!(t.contains("addrmunge expire --cidr 192.0.2.0/24"), "{t}");
+    // A message without munged recipients is a clear usage error.
+    fs::write(env.path("m.eml"), "To: someone@example.com\n\nhello\n").unwrap();
+    let out = env.run(&["trace", "--message", env.path("m.eml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr(&out).contains("no munged address of ours"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&["trace"]);
+    assert_eq!(out.status.code(), Some(64));
+    let out = env.run(&["report", "--days", "0"]);
+    assert_eq!(out.status.code(), Some(64));
 }
