@@ -1,0 +1,138 @@
+//! What ships beside the binary stays true to it: every TOML snippet in the
+//! README loads, the systemd units pass `systemd-analyze verify` against
+//! the built binary, and the Dockerfile copies everything the build reads.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fenced blocks of `lang` in a Markdown file.
+fn blocks(text: &str, lang: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        match &mut cur {
+            None if line.trim_start() == format!("```{lang}") => cur = Some(String::new()),
+            Some(b) if line.trim_start() == "```" => {
+                out.push(std::mem::take(b));
+                cur = None;
+            }
+            Some(b) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_toml_snippet_in_the_readme_loads() {
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let snippets = blocks(&readme, "toml");
+    assert!(snippets.len() >= 3, "found {}", snippets.len());
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("bait.html"), "<ul>{{addresses}}</ul>").unwrap();
+    for s in snippets {
+        // A snippet is a section or two: put the top-level keys a config
+        // needs in front unless it has them.
+        let mut text = String::new();
+        if !s.contains("key_file") {
+            text.push_str("key_file = \"k\"\nstate = \"s\"\n[[protect]]\ndomain = \"plover.com\"\n");
+        }
+        text.push_str(&s);
+        let r = addrmunge::Config::from_toml(&dir.path().join("addrmunge.toml"), &text);
+        assert!(r.is_ok(), "README snippet does not load: {}\n{s}", r.unwrap_err());
+    }
+    // The example config too.
+    let example = fs::read_to_string(root().join("fixtures/addrmunge.toml")).unwrap();
+    addrmunge::Config::from_toml(Path::new("/etc/addrmunge/addrmunge.toml"), &example).unwrap();
+}
+
+#[test]
+fn systemd_units_verify_against_the_built_binary() {
+    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("systemd-analyze is missing; `bash scripts/test.sh` installs systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_addrmunge");
+    for unit in ["addrmunge-proxy.service", "addrmunge-resolver.service"] {
+        let text = fs::read_to_string(root().join("dist/systemd").join(unit)).unwrap();
+        assert!(text.contains("Type=notify") && text.contains("NoNewPrivileges=yes"));
+        assert!(text.contains("User=addrmunge") && text.contains("ProtectSystem=strict"));
+        let local = dir.path().join(unit);
+        fs::write(&local, text.replace("/usr/local/bin/addrmunge", bin)).unwrap();
+        let out = Command::new(analyze)
+            .args(["verify", "--man=no"])
+            .arg(&local)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Warnings about this machine (no postfix group, no /var/spool/postfix)
+        // are not the unit's fault; syntax and unknown settings are.
+        let bad: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains(unit) && !l.contains("postfix") && !l.contains("No such file"))
+            .collect();
+        assert!(out.status.success() || bad.is_empty(), "{unit}: {err}");
+        assert!(bad.is_empty(), "{unit}: {err}");
+    }
+}
+
+#[test]
+fn the_dockerfile_copies_what_the_build_reads() {
+    let docker = fs::read_to_string(root().join("docker/Dockerfile")).unwrap();
+    // Files pulled in at compile time live in these folders.
+    let mut needed = vec!["src".to_owned(), "benches".to_owned(), "Cargo.lock".to_owned()];
+    for entry in walk(&root().join("src")) {
+        let text = fs::read_to_string(&entry).unwrap();
+        for marker in ["include_bytes!(\"", "include_str!(\""] {
+            for part in text.split(marker).skip(1) {
+                let rel = &part[..part.find('"').unwrap()];
+                let path = entry.parent().unwrap().join(rel);
+                let path = path.canonicalize().unwrap();
+                let top = path
+                    .strip_prefix(root().canonicalize().unwrap())
+                    .unwrap()
+                    .components()
+                    .next()
+                    .unwrap();
+                needed.push(top.as_os_str().to_string_lossy().into_owned());
+            }
+        }
+    }
+    for n in needed {
+        assert!(
+            docker.lines().any(|l| l.starts_with("COPY ") && l.contains(&n)),
+            "docker/Dockerfile does not COPY {n}"
+        );
+    }
+    let compose = fs::read_to_string(root().join("docker/compose.yaml")).unwrap();
+    for service in ["web:", "proxy:", "resolver:", "postfix:", "keygen:"] {
+        assert!(compose.contains(service), "{service}");
+    }
+    addrmunge::Config::from_toml(
+        Path::new("/etc/addrmunge/addrmunge.toml"),
+        &fs::read_to_string(root().join("docker/addrmunge.toml")).unwrap(),
+    )
+    .unwrap();
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
