@@ -1,0 +1,197 @@
+//! Load clients for `benches/load.sh`, which starts the real servers:
+//!
+//! * `resolver PORT SECONDS CONNS KEY...`: socketmap lookups of the given
+//!   keys (round robin) over CONNS persistent connections, first against an
+//!   in-process netstring echo server (the protocol's limit on this
+//!   machine), then against PORT; prints one line per target:
+//!   `name lookups_per_s p50_us p99_us`.
+//! * `slow PORT PATH CONNS SECONDS`: CONNS clients each fetch PATH and read
+//!   the response slowly (1 KiB every 100 ms) for SECONDS; prints how many
+//!   stayed connected.
+//!
+//! Run by `cargo bench --bench load -- MODE ...`; with no mode (as in a plain
+//! `cargo bench`) it prints this usage and does nothing.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match args.first().map(String::as_str) {
+        Some("resolver") => {
+            let port: u16 = args[1].parse().unwrap();
+            let secs: u64 = args[2].parse().unwrap();
+            let conns: usize = args[3].parse().unwrap();
+            let keys: Vec<String> = args[4..].to_vec();
+            rt.block_on(async {
+                let echo = echo_server().await;
+                let (rate, p50, p99) = lookups(echo, secs, conns, &keys).await;
+                println!("echo {rate:.0} {p50} {p99}");
+                let (rate, p50, p99) = lookups(port, secs, conns, &keys).await;
+                println!("resolver {rate:.0} {p50} {p99}");
+            });
+        }
+        Some("slow") => {
+            let port: u16 = args[1].parse().unwrap();
+            let path = args[2].clone();
+            let conns: usize = args[3].parse().unwrap();
+            let secs: u64 = args[4].parse().unwrap();
+            rt.block_on(async {
+                let mut tasks = Vec::new();
+                for _ in 0..conns {
+                    let path = path.clone();
+                    tasks.push(tokio::spawn(slow_client(port, path, secs)));
+                }
+                let mut alive = 0;
+                for t in tasks {
+                    if t.await.unwrap_or(false) {
+                        alive += 1;
+                    }
+                }
+                println!("slow_clients_completed {alive}");
+            });
+        }
+        Some("page") => {
+            let size: usize = args[1].parse().unwrap();
+            let n: usize = args[2].parse().unwrap();
+            print!("{}", page(size, n));
+        }
+        _ => eprintln!("load: run through benches/load.sh (modes: resolver, slow, page)"),
+    }
+}
+
+/// An HTML page of about `size` bytes with `n` protected addresses
+/// (`staffN@plover.com`, in a mailto link and as text) spread evenly.
+fn page(size: usize, n: usize) -> String {
+    let para = "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris.</p>\n";
+    let paras = size / para.len() + 1;
+    let every = paras / (n + 1) + 1;
+    let mut out = String::from("<!DOCTYPE html><html><head><title>Load</title></head><body>\n");
+    let mut placed = 0;
+    for i in 0..paras {
+        out.push_str(para);
+        if placed < n && (i + 1) % every == 0 {
+            out.push_str(&format!(
+                "<p>Write to <a href=\"mailto:staff{placed}@plover.com\">staff{placed}@plover.com</a>.</p>\n"
+            ));
+            placed += 1;
+        }
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// A netstring server that answers every request with a fixed reply.
+async fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = s.set_nodelay(true);
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    // Answer every complete netstring in the buffer.
+                    while let Some(len) = complete(&buf) {
+                        buf.drain(..len);
+                        if s.write_all(b"8:OK DUNNO,").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The length of the first complete netstring in `buf`.
+fn complete(buf: &[u8]) -> Option<usize> {
+    let colon = buf.iter().position(|&c| c == b':')?;
+    let n: usize = std::str::from_utf8(&buf[..colon]).ok()?.parse().ok()?;
+    let total = colon + 1 + n + 1;
+    (buf.len() >= total).then_some(total)
+}
+
+/// `(lookups/s, p50 µs, p99 µs)` over `conns` connections for `secs`.
+async fn lookups(port: u16, secs: u64, conns: usize, keys: &[String]) -> (f64, u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let keys = keys.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut lat = Vec::new();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let mut i = c;
+            while Instant::now() < deadline {
+                let q = format!("recipient {}", keys[i % keys.len()]);
+                i += 1;
+                let t = Instant::now();
+                s.write_all(format!("{}:{},", q.len(), q).as_bytes())
+                    .await
+                    .unwrap();
+                loop {
+                    if let Some(len) = complete(&buf) {
+                        buf.drain(..len);
+                        break;
+                    }
+                    let n = s.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "server closed the connection");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    (all.len() as f64 / secs as f64, pct(0.50), pct(0.99))
+}
+
+/// Fetches `path` and reads it slowly; true if the connection lasted.
+async fn slow_client(port: u16, path: String, secs: u64) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: identity\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        match s.read(&mut buf).await {
+            Ok(0) => return true, // the whole page arrived
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => return false,
+        }
+    }
+    true
+}

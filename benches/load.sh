@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Load benchmark against real peers, in ONE run on one machine, so ratios are
+# comparable (absolute numbers on a shared 2-core machine are noisy):
+#   nginx direct (the floor); nginx -> addrmunge proxy on a type it does not
+#   rewrite (pass-through cost); nginx -> addrmunge proxy rewriting; nginx
+#   proxy_pass -> nginx with sub_filter replacing the same addresses with
+#   fixed strings (what a user might pick instead; a speed reference only).
+# Plus: RSS growth streaming an 8 MiB page, 1,000 slow clients, and the
+# resolver against a trivial netstring echo server.
+# Writes benches/RESULTS.md. Loopback only; bounded in count and time.
+# Usage: bash benches/load.sh [SECONDS_PER_RUN]   (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+secs=${1:-10}
+conns=32
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  [[ $(id -u) -eq 0 ]] || { echo "benches/load.sh: missing ${need[*]}; run as root or apt-get install ${need[*]}" >&2; exit 1; }
+  apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+cargo build --release --quiet
+cargo bench --bench load --no-run --quiet 2>/dev/null
+loadbin=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
+bin=$PWD/target/release/addrmunge
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+  || ruby -e 'require "socket"; puts TCPServer.new("127.0.0.1",0).addr[1]' 2>/dev/null \
+  || echo $((20000 + RANDOM % 20000)); }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+# The site: a ~45 KB page with 10 protected addresses, the same bytes as a
+# type the proxy does not rewrite, a 2 MB page, an address-free page, and an
+# 8 MiB page.
+root=$work/root
+mkdir -p "$root"
+page() { "$loadbin" page "$@"; }   # page BYTES ADDRESSES: HTML with staffN@plover.com spread through it
+page 45000 10 > "$root/page.html"
+cp "$root/page.html" "$root/page.bin"
+page 45000 0 > "$root/free.html"
+page 2000000 10 > "$root/big.html"
+for _ in 1 2 3 4; do cat "$root/big.html"; done > "$root/huge.html"
+head -c $((8 * 1024 * 1024)) "$root/huge.html" > "$root/huge8.html"
+
+ngx=$(free_port); subf=$(free_port)
+subs=""
+for i in $(seq 0 9); do subs+="sub_filter 'staff$i@plover.com' 'staff$i-id-0123456789abcdefghjkmnpq@plover.com'; "; done
+cat > "$work/nginx.conf" <<NGINX
+worker_processes 1;
+error_log $work/error.log;
+pid $work/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/b; proxy_temp_path $work/p; fastcgi_temp_path $work/f; uwsgi_temp_path $work/u; scgi_temp_path $work/s;
+  types { text/html html; application/octet-stream bin; }
+  server { listen 127.0.0.1:$ngx; root $root; }
+  server {
+    listen 127.0.0.1:$subf;
+    location / {
+      proxy_pass http://keep;
+      proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Accept-Encoding "";
+      sub_filter_once off; sub_filter_types text/html; $subs
+    }
+  }
+  upstream keep { server 127.0.0.1:$ngx; keepalive 64; }
+}
+NGINX
+nginx -p "$work" -c "$work/nginx.conf" -g "daemon off; master_process on;" &
+pids+=($!)
+wait_port "$ngx"
+
+"$bin" keygen --out "$work/addrmunge.key" >/dev/null
+proxy_conf() { # PORT
+  cat > "$work/proxy-$1.toml" <<TOML
+key_file = "addrmunge.key"
+state = "state-$1.sqlite"
+[[protect]]
+domain = "plover.com"
+[proxy]
+listen = ["127.0.0.1:$1"]
+upstream = "http://127.0.0.1:$ngx"
+max_connections = 20000
+TOML
+}
+start_proxy() { # PORT -> sets proxy_pid
+  proxy_conf "$1"
+  ADDRMUNGE_LOG=warn "$bin" --config "$work/proxy-$1.toml" proxy 2>>"$work/proxy.log" &
+  proxy_pid=$!
+  pids+=("$proxy_pid")
+  wait_port "$1"
+}
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+nginx_hwm_kb() { local t=0; for p in $(pgrep -f "nginx: worker process" -P "$(cat "$work/nginx.pid")"); do t=$((t + $(hwm_kb "$p"))); done; echo $t; }
+
+# run NAME URL PID-for-RSS -> appends "name rps p50 p99 rss" to $work/results
+to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'; }
+run() {
+  local name=$1 url=$2 pid=$3
+  wrk -t2 -c"$conns" -d2s "$url" >/dev/null 2>&1   # warm-up
+  local out; out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "$url")
+  local rps p50 p99 non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+  p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+  non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
+  [[ -z $non2xx ]] || { echo "$name: $non2xx non-2xx answers" >&2; exit 1; }
+  local rss
+  if [[ $pid == nginx ]]; then rss=$(nginx_hwm_kb); else rss=$(hwm_kb "$pid"); fi
+  echo "$name|$rps|$p50|$p99|$((rss / 1024))" >> "$work/results"
+  echo "$name: $rps req/s, p50 $p50 ms, p99 $p99 ms, peak RSS $((rss / 1024)) MiB" >&2
+}
+
+: > "$work/results"
+for pagefile in page.html big.html free.html; do
+  case $pagefile in page.html) label="45 KB, 10 addresses";; big.html) label="2 MB, 10 addresses";; free.html) label="45 KB, no address";; esac
+  echo "== $label" >> "$work/results"
+  run "nginx direct" "http://127.0.0.1:$ngx/$pagefile" nginx
+  if [[ $pagefile == page.html ]]; then
+    p=$(free_port); start_proxy "$p"
+    run "addrmunge pass-through (not a rewritten type)" "http://127.0.0.1:$p/page.bin" "$proxy_pid"
+    kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
+  fi
+  p=$(free_port); start_proxy "$p"
+  run "addrmunge rewriting" "http://127.0.0.1:$p/$pagefile" "$proxy_pid"
+  kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
+  run "nginx + sub_filter" "http://127.0.0.1:$subf/$pagefile" nginx
+done
+
+# Streaming memory: RSS growth while one 8 MiB page goes through.
+p=$(free_port); start_proxy "$p"
+curl -s "http://127.0.0.1:$p/free.html" >/dev/null
+before=$(rss_kb "$proxy_pid")
+curl -s "http://127.0.0.1:$p/huge8.html" | wc -c >/dev/null
+growth=$(( ($(hwm_kb "$proxy_pid") - before) / 1024 ))
+# 1,000 slow clients reading the 2 MB page 1 KiB per 100 ms for 15 s.
+slow_before=$(rss_kb "$proxy_pid")
+"$loadbin" slow "$p" /big.html 1000 15 > "$work/slow.out" &
+slowpid=$!
+peak=0
+while kill -0 "$slowpid" 2>/dev/null; do r=$(rss_kb "$proxy_pid"); ((r > peak)) && peak=$r; sleep 0.5; done
+slow_done=$(awk '{print $2}' "$work/slow.out")
+kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
+
+# The resolver next to a netstring echo server.
+map=$(free_port)
+cat > "$work/resolver.toml" <<TOML
+key_file = "addrmunge.key"
+state = "state-resolver.sqlite"
+[[protect]]
+domain = "plover.com"
+[resolver]
+socketmap = ["inet:127.0.0.1:$map"]
+TOML
+valid=$("$bin" --config "$work/resolver.toml" encode --ip 203.0.113.9 mjd@plover.com)
+expired=$("$bin" --config "$work/resolver.toml" encode --ip 203.0.113.10 mjd@plover.com)
+"$bin" --config "$work/resolver.toml" expire --ip 203.0.113.10 >/dev/null
+forged=${valid%@*}; forged=${forged%?}x@plover.com
+ADDRMUNGE_LOG=warn "$bin" --config "$work/resolver.toml" resolver 2>>"$work/resolver.log" &
+pids+=($!)
+wait_port "$map"
+sleep 0.5
+"$loadbin" resolver "$map" "$secs" 16 "$valid" "$expired" "$forged" > "$work/resolver.out"
+
+# RESULTS.md
+cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+{
+  echo "# Load benchmark results"
+  echo
+  echo "Regenerated by \`bash benches/load.sh\` ($secs s per run, wrk -t2 -c$conns, after a 2 s warm-up)."
+  echo
+  echo "- date: $(date -u +%F' '%T) UTC"
+  echo "- machine: $(nproc) cores, $cpu, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); shared and noisy: read the ratios"
+  echo "- addrmunge $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(rustc --version)"
+  echo "- $(nginx -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+  echo
+  awk -F'|' '
+    /^== / { if (n) print ""; print "### " substr($0, 4); print ""; print "| server | requests/s | p50 ms | p99 ms | peak RSS MiB | vs nginx direct |"; print "| --- | ---: | ---: | ---: | ---: | ---: |"; floor=0; n++; next }
+    { if (!floor) floor=$2; printf "| %s | %.0f | %s | %s | %s | %.2fx |\n", $1, $2, $3, $4, $5, $2/floor }
+  ' "$work/results"
+  echo
+  pass=$(awk -F'|' '/pass-through/ {print $2; exit}' "$work/results")
+  rew=$(awk -F'|' '/^== 45 KB, 10/ {f=1; next} /^== / {f=0} f && /addrmunge rewriting/ {print $2}' "$work/results")
+  subr=$(awk -F'|' '/^== 45 KB, 10/ {f=1; next} /^== / {f=0} f && /sub_filter/ {print $2}' "$work/results")
+  p99r=$(awk -F'|' '/^== 45 KB, 10/ {f=1; next} /^== / {f=0} f && /addrmunge rewriting/ {print $4}' "$work/results")
+  p99p=$(awk -F'|' '/pass-through/ {print $4; exit}' "$work/results")
+  echo "### The bar"
+  echo
+  echo "| measure | result | bar |"
+  echo "| --- | --- | --- |"
+  echo "| rewriting / pass-through requests/s, 45 KB page | $(awk -v a="$rew" -v b="$pass" 'BEGIN {printf "%.2fx", a/b}') | >= 0.8x |"
+  echo "| rewriting / nginx sub_filter requests/s, 45 KB page | $(awk -v a="$rew" -v b="$subr" 'BEGIN {printf "%.2fx", a/b}') | >= 1.0x |"
+  echo "| p99 added by rewriting (vs pass-through), 45 KB page | $(awk -v a="$p99r" -v b="$p99p" 'BEGIN {printf "%.3f ms", a-b}') | <= 1 ms |"
+  echo "| RSS growth streaming an 8 MiB page | $growth MiB | < 16 MiB |"
+  echo "| peak RSS with 1,000 slow clients (2 MB page) | $((peak / 1024)) MiB (from $((slow_before / 1024)) MiB; $slow_done of 1000 completed or stayed connected) | < 200 MiB |"
+  read -r _ erate ep50 ep99 < <(grep '^echo' "$work/resolver.out")
+  read -r _ rrate rp50 rp99 < <(grep '^resolver' "$work/resolver.out")
+  echo "| resolver / echo lookups/s (16 connections) | $(awk -v a="$rrate" -v b="$erate" 'BEGIN {printf "%.2fx", a/b}') ($rrate vs $erate) | >= 0.8x |"
+  echo "| resolver lookups/s | $rrate (p50 ${rp50} µs, p99 ${rp99} µs; echo p99 ${ep99} µs) | >= 50,000 |"
+  echo
+  echo "Scanner micro-benchmarks (\`cargo bench --bench scan\`) are in the README."
+} > benches/RESULTS.md.new
+mv benches/RESULTS.md.new benches/RESULTS.md
+cat benches/RESULTS.md
