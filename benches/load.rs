@@ -1,10 +1,11 @@
 //! Load clients for `benches/load.sh`, which starts the real servers:
 //!
-//! * `resolver PORT SECONDS CONNS KEY...`: socketmap lookups of the given
-//!   keys (round robin) over CONNS persistent connections, first against an
-//!   in-process netstring echo server (the protocol's limit on this
-//!   machine), then against PORT; prints one line per target:
-//!   `name lookups_per_s p50_us p99_us`.
+//! * `echo-server PORT`: a trivial netstring server answering `OK DUNNO`
+//!   to everything (the protocol's limit on this machine).
+//! * `resolver ECHO_PORT PORT SECONDS CONNS KEY...`: socketmap lookups of
+//!   the given keys (round robin) over CONNS persistent connections, first
+//!   against the echo server, then against the resolver on PORT; prints one
+//!   line per target: `name lookups_per_s p50_us p99_us`.
 //! * `slow PORT PATH CONNS SECONDS`: CONNS clients each fetch PATH and read
 //!   the response slowly (1 KiB every 100 ms) for SECONDS; prints how many
 //!   stayed connected.
@@ -25,16 +26,30 @@ fn main() {
         .unwrap();
     match args.first().map(String::as_str) {
         Some("resolver") => {
-            let port: u16 = args[1].parse().unwrap();
-            let secs: u64 = args[2].parse().unwrap();
-            let conns: usize = args[3].parse().unwrap();
-            let keys: Vec<String> = args[4..].to_vec();
+            let echo: u16 = args[1].parse().unwrap();
+            let port: u16 = args[2].parse().unwrap();
+            let secs: u64 = args[3].parse().unwrap();
+            let conns: usize = args[4].parse().unwrap();
+            let keys: Vec<String> = args[5..].to_vec();
             rt.block_on(async {
-                let echo = echo_server().await;
                 let (rate, p50, p99) = lookups(echo, secs, conns, &keys).await;
                 println!("echo {rate:.0} {p50} {p99}");
                 let (rate, p50, p99) = lookups(port, secs, conns, &keys).await;
                 println!("resolver {rate:.0} {p50} {p99}");
+            });
+        }
+        Some("echo-server") => {
+            // A separate process, as the resolver is, so both pay the same
+            // scheduling and loopback costs.
+            let port: u16 = args[1].parse().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                echo_server(port).await;
+                std::future::pending::<()>().await;
             });
         }
         Some("slow") => {
@@ -88,8 +103,8 @@ fn page(size: usize, n: usize) -> String {
 }
 
 /// A netstring server that answers every request with a fixed reply.
-async fn echo_server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+async fn echo_server(port: u16) -> u16 {
+    let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {

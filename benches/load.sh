@@ -30,6 +30,7 @@ loadbin=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
 bin=$PWD/target/release/addrmunge
 
 work=$(mktemp -d)
+chmod 755 "$work"   # nginx workers run as nobody
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -74,7 +75,7 @@ http {
     location / {
       proxy_pass http://keep;
       proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Accept-Encoding "";
-      sub_filter_once off; sub_filter_types text/html; $subs
+      sub_filter_once off; $subs
     }
   }
   upstream keep { server 127.0.0.1:$ngx; keepalive 64; }
@@ -118,7 +119,7 @@ run() {
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
   p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
-  non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   [[ -z $non2xx ]] || { echo "$name: $non2xx non-2xx answers" >&2; exit 1; }
   local rss
   if [[ $pid == nginx ]]; then rss=$(nginx_hwm_kb); else rss=$(hwm_kb "$pid"); fi
@@ -175,7 +176,11 @@ ADDRMUNGE_LOG=warn "$bin" --config "$work/resolver.toml" resolver 2>>"$work/reso
 pids+=($!)
 wait_port "$map"
 sleep 0.5
-"$loadbin" resolver "$map" "$secs" 16 "$valid" "$expired" "$forged" > "$work/resolver.out"
+echo=$(free_port)
+"$loadbin" echo-server "$echo" &
+pids+=($!)
+wait_port "$echo"
+"$loadbin" resolver "$echo" "$map" "$secs" 16 "$valid" "$expired" "$forged" > "$work/resolver.out"
 
 # RESULTS.md
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)

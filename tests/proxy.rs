@@ -816,3 +816,72 @@ async fn a_stalled_visit_log_never_holds_up_responses() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An upstream that answers every request with one fixed response.
+async fn fixed_upstream(content_type: &'static str, body: Vec<u8>) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            });
+        }
+    });
+    port
+}
+
+/// UTF-16 and ISO-2022-JP pages are decoded, rewritten and encoded back into
+/// their own charset (declared in the header, by a byte-order mark, or by a
+/// <meta> the proxy sniffs); everything else on the page is byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_compatible_charsets_are_transcoded() {
+    let text = "<html><head><meta charset=\"iso-2022-jp\"><title>連絡先</title></head><body>メール: joe@ihatespam.test です。</body></html>";
+    let utf16le: Vec<u8> = "\u{feff}"
+        .chars()
+        .chain(text.chars())
+        .collect::<String>()
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let utf16be: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_be_bytes()).collect();
+    let (jis, _, _) = encoding_rs::ISO_2022_JP.encode(text);
+    let cases: Vec<(&'static str, Vec<u8>, &'static encoding_rs::Encoding)> = vec![
+        ("text/html", utf16le, encoding_rs::UTF_16LE), // BOM only
+        ("text/html; charset=utf-16be", utf16be, encoding_rs::UTF_16BE), // header
+        ("text/html", jis.into_owned(), encoding_rs::ISO_2022_JP), // <meta> only
+    ];
+    for (ct, body, enc) in cases {
+        let up = fixed_upstream(ct, body.clone()).await;
+        let proxy = Proxy::start(up, "");
+        let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+        assert_eq!(got.status, 200);
+        let (decoded, errors) = enc.decode_without_bom_handling(&got.body);
+        assert!(!errors, "{}: the answer is not valid {}", enc.name(), enc.name());
+        let found = munged_addresses(&decoded);
+        assert_eq!(found.len(), 1, "{}: {decoded}", enc.name());
+        assert!(found[0].starts_with("joe-id-"), "{found:?}");
+        let v = proxy.decode(&found);
+        assert_eq!(v[0]["ip"], "127.0.0.1", "{v:?}");
+        // Only the address changed.
+        assert_eq!(
+            decoded
+                .replace(&found[0], "joe@ihatespam.test")
+                .trim_start_matches('\u{feff}'),
+            text
+        );
+        // The BOM, if any, is still there.
+        assert_eq!(
+            got.body.starts_with(&[0xff, 0xfe]),
+            body.starts_with(&[0xff, 0xfe])
+        );
+    }
+}

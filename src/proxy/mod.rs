@@ -134,6 +134,10 @@ impl Proxy {
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            // Read the web server's responses in modest buffers: a fast
+            // upstream and a slow visitor must not park megabytes per
+            // connection (the pipeline passes each frame on as it comes).
+            .http1_max_buf_size(32 * 1024)
             .build(connector);
         let c = &state.config;
         let metrics = metrics::Metrics::default();
@@ -506,7 +510,13 @@ impl Proxy {
                         Arc::clone(&self.cache),
                     )
                     .with_domain(other_domain);
-                    let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, gzip_out);
+                    let declared = parts
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(crate::rewrite::charset::from_content_type);
+                    let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, gzip_out)
+                        .with_charset(declared, is_html(&parts.headers));
                     if let Some(bait) = st.config.bait.as_ref().filter(|b| b.link)
                         && is_html(&parts.headers)
                     {
@@ -668,17 +678,15 @@ impl Proxy {
         if !st.rewrite_types.contains(&base) {
             return false;
         }
-        // Only ASCII-compatible charsets can be scanned as bytes.
+        // ASCII-compatible charsets are scanned as bytes, UTF-16 and
+        // ISO-2022-JP transcoded (rewrite::charset); UTF-32 and UCS-2/4,
+        // which browsers do not support either, pass through.
         let charset = parts
             .filter_map(|p| p.trim().split_once('='))
             .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
             .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase());
         if let Some(cs) = charset {
-            if cs.starts_with("utf-16")
-                || cs.starts_with("utf-32")
-                || cs.starts_with("iso-2022")
-                || cs.starts_with("ucs-")
-            {
+            if cs.starts_with("utf-32") || cs.starts_with("ucs-") {
                 tracing::warn!(charset = %cs, "charset is not ASCII-compatible; passing the body through unrewritten");
                 self.metrics.unrewritable.fetch_add(1, Ordering::Relaxed);
                 return false;

@@ -137,19 +137,30 @@ pub async fn serve(conn: Box<dyn Conn>, r: &Resolver) -> Result<(), ProtocolErro
 }
 
 /// Reads one netstring; `None` on a clean end of stream between requests.
+/// One timer per request, not per byte: timers are the costly part of a
+/// lookup otherwise.
 async fn read_netstring<R: tokio::io::AsyncRead + Unpin>(
     r: &mut BufReader<R>,
     max: usize,
     idle: Duration,
 ) -> Result<Option<Vec<u8>>, ProtocolError> {
+    match tokio::time::timeout(idle, read_netstring_untimed(r, max)).await {
+        Err(_) => Err(ProtocolError::Idle(idle)),
+        Ok(r) => r,
+    }
+}
+
+async fn read_netstring_untimed<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    max: usize,
+) -> Result<Option<Vec<u8>>, ProtocolError> {
     let mut len: usize = 0;
     let mut digits = 0;
     loop {
-        let b = match tokio::time::timeout(idle, r.read_u8()).await {
-            Err(_) => return Err(ProtocolError::Idle(idle)),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof && digits == 0 => return Ok(None),
-            Ok(Err(e)) => return Err(e.into()),
-            Ok(Ok(b)) => b,
+        let b = match r.read_u8().await {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && digits == 0 => return Ok(None),
+            Err(e) => return Err(e.into()),
+            Ok(b) => b,
         };
         match b {
             b'0'..=b'9' => {
@@ -164,11 +175,7 @@ async fn read_netstring<R: tokio::io::AsyncRead + Unpin>(
         }
     }
     let mut buf = vec![0; len + 1];
-    match tokio::time::timeout(idle, r.read_exact(&mut buf)).await {
-        Err(_) => return Err(ProtocolError::Idle(idle)),
-        Ok(Err(e)) => return Err(e.into()),
-        Ok(Ok(_)) => {}
-    }
+    r.read_exact(&mut buf).await?;
     if buf.pop() != Some(b',') {
         return Err(ProtocolError::Malformed("missing ',' after the data"));
     }

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::{GzDecoder, GzEncoder, ZlibDecoder};
 
+pub mod charset;
+
 use crate::day::Day;
 use crate::scan::{Found, Munger, Scanner};
 use crate::token::{Claims, KeyRing, Kind, Visitor};
@@ -258,9 +260,20 @@ impl LinkInserter {
     }
 }
 
-/// Decompress -> scan -> compress for one response body.
+/// Decompress -> (charset) -> (bait link) -> scan -> (charset) -> compress
+/// for one response body.
 pub struct Pipeline {
     decoder: Option<Decoder>,
+    /// A copy of the first bytes (up to 1024) while the charset is not yet
+    /// known (see [`charset`]); `None` once it is.
+    head: Option<Vec<u8>>,
+    /// Bytes held back until the charset is known: from the first ESC on,
+    /// since before any ESC an ISO-2022-JP page is plain ASCII and can be
+    /// scanned as bytes (so pages do not wait for 1024 bytes to stream).
+    pending: Vec<u8>,
+    declared: Option<&'static encoding_rs::Encoding>,
+    html: bool,
+    transcoder: Option<charset::Transcoder>,
     link: Option<LinkInserter>,
     scanner: Scanner,
     munger: VisitorMunger,
@@ -285,12 +298,27 @@ impl Pipeline {
         };
         Pipeline {
             decoder,
+            head: None,
+            pending: Vec::new(),
+            declared: None,
+            html: false,
+            transcoder: None,
             link: None,
             scanner,
             munger,
             encoder: gzip_out.then(|| GzEncoder::new(Vec::new(), Compression::fast())),
             scanned: Vec::new(),
         }
+    }
+
+    /// Decides the body's charset as a browser does (byte-order mark, then
+    /// `declared` from the `Content-Type`, then for HTML a `<meta>` in the
+    /// first 1024 bytes) and transcodes UTF-16 and ISO-2022-JP bodies.
+    pub fn with_charset(mut self, declared: Option<&'static encoding_rs::Encoding>, html: bool) -> Pipeline {
+        self.head = Some(Vec::new());
+        self.declared = declared;
+        self.html = html;
+        self
     }
 
     /// Also inserts a link into the HTML (the bait link).
@@ -304,39 +332,97 @@ impl Pipeline {
         self.scanner.munged()
     }
 
+    /// The charset the body turned out to need transcoding from, once known.
+    pub fn transcoded(&self) -> Option<&'static encoding_rs::Encoding> {
+        self.transcoder.as_ref().map(|t| t.encoding())
+    }
+
     /// Feeds one chunk of the upstream body; returns what can be sent now.
     pub fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
-        let mut plain = match &mut self.decoder {
+        let plain = match &mut self.decoder {
             None => None,
             Some(d) => Some(d.push(data)?),
         };
-        if let Some(l) = &mut self.link {
-            plain = Some(l.push(plain.as_deref().unwrap_or(data))?);
+        let plain = plain.as_deref().unwrap_or(data);
+        let Some(head) = &mut self.head else {
+            return self.rest(plain, false);
+        };
+        let room = charset::SNIFF.saturating_sub(head.len()).min(plain.len());
+        head.extend_from_slice(&plain[..room]);
+        self.pending.extend_from_slice(plain);
+        // A byte-order mark needs 3 bytes; a <meta> only matters for HTML
+        // whose header names no charset, and is looked for in 1024 bytes.
+        let seen = head.len();
+        let sniffing_meta = self.html && self.declared.is_none();
+        let bom = seen >= 3 && charset::from_bom(head).is_some();
+        let meta_found = sniffing_meta && seen >= 3 && charset::from_meta(head).is_some();
+        if seen >= 3 && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF) {
+            self.decide();
+            let all = std::mem::take(&mut self.pending);
+            return self.rest(&all, false);
         }
-        self.scanned.clear();
-        self.scanner.feed(
-            plain.as_deref().unwrap_or(data),
-            &mut self.scanned,
-            &mut self.munger,
-        );
-        self.encode(false)
+        if seen < 3 {
+            self.scanned.clear();
+            return self.encode(false);
+        }
+        // Undecided: what comes before the first ESC is ASCII-safe.
+        let cut = memchr::memchr(0x1b, &self.pending).unwrap_or(self.pending.len());
+        let ready: Vec<u8> = self.pending.drain(..cut).collect();
+        self.rest(&ready, false)
     }
 
     /// Ends the body; returns the rest.
     pub fn finish(&mut self) -> std::io::Result<Bytes> {
-        self.scanned.clear();
         let mut tail = match self.decoder.take() {
             None => Vec::new(),
             Some(d) => d.finish()?,
         };
-        if let Some(mut l) = self.link.take() {
-            let mut t = l.push(&tail)?;
-            t.extend(l.finish()?);
-            tail = t;
+        if self.head.is_some() {
+            self.decide();
+            let mut held = std::mem::take(&mut self.pending);
+            held.extend_from_slice(&tail);
+            tail = held;
         }
-        self.scanner.feed(&tail, &mut self.scanned, &mut self.munger);
-        self.scanner.finish(&mut self.scanned, &mut self.munger);
-        self.encode(true)
+        self.rest(&tail, true)
+    }
+
+    /// Settles the charset from the first bytes.
+    fn decide(&mut self) {
+        let head = self.head.take().unwrap_or_default();
+        let enc = charset::from_bom(&head).or(self.declared).or_else(|| {
+            if self.html {
+                charset::from_meta(&head[..head.len().min(charset::SNIFF)])
+            } else {
+                None
+            }
+        });
+        if let Some(e) = enc.filter(|e| charset::needs_transcoding(e)) {
+            self.transcoder = Some(charset::Transcoder::new(e));
+        }
+    }
+
+    /// Everything after decompression and sniffing.
+    fn rest(&mut self, data: &[u8], last: bool) -> std::io::Result<Bytes> {
+        let decoded = self.transcoder.as_mut().map(|t| t.decode(data, last));
+        let mut input = decoded.as_deref().unwrap_or(data);
+        let linked;
+        if let Some(l) = &mut self.link {
+            let mut v = l.push(input)?;
+            if last {
+                v.extend(l.finish()?);
+            }
+            linked = v;
+            input = &linked;
+        }
+        self.scanned.clear();
+        self.scanner.feed(input, &mut self.scanned, &mut self.munger);
+        if last {
+            self.scanner.finish(&mut self.scanned, &mut self.munger);
+        }
+        if let Some(t) = &mut self.transcoder {
+            self.scanned = t.encode(&self.scanned, last);
+        }
+        self.encode(last)
     }
 
     fn encode(&mut self, last: bool) -> std::io::Result<Bytes> {
@@ -356,5 +442,65 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{Glob, Protect, Protection};
+    use crate::scan::Matcher;
+
+    fn pipeline(declared: Option<&'static encoding_rs::Encoding>) -> Pipeline {
+        let m = Matcher::new(Arc::new(Protection::new(
+            vec![Protect {
+                domain: "plover.com".into(),
+                local: Glob::new("*").unwrap(),
+                exempt: vec![],
+                deliver_to: None,
+            }],
+            "-id-",
+        )));
+        let claims = Claims::visit(
+            Kind::Visitor,
+            Day::from_number(20_000),
+            "192.0.2.1".parse().unwrap(),
+        );
+        let munger = VisitorMunger::new(
+            Arc::new(KeyRing::new(&[[1u8; 32]])),
+            "-id-",
+            claims,
+            Arc::new(TokenCache::default()),
+        );
+        Pipeline::new(m.scanner(), munger, Coding::Identity, false).with_charset(declared, true)
+    }
+
+    fn run(p: &mut Pipeline, parts: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in parts {
+            out.extend_from_slice(&p.push(part).unwrap());
+        }
+        out.extend_from_slice(&p.finish().unwrap());
+        out
+    }
+
+    #[test]
+    fn charsets_are_settled_the_same_in_any_chunking() {
+        let page = "<html><head><title>x</title><meta charset=iso-2022-jp></head><body>日本 mjd@plover.com 語</body></html>";
+        let (jis, _, _) = encoding_rs::ISO_2022_JP.encode(page);
+        let whole = run(&mut pipeline(None), &[&jis]);
+        let (text, bad) = encoding_rs::ISO_2022_JP.decode_without_bom_handling(&whole);
+        assert!(
+            !bad && text.contains("mjd-id-") && text.contains("日本"),
+            "{text}"
+        );
+        for cut in 0..jis.len() {
+            let got = run(&mut pipeline(None), &[&jis[..cut], &jis[cut..]]);
+            assert_eq!(got, whole, "cut at {cut}");
+        }
+        // Plain ASCII HTML streams before 1024 bytes arrive.
+        let mut p = pipeline(None);
+        let first = p.push(b"<p>write to mjd@plover.com today, please</p>").unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("mjd-id-"), "{first:?}");
     }
 }
