@@ -36,7 +36,10 @@ impl VisitLog {
         retention_days: u32,
         dropped: Arc<AtomicU64>,
     ) -> anyhow::Result<VisitLog> {
-        let store = Store::open(state)?;
+        let mut store = Store::open(state)?;
+        // The visit log may lose its last batch in a power cut; it need not
+        // pay an fsync per batch for rules' durability (WAL stays consistent).
+        store.relax_durability()?;
         let (tx, rx) = sync_channel(queue.max(1));
         std::thread::Builder::new()
             .name("visit-log".into())
@@ -76,9 +79,13 @@ fn writer(mut store: Store, rx: Receiver<VisitEvent>, retention_days: u32) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
+        // Gather for a moment: under load a batch then holds many requests
+        // of the same visitors, folded into one upsert each.
         let mut batch = vec![first];
-        while batch.len() < 1000 {
-            match rx.try_recv() {
+        let until = Instant::now() + Duration::from_millis(200);
+        while batch.len() < 10_000 {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
                 Ok(e) => batch.push(e),
                 Err(_) => break,
             }

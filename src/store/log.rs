@@ -53,6 +53,56 @@ pub struct Visit {
     pub harvester_at: Option<i64>,
 }
 
+/// A batch's events of one visitor-day, summed.
+struct Folded<'a> {
+    day: Day,
+    visitor: &'a str,
+    first_seen: i64,
+    last_seen: i64,
+    user_agent: &'a str,
+    first_page: Option<&'a str>,
+    first_munged: Option<i64>,
+    requests: i64,
+    munged: i64,
+    harvester: Option<&'a str>,
+    harvester_at: Option<i64>,
+}
+
+impl<'a> Folded<'a> {
+    fn new(v: &'a VisitEvent) -> Folded<'a> {
+        let carried = v.munged > 0;
+        Folded {
+            day: v.day,
+            visitor: &v.visitor,
+            first_seen: v.time,
+            last_seen: v.time,
+            user_agent: &v.user_agent,
+            first_page: carried.then_some(v.path.as_str()),
+            first_munged: carried.then_some(v.time),
+            requests: 1,
+            munged: v.munged as i64,
+            harvester: v.harvester.as_deref(),
+            harvester_at: v.harvester.as_ref().map(|_| v.time),
+        }
+    }
+
+    fn add(&mut self, v: &'a VisitEvent) {
+        self.first_seen = self.first_seen.min(v.time);
+        self.last_seen = self.last_seen.max(v.time);
+        if self.first_page.is_none() && v.munged > 0 {
+            self.first_page = Some(&v.path);
+            self.first_munged = Some(v.time);
+            self.user_agent = &v.user_agent;
+        }
+        self.requests += 1;
+        self.munged += v.munged as i64;
+        if self.harvester.is_none() && v.harvester.is_some() {
+            self.harvester = v.harvester.as_deref();
+            self.harvester_at = Some(v.time);
+        }
+    }
+}
+
 const VISIT_COLUMNS: &str = "day, visitor, first_seen, last_seen, user_agent, first_page, first_munged, requests, munged, harvester, harvester_at";
 
 fn visit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Visit> {
@@ -90,8 +140,21 @@ fn arrival_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arrival> {
 }
 
 impl Store {
-    /// Folds a batch of requests into the visit log, in one transaction.
+    /// Folds a batch of requests into the visit log, in one transaction:
+    /// events of one visitor-day are summed first, so a busy visitor costs
+    /// one upsert per batch, not one per request.
     pub fn record_visits(&mut self, events: &[VisitEvent]) -> Result<(), StoreError> {
+        let mut days: Vec<Folded> = Vec::new();
+        let mut index: std::collections::HashMap<(Day, &str), usize> = std::collections::HashMap::new();
+        for v in events {
+            match index.get(&(v.day, v.visitor.as_str())) {
+                Some(&i) => days[i].add(v),
+                None => {
+                    index.insert((v.day, v.visitor.as_str()), days.len());
+                    days.push(Folded::new(v));
+                }
+            }
+        }
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
@@ -102,8 +165,7 @@ impl Store {
                 .prepare_cached(
                     "INSERT INTO visits(day, visitor, first_seen, last_seen, user_agent, first_page, first_munged,
                                         requests, munged, harvester, harvester_at)
-                     VALUES (?1, ?2, ?3, ?3, ?4, CASE WHEN ?6 > 0 THEN ?5 END, CASE WHEN ?6 > 0 THEN ?3 END,
-                             1, ?6, ?7, CASE WHEN ?7 IS NOT NULL THEN ?3 END)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                      ON CONFLICT(day, visitor) DO UPDATE SET
                         first_seen = min(first_seen, excluded.first_seen),
                         last_seen = max(last_seen, excluded.last_seen),
@@ -111,26 +173,39 @@ impl Store {
                                           THEN excluded.user_agent ELSE user_agent END,
                         first_page = coalesce(first_page, excluded.first_page),
                         first_munged = coalesce(first_munged, excluded.first_munged),
-                        requests = requests + 1,
+                        requests = requests + excluded.requests,
                         munged = munged + excluded.munged,
                         harvester = coalesce(harvester, excluded.harvester),
                         harvester_at = coalesce(harvester_at, excluded.harvester_at)",
                 )
                 .map_err(e)?;
-            for v in events {
+            for f in &days {
                 up.execute(params![
-                    i64::from(v.day.number()),
-                    v.visitor,
-                    v.time,
-                    v.user_agent,
-                    v.path,
-                    v.munged as i64,
-                    v.harvester,
+                    i64::from(f.day.number()),
+                    f.visitor,
+                    f.first_seen,
+                    f.last_seen,
+                    f.user_agent,
+                    f.first_page,
+                    f.first_munged,
+                    f.requests,
+                    f.munged,
+                    f.harvester,
+                    f.harvester_at,
                 ])
                 .map_err(e)?;
             }
         }
         tx.commit().map_err(e)
+    }
+
+    /// `synchronous = NORMAL` on this connection: commits are atomic and
+    /// consistent but may be lost in a power cut. For the visit log's writer
+    /// only; rules keep `FULL` on every other connection.
+    pub fn relax_durability(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| sqlite(&self.path, e))
     }
 
     /// One visitor's day, if it was seen.
@@ -266,8 +341,23 @@ mod tests {
             ev(100, "192.0.2.1", "Mozilla", "/style.css", 0, None),
             ev(105, "192.0.2.1", "EmailSiphon", "/contact.html", 3, None),
             ev(110, "192.0.2.1", "Mozilla", "/about.html", 2, None),
+            ev(111, "192.0.2.9", "curl", "/", 0, None),
         ])
         .unwrap();
+        // One batch or one event at a time: the same rows.
+        let mut t = Store::open(&dir.path().join("t.sqlite")).unwrap();
+        for e in [
+            ev(100, "192.0.2.1", "Mozilla", "/style.css", 0, None),
+            ev(105, "192.0.2.1", "EmailSiphon", "/contact.html", 3, None),
+            ev(110, "192.0.2.1", "Mozilla", "/about.html", 2, None),
+        ] {
+            t.record_visits(&[e]).unwrap();
+        }
+        let day0 = "2026-11-20".parse().unwrap();
+        assert_eq!(
+            s.visit(day0, "192.0.2.1").unwrap(),
+            t.visit(day0, "192.0.2.1").unwrap()
+        );
         s.record_visits(&[ev(120, "192.0.2.1", "EmailSiphon", "/bait/", 5, Some("bait"))])
             .unwrap();
         let day = "2026-11-20".parse().unwrap();
@@ -283,10 +373,11 @@ mod tests {
         assert_eq!(s.harvesters(day, day).unwrap().len(), 1);
         assert_eq!(s.visits_by_day(day, day).unwrap(), vec![(day, 1, 10)]);
         assert!(s.visit(day, "192.0.2.2").unwrap().is_none());
+        assert_eq!(s.visit(day, "192.0.2.9").unwrap().unwrap().first_page, None);
 
         // Retention: older days go.
         assert_eq!(s.prune(day, 0).unwrap(), 0);
-        assert_eq!(s.prune(day.checked_add(1).unwrap(), 0).unwrap(), 1);
+        assert_eq!(s.prune(day.checked_add(1).unwrap(), 0).unwrap(), 2);
         assert!(s.visit(day, "192.0.2.1").unwrap().is_none());
     }
 }
