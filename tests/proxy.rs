@@ -773,6 +773,9 @@ async fn a_stalled_visit_log_never_holds_up_responses() {
     // Let the proxy create the store, then lock it against writers.
     let lock = rusqlite::Connection::open(&state).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // One request, so the writer gathers it and then waits on the lock.
+    fetch("127.0.0.1", proxy.port, "GET", "/forms.html", &[], false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut times = Vec::new();
     for i in 0..300 {
