@@ -533,6 +533,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ADDRMUNGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // ADDRMUNGE_LOG_FORMAT=json: one JSON object per line, for log shippers.
+    if std::env::var("ADDRMUNGE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(io::stderr)
+            .init();
+        return;
+    }
     // Colours only for a person at a terminal, never into log files.
     use std::io::IsTerminal;
     tracing_subscriber::fmt()

@@ -392,3 +392,40 @@ fn forensics_on_an_empty_store_and_bad_input() {
     let out = env.run(&["report", "--days", "0"]);
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn logs_can_be_json_lines() {
+    let env = Env::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = fs::read_to_string(env.path("addrmunge.toml")).unwrap();
+    fs::write(
+        env.path("addrmunge.toml"),
+        format!("{cfg}\n[resolver]\nsocketmap = [\"inet:127.0.0.1:{port}\"]\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+        .arg("resolver")
+        .env("ADDRMUNGE_CONFIG", env.path("addrmunge.toml"))
+        .env("ADDRMUNGE_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "INFO", "{line}");
+    assert!(
+        v["fields"]["message"].as_str().unwrap().contains("listening"),
+        "{line}"
+    );
+}

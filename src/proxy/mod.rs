@@ -168,6 +168,8 @@ impl Proxy {
         match State::load(&self.config_path) {
             Ok(s) => {
                 *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+                // Tokens made with the old keys or separator must not be served.
+                self.cache.clear();
                 tracing::info!("reloaded config and keys");
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the old config"),

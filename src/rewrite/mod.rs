@@ -97,37 +97,72 @@ impl Decoder {
     }
 }
 
-/// Per-visitor-day cache of munged forms, shared by all responses: the
-/// token of each base address is computed once per visitor, day and kind.
-/// Bounded: when full it is emptied (a day's worth of visitors refills it
-/// cheaply; the token costs about 2 µs).
-#[derive(Debug, Default)]
+/// The munged form of each base address, computed once per visitor, day
+/// and kind: a bounded LRU, so a crawler walking many pages costs one
+/// token per address, and a flood of visitors evicts the least recent.
 pub struct TokenCache {
-    map: Mutex<HashMap<CacheKey, Arc<str>>>,
+    map: Mutex<lru::LruCache<CacheKey, Arc<str>>>,
 }
 
 /// Visitor, day, kind and base address.
 type CacheKey = (Visitor, Day, Kind, String);
 
+/// Entries kept (about 100 bytes each).
 const CACHE_MAX: usize = 100_000;
 
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache::with_capacity(CACHE_MAX)
+    }
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache").field("len", &self.len()).finish()
+    }
+}
+
 impl TokenCache {
-    fn get(&self, keys: &KeyRing, claims: &Claims, base: &str) -> Arc<str> {
+    /// A cache of at most `n` tokens (at least 1).
+    pub fn with_capacity(n: usize) -> TokenCache {
+        let n = std::num::NonZeroUsize::new(n.max(1)).expect("at least 1");
+        TokenCache {
+            map: Mutex::new(lru::LruCache::new(n)),
+        }
+    }
+
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every token (after the keys changed).
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The token for `base` under `claims`, from the cache or made now.
+    pub fn get(&self, keys: &KeyRing, claims: &Claims, base: &str) -> Arc<str> {
         let key = (
             claims.visitor.unwrap_or(Visitor::V4([0, 0, 0, 0].into())),
             claims.day,
             claims.kind,
             base.to_owned(),
         );
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = map.get(&key) {
+        if let Some(t) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Arc::clone(t);
         }
-        if map.len() >= CACHE_MAX {
-            map.clear();
-        }
+        // Made outside the lock: two requests may both make it; same bytes.
         let t: Arc<str> = keys.encode(base, "", claims).into();
-        map.insert(key, Arc::clone(&t));
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, Arc::clone(&t));
         t
     }
 }
@@ -482,6 +517,29 @@ mod tests {
         }
         out.extend_from_slice(&p.finish().unwrap());
         out
+    }
+
+    #[test]
+    fn the_token_cache_is_a_bounded_lru() {
+        let keys = KeyRing::new(&[[1u8; 32]]);
+        let c = TokenCache::with_capacity(2);
+        let day = Day::from_number(20_000);
+        let claims = |ip: &str| Claims::visit(Kind::Visitor, day, ip.parse().unwrap());
+        let a = c.get(&keys, &claims("192.0.2.1"), "a@plover.com");
+        c.get(&keys, &claims("192.0.2.2"), "a@plover.com");
+        // Touch the first, then a third entry evicts the second, not the first.
+        assert!(Arc::ptr_eq(
+            &a,
+            &c.get(&keys, &claims("192.0.2.1"), "a@plover.com")
+        ));
+        c.get(&keys, &claims("192.0.2.3"), "a@plover.com");
+        assert_eq!(c.len(), 2);
+        assert!(Arc::ptr_eq(
+            &a,
+            &c.get(&keys, &claims("192.0.2.1"), "a@plover.com")
+        ));
+        c.clear();
+        assert!(c.is_empty());
     }
 
     #[test]
