@@ -185,6 +185,10 @@ pub struct ProxyConfig {
     pub rewrite_no_transform: bool,
     /// Visit-log records waiting for the disk at most; more are dropped and counted.
     pub visit_queue: usize,
+    /// The `Host` header sent to the web server instead of the visitor's
+    /// (e.g. when the web server only answers to its internal name); unset
+    /// passes the visitor's `Host` as received.
+    pub upstream_host: Option<String>,
 }
 
 /// The content types rewritten by default.
@@ -218,6 +222,7 @@ impl Default for ProxyConfig {
             max_connections: 10_000,
             rewrite_no_transform: true,
             visit_queue: 10_000,
+            upstream_host: None,
         }
     }
 }
@@ -622,6 +627,14 @@ impl Config {
         }
         if !p.upstream.is_empty() {
             crate::proxy::Upstream::parse(&p.upstream).map_err(|m| invalid("proxy.upstream", m))?;
+        }
+        if let Some(h) = &p.upstream_host
+            && (h.is_empty() || hyper::header::HeaderValue::from_str(h).is_err() || h.contains(['/', ' ']))
+        {
+            return Err(invalid(
+                "proxy.upstream_host",
+                format!("'{h}' is not a host name; write e.g. \"www.example.com\" or \"localhost:8081\""),
+            ));
         }
         for n in &p.trusted_proxies {
             parse_net(n).ok_or_else(|| {

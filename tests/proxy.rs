@@ -442,6 +442,21 @@ async fn visitor_ip_gzip_and_harvesters() {
         echo.contains("xff=127.0.0.1 ") && echo.contains("via=1.1 addrmunge"),
         "{echo}"
     );
+    // The Host header goes through as the visitor sent it.
+    let got = fetch(
+        "127.0.0.1",
+        proxy.port,
+        "GET",
+        "/echo-headers",
+        &[("host", "www.plover.test")],
+        false,
+    )
+    .await;
+    assert!(
+        String::from_utf8(got.body)
+            .unwrap()
+            .ends_with("host=www.plover.test")
+    );
 
     // gzip from nginx, gzip to the client.
     let got = fetch(
@@ -911,7 +926,12 @@ async fn sighup_reloads_and_sigterm_drains() {
 
     let cfg_path = proxy.dir.path().join("addrmunge.toml");
     let cfg = fs::read_to_string(&cfg_path).unwrap();
-    fs::write(&cfg_path, format!("separator = \"-x-\"\n{cfg}")).unwrap();
+    // (The config ends in [proxy]: the last line lands there.)
+    fs::write(
+        &cfg_path,
+        format!("separator = \"-x-\"\n{cfg}\nupstream_host = \"internal.test\"\n"),
+    )
+    .unwrap();
     signal(pid, "HUP");
     let start = Instant::now();
     loop {
@@ -926,6 +946,13 @@ async fn sighup_reloads_and_sigterm_drains() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // upstream_host replaces the visitor's Host towards the web server.
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/echo-headers", &[], false).await;
+    assert!(
+        String::from_utf8(got.body)
+            .unwrap()
+            .ends_with("host=internal.test")
+    );
     // A broken config on SIGHUP: logged, the old one stays.
     fs::write(&cfg_path, "this is = not [toml").unwrap();
     signal(pid, "HUP");

@@ -74,21 +74,30 @@ fn writer(mut store: Store, rx: Receiver<VisitEvent>, retention_days: u32) {
             }
             last_prune = Some(Instant::now());
         }
-        let first = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(e) => e,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        // Gather for a moment: under load a batch then holds many requests
-        // of the same visitors, folded into one upsert each.
-        let mut batch = vec![first];
-        let until = Instant::now() + Duration::from_millis(200);
-        while batch.len() < 10_000 {
-            let left = until.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
+        // Poll instead of blocking on the channel: a sender then never has
+        // a sleeping receiver to wake, so recording costs a request no
+        // system call. Records wait at most 200 ms.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut batch = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(e) => {
+                    batch.push(e);
+                    if batch.len() >= 20_000 {
+                        break;
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    if batch.is_empty() {
+                        return;
+                    }
+                    break;
+                }
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         if let Err(e) = store.record_visits(&batch) {
             // Losing visit records is better than stalling the proxy.

@@ -402,7 +402,7 @@ impl Proxy {
             }
         }
         let claims = Claims::visit(kind, day, ip);
-        let vd = validator_suffix(&st.keys, &claims);
+        let vd = validator_suffix(&st.keys, &self.cache, &claims);
         let client_gzip = accepts_gzip(req.headers());
         let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
 
@@ -414,12 +414,21 @@ impl Proxy {
             Ok(u) => u,
             Err(_) => return error_page(StatusCode::BAD_REQUEST, "The request target is not valid."),
         };
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        let configured = st
+            .config
+            .raw
+            .proxy
+            .upstream_host
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok());
+        let host = configured
+            .or_else(|| parts.headers.get(header::HOST).cloned())
+            .or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
         if let Some(h) = host {
             up_headers.insert(header::HOST, h);
         }
@@ -613,7 +622,10 @@ impl Proxy {
         let mut req = Request::builder()
             .method(Method::GET)
             .uri(format!("http://{}/robots.txt", st.upstream.authority));
-        if let Some(h) = headers.get(header::HOST) {
+        let configured = st.config.raw.proxy.upstream_host.as_deref();
+        if let Some(h) = configured.and_then(|h| HeaderValue::from_str(h).ok()) {
+            req = req.header(header::HOST, h);
+        } else if let Some(h) = headers.get(header::HOST) {
             req = req.header(header::HOST, h);
         }
         let req = req
@@ -879,8 +891,9 @@ fn forward_headers(incoming: &HeaderMap, peer: IpAddr, trusted: &[IpNet], upgrad
 /// A short keyed tag for the visitor-day-kind, put into validators so a
 /// cache never serves one visitor's IDs to another. Keyed, so it reveals
 /// nothing about the IP.
-fn validator_suffix(keys: &KeyRing, claims: &Claims) -> String {
-    keys.encode("validator.addrmunge.invalid", "", claims)[1..9].to_owned()
+fn validator_suffix(keys: &KeyRing, cache: &TokenCache, claims: &Claims) -> String {
+    // Through the token cache: one encryption per visitor-day, not per request.
+    cache.get(keys, claims, "validator.addrmunge.invalid")[1..9].to_owned()
 }
 
 /// `ETag: "abc"` -> `W/"abc.s-<vd>"`, weak ones `.w-<vd>`; `Cache-Control` private.
@@ -1119,11 +1132,39 @@ impl Body for Streamed {
                         return Poll::Ready(Some(Ok(frame)));
                     };
                     match frame.into_data() {
-                        Ok(data) => match p.push(&data) {
-                            Ok(out) if out.is_empty() => continue,
-                            Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
-                            Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
-                        },
+                        Ok(data) => {
+                            let mut out = match p.push(&data) {
+                                Ok(out) => out,
+                                Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
+                            };
+                            // The last frame (known by Content-Length): finish now
+                            // and send one frame, not a tiny extra one.
+                            if this.inner.is_end_stream() {
+                                let mut p = this.pipeline.take().expect("checked");
+                                this.done = true;
+                                this.munged.fetch_add(p.munged(), Ordering::Relaxed);
+                                let tail = match p.finish() {
+                                    Ok(t) => t,
+                                    Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
+                                };
+                                this.response_munged.store(p.munged(), Ordering::Relaxed);
+                                if !tail.is_empty() {
+                                    let mut all = Vec::with_capacity(out.len() + tail.len());
+                                    all.extend_from_slice(&out);
+                                    all.extend_from_slice(&tail);
+                                    out = Bytes::from(all);
+                                }
+                                return Poll::Ready(if out.is_empty() {
+                                    None
+                                } else {
+                                    Some(Ok(Frame::data(out)))
+                                });
+                            }
+                            if out.is_empty() {
+                                continue;
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
                         // Trailers describe the original body; drop them.
                         Err(_) => continue,
                     }

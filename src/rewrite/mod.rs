@@ -175,6 +175,7 @@ pub struct VisitorMunger {
     cache: Arc<TokenCache>,
     local: HashMap<String, Arc<str>>,
     domain: Option<String>,
+    base: String,
 }
 
 impl VisitorMunger {
@@ -187,6 +188,7 @@ impl VisitorMunger {
             cache,
             local: HashMap::new(),
             domain: None,
+            base: String::new(),
         }
     }
 
@@ -199,12 +201,16 @@ impl VisitorMunger {
 
 impl Munger for VisitorMunger {
     fn munge(&mut self, found: &Found<'_>, out: &mut Vec<u8>) {
-        let base = format!("{}@{}", found.local, found.domain);
-        let token = match self.local.get(&base) {
+        // A reused buffer: no allocation per address once warm.
+        self.base.clear();
+        self.base.push_str(found.local);
+        self.base.push('@');
+        self.base.push_str(found.domain);
+        let token = match self.local.get(self.base.as_str()) {
             Some(t) => Arc::clone(t),
             None => {
-                let t = self.cache.get(&self.keys, &self.claims, &base);
-                self.local.insert(base, Arc::clone(&t));
+                let t = self.cache.get(&self.keys, &self.claims, &self.base);
+                self.local.insert(self.base.clone(), Arc::clone(&t));
                 t
             }
         };
@@ -462,7 +468,9 @@ impl Pipeline {
 
     fn encode(&mut self, last: bool) -> std::io::Result<Bytes> {
         match &mut self.encoder {
-            None => Ok(Bytes::copy_from_slice(&self.scanned)),
+            // Hand the buffer over instead of copying it; the next chunk
+            // allocates its own.
+            None => Ok(Bytes::from(std::mem::take(&mut self.scanned))),
             Some(e) => {
                 e.write_all(&self.scanned)?;
                 if last {
