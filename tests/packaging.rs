@@ -136,3 +136,55 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn every_nginx_snippet_in_the_readme_passes_nginx_t() {
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let snippets = blocks(&readme, "nginx");
+    assert!(snippets.len() >= 2);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A throwaway certificate for the TLS snippet.
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=plover.com",
+            "-days",
+            "1",
+        ])
+        .arg("-keyout")
+        .arg(d.join("privkey.pem"))
+        .arg("-out")
+        .arg(d.join("fullchain.pem"))
+        .output()
+        .expect("openssl is installed");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    for s in snippets {
+        let s = s
+            .replace("/etc/ssl/plover.com/", &format!("{}/", d.display()))
+            .replace("listen 443", "listen 127.0.0.1:18443");
+        let conf = format!(
+            "error_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{}}\nhttp {{\n    access_log off;\n    client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n{s}\n}}\n",
+            d = d.display()
+        );
+        fs::write(d.join("nginx.conf"), &conf).unwrap();
+        let out = Command::new("nginx")
+            .arg("-p")
+            .arg(d)
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .arg("-t")
+            .output()
+            .expect("nginx is installed (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "README nginx snippet fails nginx -t:\n{}\n{conf}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
