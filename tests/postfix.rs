@@ -839,8 +839,25 @@ domain = "siphon.invalid"
     assert!(ok, "trap mail is accepted: {t}");
     let (ok, t) = m.send("127.0.0.5", &harvested);
     assert!(!ok && t.contains("spam trap"), "blocked: {t}");
-    let cidr = m.cli_ok(&["blocks", "--format", "postfix-cidr"]);
-    assert!(cidr.contains("127.0.0.5/32\tREJECT"), "{cidr}");
+    // Blocks and arrivals reach the store through the resolver's writer
+    // thread: wait for them rather than race it.
+    let start = Instant::now();
+    loop {
+        let cidr = m.cli_ok(&["blocks", "--format", "postfix-cidr"]);
+        if cidr.contains("127.0.0.5/32\tREJECT") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{cidr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let start = Instant::now();
+    while !m.cli_ok(&["trace", &bait_addrs[0]]).contains("from 127.0.0.5") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "trap arrival never recorded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // trace on the delivered message: the whole chain, with the right days.
     let msg_dir = m.path("mail/mjd/new");
