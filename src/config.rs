@@ -435,19 +435,17 @@ impl Bait {
                 text
             }
         };
-        let domains: Vec<String> = protection
-            .entries()
-            .iter()
-            .filter(|e| {
-                matches!(
-                    protection.classify("jane.doe", &e.domain),
-                    address::Class::Protected(_)
-                )
-            })
-            .map(|e| e.domain.clone())
-            .collect();
-        let mut domains = domains;
-        domains.dedup();
+        let mut domains: Vec<String> = Vec::new();
+        for e in protection.entries() {
+            let ordinary = matches!(
+                protection.classify("jane.doe", &e.domain),
+                address::Class::Protected(_)
+            );
+            // Several entries may share a domain: list it once.
+            if ordinary && !domains.contains(&e.domain) {
+                domains.push(e.domain.clone());
+            }
+        }
         if domains.is_empty() {
             return Err((
                 "bait.path",

@@ -39,6 +39,15 @@ fn day_start(day: Day) -> i64 {
     i64::from(day.number()) * 86_400
 }
 
+/// When an ID was harvested: the first page that carried an address to its
+/// visitor that day, else their first request, else (no visit logged) the
+/// start of the day.
+fn harvest_time(visit: Option<&Visit>, day: Day) -> i64 {
+    visit
+        .map(|v| v.first_munged.unwrap_or(v.first_seen))
+        .unwrap_or_else(|| day_start(day))
+}
+
 /// One `addrmunge expire` command and what else it would cut off.
 #[derive(Debug, Clone, Serialize)]
 pub struct CutOff {
@@ -84,7 +93,7 @@ pub fn trace(
         trap: verdict.kind == Some(Kind::Trap),
         arrivals,
         harvest_to_first_mail: None,
-        rules: verdict.rule_detail.iter().cloned().collect(),
+        rules: Vec::new(),
         cut_off: Vec::new(),
         verdict,
     };
@@ -92,30 +101,22 @@ pub fn trace(
         return Ok(t);
     };
     t.harvest = store.visit(day, &ip)?;
-    let harvested_at = t
-        .harvest
-        .as_ref()
-        .map(|v| v.first_munged.unwrap_or(v.first_seen))
-        .unwrap_or_else(|| day_start(day));
+    let harvested_at = harvest_time(t.harvest.as_ref(), day);
     t.harvest_to_first_mail = t.arrivals.first().map(|a| a.time - harvested_at);
-    // Rules other than the one that decides the status, so the owner sees
-    // everything that already covers it.
+    // Every rule that covers it, not only the one that decides its status.
     if let Some(claims) = t.verdict.claims {
-        for r in rules.rules() {
-            if t.rules.iter().any(|x| x.id == r.id) {
-                continue;
-            }
-            let single = RuleSet::new(vec![r.clone()]);
-            let base = t.verdict.original.clone().unwrap_or_default();
-            let subject = crate::store::Subject {
-                claims: &claims,
-                base: &base,
-                munged: &lower,
-            };
-            if single.matching(&subject).is_some() {
-                t.rules.push(r.clone());
-            }
-        }
+        let base = t.verdict.original.clone().unwrap_or_default();
+        let subject = crate::store::Subject {
+            claims: &claims,
+            base: &base,
+            munged: &lower,
+        };
+        t.rules = rules
+            .rules()
+            .iter()
+            .filter(|r| r.scope.covers(&subject))
+            .cloned()
+            .collect();
     }
     let served = t.harvest.as_ref().map(|v| v.munged).unwrap_or(0);
     let net = match ip.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) {
@@ -389,7 +390,8 @@ pub fn report(store: &Store, days: u16) -> Result<Report, StoreError> {
     let from = to.checked_sub(days.saturating_sub(1)).unwrap_or(to);
     let since = day_start(from);
     let arrivals = store.arrivals_since(since)?;
-    let mut per: BTreeMap<&str, (Target, HashSet<&str>)> = BTreeMap::new();
+    // Per recipient: the target, its clients, its first arrival (arrivals come oldest first).
+    let mut per: BTreeMap<&str, (Target, HashSet<&str>, i64)> = BTreeMap::new();
     let mut trap_hits = 0;
     let mut trap_clients = HashSet::new();
     let mut mail_by_day: HashMap<Day, usize> = HashMap::new();
@@ -411,6 +413,7 @@ pub fn report(store: &Store, days: u16) -> Result<Report, StoreError> {
                     clients: 0,
                 },
                 HashSet::new(),
+                a.time,
             )
         });
         e.0.arrivals += 1;
@@ -418,22 +421,16 @@ pub fn report(store: &Store, days: u16) -> Result<Report, StoreError> {
     }
     let mut delays = vec![0usize; DELAY_BUCKETS.len()];
     let mut targets = Vec::new();
-    for (_, (mut t, clients)) in per {
+    for (_, (mut t, clients, first)) in per {
         t.clients = clients.len();
         if let (Some(v), Some(d)) = (&t.visitor, t.day) {
-            let first = arrivals.iter().find(|a| a.recipient == t.address).map(|a| a.time);
-            let harvest = store
-                .visit(d, v)?
-                .map(|v| v.first_munged.unwrap_or(v.first_seen))
-                .unwrap_or_else(|| day_start(d));
-            if let Some(first) = first {
-                let delay = (first - harvest).max(0);
-                let i = DELAY_BUCKETS
-                    .iter()
-                    .position(|(_, max)| delay < *max)
-                    .unwrap_or(DELAY_BUCKETS.len() - 1);
-                delays[i] += 1;
-            }
+            let harvest = harvest_time(store.visit(d, v)?.as_ref(), d);
+            let delay = (first - harvest).max(0);
+            let i = DELAY_BUCKETS
+                .iter()
+                .position(|(_, max)| delay < *max)
+                .unwrap_or(DELAY_BUCKETS.len() - 1);
+            delays[i] += 1;
         }
         targets.push(t);
     }

@@ -3,7 +3,7 @@
 //! the bait page itself and the robots.txt that hides it from honest
 //! crawlers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,7 +111,8 @@ fn writer(mut store: Store, rx: Receiver<VisitEvent>, retention_days: u32) {
 /// does not forgive them.
 #[derive(Default)]
 pub struct Caught {
-    set: Mutex<HashMap<(String, Day), ()>>,
+    // Per day, so a lookup borrows the visitor instead of building a key.
+    by_day: Mutex<HashMap<Day, HashSet<String>>>,
 }
 
 impl Caught {
@@ -122,12 +123,11 @@ impl Caught {
         let from = today.checked_sub(1).unwrap_or(today);
         match Store::open(state).and_then(|s| s.harvesters(from, today)) {
             Ok(list) => {
-                let mut set = caught.set.lock().unwrap_or_else(|e| e.into_inner());
                 for v in list
                     .into_iter()
                     .filter(|v| v.harvester.as_deref() == Some("bait"))
                 {
-                    set.insert((v.visitor, v.day), ());
+                    caught.mark(&v.visitor, v.day);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read past harvesters from the visit log"),
@@ -137,16 +137,16 @@ impl Caught {
 
     /// Whether `visitor` fetched the bait page on `day`.
     pub fn contains(&self, visitor: &str, day: Day) -> bool {
-        let set = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        !set.is_empty() && set.contains_key(&(visitor.to_owned(), day))
+        let by_day = self.by_day.lock().unwrap_or_else(|e| e.into_inner());
+        by_day.get(&day).is_some_and(|set| set.contains(visitor))
     }
 
     /// Marks `visitor` for `day`; forgets days before yesterday.
     pub fn mark(&self, visitor: &str, day: Day) {
-        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_day = self.by_day.lock().unwrap_or_else(|e| e.into_inner());
         let keep_from = day.checked_sub(1).unwrap_or(day);
-        set.retain(|(_, d), _| *d >= keep_from);
-        set.insert((visitor.to_owned(), day), ());
+        by_day.retain(|d, _| *d >= keep_from);
+        by_day.entry(day).or_default().insert(visitor.to_owned());
     }
 }
 
@@ -316,6 +316,7 @@ pub fn bait_addresses(
     // A keyed, per-visitor-day seed: a token for a fixed pseudo-address.
     let seed = keys.encode(&format!("bait@{}", bait.domains[0]), "", &claims);
     let mut out: Vec<(String, String)> = Vec::new();
+    let mut locals = HashSet::new();
     let mut i = 0u32;
     while out.len() < bait.addresses && i < 1000 {
         let h = Sha256::new()
@@ -332,10 +333,7 @@ pub fn bait_addresses(
             _ => format!("{first}{}", &last[..1]),
         };
         let domain = &bait.domains[usize::from(h[5]) % bait.domains.len()];
-        if out
-            .iter()
-            .any(|(_, a)| a.starts_with(&format!("{local}{}", prot.separator())))
-        {
+        if !locals.insert(local.clone()) {
             continue;
         }
         let token = keys.encode(&format!("{local}@{domain}"), "", &claims);

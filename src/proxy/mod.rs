@@ -78,6 +78,8 @@ pub struct State {
     trusted: Vec<IpNet>,
     rewrite_types: Vec<String>,
     agents: Vec<AgentMatch>,
+    /// `[proxy] upstream_host`, ready to send.
+    upstream_host: Option<HeaderValue>,
 }
 
 impl State {
@@ -101,6 +103,11 @@ impl State {
             .map(|t| t.trim().to_ascii_lowercase())
             .collect();
         let agents = harvest::agent_rules(&config);
+        // Validated by Config::load, so a parse failure cannot happen here.
+        let upstream_host = p
+            .upstream_host
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok());
         Ok(State {
             matcher: Matcher::new(Arc::clone(&config.protection)),
             keys,
@@ -108,8 +115,23 @@ impl State {
             trusted,
             rewrite_types,
             agents,
+            upstream_host,
             config,
         })
+    }
+}
+
+impl State {
+    /// The `Host` the web server gets: `[proxy] upstream_host` if set, else
+    /// the visitor's (header, or the authority of an absolute request target).
+    fn upstream_host(&self, headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+        self.upstream_host
+            .clone()
+            .or_else(|| headers.get(header::HOST).cloned())
+            .or_else(|| {
+                uri.authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            })
     }
 }
 
@@ -248,13 +270,12 @@ impl Proxy {
                     } else {
                         (StatusCode::NOT_FOUND, "not found; try /metrics\n".to_owned())
                     };
-                    let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
-                    *r.status_mut() = status;
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; version=0.0.4"),
-                    );
-                    Ok::<_, Infallible>(r)
+                    Ok::<_, Infallible>(own_response(
+                        req.method(),
+                        status,
+                        "text/plain; version=0.0.4",
+                        body,
+                    ))
                 }
             });
             tokio::spawn(async move {
@@ -342,7 +363,7 @@ impl Proxy {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "/".into());
         let caught = self.caught.contains(&visitor_id, day);
-        let mut line = AccessLine {
+        let line = AccessLine {
             visitor: ip,
             method: method.clone(),
             path: path.clone(),
@@ -354,7 +375,9 @@ impl Proxy {
                 log: Arc::clone(&self.visits),
                 day,
                 visitor: visitor_id.clone(),
-                harvester: agent.map(|a| format!("agent {}", a.pattern)),
+                harvester: agent
+                    .map(|a| format!("agent {}", a.pattern))
+                    .or_else(|| caught.then(|| "bait".to_owned())),
             }),
         };
         if agent.is_some() || caught {
@@ -396,11 +419,6 @@ impl Proxy {
         let other_domain = agent
             .filter(|a| a.action == AgentAction::Domain)
             .and_then(|a| a.domain.clone());
-        if caught && line.visit.as_ref().is_some_and(|v| v.harvester.is_none()) {
-            if let Some(v) = &mut line.visit {
-                v.harvester = Some("bait".into());
-            }
-        }
         let claims = Claims::visit(kind, day, ip);
         let vd = validator_suffix(&st.keys, &self.cache, &claims);
         let client_gzip = accepts_gzip(req.headers());
@@ -414,22 +432,7 @@ impl Proxy {
             Ok(u) => u,
             Err(_) => return error_page(StatusCode::BAD_REQUEST, "The request target is not valid."),
         };
-        let configured = st
-            .config
-            .raw
-            .proxy
-            .upstream_host
-            .as_deref()
-            .and_then(|h| HeaderValue::from_str(h).ok());
-        let host = configured
-            .or_else(|| parts.headers.get(header::HOST).cloned())
-            .or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
-        if let Some(h) = host {
+        if let Some(h) = st.upstream_host(&parts.headers, &parts.uri) {
             up_headers.insert(header::HOST, h);
         }
         let retry_without_range = method == Method::GET && up_headers.contains_key(header::RANGE);
@@ -590,20 +593,8 @@ impl Proxy {
         }
         munged.store(addresses.len() as u64, Ordering::Relaxed);
         tracing::info!(visitor = %ip, user_agent = %line.user_agent, "bait page fetched; trap IDs for this visitor today");
-        let len = page.len();
-        let body = if *method == Method::HEAD {
-            Bytes::new()
-        } else {
-            Bytes::from(page)
-        };
-        let mut r = Response::new(http_body_util::Full::new(body).map_err(|e| match e {}).boxed());
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        h.insert(
+        let mut r = own_response(method, StatusCode::OK, "text/html; charset=utf-8", page);
+        r.headers_mut().insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("private, no-store"),
         );
@@ -622,10 +613,7 @@ impl Proxy {
         let mut req = Request::builder()
             .method(Method::GET)
             .uri(format!("http://{}/robots.txt", st.upstream.authority));
-        let configured = st.config.raw.proxy.upstream_host.as_deref();
-        if let Some(h) = configured.and_then(|h| HeaderValue::from_str(h).ok()) {
-            req = req.header(header::HOST, h);
-        } else if let Some(h) = headers.get(header::HOST) {
+        if let Some(h) = st.upstream_host(headers, &Uri::default()) {
             req = req.header(header::HOST, h);
         }
         let req = req
@@ -644,20 +632,7 @@ impl Proxy {
             _ => None,
         };
         let text = harvest::robots_txt(upstream.as_deref(), bait_path);
-        let len = text.len();
-        let body = if *method == Method::HEAD {
-            Bytes::new()
-        } else {
-            Bytes::from(text)
-        };
-        let mut r = Response::new(http_body_util::Full::new(body).map_err(|e| match e {}).boxed());
-        let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        r
+        own_response(method, StatusCode::OK, "text/plain; charset=utf-8", text)
     }
 
     fn log(&self, r: Response<ProxyBody>, mut line: AccessLine) -> Response<ProxyBody> {
@@ -763,21 +738,33 @@ fn error_page(status: StatusCode, text: &str) -> Response<ProxyBody> {
         code = status.as_u16(),
         reason = status.canonical_reason().unwrap_or("")
     );
-    let mut r = Response::new(
-        http_body_util::Full::new(Bytes::from(body))
-            .map_err(|e| match e {})
-            .boxed(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    let mut r = own_response(&Method::GET, status, "text/html; charset=utf-8", body);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
+/// A response the proxy writes itself, with its length; HEAD gets the
+/// same headers and no body.
+fn own_response(
+    method: &Method,
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<ProxyBody> {
+    let len = body.len();
+    let body = if *method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(body)
+    };
+    let mut r = Response::new(http_body_util::Full::new(body).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
 fn is_html(h: &HeaderMap) -> bool {
     let ct = h
         .get(header::CONTENT_TYPE)
@@ -1111,6 +1098,27 @@ impl Body for Logged {
     }
 }
 
+impl Streamed {
+    /// Ends the body: the pipeline's tail after `last` (what the last
+    /// upstream frame gave), as one frame, with the addresses counted.
+    fn finish(&mut self, last: Bytes) -> Result<Option<Frame<Bytes>>, BoxError> {
+        self.done = true;
+        let Some(mut p) = self.pipeline.take() else {
+            return Ok((!last.is_empty()).then(|| Frame::data(last)));
+        };
+        let tail = p.finish();
+        self.munged.fetch_add(p.munged(), Ordering::Relaxed);
+        self.response_munged.store(p.munged(), Ordering::Relaxed);
+        let tail = tail.map_err(|e| Box::new(e) as BoxError)?;
+        let out = match (last.is_empty(), tail.is_empty()) {
+            (_, true) => last,
+            (true, false) => tail,
+            (false, false) => Bytes::from([&last[..], &tail[..]].concat()),
+        };
+        Ok((!out.is_empty()).then(|| Frame::data(out)))
+    }
+}
+
 impl Body for Streamed {
     type Data = Bytes;
     type Error = BoxError;
@@ -1133,32 +1141,14 @@ impl Body for Streamed {
                     };
                     match frame.into_data() {
                         Ok(data) => {
-                            let mut out = match p.push(&data) {
+                            let out = match p.push(&data) {
                                 Ok(out) => out,
                                 Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
                             };
                             // The last frame (known by Content-Length): finish now
                             // and send one frame, not a tiny extra one.
                             if this.inner.is_end_stream() {
-                                let mut p = this.pipeline.take().expect("checked");
-                                this.done = true;
-                                this.munged.fetch_add(p.munged(), Ordering::Relaxed);
-                                let tail = match p.finish() {
-                                    Ok(t) => t,
-                                    Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
-                                };
-                                this.response_munged.store(p.munged(), Ordering::Relaxed);
-                                if !tail.is_empty() {
-                                    let mut all = Vec::with_capacity(out.len() + tail.len());
-                                    all.extend_from_slice(&out);
-                                    all.extend_from_slice(&tail);
-                                    out = Bytes::from(all);
-                                }
-                                return Poll::Ready(if out.is_empty() {
-                                    None
-                                } else {
-                                    Some(Ok(Frame::data(out)))
-                                });
+                                return Poll::Ready(this.finish(out).transpose());
                             }
                             if out.is_empty() {
                                 continue;
@@ -1173,20 +1163,7 @@ impl Body for Streamed {
                     this.done = true;
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    if let Some(mut p) = this.pipeline.take() {
-                        let out = p.finish();
-                        this.munged.fetch_add(p.munged(), Ordering::Relaxed);
-                        this.response_munged.store(p.munged(), Ordering::Relaxed);
-                        return match out {
-                            Ok(out) if out.is_empty() => Poll::Ready(None),
-                            Ok(out) => Poll::Ready(Some(Ok(Frame::data(out)))),
-                            Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
-                        };
-                    }
-                    return Poll::Ready(None);
-                }
+                Poll::Ready(None) => return Poll::Ready(this.finish(Bytes::new()).transpose()),
                 Poll::Pending => {
                     if this.sleep.as_mut().poll(cx).is_ready() {
                         this.done = true;

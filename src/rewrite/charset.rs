@@ -96,11 +96,6 @@ impl Transcoder {
         }
     }
 
-    /// The body's charset.
-    pub fn encoding(&self) -> &'static Encoding {
-        self.encoding
-    }
-
     /// Decodes one chunk (malformed input becomes U+FFFD, as a browser shows it).
     pub fn decode(&mut self, data: &[u8], last: bool) -> Vec<u8> {
         let mut out = String::with_capacity(

@@ -373,11 +373,6 @@ impl Pipeline {
         self.scanner.munged()
     }
 
-    /// The charset the body turned out to need transcoding from, once known.
-    pub fn transcoded(&self) -> Option<&'static encoding_rs::Encoding> {
-        self.transcoder.as_ref().map(|t| t.encoding())
-    }
-
     /// Feeds one chunk of the upstream body; returns what can be sent now.
     pub fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
         let plain = match &mut self.decoder {
@@ -390,24 +385,39 @@ impl Pipeline {
         };
         let room = charset::SNIFF.saturating_sub(head.len()).min(plain.len());
         head.extend_from_slice(&plain[..room]);
-        self.pending.extend_from_slice(plain);
         // A byte-order mark needs 3 bytes; a <meta> only matters for HTML
         // whose header names no charset, and is looked for in 1024 bytes.
         let seen = head.len();
         let sniffing_meta = self.html && self.declared.is_none();
         let bom = seen >= 3 && charset::from_bom(head).is_some();
         let meta_found = sniffing_meta && seen >= 3 && charset::from_meta(head).is_some();
-        if seen >= 3 && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF) {
+        let decided = seen >= 3 && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF);
+        if decided {
             self.decide();
-            let all = std::mem::take(&mut self.pending);
-            return self.rest(&all, false);
         }
-        if seen < 3 {
-            self.scanned.clear();
-            return self.encode(false);
+        // What may go on now: everything once decided; while undecided only
+        // what comes before the first ESC (ASCII-safe), and nothing before
+        // the byte-order mark could be seen. Bytes are copied only when some
+        // are already held.
+        let cut = if decided {
+            plain.len()
+        } else if seen < 3 {
+            0
+        } else {
+            memchr::memchr(0x1b, plain).unwrap_or(plain.len())
+        };
+        if self.pending.is_empty() {
+            self.pending.extend_from_slice(&plain[cut..]);
+            return self.rest(&plain[..cut], false);
         }
-        // Undecided: what comes before the first ESC is ASCII-safe.
-        let cut = memchr::memchr(0x1b, &self.pending).unwrap_or(self.pending.len());
+        self.pending.extend_from_slice(plain);
+        let cut = if decided {
+            self.pending.len()
+        } else if seen < 3 {
+            0
+        } else {
+            memchr::memchr(0x1b, &self.pending).unwrap_or(self.pending.len())
+        };
         let ready: Vec<u8> = self.pending.drain(..cut).collect();
         self.rest(&ready, false)
     }

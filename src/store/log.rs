@@ -105,9 +105,16 @@ impl<'a> Folded<'a> {
 
 const VISIT_COLUMNS: &str = "day, visitor, first_seen, last_seen, user_agent, first_page, first_munged, requests, munged, harvester, harvester_at";
 
+/// A day column (days since 1970).
+fn day_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Day>> {
+    Ok(r.get::<_, Option<i64>>(i)?
+        .and_then(|d| u16::try_from(d).ok())
+        .map(Day::from_number))
+}
+
 fn visit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Visit> {
     Ok(Visit {
-        day: Day::from_number(u16::try_from(r.get::<_, i64>(0)?).unwrap_or(0)),
+        day: day_at(r, 0)?.unwrap_or(Day::from_number(0)),
         visitor: r.get(1)?,
         first_seen: r.get(2)?,
         last_seen: r.get(3)?,
@@ -131,13 +138,12 @@ fn arrival_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arrival> {
         base: r.get(5)?,
         kind: r.get(6)?,
         visitor: r.get(7)?,
-        day: r
-            .get::<_, Option<i64>>(8)?
-            .and_then(|d| u16::try_from(d).ok())
-            .map(Day::from_number),
+        day: day_at(r, 8)?,
         status: r.get(9)?,
     })
 }
+
+const ARRIVAL_COLUMNS: &str = "time, client_ip, helo, sender, recipient, base, kind, visitor, day, status";
 
 impl Store {
     /// Folds a batch of requests into the visit log, in one transaction:
@@ -263,17 +269,25 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(e)
     }
 
+    /// Arrivals recorded for a recipient (lowercase), oldest first.
+    pub fn arrivals_for(&self, recipient: &str) -> Result<Vec<Arrival>, StoreError> {
+        self.arrivals_where("recipient = ?1", recipient)
+    }
+
     /// Arrivals at or after `since` (Unix seconds), oldest first.
     pub fn arrivals_since(&self, since: i64) -> Result<Vec<Arrival>, StoreError> {
+        self.arrivals_where("time >= ?1", since)
+    }
+
+    fn arrivals_where(&self, cond: &str, arg: impl rusqlite::ToSql) -> Result<Vec<Arrival>, StoreError> {
         let e = |e| sqlite(&self.path, e);
         let mut s = self
             .conn
-            .prepare_cached(
-                "SELECT time, client_ip, helo, sender, recipient, base, kind, visitor, day, status
-                 FROM arrivals WHERE time >= ?1 ORDER BY time, id",
-            )
+            .prepare_cached(&format!(
+                "SELECT {ARRIVAL_COLUMNS} FROM arrivals WHERE {cond} ORDER BY time, id"
+            ))
             .map_err(e)?;
-        let rows = s.query_map([since], arrival_row).map_err(e)?;
+        let rows = s.query_map([arg], arrival_row).map_err(e)?;
         rows.collect::<Result<_, _>>().map_err(e)
     }
 

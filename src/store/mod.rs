@@ -159,6 +159,23 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Whether this rule covers the ID. `RuleSet::matching` answers the
+    /// same through its indexes; this is for listing every rule that applies.
+    pub fn covers(&self, s: &Subject<'_>) -> bool {
+        let c = s.claims;
+        let in_net = |n: &IpNet| c.visitor.is_some_and(|v| n.contains(&v.ip()));
+        match self {
+            Scope::Day(d) => c.day == *d,
+            Scope::Ip(v) => c.visitor == Some(*v),
+            Scope::IpDay(v, d) => c.visitor == Some(*v) && c.day == *d,
+            Scope::Cidr(n) => in_net(n),
+            Scope::CidrDay(n, d) => in_net(n) && c.day == *d,
+            Scope::Address(a) => s.munged == a,
+            Scope::Base(a) => s.base == a,
+            Scope::Before(d) => c.day < *d,
+        }
+    }
+
     /// Builds a CIDR scope, refusing IPv6 prefixes longer than /64 (IPv6
     /// visitors are only known by their /64).
     pub fn cidr(net: IpNet, day: Option<Day>) -> Result<Scope, StoreError> {
@@ -632,38 +649,6 @@ impl Store {
         tx.commit().map_err(e)
     }
 
-    /// Arrivals recorded for a recipient (lowercase), oldest first.
-    pub fn arrivals_for(&self, recipient: &str) -> Result<Vec<Arrival>, StoreError> {
-        let e = |e| sqlite(&self.path, e);
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT time, client_ip, helo, sender, recipient, base, kind, visitor, day, status
-                 FROM arrivals WHERE recipient = ?1 ORDER BY time, id",
-            )
-            .map_err(e)?;
-        let rows = stmt
-            .query_map([recipient], |r| {
-                Ok(Arrival {
-                    time: r.get(0)?,
-                    client_ip: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                    helo: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    sender: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                    recipient: r.get(4)?,
-                    base: r.get(5)?,
-                    kind: r.get(6)?,
-                    visitor: r.get(7)?,
-                    day: r
-                        .get::<_, Option<i64>>(8)?
-                        .and_then(|d| u16::try_from(d).ok())
-                        .map(Day::from_number),
-                    status: r.get(9)?,
-                })
-            })
-            .map_err(e)?;
-        rows.collect::<Result<_, _>>().map_err(e)
-    }
-
     /// A counter that changes whenever another connection commits.
     pub fn data_version(&self) -> Result<i64, StoreError> {
         self.conn
@@ -759,6 +744,8 @@ mod tests {
             Scope::Before(d("2026-11-21")),
         ];
         for scope in &scopes {
+            // The single-rule check agrees with the indexed lookup.
+            assert!(scope.covers(&subj(&visit)), "{scope}");
             let (rule, new) = st.expire(scope, "test").unwrap();
             assert!(new);
             let set = RuleSet::new(st.rules().unwrap());
@@ -790,6 +777,7 @@ mod tests {
             Scope::Before(day),
         ];
         for scope in &misses {
+            assert!(!scope.covers(&subj(&visit)), "{scope}");
             st.expire(scope, "").unwrap();
         }
         let set = RuleSet::new(st.rules().unwrap());
@@ -799,6 +787,7 @@ mod tests {
             .unwrap();
         let set = RuleSet::new(st.rules().unwrap());
         assert!(set.matching(&subj(&visit6)).is_some());
+        assert!(set.rules().iter().any(|r| r.scope.covers(&subj(&visit6))));
         assert!(Scope::cidr("2001:db8::/96".parse().unwrap(), None).is_err());
     }
 
