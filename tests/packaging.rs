@@ -31,6 +31,18 @@ fn blocks(text: &str, lang: &str) -> Vec<String> {
     out
 }
 
+/// A README config snippet, loaded as if it were `path`. A snippet is a
+/// section or two: the top-level keys a config needs go in front unless it
+/// has them.
+fn load_snippet(path: &Path, snippet: &str) -> Result<addrmunge::Config, addrmunge::config::ConfigError> {
+    let mut text = String::new();
+    if !snippet.contains("key_file") {
+        text.push_str("key_file = \"k\"\nstate = \"s\"\n[[protect]]\ndomain = \"plover.com\"\n");
+    }
+    text.push_str(snippet);
+    addrmunge::Config::from_toml(path, &text)
+}
+
 #[test]
 fn every_toml_snippet_in_the_readme_loads() {
     let readme = fs::read_to_string(root().join("README.md")).unwrap();
@@ -39,14 +51,7 @@ fn every_toml_snippet_in_the_readme_loads() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("bait.html"), "<ul>{{addresses}}</ul>").unwrap();
     for s in snippets {
-        // A snippet is a section or two: put the top-level keys a config
-        // needs in front unless it has them.
-        let mut text = String::new();
-        if !s.contains("key_file") {
-            text.push_str("key_file = \"k\"\nstate = \"s\"\n[[protect]]\ndomain = \"plover.com\"\n");
-        }
-        text.push_str(&s);
-        let r = addrmunge::Config::from_toml(&dir.path().join("addrmunge.toml"), &text);
+        let r = load_snippet(&dir.path().join("addrmunge.toml"), &s);
         assert!(r.is_ok(), "README snippet does not load: {}\n{s}", r.unwrap_err());
     }
     // The example config too.
@@ -62,26 +67,93 @@ fn systemd_units_verify_against_the_built_binary() {
         .expect("systemd-analyze is missing; `bash scripts/test.sh` installs systemd");
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_addrmunge");
-    for unit in ["addrmunge-proxy.service", "addrmunge-resolver.service"] {
+    let units = [
+        "addrmunge-proxy.service",
+        "addrmunge-proxy.socket",
+        "addrmunge-resolver.service",
+        "addrmunge-resolver.socket",
+    ];
+    for unit in units {
         let text = fs::read_to_string(root().join("dist/systemd").join(unit)).unwrap();
-        assert!(text.contains("Type=notify") && text.contains("NoNewPrivileges=yes"));
-        assert!(text.contains("User=addrmunge") && text.contains("ProtectSystem=strict"));
-        let local = dir.path().join(unit);
-        fs::write(&local, text.replace("/usr/local/bin/addrmunge", bin)).unwrap();
+        fs::write(
+            dir.path().join(unit),
+            text.replace("/usr/local/bin/addrmunge", bin),
+        )
+        .unwrap();
+    }
+    for unit in units {
+        let text = fs::read_to_string(dir.path().join(unit)).unwrap();
+        if unit.ends_with(".service") {
+            assert!(text.contains("Type=notify") && text.contains("NoNewPrivileges=yes"));
+            assert!(text.contains("User=addrmunge") && text.contains("ProtectSystem=strict"));
+            // Sockets come from systemd; the daemons keep no capability.
+            assert!(text.contains("\nCapabilityBoundingSet=\n"), "{unit}");
+            assert!(text.contains(&format!("Requires={}", unit.replace(".service", ".socket"))));
+        }
         let out = Command::new(analyze)
             .args(["verify", "--man=no"])
-            .arg(&local)
+            .arg(dir.path().join(unit))
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        // Warnings about this machine (no postfix group, no /var/spool/postfix)
+        // Warnings about this machine (no addrmunge user, no postfix group)
         // are not the unit's fault; syntax and unknown settings are.
         let bad: Vec<&str> = err
             .lines()
-            .filter(|l| l.contains(unit) && !l.contains("postfix") && !l.contains("No such file"))
+            .filter(|l| l.contains("addrmunge-") && !l.contains("postfix") && !l.contains("No such file"))
             .collect();
-        assert!(out.status.success() || bad.is_empty(), "{unit}: {err}");
         assert!(bad.is_empty(), "{unit}: {err}");
+    }
+}
+
+/// The addresses in a socket unit's ListenStream= lines, as config listeners.
+fn listen_streams(unit: &str) -> Vec<String> {
+    let text = fs::read_to_string(root().join("dist/systemd").join(unit)).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("ListenStream="))
+        .map(|a| {
+            if a.starts_with('/') {
+                format!("unix:{a}")
+            } else {
+                format!("inet:{a}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn socket_units_match_the_documented_configs() {
+    // The proxy's socket unit serves the README's [proxy] listen.
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let proxy = blocks(&readme, "toml")
+        .into_iter()
+        .find(|b| b.contains("[proxy]") && b.contains("listen ="))
+        .expect("README has a [proxy] snippet with listen");
+    let cfg = load_snippet(Path::new("/etc/addrmunge/addrmunge.toml"), &proxy).unwrap();
+    let mut want: Vec<String> = cfg.raw.proxy.listen.iter().map(|l| format!("inet:{l}")).collect();
+    want.sort();
+    let mut have = listen_streams("addrmunge-proxy.socket");
+    have.sort();
+    assert_eq!(have, want);
+    // The resolver's serves the example config's listeners, and its
+    // commented unix lines the README's chroot snippet.
+    let example = fs::read_to_string(root().join("fixtures/addrmunge.toml")).unwrap();
+    let cfg = addrmunge::Config::from_toml(Path::new("/etc/addrmunge/addrmunge.toml"), &example).unwrap();
+    let r = &cfg.raw.resolver;
+    let want: Vec<String> = r.socketmap.iter().chain(&r.policy).cloned().collect();
+    assert_eq!(listen_streams("addrmunge-resolver.socket"), want);
+    let unit = fs::read_to_string(root().join("dist/systemd/addrmunge-resolver.socket")).unwrap();
+    let chroot = blocks(&readme, "toml")
+        .into_iter()
+        .find(|b| b.contains("unix:/var/spool/postfix/private"))
+        .expect("README has a unix-socket [resolver] snippet");
+    let cfg = load_snippet(Path::new("/etc/addrmunge/addrmunge.toml"), &chroot).unwrap();
+    for l in cfg.raw.resolver.socketmap.iter().chain(&cfg.raw.resolver.policy) {
+        let path = l.strip_prefix("unix:").unwrap();
+        assert!(
+            unit.contains(&format!("#ListenStream={path}\n")),
+            "{l} not in the socket unit"
+        );
     }
 }
 

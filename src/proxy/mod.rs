@@ -207,7 +207,7 @@ impl Proxy {
         let mut tasks = Vec::new();
         for l in &state.config.raw.proxy.listen {
             let addr: SocketAddr = l.parse()?;
-            let listener = tokio::net::TcpListener::bind(addr)
+            let listener = crate::listen::bind_tcp(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
             tracing::info!(%addr, upstream = %state.config.raw.proxy.upstream, "proxy listening");
@@ -226,7 +226,7 @@ impl Proxy {
             .filter(|a| !a.is_empty())
         {
             let addr: SocketAddr = admin.parse()?;
-            let listener = tokio::net::TcpListener::bind(addr)
+            let listener = crate::listen::bind_tcp(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
             tracing::info!(%addr, "metrics at /metrics");
@@ -234,6 +234,7 @@ impl Proxy {
                 Arc::clone(&self).admin_loop(listener, stop_rx.clone()),
             ));
         }
+        crate::listen::warn_unused_inherited();
         crate::signals::until_stopped(|| self.reload()).await?;
         let _ = stop_tx.send(true);
         for t in tasks {

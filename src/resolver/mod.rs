@@ -385,6 +385,7 @@ pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
             tasks.push(tokio::spawn(accept_loop(bound, r, is_policy)));
         }
     }
+    crate::listen::warn_unused_inherited();
     crate::signals::until_stopped(|| resolver.reload()).await?;
     tracing::info!("shutting down");
     for t in tasks {

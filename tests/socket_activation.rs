@@ -1,0 +1,231 @@
+//! systemd socket activation: the proxy and the resolver serve on sockets
+//! another process made and passed (`LISTEN_FDS`), as with the `.socket`
+//! units in dist/systemd, so neither daemon needs a privilege to serve port
+//! 80 or a socket in Postfix's queue folder. `systemd-socket-activate` (from
+//! Debian's systemd package; scripts/test.sh installs it) holds the address
+//! bound, so a daemon that tried to bind it itself would fail instead.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{free_port, wait_for_port};
+
+const PAGE: &str = "<p><a href=\"mailto:mjd@plover.com\">write to me</a></p>\n";
+
+/// A one-page web server on a free port, answering every request.
+fn upstream() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(
+                r.get_mut(),
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PAGE}",
+                PAGE.len()
+            );
+        }
+    });
+    port
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `addrmunge ARGS` under `systemd-socket-activate -l ADDR...`, logging to `log`.
+fn activated(listen: &[&str], args: &[&str], log: &Path) -> Daemon {
+    let tool = ["/usr/bin/systemd-socket-activate", "/bin/systemd-socket-activate"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("systemd-socket-activate is missing; `bash scripts/test.sh` installs systemd");
+    let mut cmd = Command::new(tool);
+    for l in listen {
+        cmd.arg("-l").arg(l);
+    }
+    cmd.arg("-E").arg("ADDRMUNGE_LOG=info");
+    cmd.arg(env!("CARGO_BIN_EXE_addrmunge")).args(args);
+    Daemon(
+        cmd.stdout(Stdio::null())
+            .stderr(fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_for_log(log: &Path, text: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let got = fs::read_to_string(log).unwrap_or_default();
+        if got.contains(text) {
+            return got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no '{text}' in the log:\n{got}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn get(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: www.plover.com\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn netstring_query(s: &mut UnixStream, q: &str) -> String {
+    write!(s, "{}:{q},", q.len()).unwrap();
+    let mut len = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        s.read_exact(&mut b).unwrap();
+        if b[0] == b':' {
+            break;
+        }
+        len.push(b[0]);
+    }
+    let n: usize = String::from_utf8(len).unwrap().parse().unwrap();
+    let mut body = vec![0u8; n + 1];
+    s.read_exact(&mut body).unwrap();
+    String::from_utf8(body[..n].to_vec()).unwrap()
+}
+
+fn setup(dir: &Path, proxy_port: u16, up: u16, policy: u16) -> String {
+    let cfg = dir.join("addrmunge.toml");
+    fs::write(
+        &cfg,
+        format!(
+            r#"key_file = "addrmunge.key"
+state = "state.sqlite"
+
+[[protect]]
+domain = "plover.com"
+
+[proxy]
+listen = ["127.0.0.1:{proxy_port}"]
+upstream = "http://127.0.0.1:{up}"
+
+[resolver]
+socketmap = ["unix:{sock}"]
+policy = ["inet:127.0.0.1:{policy}"]
+"#,
+            sock = dir.join("map.sock").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+        .args(["keygen", "--out"])
+        .arg(dir.join("addrmunge.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    cfg.display().to_string()
+}
+
+#[test]
+fn the_proxy_serves_on_a_socket_systemd_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = setup(dir.path(), port, upstream(), free_port());
+    let log = dir.path().join("proxy.log");
+    let _proxy = activated(
+        &[&format!("127.0.0.1:{port}")],
+        &["--config", &cfg, "proxy"],
+        &log,
+    );
+    // systemd-socket-activate holds the port from the start and starts the
+    // proxy on the first connection, which the proxy then answers.
+    wait_for_port(port, "systemd-socket-activate");
+    let page = get(port);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("mailto:mjd-id-"), "not munged:\n{page}");
+    let text = wait_for_log(&log, "using the socket systemd passed");
+    assert!(!text.contains("WARN"), "{text}");
+}
+
+#[test]
+fn the_resolver_serves_on_a_unix_socket_systemd_made_and_binds_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = free_port();
+    let cfg = setup(dir.path(), free_port(), upstream(), policy);
+    let sock = dir.path().join("map.sock");
+    let log = dir.path().join("resolver.log");
+    let _resolver = activated(&[sock.to_str().unwrap()], &["--config", &cfg, "resolver"], &log);
+    // The socket exists before the resolver runs; connecting starts it.
+    let start = Instant::now();
+    let mut s = loop {
+        match UnixStream::connect(&sock) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(20), "{e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+        .args([
+            "--config",
+            &cfg,
+            "encode",
+            "--ip",
+            "203.0.113.9",
+            "mjd@plover.com",
+        ])
+        .output()
+        .unwrap();
+    let munged = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(
+        netstring_query(&mut s, &format!("virtual {munged}")),
+        "OK mjd@plover.com"
+    );
+    // The policy listener, which systemd did not pass, is bound by the resolver.
+    wait_for_port(policy, "resolver policy service");
+    let text = wait_for_log(&log, "using the socket systemd passed");
+    assert!(!text.contains("WARN"), "{text}");
+    assert!(sock.exists(), "the resolver must not remove systemd's socket");
+}
+
+#[test]
+fn a_socket_unit_that_does_not_match_the_config_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, other) = (free_port(), free_port());
+    let cfg = setup(dir.path(), port, upstream(), free_port());
+    let log = dir.path().join("proxy.log");
+    let _proxy = activated(
+        &[&format!("127.0.0.1:{other}")],
+        &["--config", &cfg, "proxy"],
+        &log,
+    );
+    wait_for_port(other, "systemd-socket-activate");
+    // The first connection starts it; the proxy serves its configured port
+    // itself and says which passed socket nothing uses.
+    let _poke = TcpStream::connect(("127.0.0.1", other)).unwrap();
+    let text = wait_for_log(&log, "no listener in the config uses");
+    assert!(text.contains(&format!("inet:127.0.0.1:{other}")), "{text}");
+    wait_for_port(port, "proxy");
+    assert!(get(port).contains("mailto:mjd-id-"));
+}
