@@ -6,29 +6,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::blocks;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The fenced blocks of `lang` in a Markdown file.
-fn blocks(text: &str, lang: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in text.lines() {
-        match &mut cur {
-            None if line.trim_start() == format!("```{lang}") => cur = Some(String::new()),
-            Some(b) if line.trim_start() == "```" => {
-                out.push(std::mem::take(b));
-                cur = None;
-            }
-            Some(b) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            None => {}
-        }
-    }
-    out
 }
 
 /// A README config snippet, loaded as if it were `path`. A snippet is a

@@ -13,7 +13,18 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, wait_for_port};
+use common::{free_port, readme_block, wait_for_port};
+
+/// Which of the README's Postfix setups a test runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    /// The resolver on TCP (plus a unix socket for postmap), Postfix asking over TCP.
+    Inet,
+    /// The resolver on unix sockets in the queue folder, a chrooted smtpd.
+    Chroot,
+    /// A backup MX: relay_recipient_maps only.
+    BackupMx,
+}
 
 const MASTER_CF: &str = "\
 SMTPD_ADDR inet  n       -       n       -       -       smtpd
@@ -70,9 +81,37 @@ impl Mail {
 
     /// A resolver with `extra` appended to its config, and a Postfix in front of it.
     fn start(extra: &str) -> Mail {
+        Mail::start_setup(extra, Setup::Inet)
+    }
+
+    fn start_setup(extra: &str, setup: Setup) -> Mail {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let (smtp, map, policy) = (free_port(), free_port(), free_port());
+        let listeners = if setup == Setup::Chroot {
+            // The README's unix-socket [resolver] lines, in this test's queue folder.
+            // private/ as Postfix makes it: its own, mode 0700.
+            let private = dir.path().join("queue/private");
+            fs::create_dir_all(&private).unwrap();
+            fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+            let ok = Command::new("chown")
+                .args(["postfix"])
+                .arg(&private)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            readme_block("toml", "unix:/var/spool/postfix/private")
+                .replace("[resolver]\n", "")
+                .replace(
+                    "/var/spool/postfix",
+                    &dir.path().join("queue").display().to_string(),
+                )
+        } else {
+            format!(
+                "socketmap = [\"inet:127.0.0.1:{map}\", \"unix:{sock}\"]\nsocket_group = \"postfix\"\npolicy = [\"inet:127.0.0.1:{policy}\"]\n",
+                sock = dir.path().join("map.sock").display()
+            )
+        };
         let cfg = format!(
             r#"key_file = "addrmunge.key"
 state = "state.sqlite"
@@ -86,17 +125,13 @@ domain = "press.test"
 deliver_to = "mjd@mbox.test"
 
 [resolver]
-socketmap = ["inet:127.0.0.1:{map}", "unix:{sock}"]
-socket_group = "postfix"
-policy = ["inet:127.0.0.1:{policy}"]
-recipient_delimiter = "+"
+{listeners}recipient_delimiter = "+"
 reject_text = "5.1.1 Sorry, this address has expired; see the web site for today's."
 {extra}
 [traps]
 never_block = ["127.0.0.1/32"]
 block_for = "1h"
-"#,
-            sock = dir.path().join("map.sock").display()
+"#
         );
         fs::write(dir.path().join("addrmunge.toml"), cfg).unwrap();
         let mut mail = Mail {
@@ -122,13 +157,24 @@ block_for = "1h"
             .stderr(fs::File::create(mail.path("resolver.log")).unwrap())
             .spawn()
             .unwrap();
-        wait_for_port(map, "resolver socketmap");
-        wait_for_port(policy, "resolver policy service");
-        mail.start_postfix();
+        if setup == Setup::Chroot {
+            for sock in ["addrmunge-map", "addrmunge-policy"] {
+                let path = mail.path("queue/private").join(sock);
+                let start = Instant::now();
+                while !path.exists() {
+                    assert!(start.elapsed() < Duration::from_secs(20), "no {}", path.display());
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        } else {
+            wait_for_port(map, "resolver socketmap");
+            wait_for_port(policy, "resolver policy service");
+        }
+        mail.start_postfix(setup);
         mail
     }
 
-    fn start_postfix(&mut self) {
+    fn start_postfix(&mut self, setup: Setup) {
         let d = self.dir.path();
         for sub in ["etc", "queue", "data", "mail"] {
             fs::create_dir_all(d.join(sub)).unwrap();
@@ -154,8 +200,19 @@ block_for = "1h"
         )
         .unwrap();
         fs::write(d.join("vmailbox"), "mjd@mbox.test mjd/\nlist@mbox.test list/\n").unwrap();
-        let (map, policy) = (self.map, self.policy);
-        let sm = |name: &str| format!("socketmap:inet:127.0.0.1:{map}:{name}");
+        // The README's main.cf lines for this setup, as written but for the
+        // ports and the alias table's path.
+        let readme = match setup {
+            Setup::Inet => readme_block("conf", "socketmap:inet:127.0.0.1:10100:virtual"),
+            Setup::Chroot => readme_block("conf", "socketmap:unix:private/addrmunge-map:virtual"),
+            Setup::BackupMx => readme_block("conf", "relay_recipient_maps"),
+        }
+        .replace("127.0.0.1:10100", &format!("127.0.0.1:{}", self.map))
+        .replace("127.0.0.1:10101", &format!("127.0.0.1:{}", self.policy))
+        .replace(
+            "hash:/etc/postfix/virtual",
+            &format!("texthash:{}/virtual", d.display()),
+        );
         let main_cf = format!(
             "compatibility_level = 3.6
 queue_directory = {q}
@@ -173,26 +230,28 @@ mynetworks = 127.0.0.1/32
 alias_maps =
 alias_database =
 recipient_delimiter = +
-smtpd_recipient_restrictions = check_client_access {client}, check_policy_service inet:127.0.0.1:{policy}, check_recipient_access {recipient}, permit_mynetworks, reject_unauth_destination
-virtual_alias_maps = {virtual}, texthash:{d}/virtual
+relay_transport = discard:backup MX test
 virtual_mailbox_domains = mbox.test
 virtual_mailbox_base = {d}/mail
 virtual_mailbox_maps = texthash:{d}/vmailbox
 virtual_uid_maps = static:65534
 virtual_gid_maps = static:65534
 smtputf8_enable = no
-",
+{readme}",
             q = d.join("queue").display(),
             data = d.join("data").display(),
             d = d.display(),
-            client = sm("client"),
-            recipient = sm("recipient"),
-            virtual = sm("virtual"),
         );
         fs::write(d.join("etc/main.cf"), main_cf).unwrap();
+        // The chrooted setup takes the README's master.cf line for smtpd.
+        let smtpd = match setup {
+            Setup::Chroot => readme_block("conf", "smtpd\n").replacen("smtp ", "SMTPD_ADDR ", 1),
+            _ => MASTER_CF.lines().next().unwrap().to_owned() + "\n",
+        };
+        let master = smtpd.trim_end().to_owned() + "\n" + MASTER_CF.split_once('\n').unwrap().1;
         fs::write(
             d.join("etc/master.cf"),
-            MASTER_CF.replace("SMTPD_ADDR", &format!("127.0.0.1:{}", self.smtp)),
+            master.replace("SMTPD_ADDR", &format!("127.0.0.1:{}", self.smtp)),
         )
         .unwrap();
         let out = Command::new("postfix")
@@ -459,6 +518,56 @@ fn postfix_delivers_refuses_and_traps() {
         "{arrivals:?}"
     );
     assert!(!store.blocks(addrmunge::store::now_unix()).unwrap().is_empty());
+}
+
+#[test]
+fn unix_sockets_with_a_chrooted_smtpd() {
+    let m = Mail::start_setup("", Setup::Chroot);
+    let master = fs::read_to_string(m.path("etc/master.cf")).unwrap();
+    assert!(
+        master.lines().next().unwrap().split_whitespace().nth(4) == Some("y"),
+        "smtpd must run chrooted:\n{master}"
+    );
+    let a = m.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let (ok, t) = m.send("127.0.0.1", &a);
+    assert!(ok, "{t}");
+    assert!(m.delivered("mjd", &a), "no delivery for {a}");
+    m.cli_ok(&["expire", "--ip", "203.0.113.9"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (ok, t) = m.send("127.0.0.1", &a);
+    assert!(!ok && t.contains("Sorry, this address has expired"), "{t}");
+    // The policy service over its unix socket: trap mail discarded, client blocked.
+    let trap = m.cli_ok(&["encode", "--ip", "192.0.2.66", "--kind", "trap", "mjd@plover.com"]);
+    let (ok, t) = m.send("127.0.0.2", &trap);
+    assert!(ok, "{t}");
+    let b = m.cli_ok(&["encode", "--ip", "198.51.100.20", "mjd@plover.com"]);
+    let (ok, t) = m.send("127.0.0.2", &b);
+    assert!(!ok && t.contains("spam trap"), "{t}");
+    let log = fs::read_to_string(m.path("maillog")).unwrap_or_default();
+    assert!(!log.contains("warning: socketmap"), "{log}");
+}
+
+#[test]
+fn backup_mx_refuses_unknown_recipients() {
+    let m = Mail::start_setup("", Setup::BackupMx);
+    let a = m.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let (ok, t) = m.send("127.0.0.1", &a);
+    assert!(ok, "a valid ID must be relayed: {t}");
+    let (l, d) = a.split_once('@').unwrap();
+    let forged = format!(
+        "{}{}@{d}",
+        &l[..l.len() - 1],
+        if l.ends_with('a') { 'b' } else { 'a' }
+    );
+    let (ok, t) = m.send("127.0.0.1", &forged);
+    assert!(!ok && t.contains("relay recipient table"), "{t}");
+    m.cli_ok(&["expire", "--ip", "203.0.113.9"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (ok, t) = m.send("127.0.0.1", &a);
+    assert!(
+        !ok && t.contains("relay recipient table"),
+        "an expired ID must be refused: {t}"
+    );
 }
 
 #[test]

@@ -28,3 +28,39 @@ pub fn wait_for_port(port: u16, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The fenced blocks of `lang` in a Markdown file.
+pub fn blocks(text: &str, lang: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        match &mut cur {
+            None if line.trim_start() == format!("```{lang}") => cur = Some(String::new()),
+            Some(b) if line.trim_start() == "```" => {
+                out.push(std::mem::take(b));
+                cur = None;
+            }
+            Some(b) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// The README's one fenced block of `lang` that contains `marker`.
+pub fn readme_block(lang: &str, marker: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let found: Vec<String> = blocks(&readme, lang)
+        .into_iter()
+        .filter(|b| b.contains(marker))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "README needs exactly one ```{lang} block with '{marker}'"
+    );
+    found.into_iter().next().unwrap()
+}
