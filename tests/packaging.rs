@@ -199,25 +199,7 @@ fn every_nginx_snippet_in_the_readme_passes_nginx_t() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // A throwaway certificate for the TLS snippet.
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=plover.com",
-            "-days",
-            "1",
-        ])
-        .arg("-keyout")
-        .arg(d.join("privkey.pem"))
-        .arg("-out")
-        .arg(d.join("fullchain.pem"))
-        .output()
-        .expect("openssl is installed");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    common::self_signed_cert(d);
     for s in snippets {
         let s = s
             .replace("/etc/ssl/plover.com/", &format!("{}/", d.display()))

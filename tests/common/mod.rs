@@ -64,3 +64,26 @@ pub fn readme_block(lang: &str, marker: &str) -> String {
     );
     found.into_iter().next().unwrap()
 }
+
+/// A throwaway certificate for plover.com: `fullchain.pem` and `privkey.pem` in `dir`.
+pub fn self_signed_cert(dir: &std::path::Path) {
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=plover.com",
+            "-days",
+            "1",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("privkey.pem"))
+        .arg("-out")
+        .arg(dir.join("fullchain.pem"))
+        .output()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}
