@@ -24,3 +24,16 @@ if ((${#missing[@]})); then
 fi
 
 cargo test --locked "$@"
+
+# The README's install command, into a throwaway root: the release build
+# installs, runs, and makes its man page and completions. Skipped when
+# arguments pick some tests only.
+if (($# == 0)); then
+  root=$(mktemp -d)
+  trap 'rm -rf "$root"' EXIT
+  cargo install --quiet --locked --path . --root "$root"
+  "$root/bin/addrmunge" --version
+  "$root/bin/addrmunge" manpage | grep '^\.TH addrmunge 1' >/dev/null
+  "$root/bin/addrmunge" completions bash | grep 'complete -F' >/dev/null
+  echo "scripts/test.sh: cargo install --path . works"
+fi
