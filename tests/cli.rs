@@ -429,3 +429,123 @@ fn logs_can_be_json_lines() {
         "{line}"
     );
 }
+
+mod common;
+
+/// Tokens and dates vary from run to run; the shape of each line must not.
+fn shape(text: &str) -> String {
+    let token = regex::Regex::new(r"-id-[a-z0-9-]+@").unwrap();
+    let date = regex::Regex::new(r"\d{4}-\d{2}-\d{2}").unwrap();
+    let rule = regex::Regex::new(r"#\d+").unwrap();
+    let t = token.replace_all(text, "-id-TOKEN@");
+    let t = date.replace_all(&t, "DATE");
+    rule.replace_all(&t, "#N").trim().to_owned()
+}
+
+#[test]
+fn the_readme_session_runs_as_shown() {
+    let env = Env::new();
+    let block = common::readme_block("text", "$ addrmunge encode");
+    let (mut shown_addr, mut real_addr) = (String::new(), String::new());
+    let today = addrmunge::Day::today().to_string();
+    let mut lines = block.lines().peekable();
+    while let Some(line) = lines.next() {
+        let cmd = line.strip_prefix("$ addrmunge ").expect("a command line");
+        let mut expected = Vec::new();
+        while let Some(l) = lines.next_if(|l| !l.starts_with("$ ")) {
+            expected.push(l);
+        }
+        // The README's address and day stand for the ones made now.
+        let cmd = cmd.replace("2026-11-22", &today);
+        let cmd = if shown_addr.is_empty() {
+            cmd
+        } else {
+            cmd.replace(&shown_addr, &real_addr)
+        };
+        let args = shell_words(&cmd);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // decode exits 1 for an expired address, as documented; the output counts.
+        let out = env.run(&args);
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "{cmd}: {}",
+            stderr(&out)
+        );
+        let got = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        if cmd.starts_with("encode") {
+            shown_addr = expected[0].to_owned();
+            real_addr = got.clone();
+        }
+        assert_eq!(
+            shape(&got),
+            shape(&expected.join("\n")),
+            "README: $ addrmunge {cmd}"
+        );
+    }
+}
+
+/// Splits a command line like a shell (double quotes only; all the README uses).
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut any) = (false, false);
+    for c in s.chars() {
+        match c {
+            '"' => (quoted, any) = (!quoted, true),
+            ' ' if !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => (cur, any) = (cur + &c.to_string(), true),
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+#[test]
+fn the_readme_key_rotation_keeps_old_ids_working() {
+    let env = Env::new();
+    let old = env.ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let before = fs::read_to_string(env.path("keys/addrmunge.key")).unwrap();
+    let keys = env.path("keys").display().to_string();
+    let script = common::readme_block("sh", "keygen --out /tmp/new.key")
+        .replace("/etc/addrmunge", &keys)
+        .replace("/tmp/new.key", &format!("{keys}/new.key"));
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                Path::new(env!("CARGO_BIN_EXE_addrmunge"))
+                    .parent()
+                    .unwrap()
+                    .display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .env("ADDRMUNGE_CONFIG", env.path("addrmunge.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{script}", stderr(&out));
+    let after = fs::read_to_string(env.path("keys/addrmunge.key")).unwrap();
+    assert!(after.ends_with(&before) && after.lines().count() == 2, "{after}");
+    let mode = fs::metadata(env.path("keys/addrmunge.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!env.path("keys/new.key").exists());
+    // Old IDs decode; new ones are made with the new key, which the old key
+    // alone cannot read.
+    assert_eq!(env.decode(&old).1["status"], "valid");
+    let new = env.ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    assert_eq!(env.decode(&new).1["status"], "valid");
+    fs::write(env.path("keys/addrmunge.key"), &before).unwrap();
+    assert_ne!(env.decode(&new).1["status"], "valid");
+}

@@ -429,6 +429,24 @@ fn postfix_delivers_refuses_and_traps() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "mjd@plover.com");
 
+    // The README's "check a lookup by hand" lines, with this address and port.
+    let by_hand = readme_block("sh", "postmap -q")
+        .replace("mjd-id-…@plover.com", &a)
+        .replace("127.0.0.1:10100", &format!("127.0.0.1:{}", m.map))
+        .replace("127.0.0.1 10100", &format!("127.0.0.1 {}", m.map));
+    // MAIL_CONFIG: this machine may have no /etc/postfix/main.cf.
+    let out = Command::new("bash")
+        .args(["-c", &by_hand])
+        .env("MAIL_CONFIG", m.path("etc"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said == "mjd@plover.com\n17:OK mjd@plover.com,",
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A valid munged address is delivered to the real mailbox.
     let (ok, t) = m.send("127.0.0.1", &a);
     assert!(ok, "{t}");
