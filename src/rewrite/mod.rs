@@ -98,17 +98,25 @@ impl Decoder {
 }
 
 /// The munged form of each base address, computed once per visitor, day
-/// and kind: a bounded LRU, so a crawler walking many pages costs one
-/// token per address, and a flood of visitors evicts the least recent.
+/// and kind: a bounded LRU of visitor-days, so a crawler walking many pages
+/// costs one token per address, and a flood of visitors evicts the least
+/// recent. A response takes its visitor-day's [`Tokens`] once, then looks
+/// addresses up there by `&str`, without building a key per address.
 pub struct TokenCache {
-    map: Mutex<lru::LruCache<CacheKey, Arc<str>>>,
+    map: Mutex<lru::LruCache<VisitorDay, Arc<Tokens>>>,
 }
 
-/// Visitor, day, kind and base address.
-type CacheKey = (Visitor, Day, Kind, String);
+/// Visitor, day and kind.
+type VisitorDay = (Visitor, Day, Kind);
 
-/// Entries kept (about 100 bytes each).
-const CACHE_MAX: usize = 100_000;
+/// Visitor-days kept. Each holds the tokens of the addresses that visitor
+/// was served (about 100 bytes each, at most [`TOKENS_MAX`]).
+const CACHE_MAX: usize = 10_000;
+
+/// Tokens kept per visitor-day: a page full of distinct addresses (a list
+/// archive) must not grow one entry without bound; beyond this they are
+/// made on every use.
+const TOKENS_MAX: usize = 1024;
 
 impl Default for TokenCache {
     fn default() -> Self {
@@ -123,7 +131,7 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache of at most `n` tokens (at least 1).
+    /// A cache of at most `n` visitor-days (at least 1).
     pub fn with_capacity(n: usize) -> TokenCache {
         let n = std::num::NonZeroUsize::new(n.max(1)).expect("at least 1");
         TokenCache {
@@ -131,9 +139,9 @@ impl TokenCache {
         }
     }
 
-    /// Tokens held.
+    /// Visitor-days held.
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().len()
     }
 
     /// True when empty.
@@ -143,26 +151,46 @@ impl TokenCache {
 
     /// Forgets every token (after the keys changed).
     pub fn clear(&self) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.lock().clear();
     }
 
-    /// The token for `base` under `claims`, from the cache or made now.
-    pub fn get(&self, keys: &KeyRing, claims: &Claims, base: &str) -> Arc<str> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<VisitorDay, Arc<Tokens>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tokens of the visitor-day `claims` names.
+    pub fn tokens(&self, claims: &Claims) -> Arc<Tokens> {
         let key = (
             claims.visitor.unwrap_or(Visitor::V4([0, 0, 0, 0].into())),
             claims.day,
             claims.kind,
-            base.to_owned(),
         );
-        if let Some(t) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        Arc::clone(self.lock().get_or_insert(key, || Arc::new(Tokens::default())))
+    }
+
+    /// The token for `base` under `claims`, from the cache or made now.
+    pub fn get(&self, keys: &KeyRing, claims: &Claims, base: &str) -> Arc<str> {
+        self.tokens(claims).get(keys, claims, base)
+    }
+}
+
+/// One visitor-day's tokens, by base address.
+#[derive(Default)]
+pub struct Tokens(Mutex<HashMap<Box<str>, Arc<str>>>);
+
+impl Tokens {
+    /// The token for `base` under `claims` (which must be this visitor-day's).
+    pub fn get(&self, keys: &KeyRing, claims: &Claims, base: &str) -> Arc<str> {
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = lock().get(base) {
             return Arc::clone(t);
         }
         // Made outside the lock: two requests may both make it; same bytes.
         let t: Arc<str> = keys.encode(base, "", claims).into();
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .put(key, Arc::clone(&t));
+        let mut map = lock();
+        if map.len() < TOKENS_MAX {
+            map.insert(base.into(), Arc::clone(&t));
+        }
         t
     }
 }
@@ -172,8 +200,7 @@ pub struct VisitorMunger {
     keys: Arc<KeyRing>,
     separator: String,
     claims: Claims,
-    cache: Arc<TokenCache>,
-    local: HashMap<String, Arc<str>>,
+    tokens: Arc<Tokens>,
     domain: Option<String>,
     base: String,
 }
@@ -182,11 +209,10 @@ impl VisitorMunger {
     /// A munger for one response.
     pub fn new(keys: Arc<KeyRing>, separator: &str, claims: Claims, cache: Arc<TokenCache>) -> VisitorMunger {
         VisitorMunger {
+            tokens: cache.tokens(&claims),
             keys,
             separator: separator.to_owned(),
             claims,
-            cache,
-            local: HashMap::new(),
             domain: None,
             base: String::new(),
         }
@@ -206,14 +232,7 @@ impl Munger for VisitorMunger {
         self.base.push_str(found.local);
         self.base.push('@');
         self.base.push_str(found.domain);
-        let token = match self.local.get(self.base.as_str()) {
-            Some(t) => Arc::clone(t),
-            None => {
-                let t = self.cache.get(&self.keys, &self.claims, &self.base);
-                self.local.insert(self.base.clone(), Arc::clone(&t));
-                t
-            }
-        };
+        let token = self.tokens.get(&self.keys, &self.claims, &self.base);
         out.extend_from_slice(self.separator.as_bytes());
         out.extend_from_slice(token.as_bytes());
     }
@@ -466,6 +485,8 @@ impl Pipeline {
             input = &linked;
         }
         self.scanned.clear();
+        // Room for the chunk and a few tokens: no regrowth (and copy) while scanning.
+        self.scanned.reserve(input.len() + input.len() / 16 + 256);
         self.scanner.feed(input, &mut self.scanned, &mut self.munger);
         if last {
             self.scanner.finish(&mut self.scanned, &mut self.munger);
@@ -535,6 +556,27 @@ mod tests {
         }
         out.extend_from_slice(&p.finish().unwrap());
         out
+    }
+
+    #[test]
+    fn one_visitor_day_holds_a_bounded_number_of_tokens() {
+        let keys = KeyRing::new(&[[1u8; 32]]);
+        let c = TokenCache::default();
+        let claims = Claims::visit(
+            Kind::Visitor,
+            Day::from_number(20_000),
+            "192.0.2.1".parse().unwrap(),
+        );
+        let tokens = c.tokens(&claims);
+        for i in 0..TOKENS_MAX + 100 {
+            let base = format!("user{i}@plover.com");
+            // Beyond the bound tokens are still right, only not kept.
+            assert_eq!(
+                *tokens.get(&keys, &claims, &base),
+                *keys.encode(&base, "", &claims)
+            );
+        }
+        assert_eq!(tokens.0.lock().unwrap().len(), TOKENS_MAX);
     }
 
     #[test]
