@@ -29,6 +29,8 @@ use crate::token::{KeyRing, Kind};
 const REFRESH: Duration = Duration::from_millis(250);
 /// Arrivals and blocks waiting to be written; beyond this they are dropped and counted.
 const QUEUE: usize = 10_000;
+/// Recent judgements kept (a few hundred bytes each).
+const VERDICTS: usize = 4096;
 
 /// What the store says right now, as the daemons see it.
 #[derive(Debug, Default)]
@@ -37,6 +39,32 @@ struct Snapshot {
     blocks: HashMap<IpAddr, i64>,
     /// False when the store could not be read: answer TEMP, never guess.
     ok: bool,
+}
+
+/// Recent judgements by (lowercased) address. Postfix asks about one
+/// recipient three or four times per message (virtual, recipient, policy,
+/// cleanup's virtual again), and each judgement is a decryption. Valid only
+/// for the snapshot, settings and day it was made under: any rule change,
+/// reload or midnight empties it, so it never answers differently from a
+/// fresh judgement. The Arcs are held, not compared by address, so a new
+/// snapshot can never be mistaken for a freed one.
+struct Verdicts {
+    snap: Arc<Snapshot>,
+    settings: Arc<Settings>,
+    day: Day,
+    map: lru::LruCache<String, Arc<Judgement>>,
+}
+
+impl Verdicts {
+    /// Empties the cache unless it was made under exactly these.
+    fn for_now(&mut self, snap: &Arc<Snapshot>, settings: &Arc<Settings>, day: Day) {
+        if !Arc::ptr_eq(&self.snap, snap) || !Arc::ptr_eq(&self.settings, settings) || self.day != day {
+            self.map.clear();
+            self.snap = Arc::clone(snap);
+            self.settings = Arc::clone(settings);
+            self.day = day;
+        }
+    }
 }
 
 /// Things for the writer thread.
@@ -86,6 +114,7 @@ pub struct Resolver {
     config_path: PathBuf,
     settings: RwLock<Arc<Settings>>,
     snapshot: RwLock<Arc<Snapshot>>,
+    verdicts: Mutex<Verdicts>,
     /// Blocks made by this process that the store snapshot may not show yet.
     fresh_blocks: Mutex<HashMap<IpAddr, i64>>,
     writer: SyncSender<Write>,
@@ -113,14 +142,20 @@ pub struct Judgement {
 impl Resolver {
     /// Loads settings, opens the store and starts the refresher and writer threads.
     pub fn start(config_path: PathBuf) -> anyhow::Result<Arc<Resolver>> {
-        let settings = Settings::load(&config_path)?;
+        let settings = Arc::new(Settings::load(&config_path)?);
         let state = settings.config.state.clone();
         // Create and migrate the store before anything reads it.
         let writer_store = Store::open(&state)?;
         let (tx, rx) = sync_channel(QUEUE);
         let r = Arc::new(Resolver {
             config_path,
-            settings: RwLock::new(Arc::new(settings)),
+            verdicts: Mutex::new(Verdicts {
+                snap: Arc::new(Snapshot::default()),
+                settings: Arc::clone(&settings),
+                day: Day::today(),
+                map: lru::LruCache::new(std::num::NonZeroUsize::new(VERDICTS).expect("not zero")),
+            }),
+            settings: RwLock::new(settings),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             fresh_blocks: Mutex::new(HashMap::new()),
             writer: tx,
@@ -208,7 +243,7 @@ impl Resolver {
     /// Judges a recipient: the whole address first, then with the
     /// recipient-delimiter extension stripped. `None` when the store cannot
     /// be read (answer TEMP).
-    pub fn judge(&self, address: &str) -> Option<Judgement> {
+    pub fn judge(&self, address: &str) -> Option<Arc<Judgement>> {
         let snap = self.snapshot();
         if !snap.ok {
             return None;
@@ -220,21 +255,39 @@ impl Resolver {
             .trim_start_matches('<')
             .trim_end_matches('>')
             .to_ascii_lowercase();
+        let lock = || self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut cache = lock();
+            cache.for_now(&snap, &s, today);
+            if let Some(j) = cache.map.get(address.as_str()) {
+                return Some(Arc::clone(j));
+            }
+        }
+        let j = Arc::new(self.judge_now(&s, &snap.rules, address.clone(), today));
+        let mut cache = lock();
+        // Not if the rules or settings changed meanwhile: it may be stale.
+        if Arc::ptr_eq(&cache.snap, &snap) && Arc::ptr_eq(&cache.settings, &s) {
+            cache.map.put(address, Arc::clone(&j));
+        }
+        Some(j)
+    }
+
+    fn judge_now(&self, s: &Settings, rules: &RuleSet, address: String, today: Day) -> Judgement {
         let prot = &s.config.protection;
-        let v = check(&s.keys, prot, &snap.rules, &address, today);
+        let v = check(&s.keys, prot, rules, &address, today);
         let delim = &s.config.raw.resolver.recipient_delimiter;
         if v.claims.is_none() && !delim.is_empty() {
             if let Some(stripped) = strip_extension(&address, delim) {
-                let v2 = check(&s.keys, prot, &snap.rules, &stripped, today);
+                let v2 = check(&s.keys, prot, rules, &stripped, today);
                 if v2.claims.is_some() || v2.status == Status::Bare {
-                    return Some(Judgement {
+                    return Judgement {
                         verdict: v2,
                         address: stripped,
-                    });
+                    };
                 }
             }
         }
-        Some(Judgement { verdict: v, address })
+        Judgement { verdict: v, address }
     }
 
     /// The end of a client's block, if it is blocked now.
@@ -445,5 +498,44 @@ mod tests {
         );
         assert_eq!(strip_extension("+tag@x.test", "+"), None);
         assert_eq!(strip_extension("joe@x.test", "+"), None);
+    }
+
+    #[test]
+    fn cached_verdicts_follow_rule_changes_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("addrmunge.toml");
+        std::fs::write(
+            &cfg,
+            "key_file = \"k\"\nstate = \"s.sqlite\"\n[[protect]]\ndomain = \"plover.com\"\n",
+        )
+        .unwrap();
+        KeyRing::generate(&dir.path().join("k")).unwrap();
+        let r = Resolver::start(cfg.clone()).unwrap();
+        let keys = KeyRing::load(&dir.path().join("k")).unwrap();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let claims = crate::Claims::visit(Kind::Visitor, Day::today(), ip);
+        let a = format!("mjd-id-{}@plover.com", keys.encode("mjd@plover.com", "", &claims));
+        let first = r.judge(&a).unwrap();
+        assert_eq!(first.verdict.status, Status::Valid);
+        // Asked again (as Postfix does per message): the same judgement.
+        assert!(Arc::ptr_eq(&first, &r.judge(&a.to_uppercase()).unwrap()));
+        // A rule expires it: the cached verdict must not outlive the refresh.
+        let mut store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        store
+            .expire(&crate::Scope::Ip(crate::Visitor::from_ip(ip)), "test")
+            .unwrap();
+        let start = std::time::Instant::now();
+        while r.judge(&a).unwrap().verdict.status == Status::Valid {
+            assert!(start.elapsed() < Duration::from_secs(5), "rule never seen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A reload with other keys: nothing judged under the old ones is kept.
+        let expired = r.judge(&a).unwrap();
+        std::fs::remove_file(dir.path().join("k")).unwrap();
+        KeyRing::generate(&dir.path().join("k")).unwrap();
+        r.reload();
+        let now = r.judge(&a).unwrap();
+        assert!(!Arc::ptr_eq(&expired, &now));
+        assert_eq!(now.verdict.status, Status::Invalid);
     }
 }
