@@ -2,10 +2,13 @@
 //!
 //! * `echo-server PORT`: a trivial netstring server answering `OK DUNNO`
 //!   to everything (the protocol's limit on this machine).
-//! * `resolver ECHO_PORT PORT SECONDS CONNS KEY...`: socketmap lookups of
-//!   the given keys (round robin) over CONNS persistent connections, first
-//!   against the echo server, then against the resolver on PORT; prints one
-//!   line per target: `name lookups_per_s p50_us p99_us`.
+//! * `resolver ECHO_PORT PORT SECONDS CONNS KEY_FILE KEY...`: socketmap
+//!   lookups of the given keys (round robin) over CONNS persistent
+//!   connections, first against the echo server, then against the resolver
+//!   on PORT; then against the resolver again with 50,000 distinct valid
+//!   addresses made with KEY_FILE (more than its verdict cache holds, so
+//!   every lookup decrypts); prints one line per run:
+//!   `name lookups_per_s p50_us p99_us`.
 //! * `slow PORT PATH CONNS SECONDS`: CONNS clients each fetch PATH and read
 //!   the response slowly (1 KiB every 100 ms) for SECONDS; prints how many
 //!   stayed connected.
@@ -30,12 +33,26 @@ fn main() {
             let port: u16 = args[2].parse().unwrap();
             let secs: u64 = args[3].parse().unwrap();
             let conns: usize = args[4].parse().unwrap();
-            let keys: Vec<String> = args[5..].to_vec();
+            let ring = addrmunge::KeyRing::load(std::path::Path::new(&args[5])).unwrap();
+            let keys: Vec<String> = args[6..].to_vec();
+            let day = addrmunge::Day::today();
+            let fresh: Vec<String> = (0..50_000u32)
+                .map(|i| {
+                    let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+                    let claims = addrmunge::Claims::visit(addrmunge::Kind::Visitor, day, ip.into());
+                    format!("mjd-id-{}@plover.com", ring.encode("mjd@plover.com", "", &claims))
+                })
+                .collect();
             rt.block_on(async {
                 let (rate, p50, p99) = lookups(echo, secs, conns, &keys).await;
                 println!("echo {rate:.0} {p50} {p99}");
                 let (rate, p50, p99) = lookups(port, secs, conns, &keys).await;
                 println!("resolver {rate:.0} {p50} {p99}");
+                // They must be judged valid, not refused early as malformed.
+                let answer = ask(port, &format!("recipient {}", fresh[0])).await;
+                assert_eq!(answer, "OK DUNNO", "{}", fresh[0]);
+                let (rate, p50, p99) = lookups(port, secs, conns, &fresh).await;
+                println!("resolver_uncached {rate:.0} {p50} {p99}");
             });
         }
         Some("echo-server") => {
@@ -133,6 +150,22 @@ async fn echo_server(port: u16) -> u16 {
         }
     });
     port
+}
+
+/// One socketmap query on a new connection; the answer without framing.
+async fn ask(port: u16, q: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("{}:{q},", q.len()).as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while complete(&buf).is_none() {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let body = &text[text.find(':').unwrap() + 1..text.len() - 1];
+    body.to_owned()
 }
 
 /// The length of the first complete netstring in `buf`.
