@@ -224,3 +224,58 @@ fn every_nginx_snippet_in_the_readme_passes_nginx_t() {
         );
     }
 }
+
+#[test]
+fn the_readme_install_steps_work() {
+    // The README's install block as written, run as root in a private mount
+    // namespace whose /usr/local, /etc/addrmunge, /var/lib/addrmunge and
+    // /etc/bash_completion.d are empty tmpfs, so the machine is untouched.
+    // `cargo install` itself is proven by scripts/test.sh (a release build);
+    // here it stands in by copying the binary under test.
+    let script = common::readme_block("sh", "cargo install --path .");
+    let home = tempfile::tempdir().unwrap();
+    let mut made = Vec::new();
+    for d in ["/etc/addrmunge", "/var/lib/addrmunge", "/etc/bash_completion.d"] {
+        if !Path::new(d).exists() {
+            fs::create_dir_all(d).unwrap();
+            made.push(d);
+        }
+    }
+    let wrapper = format!(
+        r#"set -euo pipefail
+for d in /usr/local /etc/addrmunge /var/lib/addrmunge /etc/bash_completion.d; do mount -t tmpfs tmpfs "$d"; done
+mkdir -p /usr/local/bin /usr/local/share/man
+sudo() {{ "$@"; }}
+cargo() {{ mkdir -p ~/.cargo/bin && cp "$BIN" ~/.cargo/bin/addrmunge; }}
+{script}
+test -x /usr/local/bin/addrmunge
+test "$(stat -c %a /etc/addrmunge/addrmunge.key)" = 600
+grep '^\.TH addrmunge 1' /usr/local/share/man/man1/addrmunge.1 >/dev/null
+grep 'complete -F' /etc/bash_completion.d/addrmunge >/dev/null
+echo INSTALLED
+"#
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c", &wrapper])
+        .current_dir(root())
+        .env("HOME", home.path())
+        .env("BIN", env!("CARGO_BIN_EXE_addrmunge"))
+        .env(
+            "PATH",
+            format!("/usr/local/bin:{}", std::env::var("PATH").unwrap()),
+        )
+        .env_remove("ADDRMUNGE_CONFIG")
+        .output()
+        .unwrap();
+    for d in made {
+        let _ = fs::remove_dir(d);
+    }
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("INSTALLED"),
+        "README install block failed:\n{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // check-config printed what it protects.
+    assert!(said.contains("plover.com"), "{said}");
+}
