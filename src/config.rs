@@ -189,6 +189,10 @@ pub struct ProxyConfig {
     /// (e.g. when the web server only answers to its internal name); unset
     /// passes the visitor's `Host` as received.
     pub upstream_host: Option<String>,
+    /// Every connection to `listen` starts with a PROXY protocol header
+    /// (HAProxy v1 or v2) naming the visitor, sent by a load balancer in
+    /// `trusted_proxies`; connections from anyone else are closed.
+    pub proxy_protocol: bool,
 }
 
 /// The content types rewritten by default.
@@ -223,6 +227,7 @@ impl Default for ProxyConfig {
             rewrite_no_transform: true,
             visit_queue: 10_000,
             upstream_host: None,
+            proxy_protocol: false,
         }
     }
 }
@@ -632,6 +637,12 @@ impl Config {
             return Err(invalid(
                 "proxy.upstream_host",
                 format!("'{h}' is not a host name; write e.g. \"www.example.com\" or \"localhost:8081\""),
+            ));
+        }
+        if p.proxy_protocol && p.trusted_proxies.is_empty() {
+            return Err(invalid(
+                "proxy.proxy_protocol",
+                "needs the load balancer in trusted_proxies, e.g. trusted_proxies = [\"10.0.0.5/32\"]; a PROXY header from anyone else would let them choose their address".into(),
             ));
         }
         for n in &p.trusted_proxies {

@@ -6,38 +6,15 @@
 //! bound, so a daemon that tried to bind it itself would fail instead.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, wait_for_port};
-
-const PAGE: &str = "<p><a href=\"mailto:mjd@plover.com\">write to me</a></p>\n";
-
-/// A one-page web server on a free port, answering every request.
-fn upstream() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let mut r = BufReader::new(s);
-            let mut line = String::new();
-            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let _ = write!(
-                r.get_mut(),
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PAGE}",
-                PAGE.len()
-            );
-        }
-    });
-    port
-}
+use common::{free_port, one_page_server, wait_for_port};
 
 struct Daemon(Child);
 
@@ -149,7 +126,7 @@ policy = ["inet:127.0.0.1:{policy}"]
 fn the_proxy_serves_on_a_socket_systemd_made() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = setup(dir.path(), port, upstream(), free_port());
+    let cfg = setup(dir.path(), port, one_page_server(), free_port());
     let log = dir.path().join("proxy.log");
     let _proxy = activated(
         &[&format!("127.0.0.1:{port}")],
@@ -170,7 +147,7 @@ fn the_proxy_serves_on_a_socket_systemd_made() {
 fn the_resolver_serves_on_a_unix_socket_systemd_made_and_binds_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let policy = free_port();
-    let cfg = setup(dir.path(), free_port(), upstream(), policy);
+    let cfg = setup(dir.path(), free_port(), one_page_server(), policy);
     let sock = dir.path().join("map.sock");
     let log = dir.path().join("resolver.log");
     let _resolver = activated(&[sock.to_str().unwrap()], &["--config", &cfg, "resolver"], &log);
@@ -213,7 +190,7 @@ fn the_resolver_serves_on_a_unix_socket_systemd_made_and_binds_the_rest() {
 fn a_socket_unit_that_does_not_match_the_config_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (port, other) = (free_port(), free_port());
-    let cfg = setup(dir.path(), port, upstream(), free_port());
+    let cfg = setup(dir.path(), port, one_page_server(), free_port());
     let log = dir.path().join("proxy.log");
     let _proxy = activated(
         &[&format!("127.0.0.1:{other}")],

@@ -13,6 +13,7 @@
 
 pub mod harvest;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod visitor;
 
 use std::convert::Infallible;
@@ -240,8 +241,22 @@ impl Proxy {
         for t in tasks {
             let _ = t.await;
         }
-        let graceful = Arc::try_unwrap(graceful).ok();
-        if let Some(g) = graceful {
+        // A connection task may hold it for an instant while it registers.
+        let mut graceful = Some(graceful);
+        let mut owned = None;
+        for _ in 0..20 {
+            match Arc::try_unwrap(graceful.take().expect("set")) {
+                Ok(g) => {
+                    owned = Some(g);
+                    break;
+                }
+                Err(shared) => {
+                    graceful = Some(shared);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        if let Some(g) = owned {
             if tokio::time::timeout(Duration::from_secs(10), g.shutdown())
                 .await
                 .is_err()
@@ -323,15 +338,41 @@ impl Proxy {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let proxy = Arc::clone(&self);
-            let svc = hyper::service::service_fn(move |req| {
-                let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
-            });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
-            let conn = graceful.watch(conn);
+            let st = self.state();
+            if st.config.raw.proxy.proxy_protocol {
+                // The header is read in the connection's own task, so a slow
+                // balancer never holds up accepting others.
+                if !st.trusted.iter().any(|n| n.contains(&peer.ip())) {
+                    tracing::warn!(%peer, "closed: proxy_protocol is on and this peer is not in trusted_proxies");
+                    continue;
+                }
+                let timeout = Duration::from_secs(st.config.raw.proxy.header_timeout);
+                let proxy = Arc::clone(&self);
+                let builder = builder.clone();
+                let graceful = Arc::downgrade(&graceful);
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let mut stream = stream;
+                    let visitor = match proxy_protocol::read_header(&mut stream, timeout).await {
+                        Ok(v) => v.unwrap_or(peer),
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "closed before the request");
+                            return;
+                        }
+                    };
+                    // Shutting down already: the connection is not served.
+                    let Some(graceful) = graceful.upgrade() else {
+                        return;
+                    };
+                    let conn = graceful.watch(proxy.serve(&builder, stream, visitor));
+                    drop(graceful);
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+                continue;
+            }
+            let conn = graceful.watch(Arc::clone(&self).serve(&builder, stream, peer));
             tokio::spawn(async move {
                 let _slot = slot;
                 if let Err(e) = conn.await {
@@ -339,6 +380,22 @@ impl Proxy {
                 }
             });
         }
+    }
+
+    /// One connection's HTTP, for the visitor at `peer`.
+    fn serve(
+        self: Arc<Self>,
+        builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> impl hyper_util::server::graceful::GracefulConnection<Error = BoxError> + use<> {
+        let svc = hyper::service::service_fn(move |req| {
+            let proxy = Arc::clone(&self);
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        });
+        builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned()
     }
 
     /// Handles one request.

@@ -87,3 +87,27 @@ pub fn self_signed_cert(dir: &std::path::Path) {
         .expect("openssl is installed (scripts/test.sh installs it)");
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 }
+
+/// A web server on a free loopback port answering every request with one
+/// small HTML page that carries `mjd@plover.com`; returns its port.
+pub fn one_page_server() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    const PAGE: &str = "<p><a href=\"mailto:mjd@plover.com\">write to me</a></p>\n";
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(
+                r.get_mut(),
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PAGE}",
+                PAGE.len()
+            );
+        }
+    });
+    port
+}

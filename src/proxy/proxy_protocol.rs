@@ -1,0 +1,97 @@
+//! The PROXY protocol (HAProxy's, v1 text and v2 binary) on the proxy's
+//! listeners: a load balancer in front that speaks TCP, not HTTP, says who
+//! the visitor is in a header before the request. Believed only from a peer
+//! in `trusted_proxies` (the caller checks), read with `ppp`, and consumed
+//! exactly: the bytes after it are the visitor's HTTP request.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ppp::{HeaderResult, PartialResult};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// The longest header accepted. v1 is at most 107 bytes; v2 may carry
+/// TLVs (which are not needed here) but never this many.
+const MAX_HEADER: usize = 4096;
+
+/// Why a connection was closed before its request.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    /// The header did not arrive in time.
+    #[error("no PROXY protocol header within {0:?}")]
+    Timeout(Duration),
+    /// Something else came first.
+    #[error("the connection does not start with a PROXY protocol header")]
+    Malformed,
+    /// More than [`MAX_HEADER`] bytes and still not a whole header.
+    #[error("PROXY protocol header longer than {MAX_HEADER} bytes")]
+    TooLong,
+    /// The socket failed or closed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads the header off `stream`, leaving the request behind it unread.
+/// The visitor's address, or `None` when the balancer speaks for itself
+/// (v2 `LOCAL`, v1 `UNKNOWN`: health checks), so the peer stands.
+pub async fn read_header(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<Option<SocketAddr>, HeaderError> {
+    tokio::time::timeout(timeout, read(stream))
+        .await
+        .map_err(|_| HeaderError::Timeout(timeout))?
+}
+
+async fn read(stream: &mut TcpStream) -> Result<Option<SocketAddr>, HeaderError> {
+    let mut buf = vec![0u8; MAX_HEADER];
+    let mut seen = 0;
+    loop {
+        // Peek, so that nothing past the header is taken from the request.
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        let parsed = HeaderResult::parse(&buf[..n]);
+        if parsed.is_incomplete() {
+            if n == MAX_HEADER {
+                return Err(HeaderError::TooLong);
+            }
+            if n == seen {
+                // Peek returns at once while unread bytes wait: do not spin.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen = n;
+            continue;
+        }
+        let (len, visitor) = match parsed {
+            HeaderResult::V1(Ok(h)) => {
+                use ppp::v1::Addresses;
+                let visitor = match h.addresses {
+                    Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                    Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                    Addresses::Unknown => None,
+                };
+                (h.header.len(), visitor)
+            }
+            HeaderResult::V2(Ok(h)) => {
+                use ppp::v2::{Addresses, Command};
+                let visitor = match (h.command, &h.addresses) {
+                    (Command::Proxy, Addresses::IPv4(a)) => {
+                        Some(SocketAddr::new(a.source_address.into(), a.source_port))
+                    }
+                    (Command::Proxy, Addresses::IPv6(a)) => {
+                        Some(SocketAddr::new(a.source_address.into(), a.source_port))
+                    }
+                    _ => None,
+                };
+                (h.len(), visitor)
+            }
+            _ => return Err(HeaderError::Malformed),
+        };
+        let mut header = vec![0u8; len];
+        stream.read_exact(&mut header).await?;
+        return Ok(visitor);
+    }
+}
