@@ -39,6 +39,10 @@ impl Drop for Proxy {
 
 impl Proxy {
     fn start(upstream_port: u16, extra: &str) -> Proxy {
+        Proxy::start_upstream(&format!("http://127.0.0.1:{upstream_port}"), extra)
+    }
+
+    fn start_upstream(upstream: &str, extra: &str) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let cfg = format!(
@@ -55,7 +59,7 @@ local = "mjd"
 
 [proxy]
 listen = ["127.0.0.1:{port}"]
-upstream = "http://127.0.0.1:{upstream_port}"
+upstream = "{upstream}"
 trusted_proxies = ["127.0.0.2/32"]
 header_timeout = 2
 body_idle_timeout = 2
@@ -384,6 +388,30 @@ async fn rewrites_every_place_on_a_real_nginx_site() {
         cond.status, 200,
         "a validator of another visitor must not give a 304"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_upstream() {
+    let nginx = Nginx::start(&site());
+    let proxy = Proxy::start_upstream(&format!("unix:{}", nginx.socket.display()), "");
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/forms.html", &[], false).await;
+    assert_eq!(got.status, 200);
+    let found = munged_addresses(&String::from_utf8(got.body).unwrap());
+    assert!(!found.is_empty());
+    for v in proxy.decode(&found) {
+        assert_eq!(v["status"], "valid", "{v}");
+    }
+    // The visitor's Host goes through, not the socket's made-up name.
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/echo-headers", &[], false).await;
+    let echo = String::from_utf8(got.body).unwrap();
+    assert!(
+        echo.contains("host=127.0.0.1") && echo.contains("xff=127.0.0.1"),
+        "{echo}"
+    );
+    // Gone: a clean 502.
+    drop(nginx);
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/forms.html", &[], false).await;
+    assert_eq!(got.status, 502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,10 @@
 pub mod harvest;
 pub mod metrics;
 pub mod proxy_protocol;
+pub mod upstream;
 pub mod visitor;
+
+pub use upstream::Upstream;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -31,7 +34,6 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 
@@ -46,29 +48,6 @@ use harvest::{AgentMatch, Caught, VisitLog};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type of the proxy.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
-
-/// The upstream web server.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    authority: String,
-}
-
-impl Upstream {
-    /// Parses `http://host:port`.
-    pub fn parse(text: &str) -> Result<Upstream, String> {
-        let bad = || {
-            format!(
-                "'{text}' is not an upstream; write http://127.0.0.1:8081 (https upstreams are not supported)"
-            )
-        };
-        let uri: Uri = text.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("http") || uri.path().len() > 1 || uri.query().is_some() {
-            return Err(bad());
-        }
-        let authority = uri.authority().ok_or_else(bad)?.to_string();
-        Ok(Upstream { authority })
-    }
-}
 
 /// Everything a request needs; replaced whole on SIGHUP.
 pub struct State {
@@ -140,7 +119,7 @@ impl State {
 pub struct Proxy {
     config_path: std::path::PathBuf,
     state: RwLock<Arc<State>>,
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<upstream::UpstreamConnector, ProxyBody>,
     cache: Arc<TokenCache>,
     visits: Arc<VisitLog>,
     caught: Caught,
@@ -152,9 +131,8 @@ impl Proxy {
     /// Loads the config and builds the pooled upstream client.
     pub fn new(config_path: std::path::PathBuf) -> anyhow::Result<Arc<Proxy>> {
         let state = State::load(&config_path)?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(state.config.raw.proxy.connect_timeout)));
-        connector.set_nodelay(true);
+        let connector =
+            upstream::UpstreamConnector::new(Duration::from_secs(state.config.raw.proxy.connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             // Read the web server's responses in modest buffers: a fast

@@ -12,6 +12,8 @@ pub struct Nginx {
     child: Child,
     /// Its loopback port.
     pub port: u16,
+    /// The unix socket it also listens on.
+    pub socket: PathBuf,
     _dir: tempfile::TempDir,
     /// The document root (a copy of the fixture folder).
     pub root: PathBuf,
@@ -55,6 +57,7 @@ http {{
     gzip on; gzip_min_length 0; gzip_types application/json application/rss+xml text/plain;
     server {{
         listen 127.0.0.1:{port};
+        listen unix:{d}/nginx.sock;
         root {root};
         location /echo-headers {{ return 200 \"xff=$http_x_forwarded_for via=$http_via host=$host\"; default_type text/plain; }}
     }}
@@ -78,6 +81,7 @@ http {{
         Nginx {
             child,
             port,
+            socket: dir.path().join("nginx.sock"),
             _dir: dir,
             root,
         }
