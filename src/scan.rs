@@ -110,10 +110,7 @@ impl Matcher {
         Scanner {
             matcher: Arc::clone(self),
             buf: Vec::new(),
-            emitted: 0,
-            scan_from: 0,
-            backslash: None,
-            backslash_searched_to: 0,
+            cur: Cursor::default(),
             munged: 0,
             scratch: Box::new(Scratch {
                 domain: [0; 256],
@@ -139,19 +136,63 @@ impl Matcher {
 #[derive(Debug)]
 pub struct Scanner {
     matcher: Arc<Matcher>,
-    /// Kept history, then bytes not yet emitted.
+    /// Kept history, then bytes not yet emitted (the carry between chunks).
     buf: Vec<u8>,
-    /// `buf[..emitted]` has been written out.
+    /// Where scanning stands in `buf`.
+    cur: Cursor,
+    munged: u64,
+    scratch: Box<Scratch>,
+}
+
+/// Positions in the bytes being scanned (the carry, or a chunk scanned in place).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    /// `data[..emitted]` has been written out.
     emitted: usize,
     /// Candidates before this index have been dealt with.
     scan_from: usize,
     /// The next `\\` at or after some earlier `scan_from`, if one was found
     /// before `backslash_searched_to`.
     backslash: Option<usize>,
-    /// `buf[..backslash_searched_to]` holds no unreported backslash.
+    /// `data[..backslash_searched_to]` holds no unreported backslash.
     backslash_searched_to: usize,
-    munged: u64,
-    scratch: Box<Scratch>,
+}
+
+impl Cursor {
+    /// The cursor for the same bytes seen from `shift` bytes further on
+    /// (`shift` at most `emitted`). The backslash memo is dropped: it is
+    /// only an optimisation, and searching again is bounded.
+    fn shifted(self, shift: usize) -> Cursor {
+        Cursor {
+            emitted: self.emitted - shift,
+            scan_from: self.scan_from - shift,
+            backslash: None,
+            backslash_searched_to: 0,
+        }
+    }
+
+    /// The next byte at or after `scan_from` that can start a spelling of `@`.
+    fn next_candidate(&mut self, data: &[u8]) -> Option<usize> {
+        let from = self.scan_from;
+        let common = memchr3(b'@', b'&', b'%', &data[from..]).map(|i| from + i);
+        let bs = match self.backslash {
+            Some(b) if b >= from => Some(b),
+            seen => {
+                let start = if seen.is_some() {
+                    from
+                } else {
+                    from.max(self.backslash_searched_to)
+                };
+                self.backslash = memchr(b'\\', &data[start..]).map(|i| start + i);
+                self.backslash_searched_to = data.len();
+                self.backslash
+            }
+        };
+        match (common, bs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 enum Decision {
@@ -173,6 +214,60 @@ struct Scratch {
     local_len: usize,
 }
 
+/// One pass over `data`: decides every candidate from `cur.scan_from` up
+/// to (not including) `stop`, writing the bytes before each match and its
+/// insertion to `out`. Returns the first candidate that cannot be decided
+/// without bytes past the end of `data` (unless `eof`).
+#[allow(clippy::too_many_arguments)]
+fn scan(
+    prot: &Protection,
+    data: &[u8],
+    cur: &mut Cursor,
+    stop: usize,
+    eof: bool,
+    sc: &mut Scratch,
+    out: &mut Vec<u8>,
+    munger: &mut impl Munger,
+    munged: &mut u64,
+) -> Option<usize> {
+    while cur.scan_from < stop {
+        let p = cur.next_candidate(data).filter(|&p| p < stop)?;
+        let at_len = match decode_fwd(data, p, eof) {
+            Fwd::NeedMore => return Some(p),
+            Fwd::Char(b'@', n) => n,
+            Fwd::Char(..) => {
+                cur.scan_from = p + 1;
+                continue;
+            }
+        };
+        match decide(prot, data, p, at_len, eof, sc) {
+            Decision::NeedMore => return Some(p),
+            Decision::NoMatch => cur.scan_from = p + at_len,
+            Decision::Match(entry) => {
+                out.extend_from_slice(&data[cur.emitted..p]);
+                let found = Found {
+                    local: ascii_str(&sc.local[..sc.local_len]),
+                    domain: ascii_str(&sc.domain[..sc.domain_len]),
+                    entry,
+                };
+                munger.munge(&found, out);
+                *munged += 1;
+                if let Some(d) = munger.domain(&found) {
+                    // Keep the `@` as spelled, replace the domain's spelling.
+                    out.extend_from_slice(&data[p..p + at_len]);
+                    out.extend_from_slice(d.as_bytes());
+                    cur.emitted = sc.domain_end;
+                    cur.scan_from = sc.domain_end;
+                } else {
+                    cur.emitted = p;
+                    cur.scan_from = p + at_len;
+                }
+            }
+        }
+    }
+    None
+}
+
 impl Scanner {
     /// How many addresses were munged so far.
     pub fn munged(&self) -> u64 {
@@ -186,116 +281,125 @@ impl Scanner {
     }
 
     /// Scans a chunk; writes to `out` everything that can be decided now.
+    ///
+    /// A large chunk is scanned where it lies, not copied into the carry:
+    /// only its first bytes join the carry (the seam, where a candidate may
+    /// need bytes from both), and only its last bytes are kept. Output is
+    /// the same as copying it all; this saves a copy of every page.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>, munger: &mut impl Munger) {
-        self.buf.extend_from_slice(chunk);
-        self.process(false, out, munger);
+        let seam = HISTORY + self.lookahead() + HOLD;
+        if chunk.len() < 2 * seam {
+            self.buf.extend_from_slice(chunk);
+            self.process(false, out, munger);
+            return;
+        }
+        // The seam: every candidate in the carry and the chunk's first
+        // HISTORY bytes, with enough bytes after each to decide it.
+        let carry = self.buf.len();
+        self.buf.extend_from_slice(&chunk[..seam]);
+        let stop = carry + HISTORY;
+        let prot = &self.matcher.protection;
+        let (buf, sc) = (&self.buf, &mut self.scratch);
+        if scan(
+            prot,
+            buf,
+            &mut self.cur,
+            stop,
+            false,
+            sc,
+            out,
+            munger,
+            &mut self.munged,
+        )
+        .is_some()
+        {
+            // Undecided within the seam (cannot happen with the lookahead
+            // above, but correctness must not depend on that): the copying way.
+            self.buf.extend_from_slice(&chunk[seam..]);
+            self.process(false, out, munger);
+            return;
+        }
+        let upto = stop.max(self.cur.emitted);
+        out.extend_from_slice(&self.buf[self.cur.emitted..upto]);
+        self.cur.emitted = upto;
+        self.cur.scan_from = self.cur.scan_from.max(upto);
+        // The rest in place: every candidate from here on has its HISTORY
+        // bytes inside the chunk.
+        let mut cur = self.cur.shifted(carry);
+        let undecided = scan(
+            prot,
+            chunk,
+            &mut cur,
+            chunk.len(),
+            false,
+            &mut self.scratch,
+            out,
+            munger,
+            &mut self.munged,
+        );
+        let limit = undecided.unwrap_or(chunk.len() - HOLD).max(cur.emitted);
+        out.extend_from_slice(&chunk[cur.emitted..limit]);
+        cur.emitted = limit;
+        cur.scan_from = cur.scan_from.max(limit);
+        // The new carry: HISTORY bytes before `emitted`, then what is held.
+        let keep = cur.emitted.saturating_sub(HISTORY);
+        self.buf.clear();
+        self.buf.extend_from_slice(&chunk[keep..]);
+        self.cur = cur.shifted(keep);
+    }
+
+    /// Bytes after a candidate's first byte that deciding it can need: its
+    /// `@` spelling, the longest protected domain (and trailing dots) in the
+    /// longest spellings, and the character that ends it.
+    fn lookahead(&self) -> usize {
+        (self.matcher.protection.max_domain_len() + TRAILING_DOTS + 2) * MAX_FORM
     }
 
     /// Ends the stream: writes everything still held.
     pub fn finish(&mut self, out: &mut Vec<u8>, munger: &mut impl Munger) {
         self.process(true, out, munger);
         self.buf.clear();
-        self.emitted = 0;
-        self.scan_from = 0;
-        self.backslash = None;
-        self.backslash_searched_to = 0;
+        self.cur = Cursor::default();
     }
 
-    /// The next byte at or after `scan_from` that can start a spelling of `@`.
-    fn next_candidate(&mut self) -> Option<usize> {
-        let from = self.scan_from;
-        let hay = &self.buf[from..];
-        let common = memchr3(b'@', b'&', b'%', hay).map(|i| from + i);
-        let bs = match self.backslash {
-            Some(b) if b >= from => Some(b),
-            seen => {
-                let start = if seen.is_some() {
-                    from
-                } else {
-                    from.max(self.backslash_searched_to)
-                };
-                self.backslash = memchr(b'\\', &self.buf[start..]).map(|i| start + i);
-                self.backslash_searched_to = self.buf.len();
-                self.backslash
-            }
-        };
-        match (common, bs) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
+    /// Scans the carry.
     fn process(&mut self, eof: bool, out: &mut Vec<u8>, munger: &mut impl Munger) {
-        let matcher = Arc::clone(&self.matcher);
         let len = self.buf.len();
-        let mut undecided = None;
-        while self.scan_from < len {
-            let Some(p) = self.next_candidate() else {
-                break;
-            };
-            let at_len = match decode_fwd(&self.buf, p, eof) {
-                Fwd::NeedMore => {
-                    undecided = Some(p);
-                    break;
-                }
-                Fwd::Char(b'@', n) => n,
-                Fwd::Char(..) => {
-                    self.scan_from = p + 1;
-                    continue;
-                }
-            };
-            match decide(&matcher.protection, &self.buf, p, at_len, eof, &mut self.scratch) {
-                Decision::NeedMore => {
-                    undecided = Some(p);
-                    break;
-                }
-                Decision::NoMatch => self.scan_from = p + at_len,
-                Decision::Match(entry) => {
-                    out.extend_from_slice(&self.buf[self.emitted..p]);
-                    let sc = &self.scratch;
-                    let found = Found {
-                        local: ascii_str(&sc.local[..sc.local_len]),
-                        domain: ascii_str(&sc.domain[..sc.domain_len]),
-                        entry,
-                    };
-                    munger.munge(&found, out);
-                    self.munged += 1;
-                    if let Some(d) = munger.domain(&found) {
-                        // Keep the `@` as spelled, replace the domain's spelling.
-                        out.extend_from_slice(&self.buf[p..p + at_len]);
-                        out.extend_from_slice(d.as_bytes());
-                        self.emitted = sc.domain_end;
-                        self.scan_from = sc.domain_end;
-                    } else {
-                        self.emitted = p;
-                        self.scan_from = p + at_len;
-                    }
-                }
-            }
-        }
+        let undecided = scan(
+            &self.matcher.protection,
+            &self.buf,
+            &mut self.cur,
+            len,
+            eof,
+            &mut self.scratch,
+            out,
+            munger,
+            &mut self.munged,
+        );
+        let cur = &mut self.cur;
         let limit = match undecided {
             Some(p) => p,
             None if eof => len,
             None => len.saturating_sub(HOLD),
         }
-        .max(self.emitted);
-        out.extend_from_slice(&self.buf[self.emitted..limit]);
-        self.emitted = limit;
-        self.scan_from = self.scan_from.max(limit);
+        .max(cur.emitted);
+        out.extend_from_slice(&self.buf[cur.emitted..limit]);
+        cur.emitted = limit;
+        cur.scan_from = cur.scan_from.max(limit);
         // Keep HISTORY bytes before `emitted` for backward decoding; drop the rest.
-        let drop = self.emitted.saturating_sub(HISTORY);
+        let drop = cur.emitted.saturating_sub(HISTORY);
         if drop > 0 && (drop >= 4096 || drop * 2 >= self.buf.len()) {
             self.buf.drain(..drop);
-            self.emitted -= drop;
-            self.scan_from -= drop;
-            match self.backslash {
-                Some(b) if b >= drop => self.backslash = Some(b - drop),
+            cur.emitted -= drop;
+            cur.scan_from -= drop;
+            match cur.backslash {
+                Some(b) if b >= drop => cur.backslash = Some(b - drop),
                 // A backslash already passed: search again from `scan_from`.
                 Some(_) => {
-                    self.backslash = None;
-                    self.backslash_searched_to = 0;
+                    cur.backslash = None;
+                    cur.backslash_searched_to = 0;
                 }
-                None => self.backslash_searched_to = self.backslash_searched_to.saturating_sub(drop),
+                None => cur.backslash_searched_to = cur.backslash_searched_to.saturating_sub(drop),
             }
         }
     }

@@ -305,6 +305,20 @@ fn input() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(fragment(), 0..60).prop_map(|v| v.concat())
 }
 
+/// Pages of a few to tens of KB: the fragments above between runs of plain
+/// text, so addresses fall anywhere relative to chunk seams.
+fn big_input() -> impl Strategy<Value = Vec<u8>> {
+    let filler = (0usize..3000).prop_map(|n| {
+        b"lorem ipsum "
+            .iter()
+            .copied()
+            .cycle()
+            .take(n)
+            .collect::<Vec<u8>>()
+    });
+    prop::collection::vec(prop_oneof![4 => fragment(), 1 => filler], 0..300).prop_map(|v| v.concat())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -353,6 +367,122 @@ proptest! {
         prop_assert_eq!(n, 0);
         prop_assert_eq!(out, input);
     }
+}
+
+proptest! {
+    // Pages are big: fewer cases, each covering many seams.
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Large chunks are scanned in place (only their first and last bytes
+    /// are copied into the carry); output must equal feeding the same bytes
+    /// in chunks too small for that, which all go through the carry. The
+    /// munger writes what it found, so a local part cut short at a seam shows.
+    #[test]
+    fn large_chunks_scanned_in_place_give_the_carried_output(
+        input in big_input(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        small in 64usize..2000,
+        big in 2900usize..6000,
+    ) {
+        let m = matcher();
+        let feed = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+            let mut s = m.scanner();
+            let mut out = Vec::new();
+            for piece in pieces {
+                s.feed(piece, &mut out, &mut echo);
+            }
+            s.finish(&mut out, &mut echo);
+            out
+        };
+        let reference = feed(&mut input.chunks(small));
+        prop_assert_eq!(&m.rewrite(&input, &mut echo), &reference);
+        prop_assert_eq!(&feed(&mut input.chunks(big)), &reference);
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
+        points.sort_unstable();
+        points.push(input.len());
+        let mut prev = 0;
+        let mut pieces = points.into_iter().map(|p| {
+            let piece = &input[prev..p];
+            prev = p;
+            piece
+        });
+        prop_assert_eq!(&feed(&mut pieces), &reference);
+    }
+}
+
+#[test]
+fn a_chunk_seam_anywhere_near_an_address_changes_nothing() {
+    let filler = "lorem ipsum ".repeat(500);
+    let long_local = "a.very-long_local.part+with.many.characters-in-it.to.spell.out";
+    // Each address is on the page twice; exempt and unprotected ones are
+    // munged only when a seam cuts their local part short.
+    for (local, at, domain, munged) in [
+        (entities(long_local), "&#64;", "ihatespam.test".to_owned(), 2),
+        (percent(long_local), "%40", entities("ihatespam.test"), 2),
+        (
+            hex_entities("list-subscribe"),
+            "@",
+            "ihatespam.test".to_owned(),
+            0,
+        ),
+        (entities("xmjd"), "&commat;", "plover.com".to_owned(), 0),
+        ("&amp;#109;jd".to_owned(), "&amp;#64;", "plover.com".to_owned(), 2),
+        // Nearly HISTORY bytes of local part: long spellings of each character.
+        (
+            long_local.bytes().map(|b| format!("&amp;#{b:08};")).collect(),
+            "@",
+            "ihatespam.test".to_owned(),
+            2,
+        ),
+    ] {
+        let address = format!("{local}{at}{domain}");
+        let input = format!("{filler}<a href=\"mailto:{address}\">{address}</a>{filler}");
+        let input = input.as_bytes();
+        let first = filler.len();
+        let last = input.len() - filler.len();
+        let m = matcher();
+        let want_echo = in_pieces(&m, input.chunks(100), &mut echo);
+        assert_eq!(
+            String::from_utf8_lossy(&want_echo).matches("-id-[").count(),
+            munged,
+            "{address}"
+        );
+        let want_elsewhere = in_pieces(&m, input.chunks(100), &mut Elsewhere);
+        for cut in first - HISTORY - 50..last + 50 {
+            let (a, b) = input.split_at(cut);
+            let got = in_pieces(&m, [a, b].into_iter(), &mut echo);
+            assert!(
+                got == want_echo,
+                "{address} cut at {cut}: {}",
+                String::from_utf8_lossy(&got[first - 20..])
+            );
+            assert!(
+                in_pieces(&m, [a, b].into_iter(), &mut Elsewhere) == want_elsewhere,
+                "{address} cut at {cut}"
+            );
+        }
+    }
+}
+
+/// Feeds `pieces` to a new scanner and finishes it.
+fn in_pieces<'a>(
+    m: &Arc<Matcher>,
+    pieces: impl Iterator<Item = &'a [u8]>,
+    munger: &mut impl addrmunge::Munger,
+) -> Vec<u8> {
+    let mut s = m.scanner();
+    let mut out = Vec::new();
+    for piece in pieces {
+        s.feed(piece, &mut out, munger);
+    }
+    s.finish(&mut out, munger);
+    out
+}
+
+/// A munger that writes out what was found, so a test sees the decoded
+/// local part and domain, not only that something matched.
+fn echo(f: &Found<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("-id-[{}@{}]", f.local, f.domain).as_bytes());
 }
 
 /// A munger that also sends the address to another domain (the `domain`
