@@ -1135,22 +1135,17 @@ impl Body for Logged {
 }
 
 impl Streamed {
-    /// Ends the body: the pipeline's tail after `last` (what the last
-    /// upstream frame gave), as one frame, with the addresses counted.
-    fn finish(&mut self, last: Bytes) -> Result<Option<Frame<Bytes>>, BoxError> {
+    /// Ends the body: the last upstream bytes through the pipeline and its
+    /// tail, as one frame, with the addresses counted.
+    fn finish(&mut self, last: &[u8]) -> Result<Option<Frame<Bytes>>, BoxError> {
         self.done = true;
         let Some(mut p) = self.pipeline.take() else {
-            return Ok((!last.is_empty()).then(|| Frame::data(last)));
+            return Ok(None);
         };
-        let tail = p.finish();
+        let out = p.push_last(last);
         self.munged.fetch_add(p.munged(), Ordering::Relaxed);
         self.response_munged.store(p.munged(), Ordering::Relaxed);
-        let tail = tail.map_err(|e| Box::new(e) as BoxError)?;
-        let out = match (last.is_empty(), tail.is_empty()) {
-            (_, true) => last,
-            (true, false) => tail,
-            (false, false) => Bytes::from([&last[..], &tail[..]].concat()),
-        };
+        let out = out.map_err(|e| Box::new(e) as BoxError)?;
         Ok((!out.is_empty()).then(|| Frame::data(out)))
     }
 }
@@ -1177,15 +1172,15 @@ impl Body for Streamed {
                     };
                     match frame.into_data() {
                         Ok(data) => {
+                            // The last frame (known by Content-Length): finish now
+                            // and send one frame, not a tiny extra one.
+                            if this.inner.is_end_stream() {
+                                return Poll::Ready(this.finish(&data).transpose());
+                            }
                             let out = match p.push(&data) {
                                 Ok(out) => out,
                                 Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
                             };
-                            // The last frame (known by Content-Length): finish now
-                            // and send one frame, not a tiny extra one.
-                            if this.inner.is_end_stream() {
-                                return Poll::Ready(this.finish(out).transpose());
-                            }
                             if out.is_empty() {
                                 continue;
                             }
@@ -1199,7 +1194,7 @@ impl Body for Streamed {
                     this.done = true;
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Ready(None) => return Poll::Ready(this.finish(Bytes::new()).transpose()),
+                Poll::Ready(None) => return Poll::Ready(this.finish(&[]).transpose()),
                 Poll::Pending => {
                     if this.sleep.as_mut().poll(cx).is_ready() {
                         this.done = true;

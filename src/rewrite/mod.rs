@@ -79,6 +79,18 @@ impl Decoder {
         })
     }
 
+    /// Decodes the last chunk and ends the stream: everything not yet
+    /// handed over, in one buffer.
+    fn finish_with(mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        match &mut self {
+            Decoder::Gzip(d) => d.write_all(data)?,
+            Decoder::Deflate(d) => d.write_all(data)?,
+            Decoder::Brotli(d) => d.write_all(data)?,
+            Decoder::Zstd(d) => d.write_all(data)?,
+        }
+        self.finish()
+    }
+
     /// Ends the stream; a truncated one is an error.
     fn finish(self) -> std::io::Result<Vec<u8>> {
         match self {
@@ -394,23 +406,44 @@ impl Pipeline {
 
     /// Feeds one chunk of the upstream body; returns what can be sent now.
     pub fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
-        let plain = match &mut self.decoder {
-            None => None,
-            Some(d) => Some(d.push(data)?),
+        self.feed(data, false)
+    }
+
+    /// Feeds the last chunk and ends the body: [`push`](Self::push) then
+    /// [`finish`](Self::finish) in one buffer, so the last frame of a page
+    /// is not copied again to join the tail.
+    pub fn push_last(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
+        self.feed(data, true)
+    }
+
+    /// Ends the body; returns the rest.
+    pub fn finish(&mut self) -> std::io::Result<Bytes> {
+        self.feed(&[], true)
+    }
+
+    fn feed(&mut self, data: &[u8], last: bool) -> std::io::Result<Bytes> {
+        let plain = if last {
+            self.decoder.take().map(|d| d.finish_with(data)).transpose()?
+        } else {
+            match &mut self.decoder {
+                None => None,
+                Some(d) => Some(d.push(data)?),
+            }
         };
         let plain = plain.as_deref().unwrap_or(data);
         let Some(head) = &mut self.head else {
-            return self.rest(plain, false);
+            return self.rest(plain, last);
         };
         let room = charset::SNIFF.saturating_sub(head.len()).min(plain.len());
         head.extend_from_slice(&plain[..room]);
         // A byte-order mark needs 3 bytes; a <meta> only matters for HTML
         // whose header names no charset, and is looked for in 1024 bytes.
+        // At the end, what was seen is all there is.
         let seen = head.len();
         let sniffing_meta = self.html && self.declared.is_none();
         let bom = seen >= 3 && charset::from_bom(head).is_some();
         let meta_found = sniffing_meta && seen >= 3 && charset::from_meta(head).is_some();
-        let decided = seen >= 3 && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF);
+        let decided = last || (seen >= 3 && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF));
         if decided {
             self.decide();
         }
@@ -427,7 +460,7 @@ impl Pipeline {
         };
         if self.pending.is_empty() {
             self.pending.extend_from_slice(&plain[cut..]);
-            return self.rest(&plain[..cut], false);
+            return self.rest(&plain[..cut], last);
         }
         self.pending.extend_from_slice(plain);
         let cut = if decided {
@@ -438,22 +471,7 @@ impl Pipeline {
             memchr::memchr(0x1b, &self.pending).unwrap_or(self.pending.len())
         };
         let ready: Vec<u8> = self.pending.drain(..cut).collect();
-        self.rest(&ready, false)
-    }
-
-    /// Ends the body; returns the rest.
-    pub fn finish(&mut self) -> std::io::Result<Bytes> {
-        let mut tail = match self.decoder.take() {
-            None => Vec::new(),
-            Some(d) => d.finish()?,
-        };
-        if self.head.is_some() {
-            self.decide();
-            let mut held = std::mem::take(&mut self.pending);
-            held.extend_from_slice(&tail);
-            tail = held;
-        }
-        self.rest(&tail, true)
+        self.rest(&ready, last)
     }
 
     /// Settles the charset from the first bytes.
@@ -526,6 +544,14 @@ mod tests {
     use crate::scan::Matcher;
 
     fn pipeline(declared: Option<&'static encoding_rs::Encoding>) -> Pipeline {
+        coded_pipeline(declared, Coding::Identity, false)
+    }
+
+    fn coded_pipeline(
+        declared: Option<&'static encoding_rs::Encoding>,
+        from: Coding,
+        gzip_out: bool,
+    ) -> Pipeline {
         let m = Matcher::new(Arc::new(Protection::new(
             vec![Protect {
                 domain: "plover.com".into(),
@@ -546,7 +572,7 @@ mod tests {
             claims,
             Arc::new(TokenCache::default()),
         );
-        Pipeline::new(m.scanner(), munger, Coding::Identity, false).with_charset(declared, true)
+        Pipeline::new(m.scanner(), munger, from, gzip_out).with_charset(declared, true)
     }
 
     fn run(p: &mut Pipeline, parts: &[&[u8]]) -> Vec<u8> {
@@ -620,5 +646,90 @@ mod tests {
         let mut p = pipeline(None);
         let first = p.push(b"<p>write to mjd@plover.com today, please</p>").unwrap();
         assert!(String::from_utf8_lossy(&first).contains("mjd-id-"), "{first:?}");
+    }
+
+    fn compress(coding: Coding, data: &[u8]) -> Vec<u8> {
+        match coding {
+            Coding::Identity => data.to_vec(),
+            Coding::Gzip => {
+                let mut e = GzEncoder::new(Vec::new(), Compression::default());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            Coding::Deflate => {
+                let mut e = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            Coding::Brotli => {
+                let mut out = Vec::new();
+                let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                e.write_all(data).unwrap();
+                drop(e);
+                out
+            }
+            Coding::Zstd => zstd::encode_all(data, 3).unwrap(),
+        }
+    }
+
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        let mut d = GzDecoder::new(Vec::new());
+        d.write_all(data).unwrap();
+        d.finish().unwrap()
+    }
+
+    #[test]
+    fn the_last_chunk_with_the_end_gives_what_push_then_finish_gives() {
+        let body = format!("<p>{}</p>", "Lorem ipsum, write to mjd@plover.com. ".repeat(400));
+        let jis = format!("<meta charset=iso-2022-jp><p>日本 {body}</p>");
+        let (jis, _, _) = encoding_rs::ISO_2022_JP.encode(&jis);
+        let mut utf16: Vec<u8> = vec![0xff, 0xfe];
+        utf16.extend(body.encode_utf16().flat_map(u16::to_le_bytes));
+        for (page, declared) in [
+            (body.as_bytes().to_vec(), Some(encoding_rs::UTF_8)),
+            (body.as_bytes().to_vec(), None),
+            (jis.to_vec(), None),
+            (utf16, None),
+            // Short: undecided (no byte-order mark, no <meta>) when the end comes.
+            (b"ok".to_vec(), None),
+            (
+                encoding_rs::ISO_2022_JP.encode("日本 mjd@plover.com").0.to_vec(),
+                None,
+            ),
+        ] {
+            let munged = if page.len() < 100 {
+                u64::from(page.len() > 2)
+            } else {
+                400
+            };
+            for coding in [
+                Coding::Identity,
+                Coding::Gzip,
+                Coding::Deflate,
+                Coding::Brotli,
+                Coding::Zstd,
+            ] {
+                let wire = compress(coding, &page);
+                for gzip_out in [false, true] {
+                    for cut in
+                        [0, 1, 2, 700, wire.len() / 2, wire.len() - 1, wire.len()].map(|c| c.min(wire.len()))
+                    {
+                        let (a, b) = wire.split_at(cut);
+                        let mut p = coded_pipeline(declared, coding, gzip_out);
+                        let want = run(&mut p, &[a, b]);
+                        let mut p = coded_pipeline(declared, coding, gzip_out);
+                        let mut got = p.push(a).unwrap().to_vec();
+                        got.extend_from_slice(&p.push_last(b).unwrap());
+                        let (want, got) = if gzip_out {
+                            (gunzip(&want), gunzip(&got))
+                        } else {
+                            (want, got)
+                        };
+                        assert!(got == want, "{coding:?} gzip_out={gzip_out} cut at {cut}");
+                        assert_eq!(p.munged(), munged, "{coding:?} cut at {cut}");
+                    }
+                }
+            }
+        }
     }
 }
