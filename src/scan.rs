@@ -108,17 +108,19 @@ impl Matcher {
     /// A new streaming scanner.
     pub fn scanner(self: &Arc<Self>) -> Scanner {
         Scanner {
-            matcher: Arc::clone(self),
             buf: Vec::new(),
             cur: Cursor::default(),
-            munged: 0,
-            scratch: Box::new(Scratch {
-                domain: [0; 256],
-                domain_len: 0,
-                domain_end: 0,
-                local: [0; MAX_LOCAL + 1],
-                local_len: 0,
-            }),
+            decider: Decider {
+                matcher: Arc::clone(self),
+                munged: 0,
+                scratch: Box::new(Scratch {
+                    domain: [0; 256],
+                    domain_len: 0,
+                    domain_end: 0,
+                    local: [0; MAX_LOCAL + 1],
+                    local_len: 0,
+                }),
+            },
         }
     }
 
@@ -135,11 +137,17 @@ impl Matcher {
 /// A streaming scanner: feed chunks, get output.
 #[derive(Debug)]
 pub struct Scanner {
-    matcher: Arc<Matcher>,
     /// Kept history, then bytes not yet emitted (the carry between chunks).
     buf: Vec<u8>,
     /// Where scanning stands in `buf`.
     cur: Cursor,
+    decider: Decider,
+}
+
+/// What every pass shares, whichever bytes it looks at.
+#[derive(Debug)]
+struct Decider {
+    matcher: Arc<Matcher>,
     munged: u64,
     scratch: Box<Scratch>,
 }
@@ -169,6 +177,15 @@ impl Cursor {
             backslash: None,
             backslash_searched_to: 0,
         }
+    }
+
+    /// Writes `data[emitted..limit]` (nothing when `limit` is not past
+    /// `emitted`): those bytes are decided.
+    fn emit_to(&mut self, data: &[u8], limit: usize, out: &mut Vec<u8>) {
+        let limit = limit.max(self.emitted);
+        out.extend_from_slice(&data[self.emitted..limit]);
+        self.emitted = limit;
+        self.scan_from = self.scan_from.max(limit);
     }
 
     /// The next byte at or after `scan_from` that can start a spelling of `@`.
@@ -214,64 +231,64 @@ struct Scratch {
     local_len: usize,
 }
 
-/// One pass over `data`: decides every candidate from `cur.scan_from` up
-/// to (not including) `stop`, writing the bytes before each match and its
-/// insertion to `out`. Returns the first candidate that cannot be decided
-/// without bytes past the end of `data` (unless `eof`).
-#[allow(clippy::too_many_arguments)]
-fn scan(
-    prot: &Protection,
-    data: &[u8],
-    cur: &mut Cursor,
-    stop: usize,
-    eof: bool,
-    sc: &mut Scratch,
-    out: &mut Vec<u8>,
-    munger: &mut impl Munger,
-    munged: &mut u64,
-) -> Option<usize> {
-    while cur.scan_from < stop {
-        let p = cur.next_candidate(data).filter(|&p| p < stop)?;
-        let at_len = match decode_fwd(data, p, eof) {
-            Fwd::NeedMore => return Some(p),
-            Fwd::Char(b'@', n) => n,
-            Fwd::Char(..) => {
-                cur.scan_from = p + 1;
-                continue;
-            }
-        };
-        match decide(prot, data, p, at_len, eof, sc) {
-            Decision::NeedMore => return Some(p),
-            Decision::NoMatch => cur.scan_from = p + at_len,
-            Decision::Match(entry) => {
-                out.extend_from_slice(&data[cur.emitted..p]);
-                let found = Found {
-                    local: ascii_str(&sc.local[..sc.local_len]),
-                    domain: ascii_str(&sc.domain[..sc.domain_len]),
-                    entry,
-                };
-                munger.munge(&found, out);
-                *munged += 1;
-                if let Some(d) = munger.domain(&found) {
-                    // Keep the `@` as spelled, replace the domain's spelling.
-                    out.extend_from_slice(&data[p..p + at_len]);
-                    out.extend_from_slice(d.as_bytes());
-                    cur.emitted = sc.domain_end;
-                    cur.scan_from = sc.domain_end;
-                } else {
-                    cur.emitted = p;
-                    cur.scan_from = p + at_len;
+impl Decider {
+    /// One pass over `data`: decides every candidate from `cur.scan_from`
+    /// up to (not including) `stop`, writing the bytes before each match
+    /// and its insertion to `out`. Returns the first candidate that cannot
+    /// be decided without bytes past the end of `data` (unless `eof`).
+    fn scan(
+        &mut self,
+        data: &[u8],
+        cur: &mut Cursor,
+        stop: usize,
+        eof: bool,
+        out: &mut Vec<u8>,
+        munger: &mut impl Munger,
+    ) -> Option<usize> {
+        let (prot, sc) = (&self.matcher.protection, &mut self.scratch);
+        while cur.scan_from < stop {
+            let p = cur.next_candidate(data).filter(|&p| p < stop)?;
+            let at_len = match decode_fwd(data, p, eof) {
+                Fwd::NeedMore => return Some(p),
+                Fwd::Char(b'@', n) => n,
+                Fwd::Char(..) => {
+                    cur.scan_from = p + 1;
+                    continue;
+                }
+            };
+            match decide(prot, data, p, at_len, eof, sc) {
+                Decision::NeedMore => return Some(p),
+                Decision::NoMatch => cur.scan_from = p + at_len,
+                Decision::Match(entry) => {
+                    out.extend_from_slice(&data[cur.emitted..p]);
+                    let found = Found {
+                        local: ascii_str(&sc.local[..sc.local_len]),
+                        domain: ascii_str(&sc.domain[..sc.domain_len]),
+                        entry,
+                    };
+                    munger.munge(&found, out);
+                    self.munged += 1;
+                    if let Some(d) = munger.domain(&found) {
+                        // Keep the `@` as spelled, replace the domain's spelling.
+                        out.extend_from_slice(&data[p..p + at_len]);
+                        out.extend_from_slice(d.as_bytes());
+                        cur.emitted = sc.domain_end;
+                        cur.scan_from = sc.domain_end;
+                    } else {
+                        cur.emitted = p;
+                        cur.scan_from = p + at_len;
+                    }
                 }
             }
         }
+        None
     }
-    None
 }
 
 impl Scanner {
     /// How many addresses were munged so far.
     pub fn munged(&self) -> u64 {
-        self.munged
+        self.decider.munged
     }
 
     /// Bytes currently held (history and undecided input): bounded by a
@@ -298,20 +315,10 @@ impl Scanner {
         let carry = self.buf.len();
         self.buf.extend_from_slice(&chunk[..seam]);
         let stop = carry + HISTORY;
-        let prot = &self.matcher.protection;
-        let (buf, sc) = (&self.buf, &mut self.scratch);
-        if scan(
-            prot,
-            buf,
-            &mut self.cur,
-            stop,
-            false,
-            sc,
-            out,
-            munger,
-            &mut self.munged,
-        )
-        .is_some()
+        if self
+            .decider
+            .scan(&self.buf, &mut self.cur, stop, false, out, munger)
+            .is_some()
         {
             // Undecided within the seam (cannot happen with the lookahead
             // above, but correctness must not depend on that): the copying way.
@@ -319,28 +326,14 @@ impl Scanner {
             self.process(false, out, munger);
             return;
         }
-        let upto = stop.max(self.cur.emitted);
-        out.extend_from_slice(&self.buf[self.cur.emitted..upto]);
-        self.cur.emitted = upto;
-        self.cur.scan_from = self.cur.scan_from.max(upto);
+        self.cur.emit_to(&self.buf, stop, out);
         // The rest in place: every candidate from here on has its HISTORY
         // bytes inside the chunk.
         let mut cur = self.cur.shifted(carry);
-        let undecided = scan(
-            prot,
-            chunk,
-            &mut cur,
-            chunk.len(),
-            false,
-            &mut self.scratch,
-            out,
-            munger,
-            &mut self.munged,
-        );
-        let limit = undecided.unwrap_or(chunk.len() - HOLD).max(cur.emitted);
-        out.extend_from_slice(&chunk[cur.emitted..limit]);
-        cur.emitted = limit;
-        cur.scan_from = cur.scan_from.max(limit);
+        let undecided = self
+            .decider
+            .scan(chunk, &mut cur, chunk.len(), false, out, munger);
+        cur.emit_to(chunk, undecided.unwrap_or(chunk.len() - HOLD), out);
         // The new carry: HISTORY bytes before `emitted`, then what is held.
         let keep = cur.emitted.saturating_sub(HISTORY);
         self.buf.clear();
@@ -352,7 +345,7 @@ impl Scanner {
     /// `@` spelling, the longest protected domain (and trailing dots) in the
     /// longest spellings, and the character that ends it.
     fn lookahead(&self) -> usize {
-        (self.matcher.protection.max_domain_len() + TRAILING_DOTS + 2) * MAX_FORM
+        (self.decider.matcher.protection.max_domain_len() + TRAILING_DOTS + 2) * MAX_FORM
     }
 
     /// Ends the stream: writes everything still held.
@@ -365,27 +358,14 @@ impl Scanner {
     /// Scans the carry.
     fn process(&mut self, eof: bool, out: &mut Vec<u8>, munger: &mut impl Munger) {
         let len = self.buf.len();
-        let undecided = scan(
-            &self.matcher.protection,
-            &self.buf,
-            &mut self.cur,
-            len,
-            eof,
-            &mut self.scratch,
-            out,
-            munger,
-            &mut self.munged,
-        );
-        let cur = &mut self.cur;
+        let undecided = self.decider.scan(&self.buf, &mut self.cur, len, eof, out, munger);
         let limit = match undecided {
             Some(p) => p,
             None if eof => len,
             None => len.saturating_sub(HOLD),
-        }
-        .max(cur.emitted);
-        out.extend_from_slice(&self.buf[cur.emitted..limit]);
-        cur.emitted = limit;
-        cur.scan_from = cur.scan_from.max(limit);
+        };
+        self.cur.emit_to(&self.buf, limit, out);
+        let cur = &mut self.cur;
         // Keep HISTORY bytes before `emitted` for backward decoding; drop the rest.
         let drop = cur.emitted.saturating_sub(HISTORY);
         if drop > 0 && (drop >= 4096 || drop * 2 >= self.buf.len()) {

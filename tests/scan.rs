@@ -385,28 +385,19 @@ proptest! {
         big in 2900usize..6000,
     ) {
         let m = matcher();
-        let feed = |pieces: &mut dyn Iterator<Item = &[u8]>| {
-            let mut s = m.scanner();
-            let mut out = Vec::new();
-            for piece in pieces {
-                s.feed(piece, &mut out, &mut echo);
-            }
-            s.finish(&mut out, &mut echo);
-            out
-        };
-        let reference = feed(&mut input.chunks(small));
+        let reference = in_pieces(&m, input.chunks(small), &mut echo);
         prop_assert_eq!(&m.rewrite(&input, &mut echo), &reference);
-        prop_assert_eq!(&feed(&mut input.chunks(big)), &reference);
+        prop_assert_eq!(&in_pieces(&m, input.chunks(big), &mut echo), &reference);
         let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
         points.sort_unstable();
         points.push(input.len());
         let mut prev = 0;
-        let mut pieces = points.into_iter().map(|p| {
+        let pieces = points.into_iter().map(|p| {
             let piece = &input[prev..p];
             prev = p;
             piece
         });
-        prop_assert_eq!(&feed(&mut pieces), &reference);
+        prop_assert_eq!(&in_pieces(&m, pieces, &mut echo), &reference);
     }
 }
 
