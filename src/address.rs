@@ -11,6 +11,8 @@ use crate::token::{self, LONG_LEN};
 
 /// The longest local part RFC 5321 allows.
 pub const MAX_LOCAL: usize = 64;
+/// The longest domain name, in octets.
+pub const MAX_DOMAIN: usize = 253;
 /// The longest label a minted address may carry.
 pub const MAX_LABEL: usize = 16;
 
@@ -18,6 +20,42 @@ pub const MAX_LABEL: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: String,
+    /// How to match quickly: the scanner classifies every candidate address.
+    shape: Shape,
+}
+
+/// The common shapes of a glob, matched without the general algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `*`
+    Any,
+    /// No wildcard.
+    Literal,
+    /// `text*`: the text is the pattern without its last byte.
+    Prefix,
+    /// `*text`: the text is the pattern without its first byte.
+    Suffix,
+    /// Anything else.
+    General,
+}
+
+impl Shape {
+    fn of(pattern: &str) -> Shape {
+        let stars = pattern.matches('*').count();
+        if pattern.contains('?') {
+            Shape::General
+        } else if pattern == "*" {
+            Shape::Any
+        } else if stars == 0 {
+            Shape::Literal
+        } else if stars == 1 && pattern.ends_with('*') {
+            Shape::Prefix
+        } else if stars == 1 && pattern.starts_with('*') {
+            Shape::Suffix
+        } else {
+            Shape::General
+        }
+    }
 }
 
 impl Glob {
@@ -36,7 +74,8 @@ impl Glob {
                 "'{c}' cannot appear here: use letters, digits, '.', '_', '+', '-' and the wildcards '*' and '?'"
             ));
         }
-        Ok(Glob { pattern })
+        let shape = Shape::of(&pattern);
+        Ok(Glob { pattern, shape })
     }
 
     /// True when the (lowercase) text matches.
@@ -46,7 +85,14 @@ impl Glob {
 
     /// True when the (lowercase) bytes match.
     pub fn matches_bytes(&self, text: &[u8]) -> bool {
-        glob_match(self.pattern.as_bytes(), text)
+        let p = self.pattern.as_bytes();
+        match self.shape {
+            Shape::Any => true,
+            Shape::Literal => p == text,
+            Shape::Prefix => text.starts_with(&p[..p.len() - 1]),
+            Shape::Suffix => text.ends_with(&p[1..]),
+            Shape::General => glob_match(p, text),
+        }
     }
 
     /// True when the pattern has no wildcard.
@@ -92,13 +138,33 @@ fn glob_match(p: &[u8], t: &[u8]) -> bool {
 /// what address harvesters take, `[a-z0-9._+-]`. Wider RFC 5322 characters
 /// such as `=` or `/` would swallow `?cc=` and URL paths into local parts.
 pub fn is_local_char(c: u32) -> bool {
-    matches!(c, 0x61..=0x7a | 0x41..=0x5a | 0x30..=0x39 | 0x2e | 0x5f | 0x2b | 0x2d)
+    c < 0x80 && CHAR_CLASS[c as usize] & LOCAL != 0
 }
 
 /// The characters of a domain name, `[a-z0-9.-]`.
 pub fn is_domain_char(c: u32) -> bool {
-    matches!(c, 0x61..=0x7a | 0x41..=0x5a | 0x30..=0x39 | 0x2e | 0x2d)
+    c < 0x80 && CHAR_CLASS[c as usize] & DOMAIN != 0
 }
+
+const LOCAL: u8 = 1;
+const DOMAIN: u8 = 2;
+
+/// Which ASCII characters are local-part and domain characters: one load
+/// per byte in the scanner's loops instead of a chain of range tests.
+const CHAR_CLASS: [u8; 128] = {
+    let mut t = [0; 128];
+    let mut c = 0;
+    while c < 128 {
+        let ch = c as u8;
+        if ch.is_ascii_alphanumeric() || ch == b'.' || ch == b'-' {
+            t[c] = LOCAL | DOMAIN;
+        } else if ch == b'_' || ch == b'+' {
+            t[c] = LOCAL;
+        }
+        c += 1;
+    }
+    t
+};
 
 /// One `[[protect]]` entry, validated.
 #[derive(Debug, Clone)]
@@ -346,7 +412,7 @@ pub fn is_label(s: &str) -> bool {
 /// of 1 to 63 octets, 253 octets at most.
 pub fn check_domain(domain: &str) -> Result<String, String> {
     let d = domain.trim_end_matches('.').to_ascii_lowercase();
-    if d.is_empty() || d.len() > 253 {
+    if d.is_empty() || d.len() > MAX_DOMAIN {
         return Err(format!(
             "'{domain}' is not a domain name; write it like example.com"
         ));
@@ -397,6 +463,52 @@ mod tests {
         assert!(Glob::new("?oe").unwrap().matches("joe"));
         assert!(Glob::new("a b").is_err());
         assert_eq!(Glob::new("ab*c").unwrap().min_len(), 3);
+    }
+
+    proptest::proptest! {
+        /// The quick shapes (`*`, literal, `x*`, `*x`) match exactly what
+        /// the general algorithm matches.
+        #[test]
+        fn every_shape_matches_as_the_general_glob(
+            pattern in "[ab*?-]{1,6}",
+            text in "[ab-]{0,8}",
+        ) {
+            let g = Glob::new(&pattern).unwrap();
+            proptest::prop_assert_eq!(
+                g.matches(&text),
+                glob_match(pattern.as_bytes(), text.as_bytes()),
+                "shape {:?}", g.shape
+            );
+        }
+    }
+
+    #[test]
+    fn character_classes() {
+        let local: Vec<u32> = (0..0x200).filter(|&c| is_local_char(c)).collect();
+        let domain: Vec<u32> = (0..0x200).filter(|&c| is_domain_char(c)).collect();
+        let expect = |extra: &str| -> Vec<u32> {
+            let mut v: Vec<u32> = ('0'..='9')
+                .chain('A'..='Z')
+                .chain('a'..='z')
+                .chain(extra.chars())
+                .map(u32::from)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(local, expect("._+-"));
+        assert_eq!(domain, expect(".-"));
+    }
+
+    #[test]
+    fn the_common_globs_get_their_quick_shape() {
+        let shape = |p: &str| Glob::new(p).unwrap().shape;
+        assert_eq!(shape("*"), Shape::Any);
+        assert_eq!(shape("mjd"), Shape::Literal);
+        assert_eq!(shape("mjd-*"), Shape::Prefix);
+        assert_eq!(shape("*-subscribe"), Shape::Suffix);
+        assert_eq!(shape("a*b"), Shape::General);
+        assert_eq!(shape("?oe*"), Shape::General);
     }
 
     #[test]
