@@ -114,7 +114,7 @@ impl Matcher {
                 matcher: Arc::clone(self),
                 munged: 0,
                 scratch: Box::new(Scratch {
-                    domain: [0; 256],
+                    domain: vec![0; self.protection.max_domain_len() + TRAILING_DOTS].into(),
                     domain_len: 0,
                     domain_end: 0,
                     local: [0; MAX_LOCAL + 1],
@@ -200,7 +200,13 @@ impl Cursor {
                 } else {
                     from.max(self.backslash_searched_to)
                 };
-                self.backslash = memchr(b'\\', &data[start..]).map(|i| start + i);
+                // Nothing new to search (the usual case: no backslash in
+                // the bytes) costs no call.
+                self.backslash = if start < data.len() {
+                    memchr(b'\\', &data[start..]).map(|i| start + i)
+                } else {
+                    None
+                };
                 self.backslash_searched_to = data.len();
                 self.backslash
             }
@@ -223,7 +229,8 @@ enum Decision {
 /// neither allocates nor clears memory.
 #[derive(Debug)]
 struct Scratch {
-    domain: [u8; 256],
+    /// As long as the longest protected domain with its trailing dots.
+    domain: Box<[u8]>,
     domain_len: usize,
     /// Where the domain's spelling ends in the buffer (trailing dots excluded).
     domain_end: usize,
@@ -263,7 +270,9 @@ impl Decider {
                     out.extend_from_slice(&data[cur.emitted..p]);
                     let found = Found {
                         local: ascii_str(&sc.local[..sc.local_len]),
-                        domain: ascii_str(&sc.domain[..sc.domain_len]),
+                        // The decoded domain equals the entry's: no need to
+                        // check the decoded bytes are text.
+                        domain: &prot.entries()[entry].domain,
                         entry,
                     };
                     munger.munge(&found, out);
@@ -388,18 +397,105 @@ impl Scanner {
 /// Decides whether the `@` spelled by `buf[p..p + at_len]` belongs to a
 /// protected address; on a match the decoded parts are left in `sc`.
 fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc: &mut Scratch) -> Decision {
-    // Domain, forwards.
     let cap = prot.max_domain_len() + TRAILING_DOTS;
-    let mut dlen = 0;
-    let mut i = p + at_len;
-    let mut end = i;
+    let start = p + at_len;
+    match decode_domain(buf, start, cap, eof, sc) {
+        Part::Found => {}
+        Part::NotAddress => return Decision::NoMatch,
+        Part::NeedMore => return Decision::NeedMore,
+    }
+    let dlen = sc.domain_len;
+    let Some(ids) = prot.domain_entries(&sc.domain[..dlen]) else {
+        return Decision::NoMatch;
+    };
+    let lo = p.saturating_sub(BACK);
+    let local = match plain_local(buf, p, lo, sc) {
+        Some(part) => part,
+        None => spelled_local(buf, p, lo, sc),
+    };
+    if !matches!(local, Part::Found) {
+        return Decision::NoMatch;
+    }
+    let local = &sc.local[..sc.local_len];
+    match prot.classify_among(ids, local) {
+        Class::Protected(entry) if !prot.is_munged_local(local, &sc.domain[..dlen]) => Decision::Match(entry),
+        _ => Decision::NoMatch,
+    }
+}
+
+/// What decoding one part of a candidate address gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Decoded into the scratch buffers.
+    Found,
+    /// It cannot be (part of) an address we protect.
+    NotAddress,
+    /// The spelling may continue past the end of the buffer.
+    NeedMore,
+}
+
+/// Bytes that can start a spelled character going forwards.
+fn starts_spelling(c: u8) -> bool {
+    matches!(c, b'&' | b'%' | b'\\')
+}
+
+/// Bytes just before a run of literal local characters that could make
+/// its first characters part of a spelled one (`%6a`, `\\x6a`, `&#106`,
+/// `&#x6a`, `&jay;`-style references end in `;`).
+fn ends_spelling_before(c: u8) -> bool {
+    matches!(c, b'%' | b'\\' | b'#' | b';')
+}
+
+/// Decodes the domain after the `@` at `start`. The run of literal domain
+/// characters is taken in one go (the usual case: it is ended by a byte that
+/// starts no spelling, and it is the whole domain); decoding goes on
+/// character by character only where a spelled character follows it.
+fn decode_domain(buf: &[u8], start: usize, cap: usize, eof: bool, sc: &mut Scratch) -> Part {
+    let tail = &buf[start..];
+    let mut run = 0;
+    for (d, &c) in sc.domain.iter_mut().zip(tail) {
+        if !is_domain_char(c.into()) {
+            break;
+        }
+        *d = c.to_ascii_lowercase();
+        run += 1;
+    }
+    let end = start
+        + sc.domain[..run]
+            .iter()
+            .rposition(|&c| c != b'.')
+            .map_or(0, |i| i + 1);
+    match tail.get(run) {
+        // Only past `cap` literal domain characters: longer than any we protect.
+        Some(&c) if is_domain_char(c.into()) => Part::NotAddress,
+        Some(&c) if !starts_spelling(c) => {
+            sc.domain_len = end - start;
+            sc.domain_end = end;
+            Part::Found
+        }
+        _ => spelled_domain(buf, start + run, run, end, cap, eof, sc),
+    }
+}
+
+/// Decodes a domain character by character, in any spelling, from
+/// `buf[i]` on; `sc.domain[..dlen]` holds what was decoded before `i` and
+/// `end` is where its last character other than a dot ends.
+fn spelled_domain(
+    buf: &[u8],
+    mut i: usize,
+    mut dlen: usize,
+    mut end: usize,
+    cap: usize,
+    eof: bool,
+    sc: &mut Scratch,
+) -> Part {
     loop {
         // Fast path: a plain domain character needs no decoding.
         let (c, n) = match buf.get(i) {
-            Some(&c) if c != b'&' && c != b'%' && c != b'\\' => (c, 1),
+            Some(&c) if !starts_spelling(c) => (c, 1),
             _ => match decode_fwd(buf, i, eof) {
                 Fwd::NeedMore if i >= buf.len() && eof => break,
-                Fwd::NeedMore => return Decision::NeedMore,
+                Fwd::NeedMore => return Part::NeedMore,
                 Fwd::Char(c, n) => (c, n),
             },
         };
@@ -407,7 +503,7 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
             break;
         }
         if dlen == cap {
-            return Decision::NoMatch;
+            return Part::NotAddress;
         }
         sc.domain[dlen] = c.to_ascii_lowercase();
         dlen += 1;
@@ -421,11 +517,41 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
     }
     sc.domain_len = dlen;
     sc.domain_end = end;
-    let Some(ids) = prot.domain_entries(&sc.domain[..dlen]) else {
-        return Decision::NoMatch;
-    };
-    // Local part, backwards, into `sc.local` reversed.
-    let lo = p.saturating_sub(BACK);
+    Part::Found
+}
+
+/// The quick way to the local part before the `@` at `p`: a run of literal
+/// local characters that no spelled character can reach into is the
+/// decoded local part. `None` when it cannot tell; [`spelled_local`]
+/// then decides.
+fn plain_local(buf: &[u8], p: usize, lo: usize, sc: &mut Scratch) -> Option<Part> {
+    let limit = lo.max(p.saturating_sub(sc.local.len() + 1));
+    let s = buf[limit..p]
+        .iter()
+        .rposition(|&c| !is_local_char(c.into()))
+        .map_or(limit, |i| limit + i + 1);
+    if p - s > sc.local.len() {
+        return None; // longer than the buffer: let the careful way count
+    }
+    if s > lo && ends_spelling_before(buf[s - 1]) {
+        return None;
+    }
+    let run = &buf[s..p];
+    let run = &run[run.iter().position(|&c| c != b'.').unwrap_or(run.len())..];
+    if run.is_empty() || run.len() > MAX_LOCAL {
+        return Some(Part::NotAddress);
+    }
+    for (d, &c) in sc.local.iter_mut().zip(run) {
+        *d = c.to_ascii_lowercase();
+    }
+    sc.local_len = run.len();
+    Some(Part::Found)
+}
+
+/// Decodes the local part before the `@` at `p` backwards, character by
+/// character in any spelling, reading no byte before `lo`.
+fn spelled_local(buf: &[u8], p: usize, lo: usize, sc: &mut Scratch) -> Part {
+    // Into `sc.local` reversed.
     let mut n = 0;
     let mut e = p;
     while let Some((c, start)) = decode_back(buf, e, lo) {
@@ -433,7 +559,7 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
             break;
         }
         if n == sc.local.len() {
-            return Decision::NoMatch; // longer than any local part
+            return Part::NotAddress; // longer than any local part
         }
         sc.local[n] = c.to_ascii_lowercase();
         n += 1;
@@ -443,15 +569,11 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
         n -= 1; // leading dots are sentence punctuation, not the address
     }
     if n == 0 || n > MAX_LOCAL {
-        return Decision::NoMatch;
+        return Part::NotAddress;
     }
     sc.local[..n].reverse();
     sc.local_len = n;
-    let local = &sc.local[..n];
-    match prot.classify_among(ids, local) {
-        Class::Protected(entry) if !prot.is_munged_local(local, &sc.domain[..dlen]) => Decision::Match(entry),
-        _ => Decision::NoMatch,
-    }
+    Part::Found
 }
 
 fn ascii_str(b: &[u8]) -> &str {
@@ -675,6 +797,110 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(cap: usize) -> Scratch {
+        Scratch {
+            domain: vec![0; cap].into(),
+            domain_len: 0,
+            domain_end: 0,
+            local: [0; MAX_LOCAL + 1],
+            local_len: 0,
+        }
+    }
+
+    fn domain_of(sc: &Scratch) -> (&[u8], usize) {
+        (&sc.domain[..sc.domain_len], sc.domain_end)
+    }
+
+    /// Pieces that make the quick paths' edge cases likely: spellings that
+    /// reach into a run of literal characters, runs at the length caps.
+    fn tricky() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let pieces: Vec<&'static [u8]> = vec![
+            b"joe",
+            b"e",
+            b"6a",
+            b"x",
+            b"u",
+            b"0",
+            b".",
+            b"-",
+            b"_",
+            b"+",
+            b"&",
+            b"#",
+            b";",
+            b"%",
+            b"\\",
+            b"@",
+            b"&#64;",
+            b"&#106;",
+            b"&#x6A",
+            b"&#106",
+            b"&amp;#106;",
+            b"%6a",
+            b"%2e",
+            b"\\x6a",
+            b"\\u006a",
+            b"&period;",
+            b"&hyphen;",
+            b"ihatespam",
+            b".test",
+            b"ihatespam.test",
+            b" ",
+            b"<",
+            b"\xc3\xa9",
+            b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ];
+        prop::collection::vec(prop::sample::select(pieces), 0..40).prop_map(|v| v.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The quick paths answer what decoding character by character
+        /// answers.
+        #[test]
+        fn the_plain_paths_agree_with_the_spelled_paths(
+            buf in tricky(),
+            cap in 1usize..24,
+            lo_back in 0usize..80,
+        ) {
+            for at in 0..=buf.len() {
+                let (mut a, mut b) = (scratch(cap), scratch(cap));
+                for eof in [false, true] {
+                    let quick = decode_domain(&buf, at, cap, eof, &mut a);
+                    let careful = spelled_domain(&buf, at, 0, at, cap, eof, &mut b);
+                    proptest::prop_assert_eq!(quick, careful, "domain at {}", at);
+                    if quick == Part::Found {
+                        proptest::prop_assert_eq!(domain_of(&a), domain_of(&b), "domain at {}", at);
+                    }
+                }
+                for lo in [at.saturating_sub(BACK), at.saturating_sub(lo_back)] {
+                    if let Some(quick) = plain_local(&buf, at, lo, &mut a) {
+                        let careful = spelled_local(&buf, at, lo, &mut b);
+                        proptest::prop_assert_eq!(quick, careful, "local before {} from {}", at, lo);
+                        if quick == Part::Found {
+                            proptest::prop_assert_eq!(&a.local[..a.local_len], &b.local[..b.local_len]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_usual_addresses_take_the_plain_paths() {
+        let mut sc = scratch(30);
+        for page in [
+            &b"mailto:Joe.Bloggs@ihatespam.test?subject=x"[..],
+            b">joe@ihatespam.test.</a>",
+            b"(joe@x.test)",
+        ] {
+            let at = page.iter().position(|&c| c == b'@').unwrap();
+            assert_eq!(plain_local(page, at, 0, &mut sc), Some(Part::Found));
+        }
+        assert_eq!(plain_local(b"&#106;oe@", 8, 0, &mut sc), None);
+    }
 
     #[test]
     fn entities_forwards() {

@@ -165,6 +165,39 @@ fn local_parts_longer_than_64_octets_are_not_addresses() {
 }
 
 #[test]
+fn the_longest_domain_a_config_can_name_is_found_and_not_overrun() {
+    // 253 octets, the most a domain name has; a longer run of domain
+    // characters after it must not overrun the decoding buffer.
+    let domain = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+    assert_eq!(domain.len(), 253);
+    let m = Matcher::new(Arc::new(Protection::new(
+        vec![Protect {
+            domain: domain.clone(),
+            local: Glob::new("*").unwrap(),
+            exempt: vec![],
+            deliver_to: None,
+        }],
+        "-id-",
+    )));
+    let longer = format!("joe@{domain}.{} ", "e".repeat(300));
+    let spelled = format!("joe@{}", entities(&format!("{domain}.{}", "e".repeat(30))));
+    let input = format!("{longer}{spelled} joe@{domain}. j&#111;e@{}.", entities(&domain));
+    let want = format!(
+        "{longer}{spelled} joe-id-zzzz@{domain}. j&#111;e-id-zzzz@{}.",
+        entities(&domain)
+    );
+    for pieces in [1, 7, 64] {
+        let mut s = m.scanner();
+        let mut out = Vec::new();
+        for chunk in input.as_bytes().chunks(input.len().div_ceil(pieces)) {
+            s.feed(chunk, &mut out, &mut marker);
+        }
+        s.finish(&mut out, &mut marker);
+        assert_eq!(String::from_utf8(out).unwrap(), want, "in {pieces} pieces");
+    }
+}
+
+#[test]
 fn already_munged_addresses_are_left_alone() {
     let m = format!("joe-id-{}@ihatespam.test", "k".repeat(24));
     assert_eq!(rewrite(&m), m);
