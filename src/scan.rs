@@ -440,8 +440,9 @@ fn starts_spelling(c: u8) -> bool {
 }
 
 /// Bytes just before a run of literal local characters that could make
-/// its first characters part of a spelled one (`%6a`, `\\x6a`, `&#106`,
-/// `&#x6a`, `&jay;`-style references end in `;`).
+/// its first characters part of a spelled one (`%6a`, `\x6a`, `\u006a`,
+/// `&#106`, `&#x6a`), or end a character reference that decodes to a
+/// local character (`&period;`, `&#106;`).
 fn ends_spelling_before(c: u8) -> bool {
     matches!(c, b'%' | b'\\' | b'#' | b';')
 }
