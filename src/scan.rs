@@ -229,7 +229,8 @@ enum Decision {
 /// neither allocates nor clears memory.
 #[derive(Debug)]
 struct Scratch {
-    /// As long as the longest protected domain with its trailing dots.
+    /// As long as the longest protected domain with its trailing dots:
+    /// a domain that does not fit is longer than any we protect.
     domain: Box<[u8]>,
     domain_len: usize,
     /// Where the domain's spelling ends in the buffer (trailing dots excluded).
@@ -374,22 +375,11 @@ impl Scanner {
             None => len.saturating_sub(HOLD),
         };
         self.cur.emit_to(&self.buf, limit, out);
-        let cur = &mut self.cur;
         // Keep HISTORY bytes before `emitted` for backward decoding; drop the rest.
-        let drop = cur.emitted.saturating_sub(HISTORY);
+        let drop = self.cur.emitted.saturating_sub(HISTORY);
         if drop > 0 && (drop >= 4096 || drop * 2 >= self.buf.len()) {
             self.buf.drain(..drop);
-            cur.emitted -= drop;
-            cur.scan_from -= drop;
-            match cur.backslash {
-                Some(b) if b >= drop => cur.backslash = Some(b - drop),
-                // A backslash already passed: search again from `scan_from`.
-                Some(_) => {
-                    cur.backslash = None;
-                    cur.backslash_searched_to = 0;
-                }
-                None => cur.backslash_searched_to = cur.backslash_searched_to.saturating_sub(drop),
-            }
+            self.cur = self.cur.shifted(drop);
         }
     }
 }
@@ -397,9 +387,7 @@ impl Scanner {
 /// Decides whether the `@` spelled by `buf[p..p + at_len]` belongs to a
 /// protected address; on a match the decoded parts are left in `sc`.
 fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc: &mut Scratch) -> Decision {
-    let cap = prot.max_domain_len() + TRAILING_DOTS;
-    let start = p + at_len;
-    match decode_domain(buf, start, cap, eof, sc) {
+    match decode_domain(buf, p + at_len, eof, sc) {
         Part::Found => {}
         Part::NotAddress => return Decision::NoMatch,
         Part::NeedMore => return Decision::NeedMore,
@@ -451,7 +439,7 @@ fn ends_spelling_before(c: u8) -> bool {
 /// characters is taken in one go (the usual case: it is ended by a byte that
 /// starts no spelling, and it is the whole domain); decoding goes on
 /// character by character only where a spelled character follows it.
-fn decode_domain(buf: &[u8], start: usize, cap: usize, eof: bool, sc: &mut Scratch) -> Part {
+fn decode_domain(buf: &[u8], start: usize, eof: bool, sc: &mut Scratch) -> Part {
     let tail = &buf[start..];
     let mut run = 0;
     for (d, &c) in sc.domain.iter_mut().zip(tail) {
@@ -467,14 +455,15 @@ fn decode_domain(buf: &[u8], start: usize, cap: usize, eof: bool, sc: &mut Scrat
             .rposition(|&c| c != b'.')
             .map_or(0, |i| i + 1);
     match tail.get(run) {
-        // Only past `cap` literal domain characters: longer than any we protect.
+        // Only past a full buffer of literal domain characters: longer than
+        // any we protect.
         Some(&c) if is_domain_char(c.into()) => Part::NotAddress,
         Some(&c) if !starts_spelling(c) => {
             sc.domain_len = end - start;
             sc.domain_end = end;
             Part::Found
         }
-        _ => spelled_domain(buf, start + run, run, end, cap, eof, sc),
+        _ => spelled_domain(buf, start + run, run, end, eof, sc),
     }
 }
 
@@ -486,7 +475,6 @@ fn spelled_domain(
     mut i: usize,
     mut dlen: usize,
     mut end: usize,
-    cap: usize,
     eof: bool,
     sc: &mut Scratch,
 ) -> Part {
@@ -503,7 +491,7 @@ fn spelled_domain(
         if !is_domain_char(c.into()) {
             break;
         }
-        if dlen == cap {
+        if dlen == sc.domain.len() {
             return Part::NotAddress;
         }
         sc.domain[dlen] = c.to_ascii_lowercase();
@@ -869,8 +857,8 @@ mod tests {
             for at in 0..=buf.len() {
                 let (mut a, mut b) = (scratch(cap), scratch(cap));
                 for eof in [false, true] {
-                    let quick = decode_domain(&buf, at, cap, eof, &mut a);
-                    let careful = spelled_domain(&buf, at, 0, at, cap, eof, &mut b);
+                    let quick = decode_domain(&buf, at, eof, &mut a);
+                    let careful = spelled_domain(&buf, at, 0, at, eof, &mut b);
                     proptest::prop_assert_eq!(quick, careful, "domain at {}", at);
                     if quick == Part::Found {
                         proptest::prop_assert_eq!(domain_of(&a), domain_of(&b), "domain at {}", at);

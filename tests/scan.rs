@@ -359,17 +359,7 @@ proptest! {
     fn any_split_gives_the_one_shot_output(input in input(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12)) {
         let m = matcher();
         let one_shot = m.rewrite(&input, &mut marker);
-        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
-        points.sort_unstable();
-        let mut s = m.scanner();
-        let mut out = Vec::new();
-        let mut prev = 0;
-        for p in points.into_iter().chain([input.len()]) {
-            s.feed(&input[prev..p], &mut out, &mut marker);
-            prev = p;
-        }
-        s.finish(&mut out, &mut marker);
-        prop_assert_eq!(out, one_shot);
+        prop_assert_eq!(in_pieces(&m, cut_at(&input, &cuts), &mut marker), one_shot);
     }
 
     #[test]
@@ -421,16 +411,7 @@ proptest! {
         let reference = in_pieces(&m, input.chunks(small), &mut echo);
         prop_assert_eq!(&m.rewrite(&input, &mut echo), &reference);
         prop_assert_eq!(&in_pieces(&m, input.chunks(big), &mut echo), &reference);
-        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
-        points.sort_unstable();
-        points.push(input.len());
-        let mut prev = 0;
-        let pieces = points.into_iter().map(|p| {
-            let piece = &input[prev..p];
-            prev = p;
-            piece
-        });
-        prop_assert_eq!(&in_pieces(&m, pieces, &mut echo), &reference);
+        prop_assert_eq!(&in_pieces(&m, cut_at(&input, &cuts), &mut echo), &reference);
     }
 }
 
@@ -489,6 +470,19 @@ fn a_chunk_seam_anywhere_near_an_address_changes_nothing() {
 }
 
 /// Feeds `pieces` to a new scanner and finishes it.
+/// `input` cut at the given points (in any order), every byte in one piece.
+fn cut_at<'a>(input: &'a [u8], cuts: &[prop::sample::Index]) -> impl Iterator<Item = &'a [u8]> {
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
+    points.sort_unstable();
+    points.push(input.len());
+    let mut prev = 0;
+    points.into_iter().map(move |p| {
+        let piece = &input[prev..p];
+        prev = p;
+        piece
+    })
+}
+
 fn in_pieces<'a>(
     m: &Arc<Matcher>,
     pieces: impl Iterator<Item = &'a [u8]>,
@@ -603,12 +597,7 @@ proptest! {
         let mut input: Vec<u8> = pieces.iter().flat_map(|&i| spellings[i].bytes()).collect();
         input.extend_from_slice(format!(" joe@{domain} ").as_bytes());
         let one_shot = m.rewrite(&input, &mut marker);
-        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
-        points.sort_unstable();
-        points.push(input.len());
-        let mut prev = 0;
-        let chunks = points.iter().map(|&p| { let c = &input[prev..p]; prev = p; c });
-        prop_assert_eq!(&in_pieces(&m, chunks, &mut marker), &one_shot);
+        prop_assert_eq!(&in_pieces(&m, cut_at(&input, &cuts), &mut marker), &one_shot);
         let tail = if Glob::new(glob).unwrap().matches("joe") {
             format!(" joe-id-zzzz@{domain} ")
         } else {
