@@ -68,6 +68,12 @@ pub struct Verdict {
     /// True for exempt addresses (status `bare`).
     #[serde(skip)]
     pub exempt: bool,
+    /// True when the address is, or claims to be, one of the owner's: a
+    /// protected base address bare, exempt, or with an ID (forged ones
+    /// too). False for everything else, other users of a protected
+    /// domain included: those are none of our business.
+    #[serde(skip)]
+    pub protected: bool,
     /// The decoded fields.
     #[serde(skip)]
     pub claims: Option<Claims>,
@@ -92,6 +98,7 @@ impl Verdict {
             error: None,
             entry: None,
             exempt: false,
+            protected: false,
             claims: None,
             rule_detail: None,
         }
@@ -114,11 +121,12 @@ pub fn check(keys: &KeyRing, protection: &Protection, rules: &RuleSet, address: 
                 "not a protected address (no [[protect]] entry covers it)",
             );
         }
-        Parsed::Bare(entry) | Parsed::Exempt(entry) => {
+        parsed @ (Parsed::Bare(entry) | Parsed::Exempt(entry)) => {
             let mut v = Verdict::new(address, Status::Bare);
             v.original = Some(address.trim().to_ascii_lowercase());
             v.entry = Some(entry);
-            v.exempt = matches!(protection.parse(address), Parsed::Exempt(_));
+            v.exempt = matches!(parsed, Parsed::Exempt(_));
+            v.protected = true;
             return v;
         }
         Parsed::Munged(c) => c,
@@ -136,6 +144,7 @@ pub fn check(keys: &KeyRing, protection: &Protection, rules: &RuleSet, address: 
         let (base_local, domain) = m.base.rsplit_once('@').unwrap_or((&m.base, ""));
         let munged = protection.munge(base_local, domain, &m.label, &m.token);
         let mut v = Verdict::new(address, Status::Valid);
+        v.protected = true;
         v.original = Some(m.base.clone());
         v.kind = Some(claims.kind);
         v.ip = claims.visitor.map(|x| x.to_string());
@@ -162,5 +171,75 @@ pub fn check(keys: &KeyRing, protection: &Protection, rules: &RuleSet, address: 
         }
         return v;
     }
-    Verdict::invalid(address, last_err.to_string())
+    let mut v = Verdict::invalid(address, last_err.to_string());
+    v.protected = true;
+    v
+}
+
+/// Judges a mail recipient the way the MTA asks about it: angle brackets,
+/// surrounding space and case dropped; when the whole address carries no
+/// ID, judged again with its recipient-delimiter extension (`+news`, any
+/// character of `delimiters`) stripped. The resolver and `addrmunge decode`
+/// both judge through here, so they can never disagree. The verdict's
+/// `address` is the address judged (lowercase, maybe stripped).
+pub fn check_recipient(
+    keys: &KeyRing,
+    protection: &Protection,
+    rules: &RuleSet,
+    address: &str,
+    today: Day,
+    delimiters: &str,
+) -> Verdict {
+    let address = normalize_recipient(address);
+    let v = check(keys, protection, rules, &address, today);
+    if v.claims.is_none() && !delimiters.is_empty() {
+        if let Some(stripped) = strip_extension(&address, delimiters) {
+            let v2 = check(keys, protection, rules, &stripped, today);
+            if v2.claims.is_some() || v2.status == Status::Bare {
+                return v2;
+            }
+        }
+    }
+    v
+}
+
+/// `<Joe@Plover.COM>` -> `joe@plover.com`.
+pub fn normalize_recipient(address: &str) -> String {
+    address
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Strips `+ext` (any delimiter character) from the local part.
+fn strip_extension(address: &str, delimiters: &str) -> Option<String> {
+    let (local, domain) = address.rsplit_once('@')?;
+    let cut = local.find(|c| delimiters.contains(c))?;
+    (cut > 0).then(|| format!("{}@{domain}", &local[..cut]))
+}
+
+/// Role accounts that must always take mail at a domain: RFC 5321 requires
+/// `postmaster`, RFC 2142 names `abuse`. They may be munged on pages, but
+/// are never refused bare and their senders never blocked.
+pub fn is_role_account(base_address: &str) -> bool {
+    let local = base_address.split('@').next().unwrap_or("");
+    local.eq_ignore_ascii_case("postmaster") || local.eq_ignore_ascii_case("abuse")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions() {
+        assert_eq!(
+            strip_extension("joe+tag@x.test", "+").as_deref(),
+            Some("joe@x.test")
+        );
+        assert_eq!(strip_extension("+tag@x.test", "+"), None);
+        assert_eq!(strip_extension("joe@x.test", "+"), None);
+        assert_eq!(normalize_recipient(" <Joe@X.Test> "), "joe@x.test");
+    }
 }

@@ -626,11 +626,9 @@ fn parse_block(long: bool, b: &[u8]) -> Option<Claims> {
 /// True when `s` could be a token by its shape alone (length and alphabet);
 /// used to tell munged addresses apart without a key.
 pub fn looks_like_token(s: &str) -> bool {
-    (s.len() == SHORT_LEN || s.len() == LONG_LEN)
-        && s.bytes().all(|c| {
-            let c = c.to_ascii_lowercase();
-            ALPHABET.as_bytes().contains(&c)
-        })
+    // Any letter, not only the alphabet's: a token with `i l o u` in it is
+    // a forged or mistyped ID (to refuse), not a bare address (to accept).
+    (s.len() == SHORT_LEN || s.len() == LONG_LEN) && s.bytes().all(|c| c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]

@@ -51,6 +51,17 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 ";
 
+/// What most tests protect.
+const PROTECT: &str = r#"
+[[protect]]
+domain = "plover.com"
+exempt = ["*-subscribe"]
+
+[[protect]]
+domain = "press.test"
+deliver_to = "mjd@mbox.test"
+"#;
+
 struct Mail {
     dir: tempfile::TempDir,
     smtp: u16,
@@ -85,6 +96,12 @@ impl Mail {
     }
 
     fn start_setup(extra: &str, setup: Setup) -> Mail {
+        Mail::start_with(PROTECT, extra, setup)
+    }
+
+    /// A resolver protecting `protect` (its `[[protect]]` tables), `extra`
+    /// in its `[resolver]` section, and a Postfix in front of it.
+    fn start_with(protect: &str, extra: &str, setup: Setup) -> Mail {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let (smtp, map, policy) = (free_port(), free_port(), free_port());
@@ -115,15 +132,7 @@ impl Mail {
         let cfg = format!(
             r#"key_file = "addrmunge.key"
 state = "state.sqlite"
-
-[[protect]]
-domain = "plover.com"
-exempt = ["*-subscribe"]
-
-[[protect]]
-domain = "press.test"
-deliver_to = "mjd@mbox.test"
-
+{protect}
 [resolver]
 {listeners}recipient_delimiter = "+"
 reject_text = "5.1.1 Sorry, this address has expired; see the web site for today's."
@@ -196,10 +205,17 @@ block_for = "1h"
         // mailboxes at mbox.test, as a site's own alias table would.
         fs::write(
             d.join("virtual"),
-            "mjd@plover.com mjd@mbox.test\nlist-subscribe@plover.com list@mbox.test\n",
+            "mjd@plover.com mjd@mbox.test\nlist-subscribe@plover.com list@mbox.test\n\
+             webmaster@plover.com webmaster@mbox.test\npostmaster@plover.com postmaster@mbox.test\n\
+             abuse@plover.com abuse@mbox.test\n",
         )
         .unwrap();
-        fs::write(d.join("vmailbox"), "mjd@mbox.test mjd/\nlist@mbox.test list/\n").unwrap();
+        fs::write(
+            d.join("vmailbox"),
+            "mjd@mbox.test mjd/\nlist@mbox.test list/\nwebmaster@mbox.test webmaster/\n\
+             postmaster@mbox.test postmaster/\nabuse@mbox.test abuse/\n",
+        )
+        .unwrap();
         // The README's main.cf lines for this setup, as written but for the
         // ports and the alias table's path.
         let readme = match setup {
@@ -621,6 +637,52 @@ fn bare_reject_setting() {
     }
     let (ok, t) = m.send("127.0.0.1", "mjd@plover.com");
     assert!(ok, "{t}");
+}
+
+/// Dominus's own case: only `mjd*` is munged, and plover.com has other
+/// users, whose mail is none of the resolver's business.
+#[test]
+fn other_users_of_a_protected_domain_get_their_mail() {
+    let protect = "[[protect]]\ndomain = \"plover.com\"\nlocal = \"mjd*\"\n";
+    let m = Mail::start_with(protect, "bare = \"reject\"\n", Setup::Inet);
+    for other in ["webmaster@plover.com", "zz@plover.com"] {
+        assert_eq!(m.postmap("recipient", other), (false, String::new()), "{other}");
+    }
+    let (ok, t) = m.send("127.0.0.1", "webmaster@plover.com");
+    assert!(ok, "{t}");
+    assert!(m.delivered("webmaster", "webmaster@plover.com"));
+    // The owner's own address is still ours: munged delivered, bare and
+    // forged refused.
+    let a = m.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let (ok, t) = m.send("127.0.0.1", &a);
+    assert!(ok, "{t}");
+    assert!(m.delivered("mjd", &a));
+    let (ok, t) = m.send("127.0.0.1", "mjd@plover.com");
+    assert!(!ok && t.contains("does not take mail"), "{t}");
+    let (l, d) = a.split_once('@').unwrap();
+    let forged = format!(
+        "{}{}@{d}",
+        &l[..l.len() - 1],
+        if l.ends_with('a') { 'b' } else { 'a' }
+    );
+    let (ok, t) = m.send("127.0.0.1", &forged);
+    assert!(!ok && t.contains("Sorry, this address has expired"), "{t}");
+}
+
+/// RFC 5321 requires postmaster to take mail, RFC 2142 names abuse: never
+/// refused bare, whatever `bare` says.
+#[test]
+fn postmaster_and_abuse_take_mail_bare() {
+    let m = Mail::start("bare = \"reject\"\n");
+    for role in ["postmaster", "abuse"] {
+        let to = format!("{role}@plover.com");
+        assert_eq!(m.postmap("recipient", &to), (true, "DUNNO".into()), "{to}");
+        let (ok, t) = m.send("127.0.0.1", &to);
+        assert!(ok, "{t}");
+        assert!(m.delivered(role, &to), "no delivery for {to}");
+    }
+    let (ok, t) = m.send("127.0.0.1", "mjd@plover.com");
+    assert!(!ok && t.contains("does not take mail"), "{t}");
 }
 
 fn netstring(s: &[u8]) -> Vec<u8> {

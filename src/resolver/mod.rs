@@ -18,11 +18,13 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::check::{Status, Verdict, check};
+use crate::check::{Status, Verdict, check_recipient, is_role_account, normalize_recipient};
 use crate::config::{Bare, Config, parse_span};
 use crate::day::Day;
 use crate::listen::{Bound, Listen};
-use crate::store::{Arrival, RuleSet, RuleWatcher, Store, now_unix};
+use crate::store::{
+    Arrival, FaultLog, Pinned, RuleSet, RuleWatcher, Store, StoreError, StoreSource, now_unix,
+};
 use crate::token::{KeyRing, Kind};
 
 /// How often the rule snapshot is checked for changes.
@@ -65,6 +67,15 @@ impl Verdicts {
             self.day = day;
         }
     }
+}
+
+/// The resolver's counters, for its admin listener.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Arrivals and blocks not written (queue full, or the store failing).
+    pub writes_dropped: Arc<AtomicU64>,
+    /// Failed reads and writes of the store.
+    pub store_faults: Arc<AtomicU64>,
 }
 
 /// Things for the writer thread.
@@ -118,8 +129,10 @@ pub struct Resolver {
     /// Blocks made by this process that the store snapshot may not show yet.
     fresh_blocks: Mutex<HashMap<IpAddr, i64>>,
     writer: SyncSender<Write>,
-    /// Writes dropped because the queue was full.
-    pub dropped: AtomicU64,
+    /// Where the store is; a reload adopts the file there then.
+    source: Arc<StoreSource>,
+    /// Counters for the admin listener.
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -144,9 +157,13 @@ impl Resolver {
     pub fn start(config_path: PathBuf) -> anyhow::Result<Arc<Resolver>> {
         let settings = Arc::new(Settings::load(&config_path)?);
         let state = settings.config.state.clone();
-        // Create and migrate the store before anything reads it.
-        let writer_store = Store::open(&state)?;
+        // The first start creates and migrates the store; from then on it
+        // is only ever reopened, never created (store::Pinned).
+        let source = StoreSource::new(&state);
+        let writer_store = Pinned::new(Store::open(&state)?, Arc::clone(&source));
+        let mut watcher = RuleWatcher::new(Pinned::new(Store::open_existing(&state)?, Arc::clone(&source)));
         let (tx, rx) = sync_channel(QUEUE);
+        let metrics = Metrics::default();
         let r = Arc::new(Resolver {
             config_path,
             verdicts: Mutex::new(Verdicts {
@@ -159,20 +176,22 @@ impl Resolver {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             fresh_blocks: Mutex::new(HashMap::new()),
             writer: tx,
-            dropped: AtomicU64::new(0),
+            source,
+            metrics,
         });
-        r.refresh_once(&mut None, &state);
+        let mut faults = FaultLog::new("reading rules and blocks", Arc::clone(&r.metrics.store_faults));
+        r.refresh_once(&mut watcher, &mut faults);
+        let writer_faults = FaultLog::new("writing arrivals and blocks", Arc::clone(&r.metrics.store_faults));
+        let lost = Arc::clone(&r.metrics.writes_dropped);
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(writer_store, rx))?;
+            .spawn(move || writer(writer_store, rx, writer_faults, lost))?;
         let weak = Arc::downgrade(&r);
         std::thread::Builder::new()
             .name("store-refresh".into())
             .spawn(move || {
-                let mut watcher = None;
                 while let Some(r) = weak.upgrade() {
-                    let state = r.settings().config.state.clone();
-                    r.refresh_once(&mut watcher, &state);
+                    r.refresh_once(&mut watcher, &mut faults);
                     drop(r);
                     std::thread::sleep(REFRESH);
                 }
@@ -180,42 +199,44 @@ impl Resolver {
         Ok(r)
     }
 
-    fn refresh_once(&self, watcher: &mut Option<RuleWatcher>, state: &std::path::Path) {
-        let result = (|| -> Result<Option<Snapshot>, crate::store::StoreError> {
-            if watcher.is_none() {
-                *watcher = Some(RuleWatcher::new(Store::open(state)?)?);
-                let w = watcher.as_ref().expect("just set");
-                return Ok(Some(Snapshot {
-                    rules: w.rules(),
-                    blocks: w.store().blocks(now_unix())?,
-                    ok: true,
-                }));
+    /// Brings the snapshot up to date. A store that cannot be read (or was
+    /// deleted or replaced) keeps the rules and blocks last read but marks
+    /// the snapshot bad, so recipients get TEMP and blocks stay in force.
+    fn refresh_once(&self, w: &mut RuleWatcher, faults: &mut FaultLog) {
+        let was_ok = self.snapshot().ok;
+        let result = w.refresh().and_then(|changed| {
+            if !changed && was_ok {
+                return Ok(None);
             }
-            let w = watcher.as_mut().expect("checked");
-            let changed = w.refresh()?;
-            let was_ok = self.snapshot.read().map(|s| s.ok).unwrap_or(false);
-            if changed || !was_ok {
-                return Ok(Some(Snapshot {
-                    rules: w.rules(),
-                    blocks: w.store().blocks(now_unix())?,
-                    ok: true,
-                }));
-            }
-            Ok(None)
-        })();
+            Ok(Some(Snapshot {
+                rules: w.rules(),
+                blocks: w.store()?.blocks(now_unix())?,
+                ok: true,
+            }))
+        });
         match result {
             Ok(Some(snap)) => {
+                faults.ok();
                 if let Ok(mut fresh) = self.fresh_blocks.lock() {
                     fresh.retain(|ip, _| !snap.blocks.contains_key(ip));
                 }
                 *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
             }
-            Ok(None) => {}
+            Ok(None) => faults.ok(),
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the state store; answering TEMP until it is back");
-                *watcher = None;
+                faults.fault(&e, "answering TEMP for recipients until it is back");
+                if !matches!(e, StoreError::Replaced(_) | StoreError::Missing(_)) {
+                    // Reopened (the same file only) at the next refresh.
+                    w.reset();
+                }
                 let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
-                *s = Arc::new(Snapshot::default());
+                if s.ok {
+                    *s = Arc::new(Snapshot {
+                        rules: Arc::clone(&s.rules),
+                        blocks: s.blocks.clone(),
+                        ok: false,
+                    });
+                }
             }
         }
     }
@@ -229,6 +250,7 @@ impl Resolver {
     pub fn reload(&self) {
         match Settings::load(&self.config_path) {
             Ok(s) => {
+                self.source.reload(&s.config.state);
                 *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
                 tracing::info!(config = %self.config_path.display(), "reloaded config and keys");
             }
@@ -250,11 +272,7 @@ impl Resolver {
         }
         let s = self.settings();
         let today = Day::today();
-        let address = address
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_ascii_lowercase();
+        let address = normalize_recipient(address);
         let lock = || self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut cache = lock();
@@ -273,21 +291,12 @@ impl Resolver {
     }
 
     fn judge_now(&self, s: &Settings, rules: &RuleSet, address: String, today: Day) -> Judgement {
-        let prot = &s.config.protection;
-        let v = check(&s.keys, prot, rules, &address, today);
         let delim = &s.config.raw.resolver.recipient_delimiter;
-        if v.claims.is_none() && !delim.is_empty() {
-            if let Some(stripped) = strip_extension(&address, delim) {
-                let v2 = check(&s.keys, prot, rules, &stripped, today);
-                if v2.claims.is_some() || v2.status == Status::Bare {
-                    return Judgement {
-                        verdict: v2,
-                        address: stripped,
-                    };
-                }
-            }
+        let verdict = check_recipient(&s.keys, &s.config.protection, rules, &address, today, delim);
+        Judgement {
+            address: verdict.address.clone(),
+            verdict,
         }
-        Judgement { verdict: v, address }
     }
 
     /// The end of a client's block, if it is blocked now.
@@ -320,7 +329,7 @@ impl Resolver {
 
     fn queue(&self, w: Write) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.writer.try_send(w) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.writes_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -341,21 +350,15 @@ impl Resolver {
             Status::Valid => Action::Dunno,
             Status::Expired if v.kind == Some(Kind::Trap) => Action::Trap,
             Status::Expired => Action::Reject(r.reject_text.clone()),
-            Status::Bare if v.exempt || r.bare == Bare::Accept => Action::Dunno,
-            Status::Bare => Action::Reject(r.bare_text.clone()),
-            Status::Invalid => {
-                // Forged or altered IDs on a protected domain are refused;
-                // addresses that are not ours are none of our business.
-                let ours = j
-                    .address
-                    .rsplit_once('@')
-                    .is_some_and(|(_, d)| s.config.protection.has_domain(d.trim_end_matches('.')));
-                if ours {
-                    Action::Reject(r.reject_text.clone())
-                } else {
-                    Action::NotOurs
-                }
+            Status::Bare if v.exempt || r.bare == Bare::Accept || is_role_account(&j.address) => {
+                Action::Dunno
             }
+            Status::Bare => Action::Reject(r.bare_text.clone()),
+            // Forged or altered IDs on a protected base address are refused;
+            // everything else (other users of a protected domain too) is
+            // none of our business.
+            Status::Invalid if v.protected => Action::Reject(r.reject_text.clone()),
+            Status::Invalid => Action::NotOurs,
         }
     }
 }
@@ -373,14 +376,7 @@ pub enum Action {
     NotOurs,
 }
 
-/// Strips `+ext` (any delimiter character) from the local part.
-fn strip_extension(address: &str, delimiters: &str) -> Option<String> {
-    let (local, domain) = address.rsplit_once('@')?;
-    let cut = local.find(|c| delimiters.contains(c))?;
-    (cut > 0).then(|| format!("{}@{domain}", &local[..cut]))
-}
-
-fn writer(mut store: Store, rx: Receiver<Write>) {
+fn writer(mut store: Pinned, rx: Receiver<Write>, mut faults: FaultLog, lost: Arc<AtomicU64>) {
     while let Ok(first) = rx.recv() {
         let mut arrivals = Vec::new();
         let mut blocks = Vec::new();
@@ -396,17 +392,25 @@ fn writer(mut store: Store, rx: Receiver<Write>) {
                 next = rx.try_recv().ok();
             }
         }
-        // A failed batch is retried once after a pause, then logged and dropped:
-        // losing a log line is better than stalling SMTP.
+        // A failed batch is retried once after a pause, then counted and
+        // dropped: losing a log line is better than stalling SMTP. Never
+        // written into a store that is no longer the one at the path.
         for attempt in 0..2 {
-            match store.write_batch(&arrivals, &blocks) {
-                Ok(()) => break,
-                Err(e) if attempt == 0 => {
-                    tracing::warn!(error = %e, "writing arrivals failed; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
+            match store.store().and_then(|s| s.write_batch(&arrivals, &blocks)) {
+                Ok(()) => {
+                    faults.ok();
+                    break;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, lost = arrivals.len() + blocks.len(), "writing arrivals failed")
+                    if !matches!(e, StoreError::Replaced(_) | StoreError::Missing(_)) {
+                        store.reset();
+                    }
+                    if attempt == 0 {
+                        std::thread::sleep(Duration::from_millis(500));
+                    } else {
+                        lost.fetch_add((arrivals.len() + blocks.len()) as u64, Ordering::Relaxed);
+                        faults.fault(&e, "arrivals and blocks are dropped until it is back");
+                    }
                 }
             }
         }
@@ -490,14 +494,125 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T 
 mod tests {
     use super::*;
 
+    /// A resolver over a fresh key and store with this config text after
+    /// the key and state lines.
+    fn resolver(config: &str) -> (tempfile::TempDir, Arc<Resolver>, KeyRing) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("addrmunge.toml");
+        std::fs::write(&cfg, format!("key_file = \"k\"\nstate = \"s.sqlite\"\n{config}")).unwrap();
+        KeyRing::generate(&dir.path().join("k")).unwrap();
+        let r = Resolver::start(cfg).unwrap();
+        let keys = KeyRing::load(&dir.path().join("k")).unwrap();
+        (dir, r, keys)
+    }
+
+    fn answer(r: &Resolver, address: &str) -> Action {
+        r.recipient_action(&r.judge(address).unwrap())
+    }
+
     #[test]
-    fn extensions() {
-        assert_eq!(
-            strip_extension("joe+tag@x.test", "+").as_deref(),
-            Some("joe@x.test")
+    fn other_users_of_a_protected_domain_are_none_of_our_business() {
+        // Dominus's case: only mjd* is munged, plover.com has other users.
+        let (_dir, r, keys) = resolver(
+            "[[protect]]\ndomain = \"plover.com\"\nlocal = \"mjd*\"\n[resolver]\nbare = \"reject\"\n",
         );
-        assert_eq!(strip_extension("+tag@x.test", "+"), None);
-        assert_eq!(strip_extension("joe@x.test", "+"), None);
+        for other in [
+            "webmaster@plover.com",
+            "zz@plover.com",
+            "joe-id-0123456789abcdefghjkmnpq@plover.com",
+        ] {
+            assert_eq!(answer(&r, other), Action::NotOurs, "{other}");
+        }
+        let claims = crate::Claims::visit(Kind::Visitor, Day::today(), "203.0.113.9".parse().unwrap());
+        let token = keys.encode("mjd@plover.com", "", &claims);
+        assert_eq!(answer(&r, &format!("mjd-id-{token}@plover.com")), Action::Dunno);
+        // Ours to refuse: the bare base (bare = reject), and forged IDs on it,
+        // also those spelled with letters the alphabet lacks.
+        let s = r.settings();
+        let (bare, forged) = (
+            &s.config.raw.resolver.bare_text,
+            &s.config.raw.resolver.reject_text,
+        );
+        assert_eq!(answer(&r, "mjd@plover.com"), Action::Reject(bare.clone()));
+        let last = if token.ends_with('a') { 'b' } else { 'a' };
+        let altered = format!("mjd-id-{}{last}@plover.com", &token[..23]);
+        assert_eq!(answer(&r, &altered), Action::Reject(forged.clone()));
+        let ilou = format!("mjd-id-{}ilou@plover.com", &token[..20]);
+        assert_eq!(answer(&r, &ilou), Action::Reject(forged.clone()), "{ilou}");
+    }
+
+    #[test]
+    fn postmaster_and_abuse_are_never_refused_bare() {
+        let (_dir, r, _keys) =
+            resolver("[[protect]]\ndomain = \"plover.com\"\n[resolver]\nbare = \"reject\"\n");
+        for role in [
+            "postmaster@plover.com",
+            "Abuse@Plover.com",
+            "<postmaster@plover.com>",
+        ] {
+            assert_eq!(answer(&r, role), Action::Dunno, "{role}");
+        }
+        assert!(matches!(answer(&r, "mjd@plover.com"), Action::Reject(_)));
+    }
+
+    /// A store deleted under the resolver is a fault: expired IDs get TEMP,
+    /// never an accept; blocks stay in force; no empty store appears in
+    /// its place; a new file at the path is only taken on reload.
+    #[test]
+    fn a_deleted_store_is_never_recreated_and_nothing_expired_is_accepted() {
+        let (dir, r, keys) = resolver("[[protect]]\ndomain = \"plover.com\"\n");
+        let state = dir.path().join("s.sqlite");
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let a = format!(
+            "mjd-id-{}@plover.com",
+            keys.encode(
+                "mjd@plover.com",
+                "",
+                &crate::Claims::visit(Kind::Visitor, Day::today(), ip)
+            )
+        );
+        let blocked: IpAddr = "198.51.100.7".parse().unwrap();
+        {
+            let mut store = Store::open(&state).unwrap();
+            store
+                .expire(&crate::Scope::Ip(crate::Visitor::from_ip(ip)), "spam")
+                .unwrap();
+            store.block(blocked, now_unix() + 3600, "trap").unwrap();
+        }
+        let refused = |r: &Resolver| r.judge(&a).map(|j| r.recipient_action(&j));
+        let start = std::time::Instant::now();
+        while !matches!(refused(&r), Some(Action::Reject(_))) {
+            assert!(start.elapsed() < Duration::from_secs(5), "rule never seen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::remove_file(&state).unwrap();
+        let check_faulted = |r: &Resolver, for_ms: u64| {
+            let start = std::time::Instant::now();
+            let mut temp = false;
+            while start.elapsed() < Duration::from_millis(for_ms) {
+                let got = refused(r);
+                assert!(matches!(got, None | Some(Action::Reject(_))), "{got:?}");
+                temp |= got.is_none();
+                assert!(r.blocked(blocked).is_some(), "the block vanished");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(temp, "a missing store must be answered with TEMP");
+        };
+        check_faulted(&r, 1500);
+        assert!(!state.exists(), "the resolver made a new store");
+        // Someone else makes a new, empty one: not taken without a reload.
+        drop(Store::open(&state).unwrap());
+        check_faulted(&r, 1000);
+        // SIGHUP is the explicit command that adopts it.
+        r.reload();
+        let start = std::time::Instant::now();
+        while refused(&r) != Some(Action::Dunno) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "reload did not adopt the new store"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

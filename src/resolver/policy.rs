@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::socketmap::ProtocolError;
 use super::{Action, Conn, Resolver};
+use crate::check::{Status, is_role_account};
 use crate::store::{Arrival, now_unix};
 
 /// Decides one policy request.
@@ -32,14 +33,9 @@ pub fn decide(r: &Resolver, attrs: &HashMap<String, String>) -> String {
         return "DEFER_IF_PERMIT 4.3.0 addrmunge cannot read its state store; try again later".into();
     };
     let v = &j.verdict;
-    // Record every authentic ID, and forged ones on our domains (a
-    // harvester guessing at the format is worth knowing about too).
-    let ours = v.claims.is_some()
-        || (v.status == crate::check::Status::Invalid
-            && j.address
-                .rsplit_once('@')
-                .is_some_and(|(_, d)| s.config.protection.has_domain(d)));
-    if ours {
+    // Record every authentic ID, and forged ones on protected base
+    // addresses (a harvester guessing at the format is worth knowing about).
+    if v.protected && v.status != Status::Bare {
         r.record(Arrival {
             time: now_unix(),
             client_ip: get("client_address").to_owned(),
@@ -55,14 +51,8 @@ pub fn decide(r: &Resolver, attrs: &HashMap<String, String>) -> String {
     }
     match r.recipient_action(&j) {
         Action::Trap => {
-            let local = j.address.split('@').next().unwrap_or("");
             // Mail for postmaster and abuse is never a reason to block.
-            let base_local = v
-                .original
-                .as_deref()
-                .and_then(|o| o.split('@').next())
-                .unwrap_or(local);
-            if !matches!(base_local, "postmaster" | "abuse") {
+            if !is_role_account(v.original.as_deref().unwrap_or(&j.address)) {
                 if let Some(ip) = client {
                     if r.block(ip, &format!("mail to trap {}", j.address)) {
                         tracing::info!(client = %ip, recipient = %j.address, "blocked a client that mailed a trap");
