@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use addrmunge::address::{Class, Parsed};
+use addrmunge::check::check_recipient;
 use addrmunge::config::{self, Config};
 use addrmunge::token::LONG_LEN;
 use addrmunge::{Claims, Day, KeyRing, Kind, RuleSet, Scope, Status, Store, Visitor, check};
@@ -242,7 +243,18 @@ impl Ctx {
     }
 
     fn store(&self) -> Result<Store> {
-        Ok(Store::open(&self.config.state)?)
+        let path = &self.config.state;
+        let new = !path.exists();
+        let store = Store::open(path)?;
+        if new {
+            // Say so: a mistyped path, or a store deleted by accident, must
+            // not pass for an empty truth unnoticed.
+            eprintln!(
+                "addrmunge: note: there was no state store at {}; created a new, empty one",
+                path.display()
+            );
+        }
+        Ok(store)
     }
 
     /// A protected, non-exempt base address, lowercase, or a usage error.
@@ -353,8 +365,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rules = RuleSet::new(ctx.store()?.rules()?);
             let today = Day::today();
             let mut all_valid = true;
+            let delimiters = &ctx.config.raw.resolver.recipient_delimiter;
             for a in addresses {
-                let v = check(&keys, &ctx.config.protection, &rules, a, today);
+                // Judged exactly as the resolver judges a recipient.
+                let mut v = check_recipient(&keys, &ctx.config.protection, &rules, a, today, delimiters);
+                v.address = a.clone();
                 all_valid &= v.valid;
                 if *json {
                     writeln!(out, "{}", serde_json::to_string(&v)?)?;
@@ -659,7 +674,12 @@ fn check_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
         if keys.len() == 1 { "" } else { "s" },
         keys.current_id()
     )?;
-    let state_dir = c.state.parent().unwrap_or(std::path::Path::new("."));
+    // A bare file name (a config in the current folder) is in ".".
+    let state_dir = c
+        .state
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     if !state_dir.is_dir() {
         bail!(UsageError(format!(
             "{}: state: the folder {} does not exist; create it (mkdir -p) or point state elsewhere",

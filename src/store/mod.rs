@@ -24,7 +24,9 @@ use crate::day::Day;
 use crate::token::{Claims, Visitor};
 
 mod log;
+mod pinned;
 pub use log::{Visit, VisitEvent};
+pub use pinned::{FaultLog, Pinned, StoreSource};
 
 /// Schema migrations; `MIGRATIONS[n]` takes `user_version` from `n` to `n + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -133,8 +135,15 @@ pub enum StoreError {
     #[error("{0}")]
     BadRule(String),
     /// The file was moved, deleted or replaced under an open connection.
-    #[error("state store {0} was moved, deleted or replaced")]
+    #[error(
+        "state store {0} was moved, deleted or replaced; put the original back, or reload (SIGHUP) to use the file there now"
+    )]
     Replaced(PathBuf),
+    /// There is no store where one must be.
+    #[error(
+        "state store {0} does not exist (deleted or moved?); put it back, or reload (SIGHUP) or restart to start a new one"
+    )]
+    Missing(PathBuf),
 }
 
 /// What an expiry rule covers.
@@ -396,6 +405,9 @@ impl fmt::Debug for Store {
     }
 }
 
+/// How long a connection waits for another's lock before giving up.
+const BUSY: Duration = Duration::from_secs(5);
+
 /// Seconds since the Unix epoch, from the system clock.
 pub fn now_unix() -> i64 {
     SystemTime::now()
@@ -405,10 +417,32 @@ pub fn now_unix() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed, mode 0660) and migrates the store.
+    /// Opens and migrates the store, creating it (mode 0660) when there is
+    /// none: for the commands an owner runs and for a daemon's first start.
+    /// A running daemon reopens with [`Store::open_existing`] only, so a
+    /// store deleted under it is never silently recreated empty.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, true)
+    }
+
+    /// Opens and migrates a store that must exist already.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, create: bool) -> Result<Store, StoreError> {
         let existed = path.exists();
-        let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
+        if !existed && !create {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => StoreError::Missing(path.to_owned()),
+            _ => sqlite(path, e),
+        })?;
         if !existed {
             use std::os::unix::fs::PermissionsExt;
             // Proxy and resolver may run as different users sharing a group.
@@ -430,8 +464,7 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| sqlite(path, e))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| sqlite(path, e))?;
+        conn.busy_timeout(BUSY).map_err(|e| sqlite(path, e))?;
         Ok(Store {
             conn,
             path: path.to_owned(),
@@ -439,31 +472,74 @@ impl Store {
         })
     }
 
+    /// Settings, then the migrations. Safe when several processes open a
+    /// new store at once (proxy and resolver started together): the
+    /// migrations run in one `BEGIN IMMEDIATE` transaction that re-reads
+    /// the version it holds the write lock for, so one process migrates and
+    /// the others wait for it, then find nothing left to do.
     fn setup(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
-        self.conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
-        self.conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+        self.conn.busy_timeout(BUSY).map_err(e)?;
+        self.set_wal()?;
         self.conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+        if self.version()? == MIGRATIONS.len() as i64 {
+            return Ok(()); // the usual case, and no write lock for it
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(e)?;
+        if version >= MIGRATIONS.len() as i64 {
+            drop(tx);
+            // Another process migrated it meanwhile (or a newer build did).
+            return self.version().map(|_| ());
+        }
+        for sql in MIGRATIONS.iter().skip(version.max(0) as usize) {
+            tx.execute_batch(sql).map_err(e)?;
+        }
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)
+            .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// The schema version, refused when newer than this build knows.
+    fn version(&self) -> Result<i64, StoreError> {
         let version: i64 = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(e)?;
+            .map_err(|e| sqlite(&self.path, e))?;
         if version > MIGRATIONS.len() as i64 {
             return Err(StoreError::TooNew {
-                path,
+                path: self.path.clone(),
                 found: version,
                 known: MIGRATIONS.len(),
             });
         }
-        for (n, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction().map_err(e)?;
-            tx.execute_batch(sql).map_err(e)?;
-            tx.pragma_update(None, "user_version", (n + 1) as i64)
-                .map_err(e)?;
-            tx.commit().map_err(e)?;
+        Ok(version)
+    }
+
+    /// Switches a new store to WAL. Another process doing the same at the
+    /// same moment can make SQLite answer "busy" without waiting (the switch
+    /// takes an exclusive lock), so it is retried for as long as a busy lock
+    /// is waited for.
+    fn set_wal(&mut self) -> Result<(), StoreError> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => return Ok(()),
+                Err(err)
+                    if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && start.elapsed() < BUSY =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(err) => return Err(sqlite(&self.path, err)),
+            }
         }
-        Ok(())
     }
 
     /// True when the file at the store's path is no longer the one opened.
@@ -667,41 +743,45 @@ fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
 /// Keeps a daemon's rule snapshot fresh at the cost of one pragma per call.
 #[derive(Debug)]
 pub struct RuleWatcher {
-    store: Store,
-    version: Option<i64>,
+    store: Pinned,
+    /// The connection (by [`Pinned::opened`]) and its `data_version` the
+    /// rules were read at.
+    version: Option<(u64, i64)>,
     rules: Arc<RuleSet>,
 }
 
 impl RuleWatcher {
-    /// Watches the rules of an open store.
-    pub fn new(store: Store) -> Result<RuleWatcher, StoreError> {
-        let mut w = RuleWatcher {
+    /// Watches the rules of a pinned store (read at the first refresh).
+    pub fn new(store: Pinned) -> RuleWatcher {
+        RuleWatcher {
             store,
             version: None,
             rules: Arc::new(RuleSet::default()),
-        };
-        w.refresh()?;
-        Ok(w)
+        }
     }
 
     /// Reloads the rules if another connection committed since the last
-    /// call; returns whether it did.
+    /// call; returns whether it did. An error keeps the rules read before.
     pub fn refresh(&mut self) -> Result<bool, StoreError> {
-        if self.store.is_replaced() {
-            return Err(StoreError::Replaced(self.store.path.clone()));
-        }
-        let v = self.store.data_version()?;
+        let dv = self.store.store()?.data_version()?;
+        let v = (self.store.opened(), dv);
         if self.version == Some(v) {
             return Ok(false);
         }
-        self.rules = Arc::new(RuleSet::new(self.store.rules()?));
+        let store = self.store.store()?;
+        self.rules = Arc::new(RuleSet::new(store.rules()?));
         self.version = Some(v);
         Ok(true)
     }
 
-    /// The store it watches.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The store it watches, if it is still the pinned file.
+    pub fn store(&mut self) -> Result<&mut Store, StoreError> {
+        self.store.store()
+    }
+
+    /// Drops the connection after an error (reopened at the next refresh).
+    pub fn reset(&mut self) {
+        self.store.reset();
     }
 
     /// The current snapshot.
@@ -796,12 +876,81 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sqlite");
         let mut writer = Store::open(&path).unwrap();
-        let mut w = RuleWatcher::new(Store::open(&path).unwrap()).unwrap();
+        let source = StoreSource::new(&path);
+        let mut w = RuleWatcher::new(Pinned::new(Store::open(&path).unwrap(), source));
+        assert!(w.refresh().unwrap());
         assert!(!w.refresh().unwrap());
         writer.expire(&Scope::Day(d("2026-01-01")), "x").unwrap();
         assert!(w.refresh().unwrap());
         assert_eq!(w.rules().rules().len(), 1);
         assert!(!w.refresh().unwrap());
+    }
+
+    /// Proxy and resolver started together (systemd's usual way) both
+    /// open a store that does not exist yet: one migrates, the others
+    /// wait for it, nobody fails.
+    #[test]
+    fn first_boot_opens_at_once_all_succeed() {
+        for round in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sqlite");
+            let go = Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, go) = (path.clone(), Arc::clone(&go));
+                    std::thread::spawn(move || {
+                        go.wait();
+                        Store::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in openers {
+                o.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+            let s = Store::open_existing(&path).unwrap();
+            assert_eq!(s.version().unwrap(), MIGRATIONS.len() as i64);
+        }
+    }
+
+    #[test]
+    fn only_an_explicit_open_creates_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let e = Store::open_existing(&path).unwrap_err();
+        assert!(matches!(e, StoreError::Missing(_)), "{e}");
+        assert!(!path.exists());
+        drop(Store::open(&path).unwrap());
+        Store::open_existing(&path).unwrap();
+    }
+
+    #[test]
+    fn a_pinned_store_is_never_swapped_for_another_file_without_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let source = StoreSource::new(&path);
+        // A rule made and checkpointed by another connection (the CLI).
+        Store::open(&path)
+            .unwrap()
+            .expire(&Scope::Day(d("2026-01-01")), "")
+            .unwrap();
+        let mut pinned = Pinned::new(Store::open(&path).unwrap(), Arc::clone(&source));
+        std::fs::rename(&path, dir.path().join("moved")).unwrap();
+        assert!(matches!(pinned.store().unwrap_err(), StoreError::Missing(_)));
+        pinned.reset();
+        assert!(matches!(pinned.store().unwrap_err(), StoreError::Missing(_)));
+        assert!(!path.exists(), "never recreated");
+        // Someone makes a new, empty one: still not ours.
+        drop(Store::open(&path).unwrap());
+        assert!(matches!(pinned.store().unwrap_err(), StoreError::Replaced(_)));
+        // The original back: ours again.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(dir.path().join("moved"), &path).unwrap();
+        assert_eq!(pinned.store().unwrap().rules().unwrap().len(), 1);
+        // A reload adopts whatever is there then.
+        std::fs::rename(&path, dir.path().join("moved")).unwrap();
+        drop(Store::open(&path).unwrap());
+        source.reload(&path);
+        assert!(pinned.store().unwrap().rules().unwrap().is_empty());
     }
 
     #[test]

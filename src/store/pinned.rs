@@ -1,0 +1,177 @@
+//! A daemon's hold on the store file it started with.
+//!
+//! A running proxy or resolver must never take an empty truth for the real
+//! one: if the state file is deleted, moved or replaced while it runs, that
+//! is a fault (logged, counted, answered with TEMP where a decision needs
+//! the store), not a reason to create a new, empty store or to switch to
+//! whatever file now has the name. The connection is reopened after errors,
+//! but only onto the same file; a reload (SIGHUP) is the explicit command
+//! that adopts the file found at the path then.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Store, StoreError};
+
+/// Where the store is, shared by a daemon's connections; a reload bumps it.
+#[derive(Debug)]
+pub struct StoreSource {
+    reloads: AtomicU64,
+    path: Mutex<PathBuf>,
+}
+
+impl StoreSource {
+    /// The store at `path`.
+    pub fn new(path: &Path) -> Arc<StoreSource> {
+        Arc::new(StoreSource {
+            reloads: AtomicU64::new(0),
+            path: Mutex::new(path.to_owned()),
+        })
+    }
+
+    /// After a reload: every connection adopts the file at `path` (the
+    /// config's, which may have changed) at its next use.
+    pub fn reload(&self, path: &Path) {
+        *self.path.lock().unwrap_or_else(|e| e.into_inner()) = path.to_owned();
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn path(&self) -> PathBuf {
+        self.path.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One connection to the store file a daemon started with.
+#[derive(Debug)]
+pub struct Pinned {
+    source: Arc<StoreSource>,
+    path: PathBuf,
+    /// The file this daemon works with.
+    ino: Option<u64>,
+    store: Option<Store>,
+    seen_reloads: u64,
+    /// Bumped whenever the connection is (re)opened.
+    opened: u64,
+}
+
+impl Pinned {
+    /// Pins the file `store` was opened on.
+    pub fn new(store: Store, source: Arc<StoreSource>) -> Pinned {
+        Pinned {
+            seen_reloads: source.reloads.load(Ordering::Relaxed),
+            path: store.path.clone(),
+            ino: store.ino,
+            store: Some(store),
+            source,
+            opened: 1,
+        }
+    }
+
+    /// The connection, if the file at the path is still the pinned one;
+    /// reopened (never created) after [`reset`](Self::reset). After a
+    /// reload, the file at the configured path is adopted if there is one.
+    pub fn store(&mut self) -> Result<&mut Store, StoreError> {
+        let reloads = self.source.reloads.load(Ordering::Relaxed);
+        if reloads != self.seen_reloads {
+            self.seen_reloads = reloads;
+            let path = self.source.path();
+            // Nothing there: keep the old pin, and say why below.
+            if let Ok(s) = Store::open_existing(&path) {
+                if s.ino != self.ino || path != self.path {
+                    tracing::info!(state = %path.display(), "reload: using the state store now at this path");
+                }
+                self.path = path;
+                self.ino = s.ino;
+                self.store = Some(s);
+                self.opened += 1;
+            }
+        }
+        if self.store.is_none() {
+            let s = Store::open_existing(&self.path)?;
+            if s.ino != self.ino {
+                return Err(StoreError::Replaced(self.path.clone()));
+            }
+            self.store = Some(s);
+            self.opened += 1;
+        }
+        let store = self.store.as_mut().expect("opened above");
+        if store.is_replaced() {
+            return Err(if self.path.exists() {
+                StoreError::Replaced(self.path.clone())
+            } else {
+                StoreError::Missing(self.path.clone())
+            });
+        }
+        Ok(store)
+    }
+
+    /// Drops the connection after an error; the next use reopens it.
+    pub fn reset(&mut self) {
+        self.store = None;
+    }
+
+    /// How many times the connection was opened: a reading of
+    /// `data_version` is only comparable with one of the same connection.
+    pub fn opened(&self) -> u64 {
+        self.opened
+    }
+}
+
+/// How often a lasting fault is logged again.
+const FAULT_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs store faults without flooding the log: the first at once, then at
+/// most one line a minute saying how many happened meanwhile, and one line
+/// when the store works again. Every fault is counted for the metrics.
+#[derive(Debug)]
+pub struct FaultLog {
+    what: &'static str,
+    last: Option<Instant>,
+    unlogged: u64,
+    failing: bool,
+    /// Faults so far (a metric).
+    pub count: Arc<AtomicU64>,
+}
+
+impl FaultLog {
+    /// A log for faults of `what` (e.g. "reading rules").
+    pub fn new(what: &'static str, count: Arc<AtomicU64>) -> FaultLog {
+        FaultLog {
+            what,
+            last: None,
+            unlogged: 0,
+            failing: false,
+            count,
+        }
+    }
+
+    /// True while the last attempt failed.
+    pub fn failing(&self) -> bool {
+        self.failing
+    }
+
+    /// An attempt failed.
+    pub fn fault(&mut self, error: &StoreError, consequence: &str) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.failing = true;
+        if self.last.is_some_and(|t| t.elapsed() < FAULT_EVERY) {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::error!(error = %error, also = self.unlogged, "state store fault {}; {consequence}", self.what);
+        self.last = Some(Instant::now());
+        self.unlogged = 0;
+    }
+
+    /// An attempt worked.
+    pub fn ok(&mut self) {
+        if self.failing {
+            tracing::info!("state store works again ({})", self.what);
+            self.failing = false;
+            self.last = None;
+            self.unlogged = 0;
+        }
+    }
+}
