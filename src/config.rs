@@ -193,6 +193,32 @@ pub struct ProxyConfig {
     /// (HAProxy v1 or v2) naming the visitor, sent by a load balancer in
     /// `trusted_proxies`; connections from anyone else are closed.
     pub proxy_protocol: bool,
+    /// Seconds a visitor has to send a whole request head, from its first
+    /// byte; then the connection is closed (slowloris).
+    pub request_timeout: u64,
+    /// Seconds an idle keep-alive connection is kept between requests.
+    pub keepalive_timeout: u64,
+    /// Seconds a visitor may leave response bytes unread; then the
+    /// connection is closed.
+    pub send_timeout: u64,
+    /// Seconds a request body may take before `upload_min_rate` applies.
+    pub upload_timeout: u64,
+    /// Bytes per second a request body must average after `upload_timeout`
+    /// (each such many bytes buy one more second); slower uploads get 408.
+    pub upload_min_rate: u64,
+    /// Concurrent HTTP/2 streams per visitor connection.
+    pub max_streams: u32,
+    /// Connections to the web server at once; more requests wait up to
+    /// `connect_timeout` for one, then get 503.
+    pub max_upstream_connections: usize,
+    /// Bytes a compressed body may decode to at most; a rewritten body past
+    /// it is cut off.
+    pub max_decoded_bytes: u64,
+    /// How many times its compressed size a body may decode to (once past
+    /// 1 MiB); a rewritten body past it is cut off.
+    pub max_decoded_ratio: u64,
+    /// Bytes the per-visitor token cache may hold (read at start).
+    pub token_cache_bytes: usize,
 }
 
 /// The content types rewritten by default.
@@ -228,6 +254,16 @@ impl Default for ProxyConfig {
             visit_queue: 10_000,
             upstream_host: None,
             proxy_protocol: false,
+            request_timeout: 20,
+            keepalive_timeout: 60,
+            send_timeout: 60,
+            upload_timeout: 20,
+            upload_min_rate: 500,
+            max_streams: 100,
+            max_upstream_connections: 1024,
+            max_decoded_bytes: 256 << 20,
+            max_decoded_ratio: 100,
+            token_cache_bytes: crate::rewrite::CACHE_BYTES,
         }
     }
 }
@@ -271,6 +307,11 @@ pub struct ResolverConfig {
     pub max_request: usize,
     /// Seconds a connection may stay idle.
     pub idle_timeout: u64,
+    /// Connections served at once; at the cap the idlest is closed to make
+    /// room (Postfix reconnects), and past that new ones wait.
+    pub max_connections: usize,
+    /// Where Prometheus metrics are served (`/metrics`), e.g. "127.0.0.1:9101"; none when unset.
+    pub admin_listen: Option<String>,
 }
 
 impl Default for ResolverConfig {
@@ -292,6 +333,8 @@ impl Default for ResolverConfig {
             recipient_delimiter: String::new(),
             max_request: 10_000,
             idle_timeout: 300,
+            max_connections: 1000,
+            admin_listen: None,
         }
     }
 }
@@ -376,6 +419,61 @@ pub fn parse_span(text: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(mult).filter(|&s| s > 0)
+}
+
+/// Text that goes into a protocol answer as is: not empty, and no line
+/// break or other control character that could end the answer early.
+fn is_one_line(text: &str) -> bool {
+    !text.trim().is_empty() && !text.chars().any(char::is_control)
+}
+
+/// The longest timeout accepted: a year. Longer ones overflow clocks,
+/// and no connection should wait that long anyway.
+const MAX_TIMEOUT: u64 = 365 * 86_400;
+
+/// Every timeout and cap in range: a zero timeout would time everything
+/// out at once (every request a 504), a zero cap admit nothing.
+fn check_limits(raw: &RawConfig) -> Result<(), (&'static str, String)> {
+    let (p, r) = (&raw.proxy, &raw.resolver);
+    let timeouts = [
+        ("proxy.connect_timeout", p.connect_timeout),
+        ("proxy.header_timeout", p.header_timeout),
+        ("proxy.body_idle_timeout", p.body_idle_timeout),
+        ("proxy.request_timeout", p.request_timeout),
+        ("proxy.keepalive_timeout", p.keepalive_timeout),
+        ("proxy.send_timeout", p.send_timeout),
+        ("proxy.upload_timeout", p.upload_timeout),
+        ("resolver.idle_timeout", r.idle_timeout),
+    ];
+    for (key, secs) in timeouts {
+        if !(1..=MAX_TIMEOUT).contains(&secs) {
+            return Err((
+                key,
+                format!("{secs} is not a timeout; give 1 to {MAX_TIMEOUT} seconds"),
+            ));
+        }
+    }
+    let mins: [(&'static str, u64, u64); 9] = [
+        ("proxy.token_cache_bytes", p.token_cache_bytes as u64, 1 << 20),
+        ("proxy.max_header_bytes", p.max_header_bytes as u64, 8192),
+        ("proxy.max_connections", p.max_connections as u64, 1),
+        ("proxy.upload_min_rate", p.upload_min_rate, 1),
+        ("proxy.max_streams", u64::from(p.max_streams), 1),
+        (
+            "proxy.max_upstream_connections",
+            p.max_upstream_connections as u64,
+            1,
+        ),
+        ("proxy.max_decoded_bytes", p.max_decoded_bytes, 1 << 20),
+        ("proxy.max_decoded_ratio", p.max_decoded_ratio, 2),
+        ("resolver.max_connections", r.max_connections as u64, 1),
+    ];
+    for (key, value, min) in mins {
+        if value < min {
+            return Err((key, format!("{value} is too small; it must be at least {min}")));
+        }
+    }
+    Ok(())
 }
 
 /// A validated `[bait]` section.
@@ -614,19 +712,19 @@ impl Config {
                 )
             })?;
         }
-        if p.max_header_bytes < 8192 || p.max_connections == 0 {
-            return Err(invalid(
-                "proxy.max_header_bytes",
-                "max_header_bytes must be at least 8192 and max_connections at least 1".into(),
-            ));
-        }
-        if let Some(a) = p.admin_listen.as_deref().filter(|a| !a.is_empty()) {
-            a.parse::<std::net::SocketAddr>().map_err(|_| {
-                invalid(
-                    "proxy.admin_listen",
-                    format!("'{a}' is not an address; write e.g. \"127.0.0.1:9100\""),
-                )
-            })?;
+        check_limits(&raw).map_err(|(k, m)| invalid(k, m))?;
+        for (key, admin) in [
+            ("proxy.admin_listen", &p.admin_listen),
+            ("resolver.admin_listen", &raw.resolver.admin_listen),
+        ] {
+            if let Some(a) = admin.as_deref().filter(|a| !a.is_empty()) {
+                a.parse::<std::net::SocketAddr>().map_err(|_| {
+                    invalid(
+                        key,
+                        format!("'{a}' is not an address; write e.g. \"127.0.0.1:9100\""),
+                    )
+                })?;
+            }
         }
         if !p.upstream.is_empty() {
             crate::proxy::Upstream::parse(&p.upstream).map_err(|m| invalid("proxy.upstream", m))?;
@@ -673,7 +771,7 @@ impl Config {
             ("resolver.bare_text", &r.bare_text),
             ("resolver.block_text", &r.block_text),
         ] {
-            if t.trim().is_empty() || t.contains(['\n', '\r']) {
+            if !is_one_line(t) {
                 return Err(invalid(k, "must be one non-empty line of text".into()));
             }
         }
@@ -702,13 +800,20 @@ impl Config {
                     )
                 })?;
         }
-        if !matches!(
-            raw.traps.action.split_whitespace().next(),
-            Some("DISCARD" | "HOLD" | "REJECT" | "DUNNO")
-        ) {
+        // One line: the action goes into the policy reply as is, and a
+        // newline in it would inject a second answer into the protocol.
+        if !is_one_line(&raw.traps.action)
+            || !matches!(
+                raw.traps.action.split_whitespace().next(),
+                Some("DISCARD" | "HOLD" | "REJECT" | "DUNNO")
+            )
+        {
             return Err(invalid(
                 "traps.action",
-                format!("'{}': use DISCARD, HOLD, REJECT text or DUNNO", raw.traps.action),
+                format!(
+                    "{:?}: use DISCARD, HOLD, REJECT text or DUNNO, on one line",
+                    raw.traps.action
+                ),
             ));
         }
         let retention_days = match &raw.retention {
@@ -801,6 +906,42 @@ exempt = ["*-subscribe"]
         );
         let e = load(&OK.replace("exempt", "exmept")).unwrap_err().to_string();
         assert!(e.contains("exmept") && e.contains("exempt"), "{e}");
+    }
+
+    #[test]
+    fn holes_are_closed() {
+        // A newline in the trap action would inject a second policy answer.
+        let e = load(&format!("{OK}[traps]\naction = \"DISCARD\\naction=OK\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("traps.action") && e.contains("one line"), "{e}");
+        // A zero timeout would time every request out.
+        for key in [
+            "header_timeout",
+            "connect_timeout",
+            "request_timeout",
+            "keepalive_timeout",
+        ] {
+            let e = load(&format!("{OK}[proxy]\n{key} = 0\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("proxy.{key}")) && e.contains("1 to"), "{e}");
+        }
+        let e = load(&format!("{OK}[resolver]\nidle_timeout = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("resolver.idle_timeout"), "{e}");
+        let e = load(&format!("{OK}[proxy]\nmax_decoded_ratio = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("proxy.max_decoded_ratio") && e.contains("at least 2"),
+            "{e}"
+        );
+        let e = load(&format!("{OK}[proxy]\nsend_timeout = 18446744073709551615\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("proxy.send_timeout"), "{e}");
     }
 
     #[test]

@@ -53,9 +53,11 @@
 pub mod address;
 pub mod check;
 pub mod config;
+pub mod conns;
 pub mod day;
 pub mod demo;
 pub mod listen;
+pub mod metrics;
 pub mod proxy;
 pub mod report;
 pub mod resolver;

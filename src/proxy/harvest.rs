@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::address::Protection;
 use crate::config::{AgentAction, Bait, Config};
 use crate::day::Day;
-use crate::store::{Store, VisitEvent, now_unix};
+use crate::store::{FaultLog, Pinned, Store, StoreError, StoreSource, VisitEvent, now_unix};
 use crate::token::{Claims, KeyRing, Kind};
 
 /// The proxy's side of the visit log: a bounded queue in front of a writer
@@ -29,21 +29,23 @@ pub struct VisitLog {
 }
 
 impl VisitLog {
-    /// Opens the store (so a bad path fails at startup) and starts the writer.
+    /// Opens the store, creating it at the first start (so a bad path
+    /// fails at startup), and starts the writer.
     pub fn start(
+        source: &Arc<StoreSource>,
         state: &Path,
         queue: usize,
         retention_days: u32,
-        dropped: Arc<AtomicU64>,
+        metrics: &super::metrics::Metrics,
     ) -> anyhow::Result<VisitLog> {
-        let mut store = Store::open(state)?;
-        // The visit log may lose its last batch in a power cut; it need not
-        // pay an fsync per batch for rules' durability (WAL stays consistent).
-        store.relax_durability()?;
+        let store = Pinned::new(Store::open(state)?, Arc::clone(source));
         let (tx, rx) = sync_channel(queue.max(1));
+        let dropped = Arc::clone(&metrics.visits_dropped);
+        let faults = FaultLog::new("writing the visit log", Arc::clone(&metrics.store_faults));
+        let lost = Arc::clone(&dropped);
         std::thread::Builder::new()
             .name("visit-log".into())
-            .spawn(move || writer(store, rx, retention_days))?;
+            .spawn(move || writer(store, rx, retention_days, faults, lost))?;
         Ok(VisitLog { tx, dropped })
     }
 
@@ -58,7 +60,13 @@ impl VisitLog {
     }
 }
 
-fn writer(mut store: Store, rx: Receiver<VisitEvent>, retention_days: u32) {
+fn writer(
+    mut store: Pinned,
+    rx: Receiver<VisitEvent>,
+    retention_days: u32,
+    mut faults: FaultLog,
+    lost: Arc<AtomicU64>,
+) {
     let mut last_prune: Option<Instant> = None;
     loop {
         // Prune at start and hourly, also when no traffic comes.
@@ -67,7 +75,7 @@ fn writer(mut store: Store, rx: Receiver<VisitEvent>, retention_days: u32) {
                 .checked_sub(u16::try_from(retention_days).unwrap_or(u16::MAX))
                 .unwrap_or_else(|| Day::from_number(0));
             let cutoff_time = now_unix() - i64::from(retention_days) * 86_400;
-            match store.prune(cutoff_day, cutoff_time) {
+            match with_store(&mut store, |s| s.prune(cutoff_day, cutoff_time)) {
                 Ok(n) if n > 0 => tracing::info!(rows = n, retention_days, "pruned the visit log"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning the visit log failed"),
@@ -99,11 +107,36 @@ fn writer(mut store: Store, rx: Receiver<VisitEvent>, retention_days: u32) {
         if batch.is_empty() {
             continue;
         }
-        if let Err(e) = store.record_visits(&batch) {
-            // Losing visit records is better than stalling the proxy.
-            tracing::error!(error = %e, lost = batch.len(), "writing the visit log failed");
+        // Losing visit records is better than stalling the proxy, and
+        // better than writing them into a store that is not the one there.
+        match with_store(&mut store, |s| s.record_visits(&batch)) {
+            Ok(()) => faults.ok(),
+            Err(e) => {
+                lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                faults.fault(&e, "visit records are dropped until it is back");
+            }
         }
     }
+}
+
+/// Runs `f` on the visit log's connection (relaxed durability: the visit
+/// log may lose its last batch in a power cut; it need not pay an fsync
+/// per batch for rules' durability, and WAL stays consistent). A failed
+/// connection is reopened next time, onto the same file only.
+fn with_store<T>(
+    pinned: &mut Pinned,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let result = pinned.store().and_then(|s| {
+        s.relax_durability()?;
+        f(s)
+    });
+    if let Err(e) = &result
+        && !matches!(e, StoreError::Replaced(_) | StoreError::Missing(_))
+    {
+        pinned.reset();
+    }
+    result
 }
 
 /// Visitors caught by the bait page, per day; they get trap IDs for the
@@ -121,7 +154,7 @@ impl Caught {
         let caught = Caught::default();
         let today = Day::today();
         let from = today.checked_sub(1).unwrap_or(today);
-        match Store::open(state).and_then(|s| s.harvesters(from, today)) {
+        match Store::open_existing(state).and_then(|s| s.harvesters(from, today)) {
             Ok(list) => {
                 for v in list
                     .into_iter()

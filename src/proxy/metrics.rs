@@ -2,6 +2,8 @@
 //! listener (`[proxy] admin_listen`), never on the public one.
 
 use std::fmt::Write;
+
+use crate::metrics::Text;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,8 +26,18 @@ pub struct Metrics {
     pub gateway_timeout: AtomicU64,
     /// Responses of a rewritten type passed through because of their charset or coding.
     pub unrewritable: AtomicU64,
-    /// Visit-log records dropped because the writer fell behind.
+    /// Responses declared UTF-16 whose bytes were not.
+    pub charset_mismatch: Arc<AtomicU64>,
+    /// Visit-log records dropped because the writer fell behind or the store failed.
     pub visits_dropped: Arc<AtomicU64>,
+    /// Failed writes of the visit log (the store deleted, replaced, unreadable).
+    pub store_faults: Arc<AtomicU64>,
+    /// Rewritten bodies cut off because they expanded too much.
+    pub expansion_cut: Arc<AtomicU64>,
+    /// 408 answers: request bodies that came too slowly.
+    pub upload_timeouts: AtomicU64,
+    /// 503 answers: every upstream connection in use.
+    pub upstream_busy: AtomicU64,
     /// Bait page fetches.
     pub bait_hits: AtomicU64,
     /// Requests from harvesters (User-Agent rule or caught by the bait).
@@ -49,58 +61,97 @@ impl Metrics {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut o = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
+    /// The Prometheus text exposition, with the connection counts and the
+    /// upstream connections open now.
+    pub fn render(&self, conns: &crate::conns::Conns, upstream_open: usize, token_bytes: usize) -> String {
+        let mut t = Text::default();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(
-            "addrmunge_requests_total",
-            "Requests answered.",
-            get(&self.requests),
+        for (name, help, v) in [
+            (
+                "addrmunge_requests_total",
+                "Requests answered.",
+                get(&self.requests),
+            ),
+            (
+                "addrmunge_addresses_munged_total",
+                "Addresses munged in responses.",
+                get(&self.munged),
+            ),
+            (
+                "addrmunge_responses_rewritten_total",
+                "Responses whose body went through the scanner.",
+                get(&self.rewritten),
+            ),
+            (
+                "addrmunge_upstream_unreachable_total",
+                "502 answers: the web server could not be reached.",
+                get(&self.bad_gateway),
+            ),
+            (
+                "addrmunge_upstream_timeouts_total",
+                "504 answers: the web server was too slow.",
+                get(&self.gateway_timeout),
+            ),
+            (
+                "addrmunge_upstream_busy_total",
+                "503 answers: every upstream connection was in use (max_upstream_connections).",
+                get(&self.upstream_busy),
+            ),
+            (
+                "addrmunge_upload_timeouts_total",
+                "408 answers: request bodies slower than upload_min_rate.",
+                get(&self.upload_timeouts),
+            ),
+            (
+                "addrmunge_unrewritable_total",
+                "Responses of a rewritten type passed through unrewritten (charset or content coding).",
+                get(&self.unrewritable),
+            ),
+            (
+                "addrmunge_charset_mismatch_total",
+                "Responses declared UTF-16 that were not: scanned as ASCII-compatible bytes instead.",
+                get(&self.charset_mismatch),
+            ),
+            (
+                "addrmunge_decoded_too_large_total",
+                "Rewritten bodies cut off for expanding past max_decoded_bytes or max_decoded_ratio.",
+                get(&self.expansion_cut),
+            ),
+            (
+                "addrmunge_visit_log_dropped_total",
+                "Visit-log records dropped because the store fell behind or failed (responses are never slowed).",
+                get(&self.visits_dropped),
+            ),
+            (
+                "addrmunge_store_faults_total",
+                "Failed writes of the visit log: the state store unreadable, deleted or replaced.",
+                get(&self.store_faults),
+            ),
+            (
+                "addrmunge_bait_hits_total",
+                "Bait page fetches.",
+                get(&self.bait_hits),
+            ),
+            (
+                "addrmunge_harvester_requests_total",
+                "Requests from harvesters (User-Agent rules or caught by the bait page).",
+                get(&self.harvester_requests),
+            ),
+        ] {
+            t.counter(name, help, v);
+        }
+        conns.render(&mut t, "addrmunge");
+        t.gauge(
+            "addrmunge_upstream_connections_open",
+            "Connections to the web server open now (max_upstream_connections).",
+            upstream_open as u64,
         );
-        counter(
-            "addrmunge_addresses_munged_total",
-            "Addresses munged in responses.",
-            get(&self.munged),
+        t.gauge(
+            "addrmunge_token_cache_bytes",
+            "Bytes the per-visitor token cache holds now (token_cache_bytes bounds it).",
+            token_bytes as u64,
         );
-        counter(
-            "addrmunge_responses_rewritten_total",
-            "Responses whose body went through the scanner.",
-            get(&self.rewritten),
-        );
-        counter(
-            "addrmunge_upstream_unreachable_total",
-            "502 answers: the web server could not be reached.",
-            get(&self.bad_gateway),
-        );
-        counter(
-            "addrmunge_upstream_timeouts_total",
-            "504 answers: the web server was too slow.",
-            get(&self.gateway_timeout),
-        );
-        counter(
-            "addrmunge_unrewritable_total",
-            "Responses of a rewritten type passed through unrewritten (charset or content coding).",
-            get(&self.unrewritable),
-        );
-        counter(
-            "addrmunge_visit_log_dropped_total",
-            "Visit-log records dropped because the store fell behind (responses are never slowed).",
-            get(&self.visits_dropped),
-        );
-        counter(
-            "addrmunge_bait_hits_total",
-            "Bait page fetches.",
-            get(&self.bait_hits),
-        );
-        counter(
-            "addrmunge_harvester_requests_total",
-            "Requests from harvesters (User-Agent rules or caught by the bait page).",
-            get(&self.harvester_requests),
-        );
+        let o = t.raw();
         let name = "addrmunge_response_header_seconds";
         let _ = writeln!(
             o,
@@ -113,6 +164,6 @@ impl Metrics {
         let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(o, "{name}_sum {}", get(&self.latency_sum_us) as f64 / 1e6);
         let _ = writeln!(o, "{name}_count {count}");
-        o
+        t.finish()
     }
 }

@@ -14,6 +14,7 @@
 pub mod harvest;
 pub mod metrics;
 pub mod proxy_protocol;
+pub mod upload;
 pub mod upstream;
 pub mod visitor;
 
@@ -38,10 +39,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 
 use crate::config::{AgentAction, Config, parse_net};
+use crate::conns::{Busy, Conn, Conns, Deadlines, Expiry, RESERVED_FDS, Slot, Watched, raise_open_files};
 use crate::day::Day;
 use crate::rewrite::{Coding, LinkInserter, Pipeline, TokenCache, VisitorMunger};
 use crate::scan::Matcher;
-use crate::store::{VisitEvent, now_unix};
+use crate::store::{StoreSource, VisitEvent, now_unix};
 use crate::token::{Claims, KeyRing, Kind, Visitor};
 use harvest::{AgentMatch, Caught, VisitLog};
 
@@ -120,8 +122,14 @@ pub struct Proxy {
     config_path: std::path::PathBuf,
     state: RwLock<Arc<State>>,
     client: Client<upstream::UpstreamConnector, ProxyBody>,
+    /// The client's connector, for its count of open connections.
+    connector: upstream::UpstreamConnector,
+    /// Visitor connections, shared by every listener.
+    conns: Arc<Conns>,
     cache: Arc<TokenCache>,
     visits: Arc<VisitLog>,
+    /// Where the store is; a reload adopts the file there then.
+    source: Arc<StoreSource>,
     caught: Caught,
     /// Counters for the admin listener.
     pub metrics: metrics::Metrics,
@@ -131,30 +139,38 @@ impl Proxy {
     /// Loads the config and builds the pooled upstream client.
     pub fn new(config_path: std::path::PathBuf) -> anyhow::Result<Arc<Proxy>> {
         let state = State::load(&config_path)?;
+        let p = &state.config.raw.proxy;
+        let (max_connections, max_upstream) = fd_budget(p.max_connections, p.max_upstream_connections);
         let connector =
-            upstream::UpstreamConnector::new(Duration::from_secs(state.config.raw.proxy.connect_timeout));
+            upstream::UpstreamConnector::new(Duration::from_secs(p.connect_timeout), max_upstream);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             // Read the web server's responses in modest buffers: a fast
             // upstream and a slow visitor must not park megabytes per
             // connection (the pipeline passes each frame on as it comes).
             .http1_max_buf_size(32 * 1024)
-            .build(connector);
+            .build(connector.clone());
         let c = &state.config;
         let metrics = metrics::Metrics::default();
+        let source = StoreSource::new(&c.state);
         let visits = VisitLog::start(
+            &source,
             &c.state,
             c.raw.proxy.visit_queue,
             c.retention_days,
-            Arc::clone(&metrics.visits_dropped),
+            &metrics,
         )?;
         let caught = Caught::load(&c.state);
+        let cache = Arc::new(TokenCache::with_budget(c.raw.proxy.token_cache_bytes));
         Ok(Arc::new(Proxy {
             config_path,
             state: RwLock::new(Arc::new(state)),
             client,
-            cache: Arc::new(TokenCache::default()),
+            connector,
+            conns: Conns::new(max_connections),
+            cache,
             visits: Arc::new(visits),
+            source,
             caught,
             metrics,
         }))
@@ -168,6 +184,7 @@ impl Proxy {
     pub fn reload(&self) {
         match State::load(&self.config_path) {
             Ok(s) => {
+                self.source.reload(&s.config.state);
                 *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
                 // Tokens made with the old keys or separator must not be served.
                 self.cache.clear();
@@ -209,9 +226,17 @@ impl Proxy {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
             tracing::info!(%addr, "metrics at /metrics");
-            tasks.push(tokio::spawn(
-                Arc::clone(&self).admin_loop(listener, stop_rx.clone()),
-            ));
+            let proxy = Arc::clone(&self);
+            let render = Arc::new(move || {
+                proxy
+                    .metrics
+                    .render(&proxy.conns, proxy.connector.open(), proxy.cache.bytes())
+            });
+            tasks.push(tokio::spawn(crate::metrics::serve(
+                listener,
+                render,
+                stop_rx.clone(),
+            )));
         }
         crate::listen::warn_unused_inherited();
         crate::signals::until_stopped(|| self.reload()).await?;
@@ -245,64 +270,22 @@ impl Proxy {
         Ok(())
     }
 
-    async fn admin_loop(
-        self: Arc<Self>,
-        listener: tokio::net::TcpListener,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        loop {
-            let (stream, _) = tokio::select! {
-                a = listener.accept() => match a { Ok(x) => x, Err(_) => continue },
-                _ = stop.changed() => return,
-            };
-            let proxy = Arc::clone(&self);
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let proxy = Arc::clone(&proxy);
-                async move {
-                    let (status, body) = if req.uri().path() == "/metrics" {
-                        (StatusCode::OK, proxy.metrics.render())
-                    } else {
-                        (StatusCode::NOT_FOUND, "not found; try /metrics\n".to_owned())
-                    };
-                    Ok::<_, Infallible>(own_response(
-                        req.method(),
-                        status,
-                        "text/plain; version=0.0.4",
-                        body,
-                    ))
-                }
-            });
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    }
-
     async fn accept_loop(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let limits = {
-            let st = self.state();
-            (
-                st.config.raw.proxy.max_header_bytes,
-                st.config.raw.proxy.max_connections,
-            )
-        };
+        let st = self.state();
+        let p = &st.config.raw.proxy;
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder.http1().max_buf_size(limits.0.max(8192));
-        builder.http2().max_header_list_size(limits.0 as u32);
-        let slots = Arc::new(tokio::sync::Semaphore::new(limits.1));
+        builder.http1().max_buf_size(p.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .max_header_list_size(p.max_header_bytes as u32)
+            .max_concurrent_streams(p.max_streams);
+        drop(st);
         loop {
-            // Past max_connections, new connections wait in the kernel's
-            // backlog instead of exhausting memory or file descriptors.
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                return;
-            };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = stop.changed() => return,
@@ -315,69 +298,118 @@ impl Proxy {
                     continue;
                 }
             };
+            // Past max_connections the idlest connection makes room; when
+            // all are busy, new ones wait in the kernel's backlog instead of
+            // exhausting memory or file descriptors.
+            let slot = self.conns.admit().await;
             let _ = stream.set_nodelay(true);
             let st = self.state();
-            if st.config.raw.proxy.proxy_protocol {
-                // The header is read in the connection's own task, so a slow
-                // balancer never holds up accepting others.
-                if !st.trusted.iter().any(|n| n.contains(&peer.ip())) {
-                    tracing::warn!(%peer, "closed: proxy_protocol is on and this peer is not in trusted_proxies");
-                    continue;
-                }
-                let timeout = Duration::from_secs(st.config.raw.proxy.header_timeout);
-                let proxy = Arc::clone(&self);
-                let builder = builder.clone();
-                let graceful = Arc::downgrade(&graceful);
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let mut stream = stream;
-                    let visitor = match proxy_protocol::read_header(&mut stream, timeout).await {
-                        Ok(v) => v.unwrap_or(peer),
-                        Err(e) => {
-                            tracing::warn!(%peer, error = %e, "closed before the request");
-                            return;
-                        }
-                    };
-                    // Shutting down already: the connection is not served.
-                    let Some(graceful) = graceful.upgrade() else {
-                        return;
-                    };
-                    let conn = graceful.watch(proxy.serve(&builder, stream, visitor));
-                    drop(graceful);
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+            if st.config.raw.proxy.proxy_protocol && !st.trusted.iter().any(|n| n.contains(&peer.ip())) {
+                tracing::warn!(%peer, "closed: proxy_protocol is on and this peer is not in trusted_proxies");
                 continue;
             }
-            let conn = graceful.watch(Arc::clone(&self).serve(&builder, stream, peer));
+            let proxy = Arc::clone(&self);
+            let builder = builder.clone();
+            let graceful = Arc::downgrade(&graceful);
             tokio::spawn(async move {
-                let _slot = slot;
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
+                proxy
+                    .connection(&st, &builder, graceful, stream, peer, slot)
+                    .await;
             });
         }
+    }
+
+    /// One visitor connection, in its own task: the PROXY header if one is
+    /// due, then HTTP, until it ends or one of its deadlines passes.
+    async fn connection(
+        self: Arc<Self>,
+        st: &State,
+        builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+        graceful: std::sync::Weak<hyper_util::server::graceful::GracefulShutdown>,
+        mut stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+    ) {
+        let p = &st.config.raw.proxy;
+        let deadlines = Deadlines {
+            request: Duration::from_secs(p.request_timeout),
+            keepalive: Duration::from_secs(p.keepalive_timeout),
+            send: Duration::from_secs(p.send_timeout),
+        };
+        let mut visitor = peer;
+        if p.proxy_protocol {
+            // Read here, not in the accept loop, so a slow balancer never
+            // holds up accepting others.
+            let timeout = Duration::from_secs(p.request_timeout);
+            match proxy_protocol::read_header(&mut stream, timeout).await {
+                Ok(v) => visitor = v.unwrap_or(peer),
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closed before the request");
+                    return;
+                }
+            }
+        }
+        // Shutting down already: the connection is not served.
+        let Some(graceful) = graceful.upgrade() else {
+            return;
+        };
+        let conn = Arc::clone(&slot.conn);
+        let served = graceful.watch(Arc::clone(&self).serve(
+            builder,
+            Watched::new(stream, Arc::clone(&conn)),
+            visitor,
+            Arc::clone(&conn),
+        ));
+        drop(graceful);
+        tokio::select! {
+            r = served => if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            },
+            why = conn.expired(&deadlines) => {
+                let counts = &self.conns.counts;
+                let counter = match why {
+                    Expiry::Evicted => &counts.evicted,
+                    Expiry::RequestHead => &counts.request_timeouts,
+                    Expiry::Idle => &counts.idle_closed,
+                    Expiry::SendStalled => &counts.send_timeouts,
+                };
+                // Evictions are counted when they are asked for.
+                if why != Expiry::Evicted {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(%peer, reason = %why, "closed the connection");
+            }
+        }
+        drop(slot);
     }
 
     /// One connection's HTTP, for the visitor at `peer`.
     fn serve(
         self: Arc<Self>,
         builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
-        stream: tokio::net::TcpStream,
+        stream: Watched<tokio::net::TcpStream>,
         peer: SocketAddr,
+        conn: Arc<Conn>,
     ) -> impl hyper_util::server::graceful::GracefulConnection<Error = BoxError> + use<> {
         let svc = hyper::service::service_fn(move |req| {
             let proxy = Arc::clone(&self);
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            // Busy until the response body is done (or dropped).
+            let busy = conn.begin();
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer, busy).await) }
         });
         builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned()
     }
 
-    /// Handles one request.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    /// Handles one request; the connection is busy until its response body
+    /// is done.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        busy: Busy,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let resp_munged = Arc::new(AtomicU64::new(0));
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -407,6 +439,7 @@ impl Proxy {
             user_agent: ua.clone(),
             started,
             munged: Arc::clone(&resp_munged),
+            _busy: busy,
             visit: Some(VisitNote {
                 log: Arc::clone(&self.visits),
                 day,
@@ -466,7 +499,12 @@ impl Proxy {
         let conditional_on_ours = translate_if_none_match(&mut up_headers, &vd);
         let uri: Uri = match format!("http://{}{}", st.upstream.authority, path).parse() {
             Ok(u) => u,
-            Err(_) => return error_page(StatusCode::BAD_REQUEST, "The request target is not valid."),
+            Err(_) => {
+                return self.log(
+                    error_page(StatusCode::BAD_REQUEST, "The request target is not valid."),
+                    line,
+                );
+            }
         };
         if let Some(h) = st.upstream_host(&parts.headers, &parts.uri) {
             up_headers.insert(header::HOST, h);
@@ -474,9 +512,14 @@ impl Proxy {
         let retry_without_range = method == Method::GET && up_headers.contains_key(header::RANGE);
         let mut up_req = Request::builder().method(method.clone()).uri(uri.clone());
         *up_req.headers_mut().expect("builder is fresh") = up_headers.clone();
-        let up_req = up_req
-            .body(body.map_err(|e| Box::new(e) as BoxError).boxed())
-            .expect("method, uri and headers are valid");
+        // A body (not a bare GET) is held to the minimum upload rate.
+        let body = if body.is_end_stream() {
+            body.map_err(|e| Box::new(e) as BoxError).boxed()
+        } else {
+            let p = &st.config.raw.proxy;
+            upload::Paced::new(body, Duration::from_secs(p.upload_timeout), p.upload_min_rate).boxed()
+        };
+        let up_req = up_req.body(body).expect("method, uri and headers are valid");
         let timeout = Duration::from_secs(st.config.raw.proxy.header_timeout);
         let mut resp = match self.send(up_req, timeout).await {
             Ok(r) => r,
@@ -576,7 +619,7 @@ impl Proxy {
                         body,
                         Some(pipeline),
                         idle,
-                        Arc::clone(&self.metrics.munged),
+                        &self.metrics,
                         Arc::clone(&resp_munged),
                     )
                     .boxed()
@@ -585,23 +628,9 @@ impl Proxy {
             (true, None) => {
                 self.metrics.unrewritable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%path, encoding = ?parts.headers.get(header::CONTENT_ENCODING), "cannot undo this content coding; passing the body through unrewritten");
-                Streamed::new(
-                    body,
-                    None,
-                    idle,
-                    Arc::clone(&self.metrics.munged),
-                    Arc::clone(&resp_munged),
-                )
-                .boxed()
+                Streamed::new(body, None, idle, &self.metrics, Arc::clone(&resp_munged)).boxed()
             }
-            (false, _) => Streamed::new(
-                body,
-                None,
-                idle,
-                Arc::clone(&self.metrics.munged),
-                Arc::clone(&resp_munged),
-            )
-            .boxed(),
+            (false, _) => Streamed::new(body, None, idle, &self.metrics, Arc::clone(&resp_munged)).boxed(),
         };
         let r = Response::from_parts(parts, body);
         self.log(r, line)
@@ -688,6 +717,7 @@ impl Proxy {
                 line,
                 bytes: 0,
                 complete: false,
+                failed: false,
             }
             .boxed(),
         )
@@ -738,7 +768,22 @@ impl Proxy {
             Ok(Err(e)) => {
                 let timed_out = format!("{e:?}").contains("ConnectTimeout") || is_timeout(&e);
                 tracing::warn!(error = %e, "upstream request failed");
-                if timed_out {
+                if caused_by::<upload::UploadTooSlow>(&e) {
+                    self.metrics.upload_timeouts.fetch_add(1, Ordering::Relaxed);
+                    let mut r = error_page(StatusCode::REQUEST_TIMEOUT, "The request body came too slowly.");
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    Err(r)
+                } else if caused_by::<upstream::UpstreamBusy>(&e) {
+                    self.metrics.upstream_busy.fetch_add(1, Ordering::Relaxed);
+                    let mut r = error_page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The server is too busy; please try again shortly.",
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    Err(r)
+                } else if timed_out {
                     Err(error_page(
                         StatusCode::GATEWAY_TIMEOUT,
                         "The web server did not answer in time.",
@@ -755,17 +800,43 @@ impl Proxy {
     }
 }
 
-fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        cur = err.source();
+/// The connection caps, shrunk to fit the open-file limit (raised to its
+/// hard limit first): every visitor connection and every upstream socket is
+/// a file descriptor, and running out of them stops `accept` and the
+/// metrics listener too.
+fn fd_budget(max_connections: usize, max_upstream: usize) -> (usize, usize) {
+    let budget = raise_open_files().saturating_sub(RESERVED_FDS).max(2) as usize;
+    if max_connections.saturating_add(max_upstream) <= budget {
+        return (max_connections, max_upstream);
     }
-    false
+    let upstream = max_upstream.min(budget / 4).max(1);
+    let visitors = max_connections.min(budget - upstream).max(1);
+    tracing::warn!(
+        max_connections,
+        max_upstream_connections = max_upstream,
+        open_files = budget + RESERVED_FDS as usize,
+        "the open-file limit cannot hold max_connections + max_upstream_connections; serving {visitors} visitor and {upstream} upstream connections at once (raise LimitNOFILE to serve more)"
+    );
+    (visitors, upstream)
+}
+
+/// The errors `e` is made of: itself, then its sources.
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    chain(e).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
+}
+
+/// True when `e` or one of its sources is a `T`.
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    chain(e).any(|e| e.is::<T>())
 }
 
 fn error_page(status: StatusCode, text: &str) -> Response<ProxyBody> {
@@ -879,11 +950,46 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Headers that claim who the visitor is or where the request came from.
+/// From a peer that is not a trusted proxy they are lies until proven
+/// otherwise: the web server must not log or act on them.
+const CLAIMS_OF_ORIGIN: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+];
+
 fn forward_headers(incoming: &HeaderMap, peer: IpAddr, trusted: &[IpNet], upgrade: bool) -> HeaderMap {
     let mut h = incoming.clone();
     strip_hop_by_hop(&mut h, upgrade);
+    let from_trusted = trusted.iter().any(|n| n.contains(&peer));
+    if !from_trusted {
+        for name in CLAIMS_OF_ORIGIN {
+            h.remove(*name);
+        }
+        // As X-Forwarded-For: replaced by what the socket says.
+        if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+            h.insert("x-real-ip", v);
+        }
+        let node = match peer {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("for={node};proto=http")) {
+            h.insert(header::FORWARDED, v);
+        }
+    }
     // X-Forwarded-For: extend the chain only when the peer is a proxy we trust.
-    let xff = if trusted.iter().any(|n| n.contains(&peer)) {
+    let xff = if from_trusted {
         match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
             _ => peer.to_string(),
@@ -894,7 +1000,7 @@ fn forward_headers(incoming: &HeaderMap, peer: IpAddr, trusted: &[IpNet], upgrad
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
     }
-    if !trusted.iter().any(|n| n.contains(&peer)) || !h.contains_key("x-forwarded-proto") {
+    if !from_trusted || !h.contains_key("x-forwarded-proto") {
         h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     }
     h.append(header::VIA, HeaderValue::from_static("1.1 addrmunge"));
@@ -1019,8 +1125,15 @@ struct Streamed {
     rewriting: bool,
     idle: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Every response's addresses (the metric), and this one's.
     munged: Arc<AtomicU64>,
     response_munged: Arc<AtomicU64>,
+    /// This response's addresses already added to `munged`.
+    counted: u64,
+    /// Responses cut off for expanding too much (the metric).
+    expansion_cut: Arc<AtomicU64>,
+    /// Responses whose declared UTF-16 was false (the metric).
+    charset_mismatch: Arc<AtomicU64>,
     done: bool,
 }
 
@@ -1029,7 +1142,7 @@ impl Streamed {
         inner: Incoming,
         pipeline: Option<Pipeline>,
         idle: Duration,
-        munged: Arc<AtomicU64>,
+        metrics: &metrics::Metrics,
         response_munged: Arc<AtomicU64>,
     ) -> Streamed {
         Streamed {
@@ -1038,8 +1151,11 @@ impl Streamed {
             pipeline,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
-            munged,
+            munged: Arc::clone(&metrics.munged),
             response_munged,
+            counted: 0,
+            expansion_cut: Arc::clone(&metrics.expansion_cut),
+            charset_mismatch: Arc::clone(&metrics.charset_mismatch),
             done: false,
         }
     }
@@ -1063,6 +1179,8 @@ struct AccessLine {
     user_agent: String,
     started: Instant,
     munged: Arc<AtomicU64>,
+    /// The connection is busy for as long as this line is not written.
+    _busy: Busy,
     visit: Option<VisitNote>,
 }
 
@@ -1071,7 +1189,11 @@ struct Logged {
     inner: ProxyBody,
     line: AccessLine,
     bytes: u64,
+    /// The body reached its end.
     complete: bool,
+    /// The body failed (upstream cut, bad coding, idle, too large): the
+    /// visitor got less than the whole page, whatever the stream's state says.
+    failed: bool,
 }
 
 impl Drop for Logged {
@@ -1097,7 +1219,7 @@ impl Drop for Logged {
             bytes = self.bytes,
             munged = l.munged.load(Ordering::Relaxed),
             ms = l.started.elapsed().as_millis() as u64,
-            complete = self.complete || self.inner.is_end_stream(),
+            complete = !self.failed && (self.complete || self.inner.is_end_stream()),
             user_agent = %l.user_agent,
         );
     }
@@ -1119,8 +1241,9 @@ impl Body for Logged {
                     this.bytes += d.len() as u64;
                 }
             }
+            Poll::Ready(Some(Err(_))) => this.failed = true,
             Poll::Ready(None) => this.complete = true,
-            _ => {}
+            Poll::Pending => {}
         }
         polled
     }
@@ -1135,18 +1258,41 @@ impl Body for Logged {
 }
 
 impl Streamed {
-    /// Ends the body: the last upstream bytes through the pipeline and its
-    /// tail, as one frame, with the addresses counted.
-    fn finish(&mut self, last: &[u8]) -> Result<Option<Frame<Bytes>>, BoxError> {
-        self.done = true;
-        let Some(mut p) = self.pipeline.take() else {
-            return Ok(None);
-        };
-        let out = p.push_last(last);
-        self.munged.fetch_add(p.munged(), Ordering::Relaxed);
-        self.response_munged.store(p.munged(), Ordering::Relaxed);
-        let out = out.map_err(|e| Box::new(e) as BoxError)?;
-        Ok((!out.is_empty()).then(|| Frame::data(out)))
+    /// The pipeline's next piece as a frame; counts what it munged so far,
+    /// so a body cut off midway is logged with the addresses that did reach
+    /// the visitor. `None`: it needs more upstream input.
+    fn next_piece(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        let p = self.pipeline.as_mut()?;
+        loop {
+            let piece = p.next_piece();
+            if p.take_charset_mismatch() {
+                self.charset_mismatch.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("a body declared UTF-16 is not; scanned its bytes as they are");
+            }
+            let munged = p.munged();
+            self.munged.fetch_add(munged - self.counted, Ordering::Relaxed);
+            self.response_munged.store(munged, Ordering::Relaxed);
+            self.counted = munged;
+            match piece {
+                Err(e) => {
+                    self.done = true;
+                    if e.get_ref().is_some_and(|e| e.is::<crate::rewrite::Expanded>()) {
+                        self.expansion_cut.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "cut off a response body");
+                    }
+                    return Some(Err(Box::new(e)));
+                }
+                Ok(Some(out)) if out.is_empty() && !p.is_finished() => continue,
+                Ok(Some(out)) => {
+                    self.done = p.is_finished();
+                    return (!out.is_empty()).then(|| Ok(Frame::data(out)));
+                }
+                Ok(None) => {
+                    self.done = p.is_finished();
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -1159,10 +1305,14 @@ impl Body for Streamed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
         loop {
+            // What the pipeline holds goes first, one piece per poll.
+            if let Some(frame) = this.next_piece() {
+                return Poll::Ready(Some(frame));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let deadline = tokio::time::Instant::now() + this.idle;
@@ -1170,31 +1320,24 @@ impl Body for Streamed {
                     let Some(p) = this.pipeline.as_mut() else {
                         return Poll::Ready(Some(Ok(frame)));
                     };
-                    match frame.into_data() {
-                        Ok(data) => {
-                            // The last frame (known by Content-Length): finish now
-                            // and send one frame, not a tiny extra one.
-                            if this.inner.is_end_stream() {
-                                return Poll::Ready(this.finish(&data).transpose());
-                            }
-                            let out = match p.push(&data) {
-                                Ok(out) => out,
-                                Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
-                            };
-                            if out.is_empty() {
-                                continue;
-                            }
-                            return Poll::Ready(Some(Ok(Frame::data(out))));
-                        }
-                        // Trailers describe the original body; drop them.
-                        Err(_) => continue,
+                    // Trailers describe the original body; they are dropped.
+                    if let Ok(data) = frame.into_data() {
+                        // The last frame (known by Content-Length) ends the
+                        // pipeline at once: one frame out, not a tiny extra one.
+                        p.input(data, this.inner.is_end_stream());
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Ready(None) => return Poll::Ready(this.finish(&[]).transpose()),
+                Poll::Ready(None) => match this.pipeline.as_mut() {
+                    Some(p) => p.input(Bytes::new(), true),
+                    None => {
+                        this.done = true;
+                        return Poll::Ready(None);
+                    }
+                },
                 Poll::Pending => {
                     if this.sleep.as_mut().poll(cx).is_ready() {
                         this.done = true;
@@ -1248,6 +1391,32 @@ mod tests {
         );
         let _ = translate_if_none_match(&mut req, "vd12345x");
         assert!(!req.contains_key(header::IF_NONE_MATCH));
+    }
+
+    #[test]
+    fn claims_of_origin_from_untrusted_peers_never_reach_the_web_server() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("forwarded", "for=192.0.2.66;host=evil.example"),
+            ("x-real-ip", "192.0.2.66"),
+            ("x-forwarded-host", "evil.example"),
+            ("true-client-ip", "192.0.2.66"),
+            ("x-forwarded-for", "192.0.2.66"),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        let out = forward_headers(&h, "203.0.113.9".parse().unwrap(), &[], false);
+        assert_eq!(out["x-real-ip"], "203.0.113.9");
+        assert_eq!(out["forwarded"], "for=203.0.113.9;proto=http");
+        assert_eq!(out["x-forwarded-for"], "203.0.113.9");
+        assert!(!out.contains_key("x-forwarded-host") && !out.contains_key("true-client-ip"));
+        let out = forward_headers(&h, "2001:db8::1".parse().unwrap(), &[], false);
+        assert_eq!(out["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+        // From a trusted proxy they are its to give.
+        let trusted = vec!["127.0.0.1/32".parse().unwrap()];
+        let out = forward_headers(&h, "127.0.0.1".parse().unwrap(), &trusted, false);
+        assert_eq!(out["x-forwarded-host"], "evil.example");
+        assert_eq!(out["x-real-ip"], "192.0.2.66");
     }
 
     #[test]

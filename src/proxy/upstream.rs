@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -69,13 +69,23 @@ impl Upstream {
     }
 }
 
-/// A connection to the web server, over TCP or a unix socket.
-pub enum UpstreamIo {
-    /// TCP.
+/// A connection to the web server, over TCP or a unix socket, holding one
+/// of the connector's permits for as long as it is open.
+pub struct UpstreamIo {
+    io: Io,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+enum Io {
     Tcp(TokioIo<tokio::net::TcpStream>),
-    /// A unix socket.
     Unix(TokioIo<tokio::net::UnixStream>),
 }
+
+/// Every upstream connection is in use and none came free within
+/// `connect_timeout` (`[proxy] max_upstream_connections`).
+#[derive(Debug, thiserror::Error)]
+#[error("all {0} connections to the web server are in use (max_upstream_connections)")]
+pub struct UpstreamBusy(pub usize);
 
 impl hyper::rt::Read for UpstreamIo {
     fn poll_read(
@@ -83,39 +93,39 @@ impl hyper::rt::Read for UpstreamIo {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
 impl hyper::rt::Write for UpstreamIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Tcp(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Unix(s) => Pin::new(s).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamIo::Tcp(s) => s.is_write_vectored(),
-            UpstreamIo::Unix(s) => s.is_write_vectored(),
+        match &self.io {
+            Io::Tcp(s) => s.is_write_vectored(),
+            Io::Unix(s) => s.is_write_vectored(),
         }
     }
 
@@ -124,40 +134,54 @@ impl hyper::rt::Write for UpstreamIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamIo::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().io {
+            Io::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 }
 
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
-        match self {
-            UpstreamIo::Tcp(s) => s.connected(),
-            UpstreamIo::Unix(s) => s.connected(),
+        match &self.io {
+            Io::Tcp(s) => s.connected(),
+            Io::Unix(s) => s.connected(),
         }
     }
 }
 
 /// Connects to `http://` upstreams with hyper-util's `HttpConnector` and
 /// to the unix sockets that `Upstream::parse` registered.
+/// At most `max` connections are open at once (HTTP/2 visitors can ask
+/// for many at a time); a connection waits up to the connect timeout for a
+/// free one.
 #[derive(Clone)]
 pub struct UpstreamConnector {
     http: HttpConnector,
     connect_timeout: Duration,
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
 }
 
 impl UpstreamConnector {
-    /// A connector that gives up connecting after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> UpstreamConnector {
+    /// A connector that gives up connecting after `connect_timeout` and
+    /// opens at most `max` connections at once.
+    pub fn new(connect_timeout: Duration, max: usize) -> UpstreamConnector {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
+        let max = max.max(1);
         UpstreamConnector {
             http,
             connect_timeout,
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
         }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.max - self.permits.available_permits()
     }
 }
 
@@ -173,6 +197,13 @@ impl tower_service::Service<Uri> for UpstreamConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        let (permits, timeout, max) = (Arc::clone(&self.permits), self.connect_timeout, self.max);
+        let permit = async move {
+            match tokio::time::timeout(timeout, permits.acquire_owned()).await {
+                Ok(Ok(p)) => Ok(p),
+                _ => Err(Box::new(UpstreamBusy(max)) as BoxError),
+            }
+        };
         let unix = uri.host().filter(|h| h.ends_with(UNIX_SUFFIX)).and_then(|h| {
             unix_paths()
                 .read()
@@ -181,20 +212,27 @@ impl tower_service::Service<Uri> for UpstreamConnector {
                 .cloned()
         });
         match unix {
-            Some(path) => {
-                let timeout = self.connect_timeout;
-                Box::pin(async move {
-                    let s = tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&path))
-                        .await
-                        .map_err(|_| {
-                            std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out")
-                        })??;
-                    Ok(UpstreamIo::Unix(TokioIo::new(s)))
+            Some(path) => Box::pin(async move {
+                let permit = permit.await?;
+                let s = tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&path))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out")
+                    })??;
+                Ok(UpstreamIo {
+                    io: Io::Unix(TokioIo::new(s)),
+                    _permit: permit,
                 })
-            }
+            }),
             None => {
-                let connecting = self.http.call(uri);
-                Box::pin(async move { Ok(UpstreamIo::Tcp(connecting.await?)) })
+                let mut http = self.http.clone();
+                Box::pin(async move {
+                    let permit = permit.await?;
+                    Ok(UpstreamIo {
+                        io: Io::Tcp(http.call(uri).await?),
+                        _permit: permit,
+                    })
+                })
             }
         }
     }

@@ -20,6 +20,7 @@ use ipnet::IpNet;
 
 use crate::check::{Status, Verdict, check_recipient, is_role_account, normalize_recipient};
 use crate::config::{Bare, Config, parse_span};
+use crate::conns::{Conns, RESERVED_FDS, raise_open_files};
 use crate::day::Day;
 use crate::listen::{Bound, Listen};
 use crate::store::{
@@ -72,6 +73,10 @@ impl Verdicts {
 /// The resolver's counters, for its admin listener.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Lookups answered (socketmap and policy).
+    pub lookups: AtomicU64,
+    /// Lookups answered TEMP (or DEFER) because the store could not be read.
+    pub temp: AtomicU64,
     /// Arrivals and blocks not written (queue full, or the store failing).
     pub writes_dropped: Arc<AtomicU64>,
     /// Failed reads and writes of the store.
@@ -131,6 +136,8 @@ pub struct Resolver {
     writer: SyncSender<Write>,
     /// Where the store is; a reload adopts the file there then.
     source: Arc<StoreSource>,
+    /// Client connections, shared by every listener.
+    conns: Arc<Conns>,
     /// Counters for the admin listener.
     pub metrics: Metrics,
 }
@@ -164,6 +171,15 @@ impl Resolver {
         let mut watcher = RuleWatcher::new(Pinned::new(Store::open_existing(&state)?, Arc::clone(&source)));
         let (tx, rx) = sync_channel(QUEUE);
         let metrics = Metrics::default();
+        let wanted = settings.config.raw.resolver.max_connections;
+        let budget = (raise_open_files().saturating_sub(RESERVED_FDS) as usize).max(1);
+        if wanted > budget {
+            tracing::warn!(
+                max_connections = wanted,
+                "the open-file limit allows {budget} connections at once; raise LimitNOFILE to serve more"
+            );
+        }
+        let max_connections = wanted.min(budget);
         let r = Arc::new(Resolver {
             config_path,
             verdicts: Mutex::new(Verdicts {
@@ -177,6 +193,7 @@ impl Resolver {
             fresh_blocks: Mutex::new(HashMap::new()),
             writer: tx,
             source,
+            conns: Conns::new(max_connections),
             metrics,
         });
         let mut faults = FaultLog::new("reading rules and blocks", Arc::clone(&r.metrics.store_faults));
@@ -241,6 +258,40 @@ impl Resolver {
         }
     }
 
+    /// The Prometheus text for the admin listener.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut t = crate::metrics::Text::default();
+        t.counter(
+            "addrmunge_resolver_lookups_total",
+            "Lookups answered (socketmap and policy).",
+            get(&m.lookups),
+        );
+        t.counter(
+            "addrmunge_resolver_temp_total",
+            "Lookups answered TEMP or DEFER: the state store could not be read.",
+            get(&m.temp),
+        );
+        t.counter(
+            "addrmunge_resolver_store_faults_total",
+            "Failed reads and writes of the state store (unreadable, deleted or replaced).",
+            get(&m.store_faults),
+        );
+        t.counter(
+            "addrmunge_resolver_writes_dropped_total",
+            "Arrivals and blocks not recorded (queue full or store failing); mail is never delayed for them.",
+            get(&m.writes_dropped),
+        );
+        t.gauge(
+            "addrmunge_resolver_store_ok",
+            "1 while the state store is read normally, 0 while lookups get TEMP.",
+            u64::from(self.snapshot().ok),
+        );
+        self.conns.render(&mut t, "addrmunge_resolver");
+        t.finish()
+    }
+
     /// The current settings.
     pub fn settings(&self) -> Arc<Settings> {
         Arc::clone(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
@@ -266,8 +317,10 @@ impl Resolver {
     /// recipient-delimiter extension stripped. `None` when the store cannot
     /// be read (answer TEMP).
     pub fn judge(&self, address: &str) -> Option<Arc<Judgement>> {
+        self.metrics.lookups.fetch_add(1, Ordering::Relaxed);
         let snap = self.snapshot();
         if !snap.ok {
+            self.metrics.temp.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let s = self.settings();
@@ -442,9 +495,21 @@ pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
             tasks.push(tokio::spawn(accept_loop(bound, r, is_policy)));
         }
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(admin) = rc.admin_listen.as_deref().filter(|a| !a.is_empty()) {
+        let addr: std::net::SocketAddr = admin.parse()?;
+        let listener = crate::listen::bind_tcp(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
+        tracing::info!(%addr, "metrics at /metrics");
+        let r = Arc::clone(&resolver);
+        let render = Arc::new(move || r.render_metrics());
+        tasks.push(tokio::spawn(crate::metrics::serve(listener, render, stop_rx)));
+    }
     crate::listen::warn_unused_inherited();
     crate::signals::until_stopped(|| resolver.reload()).await?;
     tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
     for t in tasks {
         t.abort();
     }
@@ -465,16 +530,27 @@ async fn accept_loop(bound: Bound, r: Arc<Resolver>, is_policy: bool) {
         };
         match accepted {
             Ok((conn, peer)) => {
+                // At max_connections the idlest connection is closed to make
+                // room (Postfix opens a new one when it needs it).
+                let slot = r.conns.admit().await;
                 let r = Arc::clone(&r);
                 tokio::spawn(async move {
-                    let result = if is_policy {
-                        policy::serve(conn, &r).await
-                    } else {
-                        socketmap::serve(conn, &r).await
+                    let state = Arc::clone(&slot.conn);
+                    let serving = async {
+                        if is_policy {
+                            policy::serve(conn, &r, &state).await
+                        } else {
+                            socketmap::serve(conn, &r, &state).await
+                        }
+                    };
+                    let result = tokio::select! {
+                        result = serving => result,
+                        () = state.evicted() => Ok(()),
                     };
                     if let Err(e) = result {
                         tracing::info!(%peer, error = %e, "closed connection");
                     }
+                    drop(slot);
                 });
             }
             Err(e) => {

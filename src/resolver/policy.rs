@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -72,7 +73,11 @@ pub fn decide(r: &Resolver, attrs: &HashMap<String, String>) -> String {
 }
 
 /// Serves one policy connection (many requests).
-pub async fn serve(conn: Box<dyn Conn>, r: &Resolver) -> Result<(), ProtocolError> {
+pub async fn serve(
+    conn: Box<dyn Conn>,
+    r: &Resolver,
+    state: &Arc<crate::conns::Conn>,
+) -> Result<(), ProtocolError> {
     let (max, idle) = r.connection_limits();
     let mut conn = BufReader::new(conn);
     let mut attrs = HashMap::new();
@@ -106,6 +111,7 @@ pub async fn serve(conn: Box<dyn Conn>, r: &Resolver) -> Result<(), ProtocolErro
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\n', '\r']);
         if text.is_empty() {
+            let _busy = state.begin();
             let action = decide(r, &attrs);
             conn.get_mut()
                 .write_all(format!("action={action}\n\n").as_bytes())

@@ -3,6 +3,7 @@
 //! persistent connection. Maps: `virtual`, `recipient`, `relay`, `client`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -116,13 +117,20 @@ pub fn lookup(r: &Resolver, map: &str, key: &str) -> Reply {
 
 /// Serves one connection until the peer closes it, it idles out, or it
 /// sends something that is not a netstring.
-pub async fn serve(conn: Box<dyn Conn>, r: &Resolver) -> Result<(), ProtocolError> {
+pub async fn serve(
+    conn: Box<dyn Conn>,
+    r: &Resolver,
+    state: &Arc<crate::conns::Conn>,
+) -> Result<(), ProtocolError> {
     let (max, idle) = r.connection_limits();
     let mut conn = BufReader::new(conn);
     loop {
         let Some(req) = read_netstring(&mut conn, max, idle).await? else {
             return Ok(());
         };
+        // Busy from a whole request to its answer: between requests the
+        // connection is idle, and the first to go at max_connections.
+        let _busy = state.begin();
         let reply = match std::str::from_utf8(&req) {
             Err(_) => Reply::Perm("request is not UTF-8".into()),
             Ok(text) => match text.split_once(' ') {

@@ -73,6 +73,20 @@ pub fn needs_transcoding(e: &'static Encoding) -> bool {
     e == UTF_16LE || e == UTF_16BE || e == ISO_2022_JP
 }
 
+/// False when bytes said to be UTF-16 (by a header, without a byte-order
+/// mark) cannot be: markup, digits and `@` in UTF-16 each carry a zero
+/// byte, and 16 bytes without one are ASCII-compatible text that lies
+/// about its charset. A harvester reads such bytes as they are, so they
+/// must be scanned as they are.
+pub fn could_be_utf16(e: &'static Encoding, head: &[u8]) -> bool {
+    !is_utf16(e) || head.len() < 16 || head.contains(&0)
+}
+
+/// UTF-16 in either byte order.
+pub fn is_utf16(e: &'static Encoding) -> bool {
+    e == UTF_16LE || e == UTF_16BE
+}
+
 /// Decodes a body to UTF-8 and encodes the scanned UTF-8 back, streaming.
 pub struct Transcoder {
     encoding: &'static Encoding,

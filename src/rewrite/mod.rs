@@ -4,131 +4,56 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use flate2::Compression;
-use flate2::write::{GzDecoder, GzEncoder, ZlibDecoder};
+use flate2::write::GzEncoder;
 
 pub mod charset;
+pub mod codec;
+
+use codec::Decoder;
+pub use codec::{Coding, PIECE};
 
 use crate::day::Day;
 use crate::scan::{Found, Munger, Scanner};
 use crate::token::{Claims, KeyRing, Kind, Visitor};
 
-/// A content coding the pipeline can undo or apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coding {
-    /// No coding.
-    Identity,
-    /// `gzip`.
-    Gzip,
-    /// `deflate` (zlib-wrapped, as HTTP specifies).
-    Deflate,
-    /// `br` (brotli).
-    Brotli,
-    /// `zstd`.
-    Zstd,
-}
-
-impl Coding {
-    /// Reads a `Content-Encoding` value; `None` for codings we cannot undo.
-    pub fn parse(value: Option<&str>) -> Option<Coding> {
-        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-            None | Some("") | Some("identity") => Some(Coding::Identity),
-            Some("gzip") | Some("x-gzip") => Some(Coding::Gzip),
-            Some("deflate") => Some(Coding::Deflate),
-            Some("br") => Some(Coding::Brotli),
-            Some("zstd") => Some(Coding::Zstd),
-            _ => None,
-        }
-    }
-}
-
-enum Decoder {
-    Gzip(GzDecoder<Vec<u8>>),
-    Deflate(ZlibDecoder<Vec<u8>>),
-    Brotli(Box<brotli::DecompressorWriter<Vec<u8>>>),
-    Zstd(zstd::stream::write::Decoder<'static, Vec<u8>>),
-}
-
-impl Decoder {
-    /// Decodes one chunk; returns what is decoded so far.
-    fn push(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
-        // flush() makes the streaming decoders hand over everything they
-        // have decoded, so output never waits for a full internal buffer.
-        Ok(match self {
-            Decoder::Gzip(d) => {
-                d.write_all(data)?;
-                std::mem::take(d.get_mut())
-            }
-            Decoder::Deflate(d) => {
-                d.write_all(data)?;
-                std::mem::take(d.get_mut())
-            }
-            Decoder::Brotli(d) => {
-                d.write_all(data)?;
-                d.flush()?;
-                std::mem::take(d.get_mut())
-            }
-            Decoder::Zstd(d) => {
-                d.write_all(data)?;
-                d.flush()?;
-                std::mem::take(d.get_mut())
-            }
-        })
-    }
-
-    /// Decodes the last chunk and ends the stream: everything not yet
-    /// handed over, in one buffer.
-    fn finish_with(mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
-        match &mut self {
-            Decoder::Gzip(d) => d.write_all(data)?,
-            Decoder::Deflate(d) => d.write_all(data)?,
-            Decoder::Brotli(d) => d.write_all(data)?,
-            Decoder::Zstd(d) => d.write_all(data)?,
-        }
-        self.finish()
-    }
-
-    /// Ends the stream; a truncated one is an error.
-    fn finish(self) -> std::io::Result<Vec<u8>> {
-        match self {
-            Decoder::Gzip(d) => d.finish(),
-            Decoder::Deflate(d) => d.finish(),
-            Decoder::Brotli(mut d) => {
-                d.close()?;
-                d.into_inner()
-                    .map_err(|_| std::io::Error::other("brotli stream ended early"))
-            }
-            Decoder::Zstd(mut d) => {
-                d.flush()?;
-                Ok(d.into_inner())
-            }
-        }
-    }
-}
-
 /// The munged form of each base address, computed once per visitor, day
-/// and kind: a bounded LRU of visitor-days, so a crawler walking many pages
-/// costs one token per address, and a flood of visitors evicts the least
-/// recent. A response takes its visitor-day's [`Tokens`] once, then looks
+/// and kind: an LRU of visitor-days, bounded by entries and by bytes, so a
+/// crawler walking many pages costs one token per address, and a flood of
+/// visitors (or of addresses) evicts the least recent instead of growing.
+/// A response takes its visitor-day's [`Tokens`] once, then looks
 /// addresses up there by `&str`, without building a key per address.
 pub struct TokenCache {
     map: Mutex<lru::LruCache<VisitorDay, Arc<Tokens>>>,
+    /// Bytes held by every [`Tokens`] alive (cached or still in use by a
+    /// response), estimated.
+    bytes: Arc<AtomicUsize>,
+    budget: usize,
 }
 
 /// Visitor, day and kind.
 type VisitorDay = (Visitor, Day, Kind);
 
-/// Visitor-days kept. Each holds the tokens of the addresses that visitor
-/// was served (about 100 bytes each, at most [`TOKENS_MAX`]).
+/// Visitor-days kept at most.
 const CACHE_MAX: usize = 10_000;
+
+/// Bytes the cache may hold by default (`[proxy] token_cache_bytes`).
+pub const CACHE_BYTES: usize = 64 << 20;
 
 /// Tokens kept per visitor-day: a page full of distinct addresses (a list
 /// archive) must not grow one entry without bound; beyond this they are
 /// made on every use.
 const TOKENS_MAX: usize = 1024;
+
+/// What a visitor-day costs besides its tokens (LRU node, map, locks),
+/// and what one token entry costs besides its text: estimates on the
+/// generous side.
+const DAY_BYTES: usize = 256;
+const ENTRY_BYTES: usize = 96;
 
 impl Default for TokenCache {
     fn default() -> Self {
@@ -143,11 +68,23 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache of at most `n` visitor-days (at least 1).
+    /// A cache of at most `n` visitor-days (at least 1) and [`CACHE_BYTES`].
     pub fn with_capacity(n: usize) -> TokenCache {
+        TokenCache::with_limits(n, CACHE_BYTES)
+    }
+
+    /// A cache of about `budget` bytes.
+    pub fn with_budget(budget: usize) -> TokenCache {
+        TokenCache::with_limits(CACHE_MAX, budget)
+    }
+
+    /// A cache of at most `n` visitor-days and about `budget` bytes.
+    pub fn with_limits(n: usize, budget: usize) -> TokenCache {
         let n = std::num::NonZeroUsize::new(n.max(1)).expect("at least 1");
         TokenCache {
             map: Mutex::new(lru::LruCache::new(n)),
+            bytes: Arc::new(AtomicUsize::new(0)),
+            budget,
         }
     }
 
@@ -161,6 +98,11 @@ impl TokenCache {
         self.len() == 0
     }
 
+    /// Bytes held now (an estimate), by the cache and responses in flight.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     /// Forgets every token (after the keys changed).
     pub fn clear(&self) {
         self.lock().clear();
@@ -170,14 +112,22 @@ impl TokenCache {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The tokens of the visitor-day `claims` names.
+    /// The tokens of the visitor-day `claims` names. Over the byte budget,
+    /// the least recent visitor-days are let go first.
     pub fn tokens(&self, claims: &Claims) -> Arc<Tokens> {
         let key = (
             claims.visitor.unwrap_or(Visitor::V4([0, 0, 0, 0].into())),
             claims.day,
             claims.kind,
         );
-        Arc::clone(self.lock().get_or_insert(key, || Arc::new(Tokens::default())))
+        let mut map = self.lock();
+        let tokens = Arc::clone(map.get_or_insert(key, || {
+            Arc::new(Tokens::new(Arc::clone(&self.bytes), self.budget))
+        }));
+        while self.bytes() > self.budget && map.len() > 1 {
+            map.pop_lru();
+        }
+        tokens
     }
 
     /// The token for `base` under `claims`, from the cache or made now.
@@ -187,21 +137,50 @@ impl TokenCache {
 }
 
 /// One visitor-day's tokens, by base address.
-#[derive(Default)]
-pub struct Tokens(Mutex<HashMap<Box<str>, Arc<str>>>);
+pub struct Tokens {
+    map: Mutex<HashMap<Box<str>, Arc<str>>>,
+    /// The cache's byte count, and this entry's share of it.
+    total: Arc<AtomicUsize>,
+    mine: AtomicUsize,
+    budget: usize,
+}
+
+impl Drop for Tokens {
+    fn drop(&mut self) {
+        self.total
+            .fetch_sub(self.mine.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
 
 impl Tokens {
+    fn new(total: Arc<AtomicUsize>, budget: usize) -> Tokens {
+        total.fetch_add(DAY_BYTES, Ordering::Relaxed);
+        Tokens {
+            map: Mutex::new(HashMap::new()),
+            total,
+            mine: AtomicUsize::new(DAY_BYTES),
+            budget,
+        }
+    }
+
     /// The token for `base` under `claims` (which must be this visitor-day's).
+    /// Kept unless this visitor-day holds [`TOKENS_MAX`] already or the
+    /// cache is over its budget; then made on every use.
     pub fn get(&self, keys: &KeyRing, claims: &Claims, base: &str) -> Arc<str> {
-        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = || self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = lock().get(base) {
             return Arc::clone(t);
         }
         // Made outside the lock: two requests may both make it; same bytes.
         let t: Arc<str> = keys.encode(base, "", claims).into();
+        let cost = base.len() + t.len() + ENTRY_BYTES;
         let mut map = lock();
-        if map.len() < TOKENS_MAX {
-            map.insert(base.into(), Arc::clone(&t));
+        if map.len() < TOKENS_MAX
+            && self.total.load(Ordering::Relaxed) + cost <= self.budget
+            && map.insert(base.into(), Arc::clone(&t)).is_none()
+        {
+            self.mine.fetch_add(cost, Ordering::Relaxed);
+            self.total.fetch_add(cost, Ordering::Relaxed);
         }
         t
     }
@@ -332,10 +311,62 @@ impl LinkInserter {
     }
 }
 
+/// Bounds on what a compressed body may expand to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expansion {
+    /// Decoded bytes at most, whatever the ratio.
+    pub max_bytes: u64,
+    /// Decoded bytes per compressed byte at most, once past [`RATIO_GRACE`].
+    pub max_ratio: u64,
+}
+
+/// Decoded bytes a body may produce before the ratio applies: small,
+/// very repetitive pages compress far better than large ones.
+pub const RATIO_GRACE: u64 = 1 << 20;
+
+impl Default for Expansion {
+    fn default() -> Self {
+        Expansion {
+            max_bytes: 256 << 20,
+            max_ratio: 100,
+        }
+    }
+}
+
+/// A compressed body that expanded past its [`Expansion`] bounds.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the compressed body expands too much ({decoded} bytes from {encoded}; at most {max_bytes} bytes or {max_ratio}:1 is allowed by [proxy] max_decoded_bytes / max_decoded_ratio)"
+)]
+pub struct Expanded {
+    /// Decoded bytes when it was stopped.
+    pub decoded: u64,
+    /// Compressed bytes they came from.
+    pub encoded: u64,
+    /// The size bound.
+    pub max_bytes: u64,
+    /// The ratio bound.
+    pub max_ratio: u64,
+}
+
 /// Decompress -> (charset) -> (bait link) -> scan -> (charset) -> compress
-/// for one response body.
+/// for one response body, one bounded piece at a time: [`input`](Self::input)
+/// takes an upstream chunk, [`next_piece`](Self::next_piece) turns at most
+/// about [`PIECE`] decoded bytes of it into output.
 pub struct Pipeline {
     decoder: Option<Decoder>,
+    /// Upstream bytes not yet decoded.
+    input: Bytes,
+    /// The upstream body has ended.
+    ended: bool,
+    /// Everything is out.
+    finished: bool,
+    expansion: Expansion,
+    /// Compressed bytes taken and decoded bytes made, for `expansion`.
+    encoded: u64,
+    decoded: u64,
+    /// A reused buffer for decoded pieces.
+    plain: Vec<u8>,
     /// A copy of the first bytes (up to 1024) while the charset is not yet
     /// known (see [`charset`]); `None` once it is.
     head: Option<Vec<u8>>,
@@ -346,6 +377,8 @@ pub struct Pipeline {
     declared: Option<&'static encoding_rs::Encoding>,
     html: bool,
     transcoder: Option<charset::Transcoder>,
+    /// The declared charset was UTF-16 and the bytes were not.
+    charset_mismatch: bool,
     link: Option<LinkInserter>,
     scanner: Scanner,
     munger: VisitorMunger,
@@ -356,31 +389,36 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline undoing `from` and gzip-compressing the output when `gzip_out`.
     pub fn new(scanner: Scanner, munger: VisitorMunger, from: Coding, gzip_out: bool) -> Pipeline {
-        let decoder = match from {
-            Coding::Identity => None,
-            Coding::Gzip => Some(Decoder::Gzip(GzDecoder::new(Vec::new()))),
-            Coding::Deflate => Some(Decoder::Deflate(ZlibDecoder::new(Vec::new()))),
-            Coding::Brotli => Some(Decoder::Brotli(Box::new(brotli::DecompressorWriter::new(
-                Vec::new(),
-                8192,
-            )))),
-            Coding::Zstd => Some(Decoder::Zstd(
-                zstd::stream::write::Decoder::new(Vec::new()).expect("a zstd decoder context can be created"),
-            )),
-        };
         Pipeline {
-            decoder,
+            // Only zstd's context can fail to be made (out of memory): then
+            // the body is decoded as if it had no coding and the scan finds
+            // garbage, never a crash.
+            decoder: Decoder::new(from).ok().flatten(),
+            input: Bytes::new(),
+            ended: false,
+            finished: false,
+            expansion: Expansion::default(),
+            encoded: 0,
+            decoded: 0,
+            plain: Vec::new(),
             head: None,
             pending: Vec::new(),
             declared: None,
             html: false,
             transcoder: None,
+            charset_mismatch: false,
             link: None,
             scanner,
             munger,
             encoder: gzip_out.then(|| GzEncoder::new(Vec::new(), Compression::fast())),
             scanned: Vec::new(),
         }
+    }
+
+    /// Bounds the expansion of a compressed body (default [`Expansion::default`]).
+    pub fn with_expansion(mut self, expansion: Expansion) -> Pipeline {
+        self.expansion = expansion;
+        self
     }
 
     /// Decides the body's charset as a browser does (byte-order mark, then
@@ -404,33 +442,105 @@ impl Pipeline {
         self.scanner.munged()
     }
 
-    /// Feeds one chunk of the upstream body; returns what can be sent now.
+    /// True once the whole body is out.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Takes the next chunk of the upstream body; `last` when the body
+    /// ends with it. Call [`next_piece`](Self::next_piece) until it
+    /// answers `None` before giving more.
+    pub fn input(&mut self, data: Bytes, last: bool) {
+        debug_assert!(
+            self.input.is_empty() && !self.ended,
+            "input given before the last was used"
+        );
+        self.input = data;
+        self.ended |= last;
+    }
+
+    /// The output of the next piece of input (possibly empty: compressed
+    /// output may wait for more), or `None` when all input given so far is
+    /// used and more is needed, or everything is out.
+    pub fn next_piece(&mut self) -> std::io::Result<Option<Bytes>> {
+        if self.finished || (self.input.is_empty() && !self.ended) {
+            return Ok(None);
+        }
+        let Some(d) = &mut self.decoder else {
+            // No coding: the upstream's own bytes, in pieces, not copied.
+            let piece = self.input.split_to(self.input.len().min(PIECE));
+            let last = self.ended && self.input.is_empty();
+            return self.sniffed(&piece, last).map(Some);
+        };
+        self.plain.clear();
+        let mut last = false;
+        if !self.input.is_empty() {
+            let n = d.step(&self.input, &mut self.plain)?;
+            self.encoded += n as u64;
+            let _ = self.input.split_to(n);
+        }
+        if self.input.is_empty() && self.ended && self.plain.len() < PIECE {
+            // The end, in the same piece when it fits (one frame, not two).
+            last = d.finish_step(&mut self.plain)?;
+        }
+        self.decoded += self.plain.len() as u64;
+        self.check_expansion()?;
+        let plain = std::mem::take(&mut self.plain);
+        let out = self.sniffed(&plain, last);
+        self.plain = plain;
+        out.map(Some)
+    }
+
+    fn check_expansion(&self) -> std::io::Result<()> {
+        let e = &self.expansion;
+        let over_ratio =
+            self.decoded > RATIO_GRACE && self.decoded > self.encoded.saturating_mul(e.max_ratio);
+        if self.decoded > e.max_bytes || over_ratio {
+            return Err(std::io::Error::other(Expanded {
+                decoded: self.decoded,
+                encoded: self.encoded,
+                max_bytes: e.max_bytes,
+                max_ratio: e.max_ratio,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Feeds one chunk and returns all output it gives (for callers that
+    /// hold whole chunks anyway: tests, benchmarks).
     pub fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
-        self.feed(data, false)
+        self.input(Bytes::copy_from_slice(data), false);
+        self.drain()
     }
 
     /// Feeds the last chunk and ends the body: [`push`](Self::push) then
-    /// [`finish`](Self::finish) in one buffer, so the last frame of a page
-    /// is not copied again to join the tail.
+    /// [`finish`](Self::finish).
     pub fn push_last(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
-        self.feed(data, true)
+        self.input(Bytes::copy_from_slice(data), true);
+        self.drain()
     }
 
     /// Ends the body; returns the rest.
     pub fn finish(&mut self) -> std::io::Result<Bytes> {
-        self.feed(&[], true)
+        if !self.ended {
+            self.input(Bytes::new(), true);
+        }
+        self.drain()
     }
 
-    fn feed(&mut self, data: &[u8], last: bool) -> std::io::Result<Bytes> {
-        let plain = if last {
-            self.decoder.take().map(|d| d.finish_with(data)).transpose()?
-        } else {
-            match &mut self.decoder {
-                None => None,
-                Some(d) => Some(d.push(data)?),
-            }
-        };
-        let plain = plain.as_deref().unwrap_or(data);
+    fn drain(&mut self) -> std::io::Result<Bytes> {
+        let mut out = Vec::new();
+        while let Some(piece) = self.next_piece()? {
+            out.extend_from_slice(&piece);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Decoded bytes through charset sniffing, then [`rest`](Self::rest).
+    fn sniffed(&mut self, plain: &[u8], last: bool) -> std::io::Result<Bytes> {
+        if last {
+            self.finished = true;
+        }
         let Some(head) = &mut self.head else {
             return self.rest(plain, last);
         };
@@ -443,7 +553,11 @@ impl Pipeline {
         let sniffing_meta = self.html && self.declared.is_none();
         let bom = seen >= 3 && charset::from_bom(head).is_some();
         let meta_found = sniffing_meta && seen >= 3 && charset::from_meta(head).is_some();
-        let decided = last || (seen >= 3 && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF));
+        // A header's UTF-16 is only believed after bytes that could show it
+        // false (see charset::could_be_utf16).
+        let checkable = bom || seen >= 16 || !self.declared.is_some_and(charset::is_utf16);
+        let decided = last
+            || (seen >= 3 && checkable && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF));
         if decided {
             self.decide();
         }
@@ -477,16 +591,29 @@ impl Pipeline {
     /// Settles the charset from the first bytes.
     fn decide(&mut self) {
         let head = self.head.take().unwrap_or_default();
-        let enc = charset::from_bom(&head).or(self.declared).or_else(|| {
+        let bom = charset::from_bom(&head);
+        let enc = bom.or(self.declared).or_else(|| {
             if self.html {
                 charset::from_meta(&head[..head.len().min(charset::SNIFF)])
             } else {
                 None
             }
         });
-        if let Some(e) = enc.filter(|e| charset::needs_transcoding(e)) {
-            self.transcoder = Some(charset::Transcoder::new(e));
+        let Some(e) = enc.filter(|e| charset::needs_transcoding(e)) else {
+            return;
+        };
+        if bom.is_none() && !charset::could_be_utf16(e, &head) {
+            // Scanned as the bytes they are, which is how a harvester reads them.
+            self.charset_mismatch = true;
+            return;
         }
+        self.transcoder = Some(charset::Transcoder::new(e));
+    }
+
+    /// True (once) when the body's declared charset was found to be false
+    /// and its bytes were scanned as they are instead.
+    pub fn take_charset_mismatch(&mut self) -> bool {
+        std::mem::take(&mut self.charset_mismatch)
     }
 
     /// Everything after decompression and sniffing.
@@ -526,8 +653,9 @@ impl Pipeline {
                     let e = self.encoder.take().expect("checked");
                     Ok(Bytes::from(e.finish()?))
                 } else {
-                    // A sync flush, so the client gets bytes as the page streams.
-                    if !self.scanned.is_empty() {
+                    // A sync flush, so the client gets bytes as the page
+                    // streams; not while more of this chunk is coming.
+                    if !self.scanned.is_empty() && self.input.is_empty() {
                         e.flush()?;
                     }
                     Ok(Bytes::from(std::mem::take(e.get_mut())))
@@ -602,7 +730,38 @@ mod tests {
                 *keys.encode(&base, "", &claims)
             );
         }
-        assert_eq!(tokens.0.lock().unwrap().len(), TOKENS_MAX);
+        assert_eq!(tokens.map.lock().unwrap().len(), TOKENS_MAX);
+    }
+
+    /// 12,000 visitors each shown 1,024 addresses once took 1.5 GB: the
+    /// cache is bounded by bytes, whatever the number of entries.
+    #[test]
+    fn the_token_cache_is_bounded_by_bytes() {
+        let keys = KeyRing::new(&[[1u8; 32]]);
+        let budget = 1 << 20;
+        let c = TokenCache::with_limits(100_000, budget);
+        let day = Day::from_number(20_000);
+        for v in 0..200u32 {
+            let claims = Claims::visit(
+                Kind::Visitor,
+                day,
+                std::net::Ipv4Addr::from(0xc000_0200 + v).into(),
+            );
+            let tokens = c.tokens(&claims);
+            for i in 0..200 {
+                let base = format!("someone-with-a-long-name-{i}@plover.com");
+                assert_eq!(
+                    *tokens.get(&keys, &claims, &base),
+                    *keys.encode(&base, "", &claims)
+                );
+            }
+            assert!(c.bytes() <= budget, "{} bytes held", c.bytes());
+        }
+        // The budget was reached (it did cache), and evicting freed it.
+        assert!(c.bytes() > budget / 2, "{}", c.bytes());
+        assert!(c.len() < 200);
+        c.clear();
+        assert_eq!(c.bytes(), 0);
     }
 
     #[test]
@@ -628,6 +787,35 @@ mod tests {
         assert!(c.is_empty());
     }
 
+    /// A page that says `charset=utf-16` but is ASCII: harvesters read its
+    /// bytes as they are, so it is scanned as bytes (and counted), never
+    /// served with bare addresses.
+    #[test]
+    fn a_lying_utf16_declaration_does_not_leak_addresses() {
+        let page = b"<html><body><p>Write to mjd@plover.com, please.</p></body></html>";
+        for cut in [0, 10, 40, page.len()] {
+            let mut p = pipeline(Some(encoding_rs::UTF_16LE));
+            let out = run(&mut p, &[&page[..cut], &page[cut..]]);
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains("mjd-id-") && !text.contains("mjd@"),
+                "cut {cut}: {text}"
+            );
+            assert!(p.take_charset_mismatch() && !p.take_charset_mismatch());
+        }
+        // Real UTF-16 (no byte-order mark, the header says so) is transcoded.
+        let utf16: Vec<u8> = std::str::from_utf8(page)
+            .unwrap()
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let mut p = pipeline(Some(encoding_rs::UTF_16LE));
+        let out = run(&mut p, &[&utf16]);
+        let (text, _) = encoding_rs::UTF_16LE.decode_without_bom_handling(&out);
+        assert!(text.contains("mjd-id-"), "{text}");
+        assert!(!p.take_charset_mismatch());
+    }
+
     #[test]
     fn charsets_are_settled_the_same_in_any_chunking() {
         let page = "<html><head><title>x</title><meta charset=iso-2022-jp></head><body>日本 mjd@plover.com 語</body></html>";
@@ -648,34 +836,65 @@ mod tests {
         assert!(String::from_utf8_lossy(&first).contains("mjd-id-"), "{first:?}");
     }
 
-    fn compress(coding: Coding, data: &[u8]) -> Vec<u8> {
-        match coding {
-            Coding::Identity => data.to_vec(),
-            Coding::Gzip => {
-                let mut e = GzEncoder::new(Vec::new(), Compression::default());
-                e.write_all(data).unwrap();
-                e.finish().unwrap()
+    use super::codec::tests::compress;
+
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        let mut d = flate2::write::GzDecoder::new(Vec::new());
+        d.write_all(data).unwrap();
+        d.finish().unwrap()
+    }
+
+    /// Runs a body given as one upstream chunk piece by piece; the output
+    /// size, the largest piece, and how it ended.
+    fn pieces(p: &mut Pipeline, wire: Vec<u8>) -> (usize, usize, std::io::Result<()>) {
+        p.input(Bytes::from(wire), true);
+        let (mut total, mut most) = (0, 0);
+        loop {
+            match p.next_piece() {
+                Ok(Some(b)) => {
+                    total += b.len();
+                    most = most.max(b.len());
+                }
+                Ok(None) => return (total, most, Ok(())),
+                Err(e) => return (total, most, Err(e)),
             }
-            Coding::Deflate => {
-                let mut e = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
-                e.write_all(data).unwrap();
-                e.finish().unwrap()
-            }
-            Coding::Brotli => {
-                let mut out = Vec::new();
-                let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-                e.write_all(data).unwrap();
-                drop(e);
-                out
-            }
-            Coding::Zstd => zstd::encode_all(data, 3).unwrap(),
         }
     }
 
-    fn gunzip(data: &[u8]) -> Vec<u8> {
-        let mut d = GzDecoder::new(Vec::new());
-        d.write_all(data).unwrap();
-        d.finish().unwrap()
+    #[test]
+    fn a_decompression_bomb_is_cut_off_after_bounded_work() {
+        let zeros = vec![b'a'; 64 << 20];
+        for coding in [Coding::Gzip, Coding::Deflate, Coding::Brotli, Coding::Zstd] {
+            let mut p = coded_pipeline(None, coding, false);
+            let (total, most, end) = pieces(&mut p, compress(coding, &zeros));
+            let e = end.expect_err("a bomb must not pass");
+            assert!(e.get_ref().is_some_and(|e| e.is::<Expanded>()), "{coding:?}: {e}");
+            assert!(
+                total as u64 <= RATIO_GRACE + 3 * PIECE as u64,
+                "{coding:?}: {total} bytes out"
+            );
+            assert!(most <= 3 * PIECE + 1024, "{coding:?}: a piece of {most} bytes");
+        }
+        // The size bound, whatever the ratio.
+        let page: Vec<u8> = (0..4_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut p = coded_pipeline(None, Coding::Gzip, false).with_expansion(Expansion {
+            max_bytes: 2 << 20,
+            max_ratio: u64::MAX,
+        });
+        let (total, _, end) = pieces(&mut p, compress(Coding::Gzip, &page));
+        assert!(
+            end.is_err() && total as u64 <= (2 << 20) + 3 * PIECE as u64,
+            "{total}"
+        );
+        // Small, very repetitive pages are fine; so is anything uncompressed.
+        let mut p = coded_pipeline(None, Coding::Brotli, false);
+        let (total, _, end) = pieces(&mut p, compress(Coding::Brotli, &zeros[..900 << 10]));
+        assert!(end.is_ok() && total == 900 << 10);
+        let mut p = coded_pipeline(None, Coding::Identity, false);
+        let (total, most, end) = pieces(&mut p, zeros.clone());
+        assert!(end.is_ok() && total == zeros.len() && most <= PIECE + 1024);
     }
 
     #[test]
