@@ -61,6 +61,7 @@ impl Listen {
                 if let Ok(meta) = std::fs::symlink_metadata(p) {
                     use std::os::unix::fs::FileTypeExt;
                     if meta.file_type().is_socket() {
+                        refuse_if_live(p)?;
                         std::fs::remove_file(p)?;
                     } else {
                         return Err(std::io::Error::new(
@@ -82,6 +83,35 @@ impl Listen {
                 Ok(Bound::Unix(l, p.clone()))
             }
         }
+    }
+}
+
+/// A socket file someone still answers on is not stale: replacing it
+/// would silently take a running daemon's (a second resolver's) clients.
+fn refuse_if_live(p: &Path) -> std::io::Result<()> {
+    match std::os::unix::net::UnixStream::connect(p) {
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "{} is in use: another process answers on it (a resolver already running?); stop it, or listen elsewhere",
+                p.display()
+            ),
+        )),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!(
+                "{} exists and cannot be checked ({e}); refusing to replace it",
+                p.display()
+            ),
+        )),
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::address::{Parsed, Protection};
 use crate::check::{Status, Verdict, check};
 use crate::day::Day;
-use crate::store::{Arrival, Rule, RuleSet, Store, StoreError, Visit};
+use crate::store::{Arrival, Printable, Rule, RuleSet, Store, StoreError, Visit};
 use crate::token::{KeyRing, Kind};
 
 /// `2026-11-20 16:14:03 UTC`.
@@ -187,8 +187,8 @@ pub fn write_trace(out: &mut impl std::io::Write, t: &Trace) -> std::io::Result<
                     out,
                     "  harvested   by {ip} on {day}: first seen {}, User-Agent \"{}\", first page with an address {} ({} requests that day)",
                     fmt_time(h.first_seen),
-                    h.user_agent,
-                    h.first_page.as_deref().unwrap_or("(none logged)"),
+                    Printable(&h.user_agent),
+                    Printable(h.first_page.as_deref().unwrap_or("(none logged)")),
                     h.requests
                 )?;
             }
@@ -227,8 +227,8 @@ pub fn write_trace(out: &mut impl std::io::Write, t: &Trace) -> std::io::Result<
             "    {} from {} (HELO {}) sender <{}>: {}",
             fmt_time(a.time),
             a.client_ip,
-            if a.helo.is_empty() { "-" } else { &a.helo },
-            a.sender,
+            Printable(if a.helo.is_empty() { "-" } else { &a.helo }),
+            Printable(&a.sender),
             match (a.kind.as_deref(), a.status.as_str()) {
                 (Some("trap"), _) => "trap: discarded, client blocked",
                 (_, "valid") => "delivered",
@@ -387,7 +387,11 @@ const DELAY_BUCKETS: &[(&str, i64)] = &[
 /// Builds the report of the last `days` days (today included).
 pub fn report(store: &Store, days: u16) -> Result<Report, StoreError> {
     let to = Day::today();
-    let from = to.checked_sub(days.saturating_sub(1)).unwrap_or(to);
+    // More days than since 1970: all of them, not (as checked_sub's None
+    // would have it) just today.
+    let from = to
+        .checked_sub(days.saturating_sub(1))
+        .unwrap_or(Day::from_number(0));
     let since = day_start(from);
     let arrivals = store.arrivals_since(since)?;
     // Per recipient: the target, its clients, its first arrival (arrivals come oldest first).
@@ -512,8 +516,8 @@ pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Resul
             "  {} {:<20} {:<24} {}",
             h.day,
             h.visitor,
-            h.harvester.as_deref().unwrap_or(""),
-            h.user_agent
+            Printable(h.harvester.as_deref().unwrap_or("")),
+            Printable(&h.user_agent)
         )?;
     }
     writeln!(out)?;
@@ -525,7 +529,13 @@ pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Resul
         r.blocks.len()
     )?;
     for b in &r.blocks {
-        writeln!(out, "  {:<40} until {}  {}", b.ip, fmt_time(b.until), b.reason)?;
+        writeln!(
+            out,
+            "  {:<40} until {}  {}",
+            b.ip,
+            fmt_time(b.until),
+            Printable(&b.reason)
+        )?;
     }
     writeln!(out)?;
     writeln!(out, "Harvest to first mail:")?;
@@ -786,6 +796,21 @@ pub enum BlockFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--days` past 1970 covers everything since, not just today.
+    #[test]
+    fn more_days_than_there_are_cover_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        for days in [20_790, 30_000, u16::MAX] {
+            let r = report(&store, days).unwrap();
+            assert_eq!((r.from, r.to), (Day::from_number(0), Day::today()), "{days}");
+        }
+        assert_eq!(
+            report(&store, 2).unwrap().from,
+            Day::today().checked_sub(1).unwrap()
+        );
+    }
 
     #[test]
     fn times_and_spans() {

@@ -352,6 +352,21 @@ pub struct Decoded {
     pub key_index: usize,
 }
 
+/// The largest key file read: hundreds of rotated keys fit.
+pub const KEY_FILE_MAX: u64 = 64 * 1024;
+
+/// True for a key that cannot have come from a random source: 32 random
+/// bytes have about 30 distinct values, and fewer than 12 happens by chance
+/// with a probability below 2^-80, while all zeros, one repeated byte or a
+/// short repeated pattern (a placeholder) have very few.
+fn is_weak(key: &[u8; 32]) -> bool {
+    let mut seen = [false; 256];
+    for &b in key {
+        seen[usize::from(b)] = true;
+    }
+    seen.iter().filter(|&&s| s).count() < 12
+}
+
 /// Errors loading a key file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -377,6 +392,30 @@ pub enum KeyFileError {
         "key file {path}, line {line}: expected 64 hex digits (32 bytes); make keys with `addrmunge keygen`"
     )]
     BadLine {
+        /// The key file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// Not a regular file (a FIFO or a device would hang or never end).
+    #[error("key file {path} is not a regular file; make one with `addrmunge keygen --out {path}`")]
+    NotAFile {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// Larger than any key file (a key is a 65-byte line).
+    #[error(
+        "key file {path} is over {KEY_FILE_MAX} bytes, far more than any key file; is it the right file?"
+    )]
+    TooLarge {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// A key that is not random (all zeros, one byte repeated, a pattern).
+    #[error(
+        "key file {path}, line {line}: this key is not random (too few distinct bytes); make keys with `addrmunge keygen`"
+    )]
+    Weak {
         /// The key file.
         path: PathBuf,
         /// 1-based line number.
@@ -434,6 +473,11 @@ impl KeyRing {
             source,
         };
         let meta = fs::metadata(path).map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(KeyFileError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
             return Err(KeyFileError::Permissions {
@@ -441,7 +485,18 @@ impl KeyRing {
                 mode,
             });
         }
-        let text = fs::read_to_string(path).map_err(read_err)?;
+        let mut text = String::new();
+        {
+            use std::io::Read;
+            fs::File::open(path)
+                .and_then(|f| f.take(KEY_FILE_MAX + 1).read_to_string(&mut text))
+                .map_err(read_err)?;
+        }
+        if text.len() as u64 > KEY_FILE_MAX {
+            return Err(KeyFileError::TooLarge {
+                path: path.to_owned(),
+            });
+        }
         let mut masters = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -455,7 +510,14 @@ impl KeyRing {
             let bytes = data_encoding::HEXLOWER_PERMISSIVE
                 .decode(line.as_bytes())
                 .map_err(|_| bad())?;
-            masters.push(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| bad())?);
+            let key = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| bad())?;
+            if is_weak(&key) {
+                return Err(KeyFileError::Weak {
+                    path: path.to_owned(),
+                    line: i + 1,
+                });
+            }
+            masters.push(key);
         }
         if masters.is_empty() {
             return Err(KeyFileError::Empty {

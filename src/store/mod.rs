@@ -139,6 +139,11 @@ pub enum StoreError {
         "state store {0} was moved, deleted or replaced; put the original back, or reload (SIGHUP) to use the file there now"
     )]
     Replaced(PathBuf),
+    /// The store file is gone but its write-ahead log is not.
+    #[error(
+        "state store {0} is missing but its -wal/-shm files are still there (deleted while a daemon used it?); put it back, or stop the daemons and remove {0}-wal and {0}-shm to start a new, empty store"
+    )]
+    Orphaned(PathBuf),
     /// There is no store where one must be.
     #[error(
         "state store {0} does not exist (deleted or moved?); put it back, or reload (SIGHUP) or restart to start a new one"
@@ -291,9 +296,31 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{} {}", self.id, self.scope)?;
         if !self.reason.is_empty() {
-            write!(f, " ({})", self.reason)?;
+            write!(f, " ({})", Printable(&self.reason))?;
         }
         Ok(())
+    }
+}
+
+/// Free text shown on a terminal with its control characters escaped
+/// (`\u{1b}`): a reason pasted from a spam's subject line must not move
+/// the cursor, recolour or retitle the owner's terminal. Stored as given.
+pub struct Printable<'a>(pub &'a str);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.0.chars().any(char::is_control) {
+            return f.pad(self.0); // the usual case, widths kept
+        }
+        let mut escaped = String::with_capacity(self.0.len() + 8);
+        for c in self.0.chars() {
+            if c.is_control() {
+                escaped.extend(c.escape_default());
+            } else {
+                escaped.push(c);
+            }
+        }
+        f.pad(&escaped)
     }
 }
 
@@ -434,6 +461,19 @@ impl Store {
         let existed = path.exists();
         if !existed && !create {
             return Err(StoreError::Missing(path.to_owned()));
+        }
+        if !existed {
+            // The main file went, its journal stayed: deleted under a daemon
+            // (which may still be using it). A new store would be mixed with
+            // the old journal; say what happened instead.
+            let orphans: Vec<PathBuf> = ["-wal", "-shm"]
+                .iter()
+                .map(|s| PathBuf::from(format!("{}{s}", path.display())))
+                .filter(|p| p.exists())
+                .collect();
+            if !orphans.is_empty() {
+                return Err(StoreError::Orphaned(path.to_owned()));
+            }
         }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create {
@@ -951,6 +991,22 @@ mod tests {
         drop(Store::open(&path).unwrap());
         source.reload(&path);
         assert!(pinned.store().unwrap().rules().unwrap().is_empty());
+    }
+
+    #[test]
+    fn reasons_are_shown_without_their_control_characters() {
+        let r = Rule {
+            id: 3,
+            scope: Scope::Day(d("2026-01-01")),
+            reason: "spam \x1b[2J\x1b]0;pwned\x07 here\n".into(),
+            created: 0,
+        };
+        let shown = r.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(
+            shown.contains("spam \\u{1b}[2J") && shown.contains("here\\n"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -1,0 +1,1071 @@
+//! Hostile clients, hostile bodies, lost stores and first boots, replayed
+//! against the real binary: each case of the hardening issue, in bounded
+//! loops, asserting that the proxy keeps serving other visitors within a
+//! memory bound (RSS from /proc) and that the resolver keeps answering
+//! correctly. Real peers where they exist (nginx, slowhttptest, h2load);
+//! small in-test upstreams for the misbehaviour no real server produces.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::nginx::Nginx;
+use common::{free_port, wait_for_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_addrmunge");
+
+/// A daemon of ours with its own key, config and store in a temp folder.
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// The proxy's or the socketmap's port.
+    port: u16,
+    /// The admin (metrics) port.
+    admin: u16,
+    /// The policy port (resolver only).
+    policy: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PROTECT: &str = "[[protect]]\ndomain = \"plover.com\"\nexempt = [\"*-subscribe\"]\n\n[[protect]]\ndomain = \"ihatespam.test\"\n";
+
+impl Daemon {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.path("addrmunge.toml")
+    }
+
+    /// The proxy in front of `upstream_port`, with `extra` in `[proxy]`.
+    fn proxy(upstream_port: u16, extra: &str) -> Daemon {
+        let (port, admin) = (free_port(), free_port());
+        let cfg = format!(
+            "{PROTECT}[proxy]\nlisten = [\"127.0.0.1:{port}\"]\nupstream = \"http://127.0.0.1:{upstream_port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n{extra}\n"
+        );
+        let d = Daemon::start(&cfg, "proxy", port, admin, 0);
+        wait_for_port(port, "addrmunge proxy");
+        d
+    }
+
+    /// The resolver, with `extra` in `[resolver]`.
+    fn resolver(extra: &str) -> Daemon {
+        let (port, admin, policy) = (free_port(), free_port(), free_port());
+        let cfg = format!(
+            "{PROTECT}[resolver]\nsocketmap = [\"inet:127.0.0.1:{port}\"]\npolicy = [\"inet:127.0.0.1:{policy}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\n{extra}\n[traps]\nnever_block = []\n"
+        );
+        let d = Daemon::start(&cfg, "resolver", port, admin, policy);
+        wait_for_port(port, "addrmunge resolver");
+        d
+    }
+
+    fn start(cfg: &str, what: &str, port: u16, admin: u16, policy: u16) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("key_file = \"addrmunge.key\"\nstate = \"state.sqlite\"\n{cfg}");
+        fs::write(dir.path().join("addrmunge.toml"), text).unwrap();
+        let key = dir.path().join("addrmunge.key");
+        assert!(
+            Command::new(BIN)
+                .args(["keygen", "--out"])
+                .arg(&key)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(dir.path().join("addrmunge.toml"))
+            .arg(what)
+            .env("ADDRMUNGE_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            dir,
+            port,
+            admin,
+            policy,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// The daemon's resident memory, in MiB.
+    fn rss_mib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb / 1024
+    }
+
+    /// A counter or gauge from the admin listener.
+    fn metric(&self, name: &str) -> u64 {
+        let (status, body) = get(self.admin, "/metrics", &[]);
+        assert_eq!(status, 200, "metrics: {body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+/// One HTTP/1.1 GET (`Connection: close`); status and body as text. Panics
+/// when no answer comes within 20 s.
+fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, body) = get_bytes(port, path, headers);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get_bytes(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: plover.com\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body_at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |i| i + 4);
+    let head = &text[..body_at.min(text.len())];
+    let mut body = raw[body_at..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        if n == 0 || b.len() < eol + 2 + n {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[(eol + 4 + n).min(b.len())..];
+    }
+    out
+}
+
+/// A web server that answers each connection with `respond(request head,
+/// stream)`, one thread per connection; returns its port.
+fn upstream(respond: impl Fn(&str, &mut TcpStream) + Send + Sync + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let respond = Arc::new(respond);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let respond = Arc::clone(&respond);
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut s = s;
+                respond(&head, &mut s);
+            });
+        }
+    });
+    port
+}
+
+fn html_head(extra: &str) -> String {
+    format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n{extra}\r\n")
+}
+
+fn protected_page() -> &'static str {
+    "<p>Write to <a href=\"mailto:mjd@plover.com\">mjd@plover.com</a>.</p>\n"
+}
+
+/// Slowloris: silent sockets and sockets trickling a request head hold
+/// every slot; the idlest are closed to make room, the trickling ones
+/// time out, and visitors are served throughout.
+#[test]
+fn slowloris_cannot_lock_visitors_out() {
+    let nginx = Nginx::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site"));
+    let d = Daemon::proxy(
+        nginx.port,
+        "max_connections = 40\nrequest_timeout = 2\nkeepalive_timeout = 30",
+    );
+    let mut silent = Vec::new();
+    let mut trickling = Vec::new();
+    for _ in 0..40 {
+        silent.push(TcpStream::connect(("127.0.0.1", d.port)).unwrap());
+    }
+    for i in 0..40 {
+        let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+        let _ = s.write_all(format!("GET /?{i} HTTP/1.1\r\nHost: plover.com\r\n").as_bytes());
+        trickling.push(s);
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        for s in &mut trickling {
+            let _ = s.write_all(b"X-Slow: yes\r\n");
+        }
+        let (status, body) = get(d.port, "/forms.html", &[]);
+        assert_eq!(status, 200, "a visitor was locked out");
+        assert!(body.contains("-id-"), "{body}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Every trickling socket is closed by now: its head never ended.
+    for mut s in trickling {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(
+            n,
+            0,
+            "a slowloris head was answered: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    assert!(d.metric("addrmunge_connections_evicted_total") > 0);
+    assert!(d.metric("addrmunge_connections_open") <= 40);
+    drop(silent);
+}
+
+/// The real tool, in its slow-headers mode, at ten times the connection
+/// cap: the probe keeps being served.
+#[test]
+fn slowhttptest_slow_headers_do_not_take_the_site_down() {
+    let nginx = Nginx::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site"));
+    let d = Daemon::proxy(nginx.port, "max_connections = 50\nrequest_timeout = 3");
+    let tool = Command::new("slowhttptest")
+        .args([
+            "-H", "-c", "500", "-r", "200", "-i", "1", "-l", "8", "-p", "3", "-x", "10",
+        ])
+        .arg("-u")
+        .arg(format!("http://127.0.0.1:{}/forms.html", d.port))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("slowhttptest is installed (scripts/test.sh installs it)");
+    let start = Instant::now();
+    let mut served = 0;
+    while start.elapsed() < Duration::from_secs(8) {
+        let (status, _) = get(d.port, "/forms.html", &[]);
+        assert_eq!(status, 200);
+        served += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = tool.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(served > 10, "{served}");
+    assert!(!report.contains("service available:   NO"), "{report}");
+}
+
+/// A body trickled at a few bytes a second gets 408; a client that never
+/// reads its response is cut off; both free their connection.
+#[test]
+fn slow_uploads_and_slow_readers_are_cut_off() {
+    let up = upstream(|head, s| {
+        if head.starts_with("POST") {
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+            return;
+        }
+        // 64 MiB: far more than the socket buffers hold.
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 67108864\r\n\r\n",
+        );
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let d = Daemon::proxy(
+        up,
+        "upload_timeout = 2\nupload_min_rate = 1000\nsend_timeout = 2\nheader_timeout = 30",
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"POST /form HTTP/1.1\r\nHost: plover.com\r\nContent-Length: 1000000\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    while start.elapsed() < Duration::from_secs(15) {
+        let _ = s.write_all(b"a=b&");
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(d.metric("addrmunge_upload_timeouts_total"), 1);
+
+    let mut reader = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    reader
+        .write_all(b"GET /big HTTP/1.1\r\nHost: plover.com\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    while d.metric("addrmunge_send_timeouts_total") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "a reader that never reads was never cut off"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let start = Instant::now();
+    while d.metric("addrmunge_connections_open") > 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "the slot was not freed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(reader);
+}
+
+/// Bodies that inflate a thousandfold in each coding, three at once: cut
+/// off after a bounded amount, in bounded memory, while others are served.
+#[test]
+fn decompression_bombs_are_cut_off_in_bounded_memory() {
+    let zeros = vec![0u8; 256 << 20];
+    let bombs: Vec<(&str, Vec<u8>)> = vec![
+        ("br", {
+            let mut out = Vec::new();
+            let mut e = brotli::CompressorWriter::new(&mut out, 1 << 16, 5, 24);
+            e.write_all(&zeros).unwrap();
+            drop(e);
+            out
+        }),
+        ("zstd", zstd::encode_all(&zeros[..], 3).unwrap()),
+        ("gzip", {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            e.write_all(&zeros).unwrap();
+            e.finish().unwrap()
+        }),
+    ];
+    drop(zeros);
+    let bombs = Arc::new(bombs);
+    let served = Arc::clone(&bombs);
+    let up = upstream(move |head, s| {
+        let path = head.split(' ').nth(1).unwrap_or("/");
+        match served.iter().find(|(name, _)| path == format!("/{name}")) {
+            Some((name, body)) => {
+                let _ = s.write_all(
+                    html_head(&format!(
+                        "Content-Encoding: {name}\r\nContent-Length: {}\r\n",
+                        body.len()
+                    ))
+                    .as_bytes(),
+                );
+                let _ = s.write_all(body);
+            }
+            None => {
+                let page = protected_page();
+                let _ = s.write_all(
+                    format!(
+                        "{}{page}",
+                        html_head(&format!("Content-Length: {}\r\n", page.len()))
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+    });
+    let mut d = Daemon::proxy(up, "");
+    let base = d.rss_mib();
+    let mut peak = base;
+    for (name, bomb) in bombs.iter() {
+        assert!(bomb.len() < 400_000, "{name}: {} bytes", bomb.len());
+        let port = d.port;
+        let attacks: Vec<_> = (0..3)
+            .map(|_| {
+                let path = format!("/{name}");
+                std::thread::spawn(move || get_bytes(port, &path, &[("Accept-Encoding", "identity")]).1.len())
+            })
+            .collect();
+        let start = Instant::now();
+        while attacks.iter().any(|a| !a.is_finished()) {
+            peak = peak.max(d.rss_mib());
+            let (status, body) = get(d.port, "/ok", &[]);
+            assert!(status == 200 && body.contains("-id-"), "{status} {body}");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{name}: bombs still running"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for a in attacks {
+            let got = a.join().unwrap();
+            assert!(got < 8 << 20, "{name}: {got} bytes reached the client");
+        }
+    }
+    assert!(d.alive(), "the proxy died");
+    assert_eq!(d.metric("addrmunge_decoded_too_large_total"), 9);
+    assert!(peak < base + 100, "RSS went from {base} MiB to {peak} MiB");
+}
+
+/// h2c visitors, each opening many streams: the web server never sees more
+/// than max_upstream_connections, the proxy keeps its descriptors and its
+/// metrics listener.
+#[test]
+fn h2c_streams_are_bounded_upstream() {
+    let open = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (o, p) = (Arc::clone(&open), Arc::clone(&peak));
+    let up = upstream(move |_head, s| {
+        let now = o.fetch_add(1, Ordering::SeqCst) + 1;
+        p.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(200));
+        // Counted out before answering: the proxy holds its connection
+        // (and its permit) until it has read the answer.
+        o.fetch_sub(1, Ordering::SeqCst);
+        let page = protected_page();
+        let _ = s.write_all(
+            format!(
+                "{}{page}",
+                html_head(&format!("Content-Length: {}\r\n", page.len()))
+            )
+            .as_bytes(),
+        );
+        let _ = s.shutdown(Shutdown::Write);
+    });
+    let d = Daemon::proxy(
+        up,
+        "max_upstream_connections = 16\nmax_streams = 20\nconnect_timeout = 10",
+    );
+    let out = Command::new("h2load")
+        .args(["-n", "600", "-c", "30", "-m", "100", "-T", "30"])
+        .arg(format!("http://127.0.0.1:{}/", d.port))
+        .output()
+        .expect("h2load is installed (scripts/test.sh installs nghttp2-client)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("600 total"), "{report}");
+    assert!(
+        peak.load(Ordering::SeqCst) <= 16,
+        "{} upstream connections at once",
+        peak.load(Ordering::SeqCst)
+    );
+    assert!(d.metric("addrmunge_upstream_connections_open") <= 16);
+    let (status, _) = get(d.port, "/", &[]);
+    assert_eq!(status, 200);
+    assert!(!d.log().contains("Too many open files"));
+}
+
+/// Many visitors, each shown a thousand distinct addresses: the token
+/// cache stays within its byte budget instead of growing with them.
+#[test]
+fn the_token_cache_stays_within_its_budget() {
+    let page: String = (0..1024)
+        .map(|i| format!("<li>user{i}@plover.com</li>\n"))
+        .collect();
+    let page = Arc::new(page);
+    let served = Arc::clone(&page);
+    let up = upstream(move |_head, s| {
+        let _ = s.write_all(
+            format!(
+                "{}{served}",
+                html_head(&format!("Content-Length: {}\r\n", served.len()))
+            )
+            .as_bytes(),
+        );
+    });
+    let d = Daemon::proxy(
+        up,
+        "trusted_proxies = [\"127.0.0.1/32\"]\ntoken_cache_bytes = 4194304",
+    );
+    let base = d.rss_mib();
+    for v in 0..400u32 {
+        let ip = std::net::Ipv4Addr::from(0xc633_6400 + v).to_string();
+        let (status, body) = get(d.port, "/list.html", &[("X-Forwarded-For", &ip)]);
+        assert_eq!(status, 200);
+        assert_eq!(body.matches("-id-").count(), 1024);
+    }
+    let held = d.metric("addrmunge_token_cache_bytes");
+    assert!(held <= 4 << 20, "{held} bytes");
+    // 400 visitors x 1,024 tokens held unbounded would be ~60 MiB.
+    let grown = d.rss_mib().saturating_sub(base);
+    assert!(grown < 40, "RSS grew by {grown} MiB");
+}
+
+/// Bodies that break are logged as incomplete, with the addresses that did
+/// reach the visitor counted.
+#[test]
+fn the_access_log_tells_truncated_bodies() {
+    let up = upstream(|head, s| {
+        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        let page = protected_page().repeat(20);
+        let _ = match path.as_str() {
+            "/bad-chunk" => s.write_all(
+                format!(
+                    "{}{:x}\r\n{page}\r\nZZ\r\n",
+                    html_head("Transfer-Encoding: chunked\r\n"),
+                    page.len()
+                )
+                .as_bytes(),
+            ),
+            "/short" => s.write_all(format!("{}{page}", html_head("Content-Length: 100000\r\n")).as_bytes()),
+            "/not-gzip" => s.write_all(
+                format!(
+                    "{}{page}",
+                    html_head(&format!(
+                        "Content-Encoding: gzip\r\nContent-Length: {}\r\n",
+                        page.len()
+                    ))
+                )
+                .as_bytes(),
+            ),
+            "/stall" => {
+                let _ = s.write_all(
+                    format!(
+                        "{}{:x}\r\n{page}\r\n",
+                        html_head("Transfer-Encoding: chunked\r\n"),
+                        page.len()
+                    )
+                    .as_bytes(),
+                );
+                std::thread::sleep(Duration::from_secs(4));
+                Ok(())
+            }
+            _ => s.write_all(
+                format!(
+                    "{}{page}",
+                    html_head(&format!("Content-Length: {}\r\n", page.len()))
+                )
+                .as_bytes(),
+            ),
+        };
+    });
+    let d = Daemon::proxy(up, "body_idle_timeout = 1");
+    for path in ["/bad-chunk", "/short", "/not-gzip", "/stall", "/whole"] {
+        get(d.port, path, &[]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = d.log();
+    let line = |path: &str| -> serde_json::Value {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["target"] == "access" && v["fields"]["path"] == path)
+            .unwrap_or_else(|| panic!("no access line for {path}:\n{log}"))["fields"]
+            .clone()
+    };
+    for path in ["/bad-chunk", "/short", "/not-gzip", "/stall"] {
+        assert_eq!(line(path)["complete"], false, "{path}: {}", line(path));
+    }
+    for path in ["/bad-chunk", "/short", "/stall"] {
+        assert!(
+            line(path)["munged"].as_u64().unwrap() > 0,
+            "{path}: {}",
+            line(path)
+        );
+    }
+    assert_eq!(line("/whole")["complete"], true);
+    assert_eq!(line("/whole")["munged"], 40);
+}
+
+/// Sends one socketmap request on a new connection; the answer.
+fn socketmap(port: u16, query: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{}:{query},", query.len()).as_bytes())
+        .unwrap();
+    read_netstring(&mut s)
+}
+
+fn read_netstring(s: &mut TcpStream) -> String {
+    let mut len = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read_exact(&mut b).is_ok() && b[0] != b':' {
+        len.push(b[0]);
+    }
+    let n: usize = String::from_utf8_lossy(&len).parse().unwrap_or(0);
+    let mut data = vec![0u8; n + 1];
+    s.read_exact(&mut data).unwrap();
+    String::from_utf8_lossy(&data[..n]).into_owned()
+}
+
+/// The state file deleted under a running resolver: an expired address is
+/// refused or deferred, never accepted; blocks stay; no empty store takes
+/// its place until a reload.
+#[test]
+fn a_deleted_store_is_never_an_empty_truth() {
+    let d = Daemon::resolver("");
+    let a = d.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    d.cli_ok(&["expire", "--ip", "203.0.113.9"]);
+    // A trap mail from 192.0.2.66 blocks it.
+    let trap = d.cli_ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.1",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ]);
+    let mut p = TcpStream::connect(("127.0.0.1", d.policy)).unwrap();
+    p.write_all(
+        format!("request=smtpd_access_policy\nclient_address=192.0.2.66\nrecipient={trap}\n\n").as_bytes(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let n = p.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("action=DISCARD"));
+    let start = Instant::now();
+    while !socketmap(d.port, &format!("recipient {a}")).starts_with("OK REJECT") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the rule was never seen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fs::remove_file(d.path("state.sqlite")).unwrap();
+    let watch = |for_ms: u64| {
+        let start = Instant::now();
+        let mut temp = false;
+        while start.elapsed() < Duration::from_millis(for_ms) {
+            let got = socketmap(d.port, &format!("recipient {a}"));
+            assert!(got.starts_with("OK REJECT") || got.starts_with("TEMP"), "{got}");
+            temp |= got.starts_with("TEMP");
+            assert!(
+                socketmap(d.port, "client 192.0.2.66").starts_with("OK REJECT"),
+                "the block vanished"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(temp, "no TEMP while the store is missing");
+    };
+    watch(1500);
+    assert!(
+        !d.path("state.sqlite").exists(),
+        "the resolver recreated the store"
+    );
+    assert!(d.log().contains("deleted or moved"), "{}", d.log());
+    // The owner's next command finds the old journal and says what happened
+    // instead of mixing a new store with it.
+    let out = d.cli(&["rules"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("-wal"), "{err}");
+    assert!(!d.path("state.sqlite").exists());
+    // With the journal gone too, it makes a new, empty store (and says so);
+    // the resolver does not take it for the truth until told.
+    for f in ["state.sqlite-wal", "state.sqlite-shm"] {
+        let _ = fs::remove_file(d.path(f));
+    }
+    let out = d.cli(&["rules"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("created a new, empty one"),
+        "{err}"
+    );
+    watch(1000);
+    assert!(d.metric("addrmunge_resolver_store_faults_total") > 0);
+    assert_eq!(d.metric("addrmunge_resolver_store_ok"), 0);
+    assert!(
+        Command::new("kill")
+            .arg("-HUP")
+            .arg(d.child.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    while socketmap(d.port, &format!("recipient {a}")) != "OK DUNNO" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the reload did not take the new store"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Proxy and resolver started together on a fresh store (systemd's usual
+/// first boot), again and again: both come up every time.
+#[test]
+fn first_boot_proxy_and_resolver_start_together() {
+    let nginx = Nginx::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site"));
+    for round in 0..12 {
+        let dir = tempfile::tempdir().unwrap();
+        let (web, map) = (free_port(), free_port());
+        let cfg = format!(
+            "key_file = \"k\"\nstate = \"state.sqlite\"\n{PROTECT}[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{}\"\n[resolver]\nsocketmap = [\"inet:127.0.0.1:{map}\"]\n",
+            nginx.port
+        );
+        fs::write(dir.path().join("c.toml"), cfg).unwrap();
+        assert!(
+            Command::new(BIN)
+                .args(["keygen", "--out"])
+                .arg(dir.path().join("k"))
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+        let mut daemons: Vec<Child> = ["proxy", "resolver"]
+            .iter()
+            .map(|what| {
+                Command::new(BIN)
+                    .arg("--config")
+                    .arg(dir.path().join("c.toml"))
+                    .arg(what)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let rules = Command::new(BIN)
+            .arg("--config")
+            .arg(dir.path().join("c.toml"))
+            .arg("rules")
+            .output()
+            .unwrap();
+        wait_for_port(web, "proxy");
+        wait_for_port(map, "resolver");
+        for c in &mut daemons {
+            assert!(c.try_wait().unwrap().is_none(), "round {round}: a daemon died");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(
+            rules.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&rules.stderr)
+        );
+    }
+}
+
+/// Thousands of idle connections cannot take the resolver's descriptors:
+/// at max_connections the idlest go first, and a lookup is answered.
+#[test]
+fn idle_connections_cannot_starve_the_resolver() {
+    let d = Daemon::resolver("max_connections = 40");
+    let a = d.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap())
+        .collect();
+    for _ in 0..5 {
+        assert_eq!(socketmap(d.port, &format!("virtual {a}")), "OK mjd@plover.com");
+    }
+    assert!(d.metric("addrmunge_resolver_connections_open") <= 40);
+    assert!(d.metric("addrmunge_resolver_connections_evicted_total") > 0);
+    drop(idle);
+}
+
+fn check_config(dir: &Path, config: &str) -> Output {
+    fs::write(dir.join("c.toml"), config).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg("c.toml")
+        .arg("check-config")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("check-config hung on:\n{config}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Config and key files that used to be accepted, hang, or break the wire.
+#[test]
+fn config_and_key_holes_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        Command::new(BIN)
+            .args(["keygen", "--out"])
+            .arg(d.join("k"))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let base = format!("key_file = \"k\"\nstate = \"s.sqlite\"\n{PROTECT}");
+    // A relative state path next to a config named relatively: fine.
+    let ok = check_config(d, &base);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    for (extra, key) in [
+        ("[traps]\naction = \"DISCARD\\naction=OK\"\n", "traps.action"),
+        ("[proxy]\nheader_timeout = 0\n", "proxy.header_timeout"),
+        ("[proxy]\nrequest_timeout = 0\n", "proxy.request_timeout"),
+        (
+            "[resolver]\nreject_text = \"5.1.1 no\\r\\naction=OK\"\n",
+            "resolver.reject_text",
+        ),
+        ("[resolver]\nmax_connections = 0\n", "resolver.max_connections"),
+    ] {
+        let out = check_config(d, &format!("{base}{extra}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(64) && err.contains(key),
+            "{extra}: {err}"
+        );
+    }
+    fs::write(d.join("zero.key"), format!("{}\n", "00".repeat(32))).unwrap();
+    fs::set_permissions(
+        d.join("zero.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(d.join("fifo.key"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (key, says) in [
+        ("zero.key", "not random"),
+        ("fifo.key", "not a regular file"),
+        ("/dev/zero", "not a regular file"),
+    ] {
+        let out = check_config(
+            d,
+            &base.replace("key_file = \"k\"", &format!("key_file = \"{key}\"")),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(64) && err.contains(says),
+            "{key}: {err}"
+        );
+    }
+}
+
+/// The smaller holes of the mail side and the CLI.
+#[test]
+fn decode_and_the_resolver_agree_and_the_cli_is_safe() {
+    let d = Daemon::resolver("recipient_delimiter = \"+\"");
+    let a = d.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let (l, dom) = a.split_once('@').unwrap();
+    for spelled in [format!("<{a}>"), format!("{l}+news@{dom}"), a.to_uppercase()] {
+        assert_eq!(
+            socketmap(d.port, &format!("virtual {spelled}")),
+            "OK mjd@plover.com",
+            "{spelled}"
+        );
+        let out = d.cli(&["decode", &spelled]);
+        assert!(
+            out.status.success(),
+            "{spelled}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // A forged ID with letters the alphabet lacks: refused, and decode says so.
+    let ilou = format!("{}ilou@{dom}", &l[..l.len() - 4]);
+    assert!(
+        socketmap(d.port, &format!("recipient {ilou}")).starts_with("OK REJECT"),
+        "{ilou}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&d.cli(&["decode", "--json", &ilou]).stdout).unwrap();
+    assert_eq!(v["status"], "invalid");
+    // Reasons with terminal escapes are stored as given, shown escaped.
+    d.cli_ok(&[
+        "expire",
+        "--day",
+        "2026-01-01",
+        "--reason",
+        "spam \x1b[2J\x1b]0;owned\x07",
+    ]);
+    let listed = d.cli_ok(&["rules"]);
+    assert!(
+        !listed.contains('\x1b') && listed.contains("\\u{1b}[2J"),
+        "{listed:?}"
+    );
+    let json = d.cli_ok(&["rules", "--json"]);
+    assert!(json.contains("\\u001b[2J"), "{json}");
+    // --days past 1970: every day since, not just today.
+    let r: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["report", "--json", "--days", "30000"])).unwrap();
+    assert_eq!(r["from"], "1970-01-01");
+}
+
+/// A second resolver must not take over a live unix socket; a stale one
+/// is replaced.
+#[test]
+fn a_live_unix_socket_is_never_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("map.sock");
+    let cfg = format!(
+        "key_file = \"k\"\nstate = \"s.sqlite\"\n{PROTECT}[resolver]\nsocketmap = [\"unix:{}\"]\n",
+        sock.display()
+    );
+    fs::write(dir.path().join("c.toml"), cfg).unwrap();
+    assert!(
+        Command::new(BIN)
+            .args(["keygen", "--out"])
+            .arg(dir.path().join("k"))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let run = || {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(dir.path().join("c.toml"))
+            .arg("resolver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = run();
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = run().wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success() && err.contains("in use"), "{err}");
+    assert!(
+        std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        "the first lost its socket"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    // The first is gone, its socket file stale: a new resolver takes it.
+    let mut third = run();
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a stale socket was not replaced"
+        );
+        assert!(third.try_wait().unwrap().is_none(), "the third resolver died");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = third.kill();
+    let _ = third.wait();
+}
+
+/// A store replaced by garbage under the resolver is a lasting fault: TEMP,
+/// and one log line, not one every refresh (four a second).
+#[test]
+fn a_corrupt_store_is_logged_without_a_flood() {
+    let d = Daemon::resolver("");
+    let a = d.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    fs::write(d.path("garbage"), vec![0x42u8; 8192]).unwrap();
+    fs::rename(d.path("garbage"), d.path("state.sqlite")).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(socketmap(d.port, &format!("recipient {a}")).starts_with("TEMP"));
+    let errors = d.log().lines().filter(|l| l.contains("\"ERROR\"")).count();
+    assert_eq!(errors, 1, "{}", d.log());
+    assert!(d.metric("addrmunge_resolver_store_faults_total") >= 8);
+}
+
+/// The smaller holes of the proxy: raw deflate, claims of origin from
+/// untrusted clients, a charset that lies.
+#[test]
+fn raw_deflate_spoofed_origins_and_lying_charsets() {
+    let up = upstream(|head, s| {
+        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        let page = protected_page();
+        let _ = match path.as_str() {
+            "/raw-deflate" => {
+                let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(page.as_bytes()).unwrap();
+                let body = e.finish().unwrap();
+                let _ = s.write_all(html_head(&format!("Content-Encoding: deflate\r\nContent-Length: {}\r\n", body.len())).as_bytes());
+                s.write_all(&body)
+            }
+            "/utf16-lie" => s.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-16\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}", page.len()).as_bytes(),
+            ),
+            _ => {
+                // Echo the request head: what reached the web server.
+                let body = head.to_ascii_lowercase();
+                s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes())
+            }
+        };
+    });
+    let d = Daemon::proxy(up, "");
+    let (status, body) = get(d.port, "/raw-deflate", &[("Accept-Encoding", "identity")]);
+    assert!(
+        status == 200 && body.contains("mjd-id-") && !body.contains("mjd@"),
+        "{body}"
+    );
+    let (_, echoed) = get(
+        d.port,
+        "/echo",
+        &[
+            ("Forwarded", "for=192.0.2.66"),
+            ("X-Real-IP", "192.0.2.66"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("True-Client-IP", "192.0.2.66"),
+        ],
+    );
+    assert!(
+        !echoed.contains("192.0.2.66") && !echoed.contains("evil.example"),
+        "{echoed}"
+    );
+    assert!(echoed.contains("x-real-ip: 127.0.0.1"), "{echoed}");
+    let (_, lied) = get(d.port, "/utf16-lie", &[]);
+    assert!(lied.contains("mjd-id-") && !lied.contains("mjd@"), "{lied}");
+    assert_eq!(d.metric("addrmunge_charset_mismatch_total"), 1);
+}
