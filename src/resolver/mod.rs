@@ -677,6 +677,7 @@ mod tests {
         check_faulted(&r, 1500);
         assert!(!state.exists(), "the resolver made a new store");
         // Someone else makes a new, empty one: not taken without a reload.
+        crate::store::tests::remove_journal(&state);
         drop(Store::open(&state).unwrap());
         check_faulted(&r, 1000);
         // SIGHUP is the explicit command that adopts it.

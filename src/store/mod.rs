@@ -831,7 +831,7 @@ impl RuleWatcher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::token::Kind;
 
@@ -963,6 +963,13 @@ mod tests {
         Store::open_existing(&path).unwrap();
     }
 
+    /// Removes a store's -wal and -shm files, as an owner starting anew would.
+    pub(crate) fn remove_journal(path: &Path) {
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
     #[test]
     fn a_pinned_store_is_never_swapped_for_another_file_without_a_reload() {
         let dir = tempfile::tempdir().unwrap();
@@ -979,7 +986,10 @@ mod tests {
         pinned.reset();
         assert!(matches!(pinned.store().unwrap_err(), StoreError::Missing(_)));
         assert!(!path.exists(), "never recreated");
-        // Someone makes a new, empty one: still not ours.
+        // Not over its journal, which may still be in use...
+        assert!(matches!(Store::open(&path).unwrap_err(), StoreError::Orphaned(_)));
+        // ...but once that is gone, someone makes a new, empty one: still not ours.
+        remove_journal(&path);
         drop(Store::open(&path).unwrap());
         assert!(matches!(pinned.store().unwrap_err(), StoreError::Replaced(_)));
         // The original back: ours again.
@@ -988,6 +998,7 @@ mod tests {
         assert_eq!(pinned.store().unwrap().rules().unwrap().len(), 1);
         // A reload adopts whatever is there then.
         std::fs::rename(&path, dir.path().join("moved")).unwrap();
+        remove_journal(&path);
         drop(Store::open(&path).unwrap());
         source.reload(&path);
         assert!(pinned.store().unwrap().rules().unwrap().is_empty());
