@@ -53,7 +53,13 @@ enum Command {
         out: PathBuf,
     },
     /// Validate the config and key, and show what is protected.
-    CheckConfig,
+    CheckConfig {
+        /// Also scan these files (pages of the site) as the proxy would:
+        /// list the addresses it munges and the protected `user@host` it
+        /// leaves alone as not addresses (URL user names, git/scp remotes).
+        #[arg(long, value_name = "FILE", num_args = 1..)]
+        scan: Vec<PathBuf>,
+    },
     /// Print the munged address a visitor gets for ADDRESS.
     Encode {
         /// The visitor's IP address (IPv6 counts as its /64).
@@ -287,7 +293,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             KeyRing::generate(path)?;
             writeln!(out, "wrote a new key to {} (mode 0600)", path.display())?;
         }
-        Command::CheckConfig => check_config(&Ctx::load(&cli)?, &mut out)?,
+        Command::CheckConfig { scan } => {
+            let ctx = Ctx::load(&cli)?;
+            check_config(&ctx, &mut out)?;
+            for path in scan {
+                scan_file(&ctx, path, &mut out)?;
+            }
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(*shell, &mut Cli::command(), "addrmunge", &mut out);
@@ -658,6 +670,50 @@ fn write_verdict(out: &mut impl Write, v: &addrmunge::Verdict) -> io::Result<()>
         write!(out, " — {e}")?;
     }
     writeln!(out)
+}
+
+/// What the scanner made of one file, for `check-config --scan`.
+#[derive(Default)]
+struct Survey {
+    munged: Vec<(u64, String)>,
+    left: Vec<(u64, String, addrmunge::scan::LeftAlone)>,
+}
+
+impl addrmunge::Munger for Survey {
+    fn munge(&mut self, f: &addrmunge::Found<'_>, _out: &mut Vec<u8>) {
+        self.munged.push((f.offset, format!("{}@{}", f.local, f.domain)));
+    }
+
+    fn left_alone(&mut self, f: &addrmunge::Found<'_>, why: addrmunge::scan::LeftAlone) {
+        self.left
+            .push((f.offset, format!("{}@{}", f.local, f.domain), why));
+    }
+}
+
+fn scan_file(ctx: &Ctx, path: &std::path::Path, out: &mut impl Write) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut survey = Survey::default();
+    let matcher = addrmunge::Matcher::new(std::sync::Arc::clone(&ctx.config.protection));
+    let mut s = matcher.scanner();
+    let mut sink = Vec::new();
+    s.feed(&bytes, &mut sink, &mut survey);
+    s.finish(&mut sink, &mut survey);
+    let line = |at: u64| 1 + memchr::memchr_iter(b'\n', &bytes[..(at as usize).min(bytes.len())]).count();
+    writeln!(
+        out,
+        "scan:      {}: {} address{} munged, {} left alone",
+        path.display(),
+        survey.munged.len(),
+        if survey.munged.len() == 1 { "" } else { "es" },
+        survey.left.len()
+    )?;
+    for (at, address) in &survey.munged {
+        writeln!(out, "  line {:<6} munged      {address}", line(*at))?;
+    }
+    for (at, address, why) in &survey.left {
+        writeln!(out, "  line {:<6} left alone  {address}: {why}", line(*at))?;
+    }
+    Ok(())
 }
 
 fn check_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {

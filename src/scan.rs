@@ -47,8 +47,15 @@ const MAX_FORM: usize = 16;
 const MAX_ENTITY: usize = 12;
 /// How far back from an `@` a local part can reach, in bytes.
 const BACK: usize = (MAX_LOCAL + 1) * MAX_FORM;
-/// Already-emitted bytes a scanner keeps for decoding local parts backwards.
-pub const HISTORY: usize = BACK;
+/// How far back from an `@` the scanner looks for the `scheme://` of a URL
+/// whose userinfo it may be: a local part's worth, a password's and a
+/// user name's, the `//` and a scheme, spelled literally or in short forms.
+/// Further back than this, an address is an address.
+const AUTHORITY_BACK: usize = 2 * BACK;
+/// Already-emitted bytes a scanner keeps for looking backwards.
+pub const HISTORY: usize = AUTHORITY_BACK;
+/// The longest URL scheme recognised before `://`.
+const MAX_SCHEME: usize = 32;
 /// Bytes held back at a chunk's end because an `@` spelling may start there
 /// (the longest spelling the prefilter must see whole, `&commat;`, minus one).
 const HOLD: usize = 7;
@@ -66,6 +73,29 @@ pub struct Found<'a> {
     pub domain: &'a str,
     /// The index of the `[[protect]]` entry that protects it.
     pub entry: usize,
+    /// Where its `@` (in whatever spelling) starts in the stream, in bytes.
+    pub offset: u64,
+}
+
+/// Why a protected `local@domain` was left alone: it is not an e-mail
+/// address but something a visitor copies and runs, which an ID would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeftAlone {
+    /// The userinfo of a URL authority: `scheme://user[:password]@host`.
+    UrlUserinfo,
+    /// An scp-style remote: `user@host:path` (git, scp, rsync).
+    Remote,
+}
+
+impl std::fmt::Display for LeftAlone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LeftAlone::UrlUserinfo => {
+                "the user info of a URL (scheme://user[:password]@host), not an address"
+            }
+            LeftAlone::Remote => "an scp-style remote (user@host:path), not an address",
+        })
+    }
 }
 
 /// Writes what is inserted before the `@` of a found address: the
@@ -79,6 +109,10 @@ pub trait Munger {
     fn domain(&self, _found: &Found<'_>) -> Option<&str> {
         None
     }
+
+    /// Told of a protected `local@domain` that was left as written
+    /// because it is not an address (for `check-config --scan`).
+    fn left_alone(&mut self, _found: &Found<'_>, _why: LeftAlone) {}
 }
 
 impl<F: FnMut(&Found<'_>, &mut Vec<u8>)> Munger for F {
@@ -113,6 +147,7 @@ impl Matcher {
             decider: Decider {
                 matcher: Arc::clone(self),
                 munged: 0,
+                left_alone: 0,
                 scratch: Box::new(Scratch {
                     domain: vec![0; self.protection.max_domain_len() + TRAILING_DOTS].into(),
                     domain_len: 0,
@@ -149,6 +184,7 @@ pub struct Scanner {
 struct Decider {
     matcher: Arc<Matcher>,
     munged: u64,
+    left_alone: u64,
     scratch: Box<Scratch>,
 }
 
@@ -164,6 +200,8 @@ struct Cursor {
     backslash: Option<usize>,
     /// `data[..backslash_searched_to]` holds no unreported backslash.
     backslash_searched_to: usize,
+    /// Where `data[0]` is in the stream.
+    base: u64,
 }
 
 impl Cursor {
@@ -176,6 +214,7 @@ impl Cursor {
             scan_from: self.scan_from - shift,
             backslash: None,
             backslash_searched_to: 0,
+            base: self.base + shift as u64,
         }
     }
 
@@ -221,6 +260,8 @@ impl Cursor {
 enum Decision {
     /// Protected by this entry; the address is in the scratch buffers.
     Match(usize),
+    /// Protected by this entry, but not an address.
+    LeftAlone(usize, LeftAlone),
     NoMatch,
     NeedMore,
 }
@@ -264,31 +305,41 @@ impl Decider {
                     continue;
                 }
             };
-            match decide(prot, data, p, at_len, eof, sc) {
+            let (entry, left_alone) = match decide(prot, data, p, at_len, eof, sc) {
                 Decision::NeedMore => return Some(p),
-                Decision::NoMatch => cur.scan_from = p + at_len,
-                Decision::Match(entry) => {
-                    out.extend_from_slice(&data[cur.emitted..p]);
-                    let found = Found {
-                        local: ascii_str(&sc.local[..sc.local_len]),
-                        // The decoded domain equals the entry's: no need to
-                        // check the decoded bytes are text.
-                        domain: &prot.entries()[entry].domain,
-                        entry,
-                    };
-                    munger.munge(&found, out);
-                    self.munged += 1;
-                    if let Some(d) = munger.domain(&found) {
-                        // Keep the `@` as spelled, replace the domain's spelling.
-                        out.extend_from_slice(&data[p..p + at_len]);
-                        out.extend_from_slice(d.as_bytes());
-                        cur.emitted = sc.domain_end;
-                        cur.scan_from = sc.domain_end;
-                    } else {
-                        cur.emitted = p;
-                        cur.scan_from = p + at_len;
-                    }
+                Decision::NoMatch => {
+                    cur.scan_from = p + at_len;
+                    continue;
                 }
+                Decision::Match(entry) => (entry, None),
+                Decision::LeftAlone(entry, why) => (entry, Some(why)),
+            };
+            let found = Found {
+                local: ascii_str(&sc.local[..sc.local_len]),
+                // The decoded domain equals the entry's: no need to check
+                // the decoded bytes are text.
+                domain: &prot.entries()[entry].domain,
+                entry,
+                offset: cur.base + p as u64,
+            };
+            if let Some(why) = left_alone {
+                munger.left_alone(&found, why);
+                self.left_alone += 1;
+                cur.scan_from = p + at_len;
+                continue;
+            }
+            out.extend_from_slice(&data[cur.emitted..p]);
+            munger.munge(&found, out);
+            self.munged += 1;
+            if let Some(d) = munger.domain(&found) {
+                // Keep the `@` as spelled, replace the domain's spelling.
+                out.extend_from_slice(&data[p..p + at_len]);
+                out.extend_from_slice(d.as_bytes());
+                cur.emitted = sc.domain_end;
+                cur.scan_from = sc.domain_end;
+            } else {
+                cur.emitted = p;
+                cur.scan_from = p + at_len;
             }
         }
         None
@@ -299,6 +350,11 @@ impl Scanner {
     /// How many addresses were munged so far.
     pub fn munged(&self) -> u64 {
         self.decider.munged
+    }
+
+    /// How many protected `local@domain` were left alone as not addresses.
+    pub fn left_alone(&self) -> u64 {
+        self.decider.left_alone
     }
 
     /// Bytes currently held (history and undecided input): bounded by a
@@ -353,9 +409,11 @@ impl Scanner {
 
     /// Bytes after a candidate's first byte that deciding it can need: its
     /// `@` spelling, the longest protected domain (and trailing dots) in the
-    /// longest spellings, and the character that ends it.
+    /// longest spellings, and the characters after it.
     fn lookahead(&self) -> usize {
-        (self.decider.matcher.protection.max_domain_len() + TRAILING_DOTS + 2) * MAX_FORM
+        // +3: the `@`, and after the domain the two characters that tell a
+        // remote (`:path`) from an address.
+        (self.decider.matcher.protection.max_domain_len() + TRAILING_DOTS + 3) * MAX_FORM
     }
 
     /// Ends the stream: writes everything still held.
@@ -405,10 +463,133 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
         return Decision::NoMatch;
     }
     let local = &sc.local[..sc.local_len];
-    match prot.classify_among(ids, local) {
-        Class::Protected(entry) if !prot.is_munged_local(local, &sc.domain[..dlen]) => Decision::Match(entry),
-        _ => Decision::NoMatch,
+    let entry = match prot.classify_among(ids, local) {
+        Class::Protected(entry) if !prot.is_munged_local(local, &sc.domain[..dlen]) => entry,
+        _ => return Decision::NoMatch,
+    };
+    // Only now, for the few protected candidates: what surrounds it.
+    match followed_by_path(buf, sc.domain_end, eof) {
+        None => return Decision::NeedMore,
+        Some(true) => return Decision::LeftAlone(entry, LeftAlone::Remote),
+        Some(false) => {}
     }
+    if in_url_authority(buf, p, sc.domain_end, p.saturating_sub(AUTHORITY_BACK), eof) {
+        return Decision::LeftAlone(entry, LeftAlone::UrlUserinfo);
+    }
+    Decision::Match(entry)
+}
+
+/// Whether the domain ending at `end` is followed by `:` and a path
+/// character, as in `git@plover.com:mjd/addrmunge.git` (scp's, git's and
+/// rsync's remote form); `None` when the bytes to tell have not arrived.
+/// `mjd@plover.com: he answers` and a `:` at the end of the text are
+/// addresses.
+fn followed_by_path(buf: &[u8], end: usize, eof: bool) -> Option<bool> {
+    let n = match decode_fwd(buf, end, eof) {
+        Fwd::NeedMore if end >= buf.len() && eof => return Some(false),
+        Fwd::NeedMore => return None,
+        Fwd::Char(b':', n) => n,
+        Fwd::Char(..) => return Some(false),
+    };
+    match decode_fwd(buf, end + n, eof) {
+        Fwd::NeedMore if end + n >= buf.len() && eof => Some(false),
+        Fwd::NeedMore => None,
+        Fwd::Char(c, _) => Some(c.is_ascii_alphanumeric() || matches!(c, b'/' | b'~' | b'.' | b'_' | b'-')),
+    }
+}
+
+/// The longest userinfo looked at before an `@`.
+const MAX_USERINFO: usize = 192;
+
+/// Words that, before a colon, label the address that follows
+/// (`"Email:joe@…"`): never taken for a user name.
+const LABELS: &[&[u8]] = &[
+    b"mailto",
+    b"email",
+    b"e-mail",
+    b"mail",
+    b"contact",
+    b"to",
+    b"from",
+    b"cc",
+    b"bcc",
+    b"reply-to",
+    b"sender",
+    b"address",
+];
+
+/// Whether the `@` at `at` ends the userinfo of a URL authority:
+/// `scheme://user[:password]@host` (in any spelling the scanner decodes,
+/// and with JSON's `\/`), or, as documentation writes an authority on its
+/// own, a quoted `"user:password@host"`. Reads no byte before `lo`.
+/// `mailto:` is an address scheme and has no `//`.
+fn in_url_authority(buf: &[u8], at: usize, domain_end: usize, lo: usize, eof: bool) -> bool {
+    let mut info = [0u8; MAX_USERINFO];
+    let (mut n, mut e) = (0, at);
+    while let Some((c, start)) = decode_back(buf, e, lo) {
+        // RFC 3986's userinfo characters (pct-encoded ones arrive decoded;
+        // `@` too, which a password may hold percent-encoded).
+        let userinfo = c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&c);
+        if !userinfo {
+            break;
+        }
+        if n == MAX_USERINFO {
+            return false;
+        }
+        info[n] = c.to_ascii_lowercase();
+        n += 1;
+        e = start;
+    }
+    let info = &mut info[..n];
+    info.reverse();
+    after_scheme(buf, e, lo) || quoted_authority(buf, e, lo, info, domain_end, eof)
+}
+
+/// Whether `scheme://` ends just before `e`.
+fn after_scheme(buf: &[u8], mut e: usize, lo: usize) -> bool {
+    for want in [b'/', b'/', b':'] {
+        match decode_back(buf, e, lo) {
+            Some((c, start)) if c == want => e = start,
+            _ => return false,
+        }
+    }
+    // A letter, then letters, digits, `+`, `-`, `.`.
+    let mut scheme = [0u8; MAX_SCHEME];
+    let mut n = 0;
+    while let Some((c, start)) = decode_back(buf, e, lo) {
+        if !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')) || n == MAX_SCHEME {
+            break;
+        }
+        scheme[n] = c.to_ascii_lowercase();
+        n += 1;
+        e = start;
+    }
+    let scheme = &mut scheme[..n];
+    scheme.reverse();
+    scheme.first().is_some_and(u8::is_ascii_alphabetic) && scheme != b"mailto"
+}
+
+/// `"user:password@host"` in quotes (`"`, `'`, a backtick; spelled as
+/// entities too), closed right after the host or followed by a path: how
+/// documentation shows an authority with credentials. A label before the
+/// colon (`"Email:joe@…"`) makes it an address again.
+fn quoted_authority(buf: &[u8], e: usize, lo: usize, info: &[u8], domain_end: usize, eof: bool) -> bool {
+    // An apostrophe is a userinfo character too: the walk back took it in.
+    let (quote, info) = match info.split_first() {
+        Some((b'\'', rest)) => (b'\'', rest),
+        _ => match decode_back(buf, e, lo) {
+            Some((q @ (b'"' | b'\'' | b'`'), _)) => (q, info),
+            _ => return false,
+        },
+    };
+    let Some(colon) = info.iter().position(|&c| c == b':') else {
+        return false;
+    };
+    let user = &info[..colon];
+    if user.is_empty() || LABELS.contains(&user) {
+        return false;
+    }
+    matches!(decode_fwd(buf, domain_end, eof), Fwd::Char(c, _) if c == quote || c == b'/')
 }
 
 /// What decoding one part of a candidate address gave.
@@ -653,6 +834,9 @@ const NAMED: &[(&[u8], u8)] = &[
     (b"UnderBar", b'_'),
     (b"plus", b'+'),
     (b"hyphen", NON_ASCII),
+    // Not address characters, but quotes around an authority (`&quot;`).
+    (b"quot", b'"'),
+    (b"apos", b'\''),
 ];
 
 /// Parses a character reference at the start of `s`: `s[0]` is its `&`, or
@@ -713,6 +897,10 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
     }
     let last = buf[e - 1];
     let win = &buf[lo..e];
+    if last == b'/' && e - 1 > lo && buf[e - 2] == b'\\' {
+        // JSON's escaped slash: `https:\/\/joe@…`.
+        return Some((b'/', e - 2));
+    }
     if last == b';' {
         let from = e.saturating_sub(MAX_FORM).max(lo);
         if let Some(a) = buf[from..e - 1].iter().rposition(|&c| c == b'&') {

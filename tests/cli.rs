@@ -549,3 +549,28 @@ fn the_readme_key_rotation_keeps_old_ids_working() {
     fs::write(env.path("keys/addrmunge.key"), &before).unwrap();
     assert_ne!(env.decode(&new).1["status"], "valid");
 }
+
+/// `check-config --scan` shows what the proxy would do with a page: the
+/// addresses it munges, and the user@host it leaves alone and why.
+#[test]
+fn check_config_scan_lists_what_is_munged_and_what_is_left_alone() {
+    let env = Env::new();
+    let page = "<p>Write to <a href=\"mailto:mjd@plover.com\">mjd</a>.</p>\n\
+                <pre>git clone git@plover.com:mjd/addrmunge.git\n\
+                curl https://joe:secret@plover.com/private/</pre>\n";
+    fs::write(env.path("page.html"), page).unwrap();
+    let said = env.ok(&["check-config", "--scan", env.path("page.html").to_str().unwrap()]);
+    assert!(
+        said.contains("page.html: 1 address munged, 2 left alone"),
+        "{said}"
+    );
+    assert!(said.contains("line 1      munged      mjd@plover.com"), "{said}");
+    assert!(
+        said.contains("line 2      left alone  git@plover.com: an scp-style remote"),
+        "{said}"
+    );
+    assert!(
+        said.contains("line 3      left alone  secret@plover.com: the user info of a URL"),
+        "{said}"
+    );
+}

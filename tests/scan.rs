@@ -606,3 +606,200 @@ proptest! {
         prop_assert!(one_shot.ends_with(tail.as_bytes()));
     }
 }
+
+/// A char spelled in one of the ways the scanner decodes.
+fn spell(c: char, how: u8) -> String {
+    let b = c as u32;
+    match how % 6 {
+        0 => c.to_string(),
+        1 => format!("&#{b};"),
+        2 => format!("&#x{b:x};"),
+        3 => format!("%{b:02X}"),
+        4 => format!("\\x{b:02x}"),
+        _ => format!("\\u{b:04x}"),
+    }
+}
+
+/// URL credentials and git/ssh remotes are not addresses: they are left as
+/// written, while addresses next to a `:` stay addresses.
+#[test]
+fn url_userinfo_and_remotes_are_left_alone() {
+    for kept in [
+        "git clone git@ihatespam.test:mjd/addrmunge.git",
+        "git clone ssh://git@ihatespam.test/mjd/addrmunge.git",
+        "curl http://joe:secret@ihatespam.test/private/",
+        "<a href=\"https://joe:secret@ihatespam.test/x\">",
+        "ftp://anonymous@ihatespam.test/pub/",
+        "rsync -a joe@ihatespam.test:~/backup/ .",
+        "scp notes.txt joe@ihatespam.test:/tmp/",
+        "{\"url\": \"https:\\/\\/joe:pw@ihatespam.test\\/x\"}",
+        "http:&#47;&#47;joe&#64;ihatespam.test/",
+        "http%3A%2F%2Fjoe%40ihatespam.test%2F",
+        "https://joe:p%40ss!w(o)rd@ihatespam.test/",
+        "svn+ssh://joe@ihatespam.test/repo",
+        "git@IHATESPAM.TEST:Mjd/X.git",
+        // An authority on its own, as documentation quotes one.
+        "``\"joe:password@ihatespam.test\"`` is not",
+        "<span class=\"pre\">&quot;joe:password&#64;ihatespam.test&quot;</span>",
+        "'joe:pw@ihatespam.test/path'",
+    ] {
+        assert_eq!(rewrite(kept), kept, "{kept}");
+    }
+    for (address, munged) in [
+        (
+            "Write to joe@ihatespam.test: he answers",
+            "Write to joe-id-zzzz@ihatespam.test: he answers",
+        ),
+        ("joe@ihatespam.test:", "joe-id-zzzz@ihatespam.test:"),
+        ("joe@ihatespam.test:\n", "joe-id-zzzz@ihatespam.test:\n"),
+        (
+            "<a href=\"mailto:joe@ihatespam.test\">",
+            "<a href=\"mailto:joe-id-zzzz@ihatespam.test\">",
+        ),
+        (
+            "mailto://joe@ihatespam.test",
+            "mailto://joe-id-zzzz@ihatespam.test",
+        ),
+        ("ssh joe@ihatespam.test", "ssh joe-id-zzzz@ihatespam.test"),
+        (
+            "https://lists.example/archive/joe@ihatespam.test",
+            "https://lists.example/archive/joe-id-zzzz@ihatespam.test",
+        ),
+        (
+            "https://x.example/?to=joe@ihatespam.test",
+            "https://x.example/?to=joe-id-zzzz@ihatespam.test",
+        ),
+        (
+            "see http://x.example/ joe@ihatespam.test",
+            "see http://x.example/ joe-id-zzzz@ihatespam.test",
+        ),
+        ("//joe@ihatespam.test", "//joe-id-zzzz@ihatespam.test"),
+        ("joe@ihatespam.test:</a>", "joe-id-zzzz@ihatespam.test:</a>"),
+        // A label before the colon: an address.
+        (
+            "\"Email:joe@ihatespam.test\"",
+            "\"Email:joe-id-zzzz@ihatespam.test\"",
+        ),
+        (
+            "'mailto:joe@ihatespam.test'",
+            "'mailto:joe-id-zzzz@ihatespam.test'",
+        ),
+        // Unquoted, or not closed after the host: an address.
+        ("user:joe@ihatespam.test", "user:joe-id-zzzz@ihatespam.test"),
+        (
+            "\"joe:pw@ihatespam.test is mine\"",
+            "\"joe:pw-id-zzzz@ihatespam.test is mine\"",
+        ),
+    ] {
+        assert_eq!(rewrite(address), munged, "{address}");
+    }
+}
+
+/// The same forms in every spelling and cut at every byte: left alone the
+/// same way whatever the chunking.
+#[test]
+fn remotes_and_authorities_in_every_spelling_and_every_split() {
+    let forms = [
+        ("git", "@", "ihatespam.test", ":mjd/x.git"),
+        ("https://joe:secret", "@", "ihatespam.test", "/private/"),
+        ("ssh://git", "@", "ihatespam.test", "/repo"),
+    ];
+    for (before, at, domain, after) in forms {
+        for how in 0..6u8 {
+            // Spell the characters that decide (around the @) one way.
+            let before: String = before
+                .chars()
+                .enumerate()
+                .map(|(i, c)| spell(c, how.wrapping_add(i as u8 % 2)))
+                .collect();
+            let after: String = after
+                .chars()
+                .take(3)
+                .map(|c| spell(c, how))
+                .chain(after.chars().skip(3).map(String::from))
+                .collect();
+            let text = format!(
+                "x {before}{}{domain}{after} y",
+                spell(at.chars().next().unwrap(), how)
+            );
+            let whole = rewrite(&text);
+            assert_eq!(whole, text, "spelling {how}");
+            let bytes = text.as_bytes();
+            for cut in 0..=bytes.len() {
+                let mut s = matcher().scanner();
+                let mut out = Vec::new();
+                s.feed(&bytes[..cut], &mut out, &mut marker);
+                s.feed(&bytes[cut..], &mut out, &mut marker);
+                s.finish(&mut out, &mut marker);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    whole,
+                    "spelling {how}, cut at {cut}"
+                );
+                assert_eq!(s.left_alone(), 1);
+            }
+        }
+    }
+}
+
+proptest! {
+    /// Random text around the forms: one-shot equals any two-way split,
+    /// and the forms never change.
+    #[test]
+    fn left_alone_forms_are_split_invariant(
+        pre in "[ a-z:/@.&#;%0-9]{0,40}",
+        form in prop::sample::select(vec![
+            "git@ihatespam.test:mjd/x.git",
+            "https://joe:pw@ihatespam.test/",
+            "ftp://anonymous@ihatespam.test/pub",
+            "joe@ihatespam.test: hi",
+            "'joe:pw@ihatespam.test'",
+        ]),
+        post in "[ a-z:/@.0-9]{0,40}",
+        cut in 0usize..200,
+    ) {
+        let text = format!("{pre} {form} {post}");
+        let whole = rewrite(&text);
+        let bytes = text.as_bytes();
+        let cut = cut.min(bytes.len());
+        let mut s = matcher().scanner();
+        let mut out = Vec::new();
+        s.feed(&bytes[..cut], &mut out, &mut marker);
+        s.feed(&bytes[cut..], &mut out, &mut marker);
+        s.finish(&mut out, &mut marker);
+        prop_assert_eq!(String::from_utf8(out).unwrap(), whole.clone());
+        if !form.ends_with("hi") {
+            prop_assert!(whole.contains(form), "{} -> {}", text, whole);
+        }
+    }
+}
+
+proptest! {
+    /// Found::offset is where the `@` is in the stream, whatever the
+    /// chunking (large chunks are scanned in place, small ones carried).
+    #[test]
+    fn offsets_point_at_the_at_sign(
+        parts in prop::collection::vec(prop::sample::select(vec![
+            "joe@ihatespam.test ", "x ", "mjd@plover.com\n", "&amp; ", "%41 ",
+        ]), 1..200),
+        filler in 0usize..20_000,
+        chunk in 1usize..40_000,
+    ) {
+        let mut text = " ".repeat(filler).into_bytes();
+        text.extend(parts.concat().into_bytes());
+        let mut offsets = Vec::new();
+        let mut record = |f: &Found<'_>, _: &mut Vec<u8>| offsets.push(f.offset);
+        let mut s = matcher().scanner();
+        let mut out = Vec::new();
+        for c in text.chunks(chunk) {
+            s.feed(c, &mut out, &mut record);
+        }
+        s.finish(&mut out, &mut record);
+        let want: Vec<u64> = parts.iter().scan(filler, |at, p| {
+            let here = p.find('@').map(|i| (*at + i) as u64);
+            *at += p.len();
+            Some(here)
+        }).flatten().collect();
+        prop_assert_eq!(offsets, want);
+    }
+}

@@ -42,6 +42,15 @@ impl Nginx {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         fs::write(root.join("image.png"), &blob).unwrap();
+        Nginx::run(dir, root)
+    }
+
+    /// Serves the folder `root` where it is (read only) on a free port.
+    pub fn serve(root: &Path) -> Nginx {
+        Nginx::run(tempfile::tempdir().unwrap(), root.to_owned())
+    }
+
+    fn run(dir: tempfile::TempDir, root: PathBuf) -> Nginx {
         let port = free_port();
         let d = dir.path().display();
         let conf = format!(

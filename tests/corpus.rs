@@ -1,0 +1,208 @@
+//! Real pages: Debian's Python documentation (the `python3-doc` package,
+//! about a thousand HTML and text files) served by a real nginx, fetched
+//! directly and through the proxy protecting two domains that occur in it.
+//! Every difference must be exactly one ID inserted before the `@` of an
+//! e-mail address; none inside a URL's user info (`joe:password@python.org`
+//! appears in the urllib docs) or a git/scp remote; every other page
+//! byte-identical.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+mod common;
+use common::nginx::Nginx;
+use common::{free_port, wait_for_port};
+
+/// Where Debian puts the HTML of python3-doc (python3.11-doc on bookworm).
+fn docs() -> PathBuf {
+    let found = fs::read_dir("/usr/share/doc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("html"))
+        .filter(|p| p.join("library/urllib.request.html").exists())
+        .min();
+    let found = found.expect("python3-doc is not installed (scripts/test.sh installs it)");
+    fs::canonicalize(found).unwrap()
+}
+
+fn pages(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            pages(&p, out);
+        } else if p.extension().is_some_and(|x| x == "html" || x == "txt") {
+            out.push(p);
+        }
+    }
+}
+
+/// GET over HTTP/1.1 with `Connection: close`; the body (nginx sends a
+/// length, the proxy chunks rewritten pages).
+fn get(port: u16, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: docs.python.org\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+    let body = raw[at..].to_vec();
+    if !head.contains("transfer-encoding: chunked") {
+        return body;
+    }
+    let (mut out, mut b) = (Vec::new(), &body[..]);
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 4 + n..];
+    }
+    out
+}
+
+/// The spellings of `@` a page may use before which an ID is inserted.
+const AT: [&[u8]; 5] = [b"@", b"&#64;", b"&#x40;", b"%40", b"&commat;"];
+
+/// Where the proxied page inserted IDs into the direct one; panics on any
+/// other difference.
+fn insertions(path: &str, direct: &[u8], proxied: &[u8]) -> Vec<usize> {
+    let (mut i, mut j, mut at) = (0, 0, Vec::new());
+    while i < direct.len() || j < proxied.len() {
+        if i < direct.len() && j < proxied.len() && direct[i] == proxied[j] {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        // An insertion starts where the bytes part: back up to the last
+        // place "-id-" could begin (the separator's bytes may match the page's).
+        let mut k = j;
+        while k > 0 && j - k < 4 && !proxied[k..].starts_with(b"-id-") {
+            k -= 1;
+        }
+        let token = &proxied[k..];
+        let ok = token.starts_with(b"-id-")
+            && token.len() >= 28
+            && token[4..28]
+                .iter()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase());
+        assert!(
+            ok,
+            "{path}: a difference that is not an ID at byte {i}: {:?}",
+            String::from_utf8_lossy(&proxied[k..(k + 60).min(proxied.len())])
+        );
+        let d = i - (j - k);
+        assert!(
+            AT.iter().any(|a| direct[d..].starts_with(a)),
+            "{path}: an ID not before an @ at byte {d}"
+        );
+        at.push(d);
+        j = k + 28;
+        i = d;
+    }
+    at
+}
+
+#[test]
+fn python_docs_change_only_by_ids_before_real_addresses() {
+    let root = docs();
+    let nginx = Nginx::serve(&root);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = format!(
+        "key_file = \"k\"\nstate = \"s.sqlite\"\n[[protect]]\ndomain = \"python.org\"\n[[protect]]\ndomain = \"example.com\"\n[proxy]\nlisten = [\"127.0.0.1:{port}\"]\nupstream = \"http://127.0.0.1:{}\"\n",
+        nginx.port
+    );
+    fs::write(dir.path().join("c.toml"), cfg).unwrap();
+    let bin = env!("CARGO_BIN_EXE_addrmunge");
+    assert!(
+        Command::new(bin)
+            .args(["keygen", "--out"])
+            .arg(dir.path().join("k"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let proxy = Command::new(bin)
+        .arg("--config")
+        .arg(dir.path().join("c.toml"))
+        .arg("proxy")
+        .env("ADDRMUNGE_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed however the test ends: a panic must not leave it running.
+    let _proxy = KillOnDrop(proxy);
+    wait_for_port(port, "addrmunge proxy");
+    let mut files = Vec::new();
+    pages(&root, &mut files);
+    files.sort();
+    let (mut changed, mut ids, mut credentials) = (0, 0, 0);
+    for f in &files {
+        let path = format!("/{}", f.strip_prefix(&root).unwrap().display());
+        let direct = get(nginx.port, &path);
+        assert_eq!(direct, fs::read(f).unwrap(), "{path}: nginx changed it");
+        let proxied = get(port, &path);
+        let at = insertions(&path, &direct, &proxied);
+        for &d in &at {
+            // Never inside a URL's user info: in the run of non-space text
+            // before the address, no "://" with only an authority after it
+            // (an address in a URL's path, as in a list archive's, is one).
+            let start = direct[..d]
+                .iter()
+                .rposition(|c| c.is_ascii_whitespace() || b"\"'<>()".contains(c))
+                .map_or(0, |p| p + 1);
+            let word = String::from_utf8_lossy(&direct[start..d]);
+            let userinfo = word
+                .rsplit_once("://")
+                .is_some_and(|(_, after)| !after.contains('/'));
+            assert!(!userinfo, "{path}: an ID in a URL's user info: {word}@…");
+        }
+        // The docs quote an authority with credentials: joe:password@…
+        // (as `"…@python.org"` and `&quot;…&#64;example.com&quot;`).
+        let quoted = |page: &[u8]| -> Vec<String> {
+            let text = String::from_utf8_lossy(page);
+            text.match_indices("joe:password")
+                .map(|(i, _)| text[i..(i + 40).min(text.len())].to_owned())
+                .collect()
+        };
+        let (before, after) = (quoted(&direct), quoted(&proxied));
+        assert_eq!(before, after, "{path}: URL credentials changed");
+        credentials += before.len();
+        changed += usize::from(!at.is_empty());
+        ids += at.len();
+    }
+    println!(
+        "{} files, {changed} changed, {ids} IDs inserted, {credentials} URL credentials left alone",
+        files.len()
+    );
+    assert!(files.len() > 900, "{} files", files.len());
+    assert!(
+        ids > 20 && changed > 10,
+        "{changed} files, {ids} IDs: the docs' addresses were not munged"
+    );
+    assert!(
+        credentials >= 4,
+        "the urllib docs' joe:password@… was not found ({credentials})"
+    );
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
