@@ -13,6 +13,8 @@ missing=()
 for cmd in "${!needs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
 done
+# Real pages for tests/corpus.rs: Debian's Python documentation.
+compgen -G "/usr/share/doc/python3*/html/library/urllib.request.html" >/dev/null || missing+=(python3-doc)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "scripts/test.sh: missing ${missing[*]}; run as root or: sudo apt-get install -y ${missing[*]}" >&2
@@ -36,4 +38,6 @@ if (($# == 0)); then
   "$root/bin/addrmunge" manpage | grep '^\.TH addrmunge 1' >/dev/null
   "$root/bin/addrmunge" completions bash | grep 'complete -F' >/dev/null
   echo "scripts/test.sh: cargo install --path . works"
+  # Every fuzz target for a bounded time (FUZZ_SECONDS, 60 by default).
+  bash scripts/fuzz.sh
 fi

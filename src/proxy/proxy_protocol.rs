@@ -44,6 +44,62 @@ pub async fn read_header(
         .map_err(|_| HeaderError::Timeout(timeout))?
 }
 
+/// What the first bytes of a connection say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// Not a whole header yet.
+    Incomplete,
+    /// Not a PROXY protocol header.
+    Malformed,
+    /// A header of `len` bytes naming the visitor (`None`: the balancer
+    /// speaks for itself).
+    Header {
+        /// Its length in bytes.
+        len: usize,
+        /// The visitor it names.
+        visitor: Option<SocketAddr>,
+    },
+}
+
+/// Parses the start of a connection (pure, for the reader and the fuzzer).
+pub fn parse(buf: &[u8]) -> Parsed {
+    let parsed = HeaderResult::parse(buf);
+    if parsed.is_incomplete() {
+        return Parsed::Incomplete;
+    }
+    let (len, visitor) = match parsed {
+        HeaderResult::V1(Ok(h)) => {
+            use ppp::v1::Addresses;
+            let visitor = match h.addresses {
+                Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                Addresses::Unknown => None,
+            };
+            (h.header.len(), visitor)
+        }
+        HeaderResult::V2(Ok(h)) => {
+            use ppp::v2::{Addresses, Command};
+            let visitor = match (h.command, &h.addresses) {
+                (Command::Proxy, Addresses::IPv4(a)) => {
+                    Some(SocketAddr::new(a.source_address.into(), a.source_port))
+                }
+                (Command::Proxy, Addresses::IPv6(a)) => {
+                    Some(SocketAddr::new(a.source_address.into(), a.source_port))
+                }
+                _ => None,
+            };
+            (h.len(), visitor)
+        }
+        _ => return Parsed::Malformed,
+    };
+    // ppp reports what the header says its length is; never more than
+    // what was read.
+    if len == 0 || len > buf.len() {
+        return Parsed::Malformed;
+    }
+    Parsed::Header { len, visitor }
+}
+
 async fn read(stream: &mut TcpStream) -> Result<Option<SocketAddr>, HeaderError> {
     let mut buf = vec![0u8; MAX_HEADER];
     let mut seen = 0;
@@ -53,45 +109,21 @@ async fn read(stream: &mut TcpStream) -> Result<Option<SocketAddr>, HeaderError>
         if n == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
-        let parsed = HeaderResult::parse(&buf[..n]);
-        if parsed.is_incomplete() {
-            if n == MAX_HEADER {
-                return Err(HeaderError::TooLong);
+        match parse(&buf[..n]) {
+            Parsed::Incomplete if n == MAX_HEADER => return Err(HeaderError::TooLong),
+            Parsed::Incomplete => {
+                if n == seen {
+                    // Peek returns at once while unread bytes wait: do not spin.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen = n;
             }
-            if n == seen {
-                // Peek returns at once while unread bytes wait: do not spin.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            Parsed::Malformed => return Err(HeaderError::Malformed),
+            Parsed::Header { len, visitor } => {
+                let mut header = vec![0u8; len];
+                stream.read_exact(&mut header).await?;
+                return Ok(visitor);
             }
-            seen = n;
-            continue;
         }
-        let (len, visitor) = match parsed {
-            HeaderResult::V1(Ok(h)) => {
-                use ppp::v1::Addresses;
-                let visitor = match h.addresses {
-                    Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-                    Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-                    Addresses::Unknown => None,
-                };
-                (h.header.len(), visitor)
-            }
-            HeaderResult::V2(Ok(h)) => {
-                use ppp::v2::{Addresses, Command};
-                let visitor = match (h.command, &h.addresses) {
-                    (Command::Proxy, Addresses::IPv4(a)) => {
-                        Some(SocketAddr::new(a.source_address.into(), a.source_port))
-                    }
-                    (Command::Proxy, Addresses::IPv6(a)) => {
-                        Some(SocketAddr::new(a.source_address.into(), a.source_port))
-                    }
-                    _ => None,
-                };
-                (h.len(), visitor)
-            }
-            _ => return Err(HeaderError::Malformed),
-        };
-        let mut header = vec![0u8; len];
-        stream.read_exact(&mut header).await?;
-        return Ok(visitor);
     }
 }

@@ -80,23 +80,42 @@ pub async fn serve(
 ) -> Result<(), ProtocolError> {
     let (max, idle) = r.connection_limits();
     let mut conn = BufReader::new(conn);
+    loop {
+        // The whole request within the idle timeout, not each line: a
+        // client trickling one line at a time cannot hold on forever.
+        let attrs = match tokio::time::timeout(idle, read_request(&mut conn, max)).await {
+            Err(_) => return Err(ProtocolError::Idle(idle)),
+            Ok(r) => r?,
+        };
+        let Some(attrs) = attrs else {
+            return Ok(());
+        };
+        let _busy = state.begin();
+        let action = decide(r, &attrs);
+        conn.get_mut()
+            .write_all(format!("action={action}\n\n").as_bytes())
+            .await?;
+    }
+}
+
+/// Reads one request: `name=value` lines up to an empty line, at most
+/// `max` bytes. `None` on a clean end of stream between requests.
+pub async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
+    conn: &mut R,
+    max: usize,
+) -> Result<Option<HashMap<String, String>>, ProtocolError> {
     let mut attrs = HashMap::new();
     let mut size = 0;
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = match tokio::time::timeout(
-            idle,
-            (&mut conn).take((max + 1) as u64).read_until(b'\n', &mut line),
-        )
-        .await
-        {
-            Err(_) => return Err(ProtocolError::Idle(idle)),
-            Ok(r) => r?,
-        };
+        let n = (&mut *conn)
+            .take((max + 1) as u64)
+            .read_until(b'\n', &mut line)
+            .await?;
         if n == 0 {
-            return if attrs.is_empty() {
-                Ok(())
+            return if attrs.is_empty() && size == 0 {
+                Ok(None)
             } else {
                 Err(ProtocolError::Malformed("request cut off"))
             };
@@ -111,14 +130,7 @@ pub async fn serve(
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\n', '\r']);
         if text.is_empty() {
-            let _busy = state.begin();
-            let action = decide(r, &attrs);
-            conn.get_mut()
-                .write_all(format!("action={action}\n\n").as_bytes())
-                .await?;
-            attrs.clear();
-            size = 0;
-            continue;
+            return Ok(Some(attrs));
         }
         let Some((k, v)) = text.split_once('=') else {
             return Err(ProtocolError::Malformed("expected name=value"));

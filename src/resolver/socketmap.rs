@@ -125,7 +125,7 @@ pub async fn serve(
     let (max, idle) = r.connection_limits();
     let mut conn = BufReader::new(conn);
     loop {
-        let Some(req) = read_netstring(&mut conn, max, idle).await? else {
+        let Some(req) = read_timed(&mut conn, max, idle).await? else {
             return Ok(());
         };
         // Busy from a whole request to its answer: between requests the
@@ -147,18 +147,20 @@ pub async fn serve(
 /// Reads one netstring; `None` on a clean end of stream between requests.
 /// One timer per request, not per byte: timers are the costly part of a
 /// lookup otherwise.
-async fn read_netstring<R: tokio::io::AsyncRead + Unpin>(
+async fn read_timed<R: tokio::io::AsyncRead + Unpin>(
     r: &mut BufReader<R>,
     max: usize,
     idle: Duration,
 ) -> Result<Option<Vec<u8>>, ProtocolError> {
-    match tokio::time::timeout(idle, read_netstring_untimed(r, max)).await {
+    match tokio::time::timeout(idle, read_request(r, max)).await {
         Err(_) => Err(ProtocolError::Idle(idle)),
         Ok(r) => r,
     }
 }
 
-async fn read_netstring_untimed<R: tokio::io::AsyncRead + Unpin>(
+/// Reads one netstring of at most `max` bytes; `None` on a clean end of
+/// stream between requests.
+pub async fn read_request<R: tokio::io::AsyncRead + Unpin>(
     r: &mut BufReader<R>,
     max: usize,
 ) -> Result<Option<Vec<u8>>, ProtocolError> {

@@ -1,0 +1,15 @@
+//! The config loader over any text: an error or a config, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let path = std::path::Path::new("/nonexistent/addrmunge/fuzz.toml");
+    if let Ok(c) = addrmunge::Config::from_toml(path, &text) {
+        // What loads is usable: the protection answers, the limits hold.
+        assert!(!c.protection.entries().is_empty());
+        assert!(c.raw.proxy.header_timeout >= 1 && c.raw.resolver.idle_timeout >= 1);
+        let _ = c.protection.parse("mjd@plover.com");
+    }
+});

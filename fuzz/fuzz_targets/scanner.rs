@@ -1,0 +1,78 @@
+//! The scanner over any bytes in any chunking: the output is the input with
+//! insertions only (every other byte kept, in order), and cutting the input
+//! anywhere gives the one-shot output.
+#![no_main]
+
+use std::sync::Arc;
+
+use addrmunge::address::{Glob, Protect, Protection};
+use addrmunge::{Found, Matcher};
+use libfuzzer_sys::fuzz_target;
+
+fn matcher() -> Arc<Matcher> {
+    Matcher::new(Arc::new(Protection::new(
+        vec![
+            Protect {
+                domain: "plover.com".into(),
+                local: Glob::new("*").unwrap(),
+                exempt: vec![Glob::new("*-subscribe").unwrap()],
+                deliver_to: None,
+            },
+            Protect {
+                domain: "a.b".into(),
+                local: Glob::new("m?d*").unwrap(),
+                exempt: vec![],
+                deliver_to: None,
+            },
+        ],
+        "-id-",
+    )))
+}
+
+/// Scans `input` in chunks cut at `cuts`; the output and where each
+/// insertion went.
+fn scan(m: &Arc<Matcher>, input: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let mut s = m.scanner();
+    let mut out = Vec::new();
+    let mut spans = Vec::new();
+    let mut munge = |_: &Found<'_>, o: &mut Vec<u8>| {
+        let at = o.len();
+        o.extend_from_slice(b"-id-0123456789abcdefghjkmnpq");
+        spans.push((at, 28));
+    };
+    // Spans are positions in `o`, which is the whole output so far only
+    // if every call appends to the same buffer: it does.
+    let mut from = 0;
+    for &c in cuts {
+        let c = c.clamp(from, input.len());
+        s.feed(&input[from..c], &mut out, &mut munge);
+        from = c;
+    }
+    s.feed(&input[from..], &mut out, &mut munge);
+    s.finish(&mut out, &mut munge);
+    (out, spans)
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 2 {
+        return;
+    }
+    let (control, input) = data.split_at(2);
+    let m = matcher();
+    let (whole, spans) = scan(&m, input, &[]);
+    // Remove the insertions: the input is what remains.
+    let mut kept = Vec::with_capacity(input.len());
+    let mut at = 0;
+    for &(start, len) in &spans {
+        kept.extend_from_slice(&whole[at..start]);
+        at = start + len;
+    }
+    kept.extend_from_slice(&whole[at..]);
+    assert!(kept == input, "a byte other than an insertion changed");
+    // Any chunking gives the same bytes.
+    let step = usize::from(control[0]).max(1);
+    let first = usize::from(control[1]);
+    let cuts: Vec<usize> = (0..).map(|i| first + i * step).take_while(|&c| c < input.len()).collect();
+    let (chunked, _) = scan(&m, input, &cuts);
+    assert!(chunked == whole, "chunking changed the output");
+});
