@@ -75,7 +75,14 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
                 Addresses::Unknown => None,
             };
-            (h.header.len(), visitor)
+            // A v1 header is one line ending at the first CRLF (at most 107
+            // bytes); ppp can take an UNKNOWN line further, into the request.
+            let len = h.header.len();
+            let first_crlf = buf.windows(2).position(|w| w == b"\r\n").map(|i| i + 2);
+            if first_crlf != Some(len) {
+                return Parsed::Malformed;
+            }
+            (len, visitor)
         }
         HeaderResult::V2(Ok(h)) => {
             use ppp::v2::{Addresses, Command};
@@ -125,5 +132,35 @@ async fn read(stream: &mut TcpStream) -> Result<Option<SocketAddr>, HeaderError>
                 return Ok(visitor);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_v1_header_is_exactly_its_first_line() {
+        let good = b"PROXY TCP4 192.0.2.1 198.51.100.1 56324 443\r\nGET / HTTP/1.1\r\n\r\n";
+        let Parsed::Header { len, visitor } = parse(good) else {
+            panic!("{:?}", parse(good));
+        };
+        assert_eq!(&good[len..], b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(visitor, Some("192.0.2.1:56324".parse().unwrap()));
+        assert_eq!(
+            parse(b"PROXY UNKNOWN\r\n"),
+            Parsed::Header {
+                len: 15,
+                visitor: None
+            }
+        );
+        // Found by the fuzzer: an UNKNOWN line ending in a bare LF, which ppp
+        // took as far as the next CRLF, into the request behind it.
+        let mut bad = b"PROXY UNKNOWN T\x06\0\0\0\0\0\0\0(.].1 19-1 .A 5.1.1\x1e-1n \n".to_vec();
+        assert_eq!(parse(&bad), Parsed::Malformed);
+        bad.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        assert!(!matches!(parse(&bad), Parsed::Header { .. }), "{:?}", parse(&bad));
+        assert_eq!(parse(b"PROXY TCP4 192.0.2.1"), Parsed::Incomplete);
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Parsed::Malformed);
     }
 }
