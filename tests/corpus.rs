@@ -15,7 +15,7 @@ use std::time::Duration;
 
 mod common;
 use common::nginx::Nginx;
-use common::{free_port, wait_for_port};
+use common::{free_port, keygen, wait_for_port};
 
 /// Where Debian puts the HTML of python3-doc (python3.11-doc on bookworm).
 fn docs() -> PathBuf {
@@ -126,14 +126,7 @@ fn python_docs_change_only_by_ids_before_real_addresses() {
     );
     fs::write(dir.path().join("c.toml"), cfg).unwrap();
     let bin = env!("CARGO_BIN_EXE_addrmunge");
-    assert!(
-        Command::new(bin)
-            .args(["keygen", "--out"])
-            .arg(dir.path().join("k"))
-            .status()
-            .unwrap()
-            .success()
-    );
+    keygen(&dir.path().join("k"));
     let proxy = Command::new(bin)
         .arg("--config")
         .arg(dir.path().join("c.toml"))

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::nginx::Nginx;
-use common::{free_port, wait_for_port};
+use common::{free_port, keygen, wait_for_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_addrmunge");
 
@@ -77,14 +77,7 @@ impl Daemon {
         let text = format!("key_file = \"addrmunge.key\"\nstate = \"state.sqlite\"\n{cfg}");
         fs::write(dir.path().join("addrmunge.toml"), text).unwrap();
         let key = dir.path().join("addrmunge.key");
-        assert!(
-            Command::new(BIN)
-                .args(["keygen", "--out"])
-                .arg(&key)
-                .status()
-                .unwrap()
-                .success()
-        );
+        keygen(&key);
         let child = Command::new(BIN)
             .arg("--config")
             .arg(dir.path().join("addrmunge.toml"))
@@ -104,22 +97,11 @@ impl Daemon {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--config")
-            .arg(self.config())
-            .args(args)
-            .output()
-            .unwrap()
+        common::cli(&self.config(), args)
     }
 
     fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        common::cli_ok(&self.config(), args)
     }
 
     /// The daemon's resident memory, in MiB.
@@ -268,6 +250,22 @@ fn slowloris_cannot_lock_visitors_out() {
         assert!(body.contains("-id-"), "{body}");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // An ordinary slow client (a head in pieces over a second and a half,
+    // within request_timeout) is still served.
+    let mut slow = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    for piece in [
+        "GET /forms.html HTTP/1.1\r\n",
+        "Host: plover.com\r\n",
+        "Connection: close\r\n",
+        "\r\n",
+    ] {
+        slow.write_all(piece.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Every trickling socket is closed by now: its head never ended.
     for mut s in trickling {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -748,15 +746,7 @@ fn first_boot_proxy_and_resolver_start_together() {
             nginx.port
         );
         fs::write(dir.path().join("c.toml"), cfg).unwrap();
-        assert!(
-            Command::new(BIN)
-                .args(["keygen", "--out"])
-                .arg(dir.path().join("k"))
-                .output()
-                .unwrap()
-                .status
-                .success()
-        );
+        keygen(&dir.path().join("k"));
         let mut daemons: Vec<Child> = ["proxy", "resolver"]
             .iter()
             .map(|what| {
@@ -835,15 +825,7 @@ fn check_config(dir: &Path, config: &str) -> Output {
 fn config_and_key_holes_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    assert!(
-        Command::new(BIN)
-            .args(["keygen", "--out"])
-            .arg(d.join("k"))
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    keygen(&d.join("k"));
     let base = format!("key_file = \"k\"\nstate = \"s.sqlite\"\n{PROTECT}");
     // A relative state path next to a config named relatively: fine.
     let ok = check_config(d, &base);
@@ -954,15 +936,7 @@ fn a_live_unix_socket_is_never_taken_over() {
         sock.display()
     );
     fs::write(dir.path().join("c.toml"), cfg).unwrap();
-    assert!(
-        Command::new(BIN)
-            .args(["keygen", "--out"])
-            .arg(dir.path().join("k"))
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    keygen(&dir.path().join("k"));
     let run = || {
         Command::new(BIN)
             .arg("--config")

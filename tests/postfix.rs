@@ -288,22 +288,11 @@ smtputf8_enable = no
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_addrmunge"))
-            .arg("--config")
-            .arg(self.path("addrmunge.toml"))
-            .args(args)
-            .output()
-            .unwrap()
+        common::cli(&self.path("addrmunge.toml"), args)
     }
 
     fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        common::cli_ok(&self.path("addrmunge.toml"), args)
     }
 
     fn postmap(&self, map: &str, key: &str) -> (bool, String) {

@@ -8,6 +8,37 @@ pub mod nginx;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+/// `addrmunge keygen --out PATH`.
+pub fn keygen(path: &std::path::Path) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+        .args(["keygen", "--out"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `addrmunge --config CONFIG ARGS...`.
+pub fn cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// [`cli`] that must succeed; its standard output, trimmed.
+pub fn cli_ok(config: &std::path::Path, args: &[&str]) -> String {
+    let out = cli(config, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
