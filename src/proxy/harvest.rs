@@ -139,6 +139,9 @@ fn with_store<T>(
     result
 }
 
+/// Visitors remembered as caught by the bait page per day, at most.
+const CAUGHT_MAX: usize = 100_000;
+
 /// Visitors caught by the bait page, per day; they get trap IDs for the
 /// rest of that day. Loaded from the visit log at start, so a restart
 /// does not forgive them.
@@ -179,7 +182,13 @@ impl Caught {
         let mut by_day = self.by_day.lock().unwrap_or_else(|e| e.into_inner());
         let keep_from = day.checked_sub(1).unwrap_or(day);
         by_day.retain(|d, _| *d >= keep_from);
-        by_day.entry(day).or_default().insert(visitor.to_owned());
+        let today = by_day.entry(day).or_default();
+        // An attacker with many addresses (an IPv6 /48 holds 65,536
+        // visitors) must not grow it without bound; past the cap, more bait
+        // fetchers get visitor IDs, and the visit log still names them.
+        if today.len() < CAUGHT_MAX {
+            today.insert(visitor.to_owned());
+        }
     }
 }
 
@@ -425,6 +434,25 @@ mod tests {
             ),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_caught_set_is_bounded() {
+        let c = Caught::default();
+        let day: Day = "2026-11-20".parse().unwrap();
+        for i in 0..CAUGHT_MAX + 10 {
+            c.mark(&format!("2001:db8:{:x}:{:x}::/64", i >> 16, i & 0xffff), day);
+        }
+        assert!(c.contains("2001:db8:0:0::/64", day));
+        assert!(!c.contains(
+            &format!(
+                "2001:db8:{:x}:{:x}::/64",
+                (CAUGHT_MAX + 5) >> 16,
+                (CAUGHT_MAX + 5) & 0xffff
+            ),
+            day
+        ));
+        assert_eq!(c.by_day.lock().unwrap()[&day].len(), CAUGHT_MAX);
     }
 
     #[test]

@@ -34,6 +34,12 @@ const REFRESH: Duration = Duration::from_millis(250);
 const QUEUE: usize = 10_000;
 /// Recent judgements kept (a few hundred bytes each).
 const VERDICTS: usize = 4096;
+/// The longest address whose judgement is cached: a local part and a
+/// domain at their longest. Longer keys are judged (invalid) every time
+/// instead of filling the cache with kilobytes each.
+const CACHED_KEY: usize = 64 + 1 + 253 + 2;
+/// Blocks made here and not yet seen in the store, at most.
+const FRESH_BLOCKS: usize = 100_000;
 
 /// What the store says right now, as the daemons see it.
 #[derive(Debug, Default)]
@@ -337,7 +343,8 @@ impl Resolver {
         let j = Arc::new(self.judge_now(&s, &snap.rules, address.clone(), today));
         let mut cache = lock();
         // Not if the rules or settings changed meanwhile: it may be stale.
-        if Arc::ptr_eq(&cache.snap, &snap) && Arc::ptr_eq(&cache.settings, &s) {
+        if Arc::ptr_eq(&cache.snap, &snap) && Arc::ptr_eq(&cache.settings, &s) && address.len() <= CACHED_KEY
+        {
             cache.map.put(address, Arc::clone(&j));
         }
         Some(j)
@@ -367,9 +374,18 @@ impl Resolver {
         if s.never_block.iter().any(|n| n.contains(&ip)) {
             return false;
         }
-        let until = now_unix() + s.block_for;
+        let now = now_unix();
+        let until = now + s.block_for;
         if let Ok(mut f) = self.fresh_blocks.lock() {
-            f.insert(ip, until);
+            // Held until the store shows them; while it cannot be written
+            // (or a flood outruns it), bounded: ended blocks go first, and
+            // past the cap the store's own copy must do.
+            if f.len() >= FRESH_BLOCKS {
+                f.retain(|_, u| *u > now);
+            }
+            if f.len() < FRESH_BLOCKS {
+                f.insert(ip, until);
+            }
         }
         self.queue(Write::Block(ip, until, reason.to_owned()));
         true
@@ -690,6 +706,18 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    #[test]
+    fn long_keys_and_many_blocks_stay_bounded() {
+        let (_dir, r, _keys) = resolver("[[protect]]\ndomain = \"plover.com\"\n[traps]\nnever_block = []\n");
+        let long = format!("{}@plover.com", "a".repeat(5000));
+        answer(&r, &long);
+        assert!(r.verdicts.lock().unwrap().map.is_empty(), "a 5 kB key was cached");
+        for i in 0..(FRESH_BLOCKS as u32 + 50) {
+            r.block(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), "trap");
+        }
+        assert!(r.fresh_blocks.lock().unwrap().len() <= FRESH_BLOCKS);
     }
 
     #[test]
