@@ -525,6 +525,55 @@ const LABELS: &[&[u8]] = &[
 /// `mailto:` is an address scheme and has no `//`.
 fn in_url_authority(buf: &[u8], at: usize, domain_end: usize, lo: usize, eof: bool) -> bool {
     let mut info = [0u8; MAX_USERINFO];
+    // The usual case first: a run of literal userinfo characters that no
+    // spelling reaches into, ended by a byte that can neither start an
+    // authority nor end a spelling (` `, `>`, `=`): an address, decided
+    // without decoding anything.
+    let mut s = at;
+    while s > lo && at - s <= MAX_USERINFO && is_plain_userinfo(buf[s - 1]) {
+        s -= 1;
+    }
+    // A run longer than any userinfo may still end in a spelling that
+    // shortens it: the careful way decides.
+    let long = at - s > MAX_USERINFO;
+    let before = (s > lo).then(|| buf[s - 1]);
+    let careful = long || before.is_some_and(|c| ends_spelling_before(c) || c == b'&');
+    let (n, e) = if careful {
+        match spelled_userinfo(buf, at, lo, &mut info) {
+            Some(found) => found,
+            None => return false,
+        }
+    } else if matches!(before, Some(b'/' | b'"' | b'`')) || buf.get(s) == Some(&b'\'') {
+        (copy_lower(&buf[s..at], &mut info), s)
+    } else {
+        return false;
+    };
+    let info = &info[..n];
+    after_scheme(buf, e, lo) || quoted_authority(buf, e, lo, info, domain_end, eof)
+}
+
+/// Userinfo characters that are no part of any spelling: letters, digits
+/// and the RFC 3986 punctuation except `&` and `;` (entities) and `%`.
+fn is_plain_userinfo(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-._~!$'()*+,=:@".contains(&c)
+}
+
+fn copy_lower(from: &[u8], to: &mut [u8]) -> usize {
+    for (d, s) in to.iter_mut().zip(from) {
+        *d = s.to_ascii_lowercase();
+    }
+    from.len()
+}
+
+/// The userinfo before the `@` at `at`, decoded character by character in
+/// any spelling into `info`; its length and where its spelling starts.
+/// `None` when it is longer than any userinfo looked at.
+fn spelled_userinfo(
+    buf: &[u8],
+    at: usize,
+    lo: usize,
+    info: &mut [u8; MAX_USERINFO],
+) -> Option<(usize, usize)> {
     let (mut n, mut e) = (0, at);
     while let Some((c, start)) = decode_back(buf, e, lo) {
         // RFC 3986's userinfo characters (pct-encoded ones arrive decoded;
@@ -534,15 +583,14 @@ fn in_url_authority(buf: &[u8], at: usize, domain_end: usize, lo: usize, eof: bo
             break;
         }
         if n == MAX_USERINFO {
-            return false;
+            return None;
         }
         info[n] = c.to_ascii_lowercase();
         n += 1;
         e = start;
     }
-    let info = &mut info[..n];
-    info.reverse();
-    after_scheme(buf, e, lo) || quoted_authority(buf, e, lo, info, domain_end, eof)
+    info[..n].reverse();
+    Some((n, e))
 }
 
 /// Whether `scheme://` ends just before `e`.
@@ -1061,6 +1109,34 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The literal-run way to the userinfo answers what decoding
+        /// character by character answers.
+        #[test]
+        fn the_plain_userinfo_path_agrees_with_the_spelled_one(
+            pre in tricky(),
+            form in proptest::sample::select(vec![
+                &b"http://"[..], b"ssh://git", b"https://joe:", b"\"", b"'", b"`", b"\"joe:", b"'mailto:",
+                b"https:\\/\\/", b"http:&#47;&#47;", b"http%3A%2F%2F", b" ", b">",
+            ]),
+            local in "[a-z0-9.:'!]{0,12}|[a-z]{185,200}",
+            post in proptest::sample::select(vec![&b"\""[..], b"/x", b"'", b" ", b"", b":x"]),
+        ) {
+            let buf = [&pre[..], form, local.as_bytes(), b"@ihatespam.test", post].concat();
+            let at = pre.len() + form.len() + local.len();
+            let end = at + 15;
+            for eof in [false, true] {
+                let quick = in_url_authority(&buf, at, end, 0, eof);
+                let mut info = [0u8; MAX_USERINFO];
+                let careful = spelled_userinfo(&buf, at, 0, &mut info).is_some_and(|(n, e)| {
+                    after_scheme(&buf, e, 0) || quoted_authority(&buf, e, 0, &info[..n], end, eof)
+                });
+                proptest::prop_assert_eq!(quick, careful, "{:?}", String::from_utf8_lossy(&buf));
             }
         }
     }
