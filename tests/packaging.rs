@@ -41,6 +41,45 @@ fn every_toml_snippet_in_the_readme_loads() {
     addrmunge::Config::from_toml(Path::new("/etc/addrmunge/addrmunge.toml"), &example).unwrap();
 }
 
+/// The README's limits block gives the defaults the code has, and its
+/// table says what happens for every key in it.
+#[test]
+fn the_readme_limits_are_the_defaults() {
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let block = blocks(&readme, "toml")
+        .into_iter()
+        .find(|b| b.contains("request_timeout ="))
+        .expect("README has the limits block");
+    let path = Path::new("/etc/addrmunge/addrmunge.toml");
+    let documented = load_snippet(path, &block).unwrap();
+    let defaults = load_snippet(path, "").unwrap();
+    assert_eq!(
+        format!("{:?}", documented.raw.proxy),
+        format!("{:?}", defaults.raw.proxy)
+    );
+    assert_eq!(
+        format!("{:?}", documented.raw.resolver),
+        format!("{:?}", defaults.raw.resolver)
+    );
+    let table = readme
+        .split("| limit | when it fires | metric |")
+        .nth(1)
+        .expect("the limits table");
+    let table = &table[..table.find("\n\n").unwrap_or(table.len())];
+    let mut section = "";
+    for line in block.lines() {
+        if let Some(s) = line.strip_prefix('[') {
+            section = s.trim_end_matches(']');
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            let (full, short) = (format!("`{section}.{key}`"), format!("`{key}`"));
+            let documented = table
+                .lines()
+                .any(|l| l.contains(&full) || (l.contains(&format!("`{section}.")) && l.contains(&short)));
+            assert!(documented, "{full} is not in the limits table");
+        }
+    }
+}
+
 #[test]
 fn systemd_units_verify_against_the_built_binary() {
     let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
