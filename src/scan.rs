@@ -154,6 +154,7 @@ impl Matcher {
                     domain_end: 0,
                     local: [0; MAX_LOCAL + 1],
                     local_len: 0,
+                    walked: Walked::default(),
                 }),
             },
         }
@@ -278,6 +279,8 @@ struct Scratch {
     domain_end: usize,
     local: [u8; MAX_LOCAL + 1],
     local_len: usize,
+    /// What decoding the local part walked over, leading dots included.
+    walked: Walked,
 }
 
 impl Decider {
@@ -473,7 +476,13 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
         Some(true) => return Decision::LeftAlone(entry, LeftAlone::Remote),
         Some(false) => {}
     }
-    if in_url_authority(buf, p, sc.domain_end, p.saturating_sub(AUTHORITY_BACK), eof) {
+    if in_url_authority(
+        buf,
+        sc.walked,
+        sc.domain_end,
+        p.saturating_sub(AUTHORITY_BACK),
+        eof,
+    ) {
         return Decision::LeftAlone(entry, LeftAlone::UrlUserinfo);
     }
     Decision::Match(entry)
@@ -518,74 +527,106 @@ const LABELS: &[&[u8]] = &[
     b"address",
 ];
 
-/// Whether the `@` at `at` ends the userinfo of a URL authority:
-/// `scheme://user[:password]@host` (in any spelling the scanner decodes,
-/// and with JSON's `\/`), or, as documentation writes an authority on its
-/// own, a quoted `"user:password@host"`. Reads no byte before `lo`.
-/// `mailto:` is an address scheme and has no `//`.
-fn in_url_authority(buf: &[u8], at: usize, domain_end: usize, lo: usize, eof: bool) -> bool {
-    let mut info = [0u8; MAX_USERINFO];
+/// The stretch before a candidate's `@` that deciding its local part
+/// already decoded: where its spelling starts, and how many characters it
+/// holds. Local characters are all userinfo characters, so the walk back
+/// over a URL's userinfo goes on from there.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Walked {
+    from: usize,
+    chars: usize,
+}
+
+/// Whether the candidate whose local part was `walked` ends the userinfo
+/// of a URL authority: `scheme://user[:password]@host` (in any spelling
+/// the scanner decodes, and with JSON's `\/`), or, as documentation writes
+/// an authority on its own, a quoted `"user:password@host"`. Reads no byte
+/// before `lo`. `mailto:` is an address scheme and has no `//`.
+fn in_url_authority(buf: &[u8], walked: Walked, domain_end: usize, lo: usize, eof: bool) -> bool {
+    let (from, room) = (walked.from, MAX_USERINFO.saturating_sub(walked.chars));
     // The usual case first: a run of literal userinfo characters that no
     // spelling reaches into, ended by a byte that can neither start an
     // authority nor end a spelling (` `, `>`, `=`): an address, decided
     // without decoding anything.
-    let mut s = at;
-    while s > lo && at - s <= MAX_USERINFO && is_plain_userinfo(buf[s - 1]) {
-        s -= 1;
-    }
-    // A run longer than any userinfo may still end in a spelling that
-    // shortens it: the careful way decides.
-    let long = at - s > MAX_USERINFO;
+    // One byte past the room, to tell a run that does not fit.
+    let limit = lo.max(from.saturating_sub(room + 1));
+    let s = buf[limit..from]
+        .iter()
+        .rposition(|&c| !is_plain_userinfo(c))
+        .map_or(limit, |i| limit + i + 1);
     let before = (s > lo).then(|| buf[s - 1]);
-    let careful = long || before.is_some_and(|c| ends_spelling_before(c) || c == b'&');
-    let (n, e) = if careful {
-        match spelled_userinfo(buf, at, lo, &mut info) {
-            Some(found) => found,
-            None => return false,
-        }
-    } else if matches!(before, Some(b'/' | b'"' | b'`')) || buf.get(s) == Some(&b'\'') {
-        (copy_lower(&buf[s..at], &mut info), s)
-    } else {
-        return false;
-    };
-    let info = &info[..n];
+    // A run longer than any userinfo may still end in a spelling that
+    // shortens it: the careful way decides that too.
+    if from - s > room || before.is_some_and(|c| ends_spelling_before(c) || c == b'&') {
+        let mut info = [0u8; MAX_USERINFO];
+        return match spelled_userinfo(buf, from, lo, &mut info[..room]) {
+            Some((n, e)) => authority_ends_at(buf, e, lo, &info[..n], domain_end, eof),
+            None => false,
+        };
+    }
+    if matches!(before, Some(b'/' | b'"' | b'`')) || buf.get(s) == Some(&b'\'') {
+        return authority_ends_at(buf, s, lo, &buf[s..from], domain_end, eof);
+    }
+    false
+}
+
+/// Whether the userinfo `info` (the part of it before the local part),
+/// spelled from `e` on, follows `scheme://` or a quote.
+fn authority_ends_at(buf: &[u8], e: usize, lo: usize, info: &[u8], domain_end: usize, eof: bool) -> bool {
     after_scheme(buf, e, lo) || quoted_authority(buf, e, lo, info, domain_end, eof)
 }
 
 /// Userinfo characters that are no part of any spelling: letters, digits
 /// and the RFC 3986 punctuation except `&` and `;` (entities) and `%`.
 fn is_plain_userinfo(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-._~!$'()*+,=:@".contains(&c)
+    PLAIN_USERINFO[usize::from(c)]
 }
 
-fn copy_lower(from: &[u8], to: &mut [u8]) -> usize {
-    for (d, s) in to.iter_mut().zip(from) {
-        *d = s.to_ascii_lowercase();
+/// [`is_plain_userinfo`] as a table: one load per byte on the walk back.
+const PLAIN_USERINFO: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let ch = c as u8;
+        t[c] = ch.is_ascii_alphanumeric()
+            || matches!(
+                ch,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        c += 1;
     }
-    from.len()
+    t
+};
+
+/// RFC 3986's userinfo characters (pct-encoded ones arrive decoded; `@`
+/// too, which a password may hold percent-encoded).
+fn is_userinfo(c: u8) -> bool {
+    is_plain_userinfo(c) || matches!(c, b'&' | b';')
 }
 
-/// The userinfo before the `@` at `at`, decoded character by character in
-/// any spelling into `info`; its length and where its spelling starts.
-/// `None` when it is longer than any userinfo looked at.
-fn spelled_userinfo(
-    buf: &[u8],
-    at: usize,
-    lo: usize,
-    info: &mut [u8; MAX_USERINFO],
-) -> Option<(usize, usize)> {
-    let (mut n, mut e) = (0, at);
+/// The userinfo that ends at `e`, decoded character by character in any
+/// spelling into `info` (at most its length); how many characters, and
+/// where their spelling starts. `None` when it is longer than `info`.
+fn spelled_userinfo(buf: &[u8], mut e: usize, lo: usize, info: &mut [u8]) -> Option<(usize, usize)> {
+    let mut n = 0;
     while let Some((c, start)) = decode_back(buf, e, lo) {
-        // RFC 3986's userinfo characters (pct-encoded ones arrive decoded;
-        // `@` too, which a password may hold percent-encoded).
-        let userinfo = c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&c);
-        if !userinfo {
+        if !is_userinfo(c) {
             break;
         }
-        if n == MAX_USERINFO {
-            return None;
-        }
-        info[n] = c.to_ascii_lowercase();
+        *info.get_mut(n)? = c;
         n += 1;
         e = start;
     }
@@ -630,14 +671,14 @@ fn quoted_authority(buf: &[u8], e: usize, lo: usize, info: &[u8], domain_end: us
             _ => return false,
         },
     };
+    if !matches!(decode_fwd(buf, domain_end, eof), Fwd::Char(c, _) if c == quote || c == b'/') {
+        return false;
+    }
     let Some(colon) = info.iter().position(|&c| c == b':') else {
         return false;
     };
     let user = &info[..colon];
-    if user.is_empty() || LABELS.contains(&user) {
-        return false;
-    }
-    matches!(decode_fwd(buf, domain_end, eof), Fwd::Char(c, _) if c == quote || c == b'/')
+    !user.is_empty() && !LABELS.iter().any(|l| l.eq_ignore_ascii_case(user))
 }
 
 /// What decoding one part of a candidate address gave.
@@ -763,6 +804,10 @@ fn plain_local(buf: &[u8], p: usize, lo: usize, sc: &mut Scratch) -> Option<Part
         *d = c.to_ascii_lowercase();
     }
     sc.local_len = run.len();
+    sc.walked = Walked {
+        from: s,
+        chars: p - s,
+    };
     Some(Part::Found)
 }
 
@@ -783,6 +828,7 @@ fn spelled_local(buf: &[u8], p: usize, lo: usize, sc: &mut Scratch) -> Part {
         n += 1;
         e = start;
     }
+    sc.walked = Walked { from: e, chars: n };
     while n > 0 && sc.local[n - 1] == b'.' {
         n -= 1; // leading dots are sentence punctuation, not the address
     }
@@ -1030,6 +1076,7 @@ mod tests {
             domain_end: 0,
             local: [0; MAX_LOCAL + 1],
             local_len: 0,
+            walked: Walked::default(),
         }
     }
 
@@ -1116,26 +1163,29 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
         /// The literal-run way to the userinfo answers what decoding
-        /// character by character answers.
+        /// character by character answers, whether it starts at the `@`
+        /// or past a local part already walked over.
         #[test]
         fn the_plain_userinfo_path_agrees_with_the_spelled_one(
             pre in tricky(),
             form in proptest::sample::select(vec![
                 &b"http://"[..], b"ssh://git", b"https://joe:", b"\"", b"'", b"`", b"\"joe:", b"'mailto:",
-                b"https:\\/\\/", b"http:&#47;&#47;", b"http%3A%2F%2F", b" ", b">",
+                b"https:\\/\\/", b"http:&#47;&#47;", b"http%3A%2F%2F", b" ", b">", b"&quot;Joe:", b"\"EMail:",
             ]),
             local in "[a-z0-9.:'!]{0,12}|[a-z]{185,200}",
+            walked in 0usize..14,
             post in proptest::sample::select(vec![&b"\""[..], b"/x", b"'", b" ", b"", b":x"]),
         ) {
             let buf = [&pre[..], form, local.as_bytes(), b"@ihatespam.test", post].concat();
             let at = pre.len() + form.len() + local.len();
             let end = at + 15;
+            let local_chars = local.bytes().rev().take_while(|&c| is_local_char(c.into())).count();
+            let k = walked.min(local_chars);
             for eof in [false, true] {
-                let quick = in_url_authority(&buf, at, end, 0, eof);
+                let quick = in_url_authority(&buf, Walked { from: at - k, chars: k }, end, 0, eof);
                 let mut info = [0u8; MAX_USERINFO];
-                let careful = spelled_userinfo(&buf, at, 0, &mut info).is_some_and(|(n, e)| {
-                    after_scheme(&buf, e, 0) || quoted_authority(&buf, e, 0, &info[..n], end, eof)
-                });
+                let careful = spelled_userinfo(&buf, at, 0, &mut info)
+                    .is_some_and(|(n, e)| authority_ends_at(&buf, e, 0, &info[..n], end, eof));
                 proptest::prop_assert_eq!(quick, careful, "{:?}", String::from_utf8_lossy(&buf));
             }
         }
