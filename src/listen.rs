@@ -73,17 +73,60 @@ impl Listen {
                         ));
                     }
                 }
-                let l = UnixListener::bind(p)?;
-                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
-                if owner.is_some() || group.is_some() {
-                    let uid = owner.map(|o| lookup_id("/etc/passwd", o)).transpose()?;
-                    let gid = group.map(|g| lookup_id("/etc/group", g)).transpose()?;
-                    std::os::unix::fs::chown(p, uid, gid)?;
-                }
-                Ok(Bound::Unix(l, p.clone()))
+                let owners = Owners {
+                    uid: owner.map(|o| lookup_id("/etc/passwd", o)).transpose()?,
+                    gid: group.map(|g| lookup_id("/etc/group", g)).transpose()?,
+                };
+                Ok(Bound::Unix(bind_unix_narrow(p, mode, owners)?, p.clone()))
             }
         }
     }
+}
+
+/// Who a unix socket is given to; `None` keeps ours.
+#[derive(Debug, Clone, Copy)]
+struct Owners {
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+/// Binds a unix socket at `p` that no one can reach with wider access than
+/// `mode` and `owners` give, not even for a moment: it is made in a fresh
+/// folder only we can enter, given its mode and owners there, and renamed
+/// into place. Where that folder's path would be too long for a socket
+/// address (108 bytes), it is bound in place and its mode set right after.
+fn bind_unix_narrow(p: &Path, mode: u32, owners: Owners) -> std::io::Result<UnixListener> {
+    static BINDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let parent = p.parent().unwrap_or(Path::new("/"));
+    let n = BINDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let private = parent.join(format!(".addrmunge-{}.{n}", std::process::id()));
+    let staged = private.join("s");
+    if staged.as_os_str().len() >= 108 {
+        let l = UnixListener::bind(p)?;
+        give(p, mode, owners)?;
+        return Ok(l);
+    }
+    // Left by a process that had our pid and died mid-bind: ours to clear.
+    let _ = std::fs::remove_dir_all(&private);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    }
+    let bound = UnixListener::bind(&staged).and_then(|l| {
+        give(&staged, mode, owners)?;
+        std::fs::rename(&staged, p)?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_dir_all(&private);
+    bound
+}
+
+fn give(p: &Path, mode: u32, owners: Owners) -> std::io::Result<()> {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+    if owners.uid.is_some() || owners.gid.is_some() {
+        std::os::unix::fs::chown(p, owners.uid, owners.gid)?;
+    }
+    Ok(())
 }
 
 /// A socket file someone still answers on is not stale: replacing it
@@ -302,6 +345,32 @@ mod tests {
         assert!(same_tcp(a("127.0.0.1:80"), a("127.0.0.1:80")));
         assert!(!same_tcp(a("127.0.0.1:80"), a("0.0.0.0:80")));
         assert!(!same_tcp(a("[::]:80"), a("0.0.0.0:81")));
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_is_bound_with_its_mode_and_leaves_nothing_behind() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("r.sock");
+        // Too long to stage in a private folder: bound in place.
+        let long = dir
+            .path()
+            .join(format!("{}.sock", "l".repeat(100 - dir.path().as_os_str().len())));
+        for (p, mode) in [(&short, 0o600), (&long, 0o660)] {
+            let bound = Listen::Unix(p.clone()).bind(mode, None, None).await.unwrap();
+            let meta = std::fs::symlink_metadata(p).unwrap();
+            assert!(meta.file_type().is_socket());
+            assert_eq!(meta.permissions().mode() & 0o7777, mode, "{}", p.display());
+            std::os::unix::net::UnixStream::connect(p).unwrap();
+            drop(bound);
+        }
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 2, "only the two sockets: {left:?}");
+        assert!(left.iter().all(|f| f.ends_with(".sock")), "{left:?}");
     }
 
     #[test]
