@@ -380,6 +380,69 @@ fn slow_uploads_and_slow_readers_are_cut_off() {
     drop(reader);
 }
 
+/// An upload that takes longer than `header_timeout` but keeps its pace is
+/// served: the web server's answer is due only after the body has arrived.
+#[test]
+fn a_paced_upload_longer_than_the_header_timeout_is_served() {
+    // A web server that answers once it has the whole body.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).is_ok() {
+                    let text = format!("got {len}");
+                    let mut s = s;
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                }
+            });
+        }
+    });
+    let d = Daemon::proxy(
+        up,
+        "header_timeout = 1\nupload_timeout = 2\nupload_min_rate = 500",
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"POST /form HTTP/1.1\r\nHost: plover.com\r\nContent-Length: 3000\r\n\r\n")
+        .unwrap();
+    // 3 s for 3,000 bytes: well above 500 bytes/s, thrice the header timeout.
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
+        s.write_all(&[b'a'; 500]).unwrap();
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while !answer.windows(8).any(|w| w == b"got 3000") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("got 3000"), "{answer}");
+}
+
 /// Bodies that inflate a thousandfold in each coding, three at once: cut
 /// off after a bounded amount, in bounded memory, while others are served.
 #[test]

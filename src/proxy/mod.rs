@@ -513,15 +513,17 @@ impl Proxy {
         let mut up_req = Request::builder().method(method.clone()).uri(uri.clone());
         *up_req.headers_mut().expect("builder is fresh") = up_headers.clone();
         // A body (not a bare GET) is held to the minimum upload rate.
-        let body = if body.is_end_stream() {
-            body.map_err(|e| Box::new(e) as BoxError).boxed()
+        let (body, upload) = if body.is_end_stream() {
+            (body.map_err(|e| Box::new(e) as BoxError).boxed(), None)
         } else {
             let p = &st.config.raw.proxy;
-            upload::Paced::new(body, Duration::from_secs(p.upload_timeout), p.upload_min_rate).boxed()
+            let (paced, progress) =
+                upload::Paced::new(body, Duration::from_secs(p.upload_timeout), p.upload_min_rate);
+            (paced.boxed(), Some(progress))
         };
         let up_req = up_req.body(body).expect("method, uri and headers are valid");
         let timeout = Duration::from_secs(st.config.raw.proxy.header_timeout);
-        let mut resp = match self.send(up_req, timeout).await {
+        let mut resp = match self.send(up_req, timeout, upload).await {
             Ok(r) => r,
             Err(r) => return self.log(r, line),
         };
@@ -537,7 +539,7 @@ impl Proxy {
             let again = again
                 .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
                 .expect("valid");
-            resp = match self.send(again, timeout).await {
+            resp = match self.send(again, timeout, None).await {
                 Ok(r) => r,
                 Err(r) => return self.log(r, line),
             };
@@ -685,7 +687,7 @@ impl Proxy {
             .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
             .expect("valid request");
         let timeout = Duration::from_secs(st.config.raw.proxy.header_timeout);
-        let upstream = match self.send(req, timeout).await {
+        let upstream = match self.send(req, timeout, None).await {
             Ok(r) if r.status() == StatusCode::OK && r.headers().get(header::CONTENT_ENCODING).is_none() => {
                 // A robots.txt is small; a huge or slow one is not worth waiting for.
                 let limited = http_body_util::Limited::new(r.into_body(), 512 * 1024);
@@ -755,12 +757,25 @@ impl Proxy {
         !no_transform || st.config.raw.proxy.rewrite_no_transform
     }
 
+    /// Sends `req`; its answer is due `timeout` after its body (if any,
+    /// `upload`) last moved.
     async fn send(
         &self,
         req: Request<ProxyBody>,
         timeout: Duration,
+        upload: Option<upload::Progress>,
     ) -> Result<Response<Incoming>, Response<ProxyBody>> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let due = async {
+            match &upload {
+                Some(progress) => progress.quiet_for(timeout).await,
+                None => tokio::time::sleep(timeout).await,
+            }
+        };
+        let answer = tokio::select! {
+            answer = self.client.request(req) => Ok(answer),
+            () = due => Err(()),
+        };
+        match answer {
             Err(_) => Err(error_page(
                 StatusCode::GATEWAY_TIMEOUT,
                 "The web server did not answer in time.",

@@ -3,7 +3,9 @@
 //! connection and an upstream socket, so after a grace period every
 //! `min_rate` bytes buy one more second, as Apache's `RequestReadTimeout
 //! body=20,MinRate=500` does. A body that falls behind ends with
-//! [`UploadTooSlow`], which the proxy answers with 408.
+//! [`UploadTooSlow`], which the proxy answers with 408. While a body is on
+//! its way the web server's answer is not yet due: [`Progress`] tells when
+//! the upload last moved, so that `header_timeout` counts from there.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -32,20 +34,41 @@ pub struct Paced {
     min_rate: u64,
     received: u64,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    progress: tokio::sync::watch::Sender<tokio::time::Instant>,
+}
+
+/// When a [`Paced`] body last passed bytes on (or began).
+pub struct Progress(tokio::sync::watch::Receiver<tokio::time::Instant>);
+
+impl Progress {
+    /// Returns once nothing has moved for `quiet`: the upload ended, or
+    /// stalled (the web server stopped reading it), `quiet` ago.
+    pub async fn quiet_for(&self, quiet: Duration) {
+        loop {
+            let last = *self.0.borrow();
+            tokio::time::sleep_until(last + quiet).await;
+            if *self.0.borrow() == last {
+                return;
+            }
+        }
+    }
 }
 
 impl Paced {
     /// `inner` must arrive within `grace`, plus one second per `min_rate` bytes.
-    pub fn new(inner: Incoming, grace: Duration, min_rate: u64) -> Paced {
+    pub fn new(inner: Incoming, grace: Duration, min_rate: u64) -> (Paced, Progress) {
         let started = tokio::time::Instant::now();
-        Paced {
+        let (progress, watch) = tokio::sync::watch::channel(started);
+        let paced = Paced {
             inner,
             started,
             grace,
             min_rate: min_rate.max(1),
             received: 0,
             deadline: Box::pin(tokio::time::sleep_until(started + grace)),
-        }
+            progress,
+        };
+        (paced, Progress(watch))
     }
 
     fn due(&self) -> tokio::time::Instant {
@@ -69,6 +92,7 @@ impl Body for Paced {
                     this.received += d.len() as u64;
                     let due = this.due();
                     this.deadline.as_mut().reset(due);
+                    this.progress.send_replace(tokio::time::Instant::now());
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
