@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::token::{self, LONG_LEN};
+use crate::token;
 
 /// The longest local part RFC 5321 allows.
 pub const MAX_LOCAL: usize = 64;
@@ -394,12 +394,6 @@ impl Protection {
             (Ok(l), Ok(d)) => !self.munged_readings(l, d).is_empty(),
             _ => false,
         }
-    }
-
-    /// The octets a munged local part adds to its base in the worst case
-    /// (an IPv6 visitor's token).
-    pub fn worst_case_growth(&self) -> usize {
-        self.separator.len() + LONG_LEN
     }
 }
 

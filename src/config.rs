@@ -409,13 +409,14 @@ pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
 /// Parses `7d`, `12h`, `30m`, `45s` into seconds.
 pub fn parse_span(text: &str) -> Option<u64> {
     let t = text.trim();
-    let (num, unit) = t.split_at(t.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
+    // The unit is the last character, which need not be one byte.
+    let unit = t.chars().next_back()?;
+    let n: u64 = t[..t.len() - unit.len_utf8()].parse().ok()?;
     let mult = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        "s" => 1,
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
         _ => return None,
     };
     n.checked_mul(mult).filter(|&s| s > 0)
@@ -885,6 +886,20 @@ state = "/var/lib/s.sqlite"
 domain = "Plover.com"
 exempt = ["*-subscribe"]
 "#;
+
+    #[test]
+    fn spans_with_any_last_character_parse_or_fail_cleanly() {
+        assert_eq!(parse_span(" 7d "), Some(7 * 86_400));
+        assert_eq!(parse_span("45s"), Some(45));
+        // Found by the config fuzzer: a multi-byte last character panicked.
+        for bad in ["180\u{fffd}", "\u{e9}", "d", "", "0s", "7w", "-1d"] {
+            assert_eq!(parse_span(bad), None, "{bad:?}");
+        }
+        let e = load(&format!("retention = \"180\u{e9}\"\n{OK}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retention"), "{e}");
+    }
 
     #[test]
     fn relative_paths_resolve_against_the_config_folder() {

@@ -535,7 +535,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(v) => parse_duration(v)?,
             };
             let sep = ctx.config.protection.separator().len();
-            let len = local.len() + sep + label.len() + usize::from(!label.is_empty()) + 24;
+            let id_len = addrmunge::token::SHORT_LEN; // a minted ID: no visitor in it
+            let len = local.len() + sep + label.len() + usize::from(!label.is_empty()) + id_len;
             if len > addrmunge::address::MAX_LOCAL {
                 bail!(UsageError(format!(
                     "the minted local part would be {len} octets, over 64; use a shorter --label"
@@ -584,11 +585,12 @@ fn parse_duration(v: &str) -> Result<u16> {
             "--valid '{v}': write a number of days or weeks, e.g. 1d, 30d, 2w"
         ))
     };
-    let (num, unit) = v.split_at(v.len().saturating_sub(1));
-    let n: u16 = num.parse().map_err(|_| bad())?;
+    // The unit is the last character, which need not be one byte.
+    let unit = v.chars().next_back().ok_or_else(bad)?;
+    let n: u16 = v[..v.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
     let days = match unit {
-        "d" => Some(n),
-        "w" => n.checked_mul(7),
+        'd' => Some(n),
+        'w' => n.checked_mul(7),
         _ => None,
     }
     .filter(|&d| d > 0)

@@ -250,9 +250,12 @@ fn minted_addresses() {
     let yesterday = today.checked_sub(1).unwrap().to_string();
     let daily = env.ok(&["mint", "mjd@plover.com", "--valid", "1d", "--date", &yesterday]);
     assert_eq!(env.decode(&daily).1["status"], "valid");
-    let out = env.run(&["mint", "mjd@plover.com", "--valid", "3h"]);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("1d"));
+    // A unit that is no unit, one byte or several (found by fuzzing parse_span).
+    for valid in ["3h", "3\u{e9}", "\u{e9}", ""] {
+        let out = env.run(&["mint", "mjd@plover.com", "--valid", valid]);
+        assert_eq!(out.status.code(), Some(64), "{valid:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("1d"), "{valid:?}: {}", stderr(&out));
+    }
     let out = env.run(&["mint", "x-subscribe@plover.com"]);
     assert!(stderr(&out).contains("exempt"), "{}", stderr(&out));
 }
