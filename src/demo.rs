@@ -300,7 +300,7 @@ mod tests {
         let path = dir.path().join("addrmunge.toml");
         std::fs::write(&path, config_text(p)).unwrap();
         let c = Config::load(&path).unwrap();
-        assert_eq!(c.raw.proxy.upstream, "http://127.0.0.1:2");
+        assert_eq!(c.proxy.upstream.unwrap().to_string(), "http://127.0.0.1:2");
     }
 
     #[test]

@@ -377,7 +377,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rules = RuleSet::new(ctx.store()?.rules()?);
             let today = Day::today();
             let mut all_valid = true;
-            let delimiters = &ctx.config.raw.resolver.recipient_delimiter;
+            let delimiters = &ctx.config.resolver.recipient_delimiter;
             for a in addresses {
                 // Judged exactly as the resolver judges a recipient.
                 let mut v = check_recipient(&keys, &ctx.config.protection, &rules, a, today, delimiters);
@@ -469,7 +469,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 BlockFormatArg::PostfixCidr => BlockFormat::PostfixCidr,
                 BlockFormatArg::Rbldnsd => BlockFormat::Rbldnsd,
             };
-            let text = &ctx.config.raw.resolver.block_text;
+            let text = &ctx.config.resolver.block_text;
             let skipped = addrmunge::report::write_blocks(&mut out, &blocks, f, text)?;
             if skipped > 0 {
                 eprintln!(

@@ -524,6 +524,46 @@ fn decompression_bombs_are_cut_off_in_bounded_memory() {
     assert!(peak < base + 100, "RSS went from {base} MiB to {peak} MiB");
 }
 
+/// `max_decoded_bytes` and `max_decoded_ratio` are the owner's to set: a
+/// page well within the defaults is cut off where the config says.
+#[test]
+fn the_configured_decoding_bounds_apply() {
+    // 3 MiB of four letters at random: gzip makes it about a quarter,
+    // far from a bomb but over a ratio of 2.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let text: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 4) as u8
+        })
+        .collect();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&text).unwrap();
+    let body = Arc::new(e.finish().unwrap());
+    let served = Arc::clone(&body);
+    let up = upstream(move |_head, s| {
+        let head = html_head(&format!(
+            "Content-Encoding: gzip\r\nContent-Length: {}\r\n",
+            served.len()
+        ));
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(&served);
+    });
+    let identity = [("Accept-Encoding", "identity")];
+    let d = Daemon::proxy(up, "");
+    let (status, whole) = get_bytes(d.port, "/", &identity);
+    assert_eq!((status, whole.len()), (200, 3 << 20));
+    for bound in ["max_decoded_bytes = 1048576", "max_decoded_ratio = 2"] {
+        let d = Daemon::proxy(up, bound);
+        let (status, cut) = get_bytes(d.port, "/", &identity);
+        assert_eq!(status, 200);
+        assert!(cut.len() < 3 << 20, "{bound}: {} bytes served", cut.len());
+        assert_eq!(d.metric("addrmunge_decoded_too_large_total"), 1, "{bound}");
+    }
+}
+
 /// h2c visitors, each opening many streams: the web server never sees more
 /// than max_upstream_connections, the proxy keeps its descriptors and its
 /// metrics listener.

@@ -53,13 +53,10 @@ fn the_readme_limits_are_the_defaults() {
     let path = Path::new("/etc/addrmunge/addrmunge.toml");
     let documented = load_snippet(path, &block).unwrap();
     let defaults = load_snippet(path, "").unwrap();
+    assert_eq!(format!("{:?}", documented.proxy), format!("{:?}", defaults.proxy));
     assert_eq!(
-        format!("{:?}", documented.raw.proxy),
-        format!("{:?}", defaults.raw.proxy)
-    );
-    assert_eq!(
-        format!("{:?}", documented.raw.resolver),
-        format!("{:?}", defaults.raw.resolver)
+        format!("{:?}", documented.resolver),
+        format!("{:?}", defaults.resolver)
     );
     let table = readme
         .split("| limit | when it fires | metric |")
@@ -151,7 +148,7 @@ fn socket_units_match_the_documented_configs() {
         .find(|b| b.contains("[proxy]") && b.contains("listen ="))
         .expect("README has a [proxy] snippet with listen");
     let cfg = load_snippet(Path::new("/etc/addrmunge/addrmunge.toml"), &proxy).unwrap();
-    let mut want: Vec<String> = cfg.raw.proxy.listen.iter().map(|l| format!("inet:{l}")).collect();
+    let mut want: Vec<String> = cfg.proxy.listen.iter().map(|l| format!("inet:{l}")).collect();
     want.sort();
     let mut have = listen_streams("addrmunge-proxy.socket");
     have.sort();
@@ -160,8 +157,13 @@ fn socket_units_match_the_documented_configs() {
     // commented unix lines the README's chroot snippet.
     let example = fs::read_to_string(root().join("fixtures/addrmunge.toml")).unwrap();
     let cfg = addrmunge::Config::from_toml(Path::new("/etc/addrmunge/addrmunge.toml"), &example).unwrap();
-    let r = &cfg.raw.resolver;
-    let want: Vec<String> = r.socketmap.iter().chain(&r.policy).cloned().collect();
+    let r = &cfg.resolver;
+    let want: Vec<String> = r
+        .socketmap
+        .iter()
+        .chain(&r.policy)
+        .map(|l| l.to_string())
+        .collect();
     assert_eq!(listen_streams("addrmunge-resolver.socket"), want);
     let unit = fs::read_to_string(root().join("dist/systemd/addrmunge-resolver.socket")).unwrap();
     let chroot = blocks(&readme, "toml")
@@ -169,7 +171,8 @@ fn socket_units_match_the_documented_configs() {
         .find(|b| b.contains("unix:/var/spool/postfix/private"))
         .expect("README has a unix-socket [resolver] snippet");
     let cfg = load_snippet(Path::new("/etc/addrmunge/addrmunge.toml"), &chroot).unwrap();
-    for l in cfg.raw.resolver.socketmap.iter().chain(&cfg.raw.resolver.policy) {
+    for l in cfg.resolver.socketmap.iter().chain(&cfg.resolver.policy) {
+        let l = l.to_string();
         let path = l.strip_prefix("unix:").unwrap();
         assert!(
             unit.contains(&format!("#ListenStream={path}\n")),

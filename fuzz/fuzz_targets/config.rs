@@ -9,7 +9,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(c) = addrmunge::Config::from_toml(path, &text) {
         // What loads is usable: the protection answers, the limits hold.
         assert!(!c.protection.entries().is_empty());
-        assert!(c.raw.proxy.header_timeout >= 1 && c.raw.resolver.idle_timeout >= 1);
+        let second = std::time::Duration::from_secs(1);
+        assert!(c.proxy.header_timeout >= second && c.resolver.idle_timeout >= second);
         let _ = c.protection.parse("mjd@plover.com");
     }
 });

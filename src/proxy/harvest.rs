@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::address::Protection;
-use crate::config::{AgentAction, Bait, Config};
+use crate::config::{AgentRule, Bait};
 use crate::day::Day;
 use crate::store::{FaultLog, Pinned, Store, StoreError, StoreSource, VisitEvent, now_unix};
 use crate::token::{Claims, KeyRing, Kind};
@@ -192,39 +192,8 @@ impl Caught {
     }
 }
 
-/// A User-Agent rule, lowercased for matching.
-#[derive(Debug, Clone)]
-pub struct AgentMatch {
-    /// The lowercase substring.
-    pub pattern: String,
-    /// What to do.
-    pub action: AgentAction,
-    /// The domain for `AgentAction::Domain`.
-    pub domain: Option<String>,
-}
-
-/// The config's User-Agent rules in matching order: `[[harvesters.agent]]`
-/// first, then `user_agents` (trap).
-pub fn agent_rules(config: &Config) -> Vec<AgentMatch> {
-    let h = &config.raw.harvesters;
-    h.agent
-        .iter()
-        .map(|a| AgentMatch {
-            pattern: a.pattern.to_ascii_lowercase(),
-            action: a.action,
-            domain: a.domain.as_ref().map(|d| d.to_ascii_lowercase()),
-        })
-        .chain(h.user_agents.iter().map(|p| AgentMatch {
-            pattern: p.to_ascii_lowercase(),
-            action: AgentAction::Trap,
-            domain: None,
-        }))
-        .filter(|a| !a.pattern.trim().is_empty())
-        .collect()
-}
-
 /// The first rule whose pattern the User-Agent contains.
-pub fn match_agent<'a>(rules: &'a [AgentMatch], user_agent: &str) -> Option<&'a AgentMatch> {
+pub fn match_agent<'a>(rules: &'a [AgentRule], user_agent: &str) -> Option<&'a AgentRule> {
     if user_agent.is_empty() {
         return None;
     }
@@ -425,6 +394,7 @@ pub fn bait_link(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{AgentAction, Config};
 
     fn config(extra: &str) -> Config {
         Config::from_toml(
@@ -483,7 +453,7 @@ mod tests {
         let c = config(
             "[[harvesters.agent]]\npattern = \"EmailSiphon\"\naction = \"domain\"\ndomain = \"siphon.invalid\"\n",
         );
-        let rules = agent_rules(&c);
+        let rules = c.agents;
         let m = match_agent(&rules, "Mozilla/4.0 (EmailSiphon)").unwrap();
         assert_eq!(m.action, AgentAction::Domain);
         assert_eq!(

@@ -38,14 +38,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 
-use crate::config::{AgentAction, Config, parse_net};
+use crate::config::{AgentAction, Config};
 use crate::conns::{Busy, Conn, Conns, Deadlines, Expiry, RESERVED_FDS, Slot, Watched, raise_open_files};
 use crate::day::Day;
 use crate::rewrite::{Coding, LinkInserter, Pipeline, TokenCache, VisitorMunger};
 use crate::scan::Matcher;
 use crate::store::{StoreSource, VisitEvent, now_unix};
 use crate::token::{Claims, KeyRing, Kind, Visitor};
-use harvest::{AgentMatch, Caught, VisitLog};
+use harvest::{Caught, VisitLog};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type of the proxy.
@@ -57,11 +57,6 @@ pub struct State {
     keys: Arc<KeyRing>,
     matcher: Arc<Matcher>,
     upstream: Upstream,
-    trusted: Vec<IpNet>,
-    rewrite_types: Vec<String>,
-    agents: Vec<AgentMatch>,
-    /// `[proxy] upstream_host`, ready to send.
-    upstream_host: Option<HeaderValue>,
 }
 
 impl State {
@@ -69,45 +64,28 @@ impl State {
     pub fn load(path: &std::path::Path) -> anyhow::Result<State> {
         let config = Config::load(path)?;
         let keys = Arc::new(KeyRing::load(&config.key_file)?);
-        let p = &config.raw.proxy;
-        if p.listen.is_empty() || p.upstream.is_empty() {
+        let p = &config.proxy;
+        let Some(upstream) = p.upstream.as_ref().filter(|_| !p.listen.is_empty()) else {
             anyhow::bail!(crate::config::ConfigError::Invalid {
                 path: config.path.clone(),
                 key: "proxy".into(),
                 message: "set listen = [\"127.0.0.1:8080\"] and upstream = \"http://127.0.0.1:8081\"".into(),
             });
-        }
-        let upstream = Upstream::parse(&p.upstream).map_err(anyhow::Error::msg)?;
-        let trusted = p.trusted_proxies.iter().filter_map(|n| parse_net(n)).collect();
-        let rewrite_types = p
-            .rewrite_types
-            .iter()
-            .map(|t| t.trim().to_ascii_lowercase())
-            .collect();
-        let agents = harvest::agent_rules(&config);
-        // Validated by Config::load, so a parse failure cannot happen here.
-        let upstream_host = p
-            .upstream_host
-            .as_deref()
-            .and_then(|h| HeaderValue::from_str(h).ok());
+        };
         Ok(State {
             matcher: Matcher::new(Arc::clone(&config.protection)),
             keys,
-            upstream,
-            trusted,
-            rewrite_types,
-            agents,
-            upstream_host,
+            upstream: Upstream::new(upstream),
             config,
         })
     }
-}
 
-impl State {
     /// The `Host` the web server gets: `[proxy] upstream_host` if set, else
     /// the visitor's (header, or the authority of an absolute request target).
     fn upstream_host(&self, headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
-        self.upstream_host
+        self.config
+            .proxy
+            .upstream_host
             .clone()
             .or_else(|| headers.get(header::HOST).cloned())
             .or_else(|| {
@@ -139,10 +117,10 @@ impl Proxy {
     /// Loads the config and builds the pooled upstream client.
     pub fn new(config_path: std::path::PathBuf) -> anyhow::Result<Arc<Proxy>> {
         let state = State::load(&config_path)?;
-        let p = &state.config.raw.proxy;
+        let p = &state.config.proxy;
         let (max_connections, max_upstream) = fd_budget(p.max_connections, p.max_upstream_connections);
-        let connector =
-            upstream::UpstreamConnector::new(Duration::from_secs(p.connect_timeout), max_upstream);
+        let connector = upstream::UpstreamConnector::new(p.connect_timeout, max_upstream);
+        connector.register(&state.upstream);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             // Read the web server's responses in modest buffers: a fast
@@ -153,15 +131,9 @@ impl Proxy {
         let c = &state.config;
         let metrics = metrics::Metrics::default();
         let source = StoreSource::new(&c.state);
-        let visits = VisitLog::start(
-            &source,
-            &c.state,
-            c.raw.proxy.visit_queue,
-            c.retention_days,
-            &metrics,
-        )?;
+        let visits = VisitLog::start(&source, &c.state, c.proxy.visit_queue, c.retention_days, &metrics)?;
         let caught = Caught::load(&c.state);
-        let cache = Arc::new(TokenCache::with_budget(c.raw.proxy.token_cache_bytes));
+        let cache = Arc::new(TokenCache::with_budget(c.proxy.token_cache_bytes));
         Ok(Arc::new(Proxy {
             config_path,
             state: RwLock::new(Arc::new(state)),
@@ -185,6 +157,7 @@ impl Proxy {
         match State::load(&self.config_path) {
             Ok(s) => {
                 self.source.reload(&s.config.state);
+                self.connector.register(&s.upstream);
                 *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
                 // Tokens made with the old keys or separator must not be served.
                 self.cache.clear();
@@ -201,27 +174,18 @@ impl Proxy {
         let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
-        for l in &state.config.raw.proxy.listen {
-            let addr: SocketAddr = l.parse()?;
+        for &addr in &state.config.proxy.listen {
             let listener = crate::listen::bind_tcp(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            tracing::info!(%addr, upstream = %state.config.raw.proxy.upstream, "proxy listening");
+            tracing::info!(%addr, upstream = %state.upstream.addr, "proxy listening");
             tasks.push(tokio::spawn(Arc::clone(&self).accept_loop(
                 listener,
                 Arc::clone(&graceful),
                 stop_rx.clone(),
             )));
         }
-        if let Some(admin) = state
-            .config
-            .raw
-            .proxy
-            .admin_listen
-            .as_deref()
-            .filter(|a| !a.is_empty())
-        {
-            let addr: SocketAddr = admin.parse()?;
+        if let Some(addr) = state.config.proxy.admin_listen {
             let listener = crate::listen::bind_tcp(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
@@ -277,7 +241,7 @@ impl Proxy {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let st = self.state();
-        let p = &st.config.raw.proxy;
+        let p = &st.config.proxy;
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder.http1().max_buf_size(p.max_header_bytes.max(8192));
         builder
@@ -304,7 +268,8 @@ impl Proxy {
             let slot = self.conns.admit().await;
             let _ = stream.set_nodelay(true);
             let st = self.state();
-            if st.config.raw.proxy.proxy_protocol && !st.trusted.iter().any(|n| n.contains(&peer.ip())) {
+            let p = &st.config.proxy;
+            if p.proxy_protocol && !p.trusted.iter().any(|n| n.contains(&peer.ip())) {
                 tracing::warn!(%peer, "closed: proxy_protocol is on and this peer is not in trusted_proxies");
                 continue;
             }
@@ -330,18 +295,17 @@ impl Proxy {
         peer: SocketAddr,
         slot: Slot,
     ) {
-        let p = &st.config.raw.proxy;
+        let p = &st.config.proxy;
         let deadlines = Deadlines {
-            request: Duration::from_secs(p.request_timeout),
-            keepalive: Duration::from_secs(p.keepalive_timeout),
-            send: Duration::from_secs(p.send_timeout),
+            request: p.request_timeout,
+            keepalive: p.keepalive_timeout,
+            send: p.send_timeout,
         };
         let mut visitor = peer;
         if p.proxy_protocol {
             // Read here, not in the accept loop, so a slow balancer never
             // holds up accepting others.
-            let timeout = Duration::from_secs(p.request_timeout);
-            match proxy_protocol::read_header(&mut stream, timeout).await {
+            match proxy_protocol::read_header(&mut stream, p.request_timeout).await {
                 Ok(v) => visitor = v.unwrap_or(peer),
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "closed before the request");
@@ -414,7 +378,7 @@ impl Proxy {
         let resp_munged = Arc::new(AtomicU64::new(0));
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let st = self.state();
-        let ip = visitor::client_ip(peer.ip(), req.headers(), &st.trusted);
+        let ip = visitor::client_ip(peer.ip(), req.headers(), &st.config.proxy.trusted);
         let ua = req
             .headers()
             .get(header::USER_AGENT)
@@ -423,7 +387,7 @@ impl Proxy {
             .to_owned();
         let day = Day::today();
         let visitor_id = Visitor::from_ip(ip).to_string();
-        let agent = harvest::match_agent(&st.agents, &ua);
+        let agent = harvest::match_agent(&st.config.agents, &ua);
         let method = req.method().clone();
         let path = req
             .uri()
@@ -494,8 +458,12 @@ impl Proxy {
         let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
 
         let (parts, body) = req.into_parts();
-        let mut up_headers =
-            forward_headers(&parts.headers, peer.ip(), &st.trusted, client_upgrade.is_some());
+        let mut up_headers = forward_headers(
+            &parts.headers,
+            peer.ip(),
+            &st.config.proxy.trusted,
+            client_upgrade.is_some(),
+        );
         let conditional_on_ours = translate_if_none_match(&mut up_headers, &vd);
         let uri: Uri = match format!("http://{}{}", st.upstream.authority, path).parse() {
             Ok(u) => u,
@@ -516,13 +484,12 @@ impl Proxy {
         let (body, upload) = if body.is_end_stream() {
             (body.map_err(|e| Box::new(e) as BoxError).boxed(), None)
         } else {
-            let p = &st.config.raw.proxy;
-            let (paced, progress) =
-                upload::Paced::new(body, Duration::from_secs(p.upload_timeout), p.upload_min_rate);
+            let p = &st.config.proxy;
+            let (paced, progress) = upload::Paced::new(body, p.upload_timeout, p.upload_min_rate);
             (paced.boxed(), Some(progress))
         };
         let up_req = up_req.body(body).expect("method, uri and headers are valid");
-        let timeout = Duration::from_secs(st.config.raw.proxy.header_timeout);
+        let timeout = st.config.proxy.header_timeout;
         let mut resp = match self.send(up_req, timeout, upload).await {
             Ok(r) => r,
             Err(r) => return self.log(r, line),
@@ -565,7 +532,7 @@ impl Proxy {
 
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        let idle = Duration::from_secs(st.config.raw.proxy.body_idle_timeout);
+        let idle = st.config.proxy.body_idle_timeout;
         if parts.status == StatusCode::NOT_MODIFIED && conditional_on_ours {
             // The 304 confirms the visitor's own copy: give back its validator.
             private_headers(&mut parts.headers, &vd);
@@ -611,6 +578,7 @@ impl Proxy {
                         .and_then(|v| v.to_str().ok())
                         .and_then(crate::rewrite::charset::from_content_type);
                     let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, gzip_out)
+                        .with_expansion(st.config.proxy.expansion)
                         .with_charset(declared, is_html(&parts.headers));
                     if let Some(bait) = st.config.bait.as_ref().filter(|b| b.link)
                         && is_html(&parts.headers)
@@ -686,7 +654,7 @@ impl Proxy {
         let req = req
             .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
             .expect("valid request");
-        let timeout = Duration::from_secs(st.config.raw.proxy.header_timeout);
+        let timeout = st.config.proxy.header_timeout;
         let upstream = match self.send(req, timeout, None).await {
             Ok(r) if r.status() == StatusCode::OK && r.headers().get(header::CONTENT_ENCODING).is_none() => {
                 // A robots.txt is small; a huge or slow one is not worth waiting for.
@@ -732,7 +700,7 @@ impl Proxy {
             .unwrap_or("");
         let mut parts = ct.split(';');
         let base = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        if !st.rewrite_types.contains(&base) {
+        if !st.config.proxy.rewrite_types.contains(&base) {
             return false;
         }
         // ASCII-compatible charsets are scanned as bytes, UTF-16 and
@@ -754,7 +722,7 @@ impl Proxy {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.to_ascii_lowercase().contains("no-transform"));
-        !no_transform || st.config.raw.proxy.rewrite_no_transform
+        !no_transform || st.config.proxy.rewrite_no_transform
     }
 
     /// Sends `req`; its answer is due `timeout` after its body (if any,

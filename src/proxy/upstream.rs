@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,56 +16,44 @@ use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 
-/// The web server the proxy forwards to.
+use crate::config::UpstreamAddr;
+
+/// The web server the proxy forwards to, as hyper's pool addresses it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// The authority requests are addressed to.
     pub authority: String,
+    /// Where it is, as configured.
+    pub addr: UpstreamAddr,
 }
 
 /// The suffix of the authorities that stand for unix sockets.
 const UNIX_SUFFIX: &str = ".unix.invalid";
 
-/// Unix socket paths by the authority that stands for them.
-fn unix_paths() -> &'static RwLock<HashMap<String, PathBuf>> {
-    static PATHS: OnceLock<RwLock<HashMap<String, PathBuf>>> = OnceLock::new();
-    PATHS.get_or_init(Default::default)
-}
-
 impl Upstream {
-    /// Parses `http://host:port` or `unix:/absolute/path`.
-    pub fn parse(text: &str) -> Result<Upstream, String> {
-        let bad = || {
-            format!(
-                "'{text}' is not an upstream; write http://127.0.0.1:8081 or unix:/run/nginx/site.sock (https upstreams are not supported)"
-            )
-        };
-        if let Some(path) = text.strip_prefix("unix:") {
-            let path = PathBuf::from(path);
-            if !path.is_absolute() {
-                return Err(bad());
+    /// The authority for `addr`: its own for `http://`, a stable made-up
+    /// one per path for a unix socket.
+    pub fn new(addr: &UpstreamAddr) -> Upstream {
+        match addr {
+            UpstreamAddr::Http(authority) => Upstream {
+                authority: authority.clone(),
+                addr: addr.clone(),
+            },
+            UpstreamAddr::Unix(path) => {
+                // A stable name per path (FNV-1a): the pool must not mix sockets.
+                let hash = path
+                    .as_os_str()
+                    .as_encoded_bytes()
+                    .iter()
+                    .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                    });
+                Upstream {
+                    authority: format!("u{hash:016x}{UNIX_SUFFIX}"),
+                    addr: addr.clone(),
+                }
             }
-            // A stable name per path (FNV-1a): the pool must not mix sockets.
-            let hash = path
-                .as_os_str()
-                .as_encoded_bytes()
-                .iter()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-                });
-            let authority = format!("u{hash:016x}{UNIX_SUFFIX}");
-            unix_paths()
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(authority.clone(), path);
-            return Ok(Upstream { authority });
         }
-        let uri: Uri = text.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("http") || uri.path().len() > 1 || uri.query().is_some() {
-            return Err(bad());
-        }
-        let authority = uri.authority().ok_or_else(bad)?.to_string();
-        Ok(Upstream { authority })
     }
 }
 
@@ -151,7 +139,7 @@ impl Connection for UpstreamIo {
 }
 
 /// Connects to `http://` upstreams with hyper-util's `HttpConnector` and
-/// to the unix sockets that `Upstream::parse` registered.
+/// to the unix sockets [`register`](Self::register)ed with it.
 /// At most `max` connections are open at once (HTTP/2 visitors can ask
 /// for many at a time); a connection waits up to the connect timeout for a
 /// free one.
@@ -161,6 +149,9 @@ pub struct UpstreamConnector {
     connect_timeout: Duration,
     permits: Arc<tokio::sync::Semaphore>,
     max: usize,
+    /// Unix socket paths by the authority that stands for them; kept
+    /// across reloads, as pooled connections may still use an old one.
+    unix: Arc<RwLock<HashMap<String, PathBuf>>>,
 }
 
 impl UpstreamConnector {
@@ -176,6 +167,17 @@ impl UpstreamConnector {
             connect_timeout,
             permits: Arc::new(tokio::sync::Semaphore::new(max)),
             max,
+            unix: Arc::default(),
+        }
+    }
+
+    /// Makes `upstream`'s authority reach its unix socket, if it has one.
+    pub fn register(&self, upstream: &Upstream) {
+        if let UpstreamAddr::Unix(path) = &upstream.addr {
+            self.unix
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(upstream.authority.clone(), path.clone());
         }
     }
 
@@ -205,7 +207,7 @@ impl tower_service::Service<Uri> for UpstreamConnector {
             }
         };
         let unix = uri.host().filter(|h| h.ends_with(UNIX_SUFFIX)).and_then(|h| {
-            unix_paths()
+            self.unix
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(h)
@@ -243,17 +245,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_http_and_unix_upstreams() {
-        assert_eq!(
-            Upstream::parse("http://127.0.0.1:8081").unwrap().authority,
-            "127.0.0.1:8081"
-        );
-        let a = Upstream::parse("unix:/run/a.sock").unwrap().authority;
-        let b = Upstream::parse("unix:/run/b.sock").unwrap().authority;
+    fn unix_upstreams_get_a_stable_authority_of_their_own() {
+        let up = |t: &str| Upstream::new(&UpstreamAddr::parse(t).unwrap()).authority;
+        assert_eq!(up("http://127.0.0.1:8081"), "127.0.0.1:8081");
+        let (a, b) = (up("unix:/run/a.sock"), up("unix:/run/b.sock"));
         assert!(a.ends_with(UNIX_SUFFIX) && a != b, "{a} {b}");
-        assert_eq!(Upstream::parse("unix:/run/a.sock").unwrap().authority, a);
-        for bad in ["unix:run/a.sock", "https://x", "http://x/path", "127.0.0.1:8081"] {
-            assert!(Upstream::parse(bad).unwrap_err().contains("unix:/run"), "{bad}");
-        }
+        assert_eq!(up("unix:/run/a.sock"), a);
     }
 }

@@ -16,13 +16,11 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ipnet::IpNet;
-
 use crate::check::{Status, Verdict, check_recipient, is_role_account, normalize_recipient};
-use crate::config::{Bare, Config, parse_span};
+use crate::config::{Bare, Config};
 use crate::conns::{Conns, RESERVED_FDS, raise_open_files};
 use crate::day::Day;
-use crate::listen::{Bound, Listen};
+use crate::listen::Bound;
 use crate::store::{
     Arrival, FaultLog, Pinned, RuleSet, RuleWatcher, Store, StoreError, StoreSource, now_unix,
 };
@@ -102,8 +100,6 @@ pub struct Settings {
     pub config: Config,
     /// The key ring.
     pub keys: KeyRing,
-    block_for: i64,
-    never_block: Vec<IpNet>,
 }
 
 impl Settings {
@@ -111,23 +107,7 @@ impl Settings {
     pub fn load(path: &std::path::Path) -> anyhow::Result<Settings> {
         let config = Config::load(path)?;
         let keys = KeyRing::load(&config.key_file)?;
-        let traps = &config.raw.traps;
-        let block_for = parse_span(&traps.block_for).unwrap_or(7 * 86_400) as i64;
-        let never_block = traps
-            .never_block
-            .iter()
-            .filter_map(|n| {
-                n.parse::<IpNet>()
-                    .ok()
-                    .or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from))
-            })
-            .collect();
-        Ok(Settings {
-            config,
-            keys,
-            block_for,
-            never_block,
-        })
+        Ok(Settings { config, keys })
     }
 }
 
@@ -177,7 +157,7 @@ impl Resolver {
         let mut watcher = RuleWatcher::new(Pinned::new(Store::open_existing(&state)?, Arc::clone(&source)));
         let (tx, rx) = sync_channel(QUEUE);
         let metrics = Metrics::default();
-        let wanted = settings.config.raw.resolver.max_connections;
+        let wanted = settings.config.resolver.max_connections;
         let budget = (raise_open_files().saturating_sub(RESERVED_FDS) as usize).max(1);
         if wanted > budget {
             tracing::warn!(
@@ -351,7 +331,7 @@ impl Resolver {
     }
 
     fn judge_now(&self, s: &Settings, rules: &RuleSet, address: String, today: Day) -> Judgement {
-        let delim = &s.config.raw.resolver.recipient_delimiter;
+        let delim = &s.config.resolver.recipient_delimiter;
         let verdict = check_recipient(&s.keys, &s.config.protection, rules, &address, today, delim);
         Judgement {
             address: verdict.address.clone(),
@@ -371,11 +351,12 @@ impl Resolver {
     /// blocked; returns whether it did.
     pub fn block(&self, ip: IpAddr, reason: &str) -> bool {
         let s = self.settings();
-        if s.never_block.iter().any(|n| n.contains(&ip)) {
+        let traps = &s.config.traps;
+        if traps.never_block.iter().any(|n| n.contains(&ip)) {
             return false;
         }
         let now = now_unix();
-        let until = now + s.block_for;
+        let until = now + traps.block_for.as_secs() as i64;
         if let Ok(mut f) = self.fresh_blocks.lock() {
             // Held until the store shows them; while it cannot be written
             // (or a flood outruns it), bounded: ended blocks go first, and
@@ -405,14 +386,14 @@ impl Resolver {
     /// The request-size limit and idle timeout for a new connection.
     pub fn connection_limits(&self) -> (usize, Duration) {
         let s = self.settings();
-        let rc = &s.config.raw.resolver;
-        (rc.max_request, Duration::from_secs(rc.idle_timeout))
+        let rc = &s.config.resolver;
+        (rc.max_request, rc.idle_timeout)
     }
 
     /// The `recipient`-map and policy answer for a judgement.
     pub fn recipient_action(&self, j: &Judgement) -> Action {
         let s = self.settings();
-        let r = &s.config.raw.resolver;
+        let r = &s.config.resolver;
         let v = &j.verdict;
         match v.status {
             Status::Valid if v.kind == Some(Kind::Trap) => Action::Trap,
@@ -489,7 +470,7 @@ fn writer(mut store: Pinned, rx: Receiver<Write>, mut faults: FaultLog, lost: Ar
 /// Runs the resolver's listeners until SIGTERM/SIGINT; SIGHUP reloads.
 pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
     let s = resolver.settings();
-    let rc = &s.config.raw.resolver;
+    let rc = &s.config.resolver;
     if rc.socketmap.is_empty() && rc.policy.is_empty() {
         anyhow::bail!(crate::config::ConfigError::Invalid {
             path: s.config.path.clone(),
@@ -497,13 +478,15 @@ pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
             message: "no listeners; add e.g. socketmap = [\"inet:127.0.0.1:10100\"] and policy = [\"inet:127.0.0.1:10101\"]".into(),
         });
     }
-    let mode = u32::from_str_radix(&rc.socket_mode, 8).unwrap_or(0o660);
     let mut tasks = Vec::new();
     for (list, is_policy) in [(&rc.socketmap, false), (&rc.policy, true)] {
-        for l in list {
-            let listen = Listen::parse(l).map_err(anyhow::Error::msg)?;
+        for listen in list {
             let bound = listen
-                .bind(mode, rc.socket_owner.as_deref(), rc.socket_group.as_deref())
+                .bind(
+                    rc.socket_mode,
+                    rc.socket_owner.as_deref(),
+                    rc.socket_group.as_deref(),
+                )
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
             tracing::info!(%listen, service = if is_policy { "policy" } else { "socketmap" }, "listening");
@@ -512,8 +495,7 @@ pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
         }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some(admin) = rc.admin_listen.as_deref().filter(|a| !a.is_empty()) {
-        let addr: std::net::SocketAddr = admin.parse()?;
+    if let Some(addr) = rc.admin_listen {
         let listener = crate::listen::bind_tcp(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
@@ -621,10 +603,7 @@ mod tests {
         // Ours to refuse: the bare base (bare = reject), and forged IDs on it,
         // also those spelled with letters the alphabet lacks.
         let s = r.settings();
-        let (bare, forged) = (
-            &s.config.raw.resolver.bare_text,
-            &s.config.raw.resolver.reject_text,
-        );
+        let (bare, forged) = (&s.config.resolver.bare_text, &s.config.resolver.reject_text);
         assert_eq!(answer(&r, "mjd@plover.com"), Action::Reject(bare.clone()));
         let last = if token.ends_with('a') { 'b' } else { 'a' };
         let altered = format!("mjd-id-{}{last}@plover.com", &token[..23]);

@@ -19,7 +19,7 @@ use crate::store::{Arrival, now_unix};
 pub fn decide(r: &Resolver, attrs: &HashMap<String, String>) -> String {
     let get = |k: &str| attrs.get(k).map(String::as_str).unwrap_or("");
     let s = r.settings();
-    let rc = &s.config.raw.resolver;
+    let rc = &s.config.resolver;
     let client: Option<IpAddr> = get("client_address").parse().ok();
     if let Some(ip) = client {
         if r.blocked(ip).is_some() {
@@ -60,12 +60,7 @@ pub fn decide(r: &Resolver, attrs: &HashMap<String, String>) -> String {
                     }
                 }
             }
-            let action = &s.config.raw.traps.action;
-            if action == "DISCARD" {
-                "DISCARD mail to a trap address".into()
-            } else {
-                action.clone()
-            }
+            s.config.traps.action.policy_answer()
         }
         Action::Reject(text) => format!("REJECT {text}"),
         Action::Dunno | Action::NotOurs => "DUNNO".into(),

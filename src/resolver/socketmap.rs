@@ -97,13 +97,13 @@ pub fn lookup(r: &Resolver, map: &str, key: &str) -> Reply {
             match r.recipient_action(&j) {
                 Action::Dunno => Reply::Ok("DUNNO".into()),
                 Action::Reject(text) => Reply::Ok(format!("REJECT {text}")),
-                Action::Trap => Reply::Ok(r.settings().config.raw.traps.action.clone()),
+                Action::Trap => Reply::Ok(r.settings().config.traps.action.to_string()),
                 Action::NotOurs => Reply::NotFound,
             }
         }
         "client" => match key.trim().parse::<IpAddr>() {
             Ok(ip) => match r.blocked(ip) {
-                Some(_) => Reply::Ok(format!("REJECT {}", r.settings().config.raw.resolver.block_text)),
+                Some(_) => Reply::Ok(format!("REJECT {}", r.settings().config.resolver.block_text)),
                 None => Reply::NotFound,
             },
             // Postfix asks for the client's hostname too; blocks are by IP.
