@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::address::{Parsed, Protection};
 use crate::day::Day;
-use crate::store::{Rule, RuleSet, Subject};
+use crate::rules::{Rule, RuleSet, Subject};
 use crate::token::{Claims, KeyRing, Kind, TokenError};
 
 /// The outcome for one address.

@@ -12,7 +12,8 @@ use serde::Serialize;
 use crate::address::{Parsed, Protection};
 use crate::check::{Status, Verdict, check};
 use crate::day::Day;
-use crate::store::{Arrival, Printable, Rule, RuleSet, Store, StoreError, Visit};
+use crate::rules::{Printable, Rule, RuleSet, Subject};
+use crate::store::{Arrival, Store, StoreError, Visit};
 use crate::token::{KeyRing, Kind};
 
 /// `2026-11-20 16:14:03 UTC`.
@@ -106,7 +107,7 @@ pub fn trace(
     // Every rule that covers it, not only the one that decides its status.
     if let Some(claims) = t.verdict.claims {
         let base = t.verdict.original.clone().unwrap_or_default();
-        let subject = crate::store::Subject {
+        let subject = Subject {
             claims: &claims,
             base: &base,
             munged: &lower,

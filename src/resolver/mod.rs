@@ -21,9 +21,8 @@ use crate::config::{Bare, Config};
 use crate::conns::{Conns, RESERVED_FDS, raise_open_files};
 use crate::day::Day;
 use crate::listen::Bound;
-use crate::store::{
-    Arrival, FaultLog, Pinned, RuleSet, RuleWatcher, Store, StoreError, StoreSource, now_unix,
-};
+use crate::rules::RuleSet;
+use crate::store::{Arrival, FaultLog, Pinned, RuleWatcher, Store, StoreError, StoreSource, now_unix};
 use crate::token::{KeyRing, Kind};
 
 /// How often the rule snapshot is checked for changes.
