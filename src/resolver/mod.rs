@@ -5,8 +5,12 @@
 //! fresh (at most 250 ms old). Arrivals and new blocks are written by a
 //! second thread in batches, so SMTP never waits on the disk.
 
+pub mod decide;
 pub mod policy;
 pub mod socketmap;
+
+use decide::Facts;
+pub use decide::{Action, Judgement, Map, PolicyRequest, Reply};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,14 +20,14 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::check::{Status, Verdict, check_recipient, is_role_account, normalize_recipient};
-use crate::config::{Bare, Config};
+use crate::check::{check_recipient, normalize_recipient};
+use crate::config::Config;
 use crate::conns::{Conns, RESERVED_FDS, raise_open_files};
 use crate::day::Day;
 use crate::listen::Bound;
 use crate::rules::RuleSet;
 use crate::store::{Arrival, FaultLog, Pinned, RuleWatcher, Store, StoreError, StoreSource, now_unix};
-use crate::token::{KeyRing, Kind};
+use crate::token::KeyRing;
 
 /// How often the rule snapshot is checked for changes.
 const REFRESH: Duration = Duration::from_millis(250);
@@ -133,15 +137,6 @@ impl std::fmt::Debug for Resolver {
             .field("config_path", &self.config_path)
             .finish_non_exhaustive()
     }
-}
-
-/// How a recipient is judged, for both services.
-#[derive(Debug, Clone)]
-pub struct Judgement {
-    /// The verdict of the (extension-stripped) address.
-    pub verdict: Verdict,
-    /// The address judged.
-    pub address: String,
 }
 
 impl Resolver {
@@ -298,44 +293,60 @@ impl Resolver {
         Arc::clone(&self.snapshot.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Judges a recipient: the whole address first, then with the
+    /// Judges a recipient under the current settings (see [`Self::judge_with`]).
+    pub fn judge(&self, address: &str) -> Option<Arc<Judgement>> {
+        self.judge_with(&self.settings(), address)
+    }
+
+    /// Judges a recipient under `s`: the whole address first, then with the
     /// recipient-delimiter extension stripped. `None` when the store cannot
     /// be read (answer TEMP).
-    pub fn judge(&self, address: &str) -> Option<Arc<Judgement>> {
+    pub fn judge_with(&self, s: &Arc<Settings>, address: &str) -> Option<Arc<Judgement>> {
         self.metrics.lookups.fetch_add(1, Ordering::Relaxed);
         let snap = self.snapshot();
         if !snap.ok {
             self.metrics.temp.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let s = self.settings();
         let today = Day::today();
         let address = normalize_recipient(address);
         let lock = || self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut cache = lock();
-            cache.for_now(&snap, &s, today);
+            cache.for_now(&snap, s, today);
             if let Some(j) = cache.map.get(address.as_str()) {
                 return Some(Arc::clone(j));
             }
         }
-        let j = Arc::new(self.judge_now(&s, &snap.rules, address.clone(), today));
+        let j = Arc::new(judge_now(s, &snap.rules, address.clone(), today));
         let mut cache = lock();
         // Not if the rules or settings changed meanwhile: it may be stale.
-        if Arc::ptr_eq(&cache.snap, &snap) && Arc::ptr_eq(&cache.settings, &s) && address.len() <= CACHED_KEY
-        {
+        if Arc::ptr_eq(&cache.snap, &snap) && Arc::ptr_eq(&cache.settings, s) && address.len() <= CACHED_KEY {
             cache.map.put(address, Arc::clone(&j));
         }
         Some(j)
     }
 
-    fn judge_now(&self, s: &Settings, rules: &RuleSet, address: String, today: Day) -> Judgement {
-        let delim = &s.config.resolver.recipient_delimiter;
-        let verdict = check_recipient(&s.keys, &s.config.protection, rules, &address, today, delim);
-        Judgement {
-            address: verdict.address.clone(),
-            verdict,
+    /// Answers one socketmap lookup under one settings snapshot.
+    pub fn lookup(&self, map: Map, key: &str) -> Reply {
+        let s = self.settings();
+        decide::socketmap(&s, &Under { r: self, s: &s }, map, key)
+    }
+
+    /// Answers one policy request under one settings snapshot, and records
+    /// and blocks what the decision says.
+    pub fn policy(&self, req: &PolicyRequest<'_>) -> String {
+        let s = self.settings();
+        let now = now_unix();
+        let d = decide::policy(&s, &Under { r: self, s: &s }, req, now);
+        if let Some(a) = d.arrival {
+            self.record(a);
         }
+        if let Some((ip, reason)) = d.block {
+            self.block(ip, now + s.config.traps.block_for.as_secs() as i64, &reason);
+            tracing::info!(client = %ip, %reason, "blocked a client that mailed a trap");
+        }
+        d.answer
     }
 
     /// The end of a client's block, if it is blocked now.
@@ -346,16 +357,9 @@ impl Resolver {
         from_store.into_iter().chain(fresh).filter(|&u| u > now).max()
     }
 
-    /// Blocks a client for the configured time unless it is never to be
-    /// blocked; returns whether it did.
-    pub fn block(&self, ip: IpAddr, reason: &str) -> bool {
-        let s = self.settings();
-        let traps = &s.config.traps;
-        if traps.never_block.iter().any(|n| n.contains(&ip)) {
-            return false;
-        }
+    /// Blocks a client until `until` (Unix seconds).
+    pub fn block(&self, ip: IpAddr, until: i64, reason: &str) {
         let now = now_unix();
-        let until = now + traps.block_for.as_secs() as i64;
         if let Ok(mut f) = self.fresh_blocks.lock() {
             // Held until the store shows them; while it cannot be written
             // (or a flood outruns it), bounded: ended blocks go first, and
@@ -368,7 +372,6 @@ impl Resolver {
             }
         }
         self.queue(Write::Block(ip, until, reason.to_owned()));
-        true
     }
 
     /// Records an arrival (batched; dropped and counted if the queue is full).
@@ -388,41 +391,31 @@ impl Resolver {
         let rc = &s.config.resolver;
         (rc.max_request, rc.idle_timeout)
     }
+}
 
-    /// The `recipient`-map and policy answer for a judgement.
-    pub fn recipient_action(&self, j: &Judgement) -> Action {
-        let s = self.settings();
-        let r = &s.config.resolver;
-        let v = &j.verdict;
-        match v.status {
-            Status::Valid if v.kind == Some(Kind::Trap) => Action::Trap,
-            Status::Valid => Action::Dunno,
-            Status::Expired if v.kind == Some(Kind::Trap) => Action::Trap,
-            Status::Expired => Action::Reject(r.reject_text.clone()),
-            Status::Bare if v.exempt || r.bare == Bare::Accept || is_role_account(&j.address) => {
-                Action::Dunno
-            }
-            Status::Bare => Action::Reject(r.bare_text.clone()),
-            // Forged or altered IDs on a protected base address are refused;
-            // everything else (other users of a protected domain too) is
-            // none of our business.
-            Status::Invalid if v.protected => Action::Reject(r.reject_text.clone()),
-            Status::Invalid => Action::NotOurs,
-        }
+/// The facts a decision looks up, under one settings snapshot.
+struct Under<'a> {
+    r: &'a Resolver,
+    s: &'a Arc<Settings>,
+}
+
+impl Facts for Under<'_> {
+    fn judge(&self, address: &str) -> Option<Arc<Judgement>> {
+        self.r.judge_with(self.s, address)
+    }
+
+    fn blocked(&self, ip: IpAddr) -> bool {
+        self.r.blocked(ip).is_some()
     }
 }
 
-/// What to tell Postfix about a recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Let the other restrictions decide.
-    Dunno,
-    /// Refuse with this text.
-    Reject(String),
-    /// A trap address.
-    Trap,
-    /// Not a protected address.
-    NotOurs,
+fn judge_now(s: &Settings, rules: &RuleSet, address: String, today: Day) -> Judgement {
+    let delim = &s.config.resolver.recipient_delimiter;
+    let verdict = check_recipient(&s.keys, &s.config.protection, rules, &address, today, delim);
+    Judgement {
+        address: verdict.address.clone(),
+        verdict,
+    }
 }
 
 fn writer(mut store: Pinned, rx: Receiver<Write>, mut faults: FaultLog, lost: Arc<AtomicU64>) {
@@ -566,6 +559,8 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::Status;
+    use crate::token::Kind;
 
     /// A resolver over a fresh key and store with this config text after
     /// the key and state lines.
@@ -580,7 +575,7 @@ mod tests {
     }
 
     fn answer(r: &Resolver, address: &str) -> Action {
-        r.recipient_action(&r.judge(address).unwrap())
+        decide::recipient_action(&r.settings(), &r.judge(address).unwrap())
     }
 
     #[test]
@@ -649,7 +644,7 @@ mod tests {
                 .unwrap();
             store.block(blocked, now_unix() + 3600, "trap").unwrap();
         }
-        let refused = |r: &Resolver| r.judge(&a).map(|j| r.recipient_action(&j));
+        let refused = |r: &Resolver| r.judge(&a).map(|j| decide::recipient_action(&r.settings(), &j));
         let start = std::time::Instant::now();
         while !matches!(refused(&r), Some(Action::Reject(_))) {
             assert!(start.elapsed() < Duration::from_secs(5), "rule never seen");
@@ -693,7 +688,11 @@ mod tests {
         answer(&r, &long);
         assert!(r.verdicts.lock().unwrap().map.is_empty(), "a 5 kB key was cached");
         for i in 0..(FRESH_BLOCKS as u32 + 50) {
-            r.block(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), "trap");
+            r.block(
+                IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
+                now_unix() + 60,
+                "trap",
+            );
         }
         assert!(r.fresh_blocks.lock().unwrap().len() <= FRESH_BLOCKS);
     }

@@ -2,68 +2,26 @@
 //! with an empty line; the answer is `action=…` and an empty line. At RCPT:
 //! blocked client → REJECT; trap recipient → DISCARD (configurable) and the
 //! client blocked; expired or forged → REJECT; every arrival for a munged
-//! address is recorded for `trace`.
+//! address is recorded for `trace`. Framing only: the decisions are
+//! [`super::decide`]'s.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use super::decide::PolicyRequest;
 use super::socketmap::ProtocolError;
-use super::{Action, Conn, Resolver};
-use crate::check::{Status, is_role_account};
-use crate::store::{Arrival, now_unix};
+use super::{Conn, Resolver};
 
-/// Decides one policy request.
-pub fn decide(r: &Resolver, attrs: &HashMap<String, String>) -> String {
+/// The attributes decisions read, from a request's `name=value` pairs.
+pub fn request(attrs: &HashMap<String, String>) -> PolicyRequest<'_> {
     let get = |k: &str| attrs.get(k).map(String::as_str).unwrap_or("");
-    let s = r.settings();
-    let rc = &s.config.resolver;
-    let client: Option<IpAddr> = get("client_address").parse().ok();
-    if let Some(ip) = client {
-        if r.blocked(ip).is_some() {
-            return format!("REJECT {}", rc.block_text);
-        }
-    }
-    let recipient = get("recipient");
-    if recipient.is_empty() {
-        return "DUNNO".into();
-    }
-    let Some(j) = r.judge(recipient) else {
-        return "DEFER_IF_PERMIT 4.3.0 addrmunge cannot read its state store; try again later".into();
-    };
-    let v = &j.verdict;
-    // Record every authentic ID, and forged ones on protected base
-    // addresses (a harvester guessing at the format is worth knowing about).
-    if v.protected && v.status != Status::Bare {
-        r.record(Arrival {
-            time: now_unix(),
-            client_ip: get("client_address").to_owned(),
-            helo: get("helo_name").to_owned(),
-            sender: get("sender").to_owned(),
-            recipient: j.address.clone(),
-            base: v.original.clone(),
-            kind: v.kind.map(|k| k.to_string()),
-            visitor: v.ip.clone(),
-            day: v.date,
-            status: v.status.to_string(),
-        });
-    }
-    match r.recipient_action(&j) {
-        Action::Trap => {
-            // Mail for postmaster and abuse is never a reason to block.
-            if !is_role_account(v.original.as_deref().unwrap_or(&j.address)) {
-                if let Some(ip) = client {
-                    if r.block(ip, &format!("mail to trap {}", j.address)) {
-                        tracing::info!(client = %ip, recipient = %j.address, "blocked a client that mailed a trap");
-                    }
-                }
-            }
-            s.config.traps.action.policy_answer()
-        }
-        Action::Reject(text) => format!("REJECT {text}"),
-        Action::Dunno | Action::NotOurs => "DUNNO".into(),
+    PolicyRequest {
+        client_address: get("client_address"),
+        helo: get("helo_name"),
+        sender: get("sender"),
+        recipient: get("recipient"),
     }
 }
 
@@ -86,7 +44,7 @@ pub async fn serve(
             return Ok(());
         };
         let _busy = state.begin();
-        let action = decide(r, &attrs);
+        let action = r.policy(&request(&attrs));
         conn.get_mut()
             .write_all(format!("action={action}\n\n").as_bytes())
             .await?;

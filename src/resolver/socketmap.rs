@@ -1,16 +1,15 @@
 //! The Postfix socketmap protocol: netstring requests `NAME KEY`, netstring
 //! replies `OK value`, `NOTFOUND `, `TEMP reason`, `PERM reason`, many per
 //! persistent connection. Maps: `virtual`, `recipient`, `relay`, `client`.
+//! Framing only: the answers are [`super::decide`]'s.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::{Action, Conn, Resolver};
-use crate::check::Status;
-use crate::token::Kind;
+use super::decide::{Map, Reply};
+use super::{Conn, Resolver};
 
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]
@@ -29,89 +28,29 @@ pub enum ProtocolError {
     Io(#[from] std::io::Error),
 }
 
-/// A socketmap reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// `OK value` (never empty).
-    Ok(String),
-    /// `NOTFOUND `.
-    NotFound,
-    /// `TEMP reason`.
-    Temp(String),
-    /// `PERM reason`.
-    Perm(String),
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        match self {
-            Reply::Ok(v) => format!("OK {v}"),
-            Reply::NotFound => "NOTFOUND ".into(),
-            Reply::Temp(r) => format!("TEMP {r}"),
-            Reply::Perm(r) => format!("PERM {r}"),
-        }
+/// A reply as the socketmap protocol spells it.
+fn reply_text(reply: &Reply) -> String {
+    match reply {
+        Reply::Ok(v) => format!("OK {v}"),
+        Reply::NotFound => "NOTFOUND ".into(),
+        Reply::Temp(r) => format!("TEMP {r}"),
+        Reply::Perm(r) => format!("PERM {r}"),
     }
 }
 
-/// Answers one lookup.
-pub fn lookup(r: &Resolver, map: &str, key: &str) -> Reply {
-    let temp = || Reply::Temp("addrmunge cannot read its state store".into());
-    match map {
-        "virtual" | "relay" => {
-            let key = key.trim().to_ascii_lowercase();
-            if !key.contains('@') {
-                // Postfix asks for the bare domain when virtual_alias_domains
-                // defaults to $virtual_alias_maps.
-                let s = r.settings();
-                let d = key.trim_end_matches('.');
-                return if s.config.protection.has_domain(d) {
-                    Reply::Ok(d.to_owned())
-                } else {
-                    Reply::NotFound
-                };
-            }
-            let Some(j) = r.judge(&key) else { return temp() };
-            let v = &j.verdict;
-            let s = r.settings();
-            let entry = v.entry.map(|e| &s.config.protection.entries()[e]);
-            match (map, v.status) {
-                ("virtual", Status::Valid) => {
-                    // Never answer with something that looks munged: the
-                    // base address (or deliver_to) is looked up again and
-                    // must come back NOTFOUND.
-                    let target = entry
-                        .and_then(|e| e.deliver_to.clone())
-                        .or_else(|| v.original.clone());
-                    target.map(Reply::Ok).unwrap_or(Reply::NotFound)
-                }
-                ("relay", Status::Valid) => Reply::Ok(v.original.clone().unwrap_or(key)),
-                ("relay", Status::Expired) if v.kind == Some(Kind::Trap) => Reply::Ok(key),
-                ("relay", Status::Bare) if v.exempt || r.recipient_action(&j) == Action::Dunno => {
-                    Reply::Ok(key)
-                }
-                _ => Reply::NotFound,
-            }
-        }
-        "recipient" => {
-            let Some(j) = r.judge(key) else { return temp() };
-            match r.recipient_action(&j) {
-                Action::Dunno => Reply::Ok("DUNNO".into()),
-                Action::Reject(text) => Reply::Ok(format!("REJECT {text}")),
-                Action::Trap => Reply::Ok(r.settings().config.traps.action.to_string()),
-                Action::NotOurs => Reply::NotFound,
-            }
-        }
-        "client" => match key.trim().parse::<IpAddr>() {
-            Ok(ip) => match r.blocked(ip) {
-                Some(_) => Reply::Ok(format!("REJECT {}", r.settings().config.resolver.block_text)),
-                None => Reply::NotFound,
-            },
-            // Postfix asks for the client's hostname too; blocks are by IP.
-            Err(_) => Reply::NotFound,
+/// The reply to one request's text, `NAME KEY`.
+fn answer(r: &Resolver, request: &[u8]) -> Reply {
+    let Ok(text) = std::str::from_utf8(request) else {
+        return Reply::Perm("request is not UTF-8".into());
+    };
+    match text.split_once(' ') {
+        Some((name, key)) if !key.is_empty() => match Map::parse(name) {
+            Some(map) => r.lookup(map, key),
+            None => Reply::Perm(format!(
+                "unknown map name '{name}'; use virtual, recipient, relay or client"
+            )),
         },
-        other => Reply::Perm(format!(
-            "unknown map name '{other}'; use virtual, recipient, relay or client"
-        )),
+        _ => Reply::Perm("expected 'NAME KEY'".into()),
     }
 }
 
@@ -131,14 +70,8 @@ pub async fn serve(
         // Busy from a whole request to its answer: between requests the
         // connection is idle, and the first to go at max_connections.
         let _busy = state.begin();
-        let reply = match std::str::from_utf8(&req) {
-            Err(_) => Reply::Perm("request is not UTF-8".into()),
-            Ok(text) => match text.split_once(' ') {
-                Some((map, key)) if !key.is_empty() => lookup(r, map, key),
-                _ => Reply::Perm("expected 'NAME KEY'".into()),
-            },
-        };
-        let text = reply.text();
+        let reply = answer(r, &req);
+        let text = reply_text(&reply);
         let framed = format!("{}:{},", text.len(), text);
         conn.get_mut().write_all(framed.as_bytes()).await?;
     }
