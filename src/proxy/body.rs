@@ -1,0 +1,269 @@
+//! The response bodies: [`Streamed`] runs an upstream body through the
+//! rewriting pipeline (or passes it) with an idle timeout; [`Logged`]
+//! counts what reaches the visitor and writes the access line and the
+//! visit-log record when the body is done.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::Method;
+use hyper::body::{Body, Frame, Incoming};
+
+use super::harvest::VisitLog;
+use super::{BoxError, ProxyBody, metrics};
+use crate::conns::Busy;
+use crate::day::Day;
+use crate::rewrite::Pipeline;
+use crate::store::{VisitEvent, now_unix};
+
+/// An upstream body on its way to the client: rewritten through a
+/// [`Pipeline`] or passed through, with an idle timeout. An upstream error
+/// becomes a body error, which makes hyper reset the client's stream
+/// instead of ending it as if complete.
+pub(super) struct Streamed {
+    inner: Incoming,
+    pipeline: Option<Pipeline>,
+    rewriting: bool,
+    idle: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Every response's addresses (the metric), and this one's.
+    munged: Arc<AtomicU64>,
+    response_munged: Arc<AtomicU64>,
+    /// This response's addresses already added to `munged`.
+    counted: u64,
+    /// Responses cut off for expanding too much (the metric).
+    expansion_cut: Arc<AtomicU64>,
+    /// Responses whose declared UTF-16 was false (the metric).
+    charset_mismatch: Arc<AtomicU64>,
+    done: bool,
+}
+
+impl Streamed {
+    pub(super) fn new(
+        inner: Incoming,
+        pipeline: Option<Pipeline>,
+        idle: Duration,
+        metrics: &metrics::Metrics,
+        response_munged: Arc<AtomicU64>,
+    ) -> Streamed {
+        Streamed {
+            inner,
+            rewriting: pipeline.is_some(),
+            pipeline,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            munged: Arc::clone(&metrics.munged),
+            response_munged,
+            counted: 0,
+            expansion_cut: Arc::clone(&metrics.expansion_cut),
+            charset_mismatch: Arc::clone(&metrics.charset_mismatch),
+            done: false,
+        }
+    }
+}
+
+/// The visit-log record a request leaves when its response body ends.
+pub(super) struct VisitNote {
+    pub(super) log: Arc<VisitLog>,
+    pub(super) day: Day,
+    pub(super) visitor: String,
+    pub(super) harvester: Option<String>,
+}
+
+/// What the access log says about one request, written when its response
+/// body is done (or dropped), so bytes and addresses munged are known.
+pub(super) struct AccessLine {
+    pub(super) visitor: IpAddr,
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) status: u16,
+    pub(super) user_agent: String,
+    pub(super) started: Instant,
+    pub(super) munged: Arc<AtomicU64>,
+    /// The connection is busy for as long as this line is not written.
+    pub(super) _busy: Busy,
+    pub(super) visit: Option<VisitNote>,
+}
+
+/// A response body that counts what it sends and logs the access line at its end.
+pub(super) struct Logged {
+    pub(super) inner: ProxyBody,
+    pub(super) line: AccessLine,
+    pub(super) bytes: u64,
+    /// The body reached its end.
+    pub(super) complete: bool,
+    /// The body failed (upstream cut, bad coding, idle, too large): the
+    /// visitor got less than the whole page, whatever the stream's state says.
+    pub(super) failed: bool,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(v) = self.line.visit.take() {
+            v.log.record(VisitEvent {
+                time: now_unix(),
+                day: v.day,
+                visitor: v.visitor,
+                user_agent: self.line.user_agent.clone(),
+                path: self.line.path.clone(),
+                munged: self.line.munged.load(Ordering::Relaxed),
+                harvester: v.harvester,
+            });
+        }
+        let l = &self.line;
+        tracing::info!(
+            target: "access",
+            visitor = %l.visitor,
+            method = %l.method,
+            path = %l.path,
+            status = l.status,
+            bytes = self.bytes,
+            munged = l.munged.load(Ordering::Relaxed),
+            ms = l.started.elapsed().as_millis() as u64,
+            complete = !self.failed && (self.complete || self.inner.is_end_stream()),
+            user_agent = %l.user_agent,
+        );
+    }
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.failed = true,
+            Poll::Ready(None) => this.complete = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Streamed {
+    /// The pipeline's next piece as a frame; counts what it munged so far,
+    /// so a body cut off midway is logged with the addresses that did reach
+    /// the visitor. `None`: it needs more upstream input.
+    fn next_piece(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        let p = self.pipeline.as_mut()?;
+        loop {
+            let piece = p.next_piece();
+            if p.take_charset_mismatch() {
+                self.charset_mismatch.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("a body declared UTF-16 is not; scanned its bytes as they are");
+            }
+            let munged = p.munged();
+            self.munged.fetch_add(munged - self.counted, Ordering::Relaxed);
+            self.response_munged.store(munged, Ordering::Relaxed);
+            self.counted = munged;
+            match piece {
+                Err(e) => {
+                    self.done = true;
+                    if e.get_ref().is_some_and(|e| e.is::<crate::rewrite::Expanded>()) {
+                        self.expansion_cut.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "cut off a response body");
+                    }
+                    return Some(Err(Box::new(e)));
+                }
+                Ok(Some(out)) if out.is_empty() && !p.is_finished() => continue,
+                Ok(Some(out)) => {
+                    self.done = p.is_finished();
+                    return (!out.is_empty()).then(|| Ok(Frame::data(out)));
+                }
+                Ok(None) => {
+                    self.done = p.is_finished();
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            // What the pipeline holds goes first, one piece per poll.
+            if let Some(frame) = this.next_piece() {
+                return Poll::Ready(Some(frame));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.sleep.as_mut().reset(deadline);
+                    let Some(p) = this.pipeline.as_mut() else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
+                    // Trailers describe the original body; they are dropped.
+                    if let Ok(data) = frame.into_data() {
+                        // The last frame (known by Content-Length) ends the
+                        // pipeline at once: one frame out, not a tiny extra one.
+                        p.input(data, this.inner.is_end_stream());
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Ready(None) => match this.pipeline.as_mut() {
+                    Some(p) => p.input(Bytes::new(), true),
+                    None => {
+                        this.done = true;
+                        return Poll::Ready(None);
+                    }
+                },
+                Poll::Pending => {
+                    if this.sleep.as_mut().poll(cx).is_ready() {
+                        this.done = true;
+                        return Poll::Ready(Some(Err("the web server stopped sending the body".into())));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (!self.rewriting && self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.rewriting {
+            hyper::body::SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Header policy: what the web server is told (hop-by-hop headers
+//! stripped, forwarded-for from trusted peers only, our validators
+//! translated back), what the visitor gets (rewritten responses made
+//! private to them), and what the request and response say about
+//! themselves (codings, upgrades, the media type).
+
+use std::net::IpAddr;
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+use crate::rewrite::TokenCache;
+use crate::token::{Claims, KeyRing};
+
+/// A response's `Content-Type`, parsed once.
+pub(super) struct MediaType {
+    /// `type/subtype`, lowercase.
+    pub(super) essence: String,
+    /// The `charset` parameter, lowercase and unquoted.
+    pub(super) charset: Option<String>,
+    /// The charset's encoding, when it names one.
+    pub(super) encoding: Option<&'static encoding_rs::Encoding>,
+}
+
+impl MediaType {
+    /// The media type `h` declares (empty when it declares none).
+    pub(super) fn of(h: &HeaderMap) -> MediaType {
+        let ct = h
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mut parts = ct.split(';');
+        let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let charset = parts
+            .filter_map(|p| p.trim().split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+            .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase());
+        MediaType {
+            essence,
+            charset,
+            encoding: crate::rewrite::charset::from_content_type(ct),
+        }
+    }
+
+    /// HTML or XHTML.
+    pub(super) fn is_html(&self) -> bool {
+        self.essence == "text/html" || self.essence == "application/xhtml+xml"
+    }
+}
+
+pub(super) fn accepts_gzip(h: &HeaderMap) -> bool {
+    accepts_coding(h, "gzip")
+}
+
+/// True when `Accept-Encoding` takes `coding` (by name or `*`, not with q=0).
+pub(super) fn accepts_coding(h: &HeaderMap, coding: &str) -> bool {
+    h.get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|c| {
+                let mut it = c.split(';');
+                let name = it.next().unwrap_or("").trim();
+                let q0 = it.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+                (name.eq_ignore_ascii_case(coding) || name == "*") && !q0
+            })
+        })
+}
+
+pub(super) fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// Removes hop-by-hop headers (and those named in `Connection`); with
+/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay for a WebSocket.
+pub(super) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !(keep_upgrade && t == "upgrade"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        if keep_upgrade && (*n == "connection" || *n == "upgrade") {
+            continue;
+        }
+        h.remove(*n);
+    }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Headers that claim who the visitor is or where the request came from.
+/// From a peer that is not a trusted proxy they are lies until proven
+/// otherwise: the web server must not log or act on them.
+const CLAIMS_OF_ORIGIN: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+];
+
+pub(super) fn forward_headers(
+    incoming: &HeaderMap,
+    peer: IpAddr,
+    trusted: &[IpNet],
+    upgrade: bool,
+) -> HeaderMap {
+    let mut h = incoming.clone();
+    strip_hop_by_hop(&mut h, upgrade);
+    let from_trusted = trusted.iter().any(|n| n.contains(&peer));
+    if !from_trusted {
+        for name in CLAIMS_OF_ORIGIN {
+            h.remove(*name);
+        }
+        // As X-Forwarded-For: replaced by what the socket says.
+        if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+            h.insert("x-real-ip", v);
+        }
+        let node = match peer {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("for={node};proto=http")) {
+            h.insert(header::FORWARDED, v);
+        }
+    }
+    // X-Forwarded-For: extend the chain only when the peer is a proxy we trust.
+    let xff = if from_trusted {
+        match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
+            _ => peer.to_string(),
+        }
+    } else {
+        peer.to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    if !from_trusted || !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    h.append(header::VIA, HeaderValue::from_static("1.1 addrmunge"));
+    // Only codings the pipeline can undo, and only those the client takes.
+    let enc: Vec<&str> = ["gzip", "deflate", "br", "zstd"]
+        .into_iter()
+        .filter(|c| accepts_coding(incoming, c))
+        .collect();
+    if enc.is_empty() {
+        h.remove(header::ACCEPT_ENCODING);
+    } else if let Ok(v) = HeaderValue::from_str(&enc.join(", ")) {
+        h.insert(header::ACCEPT_ENCODING, v);
+    }
+    h
+}
+
+/// A short keyed tag for the visitor-day-kind, put into validators so a
+/// cache never serves one visitor's IDs to another. Keyed, so it reveals
+/// nothing about the IP.
+pub(super) fn validator_suffix(keys: &KeyRing, cache: &TokenCache, claims: &Claims) -> String {
+    // Through the token cache: one encryption per visitor-day, not per request.
+    cache.get(keys, claims, "validator.addrmunge.invalid")[1..9].to_owned()
+}
+
+/// `ETag: "abc"` -> `W/"abc.s-<vd>"`, weak ones `.w-<vd>`; `Cache-Control` private.
+pub(super) fn private_headers(h: &mut HeaderMap, vd: &str) {
+    h.remove(header::CONTENT_LENGTH);
+    h.remove(header::ACCEPT_RANGES);
+    if let Some(tag) = h
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    {
+        let (weak, opaque) = match tag.strip_prefix("W/") {
+            Some(t) => (true, t),
+            None => (false, tag.as_str()),
+        };
+        let inner = opaque.trim_matches('"');
+        let mark = if weak { 'w' } else { 's' };
+        match HeaderValue::from_str(&format!("W/\"{inner}.{mark}-{vd}\"")) {
+            Ok(v) => {
+                h.insert(header::ETAG, v);
+            }
+            Err(_) => {
+                h.remove(header::ETAG);
+            }
+        }
+    }
+    let mut directives: Vec<String> = h
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|d| d.trim().to_owned()).collect::<Vec<_>>())
+        .filter(|d| {
+            let name = d.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+            !d.is_empty()
+                && !matches!(
+                    name.as_str(),
+                    "public" | "s-maxage" | "private" | "proxy-revalidate"
+                )
+        })
+        .collect();
+    directives.insert(0, "private".into());
+    if let Ok(v) = HeaderValue::from_str(&directives.join(", ")) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+}
+
+/// Turns our validators in `If-None-Match` back into the upstream's; tags
+/// from another visitor-day are dropped so the upstream sends the whole page.
+/// Returns whether one of this visitor-day's validators was asked for (a
+/// 304 then carries the validator that must be made ours again).
+pub(super) fn translate_if_none_match(h: &mut HeaderMap, vd: &str) -> bool {
+    let Some(value) = h
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return false;
+    };
+    if value.trim() == "*" {
+        return false;
+    }
+    let mut mine = false;
+    let mut out = Vec::new();
+    for tag in value.split(',').map(str::trim) {
+        let opaque = tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"');
+        if let Some((orig, suffix)) = opaque.rsplit_once('.') {
+            if suffix == format!("s-{vd}") {
+                out.push(format!("\"{orig}\""));
+                mine = true;
+                continue;
+            }
+            if suffix == format!("w-{vd}") {
+                out.push(format!("W/\"{orig}\""));
+                mine = true;
+                continue;
+            }
+        }
+        let ours = opaque
+            .rsplit_once('.')
+            .is_some_and(|(_, s)| s.starts_with("s-") || s.starts_with("w-"));
+        if !ours {
+            out.push(tag.to_owned());
+        }
+    }
+    if out.is_empty() {
+        h.remove(header::IF_NONE_MATCH);
+    } else if let Ok(v) = HeaderValue::from_str(&out.join(", ")) {
+        h.insert(header::IF_NONE_MATCH, v);
+    }
+    mine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validators_round_trip() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60, s-maxage=600"),
+        );
+        private_headers(&mut h, "vd12345x");
+        assert_eq!(h[header::ETAG], "W/\"abc.s-vd12345x\"");
+        assert_eq!(h[header::CACHE_CONTROL], "private, max-age=60");
+        let mut req = HeaderMap::new();
+        req.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("W/\"abc.s-vd12345x\", W/\"abc.s-other000\""),
+        );
+        let _ = translate_if_none_match(&mut req, "vd12345x");
+        assert_eq!(req[header::IF_NONE_MATCH], "\"abc\"");
+        let mut req = HeaderMap::new();
+        req.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("W/\"abc.s-other000\""),
+        );
+        let _ = translate_if_none_match(&mut req, "vd12345x");
+        assert!(!req.contains_key(header::IF_NONE_MATCH));
+    }
+
+    #[test]
+    fn claims_of_origin_from_untrusted_peers_never_reach_the_web_server() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("forwarded", "for=192.0.2.66;host=evil.example"),
+            ("x-real-ip", "192.0.2.66"),
+            ("x-forwarded-host", "evil.example"),
+            ("true-client-ip", "192.0.2.66"),
+            ("x-forwarded-for", "192.0.2.66"),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        let out = forward_headers(&h, "203.0.113.9".parse().unwrap(), &[], false);
+        assert_eq!(out["x-real-ip"], "203.0.113.9");
+        assert_eq!(out["forwarded"], "for=203.0.113.9;proto=http");
+        assert_eq!(out["x-forwarded-for"], "203.0.113.9");
+        assert!(!out.contains_key("x-forwarded-host") && !out.contains_key("true-client-ip"));
+        let out = forward_headers(&h, "2001:db8::1".parse().unwrap(), &[], false);
+        assert_eq!(out["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+        // From a trusted proxy they are its to give.
+        let trusted = vec!["127.0.0.1/32".parse().unwrap()];
+        let out = forward_headers(&h, "127.0.0.1".parse().unwrap(), &trusted, false);
+        assert_eq!(out["x-forwarded-host"], "evil.example");
+        assert_eq!(out["x-real-ip"], "192.0.2.66");
+    }
+
+    #[test]
+    fn gzip_acceptance() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0.5"),
+        );
+        assert!(accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0, br"));
+        assert!(!accepts_gzip(&h));
+    }
+}

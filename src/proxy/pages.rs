@@ -1,0 +1,105 @@
+//! The proxy's own pages: error pages, the bait page, and robots.txt with
+//! a `Disallow` for the bait page.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+
+use super::request::Ctx;
+use super::{Proxy, ProxyBody, State, harvest};
+use crate::config::Bait;
+
+impl Proxy {
+    /// The bait page: trap addresses for this visitor and day. Fetching it
+    /// marks the visitor as a harvester for the rest of the day.
+    pub(super) fn serve_bait(&self, cx: &mut Ctx, bait: &Bait) -> Response<ProxyBody> {
+        let st = &cx.st;
+        let addresses = harvest::bait_addresses(bait, &st.keys, &st.config.protection, cx.ip, cx.day);
+        let page = harvest::bait_page(bait, &addresses);
+        self.metrics.bait_hits.fetch_add(1, Ordering::Relaxed);
+        let line = &mut cx.line;
+        if let Some(v) = &mut line.visit {
+            self.caught.mark(&v.visitor, cx.day);
+            v.harvester = Some("bait".into());
+        }
+        line.munged.store(addresses.len() as u64, Ordering::Relaxed);
+        tracing::info!(visitor = %cx.ip, user_agent = %line.user_agent, "bait page fetched; trap IDs for this visitor today");
+        let mut r = own_response(&line.method, StatusCode::OK, "text/html; charset=utf-8", page);
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
+        r
+    }
+
+    /// The upstream's robots.txt with a `Disallow` for the bait page, or one
+    /// of our own when the upstream has none.
+    pub(super) async fn robots(
+        &self,
+        st: &State,
+        bait_path: &str,
+        headers: &HeaderMap,
+        method: &Method,
+    ) -> Response<ProxyBody> {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("http://{}/robots.txt", st.upstream.authority));
+        if let Some(h) = st.upstream_host(headers, &Uri::default()) {
+            req = req.header(header::HOST, h);
+        }
+        let req = req
+            .body(http_body_util::Empty::new().map_err(|e| match e {}).boxed())
+            .expect("valid request");
+        let timeout = st.config.proxy.header_timeout;
+        let upstream = match self.send(req, timeout, None).await {
+            Ok(r) if r.status() == StatusCode::OK && r.headers().get(header::CONTENT_ENCODING).is_none() => {
+                // A robots.txt is small; a huge or slow one is not worth waiting for.
+                let limited = http_body_util::Limited::new(r.into_body(), 512 * 1024);
+                match tokio::time::timeout(timeout, limited.collect()).await {
+                    Ok(Ok(b)) => String::from_utf8(b.to_bytes().to_vec()).ok(),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let text = harvest::robots_txt(upstream.as_deref(), bait_path);
+        own_response(method, StatusCode::OK, "text/plain; charset=utf-8", text)
+    }
+}
+
+pub(super) fn error_page(status: StatusCode, text: &str) -> Response<ProxyBody> {
+    let body = format!(
+        "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head><body><h1>{code} {reason}</h1><p>{text}</p></body></html>\n",
+        code = status.as_u16(),
+        reason = status.canonical_reason().unwrap_or("")
+    );
+    let mut r = own_response(&Method::GET, status, "text/html; charset=utf-8", body);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A response the proxy writes itself, with its length; HEAD gets the
+/// same headers and no body.
+pub(super) fn own_response(
+    method: &Method,
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<ProxyBody> {
+    let len = body.len();
+    let body = if *method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(body)
+    };
+    let mut r = Response::new(http_body_util::Full::new(body).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
