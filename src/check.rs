@@ -25,14 +25,37 @@ pub enum Status {
     Bare,
 }
 
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Status {
+    /// The lowercase name, as in JSON and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Status::Valid => "valid",
             Status::Expired => "expired",
             Status::Invalid => "invalid",
             Status::Bare => "bare",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Not one of the four statuses.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("'{0}' is not a status; valid, expired, invalid or bare")]
+pub struct UnknownStatus(String);
+
+impl std::str::FromStr for Status {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Status, UnknownStatus> {
+        [Status::Valid, Status::Expired, Status::Invalid, Status::Bare]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
     }
 }
 

@@ -13,7 +13,7 @@ use crate::address::{Parsed, Protection};
 use crate::check::{Status, Verdict, check};
 use crate::day::Day;
 use crate::rules::{Printable, Rule, RuleSet, Subject};
-use crate::store::{Arrival, Store, StoreError, Visit};
+use crate::store::{Arrival, Block, Store, StoreError, Visit};
 use crate::token::{KeyRing, Kind};
 
 /// `2026-11-20 16:14:03 UTC`.
@@ -230,10 +230,10 @@ pub fn write_trace(out: &mut impl std::io::Write, t: &Trace) -> std::io::Result<
             a.client_ip,
             Printable(if a.helo.is_empty() { "-" } else { &a.helo }),
             Printable(&a.sender),
-            match (a.kind.as_deref(), a.status.as_str()) {
-                (Some("trap"), _) => "trap: discarded, client blocked",
-                (_, "valid") => "delivered",
-                (_, "expired") => "refused (expired)",
+            match (a.kind, a.status) {
+                (Some(Kind::Trap), _) => "trap: discarded, client blocked",
+                (_, Status::Valid) => "delivered",
+                (_, Status::Expired) => "refused (expired)",
                 _ => "refused",
             }
         )?;
@@ -333,24 +333,11 @@ pub struct Target {
     /// The day it was made.
     pub day: Option<Day>,
     /// Trap, visitor or minted.
-    pub kind: Option<String>,
+    pub kind: Option<Kind>,
     /// Messages.
     pub arrivals: usize,
     /// Distinct sending clients.
     pub clients: usize,
-}
-
-/// A blocked client.
-#[derive(Debug, Clone, Serialize)]
-pub struct Block {
-    /// Its IP.
-    pub ip: String,
-    /// Blocked until, Unix seconds.
-    pub until: i64,
-    /// Why.
-    pub reason: String,
-    /// Since, Unix seconds.
-    pub created: i64,
 }
 
 /// The picture of the last N days.
@@ -402,7 +389,7 @@ pub fn report(store: &Store, days: u16) -> Result<Report, StoreError> {
     let mut mail_by_day: HashMap<Day, usize> = HashMap::new();
     for a in &arrivals {
         *mail_by_day.entry(Day::from_unix(a.time)).or_default() += 1;
-        if a.kind.as_deref() == Some("trap") {
+        if a.kind == Some(Kind::Trap) {
             trap_hits += 1;
             trap_clients.insert(a.client_ip.as_str());
         }
@@ -413,7 +400,7 @@ pub fn report(store: &Store, days: u16) -> Result<Report, StoreError> {
                     base: a.base.clone(),
                     visitor: a.visitor.clone(),
                     day: a.day,
-                    kind: a.kind.clone(),
+                    kind: a.kind,
                     arrivals: 0,
                     clients: 0,
                 },
@@ -458,13 +445,7 @@ pub fn report(store: &Store, days: u16) -> Result<Report, StoreError> {
     let blocks = store
         .all_blocks()?
         .into_iter()
-        .filter(|(_, until, _, created)| *created >= since || *until > crate::store::now_unix())
-        .map(|(ip, until, reason, created)| Block {
-            ip,
-            until,
-            reason,
-            created,
-        })
+        .filter(|b| b.created >= since || b.until > crate::store::now_unix())
         .collect();
     Ok(Report {
         from,
@@ -501,7 +482,7 @@ pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Resul
             t.clients,
             t.arrivals,
             t.address,
-            t.kind.as_deref().unwrap_or("?"),
+            t.kind.map_or("?", Kind::as_str),
             t.visitor.as_deref().unwrap_or("-"),
             t.day.map(|d| d.to_string()).unwrap_or_default()
         )?;
@@ -707,7 +688,7 @@ table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; 
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             esc(&t.address),
-            esc(t.kind.as_deref().unwrap_or("")),
+            esc(t.kind.map_or("", Kind::as_str)),
             esc(t.visitor.as_deref().unwrap_or("")),
             t.day.map(|d| d.to_string()).unwrap_or_default(),
             t.clients,

@@ -121,6 +121,22 @@ impl fmt::Display for Kind {
     }
 }
 
+/// Not one of the three kinds.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("'{0}' is not a kind of ID; visitor, trap or minted")]
+pub struct UnknownKind(String);
+
+impl std::str::FromStr for Kind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Kind, UnknownKind> {
+        [Kind::Visitor, Kind::Trap, Kind::Minted]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownKind(s.to_owned()))
+    }
+}
+
 /// Who an ID was issued to: an IPv4 address, or an IPv6 /64 network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Visitor {

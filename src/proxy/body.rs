@@ -19,7 +19,7 @@ use super::{BoxError, ProxyBody, metrics};
 use crate::conns::Busy;
 use crate::day::Day;
 use crate::rewrite::Pipeline;
-use crate::store::{VisitEvent, now_unix};
+use crate::store::{Harvester, VisitEvent, now_unix};
 
 /// An upstream body on its way to the client: rewritten through a
 /// [`Pipeline`] or passed through, with an idle timeout. An upstream error
@@ -72,7 +72,7 @@ pub(super) struct VisitNote {
     pub(super) log: Arc<VisitLog>,
     pub(super) day: Day,
     pub(super) visitor: String,
-    pub(super) harvester: Option<String>,
+    pub(super) harvester: Option<Harvester>,
 }
 
 /// What the access log says about one request, written when its response

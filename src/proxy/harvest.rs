@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::address::Protection;
 use crate::config::{AgentRule, Bait};
 use crate::day::Day;
-use crate::store::{FaultLog, Pinned, Store, StoreError, StoreSource, VisitEvent, now_unix};
+use crate::store::{FaultLog, Harvester, Pinned, Store, StoreError, StoreSource, VisitEvent, now_unix};
 use crate::token::{Claims, KeyRing, Kind};
 
 /// The proxy's side of the visit log: a bounded queue in front of a writer
@@ -161,7 +161,7 @@ impl Caught {
             Ok(list) => {
                 for v in list
                     .into_iter()
-                    .filter(|v| v.harvester.as_deref() == Some("bait"))
+                    .filter(|v| v.harvester.as_deref().and_then(Harvester::parse) == Some(Harvester::Bait))
                 {
                     caught.mark(&v.visitor, v.day);
                 }

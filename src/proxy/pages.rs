@@ -11,6 +11,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use super::request::Ctx;
 use super::{Proxy, ProxyBody, State, harvest};
 use crate::config::Bait;
+use crate::store::Harvester;
 
 impl Proxy {
     /// The bait page: trap addresses for this visitor and day. Fetching it
@@ -23,7 +24,7 @@ impl Proxy {
         let line = &mut cx.line;
         if let Some(v) = &mut line.visit {
             self.caught.mark(&v.visitor, cx.day);
-            v.harvester = Some("bait".into());
+            v.harvester = Some(Harvester::Bait);
         }
         line.munged.store(addresses.len() as u64, Ordering::Relaxed);
         tracing::info!(visitor = %cx.ip, user_agent = %line.user_agent, "bait page fetched; trap IDs for this visitor today");

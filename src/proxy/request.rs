@@ -26,6 +26,7 @@ use crate::config::{AgentAction, AgentRule};
 use crate::conns::Busy;
 use crate::day::Day;
 use crate::rewrite::{Coding, LinkInserter, Pipeline, VisitorMunger};
+use crate::store::Harvester;
 use crate::token::{Claims, Kind, Visitor};
 
 /// One request on its way through the phases.
@@ -111,8 +112,8 @@ impl Proxy {
         }
         let harvester = agent
             .as_ref()
-            .map(|a| format!("agent {}", a.pattern))
-            .or_else(|| caught.then(|| "bait".to_owned()));
+            .map(|a| Harvester::Agent(a.pattern.clone()))
+            .or_else(|| caught.then_some(Harvester::Bait));
         let line = AccessLine {
             visitor: ip,
             method: req.method().clone(),
@@ -430,7 +431,7 @@ impl Proxy {
                 "The web server did not answer in time.",
             )),
             Ok(Err(e)) => {
-                let timed_out = format!("{e:?}").contains("ConnectTimeout") || is_timeout(&e);
+                let timed_out = is_timeout(&e);
                 tracing::warn!(error = %e, "upstream request failed");
                 if caused_by::<upload::UploadTooSlow>(&e) {
                     self.metrics.upload_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -481,4 +482,36 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 /// True when `e` or one of its sources is a `T`.
 fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
     chain(e).any(|e| e.is::<T>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// hyper-util reports a connect timeout as an `io::ErrorKind::TimedOut`
+    /// in the error's sources, so the 504 needs no look at its Debug text.
+    #[tokio::test]
+    async fn a_connect_timeout_is_known_by_its_kind() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        // Never accepting, with a backlog of one: once it is full, further
+        // handshakes go unanswered and connecting hangs.
+        let _listener = socket.listen(1).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let c =
+                tokio::time::timeout(Duration::from_millis(100), tokio::net::TcpStream::connect(addr)).await;
+            match c {
+                Ok(Ok(s)) => held.push(s),
+                _ => break,
+            }
+        }
+        let connector = super::super::upstream::UpstreamConnector::new(Duration::from_millis(200), 4);
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build::<_, http_body_util::Empty<bytes::Bytes>>(connector);
+        let e = client.get(uri).await.unwrap_err();
+        assert!(is_timeout(&e), "{e:?}");
+    }
 }

@@ -245,10 +245,10 @@ fn arrival(j: &Judgement, req: &PolicyRequest<'_>, now: i64) -> Option<Arrival> 
         sender: req.sender.to_owned(),
         recipient: j.address.clone(),
         base: v.original.clone(),
-        kind: v.kind.map(|k| k.to_string()),
+        kind: v.kind,
         visitor: v.ip.clone(),
         day: v.date,
-        status: v.status.to_string(),
+        status: v.status,
     })
 }
 

@@ -5,6 +5,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Arrival, Store, StoreError, sqlite};
+use crate::check::Status;
 use crate::day::Day;
 
 /// One request as the proxy saw it, queued for the visit log.
@@ -22,8 +23,37 @@ pub struct VisitEvent {
     pub path: String,
     /// Protected addresses munged in the response.
     pub munged: u64,
-    /// Why it counts as a harvester from now on (`bait`, `agent EmailSiphon`).
-    pub harvester: Option<String>,
+    /// Why it counts as a harvester from now on.
+    pub harvester: Option<Harvester>,
+}
+
+/// Why a visitor counts as a harvester; stored as `bait` or
+/// `agent PATTERN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Harvester {
+    /// It fetched the bait page.
+    Bait,
+    /// Its User-Agent contains this `[harvesters]` pattern.
+    Agent(String),
+}
+
+impl Harvester {
+    /// The reason as stored; `None` for text this build did not write.
+    pub fn parse(stored: &str) -> Option<Harvester> {
+        match stored.strip_prefix("agent ") {
+            Some(pattern) => Some(Harvester::Agent(pattern.to_owned())),
+            None => (stored == "bait").then_some(Harvester::Bait),
+        }
+    }
+}
+
+impl std::fmt::Display for Harvester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Harvester::Bait => f.write_str("bait"),
+            Harvester::Agent(pattern) => write!(f, "agent {pattern}"),
+        }
+    }
 }
 
 /// A visitor's day in the visit log.
@@ -64,7 +94,7 @@ struct Folded<'a> {
     first_munged: Option<i64>,
     requests: i64,
     munged: i64,
-    harvester: Option<&'a str>,
+    harvester: Option<&'a Harvester>,
     harvester_at: Option<i64>,
 }
 
@@ -81,7 +111,7 @@ impl<'a> Folded<'a> {
             first_munged: carried.then_some(v.time),
             requests: 1,
             munged: v.munged as i64,
-            harvester: v.harvester.as_deref(),
+            harvester: v.harvester.as_ref(),
             harvester_at: v.harvester.as_ref().map(|_| v.time),
         }
     }
@@ -97,7 +127,7 @@ impl<'a> Folded<'a> {
         self.requests += 1;
         self.munged += v.munged as i64;
         if self.harvester.is_none() && v.harvester.is_some() {
-            self.harvester = v.harvester.as_deref();
+            self.harvester = v.harvester.as_ref();
             self.harvester_at = Some(v.time);
         }
     }
@@ -128,6 +158,19 @@ fn visit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Visit> {
     })
 }
 
+/// A blocked client.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Block {
+    /// Its IP.
+    pub ip: String,
+    /// Blocked until, Unix seconds.
+    pub until: i64,
+    /// Why.
+    pub reason: String,
+    /// Since, Unix seconds.
+    pub created: i64,
+}
+
 fn arrival_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arrival> {
     Ok(Arrival {
         time: r.get(0)?,
@@ -136,10 +179,12 @@ fn arrival_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arrival> {
         sender: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
         recipient: r.get(4)?,
         base: r.get(5)?,
-        kind: r.get(6)?,
+        // Written from the enums, so read back the same; a value this build
+        // does not know reads as no kind, or as invalid.
+        kind: r.get::<_, Option<String>>(6)?.and_then(|k| k.parse().ok()),
         visitor: r.get(7)?,
         day: day_at(r, 8)?,
-        status: r.get(9)?,
+        status: r.get::<_, String>(9)?.parse().unwrap_or(Status::Invalid),
     })
 }
 
@@ -196,7 +241,7 @@ impl Store {
                     f.first_munged,
                     f.requests,
                     f.munged,
-                    f.harvester,
+                    f.harvester.map(Harvester::to_string),
                     f.harvester_at,
                 ])
                 .map_err(e)?;
@@ -291,15 +336,22 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(e)
     }
 
-    /// Every block, current or past: `(ip, until, reason, created)`.
-    pub fn all_blocks(&self) -> Result<Vec<(String, i64, String, i64)>, StoreError> {
+    /// Every block, current or past.
+    pub fn all_blocks(&self) -> Result<Vec<Block>, StoreError> {
         let e = |e| sqlite(&self.path, e);
         let mut s = self
             .conn
             .prepare_cached("SELECT ip, until, reason, created FROM blocks ORDER BY created, ip")
             .map_err(e)?;
         let rows = s
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map([], |r| {
+                Ok(Block {
+                    ip: r.get(0)?,
+                    until: r.get(1)?,
+                    reason: r.get(2)?,
+                    created: r.get(3)?,
+                })
+            })
             .map_err(e)?;
         rows.collect::<Result<_, _>>().map_err(e)
     }
@@ -343,7 +395,7 @@ mod tests {
             user_agent: ua.into(),
             path: path.into(),
             munged,
-            harvester: harvester.map(str::to_owned),
+            harvester: harvester.and_then(Harvester::parse),
         }
     }
 

@@ -20,13 +20,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::IpNet;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::check::Status;
 use crate::day::Day;
 use crate::rules::{Rule, RuleSet, Scope};
-use crate::token::Visitor;
+use crate::token::{Kind, Visitor};
 
 mod log;
 mod pinned;
-pub use log::{Visit, VisitEvent};
+pub use log::{Block, Harvester, Visit, VisitEvent};
 pub use pinned::{FaultLog, Pinned, StoreSource};
 
 /// Schema migrations; `MIGRATIONS[n]` takes `user_version` from `n` to `n + 1`.
@@ -99,13 +100,13 @@ pub struct Arrival {
     /// The base address, if the ID authenticated.
     pub base: Option<String>,
     /// The ID's kind.
-    pub kind: Option<String>,
+    pub kind: Option<Kind>,
     /// The ID's visitor.
     pub visitor: Option<String>,
     /// The ID's day.
     pub day: Option<Day>,
-    /// valid, expired, invalid.
-    pub status: String,
+    /// Valid, expired or invalid.
+    pub status: Status,
 }
 
 /// A failure of the state store.
@@ -540,10 +541,10 @@ impl Store {
                     a.sender,
                     a.recipient,
                     a.base,
-                    a.kind,
+                    a.kind.map(Kind::as_str),
                     a.visitor,
                     a.day.map(|d| i64::from(d.number())),
-                    a.status
+                    a.status.as_str()
                 ])
                 .map_err(e)?;
             }
