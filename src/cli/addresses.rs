@@ -1,0 +1,154 @@
+//! `encode`, `decode` and `mint`: making and reading munged addresses by
+//! hand.
+
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use super::{Ctx, KindArg, UsageError};
+use addrmunge::check::check_recipient;
+use addrmunge::{Claims, Day, Kind, RuleSet, Status};
+
+/// The munged address a visitor from `ip` gets for `address` on `date`.
+pub fn encode(
+    ctx: &Ctx,
+    ip: IpAddr,
+    date: Option<Day>,
+    kind: KindArg,
+    address: &str,
+    out: &mut impl Write,
+) -> Result<()> {
+    let (local, domain) = ctx.protected_base(address)?;
+    let kind = match kind {
+        KindArg::Visitor => Kind::Visitor,
+        KindArg::Trap => Kind::Trap,
+    };
+    let claims = Claims::visit(kind, date.unwrap_or_else(Day::today), ip);
+    let token = ctx.keys()?.encode(&format!("{local}@{domain}"), "", &claims);
+    writeln!(
+        out,
+        "{}",
+        ctx.config.protection.munge(&local, &domain, "", &token)
+    )?;
+    Ok(())
+}
+
+/// What each address stands for; fails (exit 1) unless all are valid.
+pub fn decode(ctx: &Ctx, json: bool, addresses: &[String], out: &mut impl Write) -> Result<ExitCode> {
+    let keys = ctx.keys()?;
+    let rules = RuleSet::new(ctx.store()?.rules()?);
+    let today = Day::today();
+    let mut all_valid = true;
+    let delimiters = &ctx.config.resolver.recipient_delimiter;
+    for a in addresses {
+        // Judged exactly as the resolver judges a recipient.
+        let mut v = check_recipient(&keys, &ctx.config.protection, &rules, a, today, delimiters);
+        v.address = a.clone();
+        all_valid &= v.valid;
+        if json {
+            writeln!(out, "{}", serde_json::to_string(&v)?)?;
+        } else {
+            write_verdict(out, &v)?;
+        }
+    }
+    Ok(if all_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A minted address for `address`, per `label` or valid for `valid`.
+pub fn mint(
+    ctx: &Ctx,
+    address: &str,
+    label: Option<&str>,
+    valid: Option<&str>,
+    date: Option<Day>,
+    out: &mut impl Write,
+) -> Result<()> {
+    let (local, domain) = ctx.protected_base(address)?;
+    let label = label.unwrap_or("").to_ascii_lowercase();
+    if !label.is_empty() && !addrmunge::address::is_label(&label) {
+        bail!(UsageError(format!(
+            "--label '{label}': use 1 to 16 letters and digits, e.g. --label shop"
+        )));
+    }
+    let days = match valid {
+        None => 0,
+        Some(v) => parse_duration(v)?,
+    };
+    let sep = ctx.config.protection.separator().len();
+    let id_len = addrmunge::token::SHORT_LEN; // a minted ID: no visitor in it
+    let len = local.len() + sep + label.len() + usize::from(!label.is_empty()) + id_len;
+    if len > addrmunge::address::MAX_LOCAL {
+        bail!(UsageError(format!(
+            "the minted local part would be {len} octets, over 64; use a shorter --label"
+        )));
+    }
+    let claims = Claims::minted(date.unwrap_or_else(Day::today), days);
+    let token = ctx.keys()?.encode(&format!("{local}@{domain}"), &label, &claims);
+    writeln!(
+        out,
+        "{}",
+        ctx.config.protection.munge(&local, &domain, &label, &token)
+    )?;
+    match claims.last_valid_day() {
+        Some(last) => eprintln!("accepted through {last} (UTC)"),
+        None => eprintln!("accepted until you expire it"),
+    }
+    Ok(())
+}
+
+fn parse_duration(v: &str) -> Result<u16> {
+    let bad = || {
+        UsageError(format!(
+            "--valid '{v}': write a number of days or weeks, e.g. 1d, 30d, 2w"
+        ))
+    };
+    // The unit is the last character, which need not be one byte.
+    let unit = v.chars().next_back().ok_or_else(bad)?;
+    let n: u16 = v[..v.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let days = match unit {
+        'd' => Some(n),
+        'w' => n.checked_mul(7),
+        _ => None,
+    }
+    .filter(|&d| d > 0)
+    .ok_or_else(bad)?;
+    Ok(days)
+}
+
+fn write_verdict(out: &mut impl Write, v: &addrmunge::Verdict) -> io::Result<()> {
+    write!(out, "{}: {}", v.address.trim(), v.status)?;
+    if let Some(o) = &v.original {
+        if v.status != Status::Bare {
+            write!(out, " -> {o}")?;
+        }
+    }
+    if let Some(k) = v.kind {
+        write!(out, " [{k}")?;
+        if let Some(ip) = &v.ip {
+            write!(out, " {ip}")?;
+        }
+        if let Some(l) = &v.label {
+            write!(out, " label {l}")?;
+        }
+        if let Some(d) = v.date {
+            write!(out, " issued {d}")?;
+        }
+        if let Some(e) = v.expires {
+            write!(out, " valid through {e}")?;
+        }
+        write!(out, "]")?;
+    }
+    if v.exempt {
+        write!(out, " (exempt)")?;
+    }
+    if let Some(e) = &v.error {
+        write!(out, " — {e}")?;
+    }
+    writeln!(out)
+}

@@ -1,0 +1,137 @@
+//! `check-config`: the config and key validated and shown, and with
+//! `--scan`, what the scanner makes of pages of the site.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Ctx, UsageError};
+use addrmunge::address::Class;
+use addrmunge::token::LONG_LEN;
+use addrmunge::{Claims, Day, Kind};
+
+/// Checks the config and key, then scans each of `scan`.
+pub fn check_config(ctx: &Ctx, scan: &[PathBuf], out: &mut impl Write) -> Result<()> {
+    show_config(ctx, out)?;
+    for path in scan {
+        scan_file(ctx, path, out)?;
+    }
+    Ok(())
+}
+
+/// What the scanner made of one file, for `check-config --scan`.
+#[derive(Default)]
+struct Survey {
+    munged: Vec<(u64, String)>,
+    left: Vec<(u64, String, addrmunge::scan::LeftAlone)>,
+}
+
+impl addrmunge::Munger for Survey {
+    fn munge(&mut self, f: &addrmunge::Found<'_>, _out: &mut Vec<u8>) {
+        self.munged.push((f.offset, format!("{}@{}", f.local, f.domain)));
+    }
+
+    fn left_alone(&mut self, f: &addrmunge::Found<'_>, why: addrmunge::scan::LeftAlone) {
+        self.left
+            .push((f.offset, format!("{}@{}", f.local, f.domain), why));
+    }
+}
+
+fn scan_file(ctx: &Ctx, path: &Path, out: &mut impl Write) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut survey = Survey::default();
+    let matcher = addrmunge::Matcher::new(std::sync::Arc::clone(&ctx.config.protection));
+    let mut s = matcher.scanner();
+    let mut sink = Vec::new();
+    s.feed(&bytes, &mut sink, &mut survey);
+    s.finish(&mut sink, &mut survey);
+    let line = |at: u64| 1 + memchr::memchr_iter(b'\n', &bytes[..(at as usize).min(bytes.len())]).count();
+    writeln!(
+        out,
+        "scan:      {}: {} address{} munged, {} left alone",
+        path.display(),
+        survey.munged.len(),
+        if survey.munged.len() == 1 { "" } else { "es" },
+        survey.left.len()
+    )?;
+    for (at, address) in &survey.munged {
+        writeln!(out, "  line {:<6} munged      {address}", line(*at))?;
+    }
+    for (at, address, why) in &survey.left {
+        writeln!(out, "  line {:<6} left alone  {address}: {why}", line(*at))?;
+    }
+    Ok(())
+}
+
+fn show_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
+    let c = &ctx.config;
+    let keys = ctx
+        .keys()
+        .with_context(|| format!("checking key_file of {}", c.path.display()))?;
+    writeln!(out, "config:    {}", c.path.display())?;
+    writeln!(
+        out,
+        "key file:  {} ({} key{}, encoding key id '{}')",
+        c.key_file.display(),
+        keys.len(),
+        if keys.len() == 1 { "" } else { "s" },
+        keys.current_id()
+    )?;
+    // A bare file name (a config in the current folder) is in ".".
+    let state_dir = c
+        .state
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !state_dir.is_dir() {
+        bail!(UsageError(format!(
+            "{}: state: the folder {} does not exist; create it (mkdir -p) or point state elsewhere",
+            c.path.display(),
+            state_dir.display()
+        )));
+    }
+    writeln!(out, "state:     {}", c.state.display())?;
+    let sep = c.protection.separator();
+    writeln!(
+        out,
+        "separator: '{sep}' (munged local parts grow by up to {} octets)",
+        sep.len() + LONG_LEN
+    )?;
+    writeln!(out, "protected:")?;
+    let day = Day::today();
+    for e in c.protection.entries() {
+        write!(out, "  {}@{}", e.local.as_str(), e.domain)?;
+        if !e.exempt.is_empty() {
+            let ex: Vec<&str> = e.exempt.iter().map(|g| g.as_str()).collect();
+            write!(out, "  except {}", ex.join(", "))?;
+        }
+        if let Some(d) = &e.deliver_to {
+            write!(out, "  delivered to {d}")?;
+        }
+        writeln!(out)?;
+        let sample_local = if e.local.is_literal() {
+            e.local.as_str().to_owned()
+        } else {
+            "someone".to_owned()
+        };
+        if let Class::Protected(_) = c.protection.classify(&sample_local, &e.domain) {
+            let base = format!("{sample_local}@{}", e.domain);
+            let t = keys.encode(
+                &base,
+                "",
+                &Claims::visit(Kind::Visitor, day, "192.0.2.1".parse()?),
+            );
+            writeln!(
+                out,
+                "    e.g. {base} -> {}",
+                c.protection.munge(&sample_local, &e.domain, "", &t)
+            )?;
+        }
+    }
+    for w in &c.warnings {
+        writeln!(out, "note: {w}")?;
+    }
+    writeln!(out, "ok")?;
+    Ok(())
+}

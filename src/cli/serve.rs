@@ -1,0 +1,55 @@
+//! `demo`, `proxy` and `resolver`: the commands that run daemons, with
+//! logging to standard error.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+/// The demo: a sample site, the proxy and the resolver on loopback.
+pub fn demo(dir: Option<PathBuf>, port: u16) -> Result<()> {
+    init_logging();
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "addrmunge".into());
+    runtime()?.block_on(addrmunge::demo::run(addrmunge::demo::Options { dir, port, exe }))
+}
+
+/// The rewriting proxy, until SIGTERM.
+pub fn proxy(config: &Path) -> Result<()> {
+    init_logging();
+    let proxy = addrmunge::proxy::Proxy::new(config.to_owned())?;
+    runtime()?.block_on(proxy.run())
+}
+
+/// The socketmap and policy service, until SIGTERM.
+pub fn resolver(config: &Path) -> Result<()> {
+    init_logging();
+    let resolver = addrmunge::resolver::Resolver::start(config.to_owned())?;
+    runtime()?.block_on(addrmunge::resolver::run(resolver))
+}
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ADDRMUNGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // ADDRMUNGE_LOG_FORMAT=json: one JSON object per line, for log shippers.
+    if std::env::var("ADDRMUNGE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(io::stderr)
+            .init();
+        return;
+    }
+    // Colours only for a person at a terminal, never into log files.
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(io::stderr().is_terminal())
+        .with_writer(io::stderr)
+        .init();
+}
