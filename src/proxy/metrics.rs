@@ -65,80 +65,8 @@ impl Metrics {
     /// upstream connections open now.
     pub fn render(&self, conns: &crate::conns::Conns, upstream_open: usize, token_bytes: usize) -> String {
         let mut t = Text::default();
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        for (name, help, v) in [
-            (
-                "addrmunge_requests_total",
-                "Requests answered.",
-                get(&self.requests),
-            ),
-            (
-                "addrmunge_addresses_munged_total",
-                "Addresses munged in responses.",
-                get(&self.munged),
-            ),
-            (
-                "addrmunge_responses_rewritten_total",
-                "Responses whose body went through the scanner.",
-                get(&self.rewritten),
-            ),
-            (
-                "addrmunge_upstream_unreachable_total",
-                "502 answers: the web server could not be reached.",
-                get(&self.bad_gateway),
-            ),
-            (
-                "addrmunge_upstream_timeouts_total",
-                "504 answers: the web server was too slow.",
-                get(&self.gateway_timeout),
-            ),
-            (
-                "addrmunge_upstream_busy_total",
-                "503 answers: every upstream connection was in use (max_upstream_connections).",
-                get(&self.upstream_busy),
-            ),
-            (
-                "addrmunge_upload_timeouts_total",
-                "408 answers: request bodies slower than upload_min_rate.",
-                get(&self.upload_timeouts),
-            ),
-            (
-                "addrmunge_unrewritable_total",
-                "Responses of a rewritten type passed through unrewritten (charset or content coding).",
-                get(&self.unrewritable),
-            ),
-            (
-                "addrmunge_charset_mismatch_total",
-                "Responses declared UTF-16 that were not: scanned as ASCII-compatible bytes instead.",
-                get(&self.charset_mismatch),
-            ),
-            (
-                "addrmunge_decoded_too_large_total",
-                "Rewritten bodies cut off for expanding past max_decoded_bytes or max_decoded_ratio.",
-                get(&self.expansion_cut),
-            ),
-            (
-                "addrmunge_visit_log_dropped_total",
-                "Visit-log records dropped because the store fell behind or failed (responses are never slowed).",
-                get(&self.visits_dropped),
-            ),
-            (
-                "addrmunge_store_faults_total",
-                "Failed writes of the visit log: the state store unreadable, deleted or replaced.",
-                get(&self.store_faults),
-            ),
-            (
-                "addrmunge_bait_hits_total",
-                "Bait page fetches.",
-                get(&self.bait_hits),
-            ),
-            (
-                "addrmunge_harvester_requests_total",
-                "Requests from harvesters (User-Agent rules or caught by the bait page).",
-                get(&self.harvester_requests),
-            ),
-        ] {
-            t.counter(name, help, v);
+        for (name, help, v) in self.counters() {
+            t.counter(name, help, v.load(Ordering::Relaxed));
         }
         conns.render(&mut t, "addrmunge");
         t.gauge(
@@ -151,6 +79,81 @@ impl Metrics {
             "Bytes the per-visitor token cache holds now (token_cache_bytes bounds it).",
             token_bytes as u64,
         );
+        self.histogram(&mut t);
+        t.finish()
+    }
+
+    /// Every counter: name, help and value.
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 14] {
+        [
+            ("addrmunge_requests_total", "Requests answered.", &self.requests),
+            (
+                "addrmunge_addresses_munged_total",
+                "Addresses munged in responses.",
+                &self.munged,
+            ),
+            (
+                "addrmunge_responses_rewritten_total",
+                "Responses whose body went through the scanner.",
+                &self.rewritten,
+            ),
+            (
+                "addrmunge_upstream_unreachable_total",
+                "502 answers: the web server could not be reached.",
+                &self.bad_gateway,
+            ),
+            (
+                "addrmunge_upstream_timeouts_total",
+                "504 answers: the web server was too slow.",
+                &self.gateway_timeout,
+            ),
+            (
+                "addrmunge_upstream_busy_total",
+                "503 answers: every upstream connection was in use (max_upstream_connections).",
+                &self.upstream_busy,
+            ),
+            (
+                "addrmunge_upload_timeouts_total",
+                "408 answers: request bodies slower than upload_min_rate.",
+                &self.upload_timeouts,
+            ),
+            (
+                "addrmunge_unrewritable_total",
+                "Responses of a rewritten type passed through unrewritten (charset or content coding).",
+                &self.unrewritable,
+            ),
+            (
+                "addrmunge_charset_mismatch_total",
+                "Responses declared UTF-16 that were not: scanned as ASCII-compatible bytes instead.",
+                &self.charset_mismatch,
+            ),
+            (
+                "addrmunge_decoded_too_large_total",
+                "Rewritten bodies cut off for expanding past max_decoded_bytes or max_decoded_ratio.",
+                &self.expansion_cut,
+            ),
+            (
+                "addrmunge_visit_log_dropped_total",
+                "Visit-log records dropped because the store fell behind or failed (responses are never slowed).",
+                &self.visits_dropped,
+            ),
+            (
+                "addrmunge_store_faults_total",
+                "Failed writes of the visit log: the state store unreadable, deleted or replaced.",
+                &self.store_faults,
+            ),
+            ("addrmunge_bait_hits_total", "Bait page fetches.", &self.bait_hits),
+            (
+                "addrmunge_harvester_requests_total",
+                "Requests from harvesters (User-Agent rules or caught by the bait page).",
+                &self.harvester_requests,
+            ),
+        ]
+    }
+
+    /// The response-header latency histogram.
+    fn histogram(&self, t: &mut Text) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let o = t.raw();
         let name = "addrmunge_response_header_seconds";
         let _ = writeln!(
@@ -164,6 +167,5 @@ impl Metrics {
         let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(o, "{name}_sum {}", get(&self.latency_sum_us) as f64 / 1e6);
         let _ = writeln!(o, "{name}_count {count}");
-        t.finish()
     }
 }

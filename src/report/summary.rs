@@ -1,0 +1,239 @@
+//! `addrmunge report`: the picture of the last N days (addresses drawing
+//! mail, harvesters, traps, blocks, harvest-to-mail delays) as a value, and
+//! as text.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::{day_start, fmt_time, harvest_time};
+use crate::day::Day;
+use crate::rules::Printable;
+use crate::store::{Block, Store, StoreError, Visit};
+use crate::token::Kind;
+
+/// A munged address that drew mail.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// The munged address.
+    pub address: String,
+    /// Its base address.
+    pub base: Option<String>,
+    /// The visitor it was made for.
+    pub visitor: Option<String>,
+    /// The day it was made.
+    pub day: Option<Day>,
+    /// Trap, visitor or minted.
+    pub kind: Option<Kind>,
+    /// Messages.
+    pub arrivals: usize,
+    /// Distinct sending clients.
+    pub clients: usize,
+}
+
+/// The picture of the last N days.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// First day covered.
+    pub from: Day,
+    /// Last day covered (today).
+    pub to: Day,
+    /// Munged addresses that drew mail, most distinct clients first.
+    pub targets: Vec<Target>,
+    /// Visitors caught by the bait page or a User-Agent rule.
+    pub harvesters: Vec<Visit>,
+    /// Mail to trap addresses.
+    pub trap_hits: usize,
+    /// Distinct clients that mailed a trap.
+    pub trap_clients: usize,
+    /// Blocks made in the period or still in force.
+    pub blocks: Vec<Block>,
+    /// Harvest-to-first-mail delays: `(bucket label, count)`.
+    pub delays: Vec<(String, usize)>,
+    /// Per day: `(day, visitors served addresses, addresses served, mail arrivals)`.
+    pub by_day: Vec<(Day, i64, i64, usize)>,
+}
+
+const DELAY_BUCKETS: &[(&str, i64)] = &[
+    ("< 1 h", 3600),
+    ("1-6 h", 6 * 3600),
+    ("6-24 h", 86_400),
+    ("1-7 d", 7 * 86_400),
+    ("1-4 w", 28 * 86_400),
+    ("> 4 w", i64::MAX),
+];
+
+/// Builds the report of the last `days` days (today included).
+pub fn report(store: &Store, days: u16) -> Result<Report, StoreError> {
+    let to = Day::today();
+    // More days than since 1970: all of them, not (as checked_sub's None
+    // would have it) just today.
+    let from = to
+        .checked_sub(days.saturating_sub(1))
+        .unwrap_or(Day::from_number(0));
+    let since = day_start(from);
+    let arrivals = store.arrivals_since(since)?;
+    // Per recipient: the target, its clients, its first arrival (arrivals come oldest first).
+    let mut per: BTreeMap<&str, (Target, HashSet<&str>, i64)> = BTreeMap::new();
+    let mut trap_hits = 0;
+    let mut trap_clients = HashSet::new();
+    let mut mail_by_day: HashMap<Day, usize> = HashMap::new();
+    for a in &arrivals {
+        *mail_by_day.entry(Day::from_unix(a.time)).or_default() += 1;
+        if a.kind == Some(Kind::Trap) {
+            trap_hits += 1;
+            trap_clients.insert(a.client_ip.as_str());
+        }
+        let e = per.entry(a.recipient.as_str()).or_insert_with(|| {
+            (
+                Target {
+                    address: a.recipient.clone(),
+                    base: a.base.clone(),
+                    visitor: a.visitor.clone(),
+                    day: a.day,
+                    kind: a.kind,
+                    arrivals: 0,
+                    clients: 0,
+                },
+                HashSet::new(),
+                a.time,
+            )
+        });
+        e.0.arrivals += 1;
+        e.1.insert(a.client_ip.as_str());
+    }
+    let (targets, delays) = targets(store, per)?;
+    let served: HashMap<Day, (i64, i64)> = store
+        .visits_by_day(from, to)?
+        .into_iter()
+        .map(|(d, v, m)| (d, (v, m)))
+        .collect();
+    let by_day = days_between(from, to)
+        .map(|d| {
+            let (v, m) = served.get(&d).copied().unwrap_or((0, 0));
+            (d, v, m, mail_by_day.get(&d).copied().unwrap_or(0))
+        })
+        .collect();
+    let blocks = store
+        .all_blocks()?
+        .into_iter()
+        .filter(|b| b.created >= since || b.until > crate::store::now_unix())
+        .collect();
+    Ok(Report {
+        from,
+        to,
+        targets,
+        harvesters: store.harvesters(from, to)?,
+        trap_hits,
+        trap_clients: trap_clients.len(),
+        blocks,
+        delays: DELAY_BUCKETS
+            .iter()
+            .zip(delays)
+            .map(|((l, _), n)| ((*l).to_owned(), n))
+            .collect(),
+        by_day,
+    })
+}
+
+/// Every day from `from` to `to`, both included.
+fn days_between(from: Day, to: Day) -> impl Iterator<Item = Day> {
+    std::iter::successors(Some(from), move |&d| {
+        (d < to).then(|| d.checked_add(1).unwrap_or(to))
+    })
+}
+
+/// The targets, most clients first, with their client counts, and how many
+/// drew their first mail within each of [`DELAY_BUCKETS`] of the harvest.
+fn targets(
+    store: &Store,
+    per: BTreeMap<&str, (Target, HashSet<&str>, i64)>,
+) -> Result<(Vec<Target>, Vec<usize>), StoreError> {
+    let mut delays = vec![0usize; DELAY_BUCKETS.len()];
+    let mut targets = Vec::new();
+    for (_, (mut t, clients, first)) in per {
+        t.clients = clients.len();
+        if let (Some(v), Some(d)) = (&t.visitor, t.day) {
+            let harvest = harvest_time(store.visit(d, v)?.as_ref(), d);
+            let delay = (first - harvest).max(0);
+            let i = DELAY_BUCKETS
+                .iter()
+                .position(|(_, max)| delay < *max)
+                .unwrap_or(DELAY_BUCKETS.len() - 1);
+            delays[i] += 1;
+        }
+        targets.push(t);
+    }
+    targets.sort_by(|a, b| b.clients.cmp(&a.clients).then(b.arrivals.cmp(&a.arrivals)));
+    Ok((targets, delays))
+}
+
+/// The report for a person at a terminal.
+pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Result<()> {
+    writeln!(out, "addrmunge report {} .. {}", r.from, r.to)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Munged addresses that drew mail (most distinct clients first):"
+    )?;
+    if r.targets.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for t in r.targets.iter().take(20) {
+        writeln!(
+            out,
+            "  {:>3} clients {:>4} messages  {}  [{} {} {}]",
+            t.clients,
+            t.arrivals,
+            t.address,
+            t.kind.map_or("?", Kind::as_str),
+            t.visitor.as_deref().unwrap_or("-"),
+            t.day.map(|d| d.to_string()).unwrap_or_default()
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "Harvesters seen:")?;
+    if r.harvesters.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for h in &r.harvesters {
+        writeln!(
+            out,
+            "  {} {:<20} {:<24} {}",
+            h.day,
+            h.visitor,
+            Printable(h.harvester.as_deref().unwrap_or("")),
+            Printable(&h.user_agent)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Trap hits: {} messages from {} clients; blocks: {}",
+        r.trap_hits,
+        r.trap_clients,
+        r.blocks.len()
+    )?;
+    for b in &r.blocks {
+        writeln!(
+            out,
+            "  {:<40} until {}  {}",
+            b.ip,
+            fmt_time(b.until),
+            Printable(&b.reason)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "Harvest to first mail:")?;
+    for (label, n) in &r.delays {
+        writeln!(out, "  {label:<8} {n}")?;
+    }
+    writeln!(out)?;
+    writeln!(out, "By day (visitors served addresses, addresses served, mail):")?;
+    for (d, v, m, a) in &r.by_day {
+        if *v > 0 || *a > 0 {
+            writeln!(out, "  {d} {v:>6} {m:>8} {a:>6}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! `addrmunge trace`: who harvested one address, when, what mail it drew,
+//! and the `expire` commands that would cut it off.
+
+use std::io::{self, Write};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::{fmt_span, fmt_time, harvest_time};
+use crate::address::Protection;
+use crate::check::{Status, Verdict, check};
+use crate::day::Day;
+use crate::rules::{Printable, Rule, RuleSet, Subject};
+use crate::store::{Arrival, Store, StoreError, Visit};
+use crate::token::{KeyRing, Kind};
+
+/// One `addrmunge expire` command and what else it would cut off.
+#[derive(Debug, Clone, Serialize)]
+pub struct CutOff {
+    /// The command line.
+    pub command: String,
+    /// What it covers besides this address.
+    pub collateral: String,
+}
+
+/// Everything `trace` knows about one address.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trace {
+    /// What `decode` says.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// The visitor's day in the visit log, if the proxy logged it.
+    pub harvest: Option<Visit>,
+    /// The ID was a trap ID: the visitor was a known harvester when it was served.
+    pub trap: bool,
+    /// Mail that arrived for it, oldest first.
+    pub arrivals: Vec<Arrival>,
+    /// Seconds from harvest (the first page with an address) to the first arrival.
+    pub harvest_to_first_mail: Option<i64>,
+    /// Rules that cover it now.
+    pub rules: Vec<Rule>,
+    /// Commands that would cut it off, least collateral first.
+    pub cut_off: Vec<CutOff>,
+}
+
+/// Traces one address.
+pub fn trace(
+    keys: &KeyRing,
+    protection: &Protection,
+    store: &Store,
+    rules: &RuleSet,
+    address: &str,
+) -> Result<Trace, StoreError> {
+    let verdict = check(keys, protection, rules, address, Day::today());
+    let lower = address.trim().to_ascii_lowercase();
+    let arrivals = store.arrivals_for(&lower)?;
+    let mut t = Trace {
+        harvest: None,
+        trap: verdict.kind == Some(Kind::Trap),
+        arrivals,
+        harvest_to_first_mail: None,
+        rules: Vec::new(),
+        cut_off: Vec::new(),
+        verdict,
+    };
+    let (Some(ip), Some(day)) = (t.verdict.ip.clone(), t.verdict.date) else {
+        return Ok(t);
+    };
+    t.harvest = store.visit(day, &ip)?;
+    let harvested_at = harvest_time(t.harvest.as_ref(), day);
+    t.harvest_to_first_mail = t.arrivals.first().map(|a| a.time - harvested_at);
+    // Every rule that covers it, not only the one that decides its status.
+    if let Some(claims) = t.verdict.claims {
+        let base = t.verdict.original.clone().unwrap_or_default();
+        let subject = Subject {
+            claims: &claims,
+            base: &base,
+            munged: &lower,
+        };
+        t.rules = rules
+            .rules()
+            .iter()
+            .filter(|r| r.scope.covers(&subject))
+            .cloned()
+            .collect();
+    }
+    let served = t.harvest.as_ref().map(|v| v.munged).unwrap_or(0);
+    let net = match ip.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) {
+        Some(IpAddr::V4(v4)) => format!(
+            "{}/24",
+            ipnet::Ipv4Net::new(v4, 24).expect("24 is valid").trunc().addr()
+        ),
+        Some(IpAddr::V6(v6)) => format!(
+            "{}/48",
+            ipnet::Ipv6Net::new(v6, 48).expect("48 is valid").trunc().addr()
+        ),
+        None => String::new(),
+    };
+    t.cut_off = vec![
+        CutOff {
+            command: format!("addrmunge expire --address {lower}"),
+            collateral: "nothing else: only this address".into(),
+        },
+        CutOff {
+            command: format!("addrmunge expire --ip {} --day {day}", ip.trim_end_matches("/64")),
+            collateral: if served > 0 {
+                format!("every address this visitor was served on {day} ({served} served)")
+            } else {
+                format!("every address this visitor was served on {day}")
+            },
+        },
+        CutOff {
+            command: format!("addrmunge expire --ip {}", ip.trim_end_matches("/64")),
+            collateral: "every address this visitor was ever served".into(),
+        },
+    ];
+    if !net.is_empty() {
+        t.cut_off.push(CutOff {
+            command: format!("addrmunge expire --cidr {net}"),
+            collateral: format!("every address served to anyone in {net}"),
+        });
+    }
+    Ok(t)
+}
+
+/// Writes a trace for a person.
+pub fn write_trace(out: &mut impl Write, t: &Trace) -> io::Result<()> {
+    let v = &t.verdict;
+    write_verdict(out, v)?;
+    if let (Some(ip), Some(day)) = (&v.ip, v.date) {
+        write_harvest(out, t, ip, day)?;
+    }
+    if let Some(label) = &v.label {
+        writeln!(out, "  minted      for \"{label}\"")?;
+    }
+    write_arrivals(out, t)?;
+    write_rules(out, t)?;
+    if !t.cut_off.is_empty() {
+        writeln!(out, "  to cut it off, least collateral first:")?;
+        for c in &t.cut_off {
+            writeln!(out, "    {:<62} # {}", c.command, c.collateral)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the address is.
+fn write_verdict(out: &mut impl Write, v: &Verdict) -> io::Result<()> {
+    writeln!(out, "{}", v.address)?;
+    match v.status {
+        Status::Invalid => writeln!(
+            out,
+            "  not one of ours: {}",
+            v.error.as_deref().unwrap_or("invalid")
+        ),
+        Status::Bare => writeln!(out, "  a protected address without an ID: nothing to trace"),
+        Status::Valid | Status::Expired => {
+            let kind = v.kind.map(|k| k.to_string()).unwrap_or_default();
+            writeln!(
+                out,
+                "  stands for   {} ({kind} ID, {})",
+                v.original.as_deref().unwrap_or("?"),
+                v.status
+            )
+        }
+    }
+}
+
+/// Who harvested it, and whether they got a trap.
+fn write_harvest(out: &mut impl Write, t: &Trace, ip: &str, day: Day) -> io::Result<()> {
+    match &t.harvest {
+        Some(h) => {
+            writeln!(
+                out,
+                "  harvested   by {ip} on {day}: first seen {}, User-Agent \"{}\", first page with an address {} ({} requests that day)",
+                fmt_time(h.first_seen),
+                Printable(&h.user_agent),
+                Printable(h.first_page.as_deref().unwrap_or("(none logged)")),
+                h.requests
+            )?;
+        }
+        None => writeln!(
+            out,
+            "  harvested   by {ip} on {day} (no visit log entry: logged elsewhere, or pruned)"
+        )?,
+    }
+    if !t.trap {
+        return writeln!(out, "  served as   an ordinary visitor address");
+    }
+    let why = t
+        .harvest
+        .as_ref()
+        .and_then(|h| h.harvester.as_ref().map(|r| (r, h.harvester_at)))
+        .map(|(r, at)| {
+            format!(
+                " ({r}{})",
+                at.map(|a| format!(" at {}", fmt_time(a))).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "  served as   a trap address: the visitor was a known harvester{why}"
+    )
+}
+
+/// The mail it drew.
+fn write_arrivals(out: &mut impl Write, t: &Trace) -> io::Result<()> {
+    writeln!(out, "  arrivals    {}", t.arrivals.len())?;
+    for a in &t.arrivals {
+        writeln!(
+            out,
+            "    {} from {} (HELO {}) sender <{}>: {}",
+            fmt_time(a.time),
+            a.client_ip,
+            Printable(if a.helo.is_empty() { "-" } else { &a.helo }),
+            Printable(&a.sender),
+            match (a.kind, a.status) {
+                (Some(Kind::Trap), _) => "trap: discarded, client blocked",
+                (_, Status::Valid) => "delivered",
+                (_, Status::Expired) => "refused (expired)",
+                _ => "refused",
+            }
+        )?;
+    }
+    if let Some(d) = t.harvest_to_first_mail {
+        writeln!(out, "  first mail  {} after harvest", fmt_span(d))?;
+    }
+    Ok(())
+}
+
+/// The rules that expire it, or what happens to its mail without one.
+fn write_rules(out: &mut impl Write, t: &Trace) -> io::Result<()> {
+    for r in &t.rules {
+        writeln!(out, "  rule        {r}")?;
+    }
+    match t.verdict.status {
+        _ if !t.rules.is_empty() => Ok(()),
+        Status::Valid if t.trap => writeln!(
+            out,
+            "  rules       none; mail to it is discarded and its sender blocked (a trap)"
+        ),
+        Status::Valid => writeln!(out, "  rules       none: mail to it is delivered"),
+        _ => Ok(()),
+    }
+}
