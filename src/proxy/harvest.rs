@@ -6,8 +6,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,16 +14,17 @@ use sha2::{Digest, Sha256};
 use crate::address::Protection;
 use crate::config::{AgentRule, Bait};
 use crate::day::Day;
-use crate::store::{FaultLog, Harvester, Pinned, Store, StoreError, StoreSource, VisitEvent, now_unix};
+use crate::store::{
+    FaultLog, Harvester, Pinned, Store, StoreError, StoreSource, VisitEvent, batch, now_unix,
+};
 use crate::token::{Claims, KeyRing, Kind};
 
-/// The proxy's side of the visit log: a bounded queue in front of a writer
-/// thread. Recording never blocks a response; when the disk falls behind
-/// and the queue is full, records are dropped and counted.
+/// The proxy's side of the visit log: a [`batch::Queue`] in front of a
+/// writer thread that takes what has queued every 200 ms. Recording never
+/// blocks a response; when the disk falls behind and the queue is full,
+/// records are dropped and counted.
 pub struct VisitLog {
-    tx: SyncSender<VisitEvent>,
-    /// Records dropped because the queue was full.
-    pub dropped: Arc<AtomicU64>,
+    queue: batch::Queue<VisitEvent>,
 }
 
 impl VisitLog {
@@ -39,104 +38,72 @@ impl VisitLog {
         metrics: &super::metrics::Metrics,
     ) -> anyhow::Result<VisitLog> {
         let store = Pinned::new(Store::open(state)?, Arc::clone(source));
-        let (tx, rx) = sync_channel(queue.max(1));
-        let dropped = Arc::clone(&metrics.visits_dropped);
+        let shape = batch::Shape {
+            name: "visit-log",
+            queue,
+            max: 20_000,
+            // Polled, not woken: recording costs a request no system call.
+            every: Some(Duration::from_millis(200)),
+            retry_after: None,
+            lost: "visit records are dropped until it is back",
+        };
         let faults = FaultLog::new("writing the visit log", Arc::clone(&metrics.store_faults));
-        let lost = Arc::clone(&dropped);
-        std::thread::Builder::new()
-            .name("visit-log".into())
-            .spawn(move || writer(store, rx, retention_days, faults, lost))?;
-        Ok(VisitLog { tx, dropped })
+        let sink = Visits {
+            retention_days,
+            last_prune: None,
+        };
+        let dropped = Arc::clone(&metrics.visits_dropped);
+        Ok(VisitLog {
+            queue: batch::Queue::start(shape, store, sink, dropped, faults)?,
+        })
     }
 
     /// Queues one record, or counts it as dropped.
     pub fn record(&self, event: VisitEvent) {
-        match self.tx.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.queue.push(event);
     }
 }
 
-fn writer(
-    mut store: Pinned,
-    rx: Receiver<VisitEvent>,
+/// Writes visit records, and prunes what is past `retention` at start and
+/// hourly. Relaxed durability: the visit log may lose its last batch in a
+/// power cut; it need not pay an fsync per batch for rules' durability,
+/// and WAL stays consistent.
+struct Visits {
     retention_days: u32,
-    mut faults: FaultLog,
-    lost: Arc<AtomicU64>,
-) {
-    let mut last_prune: Option<Instant> = None;
-    loop {
-        // Prune at start and hourly, also when no traffic comes.
-        if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
-            let cutoff_day = Day::today()
-                .checked_sub(u16::try_from(retention_days).unwrap_or(u16::MAX))
-                .unwrap_or_else(|| Day::from_number(0));
-            let cutoff_time = now_unix() - i64::from(retention_days) * 86_400;
-            match with_store(&mut store, |s| s.prune(cutoff_day, cutoff_time)) {
-                Ok(n) if n > 0 => tracing::info!(rows = n, retention_days, "pruned the visit log"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning the visit log failed"),
-            }
-            last_prune = Some(Instant::now());
-        }
-        // Poll instead of blocking on the channel: a sender then never has
-        // a sleeping receiver to wake, so recording costs a request no
-        // system call. Records wait at most 200 ms.
-        std::thread::sleep(Duration::from_millis(200));
-        let mut batch = Vec::new();
-        loop {
-            match rx.try_recv() {
-                Ok(e) => {
-                    batch.push(e);
-                    if batch.len() >= 20_000 {
-                        break;
-                    }
-                }
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    if batch.is_empty() {
-                        return;
-                    }
-                    break;
-                }
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        // Losing visit records is better than stalling the proxy, and
-        // better than writing them into a store that is not the one there.
-        match with_store(&mut store, |s| s.record_visits(&batch)) {
-            Ok(()) => faults.ok(),
-            Err(e) => {
-                lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                faults.fault(&e, "visit records are dropped until it is back");
-            }
-        }
-    }
+    last_prune: Option<Instant>,
 }
 
-/// Runs `f` on the visit log's connection (relaxed durability: the visit
-/// log may lose its last batch in a power cut; it need not pay an fsync
-/// per batch for rules' durability, and WAL stays consistent). A failed
-/// connection is reopened next time, onto the same file only.
-fn with_store<T>(
-    pinned: &mut Pinned,
-    f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let result = pinned.store().and_then(|s| {
-        s.relax_durability()?;
-        f(s)
-    });
-    if let Err(e) = &result
-        && !matches!(e, StoreError::Replaced(_) | StoreError::Missing(_))
-    {
-        pinned.reset();
+impl batch::Sink for Visits {
+    type Item = VisitEvent;
+
+    fn write(&mut self, store: &mut Store, batch: &[VisitEvent]) -> Result<(), StoreError> {
+        store.relax_durability()?;
+        store.record_visits(batch)
     }
-    result
+
+    fn between(&mut self, store: &mut Pinned) {
+        if self
+            .last_prune
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
+        {
+            return;
+        }
+        let days = self.retention_days;
+        let cutoff_day = Day::today()
+            .checked_sub(u16::try_from(days).unwrap_or(u16::MAX))
+            .unwrap_or_else(|| Day::from_number(0));
+        let cutoff_time = now_unix() - i64::from(days) * 86_400;
+        let pruned = store.with(|s| {
+            s.relax_durability()?;
+            s.prune(cutoff_day, cutoff_time)
+        });
+        match pruned {
+            Ok(n) if n > 0 => tracing::info!(rows = n, retention_days = days, "pruned the visit log"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning the visit log failed"),
+        }
+        self.last_prune = Some(Instant::now());
+    }
 }
 
 /// Visitors remembered as caught by the bait page per day, at most.

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use crate::conns::{Conns, RESERVED_FDS, raise_open_files};
 use crate::day::Day;
 use crate::listen::Bound;
 use crate::rules::RuleSet;
-use crate::store::{Arrival, FaultLog, Pinned, RuleWatcher, Store, StoreError, StoreSource, now_unix};
+use crate::store::{Arrival, FaultLog, Pinned, RuleWatcher, Store, StoreError, StoreSource, batch, now_unix};
 use crate::token::KeyRing;
 
 /// How often the rule snapshot is checked for changes.
@@ -122,7 +121,7 @@ pub struct Resolver {
     verdicts: Mutex<Verdicts>,
     /// Blocks made by this process that the store snapshot may not show yet.
     fresh_blocks: Mutex<HashMap<IpAddr, i64>>,
-    writer: SyncSender<Write>,
+    writer: batch::Queue<Write>,
     /// Where the store is; a reload adopts the file there then.
     source: Arc<StoreSource>,
     /// Client connections, shared by every listener.
@@ -149,8 +148,19 @@ impl Resolver {
         let source = StoreSource::new(&state);
         let writer_store = Pinned::new(Store::open(&state)?, Arc::clone(&source));
         let mut watcher = RuleWatcher::new(Pinned::new(Store::open_existing(&state)?, Arc::clone(&source)));
-        let (tx, rx) = sync_channel(QUEUE);
         let metrics = Metrics::default();
+        let shape = batch::Shape {
+            name: "store-writer",
+            queue: QUEUE,
+            max: 500,
+            // Woken by the first record: a block must reach the store soon.
+            every: None,
+            retry_after: Some(Duration::from_millis(500)),
+            lost: "arrivals and blocks are dropped until it is back",
+        };
+        let writer_faults = FaultLog::new("writing arrivals and blocks", Arc::clone(&metrics.store_faults));
+        let dropped = Arc::clone(&metrics.writes_dropped);
+        let writer = batch::Queue::start(shape, writer_store, ArrivalsAndBlocks, dropped, writer_faults)?;
         let wanted = settings.config.resolver.max_connections;
         let budget = (raise_open_files().saturating_sub(RESERVED_FDS) as usize).max(1);
         if wanted > budget {
@@ -171,18 +181,13 @@ impl Resolver {
             settings: RwLock::new(settings),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             fresh_blocks: Mutex::new(HashMap::new()),
-            writer: tx,
+            writer,
             source,
             conns: Conns::new(max_connections),
             metrics,
         });
         let mut faults = FaultLog::new("reading rules and blocks", Arc::clone(&r.metrics.store_faults));
         r.refresh_once(&mut watcher, &mut faults);
-        let writer_faults = FaultLog::new("writing arrivals and blocks", Arc::clone(&r.metrics.store_faults));
-        let lost = Arc::clone(&r.metrics.writes_dropped);
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || writer(writer_store, rx, writer_faults, lost))?;
         let weak = Arc::downgrade(&r);
         std::thread::Builder::new()
             .name("store-refresh".into())
@@ -380,9 +385,7 @@ impl Resolver {
     }
 
     fn queue(&self, w: Write) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.writer.try_send(w) {
-            self.metrics.writes_dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.writer.push(w);
     }
 
     /// The request-size limit and idle timeout for a new connection.
@@ -418,44 +421,22 @@ fn judge_now(s: &Settings, rules: &RuleSet, address: String, today: Day) -> Judg
     }
 }
 
-fn writer(mut store: Pinned, rx: Receiver<Write>, mut faults: FaultLog, lost: Arc<AtomicU64>) {
-    while let Ok(first) = rx.recv() {
+/// Writes arrivals and blocks in one transaction per batch.
+struct ArrivalsAndBlocks;
+
+impl batch::Sink for ArrivalsAndBlocks {
+    type Item = Write;
+
+    fn write(&mut self, store: &mut Store, batch: &[Write]) -> Result<(), StoreError> {
         let mut arrivals = Vec::new();
         let mut blocks = Vec::new();
-        let mut next = Some(first);
-        let mut n = 0;
-        while let Some(w) = next.take() {
+        for w in batch {
             match w {
-                Write::Arrival(a) => arrivals.push(a),
-                Write::Block(ip, until, reason) => blocks.push((ip, until, reason)),
-            }
-            n += 1;
-            if n < 500 {
-                next = rx.try_recv().ok();
+                Write::Arrival(a) => arrivals.push(a.clone()),
+                Write::Block(ip, until, reason) => blocks.push((*ip, *until, reason.clone())),
             }
         }
-        // A failed batch is retried once after a pause, then counted and
-        // dropped: losing a log line is better than stalling SMTP. Never
-        // written into a store that is no longer the one at the path.
-        for attempt in 0..2 {
-            match store.store().and_then(|s| s.write_batch(&arrivals, &blocks)) {
-                Ok(()) => {
-                    faults.ok();
-                    break;
-                }
-                Err(e) => {
-                    if !matches!(e, StoreError::Replaced(_) | StoreError::Missing(_)) {
-                        store.reset();
-                    }
-                    if attempt == 0 {
-                        std::thread::sleep(Duration::from_millis(500));
-                    } else {
-                        lost.fetch_add((arrivals.len() + blocks.len()) as u64, Ordering::Relaxed);
-                        faults.fault(&e, "arrivals and blocks are dropped until it is back");
-                    }
-                }
-            }
-        }
+        store.write_batch(&arrivals, &blocks)
     }
 }
 

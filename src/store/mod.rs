@@ -25,6 +25,7 @@ use crate::day::Day;
 use crate::rules::{Rule, RuleSet, Scope};
 use crate::token::{Kind, Visitor};
 
+pub mod batch;
 mod log;
 mod pinned;
 pub use log::{Block, Harvester, Visit, VisitEvent};

@@ -107,6 +107,19 @@ impl Pinned {
         Ok(store)
     }
 
+    /// Runs `f` on the connection. After a failure other than the file
+    /// being replaced or missing, the connection is dropped and reopened
+    /// (onto the same file only) at the next use.
+    pub fn with<T>(&mut self, f: impl FnOnce(&mut Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let result = self.store().and_then(f);
+        if let Err(e) = &result
+            && !matches!(e, StoreError::Replaced(_) | StoreError::Missing(_))
+        {
+            self.reset();
+        }
+        result
+    }
+
     /// Drops the connection after an error; the next use reopens it.
     pub fn reset(&mut self) {
         self.store = None;
