@@ -1,0 +1,365 @@
+//! [`Pipeline`]: one response body, a bounded piece at a time.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use super::codec::{Coding, Decoder, PIECE};
+use super::{LinkInserter, VisitorMunger, charset};
+use crate::scan::{Munger, Scanner};
+
+/// Bounds on what a compressed body may expand to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expansion {
+    /// Decoded bytes at most, whatever the ratio.
+    pub max_bytes: u64,
+    /// Decoded bytes per compressed byte at most, once past [`RATIO_GRACE`].
+    pub max_ratio: u64,
+}
+
+/// Decoded bytes a body may produce before the ratio applies: small,
+/// very repetitive pages compress far better than large ones.
+pub const RATIO_GRACE: u64 = 1 << 20;
+
+impl Default for Expansion {
+    fn default() -> Self {
+        Expansion {
+            max_bytes: 256 << 20,
+            max_ratio: 100,
+        }
+    }
+}
+
+/// A compressed body that expanded past its [`Expansion`] bounds.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the compressed body expands too much ({decoded} bytes from {encoded}; at most {max_bytes} bytes or {max_ratio}:1 is allowed by [proxy] max_decoded_bytes / max_decoded_ratio)"
+)]
+pub struct Expanded {
+    /// Decoded bytes when it was stopped.
+    pub decoded: u64,
+    /// Compressed bytes they came from.
+    pub encoded: u64,
+    /// The size bound.
+    pub max_bytes: u64,
+    /// The ratio bound.
+    pub max_ratio: u64,
+}
+
+/// Decompress -> (charset) -> (bait link) -> scan -> (charset) -> compress
+/// for one response body, one bounded piece at a time: [`input`](Self::input)
+/// takes an upstream chunk, [`next_piece`](Self::next_piece) turns at most
+/// about [`PIECE`] decoded bytes of it into output.
+pub struct Pipeline<M: Munger = VisitorMunger> {
+    decoder: Option<Decoder>,
+    /// Upstream bytes not yet decoded.
+    input: Bytes,
+    /// The upstream body has ended.
+    ended: bool,
+    /// Everything is out.
+    finished: bool,
+    expansion: Expansion,
+    /// Compressed bytes taken and decoded bytes made, for `expansion`.
+    encoded: u64,
+    decoded: u64,
+    /// A reused buffer for decoded pieces.
+    plain: Vec<u8>,
+    /// A copy of the first bytes (up to 1024) while the charset is not yet
+    /// known (see [`charset`]); `None` once it is.
+    head: Option<Vec<u8>>,
+    /// Bytes held back until the charset is known: from the first ESC on,
+    /// since before any ESC an ISO-2022-JP page is plain ASCII and can be
+    /// scanned as bytes (so pages do not wait for 1024 bytes to stream).
+    pending: Vec<u8>,
+    declared: Option<&'static encoding_rs::Encoding>,
+    html: bool,
+    transcoder: Option<charset::Transcoder>,
+    /// The declared charset was UTF-16 and the bytes were not.
+    charset_mismatch: bool,
+    link: Option<LinkInserter>,
+    scanner: Scanner,
+    munger: M,
+    encoder: Option<GzEncoder<Vec<u8>>>,
+    scanned: Vec<u8>,
+}
+
+impl<M: Munger> Pipeline<M> {
+    /// A pipeline undoing `from` and gzip-compressing the output when `gzip_out`.
+    pub fn new(scanner: Scanner, munger: M, from: Coding, gzip_out: bool) -> Pipeline<M> {
+        Pipeline {
+            // Only zstd's context can fail to be made (out of memory): then
+            // the body is decoded as if it had no coding and the scan finds
+            // garbage, never a crash.
+            decoder: Decoder::new(from).ok().flatten(),
+            input: Bytes::new(),
+            ended: false,
+            finished: false,
+            expansion: Expansion::default(),
+            encoded: 0,
+            decoded: 0,
+            plain: Vec::new(),
+            head: None,
+            pending: Vec::new(),
+            declared: None,
+            html: false,
+            transcoder: None,
+            charset_mismatch: false,
+            link: None,
+            scanner,
+            munger,
+            encoder: gzip_out.then(|| GzEncoder::new(Vec::new(), Compression::fast())),
+            scanned: Vec::new(),
+        }
+    }
+
+    /// Bounds the expansion of a compressed body (default [`Expansion::default`]).
+    pub fn with_expansion(mut self, expansion: Expansion) -> Self {
+        self.expansion = expansion;
+        self
+    }
+
+    /// Decides the body's charset as a browser does (byte-order mark, then
+    /// `declared` from the `Content-Type`, then for HTML a `<meta>` in the
+    /// first 1024 bytes) and transcodes UTF-16 and ISO-2022-JP bodies.
+    pub fn with_charset(mut self, declared: Option<&'static encoding_rs::Encoding>, html: bool) -> Self {
+        self.head = Some(Vec::new());
+        self.declared = declared;
+        self.html = html;
+        self
+    }
+
+    /// Also inserts a link into the HTML (the bait link).
+    pub fn with_link(mut self, link: LinkInserter) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// Addresses munged so far.
+    pub fn munged(&self) -> u64 {
+        self.scanner.munged()
+    }
+
+    /// True once the whole body is out.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Takes the next chunk of the upstream body; `last` when the body
+    /// ends with it. Call [`next_piece`](Self::next_piece) until it
+    /// answers `None` before giving more.
+    pub fn input(&mut self, data: Bytes, last: bool) {
+        debug_assert!(
+            self.input.is_empty() && !self.ended,
+            "input given before the last was used"
+        );
+        self.input = data;
+        self.ended |= last;
+    }
+
+    /// The output of the next piece of input (possibly empty: compressed
+    /// output may wait for more), or `None` when all input given so far is
+    /// used and more is needed, or everything is out.
+    pub fn next_piece(&mut self) -> std::io::Result<Option<Bytes>> {
+        if self.finished || (self.input.is_empty() && !self.ended) {
+            return Ok(None);
+        }
+        let Some(d) = &mut self.decoder else {
+            // No coding: the upstream's own bytes, in pieces, not copied.
+            let piece = self.input.split_to(self.input.len().min(PIECE));
+            let last = self.ended && self.input.is_empty();
+            return self.sniffed(&piece, last).map(Some);
+        };
+        self.plain.clear();
+        let mut last = false;
+        if !self.input.is_empty() {
+            let n = d.step(&self.input, &mut self.plain)?;
+            self.encoded += n as u64;
+            let _ = self.input.split_to(n);
+        }
+        if self.input.is_empty() && self.ended && self.plain.len() < PIECE {
+            // The end, in the same piece when it fits (one frame, not two).
+            last = d.finish_step(&mut self.plain)?;
+        }
+        self.decoded += self.plain.len() as u64;
+        self.check_expansion()?;
+        let plain = std::mem::take(&mut self.plain);
+        let out = self.sniffed(&plain, last);
+        self.plain = plain;
+        out.map(Some)
+    }
+
+    fn check_expansion(&self) -> std::io::Result<()> {
+        let e = &self.expansion;
+        let over_ratio =
+            self.decoded > RATIO_GRACE && self.decoded > self.encoded.saturating_mul(e.max_ratio);
+        if self.decoded > e.max_bytes || over_ratio {
+            return Err(std::io::Error::other(Expanded {
+                decoded: self.decoded,
+                encoded: self.encoded,
+                max_bytes: e.max_bytes,
+                max_ratio: e.max_ratio,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Feeds one chunk and returns all output it gives (for callers that
+    /// hold whole chunks anyway: tests, benchmarks).
+    pub fn push(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
+        self.input(Bytes::copy_from_slice(data), false);
+        self.drain()
+    }
+
+    /// Feeds the last chunk and ends the body: [`push`](Self::push) then
+    /// [`finish`](Self::finish).
+    pub fn push_last(&mut self, data: &[u8]) -> std::io::Result<Bytes> {
+        self.input(Bytes::copy_from_slice(data), true);
+        self.drain()
+    }
+
+    /// Ends the body; returns the rest.
+    pub fn finish(&mut self) -> std::io::Result<Bytes> {
+        if !self.ended {
+            self.input(Bytes::new(), true);
+        }
+        self.drain()
+    }
+
+    fn drain(&mut self) -> std::io::Result<Bytes> {
+        let mut out = Vec::new();
+        while let Some(piece) = self.next_piece()? {
+            out.extend_from_slice(&piece);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Decoded bytes through charset sniffing, then [`rest`](Self::rest).
+    fn sniffed(&mut self, plain: &[u8], last: bool) -> std::io::Result<Bytes> {
+        if last {
+            self.finished = true;
+        }
+        let Some(head) = &mut self.head else {
+            return self.rest(plain, last);
+        };
+        let room = charset::SNIFF.saturating_sub(head.len()).min(plain.len());
+        head.extend_from_slice(&plain[..room]);
+        // A byte-order mark needs 3 bytes; a <meta> only matters for HTML
+        // whose header names no charset, and is looked for in 1024 bytes.
+        // At the end, what was seen is all there is.
+        let seen = head.len();
+        let sniffing_meta = self.html && self.declared.is_none();
+        let bom = seen >= 3 && charset::from_bom(head).is_some();
+        let meta_found = sniffing_meta && seen >= 3 && charset::from_meta(head).is_some();
+        // A header's UTF-16 is only believed after bytes that could show it
+        // false (see charset::could_be_utf16).
+        let checkable = bom || seen >= 16 || !self.declared.is_some_and(charset::is_utf16);
+        let decided = last
+            || (seen >= 3 && checkable && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF));
+        if decided {
+            self.decide();
+        }
+        // What may go on now: everything once decided; while undecided only
+        // what comes before the first ESC (ASCII-safe), and nothing before
+        // the byte-order mark could be seen. Bytes are copied only when some
+        // are already held.
+        let cut = if decided {
+            plain.len()
+        } else if seen < 3 {
+            0
+        } else {
+            memchr::memchr(0x1b, plain).unwrap_or(plain.len())
+        };
+        if self.pending.is_empty() {
+            self.pending.extend_from_slice(&plain[cut..]);
+            return self.rest(&plain[..cut], last);
+        }
+        self.pending.extend_from_slice(plain);
+        let cut = if decided {
+            self.pending.len()
+        } else if seen < 3 {
+            0
+        } else {
+            memchr::memchr(0x1b, &self.pending).unwrap_or(self.pending.len())
+        };
+        let ready: Vec<u8> = self.pending.drain(..cut).collect();
+        self.rest(&ready, last)
+    }
+
+    /// Settles the charset from the first bytes.
+    fn decide(&mut self) {
+        let head = self.head.take().unwrap_or_default();
+        let bom = charset::from_bom(&head);
+        let enc = bom.or(self.declared).or_else(|| {
+            if self.html {
+                charset::from_meta(&head[..head.len().min(charset::SNIFF)])
+            } else {
+                None
+            }
+        });
+        let Some(e) = enc.filter(|e| charset::needs_transcoding(e)) else {
+            return;
+        };
+        if bom.is_none() && !charset::could_be_utf16(e, &head) {
+            // Scanned as the bytes they are, which is how a harvester reads them.
+            self.charset_mismatch = true;
+            return;
+        }
+        self.transcoder = Some(charset::Transcoder::new(e));
+    }
+
+    /// True (once) when the body's declared charset was found to be false
+    /// and its bytes were scanned as they are instead.
+    pub fn take_charset_mismatch(&mut self) -> bool {
+        std::mem::take(&mut self.charset_mismatch)
+    }
+
+    /// Everything after decompression and sniffing.
+    fn rest(&mut self, data: &[u8], last: bool) -> std::io::Result<Bytes> {
+        let decoded = self.transcoder.as_mut().map(|t| t.decode(data, last));
+        let mut input = decoded.as_deref().unwrap_or(data);
+        let linked;
+        if let Some(l) = &mut self.link {
+            let mut v = l.push(input)?;
+            if last {
+                v.extend(l.finish()?);
+            }
+            linked = v;
+            input = &linked;
+        }
+        self.scanned.clear();
+        // Room for the chunk and a few tokens: no regrowth (and copy) while scanning.
+        self.scanned.reserve(input.len() + input.len() / 16 + 256);
+        self.scanner.feed(input, &mut self.scanned, &mut self.munger);
+        if last {
+            self.scanner.finish(&mut self.scanned, &mut self.munger);
+        }
+        if let Some(t) = &mut self.transcoder {
+            self.scanned = t.encode(&self.scanned, last);
+        }
+        self.encode(last)
+    }
+
+    fn encode(&mut self, last: bool) -> std::io::Result<Bytes> {
+        match &mut self.encoder {
+            // Hand the buffer over instead of copying it; the next chunk
+            // allocates its own.
+            None => Ok(Bytes::from(std::mem::take(&mut self.scanned))),
+            Some(e) => {
+                e.write_all(&self.scanned)?;
+                if last {
+                    let e = self.encoder.take().expect("checked");
+                    Ok(Bytes::from(e.finish()?))
+                } else {
+                    // A sync flush, so the client gets bytes as the page
+                    // streams; not while more of this chunk is coming.
+                    if !self.scanned.is_empty() && self.input.is_empty() {
+                        e.flush()?;
+                    }
+                    Ok(Bytes::from(std::mem::take(e.get_mut())))
+                }
+            }
+        }
+    }
+}
