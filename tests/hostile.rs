@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::nginx::Nginx;
+use common::wire::socketmap;
 use common::{free_port, keygen, wait_for_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_addrmunge");
@@ -720,27 +721,6 @@ fn the_access_log_tells_truncated_bodies() {
     }
     assert_eq!(line("/whole")["complete"], true);
     assert_eq!(line("/whole")["munged"], 40);
-}
-
-/// Sends one socketmap request on a new connection; the answer.
-fn socketmap(port: u16, query: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(format!("{}:{query},", query.len()).as_bytes())
-        .unwrap();
-    read_netstring(&mut s)
-}
-
-fn read_netstring(s: &mut TcpStream) -> String {
-    let mut len = Vec::new();
-    let mut b = [0u8; 1];
-    while s.read_exact(&mut b).is_ok() && b[0] != b':' {
-        len.push(b[0]);
-    }
-    let n: usize = String::from_utf8_lossy(&len).parse().unwrap_or(0);
-    let mut data = vec![0u8; n + 1];
-    s.read_exact(&mut data).unwrap();
-    String::from_utf8_lossy(&data[..n]).into_owned()
 }
 
 /// The state file deleted under a running resolver: an expired address is

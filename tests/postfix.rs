@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::wire::{netstring, read_netstring};
 use common::{free_port, readme_block, wait_for_port};
 
 /// Which of the README's Postfix setups a test runs.
@@ -672,29 +673,6 @@ fn postmaster_and_abuse_take_mail_bare() {
     }
     let (ok, t) = m.send("127.0.0.1", "mjd@plover.com");
     assert!(!ok && t.contains("does not take mail"), "{t}");
-}
-
-fn netstring(s: &[u8]) -> Vec<u8> {
-    let mut v = format!("{}:", s.len()).into_bytes();
-    v.extend_from_slice(s);
-    v.push(b',');
-    v
-}
-
-fn read_netstring(s: &mut TcpStream) -> String {
-    let mut len = String::new();
-    let mut b = [0u8; 1];
-    loop {
-        s.read_exact(&mut b).unwrap();
-        if b[0] == b':' {
-            break;
-        }
-        len.push(b[0] as char);
-    }
-    let mut buf = vec![0; len.parse::<usize>().unwrap() + 1];
-    s.read_exact(&mut buf).unwrap();
-    assert_eq!(buf.pop(), Some(b','));
-    String::from_utf8(buf).unwrap()
 }
 
 #[test]

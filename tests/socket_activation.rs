@@ -73,23 +73,6 @@ fn get(port: u16) -> String {
     out
 }
 
-fn netstring_query(s: &mut UnixStream, q: &str) -> String {
-    write!(s, "{}:{q},", q.len()).unwrap();
-    let mut len = Vec::new();
-    let mut b = [0u8; 1];
-    loop {
-        s.read_exact(&mut b).unwrap();
-        if b[0] == b':' {
-            break;
-        }
-        len.push(b[0]);
-    }
-    let n: usize = String::from_utf8(len).unwrap().parse().unwrap();
-    let mut body = vec![0u8; n + 1];
-    s.read_exact(&mut body).unwrap();
-    String::from_utf8(body[..n].to_vec()).unwrap()
-}
-
 fn setup(dir: &Path, proxy_port: u16, up: u16, policy: u16) -> String {
     let cfg = dir.join("addrmunge.toml");
     fs::write(
@@ -176,7 +159,7 @@ fn the_resolver_serves_on_a_unix_socket_systemd_made_and_binds_the_rest() {
         .unwrap();
     let munged = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(
-        netstring_query(&mut s, &format!("virtual {munged}")),
+        common::wire::query(&mut s, &format!("virtual {munged}")),
         "OK mjd@plover.com"
     );
     // The policy listener, which systemd did not pass, is bound by the resolver.

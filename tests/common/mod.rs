@@ -4,6 +4,7 @@
 
 pub mod chromium;
 pub mod nginx;
+pub mod wire;
 
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
