@@ -10,20 +10,11 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, readme_block, self_signed_cert, wait_for_port};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Instance, Running, free_port, readme_block, self_signed_cert, wait_for_port};
 
 const MODULES: &[&str] = &[
     "mpm_event",
@@ -40,7 +31,7 @@ const MODULES: &[&str] = &[
 
 /// Apache with both README snippets: behind the proxy on `behind`, TLS in
 /// front of the proxy (at `proxy`) on `front`.
-fn apache(d: &Path, site: &Path, behind: u16, front: u16, proxy: u16) -> Killed {
+fn apache(d: &Path, site: &Path, behind: u16, front: u16, proxy: u16) -> Running {
     let apache2 = ["/usr/sbin/apache2", "/usr/bin/apache2"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -102,7 +93,7 @@ DirectoryIndex index.html
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let apache = Killed(child);
+    let apache = Running(child);
     wait_for_port(behind, "apache (behind)");
     wait_for_port(front, "apache (TLS in front)");
     apache
@@ -156,25 +147,9 @@ fn logged(d: &Path, line: &str) -> bool {
 
 #[test]
 fn apache_behind_and_in_front_of_the_proxy_as_in_the_readme() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
-    let site = d.join("site");
-    fs::create_dir(&site).unwrap();
-    fs::write(
-        site.join("index.html"),
-        "<!doctype html><p><a href=\"mailto:mjd@plover.com\">write</a></p>\n",
-    )
-    .unwrap();
     let (behind, front, proxy_port) = (free_port(), free_port(), free_port());
-
-    let cfg = d.join("addrmunge.toml");
-    fs::write(
-        &cfg,
-        format!(
-            r#"key_file = "addrmunge.key"
-state = "state.sqlite"
-
+    let inst = Instance::new(&format!(
+        r#"
 [[protect]]
 domain = "plover.com"
 
@@ -183,26 +158,20 @@ listen = ["127.0.0.1:{proxy_port}"]
 upstream = "http://127.0.0.1:{behind}"
 trusted_proxies = ["127.0.0.1/32"]
 "#
-        ),
+    ));
+    let d = inst.dir.path();
+    fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    let site = d.join("site");
+    fs::create_dir(&site).unwrap();
+    fs::write(
+        site.join("index.html"),
+        "<!doctype html><p><a href=\"mailto:mjd@plover.com\">write</a></p>\n",
     )
     .unwrap();
-    let key = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
-        .args(["keygen", "--out"])
-        .arg(d.join("addrmunge.key"))
-        .output()
-        .unwrap();
-    assert!(key.status.success());
+
+    let cfg = inst.config();
     let _apache = apache(d, &site, behind, front, proxy_port);
-    let _proxy = Killed(
-        Command::new(env!("CARGO_BIN_EXE_addrmunge"))
-            .arg("--config")
-            .arg(&cfg)
-            .arg("proxy")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(d.join("proxy.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _proxy = inst.start("proxy", &[]);
     wait_for_port(proxy_port, "addrmunge proxy");
 
     // Behind: a visitor at 127.0.0.3 gets addresses made for it, and Apache

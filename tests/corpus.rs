@@ -10,12 +10,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
 use common::nginx::Nginx;
-use common::{free_port, keygen, wait_for_port};
+use common::{Instance, free_port, wait_for_port};
 
 /// Where Debian puts the HTML of python3-doc (python3.11-doc on bookworm).
 fn docs() -> PathBuf {
@@ -118,25 +117,13 @@ fn insertions(path: &str, direct: &[u8], proxied: &[u8]) -> Vec<usize> {
 fn python_docs_change_only_by_ids_before_real_addresses() {
     let root = docs();
     let nginx = Nginx::serve(&root);
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = format!(
-        "key_file = \"k\"\nstate = \"s.sqlite\"\n[[protect]]\ndomain = \"python.org\"\n[[protect]]\ndomain = \"example.com\"\n[proxy]\nlisten = [\"127.0.0.1:{port}\"]\nupstream = \"http://127.0.0.1:{}\"\n",
+    let inst = Instance::new(&format!(
+        "[[protect]]\ndomain = \"python.org\"\n[[protect]]\ndomain = \"example.com\"\n[proxy]\nlisten = [\"127.0.0.1:{port}\"]\nupstream = \"http://127.0.0.1:{}\"\n",
         nginx.port
-    );
-    fs::write(dir.path().join("c.toml"), cfg).unwrap();
-    let bin = env!("CARGO_BIN_EXE_addrmunge");
-    keygen(&dir.path().join("k"));
-    let proxy = Command::new(bin)
-        .arg("--config")
-        .arg(dir.path().join("c.toml"))
-        .arg("proxy")
-        .env("ADDRMUNGE_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Killed however the test ends: a panic must not leave it running.
-    let _proxy = KillOnDrop(proxy);
+    ));
+    // Stopped however the test ends: a panic must not leave it running.
+    let _proxy = inst.start("proxy", &[("ADDRMUNGE_LOG", "warn")]);
     wait_for_port(port, "addrmunge proxy");
     let mut files = Vec::new();
     pages(&root, &mut files);
@@ -189,13 +176,4 @@ fn python_docs_change_only_by_ids_before_real_addresses() {
         credentials >= 4,
         "the urllib docs' joe:password@… was not found ({credentials})"
     );
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -6,19 +6,10 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{free_port, one_page_server, wait_for_port};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Instance, free_port, one_page_server, wait_for_port};
 
 fn curl(args: &[&str]) -> Output {
     Command::new("curl")
@@ -44,16 +35,9 @@ fn visitor_of(page: &str, cfg: &Path) -> String {
 
 #[test]
 fn visitors_come_from_haproxy_proxy_protocol_headers() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let (proxy_port, v1, v2) = (free_port(), free_port(), free_port());
-    let cfg = d.join("addrmunge.toml");
-    fs::write(
-        &cfg,
-        format!(
-            r#"key_file = "addrmunge.key"
-state = "state.sqlite"
-
+    let inst = Instance::new(&format!(
+        r#"
 [[protect]]
 domain = "plover.com"
 
@@ -64,26 +48,11 @@ trusted_proxies = ["127.0.0.1/32"]
 proxy_protocol = true
 header_timeout = 2
 "#,
-            up = one_page_server()
-        ),
-    )
-    .unwrap();
-    let key = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
-        .args(["keygen", "--out"])
-        .arg(d.join("addrmunge.key"))
-        .output()
-        .unwrap();
-    assert!(key.status.success());
-    let _proxy = Killed(
-        Command::new(env!("CARGO_BIN_EXE_addrmunge"))
-            .arg("--config")
-            .arg(&cfg)
-            .arg("proxy")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(d.join("proxy.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+        up = one_page_server()
+    ));
+    let d = inst.dir.path();
+    let cfg = inst.config();
+    let _proxy = inst.start("proxy", &[]);
     wait_for_port(proxy_port, "addrmunge proxy");
 
     fs::write(
@@ -112,7 +81,7 @@ backend v2
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("haproxy is missing; `bash scripts/test.sh` installs it");
-    let _haproxy = Killed(
+    let _haproxy = common::Running(
         Command::new(haproxy)
             .arg("-f")
             .arg(d.join("haproxy.cfg"))

@@ -17,14 +17,16 @@ use std::time::{Duration, Instant};
 mod common;
 use common::nginx::Nginx;
 use common::wire::socketmap;
-use common::{free_port, keygen, wait_for_port};
+use common::{Instance, free_port, keygen, wait_for_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_addrmunge");
 
 /// A daemon of ours with its own key, config and store in a temp folder.
 struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
+    /// Stopped before its folder goes.
+    running: common::Running,
+    inst: Instance,
+    what: &'static str,
     /// The proxy's or the socketmap's port.
     port: u16,
     /// The admin (metrics) port.
@@ -33,22 +35,11 @@ struct Daemon {
     policy: u16,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const PROTECT: &str = "[[protect]]\ndomain = \"plover.com\"\nexempt = [\"*-subscribe\"]\n\n[[protect]]\ndomain = \"ihatespam.test\"\n";
 
 impl Daemon {
     fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.path("addrmunge.toml")
+        self.inst.path(p)
     }
 
     /// The proxy in front of `upstream_port`, with `extra` in `[proxy]`.
@@ -73,24 +64,12 @@ impl Daemon {
         d
     }
 
-    fn start(cfg: &str, what: &str, port: u16, admin: u16, policy: u16) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!("key_file = \"addrmunge.key\"\nstate = \"state.sqlite\"\n{cfg}");
-        fs::write(dir.path().join("addrmunge.toml"), text).unwrap();
-        let key = dir.path().join("addrmunge.key");
-        keygen(&key);
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(dir.path().join("addrmunge.toml"))
-            .arg(what)
-            .env("ADDRMUNGE_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path().join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
+    fn start(cfg: &str, what: &'static str, port: u16, admin: u16, policy: u16) -> Daemon {
+        let inst = Instance::new(cfg);
         Daemon {
-            child,
-            dir,
+            running: inst.start(what, &[("ADDRMUNGE_LOG_FORMAT", "json")]),
+            inst,
+            what,
             port,
             admin,
             policy,
@@ -98,16 +77,16 @@ impl Daemon {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        common::cli(&self.config(), args)
+        self.inst.cli(args)
     }
 
     fn cli_ok(&self, args: &[&str]) -> String {
-        common::cli_ok(&self.config(), args)
+        self.inst.cli_ok(args)
     }
 
     /// The daemon's resident memory, in MiB.
     fn rss_mib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = fs::read_to_string(format!("/proc/{}/status", self.running.0.id())).unwrap();
         let kb: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -130,11 +109,11 @@ impl Daemon {
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+        self.inst.log(self.what)
     }
 
     fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.running.0.try_wait().unwrap().is_none()
     }
 }
 
@@ -801,7 +780,7 @@ fn a_deleted_store_is_never_an_empty_truth() {
     assert!(
         Command::new("kill")
             .arg("-HUP")
-            .arg(d.child.id().to_string())
+            .arg(d.running.0.id().to_string())
             .status()
             .unwrap()
             .success()

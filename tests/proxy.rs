@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,23 +18,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 use common::nginx::Nginx;
-use common::{free_port, wait_for_port};
+use common::{Instance, free_port, wait_for_port};
 
 fn site() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site")
 }
 
 struct Proxy {
-    child: Child,
+    /// Stopped before its folder goes.
+    running: common::Running,
     port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    inst: Instance,
 }
 
 impl Proxy {
@@ -43,12 +37,9 @@ impl Proxy {
     }
 
     fn start_upstream(upstream: &str, extra: &str) -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let cfg = format!(
-            r#"key_file = "addrmunge.key"
-state = "state.sqlite"
-
+        let inst = Instance::new(&format!(
+            r#"
 [[protect]]
 domain = "ihatespam.test"
 exempt = ["*-subscribe", "*-unsubscribe"]
@@ -65,41 +56,17 @@ header_timeout = 2
 body_idle_timeout = 2
 {extra}
 "#
-        );
-        fs::write(dir.path().join("addrmunge.toml"), cfg).unwrap();
-        let bin = env!("CARGO_BIN_EXE_addrmunge");
-        let ok = Command::new(bin)
-            .args([
-                "keygen",
-                "--out",
-                dir.path().join("addrmunge.key").to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(ok.status.success());
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(dir.path().join("addrmunge.toml"))
-            .arg("proxy")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path().join("proxy.log")).unwrap())
-            .spawn()
-            .unwrap();
+        ));
+        let running = inst.start("proxy", &[]);
         wait_for_port(port, "addrmunge proxy");
-        Proxy { child, port, dir }
+        Proxy { running, port, inst }
     }
 
     /// `addrmunge decode --json` on each address.
     fn decode(&self, addresses: &[String]) -> Vec<serde_json::Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
-            .arg("--config")
-            .arg(self.dir.path().join("addrmunge.toml"))
-            .arg("decode")
-            .arg("--json")
-            .args(addresses)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
+        let mut args = vec!["decode", "--json"];
+        args.extend(addresses.iter().map(String::as_str));
+        String::from_utf8(self.inst.cli(&args).stdout)
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -542,7 +509,7 @@ async fn visitor_ip_gzip_and_harvesters() {
     // One access-log line per request, with bytes and addresses munged.
     let start = Instant::now();
     loop {
-        let log = fs::read_to_string(proxy.dir.path().join("proxy.log")).unwrap();
+        let log = proxy.inst.log("proxy");
         let line = log
             .lines()
             .find(|l| l.contains("path=/data.json") && l.contains("munged=2"));
@@ -812,7 +779,7 @@ async fn a_stalled_visit_log_never_holds_up_responses() {
         nginx.port,
         &format!("admin_listen = \"127.0.0.1:{admin}\"\nvisit_queue = 4"),
     );
-    let state = proxy.dir.path().join("state.sqlite");
+    let state = proxy.inst.path("state.sqlite");
     // Let the proxy create the store, then lock it against writers.
     let lock = rusqlite::Connection::open(&state).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -948,11 +915,11 @@ fn signal(pid: u32, sig: &str) {
 async fn sighup_reloads_and_sigterm_drains() {
     let nginx = Nginx::start(&site());
     let proxy = Proxy::start(nginx.port, "");
-    let pid = proxy.child.id();
+    let pid = proxy.running.0.id();
     let got = fetch("127.0.0.1", proxy.port, "GET", "/forms.html", &[], false).await;
     assert!(String::from_utf8_lossy(&got.body).contains("-id-"));
 
-    let cfg_path = proxy.dir.path().join("addrmunge.toml");
+    let cfg_path = proxy.inst.config();
     let cfg = fs::read_to_string(&cfg_path).unwrap();
     // (The config ends in [proxy]: the last line lands there.)
     fs::write(
@@ -988,7 +955,7 @@ async fn sighup_reloads_and_sigterm_drains() {
     let got = fetch("127.0.0.1", proxy.port, "GET", "/forms.html", &[], false).await;
     assert_eq!(got.status, 200);
     assert!(String::from_utf8_lossy(&got.body).contains("-x-"));
-    let log = fs::read_to_string(proxy.dir.path().join("proxy.log")).unwrap();
+    let log = proxy.inst.log("proxy");
     assert!(log.contains("reload failed; keeping the old config"), "{log}");
     fs::write(&cfg_path, &cfg).unwrap();
 
@@ -996,7 +963,7 @@ async fn sighup_reloads_and_sigterm_drains() {
     let (port, tx) = bad_upstream("waits").await;
     drop(proxy);
     let mut proxy = Proxy::start(port, "");
-    let pid = proxy.child.id();
+    let pid = proxy.running.0.id();
     let sock = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
         .await
         .unwrap();
@@ -1030,7 +997,7 @@ async fn sighup_reloads_and_sigterm_drains() {
     assert!(String::from_utf8_lossy(&rest).ends_with("later"));
     let start = Instant::now();
     loop {
-        if let Some(status) = proxy.child.try_wait().unwrap() {
+        if let Some(status) = proxy.running.0.try_wait().unwrap() {
             assert!(status.success(), "{status}");
             break;
         }

@@ -143,3 +143,72 @@ pub fn one_page_server() -> u16 {
     });
     port
 }
+
+/// A throwaway addrmunge: a temp folder holding `addrmunge.toml` (with
+/// `key_file = "addrmunge.key"` and `state = "state.sqlite"` before the
+/// text given) and a fresh key, for the CLI and the daemons.
+pub struct Instance {
+    /// The folder; removed when the instance is dropped.
+    pub dir: tempfile::TempDir,
+}
+
+impl Instance {
+    /// An instance whose config is `config` after the key and state lines.
+    pub fn new(config: &str) -> Instance {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("key_file = \"addrmunge.key\"\nstate = \"state.sqlite\"\n{config}");
+        std::fs::write(dir.path().join("addrmunge.toml"), text).unwrap();
+        keygen(&dir.path().join("addrmunge.key"));
+        Instance { dir }
+    }
+
+    /// A path in the folder.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The config file.
+    pub fn config(&self) -> std::path::PathBuf {
+        self.path("addrmunge.toml")
+    }
+
+    /// `addrmunge --config CONFIG ARGS...`.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        cli(&self.config(), args)
+    }
+
+    /// [`Instance::cli`] that must succeed; its standard output, trimmed.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        cli_ok(&self.config(), args)
+    }
+
+    /// Starts `addrmunge WHAT` (proxy, resolver) with `env`, its standard
+    /// error in `WHAT.log` in the folder; stopped when the result is dropped.
+    pub fn start(&self, what: &str, env: &[(&str, &str)]) -> Running {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+            .arg("--config")
+            .arg(self.config())
+            .arg(what)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.path(&format!("{what}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        Running(child)
+    }
+
+    /// What `addrmunge WHAT` has logged so far.
+    pub fn log(&self, what: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{what}.log"))).unwrap_or_default()
+    }
+}
+
+/// A child process, killed and reaped when dropped.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
