@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a different part of the helpers
 
 pub mod chromium;
+pub mod daemon;
 pub mod nginx;
 pub mod wire;
 
