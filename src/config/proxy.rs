@@ -81,7 +81,7 @@ impl ProxySettings {
             .collect::<Result<_, _>>()?;
         let t = |key: &str, secs| timeout(&format!("proxy.{key}"), secs);
         let n = |key: &str, value: usize, min| at_least_usize(&format!("proxy.{key}"), value, min);
-        let settings = ProxySettings {
+        Ok(ProxySettings {
             listen,
             connect_timeout: t("connect_timeout", p.connect_timeout)?,
             header_timeout: t("header_timeout", p.header_timeout)?,
@@ -104,7 +104,7 @@ impl ProxySettings {
             upstream: upstream(&p.upstream)?,
             upstream_host: upstream_host(p.upstream_host.as_deref())?,
             proxy_protocol: p.proxy_protocol,
-            trusted: Vec::new(),
+            trusted: trusted(p)?,
             rewrite_types: p
                 .rewrite_types
                 .iter()
@@ -112,16 +112,19 @@ impl ProxySettings {
                 .collect(),
             rewrite_no_transform: p.rewrite_no_transform,
             visit_queue: p.visit_queue,
-        };
-        if p.proxy_protocol && p.trusted_proxies.is_empty() {
-            return Err(problem(
-                "proxy.proxy_protocol",
-                "needs the load balancer in trusted_proxies, e.g. trusted_proxies = [\"10.0.0.5/32\"]; a PROXY header from anyone else would let them choose their address",
-            ));
-        }
-        let trusted = nets("proxy.trusted_proxies", &p.trusted_proxies, "10.0.0.0/8")?;
-        Ok(ProxySettings { trusted, ..settings })
+        })
     }
+}
+
+/// `trusted_proxies`, which `proxy_protocol` needs.
+fn trusted(p: &RawProxy) -> Result<Vec<IpNet>, Problem> {
+    if p.proxy_protocol && p.trusted_proxies.is_empty() {
+        return Err(problem(
+            "proxy.proxy_protocol",
+            "needs the load balancer in trusted_proxies, e.g. trusted_proxies = [\"10.0.0.5/32\"]; a PROXY header from anyone else would let them choose their address",
+        ));
+    }
+    nets("proxy.trusted_proxies", &p.trusted_proxies, "10.0.0.0/8")
 }
 
 fn upstream(text: &str) -> Result<Option<UpstreamAddr>, Problem> {
