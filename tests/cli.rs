@@ -316,7 +316,7 @@ fn rules_are_durable_and_files_are_private() {
 }
 
 fn rusqlite_count(path: &Path) -> i64 {
-    let store = addrmunge::Store::open(path).unwrap();
+    let mut store = addrmunge::Store::open(path).unwrap();
     store.rules().unwrap().len() as i64
 }
 

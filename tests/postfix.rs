@@ -533,7 +533,7 @@ fn postfix_delivers_refuses_and_traps() {
 
     // Arrivals were recorded for trace.
     std::thread::sleep(Duration::from_millis(500));
-    let store = addrmunge::Store::open(&m.path("state.sqlite")).unwrap();
+    let mut store = addrmunge::Store::open(&m.path("state.sqlite")).unwrap();
     let arrivals = store.arrivals_for(&trap).unwrap();
     assert!(
         arrivals

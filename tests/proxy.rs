@@ -815,7 +815,7 @@ async fn a_stalled_visit_log_never_holds_up_responses() {
     drop(lock);
     tokio::time::sleep(Duration::from_secs(6)).await;
     fetch("127.0.0.2", proxy.port, "GET", "/forms.html", &[], false).await;
-    let store = addrmunge::Store::open(&state).unwrap();
+    let mut store = addrmunge::Store::open(&state).unwrap();
     let start = Instant::now();
     while store
         .visit(addrmunge::Day::today(), "127.0.0.2")

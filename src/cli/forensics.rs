@@ -20,7 +20,7 @@ pub fn trace(
     out: &mut impl Write,
 ) -> Result<()> {
     let keys = ctx.keys()?;
-    let store = ctx.store()?;
+    let mut store = ctx.store()?;
     let rules = RuleSet::new(store.rules()?);
     let mut list = addresses.to_vec();
     if let Some(path) = message {
@@ -30,7 +30,7 @@ pub fn trace(
         bail!(UsageError("give munged addresses, or --message FILE".into()));
     }
     for (i, a) in list.iter().enumerate() {
-        let t = addrmunge::report::trace(&keys, &ctx.config.protection, &store, &rules, a)?;
+        let t = addrmunge::report::trace(&keys, &ctx.config.protection, &mut store, &rules, a)?;
         if json {
             writeln!(out, "{}", serde_json::to_string(&t)?)?;
         } else {
@@ -66,7 +66,7 @@ pub fn report(ctx: &Ctx, days: u16, json: bool, html: Option<&Path>, out: &mut i
     if days == 0 {
         bail!(UsageError("--days must be at least 1".into()));
     }
-    let r = addrmunge::report::report(&ctx.store()?, days)?;
+    let r = addrmunge::report::report(&mut ctx.store()?, days)?;
     if let Some(path) = html {
         std::fs::write(path, addrmunge::report::html_report(&r))
             .with_context(|| format!("cannot write {}", path.display()))?;

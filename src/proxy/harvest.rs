@@ -124,7 +124,7 @@ impl Caught {
         let caught = Caught::default();
         let today = Day::today();
         let from = today.checked_sub(1).unwrap_or(today);
-        match Store::open_existing(state).and_then(|s| s.harvesters(from, today)) {
+        match Store::open_existing(state).and_then(|mut s| s.harvesters(from, today)) {
             Ok(list) => {
                 for v in list
                     .into_iter()

@@ -63,13 +63,13 @@ mod tests {
     #[test]
     fn more_days_than_there_are_cover_them_all() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        let mut store = Store::open(&dir.path().join("s.sqlite")).unwrap();
         for days in [20_790, 30_000, u16::MAX] {
-            let r = report(&store, days).unwrap();
+            let r = report(&mut store, days).unwrap();
             assert_eq!((r.from, r.to), (Day::from_number(0), Day::today()), "{days}");
         }
         assert_eq!(
-            report(&store, 2).unwrap().from,
+            report(&mut store, 2).unwrap().from,
             Day::today().checked_sub(1).unwrap()
         );
     }

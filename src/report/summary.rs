@@ -64,7 +64,7 @@ const DELAY_BUCKETS: &[(&str, i64)] = &[
 ];
 
 /// Builds the report of the last `days` days (today included).
-pub fn report(store: &Store, days: u16) -> Result<Report, StoreError> {
+pub fn report(store: &mut Store, days: u16) -> Result<Report, StoreError> {
     let to = Day::today();
     // More days than since 1970: all of them, not (as checked_sub's None
     // would have it) just today.
@@ -146,7 +146,7 @@ fn days_between(from: Day, to: Day) -> impl Iterator<Item = Day> {
 /// The targets, most clients first, with their client counts, and how many
 /// drew their first mail within each of [`DELAY_BUCKETS`] of the harvest.
 fn targets(
-    store: &Store,
+    store: &mut Store,
     per: BTreeMap<&str, (Target, HashSet<&str>, i64)>,
 ) -> Result<(Vec<Target>, Vec<usize>), StoreError> {
     let mut delays = vec![0usize; DELAY_BUCKETS.len()];

@@ -47,7 +47,7 @@ pub struct Trace {
 pub fn trace(
     keys: &KeyRing,
     protection: &Protection,
-    store: &Store,
+    store: &mut Store,
     rules: &RuleSet,
     address: &str,
 ) -> Result<Trace, StoreError> {

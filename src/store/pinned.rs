@@ -49,7 +49,7 @@ pub struct Pinned {
     source: Arc<StoreSource>,
     path: PathBuf,
     /// The file this daemon works with.
-    ino: Option<u64>,
+    identity: Option<u64>,
     store: Option<Store>,
     seen_reloads: u64,
     /// Bumped whenever the connection is (re)opened.
@@ -61,8 +61,8 @@ impl Pinned {
     pub fn new(store: Store, source: Arc<StoreSource>) -> Pinned {
         Pinned {
             seen_reloads: source.reloads.load(Ordering::Relaxed),
-            path: store.path.clone(),
-            ino: store.ino,
+            path: source.path(),
+            identity: store.identity(),
             store: Some(store),
             source,
             opened: 1,
@@ -79,31 +79,25 @@ impl Pinned {
             let path = self.source.path();
             // Nothing there: keep the old pin, and say why below.
             if let Ok(s) = Store::open_existing(&path) {
-                if s.ino != self.ino || path != self.path {
+                if s.identity() != self.identity || path != self.path {
                     tracing::info!(state = %path.display(), "reload: using the state store now at this path");
                 }
                 self.path = path;
-                self.ino = s.ino;
+                self.identity = s.identity();
                 self.store = Some(s);
                 self.opened += 1;
             }
         }
         if self.store.is_none() {
             let s = Store::open_existing(&self.path)?;
-            if s.ino != self.ino {
+            if s.identity() != self.identity {
                 return Err(StoreError::Replaced(self.path.clone()));
             }
             self.store = Some(s);
             self.opened += 1;
         }
         let store = self.store.as_mut().expect("opened above");
-        if store.is_replaced() {
-            return Err(if self.path.exists() {
-                StoreError::Replaced(self.path.clone())
-            } else {
-                StoreError::Missing(self.path.clone())
-            });
-        }
+        store.verify()?;
         Ok(store)
     }
 

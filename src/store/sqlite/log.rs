@@ -1,137 +1,13 @@
-//! The forensic half of the store: the proxy's visit log (one row per
-//! visitor and day), the queries `trace` and `report` run over visits,
-//! arrivals and blocks, and retention.
+//! The forensic half of the SQLite backend: the visit log, the queries
+//! `trace` and `report` run over visits, arrivals and blocks, and retention.
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Arrival, Store, StoreError, sqlite};
+use super::{Sqlite, sqlite};
 use crate::check::Status;
 use crate::day::Day;
-
-/// One request as the proxy saw it, queued for the visit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VisitEvent {
-    /// Unix seconds.
-    pub time: i64,
-    /// The UTC day of the IDs it was served.
-    pub day: Day,
-    /// The visitor (`203.0.113.9`, or `2001:db8:1:2::/64`).
-    pub visitor: String,
-    /// Its User-Agent.
-    pub user_agent: String,
-    /// The path and query requested.
-    pub path: String,
-    /// Protected addresses munged in the response.
-    pub munged: u64,
-    /// Why it counts as a harvester from now on.
-    pub harvester: Option<Harvester>,
-}
-
-/// Why a visitor counts as a harvester; stored as `bait` or
-/// `agent PATTERN`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Harvester {
-    /// It fetched the bait page.
-    Bait,
-    /// Its User-Agent contains this `[harvesters]` pattern.
-    Agent(String),
-}
-
-impl Harvester {
-    /// The reason as stored; `None` for text this build did not write.
-    pub fn parse(stored: &str) -> Option<Harvester> {
-        match stored.strip_prefix("agent ") {
-            Some(pattern) => Some(Harvester::Agent(pattern.to_owned())),
-            None => (stored == "bait").then_some(Harvester::Bait),
-        }
-    }
-}
-
-impl std::fmt::Display for Harvester {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Harvester::Bait => f.write_str("bait"),
-            Harvester::Agent(pattern) => write!(f, "agent {pattern}"),
-        }
-    }
-}
-
-/// A visitor's day in the visit log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Visit {
-    /// The UTC day.
-    pub day: Day,
-    /// The visitor.
-    pub visitor: String,
-    /// First request that day, Unix seconds.
-    pub first_seen: i64,
-    /// Last request that day, Unix seconds.
-    pub last_seen: i64,
-    /// The User-Agent of the first page that carried an address (or of the first request).
-    pub user_agent: String,
-    /// The first page that carried a munged address.
-    pub first_page: Option<String>,
-    /// When that page was served, Unix seconds.
-    pub first_munged: Option<i64>,
-    /// Requests that day.
-    pub requests: i64,
-    /// Addresses munged for it that day.
-    pub munged: i64,
-    /// Why it is a harvester, if it is one.
-    pub harvester: Option<String>,
-    /// Since when, Unix seconds.
-    pub harvester_at: Option<i64>,
-}
-
-/// A batch's events of one visitor-day, summed.
-struct Folded<'a> {
-    day: Day,
-    visitor: &'a str,
-    first_seen: i64,
-    last_seen: i64,
-    user_agent: &'a str,
-    first_page: Option<&'a str>,
-    first_munged: Option<i64>,
-    requests: i64,
-    munged: i64,
-    harvester: Option<&'a Harvester>,
-    harvester_at: Option<i64>,
-}
-
-impl<'a> Folded<'a> {
-    fn new(v: &'a VisitEvent) -> Folded<'a> {
-        let carried = v.munged > 0;
-        Folded {
-            day: v.day,
-            visitor: &v.visitor,
-            first_seen: v.time,
-            last_seen: v.time,
-            user_agent: &v.user_agent,
-            first_page: carried.then_some(v.path.as_str()),
-            first_munged: carried.then_some(v.time),
-            requests: 1,
-            munged: v.munged as i64,
-            harvester: v.harvester.as_ref(),
-            harvester_at: v.harvester.as_ref().map(|_| v.time),
-        }
-    }
-
-    fn add(&mut self, v: &'a VisitEvent) {
-        self.first_seen = self.first_seen.min(v.time);
-        self.last_seen = self.last_seen.max(v.time);
-        if self.first_page.is_none() && v.munged > 0 {
-            self.first_page = Some(&v.path);
-            self.first_munged = Some(v.time);
-            self.user_agent = &v.user_agent;
-        }
-        self.requests += 1;
-        self.munged += v.munged as i64;
-        if self.harvester.is_none() && v.harvester.is_some() {
-            self.harvester = v.harvester.as_ref();
-            self.harvester_at = Some(v.time);
-        }
-    }
-}
+use crate::store::records::fold;
+use crate::store::{Arrival, Block, Harvester, Log, StoreError, Visit, VisitEvent};
 
 const VISIT_COLUMNS: &str = "day, visitor, first_seen, last_seen, user_agent, first_page, first_munged, requests, munged, harvester, harvester_at";
 
@@ -158,19 +34,6 @@ fn visit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Visit> {
     })
 }
 
-/// A blocked client.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Block {
-    /// Its IP.
-    pub ip: String,
-    /// Blocked until, Unix seconds.
-    pub until: i64,
-    /// Why.
-    pub reason: String,
-    /// Since, Unix seconds.
-    pub created: i64,
-}
-
 fn arrival_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arrival> {
     Ok(Arrival {
         time: r.get(0)?,
@@ -190,22 +53,9 @@ fn arrival_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arrival> {
 
 const ARRIVAL_COLUMNS: &str = "time, client_ip, helo, sender, recipient, base, kind, visitor, day, status";
 
-impl Store {
-    /// Folds a batch of requests into the visit log, in one transaction:
-    /// events of one visitor-day are summed first, so a busy visitor costs
-    /// one upsert per batch, not one per request.
-    pub fn record_visits(&mut self, events: &[VisitEvent]) -> Result<(), StoreError> {
-        let mut days: Vec<Folded> = Vec::new();
-        let mut index: std::collections::HashMap<(Day, &str), usize> = std::collections::HashMap::new();
-        for v in events {
-            match index.get(&(v.day, v.visitor.as_str())) {
-                Some(&i) => days[i].add(v),
-                None => {
-                    index.insert((v.day, v.visitor.as_str()), days.len());
-                    days.push(Folded::new(v));
-                }
-            }
-        }
+impl Log for Sqlite {
+    fn record_visits(&mut self, events: &[VisitEvent]) -> Result<(), StoreError> {
+        let days = fold(events);
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
@@ -250,17 +100,13 @@ impl Store {
         tx.commit().map_err(e)
     }
 
-    /// `synchronous = NORMAL` on this connection: commits are atomic and
-    /// consistent but may be lost in a power cut. For the visit log's writer
-    /// only; rules keep `FULL` on every other connection.
-    pub fn relax_durability(&mut self) -> Result<(), StoreError> {
+    fn relax_durability(&mut self) -> Result<(), StoreError> {
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| sqlite(&self.path, e))
     }
 
-    /// One visitor's day, if it was seen.
-    pub fn visit(&self, day: Day, visitor: &str) -> Result<Option<Visit>, StoreError> {
+    fn visit(&mut self, day: Day, visitor: &str) -> Result<Option<Visit>, StoreError> {
         self.conn
             .prepare_cached(&format!(
                 "SELECT {VISIT_COLUMNS} FROM visits WHERE day = ?1 AND visitor = ?2"
@@ -272,8 +118,7 @@ impl Store {
             .map_err(|e| sqlite(&self.path, e))
     }
 
-    /// Visitors marked as harvesters on days `from..=to`, oldest first.
-    pub fn harvesters(&self, from: Day, to: Day) -> Result<Vec<Visit>, StoreError> {
+    fn harvesters(&mut self, from: Day, to: Day) -> Result<Vec<Visit>, StoreError> {
         let e = |e| sqlite(&self.path, e);
         let mut s = self
             .conn
@@ -291,9 +136,7 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(e)
     }
 
-    /// Visits on days `from..=to` that were served addresses, per day:
-    /// `(day, visitors, addresses munged)`.
-    pub fn visits_by_day(&self, from: Day, to: Day) -> Result<Vec<(Day, i64, i64)>, StoreError> {
+    fn visits_by_day(&mut self, from: Day, to: Day) -> Result<Vec<(Day, i64, i64)>, StoreError> {
         let e = |e| sqlite(&self.path, e);
         let mut s = self
             .conn
@@ -314,30 +157,15 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(e)
     }
 
-    /// Arrivals recorded for a recipient (lowercase), oldest first.
-    pub fn arrivals_for(&self, recipient: &str) -> Result<Vec<Arrival>, StoreError> {
+    fn arrivals_for(&mut self, recipient: &str) -> Result<Vec<Arrival>, StoreError> {
         self.arrivals_where("recipient = ?1", recipient)
     }
 
-    /// Arrivals at or after `since` (Unix seconds), oldest first.
-    pub fn arrivals_since(&self, since: i64) -> Result<Vec<Arrival>, StoreError> {
+    fn arrivals_since(&mut self, since: i64) -> Result<Vec<Arrival>, StoreError> {
         self.arrivals_where("time >= ?1", since)
     }
 
-    fn arrivals_where(&self, cond: &str, arg: impl rusqlite::ToSql) -> Result<Vec<Arrival>, StoreError> {
-        let e = |e| sqlite(&self.path, e);
-        let mut s = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {ARRIVAL_COLUMNS} FROM arrivals WHERE {cond} ORDER BY time, id"
-            ))
-            .map_err(e)?;
-        let rows = s.query_map([arg], arrival_row).map_err(e)?;
-        rows.collect::<Result<_, _>>().map_err(e)
-    }
-
-    /// Every block, current or past.
-    pub fn all_blocks(&self) -> Result<Vec<Block>, StoreError> {
+    fn all_blocks(&mut self) -> Result<Vec<Block>, StoreError> {
         let e = |e| sqlite(&self.path, e);
         let mut s = self
             .conn
@@ -356,9 +184,7 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(e)
     }
 
-    /// Deletes visits of days before `day` and arrivals and ended blocks from
-    /// before `time` (Unix seconds); returns the rows deleted.
-    pub fn prune(&mut self, day: Day, time: i64) -> Result<usize, StoreError> {
+    fn prune(&mut self, day: Day, time: i64) -> Result<usize, StoreError> {
         let path = self.path.clone();
         let e = |e| sqlite(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
@@ -376,9 +202,24 @@ impl Store {
     }
 }
 
+impl Sqlite {
+    fn arrivals_where(&self, cond: &str, arg: impl rusqlite::ToSql) -> Result<Vec<Arrival>, StoreError> {
+        let e = |e| sqlite(&self.path, e);
+        let mut s = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ARRIVAL_COLUMNS} FROM arrivals WHERE {cond} ORDER BY time, id"
+            ))
+            .map_err(e)?;
+        let rows = s.query_map([arg], arrival_row).map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     fn ev(
         time: i64,
