@@ -58,21 +58,32 @@ impl Shape {
     }
 }
 
+/// Why a local-part pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    /// Nothing to match.
+    #[error("an empty pattern matches nothing; use \"*\" for every local part")]
+    Empty,
+    /// A character no local part has.
+    #[error(
+        "'{0}' cannot appear here: use letters, digits, '.', '_', '+', '-' and the wildcards '*' and '?'"
+    )]
+    Character(char),
+}
+
 impl Glob {
     /// Builds a glob; the pattern may only use local-part characters
     /// (`a-z 0-9 . _ + -`) and `*`, `?`.
-    pub fn new(pattern: &str) -> Result<Glob, String> {
+    pub fn new(pattern: &str) -> Result<Glob, GlobError> {
         let pattern = pattern.to_ascii_lowercase();
         if pattern.is_empty() {
-            return Err("an empty pattern matches nothing; use \"*\" for every local part".into());
+            return Err(GlobError::Empty);
         }
         if let Some(c) = pattern
             .chars()
             .find(|&c| !(is_local_char(c as u32) || c == '*' || c == '?'))
         {
-            return Err(format!(
-                "'{c}' cannot appear here: use letters, digits, '.', '_', '+', '-' and the wildcards '*' and '?'"
-            ));
+            return Err(GlobError::Character(c));
         }
         let shape = Shape::of(&pattern);
         Ok(Glob { pattern, shape })
@@ -402,19 +413,26 @@ pub fn is_label(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_LABEL && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
+/// Why a domain name was refused; each carries the name as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// Empty, too long, or a bad label.
+    #[error("'{0}' is not a domain name; write it like example.com")]
+    Malformed(String),
+    /// Not in its ASCII form.
+    #[error("'{0}' is not ASCII; write an international domain in its xn-- (punycode) form")]
+    NotAscii(String),
+}
+
 /// Checks a domain name: lowercase letters, digits, hyphens and dots, labels
 /// of 1 to 63 octets, 253 octets at most.
-pub fn check_domain(domain: &str) -> Result<String, String> {
+pub fn check_domain(domain: &str) -> Result<String, DomainError> {
     let d = domain.trim_end_matches('.').to_ascii_lowercase();
     if d.is_empty() || d.len() > MAX_DOMAIN {
-        return Err(format!(
-            "'{domain}' is not a domain name; write it like example.com"
-        ));
+        return Err(DomainError::Malformed(domain.to_owned()));
     }
     if !d.is_ascii() {
-        return Err(format!(
-            "'{domain}' is not ASCII; write an international domain in its xn-- (punycode) form"
-        ));
+        return Err(DomainError::NotAscii(domain.to_owned()));
     }
     for label in d.split('.') {
         let ok = !label.is_empty()
@@ -423,9 +441,7 @@ pub fn check_domain(domain: &str) -> Result<String, String> {
             && !label.ends_with('-')
             && label.bytes().all(|c| is_domain_char(c.into()) && c != b'.');
         if !ok {
-            return Err(format!(
-                "'{domain}' is not a domain name; write it like example.com"
-            ));
+            return Err(DomainError::Malformed(domain.to_owned()));
         }
     }
     Ok(d)

@@ -61,12 +61,10 @@ impl std::str::FromStr for Status {
 
 /// Everything known about one address; serialises to the `decode --json`
 /// line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Verdict {
     /// The address as given.
     pub address: String,
-    /// `status == valid`.
-    pub valid: bool,
     /// The outcome.
     pub status: Status,
     /// The base address it stands for, when known.
@@ -86,30 +84,50 @@ pub struct Verdict {
     /// Why it is invalid or expired, in words.
     pub error: Option<String>,
     /// The protect entry of its base address.
-    #[serde(skip)]
     pub entry: Option<usize>,
     /// True for exempt addresses (status `bare`).
-    #[serde(skip)]
     pub exempt: bool,
     /// True when the address is, or claims to be, one of the owner's: a
     /// protected base address bare, exempt, or with an ID (forged ones
     /// too). False for everything else, other users of a protected
     /// domain included: those are none of our business.
-    #[serde(skip)]
     pub protected: bool,
     /// The decoded fields.
-    #[serde(skip)]
     pub claims: Option<Claims>,
     /// The expiring rule itself.
-    #[serde(skip)]
     pub rule_detail: Option<Rule>,
 }
 
+/// The `decode --json` line: the fields a user reads, and `valid`, which
+/// is derived from the status rather than kept beside it.
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut j = s.serialize_struct("Verdict", 11)?;
+        j.serialize_field("address", &self.address)?;
+        j.serialize_field("valid", &self.valid())?;
+        j.serialize_field("status", &self.status)?;
+        j.serialize_field("original", &self.original)?;
+        j.serialize_field("kind", &self.kind)?;
+        j.serialize_field("ip", &self.ip)?;
+        j.serialize_field("date", &self.date)?;
+        j.serialize_field("label", &self.label)?;
+        j.serialize_field("expires", &self.expires)?;
+        j.serialize_field("rule", &self.rule)?;
+        j.serialize_field("error", &self.error)?;
+        j.end()
+    }
+}
+
 impl Verdict {
+    /// Whether mail to it is delivered (status `valid`).
+    pub fn valid(&self) -> bool {
+        self.status == Status::Valid
+    }
+
     fn new(address: &str, status: Status) -> Verdict {
         Verdict {
             address: address.to_owned(),
-            valid: status == Status::Valid,
             status,
             original: None,
             kind: None,
@@ -183,13 +201,11 @@ pub fn check(keys: &KeyRing, protection: &Protection, rules: &RuleSet, address: 
         };
         if let Some(rule) = rules.matching(&subject) {
             v.status = Status::Expired;
-            v.valid = false;
             v.rule = Some(rule.to_string());
             v.error = Some(format!("expired by rule {rule}"));
             v.rule_detail = Some(rule.clone());
         } else if let Some(last) = v.expires.filter(|&last| last < today) {
             v.status = Status::Expired;
-            v.valid = false;
             v.error = Some(format!("this minted address was valid until {last}"));
         }
         return v;

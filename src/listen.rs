@@ -29,23 +29,34 @@ pub enum Bound {
     Inet(TcpListener),
 }
 
+/// Why a listener was refused; each carries the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    /// `unix:` with a relative path.
+    #[error("'{0}': a unix socket needs an absolute path, e.g. unix:/run/addrmunge/map.sock")]
+    RelativePath(String),
+    /// Neither a unix socket nor a socket address.
+    #[error(
+        "'{0}' is not a listener; write unix:/path/to.sock or inet:127.0.0.1:10100 (IPv6: inet:[::1]:10100)"
+    )]
+    Malformed(String),
+}
+
 impl Listen {
     /// Parses `unix:/path`, `inet:host:port`, `inet:[::1]:port` or `host:port`.
-    pub fn parse(text: &str) -> Result<Listen, String> {
+    pub fn parse(text: &str) -> Result<Listen, ListenError> {
         if let Some(path) = text.strip_prefix("unix:") {
             let p = PathBuf::from(path);
             if !p.is_absolute() {
-                return Err(format!(
-                    "'{text}': a unix socket needs an absolute path, e.g. unix:/run/addrmunge/map.sock"
-                ));
+                return Err(ListenError::RelativePath(text.to_owned()));
             }
             return Ok(Listen::Unix(p));
         }
         let addr = text.strip_prefix("inet:").unwrap_or(text);
         let addr = addr.replace("localhost:", "127.0.0.1:");
-        addr.parse::<SocketAddr>().map(Listen::Inet).map_err(|_| {
-            format!("'{text}' is not a listener; write unix:/path/to.sock or inet:127.0.0.1:10100 (IPv6: inet:[::1]:10100)")
-        })
+        addr.parse::<SocketAddr>()
+            .map(Listen::Inet)
+            .map_err(|_| ListenError::Malformed(text.to_owned()))
     }
 
     /// Binds it; a unix socket replaces a stale socket file and gets `mode`
@@ -386,6 +397,7 @@ mod tests {
         assert!(
             Listen::parse("unix:relative.sock")
                 .unwrap_err()
+                .to_string()
                 .contains("absolute")
         );
         assert!(Listen::parse("10100").is_err());

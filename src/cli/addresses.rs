@@ -46,7 +46,7 @@ pub fn decode(ctx: &Ctx, json: bool, addresses: &[String], out: &mut impl Write)
         // Judged exactly as the resolver judges a recipient.
         let mut v = check_recipient(&keys, &ctx.config.protection, &rules, a, today, delimiters);
         v.address = a.clone();
-        all_valid &= v.valid;
+        all_valid &= v.valid();
         if json {
             writeln!(out, "{}", serde_json::to_string(&v)?)?;
         } else {

@@ -62,7 +62,7 @@ fn protect(i: usize, p: &RawProtect, separator: &str, growth: usize) -> Result<P
     let deliver_to = p
         .deliver_to
         .as_deref()
-        .map(|d| deliver_to(d).map_err(|m| problem(key("deliver_to"), m)))
+        .map(|d| deliver_to(d, key("deliver_to")))
         .transpose()?;
     let min = local.min_len();
     if min + growth > MAX_LOCAL {
@@ -85,14 +85,17 @@ fn protect(i: usize, p: &RawProtect, separator: &str, growth: usize) -> Result<P
 }
 
 /// `deliver_to`, lowercased: an address with a local part and a valid domain.
-fn deliver_to(d: &str) -> Result<String, String> {
-    let (l, dom) = d
-        .rsplit_once('@')
-        .ok_or_else(|| format!("'{d}' is not an address; write it like owner@example.com"))?;
+fn deliver_to(d: &str, key: String) -> Result<String, Problem> {
+    let (l, dom) = d.rsplit_once('@').ok_or_else(|| {
+        problem(
+            &key,
+            format!("'{d}' is not an address; write it like owner@example.com"),
+        )
+    })?;
     if l.is_empty() {
-        return Err(format!("'{d}' has an empty local part"));
+        return Err(problem(key, format!("'{d}' has an empty local part")));
     }
-    let dom = address::check_domain(dom)?;
+    let dom = address::check_domain(dom).map_err(|e| problem(key, e))?;
     Ok(format!("{}@{dom}", l.to_ascii_lowercase()))
 }
 
@@ -144,7 +147,7 @@ impl Bait {
         }
         let template = match &raw.template {
             None => DEFAULT_BAIT_TEMPLATE.to_owned(),
-            Some(t) => template(&resolve(t)).map_err(|m| problem("bait.template", m))?,
+            Some(t) => template(&resolve(t))?,
         };
         let domains = ordinary_domains(protection);
         if domains.is_empty() {
@@ -164,13 +167,14 @@ impl Bait {
 }
 
 /// The template at `p`, which must hold the placeholder.
-fn template(p: &Path) -> Result<String, String> {
-    let text = fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+fn template(p: &Path) -> Result<String, Problem> {
+    let bad = |m: String| problem("bait.template", m);
+    let text = fs::read_to_string(p).map_err(|e| bad(format!("cannot read {}: {e}", p.display())))?;
     if !text.contains("{{addresses}}") {
-        return Err(format!(
+        return Err(bad(format!(
             "{} has no {{{{addresses}}}} placeholder for the list",
             p.display()
-        ));
+        )));
     }
     Ok(text)
 }

@@ -16,14 +16,18 @@ pub enum UpstreamAddr {
     Unix(PathBuf),
 }
 
+/// An upstream that is neither `http://host:port` nor `unix:/absolute`;
+/// carries the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "'{0}' is not an upstream; write http://127.0.0.1:8081 or unix:/run/nginx/site.sock (https upstreams are not supported)"
+)]
+pub struct UpstreamError(String);
+
 impl UpstreamAddr {
     /// Parses `http://host:port` or `unix:/absolute/path`.
-    pub fn parse(text: &str) -> Result<UpstreamAddr, String> {
-        let bad = || {
-            format!(
-                "'{text}' is not an upstream; write http://127.0.0.1:8081 or unix:/run/nginx/site.sock (https upstreams are not supported)"
-            )
-        };
+    pub fn parse(text: &str) -> Result<UpstreamAddr, UpstreamError> {
+        let bad = || UpstreamError(text.to_owned());
         if let Some(path) = text.strip_prefix("unix:") {
             let path = PathBuf::from(path);
             return if path.is_absolute() {
@@ -67,7 +71,10 @@ mod tests {
         );
         for bad in ["unix:run/a.sock", "https://x", "http://x/path", "127.0.0.1:8081"] {
             assert!(
-                UpstreamAddr::parse(bad).unwrap_err().contains("unix:/run"),
+                UpstreamAddr::parse(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("unix:/run"),
                 "{bad}"
             );
         }

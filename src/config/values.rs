@@ -16,10 +16,10 @@ pub struct Problem {
 }
 
 /// A [`Problem`] with `key`.
-pub fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+pub fn problem(key: impl Into<String>, message: impl std::fmt::Display) -> Problem {
     Problem {
         key: key.into(),
-        message: message.into(),
+        message: message.to_string(),
     }
 }
 

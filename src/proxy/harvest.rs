@@ -407,7 +407,7 @@ mod tests {
         assert_ne!(a, other);
         for (_, addr) in &a {
             let v = crate::check(&keys, &c.protection, &crate::RuleSet::default(), addr, day);
-            assert!(v.valid, "{addr}: {v:?}");
+            assert!(v.valid(), "{addr}: {v:?}");
             assert_eq!(v.kind, Some(Kind::Trap), "{addr}");
             assert_eq!(v.ip.as_deref(), Some("192.0.2.7"));
         }

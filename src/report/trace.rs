@@ -63,9 +63,10 @@ pub fn trace(
         cut_off: Vec::new(),
         verdict,
     };
-    let (Some(ip), Some(day)) = (t.verdict.ip.clone(), t.verdict.date) else {
+    let (Some(visitor), Some(day)) = (t.verdict.claims.and_then(|c| c.visitor), t.verdict.date) else {
         return Ok(t);
     };
+    let ip = visitor.to_string();
     t.harvest = store.visit(day, &ip)?;
     let harvested_at = harvest_time(t.harvest.as_ref(), day);
     t.harvest_to_first_mail = t.arrivals.first().map(|a| a.time - harvested_at);
@@ -85,16 +86,15 @@ pub fn trace(
             .collect();
     }
     let served = t.harvest.as_ref().map(|v| v.munged).unwrap_or(0);
-    let net = match ip.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) {
-        Some(IpAddr::V4(v4)) => format!(
+    let net = match visitor.ip() {
+        IpAddr::V4(v4) => format!(
             "{}/24",
             ipnet::Ipv4Net::new(v4, 24).expect("24 is valid").trunc().addr()
         ),
-        Some(IpAddr::V6(v6)) => format!(
+        IpAddr::V6(v6) => format!(
             "{}/48",
             ipnet::Ipv6Net::new(v6, 48).expect("48 is valid").trunc().addr()
         ),
-        None => String::new(),
     };
     t.cut_off = vec![
         CutOff {
@@ -102,7 +102,7 @@ pub fn trace(
             collateral: "nothing else: only this address".into(),
         },
         CutOff {
-            command: format!("addrmunge expire --ip {} --day {day}", ip.trim_end_matches("/64")),
+            command: format!("addrmunge expire --ip {} --day {day}", visitor.ip()),
             collateral: if served > 0 {
                 format!("every address this visitor was served on {day} ({served} served)")
             } else {
@@ -110,16 +110,14 @@ pub fn trace(
             },
         },
         CutOff {
-            command: format!("addrmunge expire --ip {}", ip.trim_end_matches("/64")),
+            command: format!("addrmunge expire --ip {}", visitor.ip()),
             collateral: "every address this visitor was ever served".into(),
         },
     ];
-    if !net.is_empty() {
-        t.cut_off.push(CutOff {
-            command: format!("addrmunge expire --cidr {net}"),
-            collateral: format!("every address served to anyone in {net}"),
-        });
-    }
+    t.cut_off.push(CutOff {
+        command: format!("addrmunge expire --cidr {net}"),
+        collateral: format!("every address served to anyone in {net}"),
+    });
     Ok(t)
 }
 
