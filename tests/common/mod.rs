@@ -5,6 +5,7 @@
 pub mod chromium;
 pub mod daemon;
 pub mod nginx;
+pub mod postfix;
 pub mod wire;
 
 use std::net::{TcpListener, TcpStream};
@@ -156,7 +157,12 @@ pub struct Instance {
 impl Instance {
     /// An instance whose config is `config` after the key and state lines.
     pub fn new(config: &str) -> Instance {
-        let dir = tempfile::tempdir().unwrap();
+        Instance::in_dir(tempfile::tempdir().unwrap(), config)
+    }
+
+    /// [`Instance::new`] in a folder made already (holding what the config
+    /// refers to).
+    pub fn in_dir(dir: tempfile::TempDir, config: &str) -> Instance {
         let text = format!("key_file = \"addrmunge.key\"\nstate = \"state.sqlite\"\n{config}");
         std::fs::write(dir.path().join("addrmunge.toml"), text).unwrap();
         keygen(&dir.path().join("addrmunge.key"));
