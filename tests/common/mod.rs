@@ -6,6 +6,7 @@ pub mod chromium;
 pub mod daemon;
 pub mod nginx;
 pub mod postfix;
+pub mod proxy;
 pub mod wire;
 
 use std::net::{TcpListener, TcpStream};

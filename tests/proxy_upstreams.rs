@@ -1,0 +1,313 @@
+//! The proxy in front of small in-test upstreams that misbehave on purpose
+//! (and of nginx where a real one does): failures, streaming, upgrades,
+//! charsets, and a visit log that stalls.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+use common::free_port;
+use common::nginx::Nginx;
+use common::proxy::{Proxy, bad_upstream, fetch, munged_addresses, site};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_and_streaming() {
+    // Nothing listening: 502 with a short HTML page.
+    let closed = free_port();
+    let proxy = Proxy::start(closed, "");
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+    assert_eq!(got.status, 502);
+    assert!(String::from_utf8_lossy(&got.body).contains("502"));
+    // And it keeps serving.
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/again", &[], false).await;
+    assert_eq!(got.status, 502);
+    // Oversized request heads are refused before they reach anything.
+    // (hyper answers 431 or closes the connection, depending on where the limit hits).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-huge: {}\r\n\r\n",
+        "x".repeat(100_000)
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/still-there", &[], false).await;
+    assert_eq!(got.status, 502);
+    drop(proxy);
+
+    // Too slow: 504.
+    let (port, _tx) = bad_upstream("silent").await;
+    let proxy = Proxy::start(port, "");
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+    assert_eq!(got.status, 504);
+    drop(proxy);
+
+    // One-byte chunks: the address still munged, the rest unchanged.
+    let (port, _tx) = bad_upstream("one-byte-chunks").await;
+    let proxy = Proxy::start(port, "");
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+    let body = String::from_utf8(got.body).unwrap();
+    assert_eq!(munged_addresses(&body).len(), 1, "{body}");
+    assert!(
+        body.starts_with("<p>write to joe-id-") && body.ends_with("&#64;ihatespam.test now</p>"),
+        "{body}"
+    );
+    drop(proxy);
+
+    // Dying mid-body: the client sees a broken response, not a complete one.
+    let (port, _tx) = bad_upstream("dies").await;
+    let proxy = Proxy::start(port, "");
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = s
+        .send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        resp.into_body().collect().await.is_err(),
+        "a cut-off upstream body must not look complete"
+    );
+    drop(proxy);
+
+    // brotli and zstd from the upstream are undone too; the client gets
+    // identity or gzip, whichever it takes.
+    for (script, accept) in [("br", "br"), ("zstd", "zstd, gzip")] {
+        let (port, _tx) = bad_upstream(script).await;
+        let proxy = Proxy::start(port, "");
+        let got = fetch(
+            "127.0.0.1",
+            proxy.port,
+            "GET",
+            "/",
+            &[("accept-encoding", accept)],
+            false,
+        )
+        .await;
+        let body = if got.headers.get("content-encoding").map(String::as_str) == Some("gzip") {
+            let mut plain = String::new();
+            flate2::read::GzDecoder::new(&got.body[..])
+                .read_to_string(&mut plain)
+                .unwrap();
+            plain
+        } else {
+            assert!(
+                !got.headers.contains_key("content-encoding"),
+                "{script}: {:?}",
+                got.headers
+            );
+            String::from_utf8(got.body).unwrap()
+        };
+        assert_eq!(munged_addresses(&body).len(), 2, "{script}: {body}");
+        drop(proxy);
+    }
+
+    // Streaming: the first rewritten bytes arrive before the upstream finishes.
+    let (port, tx) = bad_upstream("waits").await;
+    let proxy = Proxy::start(port, "");
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = s
+        .send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("first bytes must arrive while the upstream still holds the rest")
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("-id-"), "{first:?}");
+    tx.send(()).await.unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&rest).ends_with("later"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_pass_through() {
+    let (port, _tx) = bad_upstream("upgrade").await;
+    let proxy = Proxy::start(port, "");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping joe@ihatespam.test").await.unwrap();
+    let mut echo = [0u8; 23];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &echo, b"ping joe@ihatespam.test",
+        "upgraded streams are not rewritten"
+    );
+}
+
+/// The visit log is written off the request path: with the store locked
+/// by someone else (a stalled writer, as on a slow disk), every request is
+/// still answered, and the records that do not fit the queue are dropped
+/// and counted. Latency is printed, not asserted: this is no benchmark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_visit_log_never_holds_up_responses() {
+    let nginx = Nginx::start(&site());
+    let admin = free_port();
+    let proxy = Proxy::start(
+        nginx.port,
+        &format!("admin_listen = \"127.0.0.1:{admin}\"\nvisit_queue = 4"),
+    );
+    let state = proxy.inst.path("state.sqlite");
+    // Let the proxy create the store, then lock it against writers.
+    let lock = rusqlite::Connection::open(&state).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // One request, so the writer gathers it and then waits on the lock.
+    fetch("127.0.0.1", proxy.port, "GET", "/forms.html", &[], false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut times = Vec::new();
+    for i in 0..300 {
+        let t = Instant::now();
+        let got = fetch("127.0.0.1", proxy.port, "GET", "/forms.html", &[], i % 2 == 0).await;
+        times.push(t.elapsed());
+        assert_eq!(got.status, 200);
+        assert!(!got.body.is_empty());
+    }
+    times.sort();
+    println!(
+        "with the store locked: p50 {:?}, p99 {:?}, max {:?}",
+        times[150], times[297], times[299]
+    );
+    let m = fetch("127.0.0.1", admin, "GET", "/metrics", &[], false).await;
+    let text = String::from_utf8(m.body).unwrap();
+    let dropped: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("addrmunge_visit_log_dropped_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(dropped >= 250, "dropped {dropped}:\n{text}");
+
+    // Once the store is free again, visits are logged again.
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    fetch("127.0.0.2", proxy.port, "GET", "/forms.html", &[], false).await;
+    let mut store = addrmunge::Store::open(&state).unwrap();
+    let start = Instant::now();
+    while store
+        .visit(addrmunge::Day::today(), "127.0.0.2")
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "visit never logged after the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An upstream that answers every request with one fixed response.
+async fn fixed_upstream(content_type: &'static str, body: Vec<u8>) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            });
+        }
+    });
+    port
+}
+
+/// UTF-16 and ISO-2022-JP pages are decoded, rewritten and encoded back into
+/// their own charset (declared in the header, by a byte-order mark, or by a
+/// <meta> the proxy sniffs); everything else on the page is byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_compatible_charsets_are_transcoded() {
+    let text = "<html><head><meta charset=\"iso-2022-jp\"><title>連絡先</title></head><body>メール: joe@ihatespam.test です。</body></html>";
+    let utf16le: Vec<u8> = "\u{feff}"
+        .chars()
+        .chain(text.chars())
+        .collect::<String>()
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let utf16be: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_be_bytes()).collect();
+    let (jis, _, _) = encoding_rs::ISO_2022_JP.encode(text);
+    let cases: Vec<(&'static str, Vec<u8>, &'static encoding_rs::Encoding)> = vec![
+        ("text/html", utf16le, encoding_rs::UTF_16LE), // BOM only
+        ("text/html; charset=utf-16be", utf16be, encoding_rs::UTF_16BE), // header
+        ("text/html", jis.into_owned(), encoding_rs::ISO_2022_JP), // <meta> only
+    ];
+    for (ct, body, enc) in cases {
+        let up = fixed_upstream(ct, body.clone()).await;
+        let proxy = Proxy::start(up, "");
+        let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+        assert_eq!(got.status, 200);
+        let (decoded, errors) = enc.decode_without_bom_handling(&got.body);
+        assert!(!errors, "{}: the answer is not valid {}", enc.name(), enc.name());
+        let found = munged_addresses(&decoded);
+        assert_eq!(found.len(), 1, "{}: {decoded}", enc.name());
+        assert!(found[0].starts_with("joe-id-"), "{found:?}");
+        let v = proxy.decode(&found);
+        assert_eq!(v[0]["ip"], "127.0.0.1", "{v:?}");
+        // Only the address changed.
+        assert_eq!(
+            decoded
+                .replace(&found[0], "joe@ihatespam.test")
+                .trim_start_matches('\u{feff}'),
+            text
+        );
+        // The BOM, if any, is still there.
+        assert_eq!(
+            got.body.starts_with(&[0xff, 0xfe]),
+            body.starts_with(&[0xff, 0xfe])
+        );
+    }
+}
