@@ -5,38 +5,26 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
+/// An instance (key in keys/) that the CLI finds through
+/// `ADDRMUNGE_CONFIG`, run from `/`.
 struct Env {
-    dir: tempfile::TempDir,
+    inst: common::Instance,
 }
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(
-            dir.path().join("addrmunge.toml"),
-            r#"
-key_file = "keys/addrmunge.key"
-state = "state.sqlite"
-
-[[protect]]
-domain = "plover.com"
-exempt = ["*-subscribe"]
-"#,
-        )
-        .unwrap();
-        fs::create_dir(dir.path().join("keys")).unwrap();
-        let env = Env { dir };
-        let out = env.run(&[
-            "keygen",
-            "--out",
-            env.path("keys/addrmunge.key").to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        env
+        let inst = common::Instance::with_key(
+            tempfile::tempdir().unwrap(),
+            "keys/addrmunge.key",
+            "\n[[protect]]\ndomain = \"plover.com\"\nexempt = [\"*-subscribe\"]\n",
+        );
+        Env { inst }
     }
 
     fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        self.inst.path(p)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -432,8 +420,6 @@ fn logs_can_be_json_lines() {
         "{line}"
     );
 }
-
-mod common;
 
 /// Tokens and dates vary from run to run; the shape of each line must not.
 fn shape(text: &str) -> String {

@@ -6,7 +6,6 @@ use std::fs;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-
 mod common;
 use common::free_port;
 use common::nginx::Nginx;

@@ -10,23 +10,15 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, one_page_server, wait_for_port};
+use common::{Instance, Running, free_port, one_page_server, wait_for_port};
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `addrmunge ARGS` under `systemd-socket-activate -l ADDR...`, logging to `log`.
-fn activated(listen: &[&str], args: &[&str], log: &Path) -> Daemon {
+/// `addrmunge --config CONFIG WHAT` under `systemd-socket-activate -l
+/// ADDR...`, logging to `WHAT.log` in the instance's folder.
+fn activated(inst: &Instance, listen: &[&str], what: &str) -> Running {
     let tool = ["/usr/bin/systemd-socket-activate", "/bin/systemd-socket-activate"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -36,10 +28,13 @@ fn activated(listen: &[&str], args: &[&str], log: &Path) -> Daemon {
         cmd.arg("-l").arg(l);
     }
     cmd.arg("-E").arg("ADDRMUNGE_LOG=info");
-    cmd.arg(env!("CARGO_BIN_EXE_addrmunge")).args(args);
-    Daemon(
+    cmd.arg(env!("CARGO_BIN_EXE_addrmunge"))
+        .arg("--config")
+        .arg(inst.config())
+        .arg(what);
+    Running(
         cmd.stdout(Stdio::null())
-            .stderr(fs::File::create(log).unwrap())
+            .stderr(fs::File::create(inst.path(&format!("{what}.log"))).unwrap())
             .spawn()
             .unwrap(),
     )
@@ -73,14 +68,15 @@ fn get(port: u16) -> String {
     out
 }
 
-fn setup(dir: &Path, proxy_port: u16, up: u16, policy: u16) -> String {
-    let cfg = dir.join("addrmunge.toml");
-    fs::write(
-        &cfg,
-        format!(
-            r#"key_file = "addrmunge.key"
-state = "state.sqlite"
-
+/// An instance protecting plover.com with a proxy in front of `up` and a
+/// resolver on a unix socket and a policy port.
+fn setup(proxy_port: u16, up: u16, policy: u16) -> Instance {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("map.sock");
+    Instance::in_dir(
+        dir,
+        &format!(
+            r#"
 [[protect]]
 domain = "plover.com"
 
@@ -92,30 +88,17 @@ upstream = "http://127.0.0.1:{up}"
 socketmap = ["unix:{sock}"]
 policy = ["inet:127.0.0.1:{policy}"]
 "#,
-            sock = dir.join("map.sock").display()
+            sock = sock.display()
         ),
     )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
-        .args(["keygen", "--out"])
-        .arg(dir.join("addrmunge.key"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    cfg.display().to_string()
 }
 
 #[test]
 fn the_proxy_serves_on_a_socket_systemd_made() {
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = setup(dir.path(), port, one_page_server(), free_port());
-    let log = dir.path().join("proxy.log");
-    let _proxy = activated(
-        &[&format!("127.0.0.1:{port}")],
-        &["--config", &cfg, "proxy"],
-        &log,
-    );
+    let inst = setup(port, one_page_server(), free_port());
+    let log = inst.path("proxy.log");
+    let _proxy = activated(&inst, &[&format!("127.0.0.1:{port}")], "proxy");
     // systemd-socket-activate holds the port from the start and starts the
     // proxy on the first connection, which the proxy then answers.
     wait_for_port(port, "systemd-socket-activate");
@@ -128,12 +111,11 @@ fn the_proxy_serves_on_a_socket_systemd_made() {
 
 #[test]
 fn the_resolver_serves_on_a_unix_socket_systemd_made_and_binds_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
     let policy = free_port();
-    let cfg = setup(dir.path(), free_port(), one_page_server(), policy);
-    let sock = dir.path().join("map.sock");
-    let log = dir.path().join("resolver.log");
-    let _resolver = activated(&[sock.to_str().unwrap()], &["--config", &cfg, "resolver"], &log);
+    let inst = setup(free_port(), one_page_server(), policy);
+    let sock = inst.path("map.sock");
+    let log = inst.path("resolver.log");
+    let _resolver = activated(&inst, &[sock.to_str().unwrap()], "resolver");
     // The socket exists before the resolver runs; connecting starts it.
     let start = Instant::now();
     let mut s = loop {
@@ -146,18 +128,7 @@ fn the_resolver_serves_on_a_unix_socket_systemd_made_and_binds_the_rest() {
         }
     };
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
-        .args([
-            "--config",
-            &cfg,
-            "encode",
-            "--ip",
-            "203.0.113.9",
-            "mjd@plover.com",
-        ])
-        .output()
-        .unwrap();
-    let munged = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let munged = inst.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
     assert_eq!(
         common::wire::query(&mut s, &format!("virtual {munged}")),
         "OK mjd@plover.com"
@@ -171,15 +142,10 @@ fn the_resolver_serves_on_a_unix_socket_systemd_made_and_binds_the_rest() {
 
 #[test]
 fn a_socket_unit_that_does_not_match_the_config_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
     let (port, other) = (free_port(), free_port());
-    let cfg = setup(dir.path(), port, one_page_server(), free_port());
-    let log = dir.path().join("proxy.log");
-    let _proxy = activated(
-        &[&format!("127.0.0.1:{other}")],
-        &["--config", &cfg, "proxy"],
-        &log,
-    );
+    let inst = setup(port, one_page_server(), free_port());
+    let log = inst.path("proxy.log");
+    let _proxy = activated(&inst, &[&format!("127.0.0.1:{other}")], "proxy");
     wait_for_port(other, "systemd-socket-activate");
     // The first connection starts it; the proxy serves its configured port
     // itself and says which passed socket nothing uses.

@@ -164,9 +164,17 @@ impl Instance {
     /// [`Instance::new`] in a folder made already (holding what the config
     /// refers to).
     pub fn in_dir(dir: tempfile::TempDir, config: &str) -> Instance {
-        let text = format!("key_file = \"addrmunge.key\"\nstate = \"state.sqlite\"\n{config}");
+        Instance::with_key(dir, "addrmunge.key", config)
+    }
+
+    /// [`Instance::in_dir`] with the key at `key_file` (relative to the
+    /// folder; its parent folders are made).
+    pub fn with_key(dir: tempfile::TempDir, key_file: &str, config: &str) -> Instance {
+        let text = format!("key_file = \"{key_file}\"\nstate = \"state.sqlite\"\n{config}");
         std::fs::write(dir.path().join("addrmunge.toml"), text).unwrap();
-        keygen(&dir.path().join("addrmunge.key"));
+        let key = dir.path().join(key_file);
+        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+        keygen(&key);
         Instance { dir }
     }
 
