@@ -79,19 +79,21 @@ fn show_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
         keys.current_id()
     )?;
     // A bare file name (a config in the current folder) is in ".".
-    let state_dir = c
-        .state
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !state_dir.is_dir() {
+    let state_dir = c.state.file().map(|f| {
+        f.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    });
+    if let Some(state_dir) = state_dir
+        && !state_dir.is_dir()
+    {
         bail!(UsageError(format!(
             "{}: state: the folder {} does not exist; create it (mkdir -p) or point state elsewhere",
             c.path.display(),
             state_dir.display()
         )));
     }
-    writeln!(out, "state:     {}", c.state.display())?;
+    writeln!(out, "state:     {}", c.state)?;
     let sep = c.protection.separator();
     writeln!(
         out,

@@ -21,7 +21,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use addrmunge::address::Class;
 use addrmunge::config::{self, Config};
-use addrmunge::{Day, KeyRing, Store};
+use addrmunge::{Day, KeyRing, Store, StoreError};
 
 /// Munges your e-mail addresses per visitor and day, and resolves them for Postfix.
 #[derive(Parser, Debug)]
@@ -229,17 +229,15 @@ impl Ctx {
     }
 
     pub fn store(&self) -> Result<Store> {
-        let path = &self.config.state;
-        let new = !path.exists();
-        let store = Store::open(path)?;
-        if new {
-            // Say so: a mistyped path, or a store deleted by accident, must
-            // not pass for an empty truth unnoticed.
-            eprintln!(
-                "addrmunge: note: there was no state store at {}; created a new, empty one",
-                path.display()
-            );
+        let at = &self.config.state;
+        match Store::open_existing(at) {
+            Err(StoreError::Missing(_)) => {}
+            other => return Ok(other?),
         }
+        let store = Store::open(at)?;
+        // Say so: a mistyped path, or a store deleted by accident, must
+        // not pass for an empty truth unnoticed.
+        eprintln!("addrmunge: note: there was no state store at {at}; created a new, empty one");
         Ok(store)
     }
 

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::address::Protection;
+use crate::store::Location;
 
 pub use protect::{Bait, DEFAULT_BAIT_TEMPLATE, DEFAULT_SEPARATOR};
 pub use proxy::{AgentRule, ProxySettings};
@@ -75,8 +76,8 @@ pub struct Config {
     pub path: PathBuf,
     /// The key file, resolved.
     pub key_file: PathBuf,
-    /// The SQLite state file, resolved.
-    pub state: PathBuf,
+    /// The state store: a SQLite file (resolved) or a PostgreSQL database.
+    pub state: Location,
     /// What is protected, and the separator.
     pub protection: Arc<Protection>,
     /// Days the visit log and arrivals are kept.
@@ -135,12 +136,13 @@ impl Config {
                 "missing; add `key_file = \"/etc/addrmunge/addrmunge.key\"` and create it with `addrmunge keygen --out PATH`",
             )
         })?;
-        let state = raw.state.as_deref().map(resolve).ok_or_else(|| {
+        let state = raw.state.as_deref().ok_or_else(|| {
             problem(
                 "state",
                 "missing; add `state = \"/var/lib/addrmunge/state.sqlite\"` (created on first use)",
             )
         })?;
+        let state = Location::parse(state, dir).map_err(|e| problem("state", e))?;
         let (protection, warnings) = protect::protection(raw.separator.as_deref(), &raw.protect)?;
         let proxy = ProxySettings::from_raw(&raw.proxy)?;
         let resolver = ResolverSettings::from_raw(&raw.resolver)?;
@@ -207,7 +209,7 @@ exempt = ["*-subscribe"]
     fn relative_paths_resolve_against_the_config_folder() {
         let c = load(OK).unwrap();
         assert_eq!(c.key_file, Path::new("/etc/x/k.key"));
-        assert_eq!(c.state, Path::new("/var/lib/s.sqlite"));
+        assert_eq!(c.state, Location::Sqlite("/var/lib/s.sqlite".into()));
         assert_eq!(c.protection.entries()[0].domain, "plover.com");
         assert_eq!(c.protection.separator(), "-id-");
     }

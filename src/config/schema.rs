@@ -13,7 +13,7 @@ pub struct RawConfig {
     /// The key file (one 64-hex-digit key per line; the first encodes).
     pub key_file: Option<PathBuf>,
     /// The SQLite file holding rules, visit log, arrivals and blocks.
-    pub state: Option<PathBuf>,
+    pub state: Option<String>,
     /// Put between the base local part and the ID; `[a-z0-9-]`, 1–16 octets.
     pub separator: Option<String>,
     /// The addresses to protect.

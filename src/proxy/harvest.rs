@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use crate::address::Protection;
 use crate::config::{AgentRule, Bait};
 use crate::day::Day;
 use crate::store::{
-    FaultLog, Harvester, Pinned, Store, StoreError, StoreSource, VisitEvent, batch, now_unix,
+    FaultLog, Harvester, Location, Pinned, Store, StoreError, StoreSource, VisitEvent, batch, now_unix,
 };
 use crate::token::{Claims, KeyRing, Kind};
 
@@ -32,7 +31,7 @@ impl VisitLog {
     /// fails at startup), and starts the writer.
     pub fn start(
         source: &Arc<StoreSource>,
-        state: &Path,
+        state: &Location,
         queue: usize,
         retention_days: u32,
         metrics: &super::metrics::Metrics,
@@ -120,7 +119,7 @@ pub struct Caught {
 
 impl Caught {
     /// Today's and yesterday's harvesters from the store.
-    pub fn load(state: &Path) -> Caught {
+    pub fn load(state: &Location) -> Caught {
         let caught = Caught::default();
         let today = Day::today();
         let from = today.checked_sub(1).unwrap_or(today);
@@ -362,6 +361,7 @@ pub fn bait_link(path: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::{AgentAction, Config};
+    use std::path::Path;
 
     fn config(extra: &str) -> Config {
         Config::from_toml(

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,9 +20,12 @@ use crate::day::Day;
 use crate::rules::{Rule, RuleSet, Scope};
 
 pub mod batch;
+mod location;
 mod pinned;
+pub mod postgres;
 mod records;
 pub mod sqlite;
+pub use location::{BadUrl, Location, PgUrl};
 pub use pinned::{FaultLog, Pinned, StoreSource};
 pub use records::{Arrival, Block, Harvester, Visit, VisitEvent};
 
@@ -131,13 +134,19 @@ impl Store {
     /// the commands an owner runs and for a daemon's first start. A running
     /// daemon reopens with [`Store::open_existing`] only, so a store deleted
     /// under it is never silently recreated empty.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store(Box::new(sqlite::Sqlite::open(path)?)))
+    pub fn open(at: impl Into<Location>) -> Result<Store, StoreError> {
+        Ok(match at.into() {
+            Location::Sqlite(path) => Store(Box::new(sqlite::Sqlite::open(&path)?)),
+            Location::Postgres(url) => Store(Box::new(postgres::Postgres::open(&url)?)),
+        })
     }
 
     /// Opens and migrates a store that must exist already.
-    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
-        Ok(Store(Box::new(sqlite::Sqlite::open_existing(path)?)))
+    pub fn open_existing(at: impl Into<Location>) -> Result<Store, StoreError> {
+        Ok(match at.into() {
+            Location::Sqlite(path) => Store(Box::new(sqlite::Sqlite::open_existing(&path)?)),
+            Location::Postgres(url) => Store(Box::new(postgres::Postgres::open_existing(&url)?)),
+        })
     }
 }
 
@@ -169,11 +178,11 @@ pub enum StoreError {
     },
     /// The file was written by a newer addrmunge.
     #[error(
-        "state store {path} has schema version {found}, newer than this addrmunge knows ({known}); upgrade addrmunge"
+        "state store {at} has schema version {found}, newer than this addrmunge knows ({known}); upgrade addrmunge"
     )]
     TooNew {
-        /// The store file.
-        path: PathBuf,
+        /// The store.
+        at: Location,
         /// Its schema version.
         found: i64,
         /// The newest this build knows.
@@ -186,17 +195,29 @@ pub enum StoreError {
     #[error(
         "state store {0} was moved, deleted or replaced; put the original back, or reload (SIGHUP) to use the file there now"
     )]
-    Replaced(PathBuf),
+    Replaced(Location),
     /// The store file is gone but its write-ahead log is not.
     #[error(
         "state store {0} is missing but its -wal/-shm files are still there (deleted while a daemon used it?); put it back, or stop the daemons and remove {0}-wal and {0}-shm to start a new, empty store"
     )]
     Orphaned(PathBuf),
-    /// There is no store where one must be.
+    /// There is no store where one must be (no file; a database without
+    /// the schema).
     #[error(
         "state store {0} does not exist (deleted or moved?); put it back, or reload (SIGHUP) or restart to start a new one"
     )]
-    Missing(PathBuf),
+    Missing(Location),
+    /// PostgreSQL failed, or could not be reached.
+    #[error("state store {at}: {source}")]
+    Postgres {
+        /// The database.
+        at: Location,
+        /// The client's error.
+        source: ::postgres::Error,
+    },
+    /// The connection to the database was lost.
+    #[error("state store {0}: the connection was lost; it is reopened at the next use")]
+    Closed(Location),
 }
 
 /// Seconds since the Unix epoch, from the system clock.
@@ -263,6 +284,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::rules::Subject;
     use crate::token::{Claims, Kind, Visitor};
+    use std::path::Path;
 
     fn d(s: &str) -> Day {
         s.parse().unwrap()

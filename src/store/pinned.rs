@@ -8,47 +8,47 @@
 //! but only onto the same file; a reload (SIGHUP) is the explicit command
 //! that adopts the file found at the path then.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Store, StoreError};
+use super::{Location, Store, StoreError};
 
 /// Where the store is, shared by a daemon's connections; a reload bumps it.
 #[derive(Debug)]
 pub struct StoreSource {
     reloads: AtomicU64,
-    path: Mutex<PathBuf>,
+    at: Mutex<Location>,
 }
 
 impl StoreSource {
-    /// The store at `path`.
-    pub fn new(path: &Path) -> Arc<StoreSource> {
+    /// The store at `at`.
+    pub fn new(at: impl Into<Location>) -> Arc<StoreSource> {
         Arc::new(StoreSource {
             reloads: AtomicU64::new(0),
-            path: Mutex::new(path.to_owned()),
+            at: Mutex::new(at.into()),
         })
     }
 
     /// After a reload: every connection adopts the file at `path` (the
     /// config's, which may have changed) at its next use.
-    pub fn reload(&self, path: &Path) {
-        *self.path.lock().unwrap_or_else(|e| e.into_inner()) = path.to_owned();
+    pub fn reload(&self, at: impl Into<Location>) {
+        *self.at.lock().unwrap_or_else(|e| e.into_inner()) = at.into();
         self.reloads.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn path(&self) -> PathBuf {
-        self.path.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn at(&self) -> Location {
+        self.at.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
-/// One connection to the store file a daemon started with.
+/// One connection to the store a daemon started with.
 #[derive(Debug)]
 pub struct Pinned {
     source: Arc<StoreSource>,
-    path: PathBuf,
-    /// The file this daemon works with.
+    at: Location,
+    /// The store this daemon works with (a file's inode, a database's
+    /// identity).
     identity: Option<u64>,
     store: Option<Store>,
     seen_reloads: u64,
@@ -61,7 +61,7 @@ impl Pinned {
     pub fn new(store: Store, source: Arc<StoreSource>) -> Pinned {
         Pinned {
             seen_reloads: source.reloads.load(Ordering::Relaxed),
-            path: source.path(),
+            at: source.at(),
             identity: store.identity(),
             store: Some(store),
             source,
@@ -76,22 +76,22 @@ impl Pinned {
         let reloads = self.source.reloads.load(Ordering::Relaxed);
         if reloads != self.seen_reloads {
             self.seen_reloads = reloads;
-            let path = self.source.path();
+            let at = self.source.at();
             // Nothing there: keep the old pin, and say why below.
-            if let Ok(s) = Store::open_existing(&path) {
-                if s.identity() != self.identity || path != self.path {
-                    tracing::info!(state = %path.display(), "reload: using the state store now at this path");
+            if let Ok(s) = Store::open_existing(&at) {
+                if s.identity() != self.identity || at != self.at {
+                    tracing::info!(state = %at, "reload: using the state store now at this path");
                 }
-                self.path = path;
+                self.at = at;
                 self.identity = s.identity();
                 self.store = Some(s);
                 self.opened += 1;
             }
         }
         if self.store.is_none() {
-            let s = Store::open_existing(&self.path)?;
+            let s = Store::open_existing(&self.at)?;
             if s.identity() != self.identity {
-                return Err(StoreError::Replaced(self.path.clone()));
+                return Err(StoreError::Replaced(self.at.clone()));
             }
             self.store = Some(s);
             self.opened += 1;

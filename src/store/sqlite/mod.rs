@@ -120,7 +120,7 @@ impl Sqlite {
     fn open_with(path: &Path, create: bool) -> Result<Sqlite, StoreError> {
         let existed = path.exists();
         if !existed && !create {
-            return Err(StoreError::Missing(path.to_owned()));
+            return Err(StoreError::Missing(path.into()));
         }
         if !existed {
             // The main file went, its journal stayed: deleted under a daemon
@@ -140,7 +140,7 @@ impl Sqlite {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         let conn = Connection::open_with_flags(path, flags).map_err(|e| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => StoreError::Missing(path.to_owned()),
+            Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => StoreError::Missing(path.into()),
             _ => sqlite(path, e),
         })?;
         if !existed {
@@ -199,7 +199,7 @@ impl Sqlite {
             .map_err(|e| sqlite(&self.path, e))?;
         if version > MIGRATIONS.len() as i64 {
             return Err(StoreError::TooNew {
-                path: self.path.clone(),
+                at: (&self.path).into(),
                 found: version,
                 known: MIGRATIONS.len(),
             });
@@ -237,9 +237,9 @@ impl Backend for Sqlite {
         if inode(&self.path) == self.ino {
             Ok(())
         } else if self.path.exists() {
-            Err(StoreError::Replaced(self.path.clone()))
+            Err(StoreError::Replaced((&self.path).into()))
         } else {
-            Err(StoreError::Missing(self.path.clone()))
+            Err(StoreError::Missing((&self.path).into()))
         }
     }
 
