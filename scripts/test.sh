@@ -7,12 +7,15 @@ export DEBIAN_FRONTEND=noninteractive
 
 # Debian packages the integration tests start for real, by the command that
 # proves each is present.
-declare -A needs=([postfix]=postfix [postmap]=postfix [swaks]=swaks [nginx]=nginx [chromium]=chromium [curl]=curl [faketime]=faketime [systemd-analyze]=systemd [openssl]=openssl [systemd-socket-activate]=systemd [apache2]=apache2 [nc]=netcat-openbsd [haproxy]=haproxy [slowhttptest]=slowhttptest [h2load]=nghttp2-client [mkfifo]=coreutils)
+declare -A needs=([postfix]=postfix [postmap]=postfix [swaks]=swaks [nginx]=nginx [chromium]=chromium [curl]=curl [faketime]=faketime [systemd-analyze]=systemd [openssl]=openssl [systemd-socket-activate]=systemd [apache2]=apache2 [nc]=netcat-openbsd [haproxy]=haproxy [slowhttptest]=slowhttptest [h2load]=nghttp2-client [mkfifo]=coreutils [psql]=postgresql-client)
 
 missing=()
 for cmd in "${!needs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
 done
+# A PostgreSQL server for tests/store.rs and tests/several_hosts.rs (each
+# test makes a private cluster with initdb; the package's own is not used).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 # Real pages for tests/corpus.rs: Debian's Python documentation.
 compgen -G "/usr/share/doc/python3*/html/library/urllib.request.html" >/dev/null || missing+=(python3-doc)
 if ((${#missing[@]})); then

@@ -6,6 +6,7 @@ pub mod chromium;
 pub mod daemon;
 pub mod nginx;
 pub mod postfix;
+pub mod postgres;
 pub mod proxy;
 pub mod wire;
 
@@ -170,7 +171,16 @@ impl Instance {
     /// [`Instance::in_dir`] with the key at `key_file` (relative to the
     /// folder; its parent folders are made).
     pub fn with_key(dir: tempfile::TempDir, key_file: &str, config: &str) -> Instance {
-        let text = format!("key_file = \"{key_file}\"\nstate = \"state.sqlite\"\n{config}");
+        Instance::build(dir, key_file, "state.sqlite", config)
+    }
+
+    /// An instance whose store is at `state` (a path or a database URL).
+    pub fn with_state(state: &str, config: &str) -> Instance {
+        Instance::build(tempfile::tempdir().unwrap(), "addrmunge.key", state, config)
+    }
+
+    fn build(dir: tempfile::TempDir, key_file: &str, state: &str, config: &str) -> Instance {
+        let text = format!("key_file = \"{key_file}\"\nstate = \"{state}\"\n{config}");
         std::fs::write(dir.path().join("addrmunge.toml"), text).unwrap();
         let key = dir.path().join(key_file);
         std::fs::create_dir_all(key.parent().unwrap()).unwrap();
@@ -181,6 +191,11 @@ impl Instance {
     /// A path in the folder.
     pub fn path(&self, name: &str) -> std::path::PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Takes `other`'s key (hosts of one site share it).
+    pub fn share_key(&self, other: &Instance) {
+        std::fs::copy(other.path("addrmunge.key"), self.path("addrmunge.key")).unwrap();
     }
 
     /// The config file.

@@ -1,0 +1,151 @@
+//! A private PostgreSQL cluster for one test: `initdb` and `pg_ctl` from
+//! Debian's postgresql package, run as the `postgres` user (initdb refuses
+//! root) in a temp folder, on a free loopback port, trust authentication;
+//! stopped and removed when dropped.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::{free_port, wait_for_port};
+
+/// A running cluster.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// The newest installed server's programs.
+fn bin(name: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed; `bash scripts/test.sh` installs it")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.join("bin").join(name).exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no PostgreSQL server binaries")
+        .join("bin")
+        .join(name)
+}
+
+/// Runs `cmd` as the `postgres` user; panics with its output on failure.
+fn as_postgres(cmd: &str) {
+    let out = Command::new("su")
+        .args(["postgres", "-s", "/bin/sh", "-c", cmd])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    /// A new cluster with a superuser `addrmunge` and a database `addrmunge`.
+    pub fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(
+            Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success()
+        );
+        let d = dir.path().display().to_string();
+        as_postgres(&format!(
+            "{} -D {d}/data -A trust -U addrmunge --no-sync >/dev/null",
+            bin("initdb").display()
+        ));
+        let cluster = Cluster {
+            dir,
+            port: free_port(),
+        };
+        cluster.pg_ctl("start");
+        wait_for_port(cluster.port, "postgres");
+        cluster.psql("postgres", "CREATE DATABASE addrmunge");
+        cluster
+    }
+
+    fn pg_ctl(&self, what: &str) {
+        let d = self.dir.path().display();
+        let opts = format!(
+            "-p {} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
+        );
+        as_postgres(&format!(
+            "{} -D {d}/data -o '{opts}' -l {d}/log -w -m fast {what}",
+            bin("pg_ctl").display()
+        ));
+    }
+
+    /// Stops the server (as in an outage); [`Cluster::resume`] starts it again.
+    pub fn stop(&self) {
+        self.pg_ctl("stop");
+    }
+
+    /// Starts a stopped server again on the same port.
+    pub fn resume(&self) {
+        self.pg_ctl("start");
+        wait_for_port(self.port, "postgres");
+    }
+
+    /// The URL of database `db` as user `user`.
+    pub fn url_as(&self, user: &str, db: &str) -> String {
+        format!("postgresql://{user}@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+    }
+
+    /// The URL of the `addrmunge` database as the superuser.
+    pub fn url(&self) -> String {
+        self.url_as("addrmunge", "addrmunge")
+    }
+
+    /// Runs SQL in database `db` with psql; its output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "addrmunge",
+                "-d",
+                db,
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A fresh, empty database; its URL.
+    pub fn database(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        self.url_as("addrmunge", name)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let d = self.dir.path().display();
+        let _ = Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c"])
+            .arg(format!(
+                "{} -D {d}/data -m immediate stop",
+                bin("pg_ctl").display()
+            ))
+            .output();
+    }
+}

@@ -1,0 +1,140 @@
+//! Several hosts, one truth: proxies, resolvers and the CLI, each with its
+//! own config file, sharing one PostgreSQL database (a private cluster,
+//! tests/common/postgres.rs) and one key. A rule made on one host is obeyed
+//! by every resolver within a second, a trap hit at one MX blocks the
+//! client at the other, and `trace` on the CLI host sees the visit a proxy
+//! logged and the arrival a resolver recorded.
+//!
+//! Needs Debian's postgresql (scripts/test.sh installs it).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::daemon::get;
+use common::postgres::Cluster;
+use common::wire::socketmap;
+use common::{Instance, free_port, one_page_server, wait_for_port};
+
+const PROTECT: &str = "[[protect]]\ndomain = \"plover.com\"\n";
+
+/// A host of the site: its own folder and config, the shared database and key.
+fn host(url: &str, first: Option<&Instance>, config: &str) -> Instance {
+    let inst = Instance::with_state(url, &format!("{PROTECT}{config}"));
+    if let Some(first) = first {
+        inst.share_key(first);
+    }
+    inst
+}
+
+/// An MX's resolver config: socketmap and policy ports.
+fn mx(map: u16, policy: u16) -> String {
+    format!(
+        "[resolver]\nsocketmap = [\"inet:127.0.0.1:{map}\"]\npolicy = [\"inet:127.0.0.1:{policy}\"]\n[traps]\nnever_block = []\n"
+    )
+}
+
+/// The policy service's action for mail from `client` to `recipient`.
+fn policy(port: u16, client: &str, recipient: &str) -> String {
+    let mut p = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        p,
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address={client}\nrecipient={recipient}\n\n"
+    )
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let n = p.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).trim().to_owned()
+}
+
+/// Waits up to `limit` for `ok`; how long it took.
+fn within(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn rules_visits_arrivals_and_blocks_reach_every_host() {
+    let pg = Cluster::start();
+    let url = pg.url();
+    let web = free_port();
+    let up = one_page_server();
+    let proxy_host = host(
+        &url,
+        None,
+        &format!("[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n"),
+    );
+    let (map1, pol1, map2, pol2) = (free_port(), free_port(), free_port(), free_port());
+    let mx1 = host(&url, Some(&proxy_host), &mx(map1, pol1));
+    let mx2 = host(&url, Some(&proxy_host), &mx(map2, pol2));
+    let cli = host(&url, Some(&proxy_host), "");
+    let _proxy = proxy_host.start("proxy", &[]);
+    let _r1 = mx1.start("resolver", &[]);
+    let _r2 = mx2.start("resolver", &[]);
+    for (port, what) in [
+        (web, "proxy"),
+        (map1, "MX 1"),
+        (map2, "MX 2"),
+        (pol2, "MX 2 policy"),
+    ] {
+        wait_for_port(port, what);
+    }
+
+    // A visitor fetches the page through the proxy; the address it was
+    // served delivers at MX 2, and the arrival is recorded there.
+    let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);
+    assert_eq!(status, 200, "{page}");
+    let start = page.find("mailto:").unwrap() + "mailto:".len();
+    let munged = &page[start..start + page[start..].find('"').unwrap()];
+    assert!(munged.contains("-id-"), "{page}");
+    assert_eq!(socketmap(map2, &format!("virtual {munged}")), "OK mjd@plover.com");
+    assert_eq!(policy(pol2, "192.0.2.30", munged), "action=DUNNO");
+
+    // The CLI host traces it: the proxy's visit and MX 2's arrival.
+    let mut trace = String::new();
+    within(
+        Duration::from_secs(5),
+        "trace shows the visit and the arrival",
+        || {
+            trace = cli.cli_ok(&["trace", munged]);
+            trace.contains("harvested") && trace.contains("192.0.2.30")
+        },
+    );
+    assert!(trace.contains("127.0.0.1"), "{trace}");
+
+    // An expire on the CLI host: both MX refuse within a second.
+    cli.cli_ok(&["expire", "--ip", "127.0.0.1", "--reason", "leaked"]);
+    for (port, what) in [(map1, "MX 1"), (map2, "MX 2")] {
+        within(Duration::from_secs(1), what, || {
+            socketmap(port, &format!("virtual {munged}")).starts_with("NOTFOUND")
+        });
+    }
+    let decoded = cli.cli(&["decode", munged]);
+    assert!(
+        String::from_utf8_lossy(&decoded.stdout).contains("expired"),
+        "{decoded:?}"
+    );
+
+    // A trap hit at MX 1 blocks the client at MX 2 within a second.
+    let trap = cli.cli_ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.1",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ]);
+    assert!(policy(pol1, "192.0.2.66", &trap).starts_with("action=DISCARD"));
+    let valid = cli.cli_ok(&["encode", "--ip", "203.0.113.5", "mjd@plover.com"]);
+    within(Duration::from_secs(1), "MX 2 refuses the trap's client", || {
+        policy(pol2, "192.0.2.66", &valid).starts_with("action=REJECT")
+    });
+    assert_eq!(policy(pol2, "192.0.2.67", &valid), "action=DUNNO");
+    assert!(cli.cli_ok(&["blocks"]).contains("192.0.2.66"));
+}

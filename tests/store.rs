@@ -1,0 +1,287 @@
+//! The store's contract, run against both backends: SQLite (a file in a
+//! temp folder) and PostgreSQL (a private cluster, tests/common/postgres.rs).
+//! Whatever the CLI and the daemons rely on must hold on either.
+//!
+//! Needs Debian's postgresql (scripts/test.sh installs it).
+
+use std::net::IpAddr;
+use std::sync::{Arc, Barrier};
+
+use addrmunge::rules::Subject;
+use addrmunge::store::{Arrival, Harvester, Location, Pinned, StoreSource, VisitEvent};
+use addrmunge::{Claims, Day, Kind, RuleSet, RuleWatcher, Scope, Status, Store, StoreError, Visitor};
+
+mod common;
+use common::postgres::Cluster;
+
+fn d(s: &str) -> Day {
+    s.parse().unwrap()
+}
+
+/// Runs `check` on a fresh store of each backend; `fresh()` gives the
+/// location of another fresh, empty one.
+fn on_both(check: impl Fn(&mut dyn FnMut() -> Location)) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    check(&mut || {
+        n += 1;
+        Location::Sqlite(dir.path().join(format!("s{n}.sqlite")))
+    });
+    let pg = Cluster::start();
+    let mut n = 0;
+    check(&mut || {
+        n += 1;
+        Location::parse(&pg.database(&format!("db{n}")), "/".as_ref()).unwrap()
+    });
+}
+
+#[test]
+fn rules_are_stored_found_and_removed() {
+    on_both(|fresh| {
+        let at = fresh();
+        let mut st = Store::open(&at).unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let day = d("2026-11-20");
+        let visit = Claims::visit(Kind::Visitor, day, ip);
+        let subj = Subject {
+            claims: &visit,
+            base: "a@b.test",
+            munged: "a-id-x@b.test",
+        };
+        let scopes = [
+            Scope::Day(day),
+            Scope::Ip(Visitor::from_ip(ip)),
+            Scope::IpDay(Visitor::from_ip(ip), day),
+            Scope::cidr("192.0.2.0/24".parse().unwrap(), None).unwrap(),
+            Scope::cidr("192.0.2.0/24".parse().unwrap(), Some(day)).unwrap(),
+            Scope::Address("a-id-x@b.test".into()),
+            Scope::Base("a@b.test".into()),
+            Scope::Before(d("2026-11-21")),
+        ];
+        for scope in &scopes {
+            let (rule, new) = st.expire(scope, "test").unwrap();
+            assert!(new, "{at}: {scope}");
+            assert_eq!(rule.scope, *scope);
+            let set = RuleSet::new(st.rules().unwrap());
+            assert_eq!(set.matching(&subj).map(|r| r.id), Some(rule.id), "{at}: {scope}");
+            assert!(!st.expire(scope, "again").unwrap().1, "{at}: duplicate {scope}");
+            assert_eq!(st.unexpire(scope).unwrap().map(|r| r.id), Some(rule.id));
+            assert!(st.unexpire(scope).unwrap().is_none());
+        }
+        let (rule, _) = st.expire(&Scope::Day(day), "by number").unwrap();
+        assert_eq!(st.remove_rule(rule.id).unwrap().unwrap().reason, "by number");
+        assert!(st.remove_rule(rule.id).unwrap().is_none());
+        // Another connection sees what this one committed.
+        st.expire(&Scope::Ip(Visitor::from_ip(ip)), "x").unwrap();
+        assert_eq!(
+            Store::open_existing(&at).unwrap().rules().unwrap().len(),
+            1,
+            "{at}"
+        );
+    });
+}
+
+#[test]
+fn blocks_and_arrivals() {
+    on_both(|fresh| {
+        let mut st = Store::open(fresh()).unwrap();
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        st.block(ip, 2_000, "trap").unwrap();
+        // A longer block wins; a shorter one does not shorten it.
+        st.block(ip, 1_000, "again").unwrap();
+        assert_eq!(st.blocks(1_500).unwrap().get(&ip), Some(&2_000));
+        assert!(st.blocks(2_000).unwrap().is_empty());
+        let arrival = |time, recipient: &str| Arrival {
+            time,
+            client_ip: ip.to_string(),
+            helo: "h".into(),
+            sender: "s@x.test".into(),
+            recipient: recipient.into(),
+            base: Some("mjd@plover.com".into()),
+            kind: Some(Kind::Trap),
+            visitor: Some("203.0.113.9".into()),
+            day: Some(d("2026-11-20")),
+            status: Status::Valid,
+        };
+        let other: IpAddr = "2001:db8::1".parse().unwrap();
+        st.write_batch(
+            &[
+                arrival(10, "a@plover.com"),
+                arrival(20, "b@plover.com"),
+                arrival(30, "a@plover.com"),
+            ],
+            &[(other, 5_000, "trap a@plover.com".into())],
+        )
+        .unwrap();
+        let got = st.arrivals_for("a@plover.com").unwrap();
+        assert_eq!(
+            got,
+            vec![arrival(10, "a@plover.com"), arrival(30, "a@plover.com")]
+        );
+        assert_eq!(st.arrivals_since(20).unwrap().len(), 2);
+        assert_eq!(st.blocks(1_500).unwrap().len(), 2);
+        let all = st.all_blocks().unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().any(|b| b.ip == "2001:db8::1" && b.until == 5_000));
+        // Retention: arrivals and ended blocks before the time go.
+        assert_eq!(st.prune(Day::from_number(0), 25).unwrap(), 2);
+        assert_eq!(st.arrivals_since(0).unwrap().len(), 1);
+    });
+}
+
+fn ev(
+    time: i64,
+    visitor: &str,
+    ua: &str,
+    path: &str,
+    munged: u64,
+    harvester: Option<Harvester>,
+) -> VisitEvent {
+    VisitEvent {
+        time,
+        day: d("2026-11-20"),
+        visitor: visitor.into(),
+        user_agent: ua.into(),
+        path: path.into(),
+        munged,
+        harvester,
+    }
+}
+
+#[test]
+fn visits_fold_into_one_row_per_visitor_day() {
+    on_both(|fresh| {
+        let mut s = Store::open(fresh()).unwrap();
+        s.record_visits(&[
+            ev(100, "192.0.2.1", "Mozilla", "/style.css", 0, None),
+            ev(105, "192.0.2.1", "EmailSiphon", "/contact.html", 3, None),
+        ])
+        .unwrap();
+        s.record_visits(&[
+            ev(110, "192.0.2.1", "Mozilla", "/about.html", 2, None),
+            ev(
+                120,
+                "192.0.2.1",
+                "EmailSiphon",
+                "/bait/",
+                5,
+                Some(Harvester::Bait),
+            ),
+            ev(111, "2001:db8:1:2::/64", "curl", "/", 0, None),
+        ])
+        .unwrap();
+        let day = d("2026-11-20");
+        let v = s.visit(day, "192.0.2.1").unwrap().unwrap();
+        assert_eq!((v.first_seen, v.last_seen), (100, 120));
+        assert_eq!(v.first_page.as_deref(), Some("/contact.html"));
+        assert_eq!(v.first_munged, Some(105));
+        assert_eq!(v.user_agent, "EmailSiphon");
+        assert_eq!((v.requests, v.munged), (4, 10));
+        assert_eq!(v.harvester.as_deref(), Some("bait"));
+        assert_eq!(v.harvester_at, Some(120));
+        assert_eq!(s.harvesters(day, day).unwrap().len(), 1);
+        assert_eq!(s.visits_by_day(day, day).unwrap(), vec![(day, 1, 10)]);
+        assert_eq!(
+            s.visit(day, "2001:db8:1:2::/64").unwrap().unwrap().first_page,
+            None
+        );
+        assert!(s.visit(day, "192.0.2.2").unwrap().is_none());
+        assert_eq!(s.prune(day.checked_add(1).unwrap(), 0).unwrap(), 2);
+        assert!(s.visit(day, "192.0.2.1").unwrap().is_none());
+    });
+}
+
+/// A daemon's watcher sees another connection's rule at its next refresh,
+/// and costs nothing (no change reported) when nothing was committed.
+#[test]
+fn a_watcher_sees_other_connections_commits() {
+    on_both(|fresh| {
+        let at = fresh();
+        let mut writer = Store::open(&at).unwrap();
+        let source = StoreSource::new(&at);
+        let mut w = RuleWatcher::new(Pinned::new(Store::open(&at).unwrap(), source));
+        assert!(w.refresh().unwrap());
+        assert!(!w.refresh().unwrap());
+        writer.expire(&Scope::Day(d("2026-01-01")), "x").unwrap();
+        let start = std::time::Instant::now();
+        // PostgreSQL's notification arrives a moment after the commit.
+        while !w.refresh().unwrap() {
+            assert!(start.elapsed().as_secs() < 5, "{at}: the change was never seen");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(w.rules().rules().len(), 1);
+        assert!(!w.refresh().unwrap());
+    });
+}
+
+/// Proxy, resolver and CLI on several hosts started together: one
+/// migrates, the others wait for it, nobody fails.
+#[test]
+fn first_opens_at_once_all_succeed() {
+    on_both(|fresh| {
+        for _ in 0..5 {
+            let at = fresh();
+            let go = Arc::new(Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (at, go) = (at.clone(), Arc::clone(&go));
+                    std::thread::spawn(move || {
+                        go.wait();
+                        Store::open(&at).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in openers {
+                o.join().unwrap().unwrap_or_else(|e| panic!("{at}: {e}"));
+            }
+            Store::open_existing(&at).unwrap();
+        }
+    });
+}
+
+#[test]
+fn only_an_explicit_open_makes_a_store() {
+    on_both(|fresh| {
+        let at = fresh();
+        let e = Store::open_existing(&at).unwrap_err();
+        assert!(matches!(e, StoreError::Missing(_)), "{at}: {e}");
+        drop(Store::open(&at).unwrap());
+        Store::open_existing(&at).unwrap();
+    });
+}
+
+#[test]
+fn a_newer_schema_is_refused_on_postgresql() {
+    let pg = Cluster::start();
+    let url = pg.database("newer");
+    drop(Store::open(Location::parse(&url, "/".as_ref()).unwrap()).unwrap());
+    pg.psql("newer", "UPDATE addrmunge_schema SET version = 99");
+    let e = Store::open(Location::parse(&url, "/".as_ref()).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("newer") && e.contains("99"), "{e}");
+}
+
+/// A database recreated empty under a daemon is not the store it started
+/// with: the hold refuses it until a reload, as for a replaced file.
+#[test]
+fn a_recreated_database_is_not_taken_for_the_old_one() {
+    let pg = Cluster::start();
+    let url = pg.database("pinned");
+    let at = Location::parse(&url, "/".as_ref()).unwrap();
+    Store::open(&at)
+        .unwrap()
+        .expire(&Scope::Day(d("2026-01-01")), "")
+        .unwrap();
+    let source = StoreSource::new(&at);
+    let mut pinned = Pinned::new(Store::open_existing(&at).unwrap(), Arc::clone(&source));
+    assert_eq!(pinned.store().unwrap().rules().unwrap().len(), 1);
+    pinned.reset();
+    pg.psql("postgres", "DROP DATABASE pinned WITH (FORCE)");
+    pg.psql("postgres", "CREATE DATABASE pinned");
+    assert!(matches!(pinned.store().unwrap_err(), StoreError::Missing(_)));
+    drop(Store::open(&at).unwrap());
+    assert!(matches!(pinned.store().unwrap_err(), StoreError::Replaced(_)));
+    source.reload(&at);
+    assert!(pinned.store().unwrap().rules().unwrap().is_empty());
+}
