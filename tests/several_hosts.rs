@@ -138,3 +138,53 @@ fn rules_visits_arrivals_and_blocks_reach_every_host() {
     assert_eq!(policy(pol2, "192.0.2.67", &valid), "action=DUNNO");
     assert!(cli.cli_ok(&["blocks"]).contains("192.0.2.66"));
 }
+
+/// PostgreSQL stopped under running daemons: pages are still served and
+/// munged, a valid address is never refused (TEMP at worst: Postfix
+/// defers, nothing bounces), and both recover when it is back; the CLI
+/// fails clearly meanwhile instead of claiming a rule it did not store.
+#[test]
+fn an_outage_never_stops_the_site_or_bounces_mail() {
+    let pg = Cluster::start();
+    let url = pg.url();
+    let (web, map) = (free_port(), free_port());
+    let up = one_page_server();
+    let site = host(
+        &url,
+        None,
+        &format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n{}",
+            mx(map, free_port())
+        ),
+    );
+    let _proxy = site.start("proxy", &[]);
+    let _resolver = site.start("resolver", &[]);
+    wait_for_port(web, "proxy");
+    wait_for_port(map, "resolver");
+    let valid = site.cli_ok(&["encode", "--ip", "203.0.113.5", "mjd@plover.com"]);
+    assert_eq!(socketmap(map, &format!("virtual {valid}")), "OK mjd@plover.com");
+
+    pg.stop();
+    let out = site.cli(&["expire", "--ip", "203.0.113.5"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("state store postgresql://addrmunge@127.0.0.1"), "{err}");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("mailto:mjd-id-"), "{page}");
+        let got = socketmap(map, &format!("virtual {valid}"));
+        assert!(got == "OK mjd@plover.com" || got.starts_with("TEMP"), "{got}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    pg.resume();
+    within(Duration::from_secs(10), "the resolver is back", || {
+        socketmap(map, &format!("virtual {valid}")) == "OK mjd@plover.com"
+    });
+    site.cli_ok(&["expire", "--ip", "203.0.113.5"]);
+    within(Duration::from_secs(1), "the rule made after the outage", || {
+        socketmap(map, &format!("virtual {valid}")).starts_with("NOTFOUND")
+    });
+}
