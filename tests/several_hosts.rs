@@ -168,7 +168,10 @@ fn an_outage_never_stops_the_site_or_bounces_mail() {
     let out = site.cli(&["expire", "--ip", "203.0.113.5"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("state store postgresql://addrmunge@127.0.0.1"), "{err}");
+    assert!(
+        err.contains("state store postgresql://addrmunge@127.0.0.1"),
+        "{err}"
+    );
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
         let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);

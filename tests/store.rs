@@ -36,15 +36,17 @@ fn on_both(check: impl Fn(&mut dyn FnMut() -> Location)) {
 }
 
 #[test]
-fn rules_are_stored_found_and_removed() {
+fn rules_match_what_they_say() {
     on_both(|fresh| {
         let at = fresh();
         let mut st = Store::open(&at).unwrap();
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8:0:1::5".parse().unwrap();
         let day = d("2026-11-20");
         let visit = Claims::visit(Kind::Visitor, day, ip);
-        let subj = Subject {
-            claims: &visit,
+        let visit6 = Claims::visit(Kind::Visitor, day, v6);
+        let subj = |c| Subject {
+            claims: c,
             base: "a@b.test",
             munged: "a-id-x@b.test",
         };
@@ -59,23 +61,59 @@ fn rules_are_stored_found_and_removed() {
             Scope::Before(d("2026-11-21")),
         ];
         for scope in &scopes {
+            // The single-rule check agrees with the indexed lookup.
+            assert!(scope.covers(&subj(&visit)), "{at}: {scope}");
             let (rule, new) = st.expire(scope, "test").unwrap();
-            assert!(new, "{at}: {scope}");
-            assert_eq!(rule.scope, *scope);
+            assert!(new);
             let set = RuleSet::new(st.rules().unwrap());
-            assert_eq!(set.matching(&subj).map(|r| r.id), Some(rule.id), "{at}: {scope}");
-            assert!(!st.expire(scope, "again").unwrap().1, "{at}: duplicate {scope}");
+            assert_eq!(
+                set.matching(&subj(&visit)).map(|r| r.id),
+                Some(rule.id),
+                "{at}: {scope}"
+            );
+            assert!(
+                !st.expire(scope, "again").unwrap().1,
+                "{at}: duplicate rule for {scope}"
+            );
             assert_eq!(st.unexpire(scope).unwrap().map(|r| r.id), Some(rule.id));
-            assert!(st.unexpire(scope).unwrap().is_none());
+            assert!(
+                RuleSet::new(st.rules().unwrap())
+                    .matching(&subj(&visit))
+                    .is_none()
+            );
         }
+        // Near misses.
+        let misses = [
+            Scope::Day(d("2026-11-21")),
+            Scope::Ip(Visitor::from_ip("192.0.2.8".parse().unwrap())),
+            Scope::IpDay(Visitor::from_ip(ip), d("2026-11-21")),
+            Scope::cidr("192.0.3.0/24".parse().unwrap(), None).unwrap(),
+            Scope::cidr("192.0.2.0/24".parse().unwrap(), Some(d("2026-11-19"))).unwrap(),
+            Scope::Address("a-id-y@b.test".into()),
+            Scope::Base("c@b.test".into()),
+            Scope::Before(day),
+        ];
+        for scope in &misses {
+            assert!(!scope.covers(&subj(&visit)), "{at}: {scope}");
+            st.expire(scope, "").unwrap();
+        }
+        let set = RuleSet::new(st.rules().unwrap());
+        assert!(set.matching(&subj(&visit)).is_none());
+        // IPv6: the /64 and CIDRs up to /64.
+        st.expire(&Scope::cidr("2001:db8::/48".parse().unwrap(), None).unwrap(), "")
+            .unwrap();
+        let set = RuleSet::new(st.rules().unwrap());
+        assert!(set.matching(&subj(&visit6)).is_some());
+        assert!(set.rules().iter().any(|r| r.scope.covers(&subj(&visit6))));
+        assert!(Scope::cidr("2001:db8::/96".parse().unwrap(), None).is_err());
         let (rule, _) = st.expire(&Scope::Day(day), "by number").unwrap();
         assert_eq!(st.remove_rule(rule.id).unwrap().unwrap().reason, "by number");
         assert!(st.remove_rule(rule.id).unwrap().is_none());
         // Another connection sees what this one committed.
-        st.expire(&Scope::Ip(Visitor::from_ip(ip)), "x").unwrap();
+        let n = st.rules().unwrap().len();
         assert_eq!(
             Store::open_existing(&at).unwrap().rules().unwrap().len(),
-            1,
+            n,
             "{at}"
         );
     });
@@ -171,6 +209,27 @@ fn visits_fold_into_one_row_per_visitor_day() {
         ])
         .unwrap();
         let day = d("2026-11-20");
+        // One batch or one event at a time: the same row.
+        let mut t = Store::open(fresh()).unwrap();
+        for e in [
+            ev(100, "192.0.2.1", "Mozilla", "/style.css", 0, None),
+            ev(105, "192.0.2.1", "EmailSiphon", "/contact.html", 3, None),
+            ev(110, "192.0.2.1", "Mozilla", "/about.html", 2, None),
+            ev(
+                120,
+                "192.0.2.1",
+                "EmailSiphon",
+                "/bait/",
+                5,
+                Some(Harvester::Bait),
+            ),
+        ] {
+            t.record_visits(&[e]).unwrap();
+        }
+        assert_eq!(
+            s.visit(day, "192.0.2.1").unwrap(),
+            t.visit(day, "192.0.2.1").unwrap()
+        );
         let v = s.visit(day, "192.0.2.1").unwrap().unwrap();
         assert_eq!((v.first_seen, v.last_seen), (100, 120));
         assert_eq!(v.first_page.as_deref(), Some("/contact.html"));
@@ -219,7 +278,7 @@ fn a_watcher_sees_other_connections_commits() {
 #[test]
 fn first_opens_at_once_all_succeed() {
     on_both(|fresh| {
-        for _ in 0..5 {
+        for _ in 0..10 {
             let at = fresh();
             let go = Arc::new(Barrier::new(4));
             let openers: Vec<_> = (0..4)
@@ -245,6 +304,10 @@ fn only_an_explicit_open_makes_a_store() {
         let at = fresh();
         let e = Store::open_existing(&at).unwrap_err();
         assert!(matches!(e, StoreError::Missing(_)), "{at}: {e}");
+        assert!(
+            at.file().is_none_or(|f| !f.exists()),
+            "{at}: made by open_existing"
+        );
         drop(Store::open(&at).unwrap());
         Store::open_existing(&at).unwrap();
     });

@@ -414,36 +414,8 @@ fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::store::Store;
-
-    /// Proxy and resolver started together (systemd's usual way) both
-    /// open a store that does not exist yet: one migrates, the others
-    /// wait for it, nobody fails.
-    #[test]
-    fn first_boot_opens_at_once_all_succeed() {
-        for round in 0..30 {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("s.sqlite");
-            let go = Arc::new(std::sync::Barrier::new(4));
-            let openers: Vec<_> = (0..4)
-                .map(|_| {
-                    let (path, go) = (path.clone(), Arc::clone(&go));
-                    std::thread::spawn(move || {
-                        go.wait();
-                        Store::open(&path).map(|_| ())
-                    })
-                })
-                .collect();
-            for o in openers {
-                o.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
-            }
-            let s = Sqlite::open_existing(&path).unwrap();
-            assert_eq!(s.version().unwrap(), MIGRATIONS.len() as i64);
-        }
-    }
 
     #[test]
     fn a_newer_schema_is_refused() {
