@@ -48,6 +48,10 @@ struct Snapshot {
     blocks: HashMap<IpAddr, i64>,
     /// False when the store could not be read: answer TEMP, never guess.
     ok: bool,
+    /// True while a shared database is unreachable and these are the rules
+    /// and blocks last read: still answered from (the key decides, the
+    /// rules are as fresh as the outage is long), but reported.
+    stale: bool,
 }
 
 /// Recent judgements by (lowercased) address. Postfix asks about one
@@ -203,17 +207,20 @@ impl Resolver {
 
     /// Brings the snapshot up to date. A store that cannot be read (or was
     /// deleted or replaced) keeps the rules and blocks last read but marks
-    /// the snapshot bad, so recipients get TEMP and blocks stay in force.
+    /// the snapshot bad, so recipients get TEMP and blocks stay in force;
+    /// an unreachable database (an outage, not a lost store) keeps them in
+    /// use, marked stale (see [`Resolver::store_failed`]).
     fn refresh_once(&self, w: &mut RuleWatcher, faults: &mut FaultLog) {
-        let was_ok = self.snapshot().ok;
+        let fresh = self.snapshot_fresh();
         let result = w.refresh().and_then(|changed| {
-            if !changed && was_ok {
+            if !changed && fresh {
                 return Ok(None);
             }
             Ok(Some(Snapshot {
                 rules: w.rules(),
                 blocks: w.store()?.blocks(now_unix())?,
                 ok: true,
+                stale: false,
             }))
         });
         match result {
@@ -225,21 +232,43 @@ impl Resolver {
                 *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
             }
             Ok(None) => faults.ok(),
-            Err(e) => {
-                faults.fault(&e, "answering TEMP for recipients until it is back");
-                if !matches!(e, StoreError::Replaced(_) | StoreError::Missing(_)) {
-                    // Reopened (the same file only) at the next refresh.
-                    w.reset();
-                }
-                let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
-                if s.ok {
-                    *s = Arc::new(Snapshot {
-                        rules: Arc::clone(&s.rules),
-                        blocks: s.blocks.clone(),
-                        ok: false,
-                    });
-                }
+            Err(e) => self.store_failed(&e, w, faults),
+        }
+    }
+
+    /// After a failed refresh. A shared database that cannot be reached
+    /// (down, restarting, the network) leaves the last rules and blocks in
+    /// use: valid mail keeps being delivered and refused mail refused, as
+    /// the key and the rules known decide, rather than deferring every
+    /// message for the length of the outage. A store that is gone or
+    /// replaced, or a file that cannot be read, means TEMP until it is back.
+    fn store_failed(&self, e: &StoreError, w: &mut RuleWatcher, faults: &mut FaultLog) {
+        let outage = matches!(e, StoreError::Postgres { .. } | StoreError::Closed(_));
+        if !matches!(e, StoreError::Replaced(_) | StoreError::Missing(_)) {
+            // Reopened (the same store only) at the next refresh.
+            w.reset();
+        }
+        let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        if outage && s.ok {
+            faults.fault(e, "answering from the rules and blocks last read until it is back");
+            if !s.stale {
+                *s = Arc::new(Snapshot {
+                    rules: Arc::clone(&s.rules),
+                    blocks: s.blocks.clone(),
+                    ok: true,
+                    stale: true,
+                });
             }
+            return;
+        }
+        faults.fault(e, "answering TEMP for recipients until it is back");
+        if s.ok {
+            *s = Arc::new(Snapshot {
+                rules: Arc::clone(&s.rules),
+                blocks: s.blocks.clone(),
+                ok: false,
+                stale: false,
+            });
         }
     }
 
@@ -270,8 +299,8 @@ impl Resolver {
         );
         t.gauge(
             "addrmunge_resolver_store_ok",
-            "1 while the state store is read normally, 0 while lookups get TEMP.",
-            u64::from(self.snapshot().ok),
+            "1 while the state store is read normally; 0 while lookups get TEMP, or are answered from the rules last read because the database is unreachable.",
+            u64::from(self.snapshot_fresh()),
         );
         self.conns.render(&mut t, "addrmunge_resolver");
         t.finish()
@@ -292,6 +321,12 @@ impl Resolver {
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the old config"),
         }
+    }
+
+    /// Whether the store is being read normally.
+    fn snapshot_fresh(&self) -> bool {
+        let s = self.snapshot();
+        s.ok && !s.stale
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
