@@ -188,7 +188,10 @@ fn an_outage_never_stops_the_site_or_bounces_mail() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    assert!(site.log("resolver").contains("answering from the rules and blocks last read"));
+    assert!(
+        site.log("resolver")
+            .contains("answering from the rules and blocks last read")
+    );
 
     pg.resume();
     within(Duration::from_secs(10), "the database is back", || {
@@ -197,5 +200,47 @@ fn an_outage_never_stops_the_site_or_bounces_mail() {
     site.cli_ok(&["expire", "--ip", "203.0.113.5"]);
     within(Duration::from_secs(1), "the rule made after the outage", || {
         socketmap(map, &format!("virtual {valid}")).starts_with("NOTFOUND")
+    });
+}
+
+/// Proxy and resolver started while PostgreSQL is down: the site is served
+/// at once, the resolver answers TEMP (it has never read the rules, so it
+/// cannot decide; Postfix defers), and both take the database up when it
+/// comes, making the schema if they are first.
+#[test]
+fn daemons_start_while_the_database_is_down() {
+    let pg = Cluster::start();
+    pg.stop();
+    let (web, map) = (free_port(), free_port());
+    let up = one_page_server();
+    let site = host(
+        &pg.url(),
+        None,
+        &format!(
+            "[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n{}",
+            mx(map, free_port())
+        ),
+    );
+    let _proxy = site.start("proxy", &[]);
+    let _resolver = site.start("resolver", &[]);
+    wait_for_port(web, "proxy");
+    wait_for_port(map, "resolver");
+    let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);
+    assert_eq!(status, 200, "{page}");
+    let start = page.find("mailto:").unwrap() + "mailto:".len();
+    let munged = page[start..start + page[start..].find('"').unwrap()].to_owned();
+    assert!(munged.contains("-id-"), "{page}");
+    assert!(socketmap(map, &format!("virtual {munged}")).starts_with("TEMP"));
+
+    pg.resume();
+    within(
+        Duration::from_secs(10),
+        "the resolver takes the database up",
+        || socketmap(map, &format!("virtual {munged}")) == "OK mjd@plover.com",
+    );
+    // Visits from now on reach the database.
+    get(web, "/", &[("Host", "www.plover.com")]);
+    within(Duration::from_secs(5), "the proxy writes its visit log", || {
+        pg.psql("addrmunge", "SELECT count(*) FROM visits").trim() != "0"
     });
 }

@@ -31,12 +31,11 @@ impl VisitLog {
     /// fails at startup), and starts the writer.
     pub fn start(
         source: &Arc<StoreSource>,
-        state: &Location,
         queue: usize,
         retention_days: u32,
         metrics: &super::metrics::Metrics,
     ) -> anyhow::Result<VisitLog> {
-        let store = Pinned::new(Store::open(state)?, Arc::clone(source));
+        let store = Pinned::start(Arc::clone(source))?;
         let shape = batch::Shape {
             name: "visit-log",
             queue,

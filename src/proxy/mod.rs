@@ -128,7 +128,7 @@ impl Proxy {
         let c = &state.config;
         let metrics = metrics::Metrics::default();
         let source = StoreSource::new(&c.state);
-        let visits = VisitLog::start(&source, &c.state, c.proxy.visit_queue, c.retention_days, &metrics)?;
+        let visits = VisitLog::start(&source, c.proxy.visit_queue, c.retention_days, &metrics)?;
         let caught = Caught::load(&c.state);
         let cache = Arc::new(TokenCache::with_budget(c.proxy.token_cache_bytes));
         Ok(Arc::new(Proxy {

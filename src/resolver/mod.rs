@@ -150,8 +150,8 @@ impl Resolver {
         // The first start creates and migrates the store; from then on it
         // is only ever reopened, never created (store::Pinned).
         let source = StoreSource::new(&state);
-        let writer_store = Pinned::new(Store::open(&state)?, Arc::clone(&source));
-        let mut watcher = RuleWatcher::new(Pinned::new(Store::open_existing(&state)?, Arc::clone(&source)));
+        let writer_store = Pinned::start(Arc::clone(&source))?;
+        let mut watcher = RuleWatcher::new(Pinned::start(Arc::clone(&source))?);
         let metrics = Metrics::default();
         let shape = batch::Shape {
             name: "store-writer",
@@ -243,14 +243,17 @@ impl Resolver {
     /// message for the length of the outage. A store that is gone or
     /// replaced, or a file that cannot be read, means TEMP until it is back.
     fn store_failed(&self, e: &StoreError, w: &mut RuleWatcher, faults: &mut FaultLog) {
-        let outage = matches!(e, StoreError::Postgres { .. } | StoreError::Closed(_));
+        let outage = e.is_unreachable();
         if !matches!(e, StoreError::Replaced(_) | StoreError::Missing(_)) {
             // Reopened (the same store only) at the next refresh.
             w.reset();
         }
         let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
         if outage && s.ok {
-            faults.fault(e, "answering from the rules and blocks last read until it is back");
+            faults.fault(
+                e,
+                "answering from the rules and blocks last read until it is back",
+            );
             if !s.stale {
                 *s = Arc::new(Snapshot {
                     rules: Arc::clone(&s.rules),

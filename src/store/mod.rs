@@ -220,6 +220,18 @@ pub enum StoreError {
     Closed(Location),
 }
 
+impl StoreError {
+    /// True when a database server could not be reached or the connection
+    /// was lost (an outage), rather than reached and refusing.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Closed(_) => true,
+            StoreError::Postgres { source, .. } => source.as_db_error().is_none(),
+            _ => false,
+        }
+    }
+}
+
 /// Seconds since the Unix epoch, from the system clock.
 pub fn now_unix() -> i64 {
     SystemTime::now()

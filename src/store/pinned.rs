@@ -54,9 +54,38 @@ pub struct Pinned {
     seen_reloads: u64,
     /// Bumped whenever the connection is (re)opened.
     opened: u64,
+    /// False until the first open of a daemon that started without its
+    /// store: that open may make the schema, and pins what it finds.
+    pinned: bool,
 }
 
 impl Pinned {
+    /// A daemon's first hold: the store at the source's location, created
+    /// and migrated if need be. A shared database that cannot be reached
+    /// yet does not stop the daemon: the hold starts empty, and the first
+    /// use that reaches the database opens (and migrates) it and pins it.
+    /// Anything else (a SQLite path that cannot be opened, bad grants...)
+    /// fails the start, so a mistake is seen at once.
+    pub fn start(source: Arc<StoreSource>) -> Result<Pinned, StoreError> {
+        let at = source.at();
+        match Store::open(&at) {
+            Ok(store) => Ok(Pinned::new(store, source)),
+            Err(e) if e.is_unreachable() => {
+                tracing::warn!(error = %e, "starting without the state store; it is opened when it can be reached");
+                Ok(Pinned {
+                    seen_reloads: source.reloads.load(Ordering::Relaxed),
+                    at,
+                    identity: None,
+                    store: None,
+                    source,
+                    opened: 0,
+                    pinned: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Pins the file `store` was opened on.
     pub fn new(store: Store, source: Arc<StoreSource>) -> Pinned {
         Pinned {
@@ -66,6 +95,7 @@ impl Pinned {
             store: Some(store),
             source,
             opened: 1,
+            pinned: true,
         }
     }
 
@@ -84,9 +114,18 @@ impl Pinned {
                 }
                 self.at = at;
                 self.identity = s.identity();
+                self.pinned = true;
                 self.store = Some(s);
                 self.opened += 1;
             }
+        }
+        if !self.pinned {
+            let s = Store::open(&self.at)?;
+            tracing::info!(state = %self.at, "the state store can be reached now");
+            self.identity = s.identity();
+            self.pinned = true;
+            self.store = Some(s);
+            self.opened += 1;
         }
         if self.store.is_none() {
             let s = Store::open_existing(&self.at)?;
