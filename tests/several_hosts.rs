@@ -35,6 +35,15 @@ fn mx(map: u16, policy: u16) -> String {
     )
 }
 
+/// A site on one host (proxy and resolver, one config): the host, the
+/// proxy's port and the socketmap's.
+fn one_host_site(url: &str) -> (Instance, u16, u16) {
+    let (web, map) = (free_port(), free_port());
+    let up = one_page_server();
+    let proxy = format!("[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n");
+    (host(url, None, &(proxy + &mx(map, free_port()))), web, map)
+}
+
 /// The policy service's action for mail from `client` to `recipient`.
 fn policy(port: u16, client: &str, recipient: &str) -> String {
     let mut p = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -148,16 +157,7 @@ fn rules_visits_arrivals_and_blocks_reach_every_host() {
 fn an_outage_never_stops_the_site_or_bounces_mail() {
     let pg = Cluster::start();
     let url = pg.url();
-    let (web, map) = (free_port(), free_port());
-    let up = one_page_server();
-    let site = host(
-        &url,
-        None,
-        &format!(
-            "[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n{}",
-            mx(map, free_port())
-        ),
-    );
+    let (site, web, map) = one_host_site(&url);
     let _proxy = site.start("proxy", &[]);
     let _resolver = site.start("resolver", &[]);
     wait_for_port(web, "proxy");
@@ -211,16 +211,7 @@ fn an_outage_never_stops_the_site_or_bounces_mail() {
 fn daemons_start_while_the_database_is_down() {
     let pg = Cluster::start();
     pg.stop();
-    let (web, map) = (free_port(), free_port());
-    let up = one_page_server();
-    let site = host(
-        &pg.url(),
-        None,
-        &format!(
-            "[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n{}",
-            mx(map, free_port())
-        ),
-    );
+    let (site, web, map) = one_host_site(&pg.url());
     let _proxy = site.start("proxy", &[]);
     let _resolver = site.start("resolver", &[]);
     wait_for_port(web, "proxy");

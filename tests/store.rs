@@ -186,44 +186,34 @@ fn ev(
     }
 }
 
+/// A day's requests: two visitors, one of them fetching the bait.
+fn events() -> Vec<VisitEvent> {
+    vec![
+        ev(100, "192.0.2.1", "Mozilla", "/style.css", 0, None),
+        ev(105, "192.0.2.1", "EmailSiphon", "/contact.html", 3, None),
+        ev(110, "192.0.2.1", "Mozilla", "/about.html", 2, None),
+        ev(
+            120,
+            "192.0.2.1",
+            "EmailSiphon",
+            "/bait/",
+            5,
+            Some(Harvester::Bait),
+        ),
+        ev(111, "2001:db8:1:2::/64", "curl", "/", 0, None),
+    ]
+}
+
 #[test]
 fn visits_fold_into_one_row_per_visitor_day() {
     on_both(|fresh| {
         let mut s = Store::open(fresh()).unwrap();
-        s.record_visits(&[
-            ev(100, "192.0.2.1", "Mozilla", "/style.css", 0, None),
-            ev(105, "192.0.2.1", "EmailSiphon", "/contact.html", 3, None),
-        ])
-        .unwrap();
-        s.record_visits(&[
-            ev(110, "192.0.2.1", "Mozilla", "/about.html", 2, None),
-            ev(
-                120,
-                "192.0.2.1",
-                "EmailSiphon",
-                "/bait/",
-                5,
-                Some(Harvester::Bait),
-            ),
-            ev(111, "2001:db8:1:2::/64", "curl", "/", 0, None),
-        ])
-        .unwrap();
+        s.record_visits(&events()[..2]).unwrap();
+        s.record_visits(&events()[2..]).unwrap();
         let day = d("2026-11-20");
         // One batch or one event at a time: the same row.
         let mut t = Store::open(fresh()).unwrap();
-        for e in [
-            ev(100, "192.0.2.1", "Mozilla", "/style.css", 0, None),
-            ev(105, "192.0.2.1", "EmailSiphon", "/contact.html", 3, None),
-            ev(110, "192.0.2.1", "Mozilla", "/about.html", 2, None),
-            ev(
-                120,
-                "192.0.2.1",
-                "EmailSiphon",
-                "/bait/",
-                5,
-                Some(Harvester::Bait),
-            ),
-        ] {
+        for e in events().into_iter().filter(|e| e.visitor == "192.0.2.1") {
             t.record_visits(&[e]).unwrap();
         }
         assert_eq!(
