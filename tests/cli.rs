@@ -327,6 +327,7 @@ fn help_everywhere() {
         "resolver",
         "completions",
         "manpage",
+        "store",
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
             .args([sub, "--help"])
@@ -562,4 +563,13 @@ fn check_config_scan_lists_what_is_munged_and_what_is_left_alone() {
         said.contains("line 3      left alone  secret@plover.com: the user info of a URL"),
         "{said}"
     );
+}
+
+#[test]
+fn store_grants_are_for_postgresql_and_prune_works_on_sqlite() {
+    let env = Env::new();
+    let out = env.run(&["store", "grants"]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("postgresql://"), "{}", stderr(&out));
+    assert_eq!(env.ok(&["store", "prune"]), "pruned 0 rows older than 180 days");
 }

@@ -235,3 +235,102 @@ fn daemons_start_while_the_database_is_down() {
         pg.psql("addrmunge", "SELECT count(*) FROM visits").trim() != "0"
     });
 }
+
+/// Least privilege: with the roles and the GRANTs `store grants` prints,
+/// the proxy only adds visits and the resolver only reads rules and adds
+/// arrivals and blocks; each daemon does its whole job with them, and
+/// nothing more is allowed.
+#[test]
+fn each_daemon_works_with_only_its_grants() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE ROLE am_proxy LOGIN; CREATE ROLE am_resolver LOGIN",
+    );
+    let owner = host(&pg.url(), None, "");
+    let grants = owner.cli_ok(&[
+        "store",
+        "grants",
+        "--proxy-role",
+        "am_proxy",
+        "--resolver-role",
+        "am_resolver",
+    ]);
+    pg.psql("addrmunge", &grants);
+
+    let (web, map, pol) = (free_port(), free_port(), free_port());
+    let up = one_page_server();
+    let web_host = host(
+        &pg.url_as("am_proxy", "addrmunge"),
+        Some(&owner),
+        &format!("[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n"),
+    );
+    let mail_host = host(
+        &pg.url_as("am_resolver", "addrmunge"),
+        Some(&owner),
+        &mx(map, pol),
+    );
+    let _proxy = web_host.start("proxy", &[]);
+    let _resolver = mail_host.start("resolver", &[]);
+    wait_for_port(web, "proxy");
+    wait_for_port(pol, "resolver");
+
+    // The proxy's visits land; the resolver judges, records and blocks.
+    let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);
+    assert_eq!(status, 200, "{page}");
+    within(Duration::from_secs(5), "the proxy's visit", || {
+        pg.psql("addrmunge", "SELECT count(*) FROM visits").trim() == "1"
+    });
+    let valid = owner.cli_ok(&["encode", "--ip", "203.0.113.5", "mjd@plover.com"]);
+    assert_eq!(policy(pol, "192.0.2.30", &valid), "action=DUNNO");
+    let trap = owner.cli_ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.1",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ]);
+    assert!(policy(pol, "192.0.2.66", &trap).starts_with("action=DISCARD"));
+    within(
+        Duration::from_secs(5),
+        "the resolver's arrivals and block",
+        || {
+            pg.psql("addrmunge", "SELECT count(*) FROM arrivals").trim() == "2"
+                && pg.psql("addrmunge", "SELECT count(*) FROM blocks").trim() == "1"
+        },
+    );
+    owner.cli_ok(&["expire", "--ip", "203.0.113.5"]);
+    within(
+        Duration::from_secs(1),
+        "the resolver sees the owner's rule",
+        || socketmap(map, &format!("virtual {valid}")).starts_with("NOTFOUND"),
+    );
+
+    // Nothing beyond that.
+    for (role, sql) in [
+        (
+            "am_proxy",
+            "INSERT INTO rules(scope, day, created) VALUES ('day', 1, 0)",
+        ),
+        ("am_proxy", "DELETE FROM visits"),
+        ("am_proxy", "SELECT * FROM arrivals"),
+        ("am_proxy", "INSERT INTO blocks VALUES ('192.0.2.1', 1, '', 0)"),
+        ("am_resolver", "DELETE FROM rules"),
+        (
+            "am_resolver",
+            "INSERT INTO rules(scope, day, created) VALUES ('day', 1, 0)",
+        ),
+        ("am_resolver", "SELECT * FROM visits"),
+        ("am_resolver", "DELETE FROM arrivals"),
+    ] {
+        let e = pg.psql_as(role, "addrmunge", sql).unwrap_err();
+        assert!(e.contains("permission denied"), "{role}: {sql}: {e}");
+    }
+    assert!(owner.cli_ok(&["store", "prune"]).starts_with("pruned "));
+    assert!(
+        !web_host.log("proxy").contains("ERROR"),
+        "{}",
+        web_host.log("proxy")
+    );
+}

@@ -10,6 +10,7 @@ mod docs;
 mod forensics;
 mod rules;
 mod serve;
+mod store;
 
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -134,6 +135,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = BlockFormatArg::Plain)]
         format: BlockFormatArg,
     },
+    /// The state store itself: least-privilege grants for a shared
+    /// database, and pruning past `retention`.
+    Store {
+        #[command(subcommand)]
+        what: StoreCommand,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -156,6 +163,23 @@ pub enum Command {
         #[arg(long)]
         date: Option<Day>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Print the GRANTs that give the proxy's and the resolver's roles
+    /// only their part of a PostgreSQL store (making the schema first).
+    Grants {
+        /// The role the proxies connect as.
+        #[arg(long, default_value = "addrmunge_proxy")]
+        proxy_role: String,
+        /// The role the resolvers connect as.
+        #[arg(long, default_value = "addrmunge_resolver")]
+        resolver_role: String,
+    },
+    /// Delete visits, arrivals and ended blocks past `retention` (the proxy
+    /// does this itself where its role may; run it daily where not).
+    Prune,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -317,6 +341,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Expire(spec) => rules::expire(&load()?, spec, &mut out)?,
         Command::Unexpire { spec, rule } => rules::unexpire(&load()?, spec, *rule, &mut out)?,
         Command::Rules { json } => rules::list(&load()?, *json, &mut out)?,
+        Command::Store { what } => store::run(&load()?, what, &mut out)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,8 @@ use crate::address::Protection;
 use crate::config::{AgentRule, Bait};
 use crate::day::Day;
 use crate::store::{
-    FaultLog, Harvester, Location, Pinned, Store, StoreError, StoreSource, VisitEvent, batch, now_unix,
+    FaultLog, Harvester, Location, Pinned, Store, StoreError, StoreSource, VisitEvent, batch,
+    retention_cutoff,
 };
 use crate::token::{Claims, KeyRing, Kind};
 
@@ -49,6 +50,7 @@ impl VisitLog {
         let sink = Visits {
             retention_days,
             last_prune: None,
+            may_prune: true,
         };
         let dropped = Arc::clone(&metrics.visits_dropped);
         Ok(VisitLog {
@@ -69,6 +71,8 @@ impl VisitLog {
 struct Visits {
     retention_days: u32,
     last_prune: Option<Instant>,
+    /// False once the store refused a prune for want of a grant.
+    may_prune: bool,
 }
 
 impl batch::Sink for Visits {
@@ -80,27 +84,33 @@ impl batch::Sink for Visits {
     }
 
     fn between(&mut self, store: &mut Pinned) {
-        if self
-            .last_prune
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
+        if !self.may_prune
+            || self
+                .last_prune
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
         {
             return;
         }
         let days = self.retention_days;
-        let cutoff_day = Day::today()
-            .checked_sub(u16::try_from(days).unwrap_or(u16::MAX))
-            .unwrap_or_else(|| Day::from_number(0));
-        let cutoff_time = now_unix() - i64::from(days) * 86_400;
+        let (cutoff_day, cutoff_time) = retention_cutoff(days);
         let pruned = store.with(|s| {
             s.relax_durability()?;
             s.prune(cutoff_day, cutoff_time)
         });
+        // Hourly, or never again when this role may not delete: with a
+        // shared database, least privilege leaves pruning to the owner.
+        self.last_prune = Some(Instant::now());
         match pruned {
             Ok(n) if n > 0 => tracing::info!(rows = n, retention_days = days, "pruned the visit log"),
             Ok(_) => {}
+            Err(e) if e.is_denied() => {
+                tracing::info!(
+                    "this role may not prune the store; run `addrmunge store prune` as the owner (daily, from a timer)"
+                );
+                self.may_prune = false;
+            }
             Err(e) => tracing::warn!(error = %e, "pruning the visit log failed"),
         }
-        self.last_prune = Some(Instant::now());
     }
 }
 

@@ -27,7 +27,7 @@ mod records;
 pub mod sqlite;
 pub use location::{BadUrl, Location, PgUrl};
 pub use pinned::{FaultLog, Pinned, StoreSource};
-pub use records::{Arrival, Block, Harvester, Visit, VisitEvent};
+pub use records::{Arrival, Block, Harvester, Visit, VisitEvent, retention_cutoff};
 
 /// Rules, blocks and arrivals: what the daemons and `expire` need.
 pub trait Backend: Log + Send + fmt::Debug {
@@ -229,6 +229,13 @@ impl StoreError {
             StoreError::Postgres { source, .. } => source.as_db_error().is_none(),
             _ => false,
         }
+    }
+
+    /// True when the database refused for want of a grant (a daemon's role
+    /// may do only its part).
+    pub fn is_denied(&self) -> bool {
+        matches!(self, StoreError::Postgres { source, .. }
+            if source.code() == Some(&::postgres::error::SqlState::INSUFFICIENT_PRIVILEGE))
     }
 }
 

@@ -180,6 +180,15 @@ pub(crate) fn fold(events: &[VisitEvent]) -> Vec<Folded<'_>> {
     days
 }
 
+/// What retention keeps, `days` long: visits from this day on, arrivals
+/// and ended blocks from this time (Unix seconds) on.
+pub fn retention_cutoff(days: u32) -> (Day, i64) {
+    let day = Day::today()
+        .checked_sub(u16::try_from(days).unwrap_or(u16::MAX))
+        .unwrap_or_else(|| Day::from_number(0));
+    (day, super::now_unix() - i64::from(days) * 86_400)
+}
+
 /// A blocked client.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Block {

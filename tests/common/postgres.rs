@@ -108,26 +108,23 @@ impl Cluster {
 
     /// Runs SQL in database `db` with psql; its output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.psql_as("addrmunge", db, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs SQL in database `db` as `user`: its output, or psql's error.
+    pub fn psql_as(&self, user: &str, db: &str, sql: &str) -> Result<String, String> {
+        let port = self.port.to_string();
         let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "addrmunge",
-                "-d",
-                db,
-            ])
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", user, "-d", db])
             .args(["-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        if out.status.success() {
+            Ok(String::from_utf8(out.stdout).unwrap())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// A fresh, empty database; its URL.

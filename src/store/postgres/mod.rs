@@ -416,3 +416,33 @@ fn pg_error(at: &Location, source: postgres::Error) -> StoreError {
         source,
     }
 }
+
+/// The GRANTs that give each daemon's role its part and no more, for the
+/// owner (who made the schema) to run: a proxy only adds visits (and reads
+/// them, for the harvesters caught before a restart); a resolver reads the
+/// rules and blocks and adds arrivals and blocks. Everything else (rules,
+/// pruning) stays with the owner.
+pub fn grants(proxy: &str, resolver: &str) -> String {
+    let (p, r) = (quote_ident(proxy), quote_ident(resolver));
+    format!(
+        "-- addrmunge: roles for a shared store. Run as the owner (the role the CLI uses),
+-- after any addrmunge command made the schema. Make the roles first if need be:
+--   CREATE ROLE {p} LOGIN PASSWORD '...';
+--   CREATE ROLE {r} LOGIN PASSWORD '...';
+GRANT USAGE ON SCHEMA public TO {p}, {r};
+GRANT SELECT ON addrmunge_schema TO {p}, {r};
+-- The proxy: its visit log.
+GRANT SELECT, INSERT, UPDATE ON visits TO {p};
+-- The resolver: rules and blocks to judge by; arrivals and trap blocks to add.
+GRANT SELECT ON rules TO {r};
+GRANT SELECT, INSERT, UPDATE ON blocks TO {r};
+GRANT INSERT ON arrivals TO {r};
+GRANT USAGE ON SEQUENCE arrivals_id_seq TO {r};
+"
+    )
+}
+
+/// `name` as an SQL identifier, quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
