@@ -338,3 +338,53 @@ fn a_recreated_database_is_not_taken_for_the_old_one() {
     source.reload(&at);
     assert!(pinned.store().unwrap().rules().unwrap().is_empty());
 }
+
+/// TLS to the database: with `sslmode=require` and the server's CA as
+/// `sslrootcert` the connection is TLS (the server says so), the CA that
+/// did not issue the certificate is refused, and so are the system's roots.
+#[test]
+fn tls_to_the_database_is_verified() {
+    let pg = Cluster::start_tls();
+    let ca = pg.ca();
+    let url = |q: &str| Location::parse(&pg.url().replace("sslmode=disable", q), "/".as_ref()).unwrap();
+    let tls = url(&format!("sslmode=require&sslrootcert={}", ca.display()));
+    let mut st = Store::open(&tls).unwrap();
+    st.expire(&Scope::Day(d("2026-01-01")), "over TLS").unwrap();
+    let ssl = pg.psql(
+        "postgres",
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'addrmunge'",
+    );
+    assert_eq!(ssl.trim(), "t");
+    drop(st);
+    let other = tempfile::tempdir().unwrap();
+    common::self_signed_cert(other.path());
+    let wrong = url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        other.path().join("fullchain.pem").display()
+    ));
+    let e = Store::open(&wrong).unwrap_err().to_string();
+    assert!(e.contains("certificate"), "{e}");
+    let e = Store::open(url("sslmode=require")).unwrap_err().to_string();
+    assert!(e.contains("certificate") || e.contains("CA"), "{e}");
+    let missing = url("sslmode=require&sslrootcert=/nonexistent/ca.pem");
+    let e = Store::open(&missing).unwrap_err().to_string();
+    assert!(e.contains("sslrootcert=/nonexistent/ca.pem"), "{e}");
+}
+
+/// A database on the same host through its unix socket, as the README
+/// suggests where TLS is not used.
+#[test]
+fn a_unix_socket_url_works() {
+    let pg = Cluster::start();
+    let url = format!(
+        "postgresql://addrmunge@/addrmunge?host={}&port={}",
+        pg.socket_dir().display(),
+        pg.port
+    );
+    let mut st = Store::open(Location::parse(&url, "/".as_ref()).unwrap()).unwrap();
+    st.expire(&Scope::Day(d("2026-01-01")), "by socket").unwrap();
+    assert_eq!(
+        pg.psql("addrmunge", "SELECT reason FROM rules").trim(),
+        "by socket"
+    );
+}

@@ -19,8 +19,25 @@ pub enum Location {
 /// `check-config`) without its password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PgUrl {
+    /// What the client parses: libpq's `sslrootcert` taken out, the
+    /// verifying `sslmode`s as `require` (TLS here always verifies).
     url: String,
     shown: String,
+    tls: Tls,
+}
+
+/// Whether the connection is TLS, as `sslmode` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// `disable`, `allow`, `prefer` or none: plain.
+    Off,
+    /// `require`, `verify-ca` or `verify-full`: TLS, the server's
+    /// certificate verified (chain and name) against `sslrootcert`, or the
+    /// system's roots without it.
+    Verified {
+        /// The CA certificates file (PEM).
+        roots: Option<PathBuf>,
+    },
 }
 
 /// A `state` that names a database but cannot be used.
@@ -80,10 +97,12 @@ impl PgUrl {
     /// Checks `url` with the client's own parser.
     pub fn parse(url: &str) -> Result<PgUrl, BadUrl> {
         let shown = redact(url);
-        let config = postgres::Config::from_str(url).map_err(|e| BadUrl {
+        let bad = |why: String| BadUrl {
             shown: shown.clone(),
-            why: e.to_string(),
-        })?;
+            why,
+        };
+        let (client_url, tls) = split_tls(url).map_err(bad)?;
+        let config = postgres::Config::from_str(&client_url).map_err(|e| bad(e.to_string()))?;
         if config.get_hosts().is_empty() {
             return Err(BadUrl {
                 shown,
@@ -91,15 +110,58 @@ impl PgUrl {
             });
         }
         Ok(PgUrl {
-            url: url.to_owned(),
+            url: client_url,
             shown,
+            tls,
         })
+    }
+
+    /// Whether and how the connection is TLS.
+    pub fn tls(&self) -> &Tls {
+        &self.tls
     }
 
     /// The client's configuration.
     pub fn config(&self) -> postgres::Config {
         postgres::Config::from_str(&self.url).expect("checked when parsed")
     }
+}
+
+/// The URL the client parses, and the TLS it asks for: `sslrootcert`
+/// (which the client does not know) taken out, and a verifying `sslmode`
+/// given to it as `require`.
+fn split_tls(url: &str) -> Result<(String, Tls), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), Tls::Off));
+    };
+    let mut roots = None;
+    let mut verified = false;
+    let mut kept = Vec::new();
+    for kv in query.split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match (k, v) {
+            ("sslrootcert", path) => roots = Some(PathBuf::from(path)),
+            ("sslmode", "require" | "verify-ca" | "verify-full") => {
+                verified = true;
+                kept.push("sslmode=require".to_owned());
+            }
+            _ => kept.push(kv.to_owned()),
+        }
+    }
+    if roots.is_some() && !verified {
+        return Err("sslrootcert needs sslmode=require, verify-ca or verify-full".into());
+    }
+    let tls = if verified {
+        Tls::Verified { roots }
+    } else {
+        Tls::Off
+    };
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, tls))
 }
 
 /// `url` with the password, in its authority or in a `password=`
@@ -171,6 +233,28 @@ mod tests {
         }
         let e = Location::parse("postgresql://am@db.test/am?sslmode=sometimes", base).unwrap_err();
         assert!(e.to_string().contains("sslmode"), "{e}");
+        let e = Location::parse("postgresql://am@db.test/am?sslrootcert=/ca.pem", base).unwrap_err();
+        assert!(e.to_string().contains("sslmode=require"), "{e}");
+    }
+
+    #[test]
+    fn sslmode_chooses_tls() {
+        let tls = |url: &str| match Location::parse(url, Path::new("/")).unwrap() {
+            Location::Postgres(u) => u.tls().clone(),
+            Location::Sqlite(_) => unreachable!(),
+        };
+        assert_eq!(tls("postgresql://a@h/d"), Tls::Off);
+        assert_eq!(tls("postgresql://a@h/d?sslmode=prefer"), Tls::Off);
+        assert_eq!(
+            tls("postgresql://a@h/d?sslmode=require"),
+            Tls::Verified { roots: None }
+        );
+        assert_eq!(
+            tls("postgresql://a@h/d?sslmode=verify-full&sslrootcert=/etc/ca.pem&connect_timeout=3"),
+            Tls::Verified {
+                roots: Some("/etc/ca.pem".into())
+            }
+        );
     }
 
     #[test]

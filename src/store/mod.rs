@@ -25,7 +25,7 @@ mod pinned;
 pub mod postgres;
 mod records;
 pub mod sqlite;
-pub use location::{BadUrl, Location, PgUrl};
+pub use location::{BadUrl, Location, PgUrl, Tls};
 pub use pinned::{FaultLog, Pinned, StoreSource};
 pub use records::{Arrival, Block, Harvester, Visit, VisitEvent, retention_cutoff};
 
@@ -208,16 +208,40 @@ pub enum StoreError {
     )]
     Missing(Location),
     /// PostgreSQL failed, or could not be reached.
-    #[error("state store {at}: {source}")]
+    #[error("state store {at}: {}", with_causes(source))]
     Postgres {
         /// The database.
         at: Location,
         /// The client's error.
         source: ::postgres::Error,
     },
+    /// TLS to the database cannot be set up as the URL asks.
+    #[error("state store {at}: TLS: {why}")]
+    Tls {
+        /// The database.
+        at: Location,
+        /// What is wrong, and how to fix it.
+        why: String,
+    },
     /// The connection to the database was lost.
     #[error("state store {0}: the connection was lost; it is reopened at the next use")]
     Closed(Location),
+}
+
+/// An error and what caused it, as one line: the client says "error
+/// performing TLS handshake" and keeps the why (an unknown issuer...) in
+/// its source.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl StoreError {

@@ -14,6 +14,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Serving TLS with a certificate for 127.0.0.1 from [`Cluster::ca`].
+    tls: bool,
 }
 
 /// The newest installed server's programs.
@@ -48,6 +50,26 @@ fn as_postgres(cmd: &str) {
 impl Cluster {
     /// A new cluster with a superuser `addrmunge` and a database `addrmunge`.
     pub fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    /// [`Cluster::start`] serving TLS too, its certificate for IP 127.0.0.1
+    /// issued by a CA of its own ([`Cluster::ca`]).
+    pub fn start_tls() -> Cluster {
+        Cluster::start_with(true)
+    }
+
+    /// The folder holding the server's unix socket.
+    pub fn socket_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The CA file (PEM) that issued a TLS cluster's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(tls: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(
@@ -63,9 +85,13 @@ impl Cluster {
             "{} -D {d}/data -A trust -U addrmunge --no-sync >/dev/null",
             bin("initdb").display()
         ));
+        if tls {
+            make_certificates(dir.path());
+        }
         let cluster = Cluster {
             dir,
             port: free_port(),
+            tls,
         };
         cluster.pg_ctl("start");
         wait_for_port(cluster.port, "postgres");
@@ -75,10 +101,13 @@ impl Cluster {
 
     fn pg_ctl(&self, what: &str) {
         let d = self.dir.path().display();
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port
         );
+        if self.tls {
+            opts += &format!(" -c ssl=on -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key");
+        }
         as_postgres(&format!(
             "{} -D {d}/data -o '{opts}' -l {d}/log -w -m fast {what}",
             bin("pg_ctl").display()
@@ -132,6 +161,85 @@ impl Cluster {
         self.psql("postgres", &format!("CREATE DATABASE {name}"));
         self.url_as("addrmunge", name)
     }
+}
+
+/// A CA, and a server certificate for IP 127.0.0.1 it issued, in `dir`;
+/// the server's key is the postgres user's, mode 0600, as PostgreSQL wants.
+fn make_certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let days = ["-days", "2"];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=addrmunge test CA",
+            ][..],
+            &days,
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+            ][..],
+            &days,
+            &["-extfile", "ext.cnf", "-out", "server.pem"],
+        ]
+        .concat(),
+    );
+    let key = dir.join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        Command::new("chown")
+            .arg("postgres")
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 impl Drop for Cluster {

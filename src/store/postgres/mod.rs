@@ -16,7 +16,7 @@
 //!
 //! Calls block (the `postgres` client, tokio-postgres run on a runtime of
 //! its own): they are made from the CLI and the daemons' store threads,
-//! never from async code.
+//! never from async code. TLS is rustls ([`tls`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,12 +26,13 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
-use super::location::PgUrl;
+use super::location::{PgUrl, Tls};
 use super::{Arrival, Backend, Location, StoreError, now_unix};
 use crate::rules::{Rule, Scope};
 use crate::token::Kind;
 
 mod log;
+mod tls;
 
 /// Schema migrations; `MIGRATIONS[n]` takes the version from `n` to `n + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -153,7 +154,11 @@ impl Postgres {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("addrmunge");
-        let client = config.connect(NoTls).map_err(|e| pg_error(&at, e))?;
+        let client = match url.tls() {
+            Tls::Off => config.connect(NoTls),
+            Tls::Verified { roots } => config.connect(tls::connector(&at, roots.as_deref())?),
+        }
+        .map_err(|e| pg_error(&at, e))?;
         Ok(Postgres {
             client,
             at,
