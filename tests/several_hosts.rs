@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::daemon::get;
+use common::postfix::Mail;
 use common::postgres::Cluster;
 use common::wire::socketmap;
 use common::{Instance, free_port, one_page_server, wait_for_port};
@@ -333,4 +334,70 @@ fn each_daemon_works_with_only_its_grants() {
         "{}",
         web_host.log("proxy")
     );
+}
+
+/// The README's topology with real mail servers: a proxy, two MX (each a
+/// real Postfix asking its own resolver) and a CLI host on one database.
+/// Mail to the address a visitor was served reaches MX 2 and is traced on
+/// the CLI host; an expire there makes both Postfix refuse it at RCPT; a
+/// trap hit at MX 1 gets the client refused at MX 2.
+#[test]
+fn two_postfix_mx_share_rules_and_blocks() {
+    let pg = Cluster::start();
+    let url = pg.url();
+    let web = free_port();
+    let up = one_page_server();
+    let web_host = host(
+        &url,
+        None,
+        &format!("[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n"),
+    );
+    let _proxy = web_host.start("proxy", &[]);
+    wait_for_port(web, "proxy");
+    let mx1 = Mail::start_shared(&url, Some(&web_host), "");
+    let mx2 = Mail::start_shared(&url, Some(&web_host), "");
+    let cli = host(&url, Some(&web_host), "");
+
+    let (_, page) = get(web, "/", &[("Host", "www.plover.com")]);
+    let start = page.find("mailto:").unwrap() + "mailto:".len();
+    let munged = page[start..start + page[start..].find('"').unwrap()].to_owned();
+    let (ok, t) = mx2.send("127.0.0.5", &munged);
+    assert!(ok, "{t}");
+    assert!(mx2.delivered("mjd", &munged), "not delivered at MX 2");
+    let trace = cli.cli_ok(&["trace", &munged]);
+    assert!(
+        trace.contains("127.0.0.1") && trace.contains("127.0.0.5"),
+        "{trace}"
+    );
+
+    cli.cli_ok(&["expire", "--ip", "127.0.0.1"]);
+    for (mx, what) in [(&mx1, "MX 1"), (&mx2, "MX 2")] {
+        within(Duration::from_secs(1), what, || {
+            mx.postmap("recipient", &munged).1.starts_with("REJECT")
+        });
+        let (ok, t) = mx.send("127.0.0.5", &munged);
+        assert!(!ok && t.contains("<** 5"), "{what} took it:\n{t}");
+    }
+
+    let trap = cli.cli_ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.1",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ]);
+    let (ok, t) = mx1.send("127.0.0.7", &trap);
+    assert!(ok, "a trap looks accepted: {t}");
+    let valid = cli.cli_ok(&["encode", "--ip", "203.0.113.5", "mjd@plover.com"]);
+    within(Duration::from_secs(1), "MX 2 knows the block", || {
+        mx2.postmap("client", "127.0.0.7").1.starts_with("REJECT")
+    });
+    let (ok, t) = mx2.send("127.0.0.7", &valid);
+    assert!(
+        !ok && t.contains("<** 5"),
+        "MX 2 took mail from the trap's client:\n{t}"
+    );
+    let (ok, t) = mx2.send("127.0.0.8", &valid);
+    assert!(ok, "{t}");
 }

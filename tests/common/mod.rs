@@ -179,7 +179,9 @@ impl Instance {
         Instance::build(tempfile::tempdir().unwrap(), "addrmunge.key", state, config)
     }
 
-    fn build(dir: tempfile::TempDir, key_file: &str, state: &str, config: &str) -> Instance {
+    /// An instance in `dir` with its key at `key_file` and its store at
+    /// `state` (a path or a database URL).
+    pub fn build(dir: tempfile::TempDir, key_file: &str, state: &str, config: &str) -> Instance {
         let text = format!("key_file = \"{key_file}\"\nstate = \"{state}\"\n{config}");
         std::fs::write(dir.path().join("addrmunge.toml"), text).unwrap();
         let key = dir.path().join(key_file);

@@ -104,6 +104,16 @@ impl Mail {
     /// A resolver protecting `protect` (its `[[protect]]` tables), `extra`
     /// in its `[resolver]` section, and a Postfix in front of it.
     pub fn start_with(protect: &str, extra: &str, setup: Setup) -> Mail {
+        Mail::start_in("state.sqlite", None, protect, extra, setup)
+    }
+
+    /// An MX of a site on several hosts: its store at `state` (a database
+    /// URL), and `key_from`'s key if given.
+    pub fn start_shared(state: &str, key_from: Option<&Instance>, extra: &str) -> Mail {
+        Mail::start_in(state, key_from, PROTECT, extra, Setup::Inet)
+    }
+
+    fn start_in(state: &str, key_from: Option<&Instance>, protect: &str, extra: &str, setup: Setup) -> Mail {
         let dir = tempfile::tempdir().unwrap();
         let (smtp, map, policy) = (free_port(), free_port(), free_port());
         let listeners = if setup == Setup::Chroot {
@@ -130,8 +140,10 @@ impl Mail {
                 sock = dir.path().join("map.sock").display()
             )
         };
-        let inst = Instance::in_dir(
+        let inst = Instance::build(
             dir,
+            "addrmunge.key",
+            state,
             &format!(
                 r#"{protect}
 [resolver]
@@ -145,6 +157,9 @@ block_for = "1h"
             ),
         );
         fs::set_permissions(inst.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        if let Some(other) = key_from {
+            inst.share_key(other);
+        }
         let resolver = inst.start("resolver", &[]);
         let mut mail = Mail {
             smtp,
