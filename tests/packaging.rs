@@ -213,11 +213,26 @@ fn the_dockerfile_copies_what_the_build_reads() {
     for service in ["web:", "proxy:", "resolver:", "postfix:", "keygen:"] {
         assert!(compose.contains(service), "{service}");
     }
-    addrmunge::Config::from_toml(
-        Path::new("/etc/addrmunge/addrmunge.toml"),
-        &fs::read_to_string(root().join("docker/addrmunge.toml")).unwrap(),
-    )
-    .unwrap();
+    for config in ["docker/addrmunge.toml", "docker/addrmunge.postgres.toml"] {
+        addrmunge::Config::from_toml(
+            Path::new("/etc/addrmunge/addrmunge.toml"),
+            &fs::read_to_string(root().join(config)).unwrap(),
+        )
+        .unwrap();
+    }
+    // The PostgreSQL variant overrides the two daemons' config and adds the database.
+    let pg = fs::read_to_string(root().join("docker/compose.postgres.yaml")).unwrap();
+    for needed in [
+        "db:",
+        "proxy:",
+        "resolver:",
+        "./addrmunge.postgres.toml:/etc/addrmunge/addrmunge.toml",
+        "service_healthy",
+    ] {
+        assert!(pg.contains(needed), "compose.postgres.yaml: {needed}");
+    }
+    let cfg = fs::read_to_string(root().join("docker/addrmunge.postgres.toml")).unwrap();
+    assert!(cfg.contains("@db:5432/"), "{cfg}");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
