@@ -44,6 +44,7 @@ impl VisitLog {
             // Polled, not woken: recording costs a request no system call.
             every: Some(Duration::from_millis(200)),
             retry_after: None,
+            hold: queue,
             lost: "visit records are dropped until it is back",
         };
         let faults = FaultLog::new("writing the visit log", Arc::clone(&metrics.store_faults));

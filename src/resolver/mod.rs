@@ -160,6 +160,7 @@ impl Resolver {
             // Woken by the first record: a block must reach the store soon.
             every: None,
             retry_after: Some(Duration::from_millis(500)),
+            hold: QUEUE,
             lost: "arrivals and blocks are dropped until it is back",
         };
         let writer_faults = FaultLog::new("writing arrivals and blocks", Arc::clone(&metrics.store_faults));

@@ -4,7 +4,10 @@
 //! takes what has queued up and writes it as one batch through a
 //! [`Pinned`] connection, so losing a record is always preferred to
 //! stalling a response or an SMTP session, or to writing into a store that
-//! is not the one the daemon started with.
+//! is not the one the daemon started with. While the store fails, up to
+//! `hold` records are kept and written with the next batch that goes
+//! through (a database restarting loses nothing it need not); beyond that
+//! they are dropped and counted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +31,9 @@ pub struct Shape {
     pub every: Option<Duration>,
     /// `Some`: a failed batch is tried once more after this pause.
     pub retry_after: Option<Duration>,
+    /// Records of failed batches kept for the next try, at most (the
+    /// oldest are kept: the first sight of a harvester matters most).
+    pub hold: usize,
     /// What a lasting fault costs, for the log.
     pub lost: &'static str,
 }
@@ -76,6 +82,10 @@ impl<T: Send + 'static> Queue<T> {
     }
 }
 
+/// How long a writer with records held waits for new ones before trying
+/// the store again.
+const RETRY_HELD: Duration = Duration::from_secs(1);
+
 fn run<S: Sink>(
     shape: Shape,
     mut store: Pinned,
@@ -84,41 +94,59 @@ fn run<S: Sink>(
     mut faults: FaultLog,
     lost: Arc<AtomicU64>,
 ) {
+    let mut held: Vec<S::Item> = Vec::new();
     loop {
         sink.between(&mut store);
-        let Some(batch) = next_batch(&rx, &shape) else {
+        let wait = (!held.is_empty()).then_some(RETRY_HELD);
+        let Some(fresh) = next_batch(&rx, &shape, wait) else {
             return;
         };
-        if batch.is_empty() {
+        if fresh.is_empty() && held.is_empty() {
             continue;
         }
-        let attempts = if shape.retry_after.is_some() { 2 } else { 1 };
-        for attempt in 1..=attempts {
-            match store.with(|s| sink.write(s, &batch)) {
-                Ok(()) => {
-                    faults.ok();
-                    break;
-                }
-                Err(e) if attempt < attempts => {
-                    tracing::debug!(error = %e, "writing a batch failed; trying once more");
-                    std::thread::sleep(shape.retry_after.unwrap_or_default());
-                }
-                Err(e) => {
-                    lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    faults.fault(&e, shape.lost);
-                }
-            }
+        let mut batch = std::mem::take(&mut held);
+        batch.extend(fresh);
+        if let Err(e) = write(&shape, &mut store, &mut sink, &batch) {
+            faults.fault(&e, shape.lost);
+            let keep = batch.len().min(shape.hold);
+            lost.fetch_add((batch.len() - keep) as u64, Ordering::Relaxed);
+            batch.truncate(keep);
+            held = batch;
+        } else {
+            faults.ok();
         }
     }
 }
 
+/// Writes one batch, once more after `retry_after` if the shape says so.
+fn write<S: Sink>(
+    shape: &Shape,
+    store: &mut Pinned,
+    sink: &mut S,
+    batch: &[S::Item],
+) -> Result<(), StoreError> {
+    let mut result = store.with(|s| sink.write(s, batch));
+    if let (Err(e), Some(pause)) = (&result, shape.retry_after) {
+        tracing::debug!(error = %e, "writing a batch failed; trying once more");
+        std::thread::sleep(pause);
+        result = store.with(|s| sink.write(s, batch));
+    }
+    result
+}
+
 /// What has queued up, at most `shape.max`; `None` once every sender is
-/// gone and nothing is left.
-fn next_batch<T>(rx: &Receiver<T>, shape: &Shape) -> Option<Vec<T>> {
+/// gone and nothing is left. A writer woken by records waits at most
+/// `wait` (when it holds some to retry).
+fn next_batch<T>(rx: &Receiver<T>, shape: &Shape, wait: Option<Duration>) -> Option<Vec<T>> {
     let mut batch = Vec::new();
-    match shape.every {
-        Some(pause) => std::thread::sleep(pause),
-        None => batch.push(rx.recv().ok()?),
+    match (shape.every, wait) {
+        (Some(pause), _) => std::thread::sleep(pause),
+        (None, None) => batch.push(rx.recv().ok()?),
+        (None, Some(wait)) => match rx.recv_timeout(wait) {
+            Ok(item) => batch.push(item),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Some(batch),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+        },
     }
     while batch.len() < shape.max {
         match rx.try_recv() {
@@ -154,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_and_counts_and_a_failing_store_loses_whole_batches() {
+    fn a_full_queue_drops_and_counts_and_a_failing_store_holds_what_it_may() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sqlite");
         let pinned = Pinned::new(Store::open(&path).unwrap(), StoreSource::new(&path));
@@ -166,6 +194,7 @@ mod tests {
             max: 100,
             every: Some(Duration::from_millis(300)),
             retry_after: None,
+            hold: 2,
             lost: "records are dropped",
         };
         let sink = Counting {
@@ -185,9 +214,17 @@ mod tests {
             }
         };
         until(&written, 4);
+        // A failing store: of three, two are held and one dropped...
         fail.store(true, Ordering::Relaxed);
         (0..3).for_each(|i| q.push(i));
-        until(&dropped, 9);
+        until(&dropped, 7);
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(dropped.load(Ordering::Relaxed), 7);
         assert_eq!(written.load(Ordering::Relaxed), 4);
+        // ...and written, with what comes next, once it works again.
+        fail.store(false, Ordering::Relaxed);
+        q.push(9);
+        until(&written, 4 + 2 + 1);
+        assert_eq!(dropped.load(Ordering::Relaxed), 7);
     }
 }
