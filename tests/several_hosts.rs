@@ -414,3 +414,68 @@ fn two_postfix_mx_share_rules_and_blocks() {
     let (ok, t) = mx2.send("127.0.0.8", &valid);
     assert!(ok, "{t}");
 }
+
+/// check-config says which store a host uses and whether it can reach it.
+#[test]
+fn check_config_reports_the_database() {
+    let pg = Cluster::start();
+    let owner = host(&pg.url(), None, "");
+    let text = owner.cli_ok(&["check-config"]);
+    assert!(text.contains("(PostgreSQL, reachable, no schema yet"), "{text}");
+    owner.cli_ok(&["rules"]);
+    let text = owner.cli_ok(&["check-config"]);
+    assert!(
+        text.contains("(PostgreSQL, reachable, schema up to date)"),
+        "{text}"
+    );
+    pg.stop();
+    let out = owner.cli(&["check-config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot use the database"),
+        "{err}"
+    );
+}
+
+/// A database that hangs (here a table locked by another session) fails a
+/// command after the statement timeout instead of holding it for ever.
+#[test]
+fn a_hung_database_times_out() {
+    let pg = Cluster::start();
+    let owner = host(&pg.url(), None, "");
+    owner.cli_ok(&["rules"]);
+    let mut locker = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "addrmunge",
+            "-d",
+            "addrmunge",
+        ])
+        .args([
+            "-c",
+            "BEGIN; LOCK TABLE rules IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(30); COMMIT;",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    within(Duration::from_secs(5), "the lock is taken", || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation IS NOT NULL",
+        )
+        .trim()
+            != "0"
+    });
+    let out = owner.cli(&["expire", "--ip", "203.0.113.5"]);
+    let _ = locker.kill();
+    let _ = locker.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("statement timeout"),
+        "{err}"
+    );
+}

@@ -8,8 +8,9 @@ use anyhow::{Context, Result, bail};
 
 use super::{Ctx, UsageError};
 use addrmunge::address::Class;
+use addrmunge::store::Location;
 use addrmunge::token::LONG_LEN;
-use addrmunge::{Claims, Day, Kind};
+use addrmunge::{Claims, Day, Kind, Store, StoreError};
 
 /// Checks the config and key, then scans each of `scan`.
 pub fn check_config(ctx: &Ctx, scan: &[PathBuf], out: &mut impl Write) -> Result<()> {
@@ -93,7 +94,7 @@ fn show_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
             state_dir.display()
         )));
     }
-    writeln!(out, "state:     {}", c.state)?;
+    writeln!(out, "state:     {}", describe_state(&c.state)?)?;
     let sep = c.protection.separator();
     writeln!(
         out,
@@ -136,4 +137,20 @@ fn show_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
     }
     writeln!(out, "ok")?;
     Ok(())
+}
+
+/// The store and, for a database, whether it can be reached and has the
+/// schema (check-config fails when it cannot be reached: the daemons would
+/// start, but record nothing and the resolver could not decide).
+fn describe_state(at: &Location) -> Result<String> {
+    Ok(match at {
+        Location::Sqlite(_) => format!("{at} (SQLite)"),
+        Location::Postgres(_) => match Store::open_existing(at) {
+            Ok(_) => format!("{at} (PostgreSQL, reachable, schema up to date)"),
+            Err(StoreError::Missing(_)) => {
+                format!("{at} (PostgreSQL, reachable, no schema yet: the first command or daemon makes it)")
+            }
+            Err(e) => bail!("state: cannot use the database: {e}"),
+        },
+    })
 }

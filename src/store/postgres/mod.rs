@@ -105,6 +105,9 @@ const MIGRATION_LOCK: i64 = 0x6164_6472_6d75_6e67;
 /// the socket.
 const NOTIFICATION_WAIT: Duration = Duration::from_millis(1);
 
+/// How long one statement may take when the URL sets no `options`.
+const STATEMENT_TIMEOUT: &str = "-c statement_timeout=10s";
+
 /// How long connecting may take when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -154,6 +157,11 @@ impl Postgres {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("addrmunge");
+        // A database that is slow (locked, overloaded) must not hold a
+        // store thread or a CLI command for ever; the URL's own options win.
+        if config.get_options().is_none() {
+            config.options(STATEMENT_TIMEOUT);
+        }
         let client = match url.tls() {
             Tls::Off => config.connect(NoTls),
             Tls::Verified { roots } => config.connect(tls::connector(&at, roots.as_deref())?),
