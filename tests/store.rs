@@ -388,3 +388,70 @@ fn a_unix_socket_url_works() {
         "by socket"
     );
 }
+
+/// Moving up: `store copy` takes a SQLite store into PostgreSQL and back,
+/// every row as it was, and a second run adds nothing.
+#[test]
+fn a_store_is_copied_into_postgresql_and_back() {
+    let inst = common::Instance::new("[[protect]]\ndomain = \"plover.com\"\n");
+    let file = inst.path("state.sqlite");
+    let mut st = Store::open(&file).unwrap();
+    st.expire(&Scope::Day(d("2026-11-20")), "a day").unwrap();
+    st.expire(
+        &Scope::Ip(Visitor::from_ip("192.0.2.7".parse().unwrap())),
+        "an ip",
+    )
+    .unwrap();
+    st.block("192.0.2.66".parse().unwrap(), 9_000, "trap").unwrap();
+    let arrival = |time| Arrival {
+        time,
+        client_ip: "192.0.2.66".into(),
+        helo: "h".into(),
+        sender: "s@x.test".into(),
+        recipient: "mjd-id-x@plover.com".into(),
+        base: None,
+        kind: None,
+        visitor: None,
+        day: None,
+        status: Status::Invalid,
+    };
+    st.write_batch(&[arrival(1), arrival(2)], &[]).unwrap();
+    st.record_visits(&events()).unwrap();
+    let before = st.dump().unwrap();
+    drop(st);
+
+    let pg = Cluster::start();
+    let url = pg.database("moved");
+    let copy = |from: &str, to: &str| inst.cli_ok(&["store", "copy", from, to]);
+    let said = copy(file.to_str().unwrap(), &url);
+    assert!(
+        said.ends_with(
+            "2 of 2 rules, 1 of 1 blocks, 2 of 2 arrivals, 2 of 2 visitor-days (the rest were there)"
+        ),
+        "{said}"
+    );
+    let said = copy(file.to_str().unwrap(), &url);
+    assert!(
+        said.contains(": 0 of 2 rules, 0 of 1 blocks, 0 of 2 arrivals, 0 of 2 visitor-days"),
+        "{said}"
+    );
+    let back = inst.path("back.sqlite");
+    copy(&url, back.to_str().unwrap());
+    let pg_at = Location::parse(&url, "/".as_ref()).unwrap();
+    for at in [pg_at, Location::Sqlite(back)] {
+        let after = Store::open_existing(&at).unwrap().dump().unwrap();
+        let rules = |d: &addrmunge::store::Dump| {
+            d.rules
+                .iter()
+                .map(|r| (r.scope.clone(), r.reason.clone(), r.created))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rules(&after), rules(&before), "{at}");
+        assert_eq!(after.blocks, before.blocks, "{at}");
+        assert_eq!(after.arrivals, before.arrivals, "{at}");
+        assert_eq!(after.visits, before.visits, "{at}");
+    }
+    let out = inst.cli(&["store", "copy", "/nonexistent/s.sqlite", &url]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/s.sqlite"));
+}

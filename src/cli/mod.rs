@@ -180,6 +180,15 @@ pub enum StoreCommand {
     /// Delete visits, arrivals and ended blocks past `retention` (the proxy
     /// does this itself where its role may; run it daily where not).
     Prune,
+    /// Copy everything from one store into another (a SQLite file into
+    /// PostgreSQL, or back); what the destination has already is kept, so
+    /// running it again adds nothing.
+    Copy {
+        /// The store to read: a path or a postgresql:// URL.
+        from: String,
+        /// The store to add to (made if need be): a path or a URL.
+        to: String,
+    },
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]

@@ -27,7 +27,7 @@ mod records;
 pub mod sqlite;
 pub use location::{BadUrl, Location, PgUrl, Tls};
 pub use pinned::{FaultLog, Pinned, StoreSource};
-pub use records::{Arrival, Block, Harvester, Visit, VisitEvent, retention_cutoff};
+pub use records::{Arrival, Block, Counts, Dump, Harvester, Visit, VisitEvent, retention_cutoff};
 
 /// Rules, blocks and arrivals: what the daemons and `expire` need.
 pub trait Backend: Log + Send + fmt::Debug {
@@ -123,6 +123,16 @@ pub trait Log {
     /// Deletes visits of days before `day` and arrivals and ended blocks
     /// from before `time` (Unix seconds); returns the rows deleted.
     fn prune(&mut self, day: Day, time: i64) -> Result<usize, StoreError>;
+
+    /// Every visitor-day in the visit log.
+    fn all_visits(&mut self) -> Result<Vec<Visit>, StoreError>;
+
+    /// Adds what `dump` holds and this store does not, in one transaction,
+    /// keeping every row as it was (times, reasons); returns what was
+    /// added. Idempotent: a rule with the same scope, a visitor-day already
+    /// logged or an identical arrival is left alone; a block is lengthened
+    /// only.
+    fn import(&mut self, dump: &Dump) -> Result<Counts, StoreError>;
 }
 
 /// One open connection to the state store.
@@ -146,6 +156,18 @@ impl Store {
         Ok(match at.into() {
             Location::Sqlite(path) => Store(Box::new(sqlite::Sqlite::open_existing(&path)?)),
             Location::Postgres(url) => Store(Box::new(postgres::Postgres::open_existing(&url)?)),
+        })
+    }
+}
+
+impl Store {
+    /// Everything this store holds, for [`Log::import`] into another.
+    pub fn dump(&mut self) -> Result<Dump, StoreError> {
+        Ok(Dump {
+            rules: self.rules()?,
+            blocks: self.all_blocks()?,
+            arrivals: self.arrivals_since(i64::MIN)?,
+            visits: self.all_visits()?,
         })
     }
 }

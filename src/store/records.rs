@@ -189,6 +189,32 @@ pub fn retention_cutoff(days: u32) -> (Day, i64) {
     (day, super::now_unix() - i64::from(days) * 86_400)
 }
 
+/// Everything a store holds, to copy it into another.
+#[derive(Debug, Clone, Default)]
+pub struct Dump {
+    /// The expiry rules.
+    pub rules: Vec<crate::rules::Rule>,
+    /// The client blocks, current or past.
+    pub blocks: Vec<Block>,
+    /// The mail arrivals.
+    pub arrivals: Vec<Arrival>,
+    /// The visit log.
+    pub visits: Vec<Visit>,
+}
+
+/// Rows of each kind, as a copy added them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Expiry rules.
+    pub rules: usize,
+    /// Client blocks (added or lengthened).
+    pub blocks: usize,
+    /// Mail arrivals.
+    pub arrivals: usize,
+    /// Visitor-days.
+    pub visits: usize,
+}
+
 /// A blocked client.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Block {

@@ -8,7 +8,7 @@ use super::{Postgres, pg_error};
 use crate::check::Status;
 use crate::day::Day;
 use crate::store::records::fold;
-use crate::store::{Arrival, Block, Harvester, Log, StoreError, Visit, VisitEvent};
+use crate::store::{Arrival, Block, Counts, Dump, Harvester, Log, StoreError, Visit, VisitEvent};
 
 const VISIT_COLUMNS: &str = "day, visitor, first_seen, last_seen, user_agent, first_page, first_munged, requests, munged, harvester, harvester_at";
 
@@ -76,6 +76,16 @@ const UPSERT_VISIT: &str =
         harvester_at = coalesce(visits.harvester_at, excluded.harvester_at)";
 
 impl Log for Postgres {
+    fn all_visits(&mut self) -> Result<Vec<Visit>, StoreError> {
+        let sql = format!("SELECT {VISIT_COLUMNS} FROM visits ORDER BY day, visitor");
+        let rows = self.client.query(&sql, &[]).map_err(self.e())?;
+        Ok(rows.iter().map(visit_row).collect())
+    }
+
+    fn import(&mut self, dump: &Dump) -> Result<Counts, StoreError> {
+        super::import::import(self, dump)
+    }
+
     fn record_visits(&mut self, events: &[VisitEvent]) -> Result<(), StoreError> {
         let days = fold(events);
         let at = self.at.clone();

@@ -31,6 +31,7 @@ use super::{Arrival, Backend, Location, StoreError, now_unix};
 use crate::rules::{Rule, Scope};
 use crate::token::Kind;
 
+mod import;
 mod log;
 mod tls;
 

@@ -7,7 +7,7 @@ use super::{Sqlite, sqlite};
 use crate::check::Status;
 use crate::day::Day;
 use crate::store::records::fold;
-use crate::store::{Arrival, Block, Harvester, Log, StoreError, Visit, VisitEvent};
+use crate::store::{Arrival, Block, Counts, Dump, Harvester, Log, StoreError, Visit, VisitEvent};
 
 const VISIT_COLUMNS: &str = "day, visitor, first_seen, last_seen, user_agent, first_page, first_munged, requests, munged, harvester, harvester_at";
 
@@ -54,6 +54,22 @@ fn arrival_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arrival> {
 const ARRIVAL_COLUMNS: &str = "time, client_ip, helo, sender, recipient, base, kind, visitor, day, status";
 
 impl Log for Sqlite {
+    fn all_visits(&mut self) -> Result<Vec<Visit>, StoreError> {
+        let e = |e| sqlite(&self.path, e);
+        let mut s = self
+            .conn
+            .prepare(&format!(
+                "SELECT {VISIT_COLUMNS} FROM visits ORDER BY day, visitor"
+            ))
+            .map_err(e)?;
+        let rows = s.query_map([], visit_row).map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
+    }
+
+    fn import(&mut self, dump: &Dump) -> Result<Counts, StoreError> {
+        super::import::import(self, dump)
+    }
+
     fn record_visits(&mut self, events: &[VisitEvent]) -> Result<(), StoreError> {
         let days = fold(events);
         let path = self.path.clone();

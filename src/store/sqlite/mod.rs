@@ -22,6 +22,7 @@ use super::{Arrival, Backend, StoreError, now_unix};
 use crate::rules::{Rule, Scope};
 use crate::token::Kind;
 
+mod import;
 mod log;
 
 /// Schema migrations; `MIGRATIONS[n]` takes `user_version` from `n` to `n + 1`.
