@@ -36,12 +36,17 @@ fn mx(map: u16, policy: u16) -> String {
     )
 }
 
+/// A proxy's config on a free port in front of a one-page site; the port.
+fn web() -> (String, u16) {
+    let (web, up) = (free_port(), one_page_server());
+    let config = format!("[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n");
+    (config, web)
+}
+
 /// A site on one host (proxy and resolver, one config): the host, the
 /// proxy's port and the socketmap's.
 fn one_host_site(url: &str) -> (Instance, u16, u16) {
-    let (web, map) = (free_port(), free_port());
-    let up = one_page_server();
-    let proxy = format!("[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n");
+    let ((proxy, web), map) = (web(), free_port());
     (host(url, None, &(proxy + &mx(map, free_port()))), web, map)
 }
 
@@ -73,13 +78,8 @@ fn within(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration
 fn rules_visits_arrivals_and_blocks_reach_every_host() {
     let pg = Cluster::start();
     let url = pg.url();
-    let web = free_port();
-    let up = one_page_server();
-    let proxy_host = host(
-        &url,
-        None,
-        &format!("[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n"),
-    );
+    let (proxy_config, web) = web();
+    let proxy_host = host(&url, None, &proxy_config);
     let (map1, pol1, map2, pol2) = (free_port(), free_port(), free_port(), free_port());
     let mx1 = host(&url, Some(&proxy_host), &mx(map1, pol1));
     let mx2 = host(&url, Some(&proxy_host), &mx(map2, pol2));
@@ -272,13 +272,8 @@ fn each_daemon_works_with_only_its_grants() {
     ]);
     pg.psql("addrmunge", &grants);
 
-    let (web, map, pol) = (free_port(), free_port(), free_port());
-    let up = one_page_server();
-    let web_host = host(
-        &pg.url_as("am_proxy", "addrmunge"),
-        Some(&owner),
-        &format!("[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n"),
-    );
+    let ((proxy_config, web), map, pol) = (web(), free_port(), free_port());
+    let web_host = host(&pg.url_as("am_proxy", "addrmunge"), Some(&owner), &proxy_config);
     let mail_host = host(
         &pg.url_as("am_resolver", "addrmunge"),
         Some(&owner),
@@ -358,13 +353,8 @@ fn each_daemon_works_with_only_its_grants() {
 fn two_postfix_mx_share_rules_and_blocks() {
     let pg = Cluster::start();
     let url = pg.url();
-    let web = free_port();
-    let up = one_page_server();
-    let web_host = host(
-        &url,
-        None,
-        &format!("[proxy]\nlisten = [\"127.0.0.1:{web}\"]\nupstream = \"http://127.0.0.1:{up}\"\n"),
-    );
+    let (proxy_config, web) = web();
+    let web_host = host(&url, None, &proxy_config);
     let _proxy = web_host.start("proxy", &[]);
     wait_for_port(web, "proxy");
     let mx1 = Mail::start_shared(&url, Some(&web_host), "");
