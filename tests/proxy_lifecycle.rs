@@ -5,14 +5,11 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 
 mod common;
 use common::nginx::Nginx;
-use common::proxy::{Proxy, bad_upstream, fetch, site};
+use common::proxy::{Proxy, bad_upstream, fetch, get_streaming, site};
 
 fn signal(pid: u32, sig: &str) {
     assert!(
@@ -79,17 +76,7 @@ async fn sighup_reloads_and_sigterm_drains() {
     drop(proxy);
     let mut proxy = Proxy::start(port, "");
     let pid = proxy.running.0.id();
-    let sock = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
-        .await
-        .unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = s
-        .send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
+    let resp = get_streaming(proxy.port).await;
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.is_data());

@@ -5,16 +5,13 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 use common::free_port;
 use common::nginx::Nginx;
-use common::proxy::{Proxy, bad_upstream, fetch, munged_addresses, site};
+use common::proxy::{Proxy, bad_upstream, fetch, get_streaming, munged_addresses, site};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_and_streaming() {
@@ -70,17 +67,7 @@ async fn failures_and_streaming() {
     // Dying mid-body: the client sees a broken response, not a complete one.
     let (port, _tx) = bad_upstream("dies").await;
     let proxy = Proxy::start(port, "");
-    let sock = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
-        .await
-        .unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = s
-        .send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
+    let resp = get_streaming(proxy.port).await;
     assert!(
         resp.into_body().collect().await.is_err(),
         "a cut-off upstream body must not look complete"
@@ -122,17 +109,7 @@ async fn failures_and_streaming() {
     // Streaming: the first rewritten bytes arrive before the upstream finishes.
     let (port, tx) = bad_upstream("waits").await;
     let proxy = Proxy::start(port, "");
-    let sock = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
-        .await
-        .unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = s
-        .send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
+    let resp = get_streaming(proxy.port).await;
     let mut body = resp.into_body();
     let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
         .await

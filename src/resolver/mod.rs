@@ -54,6 +54,18 @@ struct Snapshot {
     stale: bool,
 }
 
+impl Snapshot {
+    /// The same rules and blocks, marked as `ok` and `stale` say.
+    fn marked(&self, ok: bool, stale: bool) -> Snapshot {
+        Snapshot {
+            rules: Arc::clone(&self.rules),
+            blocks: self.blocks.clone(),
+            ok,
+            stale,
+        }
+    }
+}
+
 /// Recent judgements by (lowercased) address. Postfix asks about one
 /// recipient three or four times per message (virtual, recipient, policy,
 /// cleanup's virtual again), and each judgement is a decryption. Valid only
@@ -256,23 +268,13 @@ impl Resolver {
                 "answering from the rules and blocks last read until it is back",
             );
             if !s.stale {
-                *s = Arc::new(Snapshot {
-                    rules: Arc::clone(&s.rules),
-                    blocks: s.blocks.clone(),
-                    ok: true,
-                    stale: true,
-                });
+                *s = Arc::new(s.marked(true, true));
             }
             return;
         }
         faults.fault(e, "answering TEMP for recipients until it is back");
         if s.ok {
-            *s = Arc::new(Snapshot {
-                rules: Arc::clone(&s.rules),
-                blocks: s.blocks.clone(),
-                ok: false,
-                stale: false,
-            });
+            *s = Arc::new(s.marked(false, false));
         }
     }
 

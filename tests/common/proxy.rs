@@ -131,6 +131,19 @@ pub async fn fetch(
     }
 }
 
+/// `GET /` over HTTP/1.1, the response's head as soon as it comes; the body
+/// is read by the caller, frame by frame.
+pub async fn get_streaming(port: u16) -> hyper::Response<hyper::body::Incoming> {
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    s.send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap()
+}
+
 /// Undoes what a harvester undoes: entities (twice, for srcdoc),
 /// percent-encoding and JS escapes.
 pub fn harvester_view(text: &str) -> String {

@@ -248,10 +248,7 @@ impl Postgres {
     }
 
     fn listen(&mut self) -> Result<(), StoreError> {
-        let at = self.at.clone();
-        self.client
-            .batch_execute("LISTEN addrmunge")
-            .map_err(|e| pg_error(&at, e))
+        self.client.batch_execute("LISTEN addrmunge").map_err(self.e())
     }
 }
 
@@ -286,7 +283,6 @@ impl Backend for Postgres {
 
     fn find(&mut self, scope: &Scope) -> Result<Option<Rule>, StoreError> {
         let (day, net, address) = columns(scope);
-        let at = self.at.clone();
         let row = self
             .client
             .query_opt(
@@ -294,7 +290,7 @@ impl Backend for Postgres {
                  AND coalesce(net, '') = coalesce($3, '') AND coalesce(address, '') = coalesce($4, '')",
                 &[&scope.name(), &day, &net, &address],
             )
-            .map_err(|e| pg_error(&at, e))?;
+            .map_err(self.e())?;
         Ok(row.map(|r| Rule {
             id: r.get(0),
             scope: scope.clone(),
@@ -304,22 +300,20 @@ impl Backend for Postgres {
     }
 
     fn delete_rule(&mut self, id: i64) -> Result<(), StoreError> {
-        let at = self.at.clone();
         self.client
             .execute("DELETE FROM rules WHERE id = $1", &[&id])
-            .map_err(|e| pg_error(&at, e))?;
+            .map_err(self.e())?;
         Ok(())
     }
 
     fn rules(&mut self) -> Result<Vec<Rule>, StoreError> {
-        let at = self.at.clone();
         let rows = self
             .client
             .query(
                 "SELECT id, scope, day, net, address, reason, created FROM rules ORDER BY id",
                 &[],
             )
-            .map_err(|e| pg_error(&at, e))?;
+            .map_err(self.e())?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -336,19 +330,17 @@ impl Backend for Postgres {
     }
 
     fn block(&mut self, ip: IpAddr, until: i64, reason: &str) -> Result<(), StoreError> {
-        let at = self.at.clone();
         self.client
             .execute(UPSERT_BLOCK, &[&ip.to_string(), &until, &reason, &now_unix()])
-            .map_err(|e| pg_error(&at, e))?;
+            .map_err(self.e())?;
         Ok(())
     }
 
     fn blocks(&mut self, now: i64) -> Result<HashMap<IpAddr, i64>, StoreError> {
-        let at = self.at.clone();
         let rows = self
             .client
             .query("SELECT ip, until FROM blocks WHERE until > $1", &[&now])
-            .map_err(|e| pg_error(&at, e))?;
+            .map_err(self.e())?;
         Ok(rows
             .iter()
             .filter_map(|r| Some((r.get::<_, &str>(0).parse().ok()?, r.get(1))))
