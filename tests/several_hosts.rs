@@ -78,17 +78,27 @@ fn within(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration
 fn rules_visits_arrivals_and_blocks_reach_every_host() {
     let pg = Cluster::start();
     let url = pg.url();
-    let (proxy_config, web) = web();
+    let (proxy_config, web_a) = web();
     let proxy_host = host(&url, None, &proxy_config);
+    // Web host B sits behind a load balancer on 127.0.0.1 that it trusts,
+    // so its visitors are the ones X-Forwarded-For names.
+    let (proxy_b_config, web_b) = web();
+    let proxy_b_host = host(
+        &url,
+        Some(&proxy_host),
+        &format!("{proxy_b_config}trusted_proxies = [\"127.0.0.1\"]\n"),
+    );
     let (map1, pol1, map2, pol2) = (free_port(), free_port(), free_port(), free_port());
     let mx1 = host(&url, Some(&proxy_host), &mx(map1, pol1));
     let mx2 = host(&url, Some(&proxy_host), &mx(map2, pol2));
     let cli = host(&url, Some(&proxy_host), "");
     let _proxy = proxy_host.start("proxy", &[]);
+    let _proxy_b = proxy_b_host.start("proxy", &[]);
     let _r1 = mx1.start("resolver", &[]);
     let _r2 = mx2.start("resolver", &[]);
     for (port, what) in [
-        (web, "proxy"),
+        (web_a, "proxy A"),
+        (web_b, "proxy B"),
         (map1, "MX 1"),
         (map2, "MX 2"),
         (pol2, "MX 2 policy"),
@@ -98,7 +108,7 @@ fn rules_visits_arrivals_and_blocks_reach_every_host() {
 
     // A visitor fetches the page through the proxy; the address it was
     // served delivers at MX 2, and the arrival is recorded there.
-    let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);
+    let (status, page) = get(web_a, "/", &[("Host", "www.plover.com")]);
     assert_eq!(status, 200, "{page}");
     let start = page.find("mailto:").unwrap() + "mailto:".len();
     let munged = &page[start..start + page[start..].find('"').unwrap()];
@@ -113,10 +123,35 @@ fn rules_visits_arrivals_and_blocks_reach_every_host() {
         "trace shows the visit and the arrival",
         || {
             trace = cli.cli_ok(&["trace", munged]);
-            trace.contains("harvested") && trace.contains("192.0.2.30")
+            trace.contains("first seen") && trace.contains("192.0.2.30")
         },
     );
     assert!(trace.contains("127.0.0.1"), "{trace}");
+
+    // Another visitor, through web host B: the CLI host sees that visit too,
+    // beside proxy A's.
+    let (status, page_b) = get(
+        web_b,
+        "/",
+        &[("Host", "www.plover.com"), ("X-Forwarded-For", "198.51.100.77")],
+    );
+    assert_eq!(status, 200, "{page_b}");
+    let start = page_b.find("mailto:").unwrap() + "mailto:".len();
+    let munged_b = &page_b[start..start + page_b[start..].find('"').unwrap()];
+    assert_ne!(munged_b, munged, "one address per visitor");
+    within(Duration::from_secs(5), "trace shows B's visit", || {
+        let trace = cli.cli_ok(&["trace", munged_b]);
+        trace.contains("198.51.100.77") && trace.contains("first seen")
+    });
+    // The report counts both visitors served an address today, and MX 2's mail.
+    let report = cli.cli_ok(&["report"]);
+    assert!(
+        report.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() == 4 && cols[1..] == ["2", "2", "1"]
+        }),
+        "{report}"
+    );
 
     // An expire on the CLI host: both MX refuse within a second.
     cli.cli_ok(&["expire", "--ip", "127.0.0.1", "--reason", "leaked"]);
