@@ -215,6 +215,14 @@ fn an_outage_never_stops_the_site_or_bounces_mail() {
         err.contains("state store postgresql://addrmunge@127.0.0.1"),
         "{err}"
     );
+    // decode still says who an address was served to, by the key alone,
+    // and says that no rule was checked: exit 75, not 0.
+    let out = site.cli(&["decode", &valid]);
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("203.0.113.5"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no expire rule was checked"));
+    let forged = valid.replacen("-id-", "-id-x", 1);
+    assert_eq!(site.cli(&["decode", &forged]).status.code(), Some(1));
     let start = Instant::now();
     let mut served = 0;
     while start.elapsed() < Duration::from_secs(2) {

@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 
 use super::{Ctx, KindArg, UsageError};
 use addrmunge::check::check_recipient;
+use addrmunge::store::StoreError;
 use addrmunge::{Claims, Day, Kind, RuleSet, Status};
 
 /// The munged address a visitor from `ip` gets for `address` on `date`.
@@ -35,10 +36,29 @@ pub fn encode(
     Ok(())
 }
 
-/// What each address stands for; fails (exit 1) unless all are valid.
+/// Exit status of `decode` when every address is valid by the key but the
+/// rules could not be read (sysexits' EX_TEMPFAIL): not a yes, not a no.
+const UNCONFIRMED: u8 = 75;
+
+/// What each address stands for; fails (exit 1) unless all are valid. With
+/// the store's database unreachable it still says what each stands for, by
+/// the key alone, warns that no rule was checked, and exits 75 rather than
+/// 0: an owner tracing spam during an outage needs the visitor, but a
+/// script must not read "valid" that no rule confirmed.
 pub fn decode(ctx: &Ctx, json: bool, addresses: &[String], out: &mut impl Write) -> Result<ExitCode> {
     let keys = ctx.keys()?;
-    let rules = RuleSet::new(ctx.store()?.rules()?);
+    let rules = match ctx.store().and_then(|mut s| Ok(s.rules()?)) {
+        Ok(rules) => Some(RuleSet::new(rules)),
+        Err(e) if e.downcast_ref::<StoreError>().is_some_and(StoreError::is_unreachable) => {
+            eprintln!(
+                "addrmunge: warning: {e}\naddrmunge: warning: judged by the key alone: no expire rule was checked (exit 75 where the key says valid)"
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let confirmed = rules.is_some();
+    let rules = rules.unwrap_or_else(|| RuleSet::new(Vec::new()));
     let today = Day::today();
     let mut all_valid = true;
     let delimiters = &ctx.config.resolver.recipient_delimiter;
@@ -53,10 +73,10 @@ pub fn decode(ctx: &Ctx, json: bool, addresses: &[String], out: &mut impl Write)
             write_verdict(out, &v)?;
         }
     }
-    Ok(if all_valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(match (all_valid, confirmed) {
+        (true, true) => ExitCode::SUCCESS,
+        (true, false) => ExitCode::from(UNCONFIRMED),
+        (false, _) => ExitCode::FAILURE,
     })
 }
 

@@ -80,6 +80,9 @@ pub enum Command {
         address: String,
     },
     /// Tell what munged addresses stand for: base address, visitor, day, status.
+    ///
+    /// Exit status 0 when all are valid, 1 when one is not, 75 when the store
+    /// cannot be reached and the key alone says valid (no rule was checked).
     Decode {
         /// One JSON object per line.
         #[arg(long)]
