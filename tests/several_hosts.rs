@@ -219,7 +219,10 @@ fn an_outage_never_stops_the_site_or_bounces_mail() {
     // and says that no rule was checked: exit 75, not 0.
     let out = site.cli(&["decode", &valid]);
     assert_eq!(out.status.code(), Some(75), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("203.0.113.5"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("203.0.113.5"),
+        "{out:?}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no expire rule was checked"));
     let forged = valid.replacen("-id-", "-id-x", 1);
     assert_eq!(site.cli(&["decode", &forged]).status.code(), Some(1));
@@ -510,5 +513,71 @@ fn a_hung_database_times_out() {
     assert!(
         !out.status.success() && err.contains("statement timeout"),
         "{err}"
+    );
+}
+
+/// Daemons whose roles may read but not write (grants forgotten, or
+/// revoked): the site is served and munged, mail judged by the key and the
+/// rules as usual, a trap's client still refused by this MX; each says
+/// what it may not do, and nothing falls over. The CLI under such a role
+/// refuses to claim a rule it could not store.
+#[test]
+fn daemons_without_write_grants_keep_serving() {
+    let pg = Cluster::start();
+    let owner = host(&pg.url(), None, "");
+    owner.cli_ok(&["expire", "--ip", "203.0.113.6"]);
+    pg.psql(
+        "addrmunge",
+        "CREATE ROLE am_reader LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO am_reader",
+    );
+    let reader = pg.url_as("am_reader", "addrmunge");
+    let ((proxy_config, web), map, pol) = (web(), free_port(), free_port());
+    let site = host(&reader, Some(&owner), &(proxy_config + &mx(map, pol)));
+    let _proxy = site.start("proxy", &[]);
+    let _resolver = site.start("resolver", &[]);
+    wait_for_port(web, "proxy");
+    wait_for_port(pol, "resolver");
+
+    for _ in 0..3 {
+        let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("mailto:mjd-id-"), "{page}");
+    }
+    let valid = owner.cli_ok(&["encode", "--ip", "203.0.113.5", "mjd@plover.com"]);
+    let expired = owner.cli_ok(&["encode", "--ip", "203.0.113.6", "mjd@plover.com"]);
+    let trap = owner.cli_ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.1",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ]);
+    assert_eq!(policy(pol, "192.0.2.30", &valid), "action=DUNNO");
+    assert_eq!(socketmap(map, &format!("virtual {valid}")), "OK mjd@plover.com");
+    assert!(socketmap(map, &format!("virtual {expired}")).starts_with("NOTFOUND"));
+    assert!(policy(pol, "192.0.2.66", &trap).starts_with("action=DISCARD"));
+    assert!(policy(pol, "192.0.2.66", &valid).starts_with("action=REJECT"));
+
+    within(Duration::from_secs(5), "both say what they may not do", || {
+        ["proxy", "resolver"].iter().all(|d| {
+            let log = site.log(d);
+            log.contains("permission denied") && log.contains("`addrmunge store grants`")
+        })
+    });
+    assert_eq!(pg.psql("addrmunge", "SELECT count(*) FROM visits").trim(), "0");
+    assert_eq!(get(web, "/", &[("Host", "www.plover.com")]).0, 200);
+    assert_eq!(policy(pol, "192.0.2.31", &valid), "action=DUNNO");
+
+    let out = site.cli(&["expire", "--ip", "203.0.113.5"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{out:?}"
+    );
+    assert_eq!(
+        pg.psql("addrmunge", "SELECT count(*) FROM rules").trim(),
+        "1",
+        "no rule claimed"
     );
 }

@@ -49,7 +49,10 @@ pub fn decode(ctx: &Ctx, json: bool, addresses: &[String], out: &mut impl Write)
     let keys = ctx.keys()?;
     let rules = match ctx.store().and_then(|mut s| Ok(s.rules()?)) {
         Ok(rules) => Some(RuleSet::new(rules)),
-        Err(e) if e.downcast_ref::<StoreError>().is_some_and(StoreError::is_unreachable) => {
+        Err(e)
+            if e.downcast_ref::<StoreError>()
+                .is_some_and(StoreError::is_unreachable) =>
+        {
             eprintln!(
                 "addrmunge: warning: {e}\naddrmunge: warning: judged by the key alone: no expire rule was checked (exit 75 where the key says valid)"
             );

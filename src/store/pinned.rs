@@ -206,7 +206,13 @@ impl FaultLog {
             self.unlogged += 1;
             return;
         }
-        tracing::error!(error = %error, also = self.unlogged, "state store fault {}; {consequence}", self.what);
+        if error.is_denied() {
+            // Not an outage: it will not pass by itself.
+            tracing::error!(error = %error, also = self.unlogged,
+                "state store refused {} for want of a grant; `addrmunge store grants` prints this role's part; {consequence}", self.what);
+        } else {
+            tracing::error!(error = %error, also = self.unlogged, "state store fault {}; {consequence}", self.what);
+        }
         self.last = Some(Instant::now());
         self.unlogged = 0;
     }
