@@ -13,6 +13,16 @@
 //!   the response slowly (1 KiB every 100 ms) for SECONDS; prints how many
 //!   stayed connected.
 //!
+//! * `lookups PORT SECONDS CONNS KEY...`: the resolver run alone (to set
+//!   two resolvers side by side); prints `lookups lookups_per_s p50_us p99_us`.
+//! * `propagation PORT ROUNDS ADDRMUNGE CONFIG KEY_FILE`: ROUNDS times, an
+//!   address for a new visitor is checked valid at the resolver on PORT,
+//!   `ADDRMUNGE --config CONFIG expire --ip` stores a rule for that visitor
+//!   (on another "host": its own process and connection), and the resolver
+//!   is asked every millisecond until it refuses; prints `propagation
+//!   p50_ms p99_ms max_ms rounds`, timed from the command's exit (the rule
+//!   is committed) to the first refusal.
+//!
 //! Run by `cargo bench --bench load -- MODE ...`; with no mode (as in a plain
 //! `cargo bench`) it prints this usage and does nothing.
 
@@ -89,12 +99,31 @@ fn main() {
                 println!("slow_clients_completed {alive}");
             });
         }
+        Some("lookups") => {
+            let port: u16 = args[1].parse().unwrap();
+            let secs: u64 = args[2].parse().unwrap();
+            let conns: usize = args[3].parse().unwrap();
+            let (rate, p50, p99) = rt.block_on(lookups(port, secs, conns, &args[4..]));
+            println!("lookups {rate:.0} {p50} {p99}");
+        }
+        Some("propagation") => {
+            let port: u16 = args[1].parse().unwrap();
+            let rounds: u32 = args[2].parse().unwrap();
+            let ring = addrmunge::KeyRing::load(std::path::Path::new(&args[5])).unwrap();
+            let mut ms = rt.block_on(propagation(port, rounds, &args[3], &args[4], &ring));
+            ms.sort_by(f64::total_cmp);
+            let pct = |p: f64| ms[((ms.len() as f64 * p) as usize).min(ms.len() - 1)];
+            let max = ms[ms.len() - 1];
+            println!("propagation {:.1} {:.1} {max:.1} {rounds}", pct(0.5), pct(0.99));
+        }
         Some("page") => {
             let size: usize = args[1].parse().unwrap();
             let n: usize = args[2].parse().unwrap();
             print!("{}", page(size, n));
         }
-        _ => eprintln!("load: run through benches/load.sh (modes: resolver, slow, page)"),
+        _ => {
+            eprintln!("load: run through benches/load.sh (modes: resolver, lookups, propagation, slow, page)")
+        }
     }
 }
 
@@ -221,6 +250,42 @@ async fn lookups(port: u16, secs: u64, conns: usize, keys: &[String]) -> (f64, u
             .unwrap_or(0)
     };
     (all.len() as f64 / secs as f64, pct(0.50), pct(0.99))
+}
+
+/// Milliseconds from each committed `expire` to the resolver's first refusal.
+async fn propagation(port: u16, rounds: u32, bin: &str, config: &str, ring: &addrmunge::KeyRing) -> Vec<f64> {
+    let day = addrmunge::Day::today();
+    let mut ms = Vec::new();
+    for i in 0..rounds {
+        // A visitor no earlier round has expired.
+        let ip = std::net::Ipv4Addr::from(0x6440_0000 + (std::process::id() << 8) % 0x3f_0000 + i);
+        let claims = addrmunge::Claims::visit(addrmunge::Kind::Visitor, day, ip.into());
+        let q = format!(
+            "virtual mjd-id-{}@plover.com",
+            ring.encode("mjd@plover.com", "", &claims)
+        );
+        assert!(
+            ask(port, &q).await.starts_with("OK "),
+            "{q}: not valid before the rule"
+        );
+        // Blocking is fine: this task is the only one, on a multi-thread runtime.
+        let status = std::process::Command::new(bin)
+            .args(["--config", config, "expire", "--ip", &ip.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "expire --ip {ip} failed");
+        let t = Instant::now();
+        while !ask(port, &q).await.starts_with("NOTFOUND") {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{q}: still valid after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms
 }
 
 /// Fetches `path` and reads it slowly; true if the connection lasted.

@@ -19,6 +19,8 @@ need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
+command -v psql >/dev/null || need+=(postgresql-client)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ((${#need[@]})); then
   [[ $(id -u) -eq 0 ]] || { echo "benches/load.sh: missing ${need[*]}; run as root or apt-get install ${need[*]}" >&2; exit 1; }
   apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"
@@ -32,9 +34,11 @@ bin=$PWD/target/release/addrmunge
 work=$(mktemp -d)
 chmod 755 "$work"   # nginx workers run as nobody
 pids=()
+pgbin=
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  [[ -z $pgbin ]] || su postgres -s /bin/sh -c "$pgbin/pg_ctl -D $work/pg/data -m immediate stop" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -86,10 +90,10 @@ pids+=($!)
 wait_port "$ngx"
 
 "$bin" keygen --out "$work/addrmunge.key" >/dev/null
-proxy_conf() { # PORT
+proxy_conf() { # PORT [STATE]
   cat > "$work/proxy-$1.toml" <<TOML
 key_file = "addrmunge.key"
-state = "state-$1.sqlite"
+state = "${2:-state-$1.sqlite}"
 [[protect]]
 domain = "plover.com"
 [proxy]
@@ -98,8 +102,8 @@ upstream = "http://127.0.0.1:$ngx"
 max_connections = 20000
 TOML
 }
-start_proxy() { # PORT -> sets proxy_pid
-  proxy_conf "$1"
+start_proxy() { # PORT [STATE] -> sets proxy_pid
+  proxy_conf "$@"
   ADDRMUNGE_LOG=warn "$bin" --config "$work/proxy-$1.toml" proxy 2>>"$work/proxy.log" &
   proxy_pid=$!
   pids+=("$proxy_pid")
@@ -199,6 +203,47 @@ pids+=($!)
 wait_port "$echo"
 "$loadbin" resolver "$echo" "$map" "$secs" 16 "$work/addrmunge.key" "$valid" "$expired" "$forged" > "$work/resolver.out"
 
+# PostgreSQL against SQLite, side by side: a private cluster (as the tests
+# make one: initdb as the postgres user, loopback, its own socket folder),
+# durable as a real one would be (fsync on).
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pgport=$(free_port)
+mkdir -p "$work/pg" && chown postgres "$work/pg"
+su postgres -s /bin/sh -c "$pgbin/initdb -D $work/pg/data -A trust -U addrmunge >/dev/null"
+su postgres -s /bin/sh -c "$pgbin/pg_ctl -D $work/pg/data -l $work/pg/log -w -o '-p $pgport -k $work/pg -c listen_addresses=127.0.0.1' start" >/dev/null
+psql -q -h 127.0.0.1 -p "$pgport" -U addrmunge -d postgres -c "CREATE DATABASE addrmunge"
+pgurl="postgresql://addrmunge@127.0.0.1:$pgport/addrmunge?sslmode=disable"
+# The proxies: one logging visits to a file, one to the database, the 45 KB
+# page, alternating three times.
+psq=$(free_port); start_proxy "$psq"; sq_pid=$proxy_pid
+ppg=$(free_port); start_proxy "$ppg" "$pgurl"; pg_pid=$proxy_pid
+: > "$work/pg-proxy"
+for _ in 1 2 3; do
+  echo "$(measure "http://127.0.0.1:$psq/page.html")|$(measure "http://127.0.0.1:$ppg/page.html")" >> "$work/pg-proxy"
+done
+pg_visits=$(psql -qtA -h 127.0.0.1 -p "$pgport" -U addrmunge -d addrmunge -c "SELECT coalesce(sum(requests), 0) FROM visits")
+kill "$sq_pid" "$pg_pid"; wait "$sq_pid" "$pg_pid" 2>/dev/null || true
+# The resolvers: the SQLite one above and one on the database, the same
+# keys, alternating three times.
+mappg=$(free_port)
+sed -e "s|^state = .*|state = \"$pgurl\"|" -e "s|127.0.0.1:$map|127.0.0.1:$mappg|" "$work/resolver.toml" > "$work/resolver-pg.toml"
+"$bin" --config "$work/resolver-pg.toml" expire --ip 203.0.113.10 >/dev/null
+ADDRMUNGE_LOG=warn "$bin" --config "$work/resolver-pg.toml" resolver 2>>"$work/resolver.log" &
+pids+=($!)
+wait_port "$mappg"
+sleep 0.5
+: > "$work/pg-resolver"
+for _ in 1 2 3; do
+  sq=$("$loadbin" lookups "$map" "$secs" 16 "$valid" "$expired" "$forged")
+  pq=$("$loadbin" lookups "$mappg" "$secs" 16 "$valid" "$expired" "$forged")
+  echo "${sq#lookups } ${pq#lookups }" >> "$work/pg-resolver"
+done
+# Propagation: an expire by the CLI (another process, as on another host)
+# until the resolver refuses; on the database (NOTIFY), and on the file
+# for reference (the resolver sees the file's change at its next refresh).
+"$loadbin" propagation "$mappg" 100 "$bin" "$work/resolver-pg.toml" "$work/addrmunge.key" > "$work/pg-propagation"
+"$loadbin" propagation "$map" 100 "$bin" "$work/resolver.toml" "$work/addrmunge.key" > "$work/sq-propagation"
+
 # RESULTS.md
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 {
@@ -237,6 +282,22 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "| resolver lookups/s | $rrate (p50 ${rp50} µs, p99 ${rp99} µs; echo p99 ${ep99} µs) | >= 50,000 |"
   read -r _ urate up50 up99 < <(grep '^resolver_uncached' "$work/resolver.out")
   echo "| resolver lookups/s, every lookup a new address (no verdict cache help) | $urate (p50 ${up50} µs, p99 ${up99} µs; $(awk -v a="$urate" -v b="$erate" 'BEGIN {printf "%.2fx", a/b}') echo) | (>= 50,000) |"
+  echo
+  echo "### PostgreSQL store against SQLite (several hosts)"
+  echo
+  echo "The same proxy and resolver, each run twice side by side: once with \`state\` a SQLite file, once a PostgreSQL $(psql -V | awk '{print $3}') database (a private cluster on loopback, fsync on). Three alternating pairs each; the ratio is the median of the pairs'."
+  echo
+  echo "| measure | SQLite | PostgreSQL | ratio (pairs) | bar |"
+  echo "| --- | ---: | ---: | --- | --- |"
+  pratios=$(awk -F'|' '{printf "%.2f\n", $4/$1}' "$work/pg-proxy" | sort -n)
+  echo "| proxy requests/s, 45 KB page, visits logged | $(cut -d'|' -f1 "$work/pg-proxy" | sort -n | sed -n 2p | xargs printf %.0f) | $(cut -d'|' -f4 "$work/pg-proxy" | sort -n | sed -n 2p | xargs printf %.0f) | $(median "$pratios")x ($(tr '\n' ' ' <<<"$pratios" | sed 's/ $//')) | >= 0.95x |"
+  rratios=$(awk '{printf "%.2f\n", $4/$1}' "$work/pg-resolver" | sort -n)
+  echo "| resolver lookups/s (16 connections) | $(awk '{print $1}' "$work/pg-resolver" | sort -n | sed -n 2p) | $(awk '{print $4}' "$work/pg-resolver" | sort -n | sed -n 2p) | $(median "$rratios")x ($(tr '\n' ' ' <<<"$rratios" | sed 's/ $//')) | >= 0.9x |"
+  read -r _ pp50 pp99 ppmax prounds < "$work/pg-propagation"
+  read -r _ sp50 sp99 spmax _ < "$work/sq-propagation"
+  echo "| rule propagation, expire committed -> resolver refuses, p50 / p99 / max ms ($prounds rounds) | $sp50 / $sp99 / $spmax | $pp50 / $pp99 / $ppmax | | p99 < 1000 ms |"
+  echo
+  echo "The PostgreSQL proxy's visit log held $pg_visits requests after its runs (folded into one row per visitor and day). Lookups never touch the database (the resolver judges from the key and its snapshot of the rules), so the resolver's ratio is noise around 1.0; the proxy writes its visits every 200 ms off the request path, so its ratio is too. Propagation is bounded by the resolver's refresh (every 250 ms it reads the notifications the database sent; a file store is checked as often), not by the database."
   echo
   echo "Scanner micro-benchmarks (\`cargo bench --bench scan\`) are in the README."
   cat <<'LIMITS'
