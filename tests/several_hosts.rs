@@ -64,6 +64,18 @@ fn policy(port: u16, client: &str, recipient: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).trim().to_owned()
 }
 
+/// A trap address for mjd@plover.com, made on `host`.
+fn trap_address(host: &Instance) -> String {
+    host.cli_ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.1",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ])
+}
+
 /// Waits up to `limit` for `ok`; how long it took.
 fn within(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -167,14 +179,7 @@ fn rules_visits_arrivals_and_blocks_reach_every_host() {
     );
 
     // A trap hit at MX 1 blocks the client at MX 2 within a second.
-    let trap = cli.cli_ok(&[
-        "encode",
-        "--ip",
-        "198.51.100.1",
-        "--kind",
-        "trap",
-        "mjd@plover.com",
-    ]);
+    let trap = trap_address(&cli);
     assert!(policy(pol1, "192.0.2.66", &trap).starts_with("action=DISCARD"));
     let valid = cli.cli_ok(&["encode", "--ip", "203.0.113.5", "mjd@plover.com"]);
     within(Duration::from_secs(1), "MX 2 refuses the trap's client", || {
@@ -207,6 +212,7 @@ fn an_outage_never_stops_the_site_or_bounces_mail() {
     });
     assert_eq!(socketmap(map, &format!("virtual {valid}")), "OK mjd@plover.com");
 
+    let (_, before) = get(web, "/", &[("Host", "www.plover.com")]);
     pg.stop();
     let out = site.cli(&["expire", "--ip", "203.0.113.5"]);
     assert!(!out.status.success());
@@ -233,6 +239,10 @@ fn an_outage_never_stops_the_site_or_bounces_mail() {
         let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);
         assert_eq!(status, 200, "{page}");
         assert!(page.contains("mailto:mjd-id-"), "{page}");
+        assert_eq!(
+            page, before,
+            "the page served as before the outage, byte for byte"
+        );
         assert_eq!(socketmap(map, &format!("virtual {valid}")), "OK mjd@plover.com");
         assert!(socketmap(map, &format!("virtual {expired}")).starts_with("NOTFOUND"));
         std::thread::sleep(Duration::from_millis(100));
@@ -254,7 +264,7 @@ fn an_outage_never_stops_the_site_or_bounces_mail() {
         || {
             pg.psql("addrmunge", "SELECT coalesce(sum(requests), 0) FROM visits")
                 .trim()
-                == served.to_string()
+                == (served + 1).to_string()
         },
     );
     site.cli_ok(&["expire", "--ip", "203.0.113.5"]);
@@ -303,28 +313,32 @@ fn daemons_start_while_the_database_is_down() {
 #[test]
 fn each_daemon_works_with_only_its_grants() {
     let pg = Cluster::start();
-    pg.psql(
-        "postgres",
-        "CREATE ROLE am_proxy LOGIN; CREATE ROLE am_resolver LOGIN",
-    );
     let owner = host(&pg.url(), None, "");
-    let grants = owner.cli_ok(&[
-        "store",
-        "grants",
-        "--proxy-role",
-        "am_proxy",
-        "--resolver-role",
-        "am_resolver",
-    ]);
-    pg.psql("addrmunge", &grants);
+    // The README's two commands, as written, against this cluster.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_addrmunge"))
+        .parent()
+        .unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-ec", &common::readme_block("sh", "addrmunge store grants |")])
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("ADDRMUNGE_CONFIG", owner.config())
+        .envs([("PGHOST", "127.0.0.1"), ("PGUSER", "addrmunge")])
+        .env("PGPORT", pg.port.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let named = owner.cli_ok(&["store", "grants", "--proxy-role", "web", "--resolver-role", "mx"]);
+    assert!(
+        named.contains("TO \"web\"") && named.contains("TO \"mx\"") && !named.contains("addrmunge_proxy")
+    );
+    let (am_proxy, am_resolver) = ("addrmunge_proxy", "addrmunge_resolver");
 
     let ((proxy_config, web), map, pol) = (web(), free_port(), free_port());
-    let web_host = host(&pg.url_as("am_proxy", "addrmunge"), Some(&owner), &proxy_config);
-    let mail_host = host(
-        &pg.url_as("am_resolver", "addrmunge"),
-        Some(&owner),
-        &mx(map, pol),
-    );
+    let web_host = host(&pg.url_as(am_proxy, "addrmunge"), Some(&owner), &proxy_config);
+    let mail_host = host(&pg.url_as(am_resolver, "addrmunge"), Some(&owner), &mx(map, pol));
     let _proxy = web_host.start("proxy", &[]);
     let _resolver = mail_host.start("resolver", &[]);
     wait_for_port(web, "proxy");
@@ -338,14 +352,7 @@ fn each_daemon_works_with_only_its_grants() {
     });
     let valid = owner.cli_ok(&["encode", "--ip", "203.0.113.5", "mjd@plover.com"]);
     assert_eq!(policy(pol, "192.0.2.30", &valid), "action=DUNNO");
-    let trap = owner.cli_ok(&[
-        "encode",
-        "--ip",
-        "198.51.100.1",
-        "--kind",
-        "trap",
-        "mjd@plover.com",
-    ]);
+    let trap = trap_address(&owner);
     assert!(policy(pol, "192.0.2.66", &trap).starts_with("action=DISCARD"));
     within(
         Duration::from_secs(5),
@@ -365,19 +372,19 @@ fn each_daemon_works_with_only_its_grants() {
     // Nothing beyond that.
     for (role, sql) in [
         (
-            "am_proxy",
+            am_proxy,
             "INSERT INTO rules(scope, day, created) VALUES ('day', 1, 0)",
         ),
-        ("am_proxy", "DELETE FROM visits"),
-        ("am_proxy", "SELECT * FROM arrivals"),
-        ("am_proxy", "INSERT INTO blocks VALUES ('192.0.2.1', 1, '', 0)"),
-        ("am_resolver", "DELETE FROM rules"),
+        (am_proxy, "DELETE FROM visits"),
+        (am_proxy, "SELECT * FROM arrivals"),
+        (am_proxy, "INSERT INTO blocks VALUES ('192.0.2.1', 1, '', 0)"),
+        (am_resolver, "DELETE FROM rules"),
         (
-            "am_resolver",
+            am_resolver,
             "INSERT INTO rules(scope, day, created) VALUES ('day', 1, 0)",
         ),
-        ("am_resolver", "SELECT * FROM visits"),
-        ("am_resolver", "DELETE FROM arrivals"),
+        (am_resolver, "SELECT * FROM visits"),
+        (am_resolver, "DELETE FROM arrivals"),
     ] {
         let e = pg.psql_as(role, "addrmunge", sql).unwrap_err();
         assert!(e.contains("permission denied"), "{role}: {sql}: {e}");
@@ -428,14 +435,7 @@ fn two_postfix_mx_share_rules_and_blocks() {
         assert!(!ok && t.contains("<** 5"), "{what} took it:\n{t}");
     }
 
-    let trap = cli.cli_ok(&[
-        "encode",
-        "--ip",
-        "198.51.100.1",
-        "--kind",
-        "trap",
-        "mjd@plover.com",
-    ]);
+    let trap = trap_address(&cli);
     let (ok, t) = mx1.send("127.0.0.7", &trap);
     assert!(ok, "a trap looks accepted: {t}");
     let valid = cli.cli_ok(&["encode", "--ip", "203.0.113.5", "mjd@plover.com"]);
@@ -545,14 +545,7 @@ fn daemons_without_write_grants_keep_serving() {
     }
     let valid = owner.cli_ok(&["encode", "--ip", "203.0.113.5", "mjd@plover.com"]);
     let expired = owner.cli_ok(&["encode", "--ip", "203.0.113.6", "mjd@plover.com"]);
-    let trap = owner.cli_ok(&[
-        "encode",
-        "--ip",
-        "198.51.100.1",
-        "--kind",
-        "trap",
-        "mjd@plover.com",
-    ]);
+    let trap = trap_address(&owner);
     assert_eq!(policy(pol, "192.0.2.30", &valid), "action=DUNNO");
     assert_eq!(socketmap(map, &format!("virtual {valid}")), "OK mjd@plover.com");
     assert!(socketmap(map, &format!("virtual {expired}")).starts_with("NOTFOUND"));
