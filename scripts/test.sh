@@ -28,6 +28,32 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Exim for tests/exim.rs. Debian's MTA packages conflict (installing exim4
+# removes postfix), so Exim's packages are unpacked into a folder of their
+# own and run from there with the test's config; only its libraries and its
+# system user are installed.
+exim_root=/opt/addrmunge-test-mta/exim
+if [[ ! -x $exim_root/usr/sbin/exim4 ]] || ! getent passwd Debian-exim >/dev/null; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "scripts/test.sh: Exim for tests/exim.rs is missing; run as root once" >&2
+    exit 1
+  fi
+  libs=()
+  for lib in libidn12 libgnutls-dane0 libgnutls30 libdb5.3 libnsl2 libpcre2-8-0 libidn2-0 libcrypt1; do
+    dpkg -s "$lib" >/dev/null 2>&1 || libs+=("$lib")
+  done
+  apt-get update -q
+  if ((${#libs[@]})); then apt-get install -y -q --no-install-recommends "${libs[@]}"; fi
+  debs=$(mktemp -d)
+  chmod 777 "$debs"   # apt-get download runs as _apt
+  (cd "$debs" && apt-get download -q exim4-base exim4-config exim4-daemon-light)
+  mkdir -p "$exim_root"
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$exim_root"; done
+  rm -rf "$debs"
+  getent passwd Debian-exim >/dev/null ||
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
+fi
+
 cargo test --locked "$@"
 
 # The README's install command, into a throwaway root: the release build

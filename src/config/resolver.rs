@@ -18,6 +18,8 @@ pub struct ResolverSettings {
     pub socketmap: Vec<Listen>,
     /// Policy-delegation listeners.
     pub policy: Vec<Listen>,
+    /// Exim `${readsocket}` listeners.
+    pub exim: Vec<Listen>,
     /// Permissions of unix sockets.
     pub socket_mode: u32,
     /// Owner of unix sockets (name or uid).
@@ -57,6 +59,7 @@ impl ResolverSettings {
         let admin_listen = admin_listen("resolver.admin_listen", r.admin_listen.as_deref())?;
         let socketmap = listeners("resolver.socketmap", &r.socketmap)?;
         let policy = listeners("resolver.policy", &r.policy)?;
+        let exim = listeners("resolver.exim", &r.exim)?;
         let socket_mode = u32::from_str_radix(&r.socket_mode, 8).map_err(|_| {
             problem(
                 "resolver.socket_mode",
@@ -75,6 +78,7 @@ impl ResolverSettings {
         Ok(ResolverSettings {
             socketmap,
             policy,
+            exim,
             socket_mode,
             socket_owner: r.socket_owner.clone(),
             socket_group: r.socket_group.clone(),
@@ -143,6 +147,14 @@ impl TrapAction {
                 format!("{text:?}: use DISCARD, HOLD, REJECT text or DUNNO, on one line"),
             )
         })
+    }
+
+    /// What follows the verb, as written (e.g. REJECT's text).
+    pub fn text(&self) -> &str {
+        self.written
+            .trim_start()
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, t)| t.trim())
     }
 
     /// The policy service's answer: a bare DISCARD gets a reason for

@@ -239,6 +239,8 @@ pub struct RawResolver {
     pub socketmap: Vec<String>,
     /// Policy-delegation listeners, same notation.
     pub policy: Vec<String>,
+    /// Line-protocol listeners for Exim's `${readsocket}` (router and RCPT ACL), same notation.
+    pub exim: Vec<String>,
     /// Permissions of unix sockets (octal), e.g. "0660".
     pub socket_mode: String,
     /// Owner of unix sockets (name or uid); unchanged when unset.
@@ -271,6 +273,7 @@ impl Default for RawResolver {
         RawResolver {
             socketmap: Vec::new(),
             policy: Vec::new(),
+            exim: Vec::new(),
             socket_mode: "0660".into(),
             socket_owner: None,
             socket_group: None,

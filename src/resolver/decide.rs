@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::Settings;
 use crate::check::{Status, Verdict, is_role_account};
-use crate::config::Bare;
+use crate::config::{Bare, TrapAction, TrapVerb};
 use crate::store::Arrival;
 use crate::token::Kind;
 
@@ -176,11 +176,52 @@ pub struct PolicyRequest<'a> {
     pub recipient: &'a str,
 }
 
+/// What the MTA is told at RCPT: one decision, worded per MTA by
+/// [`Answer::postfix`] and [`Answer::exim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Let the MTA's other rules decide.
+    Dunno,
+    /// Refuse with this text (it may start with an enhanced status code).
+    Reject(String),
+    /// Try again later, with this text.
+    Defer(String),
+    /// A trap address: `[traps] action`.
+    Trap,
+}
+
+impl Answer {
+    /// The Postfix policy protocol's `action=` value.
+    pub fn postfix(&self, trap: &TrapAction) -> String {
+        match self {
+            Answer::Dunno => "DUNNO".into(),
+            Answer::Reject(text) => format!("REJECT {text}"),
+            Answer::Defer(text) => format!("DEFER_IF_PERMIT {text}"),
+            Answer::Trap => trap.policy_answer(),
+        }
+    }
+
+    /// The line [`super::exim`] answers: an ACL verb, then its message.
+    pub fn exim(&self, trap: &TrapAction) -> String {
+        match self {
+            Answer::Dunno => "accept".into(),
+            Answer::Reject(text) => format!("reject {text}"),
+            Answer::Defer(text) => format!("defer {text}"),
+            Answer::Trap => match trap.verb {
+                TrapVerb::Discard => "discard mail to a trap address".into(),
+                TrapVerb::Hold => "freeze mail to a trap address".into(),
+                TrapVerb::Reject => format!("reject {}", trap.text()),
+                TrapVerb::Dunno => "accept".into(),
+            },
+        }
+    }
+}
+
 /// A policy answer and what it leaves behind.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyDecision {
-    /// The `action=` value.
-    pub answer: String,
+    /// What the MTA is told.
+    pub answer: Answer,
     /// An arrival to record for `trace`.
     pub arrival: Option<Arrival>,
     /// A client to block, and why.
@@ -188,9 +229,9 @@ pub struct PolicyDecision {
 }
 
 impl PolicyDecision {
-    fn answer(answer: impl Into<String>) -> PolicyDecision {
+    fn answer(answer: Answer) -> PolicyDecision {
         PolicyDecision {
-            answer: answer.into(),
+            answer,
             arrival: None,
             block: None,
         }
@@ -203,23 +244,23 @@ impl PolicyDecision {
 pub fn policy(s: &Settings, facts: &impl Facts, req: &PolicyRequest<'_>, now: i64) -> PolicyDecision {
     let client: Option<IpAddr> = req.client_address.parse().ok();
     if client.is_some_and(|ip| facts.blocked(ip)) {
-        return PolicyDecision::answer(format!("REJECT {}", s.config.resolver.block_text));
+        return PolicyDecision::answer(Answer::Reject(s.config.resolver.block_text.clone()));
     }
     if req.recipient.is_empty() {
-        return PolicyDecision::answer("DUNNO");
+        return PolicyDecision::answer(Answer::Dunno);
     }
     let Some(j) = facts.judge(req.recipient) else {
-        return PolicyDecision::answer(
-            "DEFER_IF_PERMIT 4.3.0 addrmunge cannot read its state store; try again later",
-        );
+        return PolicyDecision::answer(Answer::Defer(
+            "4.3.0 addrmunge cannot read its state store; try again later".into(),
+        ));
     };
     let mut d = match recipient_action(s, &j) {
         Action::Trap => PolicyDecision {
             block: trap_block(s, &j, client),
-            ..PolicyDecision::answer(s.config.traps.action.policy_answer())
+            ..PolicyDecision::answer(Answer::Trap)
         },
-        Action::Reject(text) => PolicyDecision::answer(format!("REJECT {text}")),
-        Action::Dunno | Action::NotOurs => PolicyDecision::answer("DUNNO"),
+        Action::Reject(text) => PolicyDecision::answer(Answer::Reject(text)),
+        Action::Dunno | Action::NotOurs => PolicyDecision::answer(Answer::Dunno),
     };
     d.arrival = arrival(&j, req, now);
     d
@@ -373,7 +414,7 @@ never_block = ["192.0.2.0/24"]
             recorded: d.arrival.is_some(),
             blocks: d.block.is_some(),
         };
-        (row, d.answer)
+        (row, d.answer.postfix(&s.config.traps.action))
     }
 
     /// What, settings, client, address: virtual, relay, recipient, policy,
@@ -390,6 +431,44 @@ never_block = ["192.0.2.0/24"]
         bool,
         bool,
     );
+
+    /// One answer, each MTA's words; a trap per `[traps] action`.
+    #[test]
+    fn answers_in_each_mtas_words() {
+        let trap = |a: &str| TrapAction::parse(a).unwrap();
+        let discard = trap("DISCARD");
+        for (answer, postfix, exim) in [
+            (Answer::Dunno, "DUNNO", "accept"),
+            (
+                Answer::Reject("5.1.1 gone".into()),
+                "REJECT 5.1.1 gone",
+                "reject 5.1.1 gone",
+            ),
+            (
+                Answer::Defer("4.3.0 later".into()),
+                "DEFER_IF_PERMIT 4.3.0 later",
+                "defer 4.3.0 later",
+            ),
+            (
+                Answer::Trap,
+                "DISCARD mail to a trap address",
+                "discard mail to a trap address",
+            ),
+        ] {
+            assert_eq!(
+                (answer.postfix(&discard), answer.exim(&discard)),
+                (postfix.into(), exim.into())
+            );
+        }
+        for (action, exim) in [
+            ("HOLD", "freeze mail to a trap address"),
+            ("REJECT 5.7.1 not here", "reject 5.7.1 not here"),
+            ("DUNNO", "accept"),
+        ] {
+            assert_eq!(Answer::Trap.exim(&trap(action)), exim, "{action}");
+            assert_eq!(Answer::Trap.postfix(&trap(action)), action);
+        }
+    }
 
     #[test]
     fn every_mail_decision() {

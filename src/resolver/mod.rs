@@ -1,16 +1,18 @@
 //! `addrmunge resolver`: the mail side. A Postfix socketmap server
-//! ([`socketmap`]) and a policy-delegation service ([`policy`]) sharing one
+//! ([`socketmap`]), a policy-delegation service ([`policy`]) and Exim's
+//! line protocol ([`exim`]) sharing one
 //! [`Resolver`]: the key ring, the protection rules, and a snapshot of the
 //! store's expiry rules and client blocks that a background thread keeps
 //! fresh (at most 250 ms old). Arrivals and new blocks are written by a
 //! second thread in batches, so SMTP never waits on the disk.
 
 pub mod decide;
+pub mod exim;
 pub mod policy;
 pub mod socketmap;
 
 use decide::Facts;
-pub use decide::{Action, Judgement, Map, PolicyRequest, Reply};
+pub use decide::{Action, Answer, Judgement, Map, PolicyRequest, Reply};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::check::{check_recipient, normalize_recipient};
-use crate::config::Config;
+use crate::config::{Config, TrapAction};
 use crate::conns::{Conns, RESERVED_FDS, raise_open_files};
 use crate::day::Day;
 use crate::listen::Bound;
@@ -380,8 +382,8 @@ impl Resolver {
     }
 
     /// Answers one policy request under one settings snapshot, and records
-    /// and blocks what the decision says.
-    pub fn policy(&self, req: &PolicyRequest<'_>) -> String {
+    /// and blocks what the decision says; the answer in the MTA's words.
+    pub fn policy(&self, req: &PolicyRequest<'_>, words: fn(&Answer, &TrapAction) -> String) -> String {
         let s = self.settings();
         let now = now_unix();
         let d = decide::policy(&s, &Under { r: self, s: &s }, req, now);
@@ -392,7 +394,7 @@ impl Resolver {
             self.block(ip, now + s.config.traps.block_for.as_secs() as i64, &reason);
             tracing::info!(client = %ip, %reason, "blocked a client that mailed a trap");
         }
-        d.answer
+        words(&d.answer, &s.config.traps.action)
     }
 
     /// The end of a client's block, if it is blocked now.
@@ -485,15 +487,19 @@ impl batch::Sink for ArrivalsAndBlocks {
 pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
     let s = resolver.settings();
     let rc = &s.config.resolver;
-    if rc.socketmap.is_empty() && rc.policy.is_empty() {
+    if rc.socketmap.is_empty() && rc.policy.is_empty() && rc.exim.is_empty() {
         anyhow::bail!(crate::config::ConfigError::Invalid {
             path: s.config.path.clone(),
             key: "resolver".into(),
-            message: "no listeners; add e.g. socketmap = [\"inet:127.0.0.1:10100\"] and policy = [\"inet:127.0.0.1:10101\"]".into(),
+            message: "no listeners; add e.g. socketmap = [\"inet:127.0.0.1:10100\"] and policy = [\"inet:127.0.0.1:10101\"] (Postfix), or exim = [\"inet:127.0.0.1:10102\"]".into(),
         });
     }
     let mut tasks = Vec::new();
-    for (list, is_policy) in [(&rc.socketmap, false), (&rc.policy, true)] {
+    for (list, service) in [
+        (&rc.socketmap, Service::Socketmap),
+        (&rc.policy, Service::Policy),
+        (&rc.exim, Service::Exim),
+    ] {
         for listen in list {
             let bound = listen
                 .bind(
@@ -503,9 +509,9 @@ pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-            tracing::info!(%listen, service = if is_policy { "policy" } else { "socketmap" }, "listening");
+            tracing::info!(%listen, service = service.name(), "listening");
             let r = Arc::clone(&resolver);
-            tasks.push(tokio::spawn(accept_loop(bound, r, is_policy)));
+            tasks.push(tokio::spawn(accept_loop(bound, r, service)));
         }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -528,7 +534,28 @@ pub async fn run(resolver: Arc<Resolver>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn accept_loop(bound: Bound, r: Arc<Resolver>, is_policy: bool) {
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy)]
+enum Service {
+    /// Postfix's socketmap lookups.
+    Socketmap,
+    /// Postfix's policy delegation.
+    Policy,
+    /// Exim's `${readsocket}` lines.
+    Exim,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Socketmap => "socketmap",
+            Service::Policy => "policy",
+            Service::Exim => "exim",
+        }
+    }
+}
+
+async fn accept_loop(bound: Bound, r: Arc<Resolver>, service: Service) {
     loop {
         let accepted: std::io::Result<(Box<dyn Conn>, String)> = match &bound {
             Bound::Inet(l) => l.accept().await.map(|(s, a)| {
@@ -549,10 +576,10 @@ async fn accept_loop(bound: Bound, r: Arc<Resolver>, is_policy: bool) {
                 tokio::spawn(async move {
                     let state = Arc::clone(&slot.conn);
                     let serving = async {
-                        if is_policy {
-                            policy::serve(conn, &r, &state).await
-                        } else {
-                            socketmap::serve(conn, &r, &state).await
+                        match service {
+                            Service::Socketmap => socketmap::serve(conn, &r, &state).await,
+                            Service::Policy => policy::serve(conn, &r, &state).await,
+                            Service::Exim => exim::serve(conn, &r, &state).await,
                         }
                     };
                     let result = tokio::select! {

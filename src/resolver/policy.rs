@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::decide::PolicyRequest;
+use super::decide::{Answer, PolicyRequest};
 use super::socketmap::ProtocolError;
 use super::{Conn, Resolver};
 
@@ -44,7 +44,7 @@ pub async fn serve(
             return Ok(());
         };
         let _busy = state.begin();
-        let action = r.policy(&request(&attrs));
+        let action = r.policy(&request(&attrs), Answer::postfix);
         conn.get_mut()
             .write_all(format!("action={action}\n\n").as_bytes())
             .await?;

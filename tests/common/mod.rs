@@ -4,6 +4,7 @@
 
 pub mod chromium;
 pub mod daemon;
+pub mod exim;
 pub mod nginx;
 pub mod postfix;
 pub mod postgres;

@@ -1,0 +1,226 @@
+//! A private Exim for one test, beside the resolver it asks: Debian's
+//! Exim 4 unpacked (not installed: it would remove Postfix) by
+//! scripts/test.sh into [`EXIM_ROOT`], run as a foreground daemon with a
+//! config in the instance's folder (the README's router and ACL, as
+//! written there), on a free loopback port; mail lands in one mbox file.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use super::{Instance, Running, free_port, readme_block, wait_for_port};
+
+/// Where scripts/test.sh unpacks Exim's packages.
+pub const EXIM_ROOT: &str = "/opt/addrmunge-test-mta/exim";
+
+/// A running Exim and its resolver.
+pub struct Exim {
+    /// The resolver's instance: its folder holds Exim's too.
+    pub inst: Instance,
+    /// Exim's SMTP port.
+    pub smtp: u16,
+    /// The resolver's Exim listener.
+    pub port: u16,
+    resolver: Option<Running>,
+    daemon: Child,
+}
+
+fn exim_binary() -> PathBuf {
+    let bin = Path::new(EXIM_ROOT).join("usr/sbin/exim4");
+    assert!(
+        bin.exists(),
+        "no Exim at {}; `bash scripts/test.sh` unpacks it",
+        bin.display()
+    );
+    bin
+}
+
+/// The README's Exim main-section line, ACL and router, with the test's port.
+fn readme_parts(port: u16) -> (String, String, String) {
+    let set = |block: String| block.replace("127.0.0.1:10102", &format!("127.0.0.1:{port}"));
+    (
+        set(readme_block("exim", "ADDRMUNGE =")),
+        readme_block("exim", "acl_m_addrmunge"),
+        readme_block("exim", "driver = redirect"),
+    )
+}
+
+impl Exim {
+    /// The resolver (`extra` after its `[resolver]` lines) and an Exim
+    /// that asks it.
+    pub fn start(extra: &str) -> Exim {
+        Exim::start_with(extra, "")
+    }
+
+    /// [`Exim::start`] with `traps` after the `[traps]` lines.
+    pub fn start_with(extra: &str, traps: &str) -> Exim {
+        let port = free_port();
+        let inst = Instance::new(&format!(
+            "[[protect]]\ndomain = \"plover.com\"\nexempt = [\"*-subscribe\"]\n\
+             [resolver]\nexim = [\"inet:127.0.0.1:{port}\"]\n{extra}\n\
+             [traps]\nnever_block = [\"127.0.0.1/32\"]\nblock_for = \"1h\"\n{traps}\n"
+        ));
+        let resolver = inst.start("resolver", &[]);
+        wait_for_port(port, "resolver's exim listener");
+        let smtp = free_port();
+        let daemon = start_daemon(&inst, port, smtp);
+        wait_for_port(smtp, "exim");
+        Exim {
+            inst,
+            smtp,
+            port,
+            resolver: Some(resolver),
+            daemon,
+        }
+    }
+
+    /// Stops the resolver (as in an outage).
+    pub fn stop_resolver(&mut self) {
+        self.resolver = None;
+    }
+
+    /// [`Instance::cli_ok`].
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        self.inst.cli_ok(args)
+    }
+
+    /// Sends one message from `from_ip`; whether it was accepted, and the transcript.
+    pub fn send(&self, from_ip: &str, to: &str) -> (bool, String) {
+        let out: Output = Command::new("swaks")
+            .args(["--server", &format!("127.0.0.1:{}", self.smtp)])
+            .args(["--local-interface", from_ip])
+            .args(["--from", "spammer@sender.example", "--to", to])
+            .args(["--helo", "sender.example", "--timeout", "20"])
+            .args(["--header", &format!("Subject: to {to}")])
+            .output()
+            .unwrap();
+        let transcript =
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), transcript)
+    }
+
+    /// Everything delivered so far (one mbox for every recipient).
+    pub fn mailbox(&self) -> String {
+        fs::read_to_string(self.inst.path("exim/mail/inbox")).unwrap_or_default()
+    }
+
+    /// Waits until a message sent to `to` is delivered to `base` (the
+    /// address Exim delivered to after the routers, not the envelope's).
+    pub fn delivered(&self, to: &str, base: &str) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            let mbox = self.mailbox();
+            if mbox.split("\nFrom ").any(|m| {
+                m.contains(&format!("Subject: to {to}")) && m.contains(&format!("X-Delivered-To: {base}"))
+            }) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Exim's main log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.inst.path("exim/log/mainlog")).unwrap_or_default()
+    }
+
+    /// Runs the queue now (deferred mail is retried).
+    pub fn run_queue(&self) {
+        let out = Command::new(exim_binary())
+            .arg("-C")
+            .arg(self.inst.path("exim/exim.conf"))
+            .arg("-qff")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    /// Messages waiting in the queue.
+    pub fn queued(&self) -> usize {
+        let out = Command::new(exim_binary())
+            .arg("-C")
+            .arg(self.inst.path("exim/exim.conf"))
+            .arg("-bpc")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    }
+}
+
+impl Drop for Exim {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// Writes Exim's config and folders under the instance and starts it.
+fn start_daemon(inst: &Instance, port: u16, smtp: u16) -> Child {
+    let d = inst.path("exim");
+    for sub in ["", "spool", "log", "mail"] {
+        fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    // Exim's processes run as Debian-exim: they must reach and write these.
+    fs::set_permissions(inst.path(""), fs::Permissions::from_mode(0o755)).unwrap();
+    for sub in ["spool", "log", "mail"] {
+        let ok = Command::new("chown")
+            .arg("Debian-exim:Debian-exim")
+            .arg(d.join(sub))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let (main, acl, router) = readme_parts(port);
+    let dir = d.display();
+    let conf = format!(
+        "exim_path = {exim}\n\
+         primary_hostname = mx.plover.com\n\
+         domainlist local_domains = plover.com\n\
+         spool_directory = {dir}/spool\n\
+         log_file_path = {dir}/log/%slog\n\
+         exim_user = Debian-exim\n\
+         exim_group = Debian-exim\n\
+         never_users = root\n\
+         daemon_smtp_ports = {smtp}\n\
+         local_interfaces = 127.0.0.1\n\
+         host_lookup =\n\
+         rfc1413_hosts =\n\
+         tls_advertise_hosts =\n\
+         keep_environment =\n\
+         acl_smtp_rcpt = acl_check_rcpt\n\
+         {main}\n\
+         begin acl\n\
+         acl_check_rcpt:\n\
+         {acl}\n\
+         \x20 accept domains = +local_domains\n\
+         \x20 deny message = relay not permitted\n\
+         begin routers\n\
+         {router}\n\
+         local:\n\
+         \x20 driver = accept\n\
+         \x20 domains = +local_domains\n\
+         \x20 transport = mbox\n\
+         begin transports\n\
+         mbox:\n\
+         \x20 driver = appendfile\n\
+         \x20 file = {dir}/mail/inbox\n\
+         \x20 envelope_to_add = true\n\
+         \x20 headers_add = X-Delivered-To: $local_part@$domain\n\
+         \x20 user = Debian-exim\n\
+         \x20 group = Debian-exim\n\
+         \x20 mode = 0600\n",
+        exim = exim_binary().display(),
+    );
+    fs::write(d.join("exim.conf"), conf).unwrap();
+    Command::new(exim_binary())
+        .arg("-C")
+        .arg(d.join("exim.conf"))
+        .arg("-bdf")
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(d.join("stderr")).unwrap())
+        .spawn()
+        .unwrap()
+}

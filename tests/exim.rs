@@ -1,0 +1,247 @@
+//! The resolver against a real Exim 4 (tests/common/exim.rs starts one of
+//! its own per test, with the README's router and RCPT ACL): delivery,
+//! refusal, traps and blocks over real SMTP with swaks, and a deferral,
+//! never a bounce, when the store cannot be read.
+//!
+//! Needs Exim unpacked and swaks (scripts/test.sh does both).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::exim::Exim;
+use common::postfix::day_offset;
+
+/// The resolver's answer to one line, as Exim's `${readsocket}` asks it.
+fn ask(port: u16, line: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(line.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    // Over max_request the resolver closes with the rest unread (a reset).
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn exim_delivers_refuses_and_traps() {
+    let x = Exim::start("");
+    let valid = x.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let (ok, t) = x.send("127.0.0.2", &valid);
+    assert!(ok, "{t}\n{}", x.log());
+    assert!(x.delivered(&valid, "mjd@plover.com"), "{}", x.log());
+
+    // Yesterday's ID is still good; the bare address and an exempt one are
+    // delivered (bare = "accept", the default).
+    let yesterday = x.cli_ok(&[
+        "encode",
+        "--ip",
+        "203.0.113.9",
+        "--date",
+        &day_offset(-1),
+        "mjd@plover.com",
+    ]);
+    for (to, base) in [
+        (yesterday.as_str(), "mjd@plover.com"),
+        ("mjd@plover.com", "mjd@plover.com"),
+        ("list-subscribe@plover.com", "list-subscribe@plover.com"),
+    ] {
+        let (ok, t) = x.send("127.0.0.2", to);
+        assert!(ok, "{to}: {t}");
+        assert!(x.delivered(to, base), "{to}\n{}", x.log());
+    }
+
+    // Expired by IP and by day, and forged: 5xx at RCPT with the text.
+    let by_ip = x.cli_ok(&["encode", "--ip", "198.51.100.20", "mjd@plover.com"]);
+    x.cli_ok(&["expire", "--ip", "198.51.100.20"]);
+    let old_day = day_offset(-3);
+    let by_day = x.cli_ok(&[
+        "encode",
+        "--ip",
+        "203.0.113.9",
+        "--date",
+        &old_day,
+        "mjd@plover.com",
+    ]);
+    x.cli_ok(&["expire", "--day", &old_day]);
+    let (l, d) = valid.split_once('@').unwrap();
+    let forged = format!(
+        "{}{}@{d}",
+        &l[..l.len() - 1],
+        if l.ends_with('a') { 'b' } else { 'a' }
+    );
+    std::thread::sleep(Duration::from_millis(600)); // the rules reach the resolver
+    for to in [&by_ip, &by_day, &forged] {
+        let (ok, t) = x.send("127.0.0.2", to);
+        assert!(!ok, "{to} accepted: {t}");
+        // Exim folds a long text over several 550- lines.
+        assert!(t.contains("<** 550-5.1.1 This address has expired"), "{to}: {t}");
+    }
+    assert!(!x.mailbox().contains(&by_ip) && !x.mailbox().contains(&forged));
+
+    // A trap: accepted-looking, never delivered, and its client refused next time.
+    let trap = x.cli_ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.1",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ]);
+    let (ok, t) = x.send("127.0.0.66", &trap);
+    assert!(ok, "a trap must look accepted: {t}");
+    let (ok, t) = x.send("127.0.0.66", &valid);
+    assert!(
+        !ok && t.contains("<** 550") && t.contains("5.7.1"),
+        "the trap's client: {t}"
+    );
+    let (ok, t) = x.send("127.0.0.67", &valid);
+    assert!(ok, "another client: {t}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !x.mailbox().contains(&format!("Subject: to {trap}")),
+        "trap mail delivered"
+    );
+    assert!(x.cli_ok(&["blocks"]).contains("127.0.0.66"));
+    // Every arrival recorded, as with Postfix.
+    let trace = x.cli_ok(&["trace", &valid]);
+    assert!(
+        trace.contains("127.0.0.2") && trace.contains("127.0.0.67"),
+        "{trace}"
+    );
+}
+
+/// The store cannot be read: Exim defers at RCPT (4xx), nothing bounces,
+/// and mail flows again once it is back; with the resolver down, Exim's
+/// own fail string defers too.
+#[test]
+fn exim_defers_when_the_store_or_resolver_is_gone() {
+    let mut x = Exim::start("");
+    let valid = x.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let state = x.inst.path("state.sqlite");
+    fs::rename(&state, x.inst.path("state.moved")).unwrap();
+    fs::create_dir(&state).unwrap();
+    let start = Instant::now();
+    while !ask(x.port, &format!("rcpt 127.0.0.2 {valid} a@b.example helo\n")).starts_with("defer 4.3.0") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no defer while the store is unreadable"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ask(x.port, &format!("route {valid}\n")).starts_with(":defer: "));
+    let (ok, t) = x.send("127.0.0.2", &valid);
+    assert!(!ok && t.contains("<** 451 4.3.0"), "{t}");
+    fs::remove_dir(&state).unwrap();
+    fs::rename(x.inst.path("state.moved"), &state).unwrap();
+    let start = Instant::now();
+    while ask(x.port, &format!("rcpt 127.0.0.2 {valid} a@b.example helo\n")) != "accept\n" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the resolver did not recover"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, t) = x.send("127.0.0.2", &valid);
+    assert!(ok, "{t}");
+    assert!(x.delivered(&valid, "mjd@plover.com"), "{}", x.log());
+
+    x.stop_resolver();
+    let (ok, t) = x.send("127.0.0.2", &valid);
+    assert!(
+        !ok && t.contains("<** 451 4.3.0 addrmunge is not answering"),
+        "{t}"
+    );
+    assert_eq!(x.queued(), 0, "nothing accepted and left to bounce");
+}
+
+/// The line protocol by itself: both requests, odd input, and the limits.
+#[test]
+fn the_exim_protocol() {
+    let x = Exim::start("bare = \"reject\"");
+    let valid = x.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    assert_eq!(
+        ask(x.port, &format!("route {}\n", valid.to_uppercase())),
+        "mjd@plover.com\n"
+    );
+    assert_eq!(
+        ask(x.port, "route mjd@plover.com\n"),
+        "\n",
+        "a base address is not routed"
+    );
+    assert_eq!(ask(x.port, "route someone@example.com\n"), "\n");
+    // No newline at the end (the shutdown ends the request), and a bounce's empty sender.
+    assert_eq!(
+        ask(x.port, &format!("rcpt 127.0.0.2 {valid}  helo.example")),
+        "accept\n"
+    );
+    assert!(ask(x.port, "rcpt 127.0.0.2 mjd@plover.com  helo\n").starts_with("reject 5.1.1 "));
+    assert_eq!(
+        ask(x.port, "rcpt 127.0.0.2 postmaster@plover.com  helo\n"),
+        "accept\n"
+    );
+    assert_eq!(
+        ask(x.port, "rcpt 127.0.0.2 someone@example.com  helo\n"),
+        "accept\n"
+    );
+    for bad in ["", "rcpt\n", "route\n", "hello there\n"] {
+        assert!(
+            ask(x.port, bad).is_empty() || ask(x.port, bad).starts_with("defer 4.5.4 "),
+            "{bad:?}"
+        );
+    }
+    // Two requests on one connection get two answers.
+    let mut s = TcpStream::connect(("127.0.0.1", x.port)).unwrap();
+    s.write_all(format!("route {valid}\nroute {valid}\n").as_bytes())
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "mjd@plover.com\nmjd@plover.com\n");
+    // Over max_request: closed without an answer; the resolver lives on.
+    assert_eq!(ask(x.port, &format!("route {}\n", "a".repeat(20_000))), "");
+    assert_eq!(ask(x.port, &format!("route {valid}\n")), "mjd@plover.com\n");
+}
+
+/// `[traps] action = "HOLD"`: Exim freezes trap mail in its queue (kept
+/// for a look, never delivered); `REJECT text` refuses it with the text.
+#[test]
+fn exim_holds_or_rejects_traps_as_configured() {
+    let x = Exim::start_with("", "action = \"HOLD\"");
+    let trap = x.cli_ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.1",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ]);
+    let (ok, t) = x.send("127.0.0.66", &trap);
+    assert!(ok, "{t}");
+    let start = Instant::now();
+    while !x.log().contains("frozen") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not frozen:\n{}",
+            x.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(x.queued(), 1);
+    assert!(!x.mailbox().contains(&format!("Subject: to {trap}")));
+
+    let x = Exim::start_with("", "action = \"REJECT 5.7.1 not here\"");
+    let trap = x.cli_ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.1",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ]);
+    let (ok, t) = x.send("127.0.0.66", &trap);
+    assert!(!ok && t.contains("<** 550 5.7.1 not here"), "{t}");
+}
