@@ -8,11 +8,12 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 use common::exim::Exim;
 use common::postfix::day_offset;
+use common::{trap_address, within};
 
 /// The resolver's answer to one line, as Exim's `${readsocket}` asks it.
 fn ask(port: u16, line: &str) -> String {
@@ -83,14 +84,7 @@ fn exim_delivers_refuses_and_traps() {
     assert!(!x.mailbox().contains(&by_ip) && !x.mailbox().contains(&forged));
 
     // A trap: accepted-looking, never delivered, and its client refused next time.
-    let trap = x.cli_ok(&[
-        "encode",
-        "--ip",
-        "198.51.100.1",
-        "--kind",
-        "trap",
-        "mjd@plover.com",
-    ]);
+    let trap = trap_address(&x.inst);
     let (ok, t) = x.send("127.0.0.66", &trap);
     assert!(ok, "a trap must look accepted: {t}");
     let (ok, t) = x.send("127.0.0.66", &valid);
@@ -124,27 +118,20 @@ fn exim_defers_when_the_store_or_resolver_is_gone() {
     let state = x.inst.path("state.sqlite");
     fs::rename(&state, x.inst.path("state.moved")).unwrap();
     fs::create_dir(&state).unwrap();
-    let start = Instant::now();
-    while !ask(x.port, &format!("rcpt 127.0.0.2 {valid} a@b.example helo\n")).starts_with("defer 4.3.0") {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no defer while the store is unreadable"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let rcpt = format!("rcpt 127.0.0.2 {valid} a@b.example helo\n");
+    within(
+        Duration::from_secs(5),
+        "defer while the store is unreadable",
+        || ask(x.port, &rcpt).starts_with("defer 4.3.0"),
+    );
     assert!(ask(x.port, &format!("route {valid}\n")).starts_with(":defer: "));
     let (ok, t) = x.send("127.0.0.2", &valid);
     assert!(!ok && t.contains("<** 451 4.3.0"), "{t}");
     fs::remove_dir(&state).unwrap();
     fs::rename(x.inst.path("state.moved"), &state).unwrap();
-    let start = Instant::now();
-    while ask(x.port, &format!("rcpt 127.0.0.2 {valid} a@b.example helo\n")) != "accept\n" {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the resolver did not recover"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    within(Duration::from_secs(5), "the resolver recovers", || {
+        ask(x.port, &rcpt) == "accept\n"
+    });
     let (ok, t) = x.send("127.0.0.2", &valid);
     assert!(ok, "{t}");
     assert!(x.delivered(&valid, "mjd@plover.com"), "{}", x.log());
@@ -211,37 +198,17 @@ fn the_exim_protocol() {
 #[test]
 fn exim_holds_or_rejects_traps_as_configured() {
     let x = Exim::start_with("", "action = \"HOLD\"");
-    let trap = x.cli_ok(&[
-        "encode",
-        "--ip",
-        "198.51.100.1",
-        "--kind",
-        "trap",
-        "mjd@plover.com",
-    ]);
+    let trap = trap_address(&x.inst);
     let (ok, t) = x.send("127.0.0.66", &trap);
     assert!(ok, "{t}");
-    let start = Instant::now();
-    while !x.log().contains("frozen") {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "not frozen:\n{}",
-            x.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    within(Duration::from_secs(10), "the trap mail frozen", || {
+        x.log().contains("frozen")
+    });
     assert_eq!(x.queued(), 1);
     assert!(!x.mailbox().contains(&format!("Subject: to {trap}")));
 
     let x = Exim::start_with("", "action = \"REJECT 5.7.1 not here\"");
-    let trap = x.cli_ok(&[
-        "encode",
-        "--ip",
-        "198.51.100.1",
-        "--kind",
-        "trap",
-        "mjd@plover.com",
-    ]);
+    let trap = trap_address(&x.inst);
     let (ok, t) = x.send("127.0.0.66", &trap);
     assert!(!ok && t.contains("<** 550 5.7.1 not here"), "{t}");
 }

@@ -16,7 +16,7 @@ use common::daemon::get;
 use common::postfix::Mail;
 use common::postgres::Cluster;
 use common::wire::socketmap;
-use common::{Instance, free_port, one_page_server, wait_for_port};
+use common::{Instance, free_port, one_page_server, trap_address, wait_for_port, within};
 
 const PROTECT: &str = "[[protect]]\ndomain = \"plover.com\"\n";
 
@@ -62,28 +62,6 @@ fn policy(port: u16, client: &str, recipient: &str) -> String {
     let mut buf = [0u8; 512];
     let n = p.read(&mut buf).unwrap();
     String::from_utf8_lossy(&buf[..n]).trim().to_owned()
-}
-
-/// A trap address for mjd@plover.com, made on `host`.
-fn trap_address(host: &Instance) -> String {
-    host.cli_ok(&[
-        "encode",
-        "--ip",
-        "198.51.100.1",
-        "--kind",
-        "trap",
-        "mjd@plover.com",
-    ])
-}
-
-/// Waits up to `limit` for `ok`; how long it took.
-fn within(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::{Instance, Running, free_port, readme_block, wait_for_port};
@@ -88,17 +88,7 @@ impl Exim {
 
     /// Sends one message from `from_ip`; whether it was accepted, and the transcript.
     pub fn send(&self, from_ip: &str, to: &str) -> (bool, String) {
-        let out: Output = Command::new("swaks")
-            .args(["--server", &format!("127.0.0.1:{}", self.smtp)])
-            .args(["--local-interface", from_ip])
-            .args(["--from", "spammer@sender.example", "--to", to])
-            .args(["--helo", "sender.example", "--timeout", "20"])
-            .args(["--header", &format!("Subject: to {to}")])
-            .output()
-            .unwrap();
-        let transcript =
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), transcript)
+        super::swaks(self.smtp, from_ip, to)
     }
 
     /// Everything delivered so far (one mbox for every recipient).

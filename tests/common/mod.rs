@@ -246,3 +246,41 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// A trap address for mjd@plover.com, made on `host`.
+pub fn trap_address(host: &Instance) -> String {
+    host.cli_ok(&[
+        "encode",
+        "--ip",
+        "198.51.100.1",
+        "--kind",
+        "trap",
+        "mjd@plover.com",
+    ])
+}
+
+/// Waits up to `limit` for `ok`; how long it took.
+pub fn within(limit: std::time::Duration, what: &str, mut ok: impl FnMut() -> bool) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+/// Sends one message with swaks to an SMTP server on loopback `port`, from
+/// `from_ip`; whether it was accepted, and the transcript.
+pub fn swaks(port: u16, from_ip: &str, to: &str) -> (bool, String) {
+    let out = std::process::Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args(["--local-interface", from_ip])
+        .args(["--from", "spammer@sender.example", "--to", to])
+        .args(["--helo", "sender.example", "--timeout", "20"])
+        .args(["--header", &format!("Subject: to {to}")])
+        .output()
+        .unwrap();
+    let transcript =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), transcript)
+}

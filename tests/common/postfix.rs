@@ -317,17 +317,7 @@ smtputf8_enable = no
 
     /// Sends one message; returns whether it was accepted, and the transcript.
     pub fn send(&self, from_ip: &str, to: &str) -> (bool, String) {
-        let out = Command::new("swaks")
-            .args(["--server", &format!("127.0.0.1:{}", self.smtp)])
-            .args(["--local-interface", from_ip])
-            .args(["--from", "spammer@sender.example", "--to", to])
-            .args(["--helo", "sender.example", "--timeout", "20"])
-            .args(["--header", &format!("Subject: to {to}")])
-            .output()
-            .unwrap();
-        let transcript =
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), transcript)
+        super::swaks(self.smtp, from_ip, to)
     }
 
     pub fn mailbox(&self, user: &str) -> Vec<String> {
