@@ -117,17 +117,6 @@ impl Exim {
         fs::read_to_string(self.inst.path("exim/log/mainlog")).unwrap_or_default()
     }
 
-    /// Runs the queue now (deferred mail is retried).
-    pub fn run_queue(&self) {
-        let out = Command::new(exim_binary())
-            .arg("-C")
-            .arg(self.inst.path("exim/exim.conf"))
-            .arg("-qff")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
-
     /// Messages waiting in the queue.
     pub fn queued(&self) -> usize {
         let out = Command::new(exim_binary())
