@@ -54,6 +54,28 @@ if [[ ! -x $exim_root/usr/sbin/exim4 ]] || ! getent passwd Debian-exim >/dev/nul
     useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
 fi
 
+# Sendmail for tests/sendmail.rs, unpacked the same way (its package would
+# remove postfix too); m4 makes its sendmail.cf from the test's .mc.
+sendmail_root=/opt/addrmunge-test-mta/sendmail
+if [[ ! -x $sendmail_root/usr/libexec/sendmail/sendmail ]] || ! command -v m4 >/dev/null; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "scripts/test.sh: Sendmail for tests/sendmail.rs is missing; run as root once" >&2
+    exit 1
+  fi
+  libs=()
+  for lib in m4 libwrap0 libldap-2.5-0 libsasl2-2 libdb5.3 libssl3 libnsl2; do
+    dpkg -s "$lib" >/dev/null 2>&1 || libs+=("$lib")
+  done
+  apt-get update -q
+  if ((${#libs[@]})); then apt-get install -y -q --no-install-recommends "${libs[@]}"; fi
+  debs=$(mktemp -d)
+  chmod 777 "$debs"   # apt-get download runs as _apt
+  (cd "$debs" && apt-get download -q sendmail-bin sendmail-base sendmail-cf)
+  mkdir -p "$sendmail_root"
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$sendmail_root"; done
+  rm -rf "$debs"
+fi
+
 cargo test --locked "$@"
 
 # The README's install command, into a throwaway root: the release build

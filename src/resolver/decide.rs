@@ -66,7 +66,8 @@ pub fn recipient_action(s: &Settings, j: &Judgement) -> Action {
 /// The socketmap maps addrmunge serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Map {
-    /// `virtual_alias_maps`: a valid munged address to its base (or `deliver_to`).
+    /// `virtual_alias_maps` (Sendmail's `virtuser`): a valid munged
+    /// address to its base (or `deliver_to`).
     Virtual,
     /// `relay_recipient_maps`: which recipients exist.
     Relay,
@@ -80,7 +81,7 @@ impl Map {
     /// The map for a socketmap name.
     pub fn parse(name: &str) -> Option<Map> {
         Some(match name {
-            "virtual" => Map::Virtual,
+            "virtual" | "virtuser" => Map::Virtual,
             "relay" => Map::Relay,
             "recipient" => Map::Recipient,
             "client" => Map::Client,

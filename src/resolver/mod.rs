@@ -1,6 +1,6 @@
-//! `addrmunge resolver`: the mail side. A Postfix socketmap server
-//! ([`socketmap`]), a policy-delegation service ([`policy`]) and Exim's
-//! line protocol ([`exim`]) sharing one
+//! `addrmunge resolver`: the mail side. A socketmap server for Postfix
+//! and Sendmail ([`socketmap`], [`sendmail`]), a policy-delegation
+//! service ([`policy`]) and Exim's line protocol ([`exim`]) sharing one
 //! [`Resolver`]: the key ring, the protection rules, and a snapshot of the
 //! store's expiry rules and client blocks that a background thread keeps
 //! fresh (at most 250 ms old). Arrivals and new blocks are written by a
@@ -9,6 +9,7 @@
 pub mod decide;
 pub mod exim;
 pub mod policy;
+pub mod sendmail;
 pub mod socketmap;
 
 use decide::Facts;

@@ -1,6 +1,7 @@
 //! The Postfix socketmap protocol: netstring requests `NAME KEY`, netstring
 //! replies `OK value`, `NOTFOUND `, `TEMP reason`, `PERM reason`, many per
-//! persistent connection. Maps: `virtual`, `recipient`, `relay`, `client`.
+//! persistent connection. Maps: `virtual`, `recipient`, `relay`, `client`,
+//! and Sendmail's `virtuser` and `addrmunge` ([`super::sendmail`]).
 //! Framing only: the answers are [`super::decide`]'s.
 
 use std::sync::Arc;
@@ -44,10 +45,11 @@ fn answer(r: &Resolver, request: &[u8]) -> Reply {
         return Reply::Perm("request is not UTF-8".into());
     };
     match text.split_once(' ') {
+        Some((super::sendmail::RCPT_MAP, key)) if !key.is_empty() => super::sendmail::rcpt(r, key),
         Some((name, key)) if !key.is_empty() => match Map::parse(name) {
             Some(map) => r.lookup(map, key),
             None => Reply::Perm(format!(
-                "unknown map name '{name}'; use virtual, recipient, relay or client"
+                "unknown map name '{name}'; use virtual, recipient, relay, client, virtuser or addrmunge"
             )),
         },
         _ => Reply::Perm("expected 'NAME KEY'".into()),

@@ -9,6 +9,7 @@ pub mod nginx;
 pub mod postfix;
 pub mod postgres;
 pub mod proxy;
+pub mod sendmail;
 pub mod wire;
 
 use std::net::{TcpListener, TcpStream};
