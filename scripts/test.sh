@@ -28,52 +28,57 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Exim for tests/exim.rs. Debian's MTA packages conflict (installing exim4
-# removes postfix), so Exim's packages are unpacked into a folder of their
-# own and run from there with the test's config; only its libraries and its
-# system user are installed.
-exim_root=/opt/addrmunge-test-mta/exim
-if [[ ! -x $exim_root/usr/sbin/exim4 ]] || ! getent passwd Debian-exim >/dev/null; then
+# The other MTAs for tests/exim.rs, tests/sendmail.rs and tests/opensmtpd.rs.
+# Debian's MTA packages conflict (installing exim4, sendmail or opensmtpd
+# removes postfix), so each one's packages are unpacked into a folder of its
+# own under /opt/addrmunge-test-mta and run from there with the test's
+# config; only their libraries (and system users) are installed.
+# unpack_mta NAME ROOT "LIBRARY PACKAGES" PACKAGE...
+unpack_mta() {
+  local name=$1 root=$2 libs=() lib debs deb
   if [[ $(id -u) -ne 0 ]]; then
-    echo "scripts/test.sh: Exim for tests/exim.rs is missing; run as root once" >&2
+    echo "scripts/test.sh: $name for its tests is missing; run as root once" >&2
     exit 1
   fi
-  libs=()
-  for lib in libidn12 libgnutls-dane0 libgnutls30 libdb5.3 libnsl2 libpcre2-8-0 libidn2-0 libcrypt1; do
+  for lib in $3; do
     dpkg -s "$lib" >/dev/null 2>&1 || libs+=("$lib")
   done
+  shift 3
   apt-get update -q
   if ((${#libs[@]})); then apt-get install -y -q --no-install-recommends "${libs[@]}"; fi
   debs=$(mktemp -d)
   chmod 777 "$debs"   # apt-get download runs as _apt
-  (cd "$debs" && apt-get download -q exim4-base exim4-config exim4-daemon-light)
-  mkdir -p "$exim_root"
-  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$exim_root"; done
+  (cd "$debs" && apt-get download -q "$@")
+  mkdir -p "$root"
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done
   rm -rf "$debs"
-  getent passwd Debian-exim >/dev/null ||
-    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
-fi
+}
 
-# Sendmail for tests/sendmail.rs, unpacked the same way (its package would
-# remove postfix too); m4 makes its sendmail.cf from the test's .mc.
-sendmail_root=/opt/addrmunge-test-mta/sendmail
-if [[ ! -x $sendmail_root/usr/libexec/sendmail/sendmail ]] || ! command -v m4 >/dev/null; then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "scripts/test.sh: Sendmail for tests/sendmail.rs is missing; run as root once" >&2
-    exit 1
-  fi
-  libs=()
-  for lib in m4 libwrap0 libldap-2.5-0 libsasl2-2 libdb5.3 libssl3 libnsl2; do
-    dpkg -s "$lib" >/dev/null 2>&1 || libs+=("$lib")
-  done
-  apt-get update -q
-  if ((${#libs[@]})); then apt-get install -y -q --no-install-recommends "${libs[@]}"; fi
-  debs=$(mktemp -d)
-  chmod 777 "$debs"   # apt-get download runs as _apt
-  (cd "$debs" && apt-get download -q sendmail-bin sendmail-base sendmail-cf)
-  mkdir -p "$sendmail_root"
-  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$sendmail_root"; done
-  rm -rf "$debs"
+# system_user NAME HOME
+system_user() {
+  getent passwd "$1" >/dev/null ||
+    useradd --system --user-group --no-create-home --home-dir "$2" --shell /usr/sbin/nologin "$1"
+}
+
+mta=/opt/addrmunge-test-mta
+if [[ ! -x $mta/exim/usr/sbin/exim4 ]] || ! getent passwd Debian-exim >/dev/null; then
+  unpack_mta Exim "$mta/exim" "libidn12 libgnutls-dane0 libgnutls30 libdb5.3 libnsl2 libpcre2-8-0 libidn2-0 libcrypt1" \
+    exim4-base exim4-config exim4-daemon-light
+  system_user Debian-exim /nonexistent
+fi
+# m4 makes Sendmail's sendmail.cf from the test's .mc.
+if [[ ! -x $mta/sendmail/usr/libexec/sendmail/sendmail ]] || ! command -v m4 >/dev/null; then
+  unpack_mta Sendmail "$mta/sendmail" "m4 libwrap0 libldap-2.5-0 libsasl2-2 libdb5.3 libssl3 libnsl2" \
+    sendmail-bin sendmail-base sendmail-cf
+fi
+# OpenSMTPD's spool, control socket and helpers are at fixed paths: the test
+# mounts its own folders over them in a mount namespace, so the mount points
+# must exist; the daemon wants its two users and its chroot folder.
+if [[ ! -x $mta/opensmtpd/usr/sbin/smtpd ]] || ! getent passwd opensmtpq >/dev/null || [[ ! -d /usr/libexec/opensmtpd ]]; then
+  unpack_mta OpenSMTPD "$mta/opensmtpd" "libevent-2.1-7 libssl3 libdb5.3 libpam0g libcrypt1 zlib1g" opensmtpd
+  system_user opensmtpd /var/spool/smtpd
+  system_user opensmtpq /var/spool/smtpd
+  mkdir -p /var/spool/smtpd /usr/libexec/opensmtpd /var/lib/opensmtpd/empty
 fi
 
 cargo test --locked "$@"

@@ -65,6 +65,7 @@ pub mod rewrite;
 pub mod rules;
 pub mod scan;
 pub mod signals;
+pub mod smtpd_filter;
 pub mod store;
 pub mod token;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 mod common;
 use common::exim::Exim;
-use common::postfix::day_offset;
+use common::mta::{self, Mta};
 use common::{trap_address, within};
 
 /// The resolver's answer to one line, as Exim's `${readsocket}` asks it.
@@ -32,81 +32,13 @@ fn ask(port: u16, line: &str) -> String {
 #[test]
 fn exim_delivers_refuses_and_traps() {
     let x = Exim::start("");
-    let valid = x.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
-    let (ok, t) = x.send("127.0.0.2", &valid);
-    assert!(ok, "{t}\n{}", x.log());
-    assert!(x.delivered(&valid, "mjd@plover.com"), "{}", x.log());
-
-    // Yesterday's ID is still good; the bare address and an exempt one are
-    // delivered (bare = "accept", the default).
-    let yesterday = x.cli_ok(&[
-        "encode",
-        "--ip",
-        "203.0.113.9",
-        "--date",
-        &day_offset(-1),
-        "mjd@plover.com",
-    ]);
-    for (to, base) in [
-        (yesterday.as_str(), "mjd@plover.com"),
-        ("mjd@plover.com", "mjd@plover.com"),
-        ("list-subscribe@plover.com", "list-subscribe@plover.com"),
-    ] {
-        let (ok, t) = x.send("127.0.0.2", to);
-        assert!(ok, "{to}: {t}");
-        assert!(x.delivered(to, base), "{to}\n{}", x.log());
-    }
-
-    // Expired by IP and by day, and forged: 5xx at RCPT with the text.
-    let by_ip = x.cli_ok(&["encode", "--ip", "198.51.100.20", "mjd@plover.com"]);
-    x.cli_ok(&["expire", "--ip", "198.51.100.20"]);
-    let old_day = day_offset(-3);
-    let by_day = x.cli_ok(&[
-        "encode",
-        "--ip",
-        "203.0.113.9",
-        "--date",
-        &old_day,
-        "mjd@plover.com",
-    ]);
-    x.cli_ok(&["expire", "--day", &old_day]);
-    let (l, d) = valid.split_once('@').unwrap();
-    let forged = format!(
-        "{}{}@{d}",
-        &l[..l.len() - 1],
-        if l.ends_with('a') { 'b' } else { 'a' }
-    );
-    std::thread::sleep(Duration::from_millis(600)); // the rules reach the resolver
-    for to in [&by_ip, &by_day, &forged] {
-        let (ok, t) = x.send("127.0.0.2", to);
-        assert!(!ok, "{to} accepted: {t}");
-        // Exim folds a long text over several 550- lines.
-        assert!(t.contains("<** 550-5.1.1 This address has expired"), "{to}: {t}");
-    }
-    assert!(!x.mailbox().contains(&by_ip) && !x.mailbox().contains(&forged));
-
-    // A trap: accepted-looking, never delivered, and its client refused next time.
-    let trap = trap_address(&x.inst);
-    let (ok, t) = x.send("127.0.0.66", &trap);
-    assert!(ok, "a trap must look accepted: {t}");
-    let (ok, t) = x.send("127.0.0.66", &valid);
-    assert!(
-        !ok && t.contains("<** 550") && t.contains("5.7.1"),
-        "the trap's client: {t}"
-    );
-    let (ok, t) = x.send("127.0.0.67", &valid);
-    assert!(ok, "another client: {t}");
+    // Exim folds a long text over several 550- lines.
+    let valid = mta::delivers_and_refuses(&x, |_, t| t.contains("<** 550-5.1.1 This address has expired"));
+    let trap = mta::traps_block_their_client(&x, &valid, |t| t.contains("<** 550") && t.contains("5.7.1"));
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        !x.mailbox().contains(&format!("Subject: to {trap}")),
+        !x.all_mail().contains(&format!("Subject: to {trap}")),
         "trap mail delivered"
-    );
-    assert!(x.cli_ok(&["blocks"]).contains("127.0.0.66"));
-    // Every arrival recorded, as with Postfix.
-    let trace = x.cli_ok(&["trace", &valid]);
-    assert!(
-        trace.contains("127.0.0.2") && trace.contains("127.0.0.67"),
-        "{trace}"
     );
 }
 
@@ -116,7 +48,7 @@ fn exim_delivers_refuses_and_traps() {
 #[test]
 fn exim_defers_when_the_store_or_resolver_is_gone() {
     let mut x = Exim::start("");
-    let valid = x.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let valid = mta::valid(&x);
     let state = x.inst.path("state.sqlite");
     fs::rename(&state, x.inst.path("state.moved")).unwrap();
     fs::create_dir(&state).unwrap();
@@ -151,7 +83,7 @@ fn exim_defers_when_the_store_or_resolver_is_gone() {
 #[test]
 fn the_exim_protocol() {
     let x = Exim::start("bare = \"reject\"");
-    let valid = x.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let valid = mta::valid(&x);
     assert_eq!(
         ask(x.port, &format!("route {}\n", valid.to_uppercase())),
         "mjd@plover.com\n"
@@ -207,7 +139,7 @@ fn exim_holds_or_rejects_traps_as_configured() {
         x.log().contains("frozen")
     });
     assert_eq!(x.queued(), 1);
-    assert!(!x.mailbox().contains(&format!("Subject: to {trap}")));
+    assert!(!x.all_mail().contains(&format!("Subject: to {trap}")));
 
     let x = Exim::start_with("", "action = \"REJECT 5.7.1 not here\"");
     let trap = trap_address(&x.inst);

@@ -49,8 +49,18 @@ pub enum Command {
     },
     /// Run the rewriting HTTP proxy ([proxy] in the config).
     Proxy,
-    /// Run the Postfix socketmap and policy service ([resolver] in the config).
+    /// Run the socketmap, policy and Exim services ([resolver] in the config).
     Resolver,
+    /// Run as OpenSMTPD's filter (`filter "addrmunge" proc-exec "…"`): ask
+    /// the resolver at each RCPT; reads no config.
+    OpensmtpdFilter {
+        /// The resolver's socketmap listener.
+        #[arg(long, default_value = "inet:127.0.0.1:10100")]
+        resolver: String,
+        /// Where trap mail is rewritten to; alias it to /dev/null.
+        #[arg(long, default_value = "addrmunge-trap@localhost")]
+        trap_to: String,
+    },
     /// Write a new random key (32 bytes, hex, mode 0600); never overwrites.
     Keygen {
         /// Where to write it.
@@ -319,6 +329,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Proxy => serve::proxy(&cli.config)?,
         Command::Resolver => serve::resolver(&cli.config)?,
+        Command::OpensmtpdFilter { resolver, trap_to } => serve::opensmtpd_filter(resolver, trap_to)?,
         Command::Encode {
             ip,
             date,

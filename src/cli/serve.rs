@@ -1,5 +1,5 @@
-//! `demo`, `proxy` and `resolver`: the commands that run daemons, with
-//! logging to standard error.
+//! `demo`, `proxy`, `resolver` and `opensmtpd-filter`: the commands that
+//! run daemons, with logging to standard error.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,22 @@ pub fn resolver(config: &Path) -> Result<()> {
     init_logging();
     let resolver = addrmunge::resolver::Resolver::start(config.to_owned())?;
     runtime()?.block_on(addrmunge::resolver::run(resolver))
+}
+
+/// OpenSMTPD's filter, until OpenSMTPD closes its standard input.
+pub fn opensmtpd_filter(resolver: &str, trap_to: &str) -> Result<()> {
+    init_logging();
+    let resolver = addrmunge::listen::Listen::parse(resolver)?;
+    if !trap_to.contains('@') {
+        anyhow::bail!("--trap-to '{trap_to}' is not an address; e.g. --trap-to addrmunge-trap@localhost");
+    }
+    let opts = addrmunge::smtpd_filter::Options {
+        resolver,
+        trap_to: trap_to.to_owned(),
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let mut filter = addrmunge::smtpd_filter::Filter::new(opts);
+    Ok(filter.run(io::stdin().lock(), io::stdout().lock())?)
 }
 
 fn runtime() -> io::Result<tokio::runtime::Runtime> {

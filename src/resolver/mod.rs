@@ -1,5 +1,6 @@
-//! `addrmunge resolver`: the mail side. A socketmap server for Postfix
-//! and Sendmail ([`socketmap`], [`sendmail`]), a policy-delegation
+//! `addrmunge resolver`: the mail side. A socketmap server for Postfix,
+//! Sendmail and OpenSMTPD's filter ([`socketmap`], [`sendmail`],
+//! [`opensmtpd`]), a policy-delegation
 //! service ([`policy`]) and Exim's line protocol ([`exim`]) sharing one
 //! [`Resolver`]: the key ring, the protection rules, and a snapshot of the
 //! store's expiry rules and client blocks that a background thread keeps
@@ -8,6 +9,7 @@
 
 pub mod decide;
 pub mod exim;
+pub mod opensmtpd;
 pub mod policy;
 pub mod sendmail;
 pub mod socketmap;

@@ -23,23 +23,31 @@ pub const RCPT_MAP: &str = "addrmunge";
 
 /// The reply to `addrmunge CLIENT_IP|RECIPIENT|SENDER|HELO`.
 pub fn rcpt(r: &Resolver, key: &str) -> Reply {
+    match request(key) {
+        Some(req) => Reply::Ok(r.policy(&req, words)),
+        None => Reply::Perm(format!("expected '{RCPT_MAP} CLIENT_IP|RECIPIENT|SENDER|HELO'")),
+    }
+}
+
+/// A `CLIENT_IP|RECIPIENT|SENDER|HELO` key as a policy request; `None`
+/// without a recipient. The OpenSMTPD filter sends the same key.
+pub fn request(key: &str) -> Option<PolicyRequest<'_>> {
     // Sendmail joins the ruleset's tokens with a space here and there
     // (`127.0.0.3 |<a@b>| < c@d > | helo`): every field is trimmed.
     let mut f = key.splitn(4, '|').map(str::trim);
     let mut next = || f.next().unwrap_or("");
     let (client, recipient, sender, helo) = (next(), next(), next(), next());
     if recipient.is_empty() {
-        return Reply::Perm("expected 'addrmunge CLIENT_IP|RECIPIENT|SENDER|HELO'".into());
+        return None;
     }
-    let req = PolicyRequest {
+    Some(PolicyRequest {
         // ${client_addr} spells IPv6 clients `IPv6:2001:db8::1`, and
         // Sendmail folds the key to lowercase.
         client_address: client.strip_prefix("ipv6:").unwrap_or(client),
         helo,
         sender: sender.trim_start_matches('<').trim_end_matches('>').trim(),
         recipient,
-    };
-    Reply::Ok(r.policy(&req, words))
+    })
 }
 
 /// The value the README's `Local_check_rcpt` rules read: `accept`,
@@ -61,19 +69,25 @@ pub fn words(answer: &Answer, trap: &TrapAction) -> String {
     }
 }
 
-/// `VERB D.S.N "CODE TEXT"`: the text's own enhanced code if it starts
-/// with one, else `default`; the reply code its class's (550 or 451).
+/// `VERB D.S.N "CODE TEXT"`, as [`split_code`] splits the text.
 fn error(verb: &str, default: &str, text: &str) -> String {
-    let (code, rest) = match text.split_once(' ') {
-        Some((c, rest)) if is_enhanced(c) => (c, rest),
-        _ => (default, text),
-    };
-    let reply = if code.starts_with('4') { 451 } else { 550 };
+    let (reply, code, rest) = split_code(default, text);
     let quoted: String = rest
         .chars()
         .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
         .collect();
     format!("{verb} {code} \"{reply} {quoted}\"")
+}
+
+/// A refusal's reply code, enhanced status code and text: the text's own
+/// enhanced code if it starts with one, else `default`; the reply code is
+/// its class's (550 or 451).
+pub fn split_code<'a>(default: &'a str, text: &'a str) -> (u16, &'a str, &'a str) {
+    let (code, rest) = match text.split_once(' ') {
+        Some((c, rest)) if is_enhanced(c) => (c, rest),
+        _ => (default, text),
+    };
+    (if code.starts_with('4') { 451 } else { 550 }, code, rest)
 }
 
 /// `4.3.0`, `5.7.1`: a class digit and two numbers.

@@ -1,7 +1,8 @@
 //! The Postfix socketmap protocol: netstring requests `NAME KEY`, netstring
 //! replies `OK value`, `NOTFOUND `, `TEMP reason`, `PERM reason`, many per
 //! persistent connection. Maps: `virtual`, `recipient`, `relay`, `client`,
-//! and Sendmail's `virtuser` and `addrmunge` ([`super::sendmail`]).
+//! Sendmail's `virtuser` and `addrmunge` ([`super::sendmail`]), and
+//! `opensmtpd` ([`super::opensmtpd`]).
 //! Framing only: the answers are [`super::decide`]'s.
 
 use std::sync::Arc;
@@ -46,10 +47,11 @@ fn answer(r: &Resolver, request: &[u8]) -> Reply {
     };
     match text.split_once(' ') {
         Some((super::sendmail::RCPT_MAP, key)) if !key.is_empty() => super::sendmail::rcpt(r, key),
+        Some((super::opensmtpd::RCPT_MAP, key)) if !key.is_empty() => super::opensmtpd::rcpt(r, key),
         Some((name, key)) if !key.is_empty() => match Map::parse(name) {
             Some(map) => r.lookup(map, key),
             None => Reply::Perm(format!(
-                "unknown map name '{name}'; use virtual, recipient, relay, client, virtuser or addrmunge"
+                "unknown map name '{name}'; use virtual, recipient, relay, client, virtuser, addrmunge or opensmtpd"
             )),
         },
         _ => Reply::Perm("expected 'NAME KEY'".into()),

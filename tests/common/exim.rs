@@ -7,24 +7,30 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use super::{Instance, Running, free_port, readme_block, wait_for_port};
+use super::mta::{Mta, Pair};
+use super::{Instance, readme_block};
 
 /// Where scripts/test.sh unpacks Exim's packages.
 pub const EXIM_ROOT: &str = "/opt/addrmunge-test-mta/exim";
 
 /// A running Exim and its resolver.
 pub struct Exim {
-    /// The resolver's instance: its folder holds Exim's too.
-    pub inst: Instance,
-    /// Exim's SMTP port.
-    pub smtp: u16,
-    /// The resolver's Exim listener.
-    pub port: u16,
-    resolver: Option<Running>,
-    daemon: Child,
+    pair: Pair,
+}
+
+impl std::ops::Deref for Exim {
+    type Target = Pair;
+    fn deref(&self) -> &Pair {
+        &self.pair
+    }
+}
+
+impl std::ops::DerefMut for Exim {
+    fn deref_mut(&mut self) -> &mut Pair {
+        &mut self.pair
+    }
 }
 
 fn exim_binary() -> PathBuf {
@@ -56,60 +62,14 @@ impl Exim {
 
     /// [`Exim::start`] with `traps` after the `[traps]` lines.
     pub fn start_with(extra: &str, traps: &str) -> Exim {
-        let port = free_port();
-        let inst = Instance::new(&format!(
-            "[[protect]]\ndomain = \"plover.com\"\nexempt = [\"*-subscribe\"]\n\
-             [resolver]\nexim = [\"inet:127.0.0.1:{port}\"]\n{extra}\n\
-             [traps]\nnever_block = [\"127.0.0.1/32\"]\nblock_for = \"1h\"\n{traps}\n"
-        ));
-        let resolver = inst.start("resolver", &[]);
-        wait_for_port(port, "resolver's exim listener");
-        let smtp = free_port();
-        let daemon = start_daemon(&inst, port, smtp);
-        wait_for_port(smtp, "exim");
         Exim {
-            inst,
-            smtp,
-            port,
-            resolver: Some(resolver),
-            daemon,
+            pair: Pair::start("exim", extra, traps, daemon),
         }
-    }
-
-    /// Stops the resolver (as in an outage).
-    pub fn stop_resolver(&mut self) {
-        self.resolver = None;
-    }
-
-    /// [`Instance::cli_ok`].
-    pub fn cli_ok(&self, args: &[&str]) -> String {
-        self.inst.cli_ok(args)
-    }
-
-    /// Sends one message from `from_ip`; whether it was accepted, and the transcript.
-    pub fn send(&self, from_ip: &str, to: &str) -> (bool, String) {
-        super::swaks(self.smtp, from_ip, to)
     }
 
     /// Everything delivered so far (one mbox for every recipient).
-    pub fn mailbox(&self) -> String {
+    pub fn all_mail(&self) -> String {
         fs::read_to_string(self.inst.path("exim/mail/inbox")).unwrap_or_default()
-    }
-
-    /// Waits until a message sent to `to` is delivered to `base` (the
-    /// address Exim delivered to after the routers, not the envelope's).
-    pub fn delivered(&self, to: &str, base: &str) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            let mbox = self.mailbox();
-            if mbox.split("\nFrom ").any(|m| {
-                m.contains(&format!("Subject: to {to}")) && m.contains(&format!("X-Delivered-To: {base}"))
-            }) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
     }
 
     /// Exim's main log.
@@ -129,15 +89,25 @@ impl Exim {
     }
 }
 
-impl Drop for Exim {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
+impl Mta for Exim {
+    fn pair(&self) -> &Pair {
+        &self.pair
+    }
+
+    /// The messages in the one mbox that Exim delivered to `base` (the
+    /// address after the routers, not the envelope's).
+    fn mailbox(&self, base: &str) -> String {
+        let mbox = self.all_mail();
+        let to = format!("X-Delivered-To: {base}\n");
+        mbox.split("\nFrom ")
+            .filter(|m| m.contains(&to))
+            .collect::<Vec<_>>()
+            .join("\nFrom ")
     }
 }
 
 /// Writes Exim's config and folders under the instance and starts it.
-fn start_daemon(inst: &Instance, port: u16, smtp: u16) -> Child {
+fn daemon(inst: &Instance, port: u16, smtp: u16) -> Command {
     let d = inst.path("exim");
     for sub in ["", "spool", "log", "mail"] {
         fs::create_dir_all(d.join(sub)).unwrap();
@@ -194,12 +164,8 @@ fn start_daemon(inst: &Instance, port: u16, smtp: u16) -> Child {
         exim = exim_binary().display(),
     );
     fs::write(d.join("exim.conf"), conf).unwrap();
-    Command::new(exim_binary())
-        .arg("-C")
-        .arg(d.join("exim.conf"))
-        .arg("-bdf")
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(d.join("stderr")).unwrap())
-        .spawn()
-        .unwrap()
+    let mut c = Command::new(exim_binary());
+    c.arg("-C").arg(d.join("exim.conf")).arg("-bdf");
+    c.stderr(fs::File::create(d.join("stderr")).unwrap());
+    c
 }

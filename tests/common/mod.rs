@@ -5,7 +5,9 @@
 pub mod chromium;
 pub mod daemon;
 pub mod exim;
+pub mod mta;
 pub mod nginx;
+pub mod opensmtpd;
 pub mod postfix;
 pub mod postgres;
 pub mod proxy;

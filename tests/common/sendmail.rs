@@ -7,26 +7,31 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use super::{Instance, Running, free_port, readme_block, wait_for_port};
+use super::mta::{Mta, Pair};
+use super::{Instance, readme_block};
 
 /// Where scripts/test.sh unpacks Sendmail's packages.
 pub const SENDMAIL_ROOT: &str = "/opt/addrmunge-test-mta/sendmail";
 
 /// A running Sendmail and its resolver.
 pub struct Sendmail {
-    /// The resolver's instance: its folder holds Sendmail's too.
-    pub inst: Instance,
-    /// Sendmail's SMTP port.
-    pub smtp: u16,
-    /// The resolver's socketmap listener.
-    pub port: u16,
-    resolver: Option<Running>,
-    daemon: Child,
+    pair: Pair,
+}
+
+impl std::ops::Deref for Sendmail {
+    type Target = Pair;
+    fn deref(&self) -> &Pair {
+        &self.pair
+    }
+}
+
+impl std::ops::DerefMut for Sendmail {
+    fn deref_mut(&mut self) -> &mut Pair {
+        &mut self.pair
+    }
 }
 
 fn root(rel: &str) -> PathBuf {
@@ -65,60 +70,14 @@ impl Sendmail {
     /// The resolver (`extra` after its `[resolver]` lines, `traps` after
     /// `[traps]`) and a Sendmail that asks it.
     pub fn start(extra: &str, traps: &str) -> Sendmail {
-        let port = free_port();
-        let inst = Instance::new(&format!(
-            "[[protect]]\ndomain = \"plover.com\"\nexempt = [\"*-subscribe\"]\n\
-             [resolver]\nsocketmap = [\"inet:127.0.0.1:{port}\"]\n{extra}\n\
-             [traps]\nnever_block = [\"127.0.0.1/32\"]\nblock_for = \"1h\"\n{traps}\n"
-        ));
-        let resolver = inst.start("resolver", &[]);
-        wait_for_port(port, "resolver's socketmap listener");
-        let smtp = free_port();
-        let daemon = start_daemon(&inst, port, smtp);
-        wait_for_port(smtp, "sendmail");
         Sendmail {
-            inst,
-            smtp,
-            port,
-            resolver: Some(resolver),
-            daemon,
+            pair: Pair::start("socketmap", extra, traps, daemon),
         }
-    }
-
-    /// Stops the resolver (as in an outage).
-    pub fn stop_resolver(&mut self) {
-        self.resolver = None;
-    }
-
-    /// [`Instance::cli_ok`].
-    pub fn cli_ok(&self, args: &[&str]) -> String {
-        self.inst.cli_ok(args)
-    }
-
-    /// Sends one message from `from_ip`; whether it was accepted, and the transcript.
-    pub fn send(&self, from_ip: &str, to: &str) -> (bool, String) {
-        super::swaks(self.smtp, from_ip, to)
     }
 
     /// Everything delivered so far (one mbox for every recipient).
-    pub fn mailbox(&self) -> String {
+    pub fn all_mail(&self) -> String {
         fs::read_to_string(self.inst.path("sendmail/mail/inbox")).unwrap_or_default()
-    }
-
-    /// Waits until a message sent to `to` is delivered to `base` (the
-    /// alias Sendmail delivered it to after virtusertable, not the envelope's).
-    pub fn delivered(&self, to: &str, base: &str) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            let mbox = self.mailbox();
-            if mbox.split("\nFrom ").any(|m| {
-                m.contains(&format!("Subject: to {to}")) && m.contains(&format!("X-Delivered-To: {base}"))
-            }) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
     }
 
     /// Queue files of messages waiting (`qf`) and quarantined (`hf`).
@@ -140,20 +99,26 @@ impl Sendmail {
     }
 }
 
-impl Drop for Sendmail {
-    fn drop(&mut self) {
-        // The daemon forks a child per connection and per queue run: end
-        // the whole process group.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.daemon.id())])
-            .status();
-        let _ = self.daemon.wait();
+impl Mta for Sendmail {
+    fn pair(&self) -> &Pair {
+        &self.pair
+    }
+
+    /// The messages in the one mbox delivered to the alias `base` (after
+    /// virtusertable, not the envelope's recipient).
+    fn mailbox(&self, base: &str) -> String {
+        let to = format!("X-Delivered-To: {base}\n");
+        let mbox = self.all_mail();
+        mbox.split("\nFrom ")
+            .filter(|m| m.contains(&to))
+            .collect::<Vec<_>>()
+            .join("\nFrom ")
     }
 }
 
 /// Writes the delivery script, aliases, `.mc` and `sendmail.cf` under the
 /// instance and starts the daemon.
-fn start_daemon(inst: &Instance, port: u16, smtp: u16) -> Child {
+fn daemon(inst: &Instance, port: u16, smtp: u16) -> Command {
     let d = inst.path("sendmail");
     for sub in ["", "mqueue", "mail"] {
         fs::create_dir_all(d.join(sub)).unwrap();
@@ -196,12 +161,9 @@ fn start_daemon(inst: &Instance, port: u16, smtp: u16) -> Child {
         "newaliases: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    sendmail(&cf, "-bD -q1m")
-        .process_group(0)
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(d.join("stderr")).unwrap())
-        .spawn()
-        .unwrap()
+    let mut c = sendmail(&cf, "-bD -q1m");
+    c.stderr(fs::File::create(d.join("stderr")).unwrap());
+    c
 }
 
 /// The `.mc`: a hermetic Sendmail (no DNS, files under `dir`) for
