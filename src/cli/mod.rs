@@ -24,7 +24,7 @@ use addrmunge::address::Class;
 use addrmunge::config::{self, Config};
 use addrmunge::{Day, KeyRing, Store, StoreError};
 
-/// Munges your e-mail addresses per visitor and day, and resolves them for Postfix.
+/// Munges your e-mail addresses per visitor and day, and resolves them for your mail server.
 #[derive(Parser, Debug)]
 #[command(name = "addrmunge", version, about, long_about = None)]
 pub struct Cli {
