@@ -110,3 +110,76 @@ fn the_opensmtpd_map() {
     assert!(ask(&valid).starts_with("OK reject 550 5.7.1 "));
     assert!(socketmap(x.port, "opensmtpd 127.0.0.2").starts_with("PERM "));
 }
+
+/// `addrmunge opensmtpd-filter` as OpenSMTPD runs it, on a pipe, asking a
+/// resolver on a unix socket: registrations, a session, and the resolver
+/// stopping and coming back (the filter reconnects; it never exits);
+/// nothing but the protocol on standard output.
+#[test]
+fn the_filter_over_a_unix_socket() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("map.sock");
+    let inst = common::Instance::in_dir(
+        dir,
+        &format!(
+            "[[protect]]\ndomain = \"plover.com\"\n[resolver]\nsocketmap = [\"unix:{}\"]\n",
+            sock.display()
+        ),
+    );
+    let mut resolver = Some(inst.start("resolver", &[]));
+    within(Duration::from_secs(10), "the resolver's socket", || sock.exists());
+    let valid = inst.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    let mut filter = Command::new(env!("CARGO_BIN_EXE_addrmunge"))
+        .args([
+            "opensmtpd-filter",
+            "--resolver",
+            &format!("unix:{}", sock.display()),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = filter.stdin.take().unwrap();
+    let mut output = BufReader::new(filter.stdout.take().unwrap());
+    let mut say = |line: &str, answers: usize| -> Vec<String> {
+        writeln!(input, "{line}").unwrap();
+        (0..answers)
+            .map(|_| {
+                let mut l = String::new();
+                output.read_line(&mut l).unwrap();
+                l.trim_end().to_owned()
+            })
+            .collect()
+    };
+    let reg = say("config|ready", 6);
+    assert_eq!(reg.last().unwrap(), "register|ready", "{reg:?}");
+    assert!(reg.contains(&"register|filter|smtp-in|rcpt-to".to_owned()));
+    say(
+        "report|0.6|1|smtp-in|link-connect|s1|<unknown>|fail|127.0.0.2:4000|127.0.0.1:25",
+        0,
+    );
+    say("report|0.6|1|smtp-in|link-identify|s1|EHLO|mx.example", 0);
+    assert_eq!(
+        say("filter|0.6|1|smtp-in|mail-from|s1|t1|a@b.example", 1),
+        ["filter-result|s1|t1|proceed"]
+    );
+    let rcpt = format!("filter|0.6|1|smtp-in|rcpt-to|s1|t2|{valid}");
+    assert_eq!(say(&rcpt, 1), ["filter-result|s1|t2|rewrite|<mjd@plover.com>"]);
+    resolver = None;
+    assert_eq!(
+        say(&rcpt, 1),
+        ["filter-result|s1|t2|reject|451 4.3.0 addrmunge is not answering; try again later"]
+    );
+    resolver = resolver.or_else(|| Some(inst.start("resolver", &[])));
+    within(Duration::from_secs(10), "the resolver back", || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    assert_eq!(say(&rcpt, 1), ["filter-result|s1|t2|rewrite|<mjd@plover.com>"]);
+    drop(input);
+    assert!(filter.wait().unwrap().success(), "the filter ends with its input");
+    drop(resolver);
+}
