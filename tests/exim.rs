@@ -146,3 +146,27 @@ fn exim_holds_or_rejects_traps_as_configured() {
     let (ok, t) = x.send("127.0.0.66", &trap);
     assert!(!ok && t.contains("<** 550 5.7.1 not here"), "{t}");
 }
+
+/// A message accepted while the resolver was up, routed while it is down:
+/// the router defers and Exim keeps it (no bounce), and the next queue run
+/// after the resolver is back delivers it to its base address.
+#[test]
+fn exim_keeps_what_it_cannot_route_until_the_resolver_is_back() {
+    let mut x = Exim::queue_only();
+    let valid = mta::valid(&x);
+    let (ok, t) = x.send("127.0.0.2", &valid);
+    assert!(ok, "{t}");
+    assert_eq!(x.queued(), 1);
+    x.stop_resolver();
+    x.run_queue();
+    assert_eq!(x.queued(), 1, "deferred, kept: {}", x.log());
+    assert!(
+        x.log().contains("== ") && !x.log().contains(" ** "),
+        "a deferral, no bounce: {}",
+        x.log()
+    );
+    x.start_resolver();
+    x.run_queue();
+    assert!(x.delivered(&valid, "mjd@plover.com"), "{}", x.log());
+    assert_eq!(x.queued(), 0);
+}

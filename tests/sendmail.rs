@@ -152,3 +152,26 @@ fn sendmail_holds_or_rejects_traps_as_configured() {
         "{t}"
     );
 }
+
+/// A message accepted while the resolver was up, delivered by a queue run
+/// while it is down: virtusertable's lookup fails temporarily and Sendmail
+/// keeps the message (no bounce); the next run after the resolver is back
+/// delivers it to its base address.
+#[test]
+fn sendmail_keeps_what_it_cannot_route_until_the_resolver_is_back() {
+    let mut x = Sendmail::queue_only();
+    let valid = mta::valid(&x);
+    let (ok, t) = x.send("127.0.0.2", &valid);
+    assert!(ok, "{t}");
+    assert_eq!(x.queue(), (1, 0));
+    x.stop_resolver();
+    x.run_queue();
+    assert_eq!(x.queue(), (1, 0), "deferred, kept");
+    assert!(!x.all_mail().contains(&format!("Subject: to {valid}")));
+    x.start_resolver();
+    x.run_queue();
+    assert!(x.delivered(&valid, "mjd@plover.com"), "{}", x.all_mail());
+    within(Duration::from_secs(10), "the queue to empty", || {
+        x.queue() == (0, 0)
+    });
+}

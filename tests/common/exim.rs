@@ -67,6 +67,30 @@ impl Exim {
         }
     }
 
+    /// [`Exim::start`] with a daemon that only queues what it accepts
+    /// (`-odq`): [`Exim::run_queue`] delivers.
+    pub fn queue_only() -> Exim {
+        let queueing = |inst: &Instance, port, smtp| {
+            let mut c = daemon(inst, port, smtp);
+            c.arg("-odq");
+            c
+        };
+        Exim {
+            pair: Pair::start("exim", "", "", queueing),
+        }
+    }
+
+    /// One queue run, now (`-qf`: every message, retry times or not).
+    pub fn run_queue(&self) {
+        let ok = Command::new(exim_binary())
+            .arg("-C")
+            .arg(self.inst.path("exim/exim.conf"))
+            .arg("-qf")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     /// Everything delivered so far (one mbox for every recipient).
     pub fn all_mail(&self) -> String {
         fs::read_to_string(self.inst.path("exim/mail/inbox")).unwrap_or_default()
@@ -106,7 +130,7 @@ impl Mta for Exim {
     }
 }
 
-/// Writes Exim's config and folders under the instance and starts it.
+/// Writes Exim's config and folders under the instance; the daemon's command.
 fn daemon(inst: &Instance, port: u16, smtp: u16) -> Command {
     let d = inst.path("exim");
     for sub in ["", "spool", "log", "mail"] {
@@ -152,6 +176,8 @@ fn daemon(inst: &Instance, port: u16, smtp: u16) -> Command {
          \x20 driver = accept\n\
          \x20 domains = +local_domains\n\
          \x20 transport = mbox\n\
+         begin retry\n\
+         * * F,2h,15m; G,16h,1h,1.5; F,4d,6h\n\
          begin transports\n\
          mbox:\n\
          \x20 driver = appendfile\n\

@@ -54,6 +54,12 @@ impl Pair {
     pub fn stop_resolver(&mut self) {
         self.resolver = None;
     }
+
+    /// Starts the resolver again, on the same listener.
+    pub fn start_resolver(&mut self) {
+        self.resolver = Some(self.inst.start("resolver", &[]));
+        wait_for_port(self.port, "the resolver's listener");
+    }
 }
 
 impl Drop for Pair {

@@ -94,8 +94,8 @@ impl Mta for Opensmtpd {
     }
 }
 
-/// Writes the aliases and `smtpd.conf` under the instance and starts the
-/// daemon in its own mount namespace.
+/// Writes the aliases and `smtpd.conf` under the instance; the command
+/// that runs the daemon in a mount namespace of its own.
 fn daemon(inst: &Instance, port: u16, smtp: u16) -> Command {
     let d = inst.path("opensmtpd");
     for sub in ["", "spool", "run", "mail"] {

@@ -71,7 +71,15 @@ impl Sendmail {
     /// `[traps]`) and a Sendmail that asks it.
     pub fn start(extra: &str, traps: &str) -> Sendmail {
         Sendmail {
-            pair: Pair::start("socketmap", extra, traps, daemon),
+            pair: Pair::start("socketmap", extra, traps, |i, p, s| daemon(i, p, s, "-q1m")),
+        }
+    }
+
+    /// [`Sendmail::start`] with a daemon that only queues what it accepts
+    /// and runs no queue itself: [`Sendmail::run_queue`] delivers.
+    pub fn queue_only() -> Sendmail {
+        Sendmail {
+            pair: Pair::start("socketmap", "", "", |i, p, s| daemon(i, p, s, "-odq")),
         }
     }
 
@@ -117,8 +125,8 @@ impl Mta for Sendmail {
 }
 
 /// Writes the delivery script, aliases, `.mc` and `sendmail.cf` under the
-/// instance and starts the daemon.
-fn daemon(inst: &Instance, port: u16, smtp: u16) -> Command {
+/// instance; the daemon's command, with `mode` (its queue options).
+fn daemon(inst: &Instance, port: u16, smtp: u16, mode: &str) -> Command {
     let d = inst.path("sendmail");
     for sub in ["", "mqueue", "mail"] {
         fs::create_dir_all(d.join(sub)).unwrap();
@@ -161,7 +169,7 @@ fn daemon(inst: &Instance, port: u16, smtp: u16) -> Command {
         "newaliases: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut c = sendmail(&cf, "-bD -q1m");
+    let mut c = sendmail(&cf, &format!("-bD {mode}"));
     c.stderr(fs::File::create(d.join("stderr")).unwrap());
     c
 }
