@@ -11,10 +11,12 @@
 //!   the ring to try; two keys with the same id are both tried.
 //! * `P` is the plaintext, a fixed layout whose unused bits are all zero
 //!   (the *redundancy*):
-//!   - short form, 14 bytes (IPv4 visitors, traps and minted addresses):
+//!   - types: 1 visitor, 2 trap, 3 minted, 6 crawler (short form); 4
+//!     visitor, 5 trap, 7 crawler (long form);
+//!   - short form, 14 bytes (IPv4 visitors, traps, crawlers and minted addresses):
 //!     `type<<4 | 0000`, day (u16 BE), IPv4 (4 bytes) — or for minted: validity
 //!     in days (u16 BE, 0 = no end) then `00 00` — then 7 zero bytes;
-//!   - long form, 19 bytes (IPv6 visitors and traps): `type<<4 | 0000`, day,
+//!   - long form, 19 bytes (IPv6 visitors, traps and crawlers): `type<<4 | 0000`, day,
 //!     the /64 prefix (8 bytes), then 8 zero bytes.
 //! * `E` is a tweakable, length-preserving block cipher over the whole of `P`:
 //!   a 10-round alternating Feistel network (the FF1 round structure) whose
@@ -102,6 +104,9 @@ pub enum Kind {
     Trap,
     /// Made by hand with `addrmunge mint`.
     Minted,
+    /// A search engine's crawler: delivered like a visitor's, but others
+    /// may have copied it from the search results.
+    Crawler,
 }
 
 impl Kind {
@@ -111,6 +116,7 @@ impl Kind {
             Kind::Visitor => "visitor",
             Kind::Trap => "trap",
             Kind::Minted => "minted",
+            Kind::Crawler => "crawler",
         }
     }
 }
@@ -121,16 +127,16 @@ impl fmt::Display for Kind {
     }
 }
 
-/// Not one of the three kinds.
+/// Not one of the four kinds.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("'{0}' is not a kind of ID; visitor, trap or minted")]
+#[error("'{0}' is not a kind of ID; visitor, trap, minted or crawler")]
 pub struct UnknownKind(String);
 
 impl std::str::FromStr for Kind {
     type Err = UnknownKind;
 
     fn from_str(s: &str) -> Result<Kind, UnknownKind> {
-        [Kind::Visitor, Kind::Trap, Kind::Minted]
+        [Kind::Visitor, Kind::Trap, Kind::Minted, Kind::Crawler]
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| UnknownKind(s.to_owned()))
@@ -231,6 +237,8 @@ impl Claims {
             (Kind::Minted, _) => 3,
             (Kind::Visitor, Some(Visitor::V6(_))) => 4,
             (Kind::Trap, Some(Visitor::V6(_))) => 5,
+            (Kind::Crawler, Some(Visitor::V4(_))) => 6,
+            (Kind::Crawler, Some(Visitor::V6(_))) => 7,
             // A visitor or trap ID without a visitor is not constructible
             // through the public API; encode it as a minted ID's type so the
             // match is total, and let decoding show the truth.
@@ -675,6 +683,7 @@ fn parse_block(long: bool, b: &[u8]) -> Option<Claims> {
         let kind = match ty {
             4 => Kind::Visitor,
             5 => Kind::Trap,
+            7 => Kind::Crawler,
             _ => return None,
         };
         Some(Claims {
@@ -689,8 +698,12 @@ fn parse_block(long: bool, b: &[u8]) -> Option<Claims> {
         }
         let v4 = Ipv4Addr::new(b[3], b[4], b[5], b[6]);
         match ty {
-            1 | 2 => Some(Claims {
-                kind: if ty == 1 { Kind::Visitor } else { Kind::Trap },
+            1 | 2 | 6 => Some(Claims {
+                kind: match ty {
+                    1 => Kind::Visitor,
+                    2 => Kind::Trap,
+                    _ => Kind::Crawler,
+                },
                 day,
                 visitor: Some(Visitor::V4(v4)),
                 valid_days: 0,
@@ -715,6 +728,25 @@ mod tests {
 
     fn ring() -> KeyRing {
         KeyRing::new(&[[7u8; 32]])
+    }
+
+    #[test]
+    fn crawler_ids_round_trip_in_both_forms() {
+        let r = ring();
+        let day: Day = "2026-11-22".parse().unwrap();
+        for ip in ["66.249.66.1", "2001:4860:4801:10::1"] {
+            let claims = Claims::visit(Kind::Crawler, day, ip.parse().unwrap());
+            let t = r.encode("a@b.test", "", &claims);
+            let d = r.decode("a@b.test", "", &t).unwrap().claims;
+            assert_eq!((d.kind, d.day), (Kind::Crawler, day), "{ip}");
+            let other = r.encode(
+                "a@b.test",
+                "",
+                &Claims::visit(Kind::Visitor, day, ip.parse().unwrap()),
+            );
+            assert_ne!(t, other, "a crawler's ID is not the visitor's");
+        }
+        assert_eq!("crawler".parse::<Kind>().unwrap(), Kind::Crawler);
     }
 
     #[test]

@@ -213,6 +213,41 @@ fn decode_tells_forged_bare_and_foreign_apart() {
     assert_eq!(env.run(&["decode", &a]).status.code(), Some(0));
 }
 
+/// `encode --kind crawler`: delivered like any visitor's, but `trace`
+/// says a search engine was served it and suggests `--address` alone,
+/// never the crawler's IP (everyone who copied it from the results would
+/// be cut off, and the crawler's next visit too).
+#[test]
+fn crawler_ids_are_traced_to_the_address_not_the_crawler() {
+    let env = Env::new();
+    let a = env.ok(&[
+        "encode",
+        "--ip",
+        "66.249.66.1",
+        "--kind",
+        "crawler",
+        "mjd@plover.com",
+    ]);
+    let json = env.ok(&["decode", "--json", &a]);
+    assert!(
+        json.contains("\"kind\":\"crawler\"") && json.contains("\"status\":\"valid\""),
+        "{json}"
+    );
+    let trace = env.ok(&["trace", &a]);
+    assert!(trace.contains("search engine's crawler"), "{trace}");
+    assert!(
+        trace.contains(&format!("addrmunge expire --address {a}")),
+        "{trace}"
+    );
+    assert!(
+        !trace.contains("--ip 66.249.66.1") && !trace.contains("--cidr"),
+        "{trace}"
+    );
+    let visitor = env.ok(&["encode", "--ip", "66.249.66.1", "mjd@plover.com"]);
+    assert_ne!(a, visitor);
+    assert!(env.ok(&["trace", &visitor]).contains("--ip 66.249.66.1"));
+}
+
 #[test]
 fn minted_addresses() {
     let env = Env::new();

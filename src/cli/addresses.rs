@@ -25,6 +25,7 @@ pub fn encode(
     let kind = match kind {
         KindArg::Visitor => Kind::Visitor,
         KindArg::Trap => Kind::Trap,
+        KindArg::Crawler => Kind::Crawler,
     };
     let claims = Claims::visit(kind, date.unwrap_or_else(Day::today), ip);
     let token = ctx.keys()?.encode(&format!("{local}@{domain}"), "", &claims);

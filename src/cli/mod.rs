@@ -215,6 +215,8 @@ pub enum BlockFormatArg {
 pub enum KindArg {
     Visitor,
     Trap,
+    /// A search engine's crawler (delivered; trace suggests --address first).
+    Crawler,
 }
 
 #[derive(Args, Debug, Default)]

@@ -191,6 +191,13 @@ pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Resul
             t.day.map(|d| d.to_string()).unwrap_or_default()
         )?;
     }
+    if r.targets.iter().take(20).any(|t| t.kind == Some(Kind::Crawler)) {
+        writeln!(
+            out,
+            "  (crawler: served to a search engine's crawler, so anyone may have copied it from the\n   \
+             search results: `addrmunge expire --address` it, never the crawler's IP)"
+        )?;
+    }
     writeln!(out)?;
     writeln!(out, "Harvesters seen:")?;
     if r.harvesters.is_empty() {

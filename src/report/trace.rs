@@ -96,11 +96,19 @@ pub fn trace(
             ipnet::Ipv6Net::new(v6, 48).expect("48 is valid").trunc().addr()
         ),
     };
+    let only_this = CutOff {
+        command: format!("addrmunge expire --address {lower}"),
+        collateral: "nothing else: only this address".into(),
+    };
+    if t.verdict.kind == Some(Kind::Crawler) {
+        // Anyone may have copied it from the search results: cutting off
+        // the crawler's IP would cut off every one of them, and the
+        // crawler's next visit too.
+        t.cut_off = vec![only_this];
+        return Ok(t);
+    }
     t.cut_off = vec![
-        CutOff {
-            command: format!("addrmunge expire --address {lower}"),
-            collateral: "nothing else: only this address".into(),
-        },
+        only_this,
         CutOff {
             command: format!("addrmunge expire --ip {} --day {day}", visitor.ip()),
             collateral: if served > 0 {
@@ -181,6 +189,13 @@ fn write_harvest(out: &mut impl Write, t: &Trace, ip: &str, day: Day) -> io::Res
             out,
             "  harvested   by {ip} on {day} (no visit log entry: logged elsewhere, or pruned)"
         )?,
+    }
+    if t.verdict.kind == Some(Kind::Crawler) {
+        return writeln!(
+            out,
+            "  served to   a search engine's crawler: others may have copied it from the search results;\n              \
+             cut off the address, never the crawler's IP"
+        );
     }
     if !t.trap {
         return writeln!(out, "  served as   an ordinary visitor address");

@@ -481,6 +481,7 @@ never_block = ["192.0.2.0/24"]
         let expired_trap = munged(&accept, Kind::Trap, EXPIRED, "jane.doe@plover.com");
         let delivered = munged(&accept, Kind::Visitor, VISITOR, "mjd@other.test");
         let role_trap = munged(&accept, Kind::Trap, VISITOR, "postmaster@plover.com");
+        let crawler = munged(&accept, Kind::Crawler, VISITOR, "mjd@plover.com");
         let (head, _) = valid.split_once('@').unwrap();
         let last = if head.ends_with('a') { 'b' } else { 'a' };
         let forged = format!("{}{last}@plover.com", &head[..head.len() - 1]);
@@ -493,6 +494,7 @@ never_block = ["192.0.2.0/24"]
             ("valid, upper case in brackets", &accept, VISITOR, format!("<{}>", valid.to_uppercase()), ok("mjd@plover.com"), ok("mjd@plover.com"), ok(dunno), dunno, true, false),
             ("valid with an extension", &accept, VISITOR, valid.replace("@", "+news@"), ok("mjd@plover.com"), ok("mjd@plover.com"), ok(dunno), dunno, true, false),
             ("valid, domain with a trailing dot", &accept, VISITOR, format!("{valid}."), ok("mjd@plover.com"), ok("mjd@plover.com"), ok(dunno), dunno, true, false),
+            ("a crawler's, delivered", &accept, VISITOR, crawler.clone(), ok("mjd@plover.com"), ok("mjd@plover.com"), ok(dunno), dunno, true, false),
             ("valid, deliver_to", &accept, VISITOR, delivered.clone(), ok("owner@mail.test"), ok("mjd@other.test"), ok(dunno), dunno, true, false),
             ("expired by a rule", &accept, VISITOR, expired.clone(), Reply::NotFound, Reply::NotFound, ok(expired_text), expired_text, true, false),
             ("forged on a protected base", &accept, VISITOR, forged.clone(), Reply::NotFound, Reply::NotFound, ok(expired_text), expired_text, true, false),
