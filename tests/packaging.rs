@@ -32,6 +32,13 @@ fn every_toml_snippet_in_the_readme_loads() {
     assert!(snippets.len() >= 3, "found {}", snippets.len());
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("bait.html"), "<ul>{{addresses}}</ul>").unwrap();
+    for engine in ["googlebot.json", "bingbot.json"] {
+        fs::write(
+            dir.path().join(engine),
+            r#"{"prefixes": [{"ipv4Prefix": "66.249.64.0/27"}]}"#,
+        )
+        .unwrap();
+    }
     for s in snippets {
         let r = load_snippet(&dir.path().join("addrmunge.toml"), &s);
         assert!(r.is_ok(), "README snippet does not load: {}\n{s}", r.unwrap_err());

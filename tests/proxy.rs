@@ -316,3 +316,48 @@ async fn visitor_ip_gzip_and_harvesters() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A visitor from a network in `[crawlers] ranges` (a search engine's
+/// published JSON) gets crawler IDs and no bait page, even with a
+/// harvester's User-Agent; everyone else gets visitor IDs and the bait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crawlers_get_crawler_ids_and_no_bait() {
+    let nginx = Nginx::start(&site());
+    let dir = tempfile::tempdir().unwrap();
+    let ranges = dir.path().join("googlebot.json");
+    fs::write(&ranges, r#"{"prefixes": [{"ipv4Prefix": "127.0.0.5/32"}]}"#).unwrap();
+    let proxy = Proxy::start(
+        nginx.port,
+        &format!(
+            "\n[crawlers]\nranges = [\"{}\"]\n[bait]\npath = \"/staff-archive/\"\n",
+            ranges.display()
+        ),
+    );
+    let harvester_agent = [("user-agent", "EmailCollector/1.0")];
+    for (from, kind) in [("127.0.0.5", "crawler"), ("127.0.0.6", "visitor")] {
+        let got = fetch(from, proxy.port, "GET", "/forms.html", &[], false).await;
+        let found = munged_addresses(&String::from_utf8(got.body).unwrap());
+        assert!(!found.is_empty());
+        for v in proxy.decode(&found) {
+            assert_eq!(
+                (v["kind"].as_str(), v["ip"].as_str()),
+                (Some(kind), Some(from)),
+                "{v}"
+            );
+        }
+        let bait = fetch(from, proxy.port, "GET", "/staff-archive/", &[], false).await;
+        assert_eq!(bait.status == 200, kind == "visitor", "{from}: {}", bait.status);
+    }
+    // The crawler's User-Agent is not judged: its network says who it is.
+    let got = fetch(
+        "127.0.0.5",
+        proxy.port,
+        "GET",
+        "/forms.html",
+        &harvester_agent,
+        false,
+    )
+    .await;
+    let found = munged_addresses(&String::from_utf8(got.body).unwrap());
+    assert!(proxy.decode(&found).iter().all(|v| v["kind"] == "crawler"));
+}

@@ -4,9 +4,10 @@
 //! Two stages, as in ripgrep: [`schema`] is exactly what the file says
 //! (serde, unknown keys refused); one constructor per section turns it into
 //! typed settings ([`ProxySettings`], [`ResolverSettings`], [`TrapSettings`],
-//! the protection rules, the bait page), so nothing is parsed again after
+//! [`Crawlers`], the protection rules, the bait page), so nothing is parsed again after
 //! [`Config::load`] and no component sees the raw text.
 
+mod crawlers;
 mod protect;
 mod proxy;
 mod resolver;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use crate::address::Protection;
 use crate::store::Location;
 
+pub use crawlers::Crawlers;
 pub use protect::{Bait, DEFAULT_BAIT_TEMPLATE, DEFAULT_SEPARATOR};
 pub use proxy::{AgentRule, ProxySettings};
 pub use resolver::{ResolverSettings, TrapAction, TrapSettings, TrapVerb};
@@ -92,6 +94,8 @@ pub struct Config {
     pub resolver: ResolverSettings,
     /// `[traps]`.
     pub traps: TrapSettings,
+    /// `[crawlers]`: search engines' networks.
+    pub crawlers: Crawlers,
     /// Notes for `check-config` about addresses that are protected but whose
     /// munged form may pass 64 octets.
     pub warnings: Vec<String>,
@@ -150,6 +154,7 @@ impl Config {
         let retention_days = retention(raw.retention.as_deref())?;
         let bait = Bait::from_raw(&raw.bait, &protection, &resolve)?;
         let agents = proxy::agent_rules(&raw.harvesters, bait.is_some())?;
+        let crawlers = Crawlers::from_raw(&raw.crawlers.ranges, &resolve)?;
         Ok(Config {
             path: path.to_owned(),
             key_file,
@@ -161,6 +166,7 @@ impl Config {
             agents,
             resolver,
             traps,
+            crawlers,
             warnings,
         })
     }

@@ -34,8 +34,20 @@ pub struct RawConfig {
     /// The bait page served by the proxy.
     #[serde(default)]
     pub bait: RawBait,
+    /// Search engines' crawlers.
+    #[serde(default)]
+    pub crawlers: RawCrawlers,
     /// How long the visit log and mail arrivals are kept: `180d`.
     pub retention: Option<String>,
+}
+
+/// `[crawlers]`: who is a search engine's crawler.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCrawlers {
+    /// Files of the crawlers' networks: the engines' published JSON
+    /// (googlebot.json, bingbot.json) or one network per line.
+    pub ranges: Vec<PathBuf>,
 }
 
 /// `[bait]`: a page only harvesters visit, listing trap addresses.

@@ -42,6 +42,8 @@ pub(super) struct Ctx {
     agent: Option<AgentRule>,
     /// The visitor fetched the bait page today.
     caught: bool,
+    /// The visitor is a search engine's crawler (`[crawlers]`).
+    pub(super) crawler: bool,
     /// The access line, written when the response body is done.
     pub(super) line: AccessLine,
 }
@@ -100,13 +102,18 @@ impl Proxy {
             .to_owned();
         let day = Day::today();
         let visitor = Visitor::from_ip(ip).to_string();
-        let agent = harvest::match_agent(&st.config.agents, &user_agent).cloned();
+        // A crawler's network is its proof of identity: its User-Agent is
+        // not judged, and it is never caught (its copies are everyone's).
+        let crawler = st.config.crawlers.contains(ip);
+        let agent = (!crawler)
+            .then(|| harvest::match_agent(&st.config.agents, &user_agent).cloned())
+            .flatten();
         let path = req
             .uri()
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "/".into());
-        let caught = self.caught.contains(&visitor, day);
+        let caught = !crawler && self.caught.contains(&visitor, day);
         if agent.is_some() || caught {
             self.metrics.harvester_requests.fetch_add(1, Ordering::Relaxed);
         }
@@ -137,6 +144,7 @@ impl Proxy {
             day,
             agent,
             caught,
+            crawler,
             line,
         }
     }
@@ -172,7 +180,9 @@ impl Proxy {
         let p = req.uri.path();
         let get_or_head = req.method == Method::GET || req.method == Method::HEAD;
         let sent_to_bait = cx.agent.as_ref().is_some_and(|a| a.action == AgentAction::Bait);
-        if get_or_head && (p == bait.path || sent_to_bait) {
+        // A crawler that ignores robots.txt is not given trap addresses
+        // to index: it gets the web server's answer for the path.
+        if get_or_head && (p == bait.path || sent_to_bait) && !cx.crawler {
             return Some(self.serve_bait(cx, bait));
         }
         let folder = bait.path.ends_with('/');
@@ -208,7 +218,12 @@ impl Proxy {
     ) -> Option<(Request<ProxyBody>, Option<upload::Progress>, Sent)> {
         let st = &cx.st;
         let trap = cx.caught || cx.agent.as_ref().is_some_and(|a| a.action == AgentAction::Trap);
-        let claims = Claims::visit(if trap { Kind::Trap } else { Kind::Visitor }, cx.day, cx.ip);
+        let kind = match (cx.crawler, trap) {
+            (true, _) => Kind::Crawler,
+            (false, true) => Kind::Trap,
+            (false, false) => Kind::Visitor,
+        };
+        let claims = Claims::visit(kind, cx.day, cx.ip);
         let vd = validator_suffix(&st.keys, &self.cache, &claims);
         let p = &st.config.proxy;
         let mut headers = forward_headers(&parts.headers, cx.peer.ip(), &p.trusted, client_upgrade.is_some());
