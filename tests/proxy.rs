@@ -334,7 +334,10 @@ async fn crawlers_get_crawler_ids_and_no_bait() {
         ),
     );
     let check = proxy.inst.cli_ok(&["check-config"]);
-    assert!(check.contains("crawlers:  1 network of search engines' crawlers get crawler IDs"), "{check}");
+    assert!(
+        check.contains("crawlers:  1 network of search engines' crawlers get crawler IDs"),
+        "{check}"
+    );
     let harvester_agent = [("user-agent", "EmailCollector/1.0")];
     for (from, kind) in [("127.0.0.5", "crawler"), ("127.0.0.6", "visitor")] {
         let got = fetch(from, proxy.port, "GET", "/forms.html", &[], false).await;

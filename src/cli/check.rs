@@ -135,7 +135,10 @@ fn show_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
     if !c.crawlers.is_empty() {
         let n = c.crawlers.len();
         let nets = if n == 1 { "network" } else { "networks" };
-        writeln!(out, "crawlers:  {n} {nets} of search engines' crawlers get crawler IDs")?;
+        writeln!(
+            out,
+            "crawlers:  {n} {nets} of search engines' crawlers get crawler IDs"
+        )?;
     }
     for w in &c.warnings {
         writeln!(out, "note: {w}")?;

@@ -86,7 +86,30 @@ pub fn trace(
             .collect();
     }
     let served = t.harvest.as_ref().map(|v| v.munged).unwrap_or(0);
-    let net = match visitor.ip() {
+    t.cut_off = cut_offs(
+        &lower,
+        visitor.ip(),
+        day,
+        served,
+        t.verdict.kind == Some(Kind::Crawler),
+    );
+    Ok(t)
+}
+
+/// The commands that cut off `address` (served to `ip` on `day`, with
+/// `served` addresses that day), least collateral first.
+fn cut_offs(address: &str, ip: IpAddr, day: Day, served: i64, crawler: bool) -> Vec<CutOff> {
+    let only_this = CutOff {
+        command: format!("addrmunge expire --address {address}"),
+        collateral: "nothing else: only this address".into(),
+    };
+    if crawler {
+        // Anyone may have copied it from the search results: cutting off
+        // the crawler's IP would cut off every one of them, and the
+        // crawler's next visit too.
+        return vec![only_this];
+    }
+    let net = match ip {
         IpAddr::V4(v4) => format!(
             "{}/24",
             ipnet::Ipv4Net::new(v4, 24).expect("24 is valid").trunc().addr()
@@ -96,21 +119,10 @@ pub fn trace(
             ipnet::Ipv6Net::new(v6, 48).expect("48 is valid").trunc().addr()
         ),
     };
-    let only_this = CutOff {
-        command: format!("addrmunge expire --address {lower}"),
-        collateral: "nothing else: only this address".into(),
-    };
-    if t.verdict.kind == Some(Kind::Crawler) {
-        // Anyone may have copied it from the search results: cutting off
-        // the crawler's IP would cut off every one of them, and the
-        // crawler's next visit too.
-        t.cut_off = vec![only_this];
-        return Ok(t);
-    }
-    t.cut_off = vec![
+    vec![
         only_this,
         CutOff {
-            command: format!("addrmunge expire --ip {} --day {day}", visitor.ip()),
+            command: format!("addrmunge expire --ip {ip} --day {day}"),
             collateral: if served > 0 {
                 format!("every address this visitor was served on {day} ({served} served)")
             } else {
@@ -118,15 +130,14 @@ pub fn trace(
             },
         },
         CutOff {
-            command: format!("addrmunge expire --ip {}", visitor.ip()),
+            command: format!("addrmunge expire --ip {ip}"),
             collateral: "every address this visitor was ever served".into(),
         },
-    ];
-    t.cut_off.push(CutOff {
-        command: format!("addrmunge expire --cidr {net}"),
-        collateral: format!("every address served to anyone in {net}"),
-    });
-    Ok(t)
+        CutOff {
+            command: format!("addrmunge expire --cidr {net}"),
+            collateral: format!("every address served to anyone in {net}"),
+        },
+    ]
 }
 
 /// Writes a trace for a person.
