@@ -386,7 +386,7 @@ impl Resolver {
 
     /// Answers one policy request under one settings snapshot, and records
     /// and blocks what the decision says; the answer in the MTA's words.
-    pub fn policy(&self, req: &PolicyRequest<'_>, words: fn(&Answer, &TrapAction) -> String) -> String {
+    pub fn policy<T>(&self, req: &PolicyRequest<'_>, words: impl FnOnce(&Answer, &TrapAction) -> T) -> T {
         let s = self.settings();
         let now = now_unix();
         let d = decide::policy(&s, &Under { r: self, s: &s }, req, now);

@@ -25,31 +25,29 @@ pub fn rcpt(r: &Resolver, key: &str) -> Reply {
     let Some(req) = request(key) else {
         return Reply::Perm(format!("expected '{RCPT_MAP} CLIENT_IP|RECIPIENT|SENDER|HELO'"));
     };
-    let verdict = r.policy(&req, words);
-    if verdict != PROCEED {
-        return Reply::Ok(verdict);
+    if let Some(refused) = r.policy(&req, words) {
+        return Reply::Ok(refused);
     }
+    // Let through: delivered to its base address when it is a valid ID.
     Reply::Ok(match r.lookup(Map::Virtual, req.recipient) {
         Reply::Ok(base) => format!("rewrite {base}"),
-        Reply::NotFound => verdict,
+        Reply::NotFound => "proceed".into(),
         Reply::Temp(why) | Reply::Perm(why) => reject("4.3.0", &why),
     })
 }
 
-const PROCEED: &str = "proceed";
-
-/// The decision in the words the filter reads.
-fn words(answer: &Answer, trap: &TrapAction) -> String {
+/// The decision in the words the filter reads; `None` to let it through.
+fn words(answer: &Answer, trap: &TrapAction) -> Option<String> {
     match answer {
-        Answer::Dunno => PROCEED.into(),
-        Answer::Reject(text) => reject("5.7.1", text),
-        Answer::Defer(text) => reject("4.3.0", text),
+        Answer::Dunno => None,
+        Answer::Reject(text) => Some(reject("5.7.1", text)),
+        Answer::Defer(text) => Some(reject("4.3.0", text)),
         Answer::Trap => match trap.verb {
             // OpenSMTPD can neither discard nor hold one recipient: both
             // go to the sink the filter was given.
-            TrapVerb::Discard | TrapVerb::Hold => "trap".into(),
-            TrapVerb::Reject => reject("5.7.1", trap.text()),
-            TrapVerb::Dunno => PROCEED.into(),
+            TrapVerb::Discard | TrapVerb::Hold => Some("trap".into()),
+            TrapVerb::Reject => Some(reject("5.7.1", trap.text())),
+            TrapVerb::Dunno => None,
         },
     }
 }
