@@ -101,6 +101,24 @@ fn show_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
         "separator: '{sep}' (munged local parts grow by up to {} octets)",
         sep.len() + LONG_LEN
     )?;
+    write_protected(c, &keys, out)?;
+    if !c.crawlers.is_empty() {
+        let n = c.crawlers.len();
+        let nets = if n == 1 { "network" } else { "networks" };
+        writeln!(
+            out,
+            "crawlers:  {n} {nets} of search engines' crawlers get crawler IDs"
+        )?;
+    }
+    for w in &c.warnings {
+        writeln!(out, "note: {w}")?;
+    }
+    writeln!(out, "ok")?;
+    Ok(())
+}
+
+/// Each `[[protect]]` entry, with an example of its munged form.
+fn write_protected(c: &addrmunge::Config, keys: &addrmunge::KeyRing, out: &mut impl Write) -> Result<()> {
     writeln!(out, "protected:")?;
     let day = Day::today();
     for e in c.protection.entries() {
@@ -132,18 +150,6 @@ fn show_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
             )?;
         }
     }
-    if !c.crawlers.is_empty() {
-        let n = c.crawlers.len();
-        let nets = if n == 1 { "network" } else { "networks" };
-        writeln!(
-            out,
-            "crawlers:  {n} {nets} of search engines' crawlers get crawler IDs"
-        )?;
-    }
-    for w in &c.warnings {
-        writeln!(out, "note: {w}")?;
-    }
-    writeln!(out, "ok")?;
     Ok(())
 }
 
