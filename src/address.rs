@@ -394,6 +394,72 @@ impl Protection {
         out
     }
 
+    /// Every way `local` reads as a munged local part whose front a
+    /// harvester cut off (`diff-id-TOKEN`, `id-TOKEN`, `TOKEN`; a minted
+    /// address's `shop-TOKEN`), for each candidate base local part on
+    /// `domain`: the literal `local` patterns of its entries, then
+    /// `served` (the base local parts the proxies munged). Only protected
+    /// bases, and only readings where what is left of the front is the end
+    /// of `BASE SEP [LABEL-]`; whether one is real is for the token to say.
+    pub fn mangled_readings<'a>(
+        &self,
+        local: &str,
+        domain: &str,
+        served: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Munged> {
+        let token = local.rsplit('-').next().unwrap_or(local);
+        let Some(ids) = self.domain_entries(domain.as_bytes()) else {
+            return Vec::new();
+        };
+        if !token::looks_like_token(token) {
+            return Vec::new();
+        }
+        // What is left of the front: "" or text ending in '-'.
+        let kept = &local[..local.len() - token.len()];
+        // Read without a label, and (for a minted address cut no further
+        // than its label) with the word before the token as the label.
+        let mut shapes = vec![("", kept)];
+        if let Some(rest) = kept.strip_suffix('-') {
+            let label = rest.rsplit('-').next().unwrap_or(rest);
+            if is_label(label) {
+                shapes.push((label, &rest[..rest.len() - label.len()]));
+            }
+        }
+        let mut candidates: Vec<&str> = ids
+            .iter()
+            .map(|&i| &self.entries[i].local)
+            .filter(|g| g.is_literal())
+            .map(Glob::as_str)
+            .collect();
+        for local in served {
+            candidates.push(local);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for base_local in candidates {
+            let Class::Protected(entry) = self.classify_among(ids, base_local.as_bytes()) else {
+                continue;
+            };
+            if !seen.insert(base_local) {
+                continue;
+            }
+            let front = format!("{base_local}{}", self.separator);
+            for &(label, rest) in &shapes {
+                // Shorter than the whole front: the whole is a munged
+                // address, judged as one already.
+                if rest.len() < front.len() && front.ends_with(rest) {
+                    out.push(Munged {
+                        base: format!("{base_local}@{domain}"),
+                        label: label.to_owned(),
+                        token: token.to_owned(),
+                        entry,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// True when a local part the scanner found already carries an ID, so
     /// that a page quoting a munged address is not munged twice.
     pub fn is_munged_local(&self, local: &[u8], domain: &[u8]) -> bool {

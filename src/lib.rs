@@ -14,7 +14,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use addrmunge::address::{Glob, Protect, Protection};
-//! use addrmunge::{Claims, Day, Found, KeyRing, Kind, Matcher, RuleSet, Status};
+//! use addrmunge::{Claims, Day, Found, KeyRing, Kind, Matcher, RuleSet, Served, Status};
 //!
 //! let protection = Arc::new(Protection::new(
 //!     vec![Protect {
@@ -41,7 +41,7 @@
 //! // The mail side judges the address a harvester would take.
 //! let start = out.find("mjd-id-").unwrap();
 //! let munged = out[start..].split('"').next().unwrap().replace("&#64;", "@");
-//! let verdict = addrmunge::check(&keys, &protection, &RuleSet::default(), &munged, day);
+//! let verdict = addrmunge::check(&keys, &protection, &RuleSet::default(), &Served::default(), &munged, day);
 //! assert_eq!(verdict.status, Status::Valid);
 //! assert_eq!(verdict.original.as_deref(), Some("mjd@plover.com"));
 //! assert_eq!(verdict.ip.as_deref(), Some("203.0.113.9"));
@@ -70,7 +70,7 @@ pub mod store;
 pub mod token;
 
 pub use address::{Class, Parsed, Protection};
-pub use check::{Status, Verdict, check};
+pub use check::{Served, Status, Verdict, check};
 pub use config::{Config, ConfigError};
 pub use day::Day;
 pub use rules::{Rule, RuleSet, Scope};

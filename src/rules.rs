@@ -99,6 +99,16 @@ pub struct Rule {
     pub created: i64,
 }
 
+/// How the reason of every rule `[containment]` makes starts.
+pub const AUTOMATIC: &str = "auto: ";
+
+impl Rule {
+    /// True for a rule `[containment]` made.
+    pub fn is_automatic(&self) -> bool {
+        self.reason.starts_with(AUTOMATIC)
+    }
+}
+
 fn display<S: serde::Serializer>(v: &Scope, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }

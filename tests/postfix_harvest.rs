@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::postfix::{Mail, day_offset};
+use common::proxy::fetch_as as fetch;
 use common::{free_port, wait_for_port};
 
 /// `addrmunge proxy` sharing the resolver's key and store, optionally
@@ -68,27 +69,6 @@ impl Mail {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-/// GET through curl from a given loopback address with a given User-Agent:
-/// `(status, body)`.
-fn fetch(port: u16, from: &str, user_agent: &str, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--interface",
-            from,
-            "-A",
-            user_agent,
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl is installed (scripts/test.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_owned())
 }
 
 fn munged_in(page: &str, domain: &str) -> Vec<String> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use addrmunge::address::{Glob, Protect, Protection};
 use addrmunge::scan::{Found, HISTORY, Matcher};
-use addrmunge::{Claims, Day, KeyRing, Kind, RuleSet, Status, check};
+use addrmunge::{Claims, Day, KeyRing, Kind, RuleSet, Served, Status, check};
 use proptest::prelude::*;
 
 fn protection() -> Arc<Protection> {
@@ -257,7 +257,7 @@ fn real_tokens_decode_to_the_visitor() {
     let mut seen = 0;
     for word in decoded.split(|c: char| !(c.is_ascii_alphanumeric() || "@.-".contains(c))) {
         if word.contains("-id-") {
-            let v = check(&keys, &prot, &RuleSet::default(), word, day);
+            let v = check(&keys, &prot, &RuleSet::default(), &Served::default(), word, day);
             assert_eq!(v.status, Status::Valid, "{word}: {:?}", v.error);
             assert_eq!(v.ip.as_deref(), Some("203.0.113.77"));
             assert_eq!(v.date, Some(day));

@@ -240,6 +240,42 @@ fn visits_fold_into_one_row_per_visitor_day() {
     });
 }
 
+/// The bases the proxies munged: one row each, its days only widening,
+/// most recent first, pruned with the visit log, and a new one seen by a
+/// daemon's watcher (the resolver rereads them with the rules).
+#[test]
+fn served_bases_widen_and_are_pruned() {
+    on_both(|fresh| {
+        let at = fresh();
+        let mut s = Store::open(&at).unwrap();
+        let mut w = RuleWatcher::new(Pinned::new(Store::open(&at).unwrap(), StoreSource::new(&at)));
+        assert!(w.refresh().unwrap());
+        let (d1, d2, d3) = (d("2026-11-20"), d("2026-11-21"), d("2026-11-22"));
+        let base = |b: &str| b.to_owned();
+        s.record_served(&[(base("mjd@plover.com"), d2), (base("jane@plover.com"), d1)])
+            .unwrap();
+        s.record_served(&[(base("mjd@plover.com"), d1), (base("mjd@plover.com"), d3)])
+            .unwrap();
+        let served = s.served().unwrap();
+        let rows: Vec<_> = served
+            .iter()
+            .map(|r| (r.base.as_str(), r.first_day, r.last_day))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![("mjd@plover.com", d1, d3), ("jane@plover.com", d1, d1)],
+            "{at}"
+        );
+        let start = std::time::Instant::now();
+        while !w.refresh().unwrap() {
+            assert!(start.elapsed().as_secs() < 5, "{at}: a new base was never seen");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(s.prune(d2, 0).unwrap(), 1);
+        assert_eq!(s.served().unwrap().len(), 1);
+    });
+}
+
 /// A daemon's watcher sees another connection's rule at its next refresh,
 /// and costs nothing (no change reported) when nothing was committed.
 #[test]
@@ -417,6 +453,8 @@ fn a_store_is_copied_into_postgresql_and_back() {
     };
     st.write_batch(&[arrival(1), arrival(2)], &[]).unwrap();
     st.record_visits(&events()).unwrap();
+    st.record_served(&[("mjd@plover.com".into(), d("2026-11-20"))])
+        .unwrap();
     let before = st.dump().unwrap();
     drop(st);
 
@@ -424,17 +462,20 @@ fn a_store_is_copied_into_postgresql_and_back() {
     let url = pg.database("moved");
     let copy = |from: &str, to: &str| inst.cli_ok(&["store", "copy", from, to]);
     let said = copy(file.to_str().unwrap(), &url);
+    let (said, served) = said.split_once('\n').unwrap();
     assert!(
         said.ends_with(
             "2 of 2 rules, 1 of 1 blocks, 2 of 2 arrivals, 2 of 2 visitor-days (the rest were there)"
         ),
         "{said}"
     );
+    assert!(served.contains("1 of 1 base addresses served"), "{served}");
     let said = copy(file.to_str().unwrap(), &url);
     assert!(
         said.contains(": 0 of 2 rules, 0 of 1 blocks, 0 of 2 arrivals, 0 of 2 visitor-days"),
         "{said}"
     );
+    assert!(said.contains("0 of 1 base addresses served"), "{said}");
     let back = inst.path("back.sqlite");
     copy(&url, back.to_str().unwrap());
     let pg_at = Location::parse(&url, "/".as_ref()).unwrap();
@@ -450,6 +491,7 @@ fn a_store_is_copied_into_postgresql_and_back() {
         assert_eq!(after.blocks, before.blocks, "{at}");
         assert_eq!(after.arrivals, before.arrivals, "{at}");
         assert_eq!(after.visits, before.visits, "{at}");
+        assert_eq!(after.served, before.served, "{at}");
     }
     let out = inst.cli(&["store", "copy", "/nonexistent/s.sqlite", &url]);
     assert!(!out.status.success());

@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use super::{Ctx, KindArg, UsageError};
 use addrmunge::check::check_recipient;
 use addrmunge::store::StoreError;
-use addrmunge::{Claims, Day, Kind, RuleSet, Status};
+use addrmunge::{Claims, Day, Kind, RuleSet, Served, Status};
 
 /// The munged address a visitor from `ip` gets for `address` on `date`.
 pub fn encode(
@@ -48,8 +48,11 @@ const UNCONFIRMED: u8 = 75;
 /// script must not read "valid" that no rule confirmed.
 pub fn decode(ctx: &Ctx, json: bool, addresses: &[String], out: &mut impl Write) -> Result<ExitCode> {
     let keys = ctx.keys()?;
-    let rules = match ctx.store().and_then(|mut s| Ok(s.rules()?)) {
-        Ok(rules) => Some(RuleSet::new(rules)),
+    let known = match ctx.store().and_then(|mut s| Ok((s.rules()?, s.served()?))) {
+        Ok((rules, served)) => Some((
+            RuleSet::new(rules),
+            Served::new(served.into_iter().map(|s| s.base)),
+        )),
         Err(e)
             if e.downcast_ref::<StoreError>()
                 .is_some_and(StoreError::is_unreachable) =>
@@ -61,14 +64,15 @@ pub fn decode(ctx: &Ctx, json: bool, addresses: &[String], out: &mut impl Write)
         }
         Err(e) => return Err(e),
     };
-    let confirmed = rules.is_some();
-    let rules = rules.unwrap_or_else(|| RuleSet::new(Vec::new()));
+    let confirmed = known.is_some();
+    let (rules, served) = known.unwrap_or_default();
     let today = Day::today();
     let mut all_valid = true;
     let delimiters = &ctx.config.resolver.recipient_delimiter;
     for a in addresses {
         // Judged exactly as the resolver judges a recipient.
-        let mut v = check_recipient(&keys, &ctx.config.protection, &rules, a, today, delimiters);
+        let p = &ctx.config.protection;
+        let mut v = check_recipient(&keys, p, &rules, &served, a, today, delimiters);
         v.address = a.clone();
         all_valid &= v.valid();
         if json {
@@ -146,6 +150,16 @@ fn parse_duration(v: &str) -> Result<u16> {
 }
 
 fn write_verdict(out: &mut impl Write, v: &addrmunge::Verdict) -> io::Result<()> {
+    if let Some(copy) = &v.copy_of {
+        return writeln!(
+            out,
+            "{}: mangled copy of {copy}, served to {} on {} [{}] — a harvester cut its front off",
+            v.address.trim(),
+            v.ip.as_deref().unwrap_or("nobody"),
+            v.date.map(|d| d.to_string()).unwrap_or_default(),
+            v.kind.map_or("?", Kind::as_str),
+        );
+    }
     write!(out, "{}: {}", v.address.trim(), v.status)?;
     if let Some(o) = &v.original {
         if v.status != Status::Bare {

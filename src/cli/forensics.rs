@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use super::{BlockFormatArg, Ctx, UsageError};
-use addrmunge::RuleSet;
 use addrmunge::report::BlockFormat;
+use addrmunge::{RuleSet, Served};
 
 /// Traces each of `addresses` and of the munged recipients of `message`.
 pub fn trace(
@@ -22,6 +22,7 @@ pub fn trace(
     let keys = ctx.keys()?;
     let mut store = ctx.store()?;
     let rules = RuleSet::new(store.rules()?);
+    let served = Served::new(store.served()?.into_iter().map(|s| s.base));
     let mut list = addresses.to_vec();
     if let Some(path) = message {
         list.extend(message_recipients(ctx, path)?);
@@ -30,7 +31,8 @@ pub fn trace(
         bail!(UsageError("give munged addresses, or --message FILE".into()));
     }
     for (i, a) in list.iter().enumerate() {
-        let t = addrmunge::report::trace(&keys, &ctx.config.protection, &mut store, &rules, a)?;
+        let known = (&rules, &served);
+        let t = addrmunge::report::trace(&keys, &ctx.config.protection, &mut store, known, a)?;
         if json {
             writeln!(out, "{}", serde_json::to_string(&t)?)?;
         } else {

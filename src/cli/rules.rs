@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 
 use super::{Ctx, RuleArgs, UsageError};
 use addrmunge::address::Parsed;
-use addrmunge::{Day, RuleSet, Scope, Visitor, check};
+use addrmunge::{Day, RuleSet, Scope, Served, Visitor, check};
 
 /// Adds the rule `spec` describes.
 pub fn expire(ctx: &Ctx, spec: &RuleArgs, out: &mut impl Write) -> Result<()> {
@@ -66,6 +66,7 @@ fn scope_of(ctx: &Ctx, a: &RuleArgs) -> Result<Scope> {
                 &keys,
                 &ctx.config.protection,
                 &RuleSet::default(),
+                &Served::default(),
                 addr,
                 Day::today(),
             );

@@ -65,5 +65,11 @@ fn copy(from: &str, to: &str, out: &mut impl Write) -> Result<()> {
         added.visits,
         dump.visits.len()
     )?;
+    writeln!(
+        out,
+        "  and {} of {} base addresses served (what mangled copies are decoded against)",
+        added.served,
+        dump.served.len()
+    )?;
     Ok(())
 }

@@ -25,8 +25,8 @@ use crate::store::Location;
 pub use crawlers::Crawlers;
 pub use protect::{Bait, DEFAULT_BAIT_TEMPLATE, DEFAULT_SEPARATOR};
 pub use proxy::{AgentRule, ProxySettings};
-pub use resolver::{ResolverSettings, TrapAction, TrapSettings, TrapVerb};
-pub use schema::{AgentAction, Bare, DEFAULT_HARVESTER_AGENTS, DEFAULT_REWRITE_TYPES};
+pub use resolver::{ContainmentSettings, ResolverSettings, TrapAction, TrapSettings, TrapVerb};
+pub use schema::{AgentAction, Bare, DEFAULT_HARVESTER_AGENTS, DEFAULT_REWRITE_TYPES, Mangled};
 pub use upstream::UpstreamAddr;
 use values::parse_span;
 
@@ -96,6 +96,8 @@ pub struct Config {
     pub traps: TrapSettings,
     /// `[crawlers]`: search engines' networks.
     pub crawlers: Crawlers,
+    /// `[containment]`; `None` when off.
+    pub containment: Option<ContainmentSettings>,
     /// Notes for `check-config` about addresses that are protected but whose
     /// munged form may pass 64 octets.
     pub warnings: Vec<String>,
@@ -155,6 +157,11 @@ impl Config {
         let bait = Bait::from_raw(&raw.bait, &protection, &resolve)?;
         let agents = proxy::agent_rules(&raw.harvesters, bait.is_some())?;
         let crawlers = Crawlers::from_raw(&raw.crawlers.ranges, &resolve)?;
+        let containment = raw
+            .containment
+            .as_ref()
+            .map(ContainmentSettings::from_raw)
+            .transpose()?;
         Ok(Config {
             path: path.to_owned(),
             key_file,
@@ -167,6 +174,7 @@ impl Config {
             resolver,
             traps,
             crawlers,
+            containment,
             warnings,
         })
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::schema::{Bare, RawResolver, RawTraps};
+use super::schema::{Bare, Mangled, RawContainment, RawResolver, RawTraps};
 use super::values::{Problem, admin_listen, at_least_usize, nets, one_line, parse_span, problem, timeout};
 use crate::listen::Listen;
 
@@ -28,6 +28,8 @@ pub struct ResolverSettings {
     pub socket_group: Option<String>,
     /// What a protected address without an ID gets.
     pub bare: Bare,
+    /// What a mangled copy of a munged address gets.
+    pub mangled: Mangled,
     /// Answer to an expired or forged ID, after `REJECT `.
     pub reject_text: String,
     /// Answer to a bare address when `bare = "reject"`.
@@ -83,6 +85,7 @@ impl ResolverSettings {
             socket_owner: r.socket_owner.clone(),
             socket_group: r.socket_group.clone(),
             bare: r.bare,
+            mangled: r.mangled,
             reject_text,
             bare_text,
             block_text,
@@ -202,6 +205,46 @@ impl TrapSettings {
             block_for,
             never_block: nets("traps.never_block", &t.never_block, "192.0.2.0/24")?,
             action: TrapAction::parse(&t.action)?,
+        })
+    }
+}
+
+/// The validated `[containment]` section: when the resolver cuts off a
+/// harvest by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainmentSettings {
+    /// Distinct client networks within 24 h that cut off a harvest; 0 = never.
+    pub networks: usize,
+    /// Mail from a client blocked for mailing a trap cuts it off.
+    pub blocked_clients: bool,
+    /// Mail to a mangled copy cuts it off.
+    pub mangled: bool,
+    /// Rules made per UTC day at most.
+    pub max_rules_per_day: usize,
+}
+
+/// The most distinct networks `networks` may ask for: each is remembered
+/// per address until it is reached.
+const MAX_NETWORKS: usize = 100;
+
+impl ContainmentSettings {
+    /// Validates `[containment]`.
+    pub fn from_raw(c: &RawContainment) -> Result<ContainmentSettings, Problem> {
+        if c.networks == 1 || c.networks > MAX_NETWORKS {
+            return Err(problem(
+                "containment.networks",
+                format!(
+                    "{} networks: use 2 to {MAX_NETWORKS} (one network is any sender at all), or 0 to leave this evidence out",
+                    c.networks
+                ),
+            ));
+        }
+        let max_rules_per_day = at_least_usize("containment.max_rules_per_day", c.max_rules_per_day, 1)?;
+        Ok(ContainmentSettings {
+            networks: c.networks,
+            blocked_clients: c.blocked_clients,
+            mangled: c.mangled,
+            max_rules_per_day,
         })
     }
 }

@@ -37,8 +37,41 @@ pub struct RawConfig {
     /// Search engines' crawlers.
     #[serde(default)]
     pub crawlers: RawCrawlers,
+    /// Automatic containment by the resolver; off when the section is absent.
+    pub containment: Option<RawContainment>,
     /// How long the visit log and mail arrivals are kept: `180d`.
     pub retention: Option<String>,
+}
+
+/// `[containment]`: the resolver expires a harvested visitor-day by itself
+/// when the evidence is plain, without waiting for the owner to read
+/// `trace`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawContainment {
+    /// Mail to one munged address from clients in this many distinct /24
+    /// (IPv6 /48) networks within 24 hours cuts off its harvest; 0 = never.
+    pub networks: usize,
+    /// Mail to a munged address from a client blocked for mailing a trap
+    /// cuts off its harvest.
+    pub blocked_clients: bool,
+    /// Mail to a mangled copy (its front cut off by a harvester) cuts off
+    /// the harvest of the address it was cut from.
+    pub mangled: bool,
+    /// Rules made automatically per UTC day at most, so a flood cannot
+    /// expire the whole site.
+    pub max_rules_per_day: usize,
+}
+
+impl Default for RawContainment {
+    fn default() -> Self {
+        RawContainment {
+            networks: 3,
+            blocked_clients: true,
+            mangled: true,
+            max_rules_per_day: 20,
+        }
+    }
 }
 
 /// `[crawlers]`: who is a search engine's crawler.
@@ -243,6 +276,20 @@ pub enum Bare {
     Reject,
 }
 
+/// What the resolver does with mail to a mangled copy of a munged address
+/// (its front cut off by a harvester: `TOKEN@plover.com`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mangled {
+    /// As for a trap: `[traps] action`, and the sending client blocked.
+    #[default]
+    Trap,
+    /// Refuse it at RCPT with `reject_text`.
+    Reject,
+    /// Deliver it to the base address.
+    Accept,
+}
+
 /// `[resolver]`: the Postfix socketmap and policy service.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -261,6 +308,8 @@ pub struct RawResolver {
     pub socket_group: Option<String>,
     /// `accept` or `reject` mail to a protected address without an ID.
     pub bare: Bare,
+    /// `trap`, `reject` or `accept` mail to a mangled copy of a munged address.
+    pub mangled: Mangled,
     /// Answer to an expired or forged ID (`REJECT` + this); may start with an enhanced status code.
     pub reject_text: String,
     /// Answer to a bare address when `bare = "reject"`.
@@ -290,6 +339,7 @@ impl Default for RawResolver {
             socket_owner: None,
             socket_group: None,
             bare: Bare::Accept,
+            mangled: Mangled::Trap,
             reject_text:
                 "5.1.1 This address has expired. It was made for one visitor of the web site on one day; \
                           please take the address shown on the site today. Sorry for the trouble."

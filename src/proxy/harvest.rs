@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::address::Protection;
 use crate::config::{AgentRule, Bait};
 use crate::day::Day;
+use crate::rewrite::ServedLog;
 use crate::store::{
     FaultLog, Harvester, Location, Pinned, Store, StoreError, StoreSource, VisitEvent, batch,
     retention_cutoff,
@@ -29,12 +30,14 @@ pub struct VisitLog {
 
 impl VisitLog {
     /// Opens the store, creating it at the first start (so a bad path
-    /// fails at startup), and starts the writer.
+    /// fails at startup), and starts the writer, which stores what
+    /// `served` noted with each batch.
     pub fn start(
         source: &Arc<StoreSource>,
         queue: usize,
         retention_days: u32,
         metrics: &super::metrics::Metrics,
+        served: Arc<ServedLog>,
     ) -> anyhow::Result<VisitLog> {
         let store = Pinned::start(Arc::clone(source))?;
         let shape = batch::Shape {
@@ -49,6 +52,8 @@ impl VisitLog {
         };
         let faults = FaultLog::new("writing the visit log", Arc::clone(&metrics.store_faults));
         let sink = Visits {
+            served,
+            told_denied: false,
             retention_days,
             last_prune: None,
             may_prune: true,
@@ -70,10 +75,43 @@ impl VisitLog {
 /// power cut; it need not pay an fsync per batch for rules' durability,
 /// and WAL stays consistent.
 struct Visits {
+    /// Base addresses munged, stored before each batch's visits (a
+    /// munged address always ends in a visit record).
+    served: Arc<ServedLog>,
+    /// True once a refusal to record them was logged.
+    told_denied: bool,
     retention_days: u32,
     last_prune: Option<Instant>,
     /// False once the store refused a prune for want of a grant.
     may_prune: bool,
+}
+
+impl Visits {
+    /// Stores the base addresses noted since the last batch; kept for the
+    /// next one when the store fails.
+    fn write_served(&mut self, store: &mut Store) -> Result<(), StoreError> {
+        let served = self.served.take();
+        if served.is_empty() {
+            return Ok(());
+        }
+        match store.record_served(&served) {
+            Ok(()) => Ok(()),
+            // A role granted before `served` existed: the visit log must
+            // not stop for it. Said once; mangled copies then decode
+            // against the literal [[protect]] local parts only.
+            Err(e) if e.is_denied() => {
+                if !self.told_denied {
+                    tracing::warn!(error = %e, "cannot record the base addresses served (mangled copies need them); run `addrmunge store grants` again");
+                    self.told_denied = true;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.served.put_back(served);
+                Err(e)
+            }
+        }
+    }
 }
 
 impl batch::Sink for Visits {
@@ -81,6 +119,9 @@ impl batch::Sink for Visits {
 
     fn write(&mut self, store: &mut Store, batch: &[VisitEvent]) -> Result<(), StoreError> {
         store.relax_durability()?;
+        // First: unlike the visits, written again when a batch is retried
+        // no harm is done.
+        self.write_served(store)?;
         store.record_visits(batch)
     }
 
@@ -416,7 +457,14 @@ mod tests {
         let other = bait_addresses(bait, &keys, &c.protection, "192.0.2.8".parse().unwrap(), day);
         assert_ne!(a, other);
         for (_, addr) in &a {
-            let v = crate::check(&keys, &c.protection, &crate::RuleSet::default(), addr, day);
+            let v = crate::check(
+                &keys,
+                &c.protection,
+                &crate::RuleSet::default(),
+                &crate::Served::default(),
+                addr,
+                day,
+            );
             assert!(v.valid(), "{addr}: {v:?}");
             assert_eq!(v.kind, Some(Kind::Trap), "{addr}");
             assert_eq!(v.ip.as_deref(), Some("192.0.2.7"));

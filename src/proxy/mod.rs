@@ -37,7 +37,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::Config;
 use crate::conns::Conns;
-use crate::rewrite::TokenCache;
+use crate::rewrite::{ServedLog, TokenCache};
 use crate::scan::Matcher;
 use crate::store::StoreSource;
 use crate::token::KeyRing;
@@ -128,9 +128,16 @@ impl Proxy {
         let c = &state.config;
         let metrics = metrics::Metrics::default();
         let source = StoreSource::new(&c.state);
-        let visits = VisitLog::start(&source, c.proxy.visit_queue, c.retention_days, &metrics)?;
+        let served = Arc::new(ServedLog::default());
+        let visits = VisitLog::start(
+            &source,
+            c.proxy.visit_queue,
+            c.retention_days,
+            &metrics,
+            Arc::clone(&served),
+        )?;
         let caught = Caught::load(&c.state);
-        let cache = Arc::new(TokenCache::with_budget(c.proxy.token_cache_bytes));
+        let cache = Arc::new(TokenCache::with_budget(c.proxy.token_cache_bytes).noting(served));
         Ok(Arc::new(Proxy {
             config_path,
             state: RwLock::new(Arc::new(state)),

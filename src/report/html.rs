@@ -104,12 +104,13 @@ table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; 
 .summary span {{ display: inline-block; margin-right: 2em; }}
 </style></head><body>
 <h1>addrmunge report, {from} to {to}</h1>
-<p class="summary"><span id="trap-hits"><b>{trap}</b> trap hits</span><span><b>{tc}</b> trap clients</span><span id="harvester-count"><b>{hv}</b> harvesters</span><span><b>{bl}</b> blocks</span><span><b>{tg}</b> addresses drew mail</span></p>
+<p class="summary"><span id="trap-hits"><b>{trap}</b> trap hits</span><span><b>{tc}</b> trap clients</span><span id="mangled-hits"><b>{mh}</b> to mangled copies</span><span id="harvester-count"><b>{hv}</b> harvesters</span><span><b>{bl}</b> blocks</span><span><b>{tg}</b> addresses drew mail</span></p>
 "#,
         from = r.from,
         to = r.to,
         trap = r.trap_hits,
         tc = r.trap_clients,
+        mh = r.mangled_hits,
         hv = r.harvesters.len(),
         bl = r.blocks.len(),
         tg = r.targets.len(),

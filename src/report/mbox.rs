@@ -4,9 +4,24 @@ use std::collections::HashSet;
 
 use crate::address::{Parsed, Protection};
 
+/// Munged addresses of ours, and what may be a mangled copy of one: an
+/// address at a protected domain whose local part ends in something
+/// token-shaped (`trace` decides).
+fn may_carry_id(protection: &Protection, address: &str) -> bool {
+    if matches!(protection.parse(address), Parsed::Munged(_)) {
+        return true;
+    }
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let tail = local.rsplit('-').next().unwrap_or(local);
+    protection.has_domain(domain.trim_end_matches('.')) && crate::token::looks_like_token(tail)
+}
+
 /// The munged recipients of a message (RFC 5322) or an mbox: addresses in
-/// To, Cc, Delivered-To and X-Original-To that are munged addresses of ours,
-/// in order of appearance, without repeats.
+/// To, Cc, Delivered-To and X-Original-To that are munged addresses of ours
+/// (or may be mangled copies of one), in order of appearance, without
+/// repeats.
 pub fn message_recipients(text: &str, protection: &Protection) -> Vec<String> {
     let mut found = Vec::new();
     let mut seen = HashSet::new();
@@ -53,7 +68,7 @@ pub fn message_recipients(text: &str, protection: &Protection) -> Vec<String> {
                 continue;
             }
             let lower = w.to_ascii_lowercase();
-            if matches!(protection.parse(&lower), Parsed::Munged(_)) && seen.insert(lower.clone()) {
+            if may_carry_id(protection, &lower) && seen.insert(lower.clone()) {
                 found.push(lower);
             }
         }

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use super::{day_start, fmt_time, harvest_time};
+use crate::check::Status;
 use crate::day::Day;
-use crate::rules::Printable;
+use crate::rules::{Printable, Rule};
 use crate::store::{Block, Store, StoreError, Visit};
 use crate::token::Kind;
 
@@ -46,8 +47,14 @@ pub struct Report {
     pub trap_hits: usize,
     /// Distinct clients that mailed a trap.
     pub trap_clients: usize,
+    /// Mail to mangled copies of munged addresses (fronts cut off by a harvester).
+    pub mangled_hits: usize,
+    /// Distinct mangled copies mailed.
+    pub mangled_addresses: usize,
     /// Blocks made in the period or still in force.
     pub blocks: Vec<Block>,
+    /// Rules `[containment]` made in the period (still in force).
+    pub contained: Vec<Rule>,
     /// Harvest-to-first-mail delays: `(bucket label, count)`.
     pub delays: Vec<(String, usize)>,
     /// Per day: `(day, visitors served addresses, addresses served, mail arrivals)`.
@@ -77,12 +84,17 @@ pub fn report(store: &mut Store, days: u16) -> Result<Report, StoreError> {
     let mut per: BTreeMap<&str, (Target, HashSet<&str>, i64)> = BTreeMap::new();
     let mut trap_hits = 0;
     let mut trap_clients = HashSet::new();
+    let (mut mangled_hits, mut mangled) = (0, HashSet::new());
     let mut mail_by_day: HashMap<Day, usize> = HashMap::new();
     for a in &arrivals {
         *mail_by_day.entry(Day::from_unix(a.time)).or_default() += 1;
         if a.kind == Some(Kind::Trap) {
             trap_hits += 1;
             trap_clients.insert(a.client_ip.as_str());
+        }
+        if a.status == Status::Mangled {
+            mangled_hits += 1;
+            mangled.insert(a.recipient.as_str());
         }
         let e = per.entry(a.recipient.as_str()).or_insert_with(|| {
             (
@@ -119,13 +131,21 @@ pub fn report(store: &mut Store, days: u16) -> Result<Report, StoreError> {
         .into_iter()
         .filter(|b| b.created >= since || b.until > crate::store::now_unix())
         .collect();
+    let contained = store
+        .rules()?
+        .into_iter()
+        .filter(|r| r.is_automatic() && r.created >= since)
+        .collect();
     Ok(Report {
         from,
         to,
+        contained,
         targets,
         harvesters: store.harvesters(from, to)?,
         trap_hits,
         trap_clients: trap_clients.len(),
+        mangled_hits,
+        mangled_addresses: mangled.len(),
         blocks,
         delays: DELAY_BUCKETS
             .iter()
@@ -198,6 +218,13 @@ pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Resul
              search results: `addrmunge expire --address` it, never the crawler's IP)"
         )?;
     }
+    if r.mangled_hits > 0 {
+        writeln!(
+            out,
+            "  Mangled copies (a harvester cut the front off; `trace` says whose): {} messages to {} addresses",
+            r.mangled_hits, r.mangled_addresses
+        )?;
+    }
     writeln!(out)?;
     writeln!(out, "Harvesters seen:")?;
     if r.harvesters.is_empty() {
@@ -229,6 +256,15 @@ pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Resul
             fmt_time(b.until),
             Printable(&b.reason)
         )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Cut off automatically ([containment]; `addrmunge unexpire --rule N` undoes one): {}",
+        r.contained.len()
+    )?;
+    for rule in &r.contained {
+        writeln!(out, "  {} at {}", rule, fmt_time(rule.created))?;
     }
     writeln!(out)?;
     writeln!(out, "Harvest to first mail:")?;

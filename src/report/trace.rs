@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{fmt_span, fmt_time, harvest_time};
 use crate::address::Protection;
-use crate::check::{Status, Verdict, check};
+use crate::check::{Served, Status, Verdict, check};
 use crate::day::Day;
 use crate::rules::{Printable, Rule, RuleSet, Subject};
 use crate::store::{Arrival, Store, StoreError, Visit};
@@ -48,10 +48,10 @@ pub fn trace(
     keys: &KeyRing,
     protection: &Protection,
     store: &mut Store,
-    rules: &RuleSet,
+    (rules, served): (&RuleSet, &Served),
     address: &str,
 ) -> Result<Trace, StoreError> {
-    let verdict = check(keys, protection, rules, address, Day::today());
+    let verdict = check(keys, protection, rules, served, address, Day::today());
     let lower = address.trim().to_ascii_lowercase();
     let arrivals = store.arrivals_for(&lower)?;
     let mut t = Trace {
@@ -86,8 +86,11 @@ pub fn trace(
             .collect();
     }
     let served = t.harvest.as_ref().map(|v| v.munged).unwrap_or(0);
+    // A mangled copy is refused by [resolver] mangled already: what is
+    // left to cut off is the address it was cut from.
+    let harvested = t.verdict.copy_of.clone().unwrap_or(lower);
     t.cut_off = cut_offs(
-        &lower,
+        &harvested,
         visitor.ip(),
         day,
         served,
@@ -171,6 +174,14 @@ fn write_verdict(out: &mut impl Write, v: &Verdict) -> io::Result<()> {
             v.error.as_deref().unwrap_or("invalid")
         ),
         Status::Bare => writeln!(out, "  a protected address without an ID: nothing to trace"),
+        Status::Mangled => writeln!(
+            out,
+            "  mangled copy of {}, served to {} on {} ({} ID): a harvester cut its front off",
+            v.copy_of.as_deref().unwrap_or("?"),
+            v.ip.as_deref().unwrap_or("?"),
+            v.date.map(|d| d.to_string()).unwrap_or_default(),
+            v.kind.map(|k| k.to_string()).unwrap_or_default(),
+        ),
         Status::Valid | Status::Expired => {
             let kind = v.kind.map(|k| k.to_string()).unwrap_or_default();
             writeln!(
@@ -243,6 +254,7 @@ fn write_arrivals(out: &mut impl Write, t: &Trace) -> io::Result<()> {
                 (Some(Kind::Trap), _) => "trap: discarded, client blocked",
                 (_, Status::Valid) => "delivered",
                 (_, Status::Expired) => "refused (expired)",
+                (_, Status::Mangled) => "a mangled copy: as [resolver] mangled says",
                 _ => "refused",
             }
         )?;

@@ -9,8 +9,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Settings;
+use super::containment::Sighting;
 use crate::check::{Status, Verdict, is_role_account};
-use crate::config::{Bare, TrapAction, TrapVerb};
+use crate::config::{Bare, Mangled, TrapAction, TrapVerb};
 use crate::store::Arrival;
 use crate::token::Kind;
 
@@ -50,8 +51,14 @@ pub fn recipient_action(s: &Settings, j: &Judgement) -> Action {
     let r = &s.config.resolver;
     let v = &j.verdict;
     match v.status {
-        Status::Valid | Status::Expired if v.kind == Some(Kind::Trap) => Action::Trap,
+        Status::Valid | Status::Expired | Status::Mangled if v.kind == Some(Kind::Trap) => Action::Trap,
         Status::Valid => Action::Dunno,
+        // No person cuts an address like that: its sender is a spammer.
+        Status::Mangled => match r.mangled {
+            Mangled::Trap => Action::Trap,
+            Mangled::Reject => Action::Reject(r.reject_text.clone()),
+            Mangled::Accept => Action::Dunno,
+        },
         Status::Expired => Action::Reject(r.reject_text.clone()),
         Status::Bare if v.exempt || r.bare == Bare::Accept || is_role_account(&j.address) => Action::Dunno,
         Status::Bare => Action::Reject(r.bare_text.clone()),
@@ -145,8 +152,14 @@ fn address_map(s: &Settings, facts: &impl Facts, map: Map, key: &str) -> Reply {
         return store_unreadable();
     };
     let v = &j.verdict;
+    // A mangled copy with `mangled = "accept"` goes where its base goes.
+    let delivered = match v.status {
+        Status::Valid => true,
+        Status::Mangled => recipient_action(s, &j) == Action::Dunno,
+        _ => false,
+    };
     match (map, v.status) {
-        (Map::Virtual, Status::Valid) => {
+        (Map::Virtual, _) if delivered => {
             // Never answer with something that looks munged: the base
             // address (or deliver_to) is looked up again and must come
             // back NOTFOUND.
@@ -159,6 +172,10 @@ fn address_map(s: &Settings, facts: &impl Facts, map: Map, key: &str) -> Reply {
         // The key as asked (an extension kept): it is a recipient that exists.
         (Map::Relay, Status::Valid) => Reply::Ok(v.original.clone().unwrap_or(key)),
         (Map::Relay, Status::Expired) if v.kind == Some(Kind::Trap) => Reply::Ok(key),
+        // A trap or accepted copy is a recipient that exists; a refused one not.
+        (Map::Relay, Status::Mangled) if !matches!(recipient_action(s, &j), Action::Reject(_)) => {
+            Reply::Ok(key)
+        }
         (Map::Relay, Status::Bare) if v.exempt || recipient_action(s, &j) == Action::Dunno => Reply::Ok(key),
         _ => Reply::NotFound,
     }
@@ -219,7 +236,7 @@ impl Answer {
 }
 
 /// A policy answer and what it leaves behind.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PolicyDecision {
     /// What the MTA is told.
     pub answer: Answer,
@@ -227,14 +244,29 @@ pub struct PolicyDecision {
     pub arrival: Option<Arrival>,
     /// A client to block, and why.
     pub block: Option<(IpAddr, String)>,
+    /// The recipient and client, for `[containment]`.
+    pub sighting: Option<Sighting>,
 }
 
 impl PolicyDecision {
+    /// After `[containment]` cut off the harvest the recipient came from:
+    /// the message that completed the evidence is refused as expired, like
+    /// every one after it (what was refused or trapped stays so).
+    pub fn cut_off(&mut self, s: &Settings) {
+        if self.answer == Answer::Dunno {
+            self.answer = Answer::Reject(s.config.resolver.reject_text.clone());
+            if let Some(a) = &mut self.arrival {
+                a.status = Status::Expired;
+            }
+        }
+    }
+
     fn answer(answer: Answer) -> PolicyDecision {
         PolicyDecision {
             answer,
             arrival: None,
             block: None,
+            sighting: None,
         }
     }
 }
@@ -242,19 +274,30 @@ impl PolicyDecision {
 /// Decides one policy request at `now` (Unix seconds): blocked client →
 /// REJECT; trap recipient → the trap action and the client blocked;
 /// expired or forged → REJECT; every arrival for a munged address recorded.
+/// A blocked client's recipient is judged too, for containment: mail from
+/// it to a visitor's address is evidence of that address's harvest.
 pub fn policy(s: &Settings, facts: &impl Facts, req: &PolicyRequest<'_>, now: i64) -> PolicyDecision {
     let client: Option<IpAddr> = req.client_address.parse().ok();
-    if client.is_some_and(|ip| facts.blocked(ip)) {
-        return PolicyDecision::answer(Answer::Reject(s.config.resolver.block_text.clone()));
-    }
+    let blocked = client.is_some_and(|ip| facts.blocked(ip));
+    let refused = || Answer::Reject(s.config.resolver.block_text.clone());
     if req.recipient.is_empty() {
-        return PolicyDecision::answer(Answer::Dunno);
+        return PolicyDecision::answer(if blocked { refused() } else { Answer::Dunno });
     }
     let Some(j) = facts.judge(req.recipient) else {
-        return PolicyDecision::answer(Answer::Defer(
-            "4.3.0 addrmunge cannot read its state store; try again later".into(),
-        ));
+        let unread = || Answer::Defer("4.3.0 addrmunge cannot read its state store; try again later".into());
+        return PolicyDecision::answer(if blocked { refused() } else { unread() });
     };
+    let sighting = client.map(|client| Sighting {
+        judgement: Arc::clone(&j),
+        client,
+        blocked,
+    });
+    if blocked {
+        return PolicyDecision {
+            sighting,
+            ..PolicyDecision::answer(refused())
+        };
+    }
     let mut d = match recipient_action(s, &j) {
         Action::Trap => PolicyDecision {
             block: trap_block(s, &j, client),
@@ -264,6 +307,7 @@ pub fn policy(s: &Settings, facts: &impl Facts, req: &PolicyRequest<'_>, now: i6
         Action::Dunno | Action::NotOurs => PolicyDecision::answer(Answer::Dunno),
     };
     d.arrival = arrival(&j, req, now);
+    d.sighting = sighting;
     d
 }
 
@@ -273,7 +317,11 @@ fn trap_block(s: &Settings, j: &Judgement, client: Option<IpAddr>) -> Option<(Ip
     let ip = client?;
     let base = j.verdict.original.as_deref().unwrap_or(&j.address);
     let spared = is_role_account(base) || s.config.traps.never_block.iter().any(|n| n.contains(&ip));
-    (!spared).then(|| (ip, format!("mail to trap {}", j.address)))
+    let what = match j.verdict.status {
+        Status::Mangled => "a mangled copy",
+        _ => "trap",
+    };
+    (!spared).then(|| (ip, format!("mail to {what} {}", j.address)))
 }
 
 /// Every authentic ID's arrival, and forged ones on protected base
@@ -299,7 +347,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::check::check_recipient;
+    use crate::check::{Served, check_recipient};
     use crate::config::Config;
     use crate::day::Day;
     use crate::rules::{Rule, RuleSet, Scope};
@@ -328,6 +376,7 @@ never_block = ["192.0.2.0/24"]
     struct Fixed {
         settings: Settings,
         rules: RuleSet,
+        served: Served,
         blocked: Vec<IpAddr>,
         store_ok: bool,
     }
@@ -337,7 +386,8 @@ never_block = ["192.0.2.0/24"]
             let s = &self.settings;
             let delim = &s.config.resolver.recipient_delimiter;
             let today = Day::today();
-            let v = check_recipient(&s.keys, &s.config.protection, &self.rules, address, today, delim);
+            let (p, rules, served) = (&s.config.protection, &self.rules, &self.served);
+            let v = check_recipient(&s.keys, p, rules, served, address, today, delim);
             self.store_ok.then(|| {
                 Arc::new(Judgement {
                     address: v.address.clone(),
@@ -366,6 +416,7 @@ never_block = ["192.0.2.0/24"]
                 reason: String::new(),
                 created: 0,
             }]),
+            served: Served::new(["jane.doe@plover.com".to_owned()]),
             blocked: vec![BLOCKED.parse().unwrap()],
             store_ok,
         }
@@ -482,6 +533,17 @@ never_block = ["192.0.2.0/24"]
         let delivered = munged(&accept, Kind::Visitor, VISITOR, "mjd@other.test");
         let role_trap = munged(&accept, Kind::Trap, VISITOR, "postmaster@plover.com");
         let crawler = munged(&accept, Kind::Crawler, VISITOR, "mjd@plover.com");
+        // Mangled copies: a served base's front cut to `id-`, a literal
+        // local part's cut to the token alone.
+        let jane = munged(&accept, Kind::Visitor, VISITOR, "jane.doe@plover.com");
+        let copy = jane.replacen("jane.doe-", "", 1);
+        let mjd = munged(&accept, Kind::Visitor, VISITOR, "mjd@other.test");
+        let cut = mjd.replacen("mjd-id-", "", 1);
+        let (copy_refused, copy_accepted) = (
+            fixed("mangled = \"reject\"", true),
+            fixed("mangled = \"accept\"", true),
+        );
+        let not_a_copy = "0123456789abcdefghjkmnpq@plover.com".to_owned();
         let (head, _) = valid.split_once('@').unwrap();
         let last = if head.ends_with('a') { 'b' } else { 'a' };
         let forged = format!("{}{last}@plover.com", &head[..head.len() - 1]);
@@ -510,6 +572,12 @@ never_block = ["192.0.2.0/24"]
             ("another user of a partly protected domain", &reject, VISITOR, "joe@other.test".into(), Reply::NotFound, Reply::NotFound, Reply::NotFound, dunno, false, false),
             ("an ID on another user", &reject, VISITOR, "joe-id-0123456789abcdefghjkmnpq@other.test".into(), Reply::NotFound, Reply::NotFound, Reply::NotFound, dunno, false, false),
             ("an unprotected domain", &reject, VISITOR, "joe@example.org".into(), Reply::NotFound, Reply::NotFound, Reply::NotFound, dunno, false, false),
+            ("a mangled copy: a trap", &accept, VISITOR, copy.clone(), Reply::NotFound, ok(&copy), ok("DISCARD"), discard, true, true),
+            ("a mangled copy of a literal local part", &accept, VISITOR, cut.clone(), Reply::NotFound, ok(&cut), ok("DISCARD"), discard, true, true),
+            ("a mangled copy, mangled = reject", &copy_refused, VISITOR, copy.to_uppercase(), Reply::NotFound, Reply::NotFound, ok(expired_text), expired_text, true, false),
+            ("a mangled copy, mangled = accept", &copy_accepted, VISITOR, copy.clone(), ok("jane.doe@plover.com"), ok(&copy), ok(dunno), dunno, true, false),
+            ("a mangled copy, mangled = accept, deliver_to", &copy_accepted, VISITOR, cut.clone(), ok("owner@mail.test"), ok(&cut), ok(dunno), dunno, true, false),
+            ("token-shaped but no copy: bare", &reject, VISITOR, not_a_copy.clone(), Reply::NotFound, Reply::NotFound, ok(bare_text), bare_text, false, false),
             ("a blocked client", &accept, BLOCKED, valid.clone(), ok("mjd@plover.com"), ok("mjd@plover.com"), ok(dunno), "REJECT 5.7.1 blocked", false, false),
         ];
         for (what, f, client, address, virtual_, relay, recipient, policy, recorded, blocks) in table {

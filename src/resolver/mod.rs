@@ -7,6 +7,7 @@
 //! fresh (at most 250 ms old). Arrivals and new blocks are written by a
 //! second thread in batches, so SMTP never waits on the disk.
 
+pub mod containment;
 pub mod decide;
 pub mod exim;
 pub mod opensmtpd;
@@ -24,12 +25,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::check::{check_recipient, normalize_recipient};
+use crate::check::{Served, check_recipient, normalize_recipient};
 use crate::config::{Config, TrapAction};
 use crate::conns::{Conns, RESERVED_FDS, raise_open_files};
 use crate::day::Day;
 use crate::listen::Bound;
-use crate::rules::RuleSet;
+use crate::rules::{Rule, RuleSet, Scope};
 use crate::store::{Arrival, FaultLog, Pinned, RuleWatcher, Store, StoreError, StoreSource, batch, now_unix};
 use crate::token::KeyRing;
 
@@ -51,6 +52,8 @@ const FRESH_BLOCKS: usize = 100_000;
 struct Snapshot {
     rules: Arc<RuleSet>,
     blocks: HashMap<IpAddr, i64>,
+    /// The base addresses the proxies munged, for mangled copies.
+    served: Arc<Served>,
     /// False when the store could not be read: answer TEMP, never guess.
     ok: bool,
     /// True while a shared database is unreachable and these are the rules
@@ -65,6 +68,7 @@ impl Snapshot {
         Snapshot {
             rules: Arc::clone(&self.rules),
             blocks: self.blocks.clone(),
+            served: Arc::clone(&self.served),
             ok,
             stale,
         }
@@ -108,12 +112,18 @@ pub struct Metrics {
     pub writes_dropped: Arc<AtomicU64>,
     /// Failed reads and writes of the store.
     pub store_faults: Arc<AtomicU64>,
+    /// Rules `[containment]` made.
+    pub contained: AtomicU64,
+    /// Rules `[containment]` would have made past `max_rules_per_day`.
+    pub contain_capped: AtomicU64,
 }
 
 /// Things for the writer thread.
 enum Write {
     Arrival(Arrival),
     Block(IpAddr, i64, String),
+    /// A `[containment]` rule.
+    Rule(Scope, String),
 }
 
 /// The settings a lookup needs, replaced whole on SIGHUP.
@@ -142,6 +152,11 @@ pub struct Resolver {
     verdicts: Mutex<Verdicts>,
     /// Blocks made by this process that the store snapshot may not show yet.
     fresh_blocks: Mutex<HashMap<IpAddr, i64>>,
+    /// `[containment]`'s evidence so far.
+    tracker: Mutex<containment::Tracker>,
+    /// Rules made by containment here that the store may not show yet:
+    /// in force from the moment they are made.
+    fresh_rules: Mutex<Vec<Rule>>,
     writer: batch::Queue<Write>,
     /// Where the store is; a reload adopts the file there then.
     source: Arc<StoreSource>,
@@ -203,6 +218,8 @@ impl Resolver {
             settings: RwLock::new(settings),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             fresh_blocks: Mutex::new(HashMap::new()),
+            tracker: Mutex::default(),
+            fresh_rules: Mutex::default(),
             writer,
             source,
             conns: Conns::new(max_connections),
@@ -234,20 +251,35 @@ impl Resolver {
             if !changed && fresh {
                 return Ok(None);
             }
+            let store = w.store()?;
+            let blocks = store.blocks(now_unix())?;
+            let served = Served::new(store.served()?.into_iter().map(|s| s.base));
+            let last = self.snapshot();
             Ok(Some(Snapshot {
                 rules: w.rules(),
-                blocks: w.store()?.blocks(now_unix())?,
+                blocks,
+                // The same Arc when nothing changed: most refreshes follow a
+                // visit-log commit, not a new base.
+                served: if *last.served == served {
+                    Arc::clone(&last.served)
+                } else {
+                    Arc::new(served)
+                },
                 ok: true,
                 stale: false,
             }))
         });
         match result {
-            Ok(Some(snap)) => {
+            Ok(Some(mut snap)) => {
                 faults.ok();
                 if let Ok(mut fresh) = self.fresh_blocks.lock() {
                     fresh.retain(|ip, _| !snap.blocks.contains_key(ip));
                 }
-                *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+                // Under the lock containment adds its rules under, so none
+                // made meanwhile is left out.
+                let mut current = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+                snap.rules = self.with_fresh_rules(&snap.rules);
+                *current = Arc::new(snap);
             }
             Ok(None) => faults.ok(),
             Err(e) => self.store_failed(&e, w, faults),
@@ -283,6 +315,66 @@ impl Resolver {
         }
     }
 
+    /// `rules` and the containment rules made here that they lack (those
+    /// they hold are forgotten: the store has them).
+    fn with_fresh_rules(&self, rules: &Arc<RuleSet>) -> Arc<RuleSet> {
+        let mut fresh = self.fresh_rules.lock().unwrap_or_else(|e| e.into_inner());
+        fresh.retain(|f| !rules.rules().iter().any(|r| r.scope == f.scope));
+        if fresh.is_empty() {
+            return Arc::clone(rules);
+        }
+        let mut all = rules.rules().to_vec();
+        all.extend(fresh.iter().cloned());
+        Arc::new(RuleSet::new(all))
+    }
+
+    /// Takes one RCPT into `[containment]`'s account, and cuts off the
+    /// harvest it proves: the rule is in force at once and written to the
+    /// store by the writer thread. True when it cut one off.
+    fn contain(&self, s: &Settings, sight: &containment::Sighting, now: i64) -> bool {
+        let Some(c) = &s.config.containment else {
+            return false;
+        };
+        let snap = self.snapshot();
+        let outcome = self.tracker.lock().unwrap_or_else(|e| e.into_inner()).observe(
+            c,
+            &s.config.traps.never_block,
+            sight,
+            &snap.rules,
+            now,
+        );
+        match outcome {
+            None => false,
+            Some(containment::Outcome::Capped(scope, reason)) => {
+                self.metrics.contain_capped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(rule = %scope, %reason, max_rules_per_day = c.max_rules_per_day,
+                    "containment: today's automatic rules are used up; not cutting this off (`addrmunge expire` it by hand)");
+                false
+            }
+            Some(containment::Outcome::Cut(scope, reason)) => {
+                self.metrics.contained.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(rule = %scope, %reason, "containment: cut off a harvest (`addrmunge unexpire` undoes it)");
+                let rule = Rule {
+                    id: 0,
+                    scope: scope.clone(),
+                    reason: reason.clone(),
+                    created: now,
+                };
+                let mut current = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+                self.fresh_rules
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(rule);
+                let mut next = current.marked(current.ok, current.stale);
+                next.rules = self.with_fresh_rules(&current.rules);
+                *current = Arc::new(next);
+                drop(current);
+                self.queue(Write::Rule(scope, reason));
+                true
+            }
+        }
+    }
+
     /// The Prometheus text for the admin listener.
     pub fn render_metrics(&self) -> String {
         let m = &self.metrics;
@@ -307,6 +399,16 @@ impl Resolver {
             "addrmunge_resolver_writes_dropped_total",
             "Arrivals and blocks not recorded (queue full or store failing); mail is never delayed for them.",
             get(&m.writes_dropped),
+        );
+        t.counter(
+            "addrmunge_resolver_containment_rules_total",
+            "Rules [containment] made to cut off a harvest.",
+            get(&m.contained),
+        );
+        t.counter(
+            "addrmunge_resolver_containment_capped_total",
+            "Harvests [containment] left alone because max_rules_per_day was reached.",
+            get(&m.contain_capped),
         );
         t.gauge(
             "addrmunge_resolver_store_ok",
@@ -369,7 +471,7 @@ impl Resolver {
                 return Some(Arc::clone(j));
             }
         }
-        let j = Arc::new(judge_now(s, &snap.rules, address.clone(), today));
+        let j = Arc::new(judge_now(s, &snap, address.clone(), today));
         let mut cache = lock();
         // Not if the rules or settings changed meanwhile: it may be stale.
         if Arc::ptr_eq(&cache.snap, &snap) && Arc::ptr_eq(&cache.settings, s) && address.len() <= CACHED_KEY {
@@ -389,7 +491,13 @@ impl Resolver {
     pub fn policy<T>(&self, req: &PolicyRequest<'_>, words: impl FnOnce(&Answer, &TrapAction) -> T) -> T {
         let s = self.settings();
         let now = now_unix();
-        let d = decide::policy(&s, &Under { r: self, s: &s }, req, now);
+        let mut d = decide::policy(&s, &Under { r: self, s: &s }, req, now);
+        if d.sighting
+            .as_ref()
+            .is_some_and(|sight| self.contain(&s, sight, now))
+        {
+            d.cut_off(&s);
+        }
         if let Some(a) = d.arrival {
             self.record(a);
         }
@@ -458,9 +566,10 @@ impl Facts for Under<'_> {
     }
 }
 
-fn judge_now(s: &Settings, rules: &RuleSet, address: String, today: Day) -> Judgement {
+fn judge_now(s: &Settings, snap: &Snapshot, address: String, today: Day) -> Judgement {
     let delim = &s.config.resolver.recipient_delimiter;
-    let verdict = check_recipient(&s.keys, &s.config.protection, rules, &address, today, delim);
+    let p = &s.config.protection;
+    let verdict = check_recipient(&s.keys, p, &snap.rules, &snap.served, &address, today, delim);
     Judgement {
         address: verdict.address.clone(),
         verdict,
@@ -480,6 +589,11 @@ impl batch::Sink for ArrivalsAndBlocks {
             match w {
                 Write::Arrival(a) => arrivals.push(a.clone()),
                 Write::Block(ip, until, reason) => blocks.push((*ip, *until, reason.clone())),
+                // First, and each in its own transaction: adding a rule
+                // again is harmless when a failed batch is retried.
+                Write::Rule(scope, reason) => {
+                    store.expire(scope, reason)?;
+                }
             }
         }
         store.write_batch(&arrivals, &blocks)

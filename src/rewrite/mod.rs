@@ -13,7 +13,7 @@ mod tokens;
 pub use codec::{Coding, PIECE};
 pub use link::{LinkInserter, Sink};
 pub use pipeline::{Expanded, Expansion, Pipeline, RATIO_GRACE};
-pub use tokens::{CACHE_BYTES, TokenCache, Tokens, VisitorMunger};
+pub use tokens::{CACHE_BYTES, ServedLog, TokenCache, Tokens, VisitorMunger};
 
 #[cfg(test)]
 mod tests {

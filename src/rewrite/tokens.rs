@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::day::Day;
 use crate::scan::{Found, Munger};
+use crate::store::SERVED_MAX;
 use crate::token::{Claims, KeyRing, Kind, Visitor};
 
 /// The munged form of each base address, computed once per visitor, day
@@ -17,6 +18,8 @@ use crate::token::{Claims, KeyRing, Kind, Visitor};
 /// addresses up there by `&str`, without building a key per address.
 pub struct TokenCache {
     map: Mutex<lru::LruCache<VisitorDay, Arc<Tokens>>>,
+    /// Where each base address made a token for is noted.
+    served: Arc<ServedLog>,
     /// Bytes held by every [`Tokens`] alive (cached or still in use by a
     /// response), estimated.
     bytes: Arc<AtomicUsize>,
@@ -71,9 +74,16 @@ impl TokenCache {
         let n = std::num::NonZeroUsize::new(n.max(1)).expect("at least 1");
         TokenCache {
             map: Mutex::new(lru::LruCache::new(n)),
+            served: Arc::default(),
             bytes: Arc::new(AtomicUsize::new(0)),
             budget,
         }
+    }
+
+    /// Notes every base address it makes a token for in `served`.
+    pub fn noting(mut self, served: Arc<ServedLog>) -> TokenCache {
+        self.served = served;
+        self
     }
 
     /// Visitor-days held.
@@ -110,7 +120,11 @@ impl TokenCache {
         );
         let mut map = self.lock();
         let tokens = Arc::clone(map.get_or_insert(key, || {
-            Arc::new(Tokens::new(Arc::clone(&self.bytes), self.budget))
+            Arc::new(Tokens::new(
+                Arc::clone(&self.bytes),
+                self.budget,
+                Arc::clone(&self.served),
+            ))
         }));
         while self.bytes() > self.budget && map.len() > 1 {
             map.pop_lru();
@@ -127,6 +141,7 @@ impl TokenCache {
 /// One visitor-day's tokens, by base address.
 pub struct Tokens {
     map: Mutex<HashMap<Box<str>, Arc<str>>>,
+    served: Arc<ServedLog>,
     /// The cache's byte count, and this entry's share of it.
     total: Arc<AtomicUsize>,
     mine: AtomicUsize,
@@ -141,10 +156,11 @@ impl Drop for Tokens {
 }
 
 impl Tokens {
-    fn new(total: Arc<AtomicUsize>, budget: usize) -> Tokens {
+    fn new(total: Arc<AtomicUsize>, budget: usize, served: Arc<ServedLog>) -> Tokens {
         total.fetch_add(DAY_BYTES, Ordering::Relaxed);
         Tokens {
             map: Mutex::new(HashMap::new()),
+            served,
             total,
             mine: AtomicUsize::new(DAY_BYTES),
             budget,
@@ -161,6 +177,8 @@ impl Tokens {
         }
         // Made outside the lock: two requests may both make it; same bytes.
         let t: Arc<str> = keys.encode(base, "", claims).into();
+        // Only when a token is made, so a cache hit costs nothing more.
+        self.served.note(base, claims.day);
         let cost = base.len() + t.len() + ENTRY_BYTES;
         let mut map = lock();
         if map.len() < TOKENS_MAX
@@ -171,6 +189,53 @@ impl Tokens {
             self.total.fetch_add(cost, Ordering::Relaxed);
         }
         t
+    }
+}
+
+/// The base addresses this proxy munged, each noted once a day for the
+/// visit-log writer to store: the candidates the resolver decodes a
+/// mangled copy (`TOKEN@domain`) against. Bounded like the store's list.
+#[derive(Debug, Default)]
+pub struct ServedLog {
+    inner: Mutex<Noted>,
+}
+
+#[derive(Debug, Default)]
+struct Noted {
+    /// The last day each base was noted.
+    seen: HashMap<Box<str>, Day>,
+    /// Noted and not yet taken by the writer.
+    pending: Vec<(String, Day)>,
+}
+
+impl ServedLog {
+    /// Notes that `base` was munged on `day`; a base seen that day
+    /// already costs a lookup.
+    pub fn note(&self, base: &str, day: Day) {
+        let mut n = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if n.seen.get(base) == Some(&day) {
+            return;
+        }
+        if n.seen.len() >= SERVED_MAX && !n.seen.contains_key(base) {
+            return; // as many as the store keeps: more would not be kept
+        }
+        n.seen.insert(base.into(), day);
+        if n.pending.len() < SERVED_MAX {
+            n.pending.push((base.to_owned(), day));
+        }
+    }
+
+    /// What was noted since the last call.
+    pub fn take(&self) -> Vec<(String, Day)> {
+        std::mem::take(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()).pending)
+    }
+
+    /// Gives back what could not be stored, for the next try.
+    pub fn put_back(&self, mut taken: Vec<(String, Day)>) {
+        let mut n = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        taken.append(&mut n.pending);
+        taken.truncate(SERVED_MAX);
+        n.pending = taken;
     }
 }
 

@@ -27,7 +27,9 @@ mod records;
 pub mod sqlite;
 pub use location::{BadUrl, Location, PgUrl, Tls};
 pub use pinned::{FaultLog, Pinned, StoreSource};
-pub use records::{Arrival, Block, Counts, Dump, Harvester, Visit, VisitEvent, retention_cutoff};
+pub use records::{
+    Arrival, Block, Counts, Dump, Harvester, SERVED_MAX, ServedBase, Visit, VisitEvent, retention_cutoff,
+};
 
 /// Rules, blocks and arrivals: what the daemons and `expire` need.
 pub trait Backend: Log + Send + fmt::Debug {
@@ -120,12 +122,21 @@ pub trait Log {
     /// Every block, current or past.
     fn all_blocks(&mut self) -> Result<Vec<Block>, StoreError>;
 
-    /// Deletes visits of days before `day` and arrivals and ended blocks
-    /// from before `time` (Unix seconds); returns the rows deleted.
+    /// Deletes visits and served bases of days before `day`, and arrivals
+    /// and ended blocks from before `time` (Unix seconds); returns the
+    /// rows deleted.
     fn prune(&mut self, day: Day, time: i64) -> Result<usize, StoreError>;
 
     /// Every visitor-day in the visit log.
     fn all_visits(&mut self) -> Result<Vec<Visit>, StoreError>;
+
+    /// Records base addresses the proxy munged and the day it did, in one
+    /// transaction: one row per base with its first and last day, at most
+    /// [`SERVED_MAX`] rows (a new base past that is not recorded).
+    fn record_served(&mut self, served: &[(String, Day)]) -> Result<(), StoreError>;
+
+    /// The base addresses served, most recently served first.
+    fn served(&mut self) -> Result<Vec<ServedBase>, StoreError>;
 
     /// Adds what `dump` holds and this store does not, in one transaction,
     /// keeping every row as it was (times, reasons); returns what was
@@ -168,6 +179,7 @@ impl Store {
             blocks: self.all_blocks()?,
             arrivals: self.arrivals_since(i64::MIN)?,
             visits: self.all_visits()?,
+            served: self.served()?,
         })
     }
 }

@@ -189,6 +189,25 @@ pub fn retention_cutoff(days: u32) -> (Day, i64) {
     (day, super::now_unix() - i64::from(days) * 86_400)
 }
 
+/// Base addresses a store lists in `served` at most: the candidates a
+/// mangled copy is decoded against (each a key derivation per lookup of a
+/// mangled-looking address), so a page listing thousands of addresses
+/// cannot make every such lookup slow. A batch that finds the table full
+/// adds no new base (so it holds at most this and one batch).
+pub const SERVED_MAX: usize = 10_000;
+
+/// A base address the proxies munged, and the days they first and last
+/// did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServedBase {
+    /// The base address, lowercase.
+    pub base: String,
+    /// The first day it was served munged.
+    pub first_day: Day,
+    /// The last day it was.
+    pub last_day: Day,
+}
+
 /// Everything a store holds, to copy it into another.
 #[derive(Debug, Clone, Default)]
 pub struct Dump {
@@ -200,6 +219,8 @@ pub struct Dump {
     pub arrivals: Vec<Arrival>,
     /// The visit log.
     pub visits: Vec<Visit>,
+    /// The base addresses served.
+    pub served: Vec<ServedBase>,
 }
 
 /// Rows of each kind, as a copy added them.
@@ -213,6 +234,8 @@ pub struct Counts {
     pub arrivals: usize,
     /// Visitor-days.
     pub visits: usize,
+    /// Base addresses served (added or widened).
+    pub served: usize,
 }
 
 /// A blocked client.

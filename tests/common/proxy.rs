@@ -209,6 +209,27 @@ pub fn harvester_view(text: &str) -> String {
     s
 }
 
+/// GET through curl from a given loopback address with a given User-Agent:
+/// `(status, body)`.
+pub fn fetch_as(port: u16, from: &str, user_agent: &str, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--interface",
+            from,
+            "-A",
+            user_agent,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl is installed (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_owned())
+}
+
 /// Every munged address (`…-id-TOKEN@domain`) a harvester would find.
 pub fn munged_addresses(text: &str) -> Vec<String> {
     let view = harvester_view(text);

@@ -92,6 +92,12 @@ pub(super) fn import(pg: &mut Postgres, dump: &Dump) -> Result<Counts, StoreErro
             )
             .map_err(e)? as usize;
     }
+    let room = super::log::served_room(&mut tx).map_err(e)?;
+    let served = tx.prepare(super::log::UPSERT_SERVED).map_err(e)?;
+    for s in &dump.served {
+        let (first, last) = (i32::from(s.first_day.number()), i32::from(s.last_day.number()));
+        n.served += tx.execute(&served, &[&s.base, &first, &last, &room]).map_err(e)? as usize;
+    }
     tx.commit().map_err(e)?;
     Ok(n)
 }

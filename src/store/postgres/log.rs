@@ -8,7 +8,9 @@ use super::{Postgres, pg_error};
 use crate::check::Status;
 use crate::day::Day;
 use crate::store::records::fold;
-use crate::store::{Arrival, Block, Counts, Dump, Harvester, Log, StoreError, Visit, VisitEvent};
+use crate::store::{
+    Arrival, Block, Counts, Dump, Harvester, Log, SERVED_MAX, ServedBase, StoreError, Visit, VisitEvent,
+};
 
 const VISIT_COLUMNS: &str = "day, visitor, first_seen, last_seen, user_agent, first_page, first_munged, requests, munged, harvester, harvester_at";
 
@@ -75,6 +77,21 @@ const UPSERT_VISIT: &str =
         harvester = coalesce(visits.harvester, excluded.harvester),
         harvester_at = coalesce(visits.harvester_at, excluded.harvester_at)";
 
+/// One served base (`$1`) from day `$2` to day `$3`: a new row if `$4`
+/// (there was room when the batch began), else only widening a row that
+/// is there (as in SQLite; a row left as it was counts as no change).
+pub(super) const UPSERT_SERVED: &str = "INSERT INTO served(base, first_day, last_day)
+     SELECT $1, $2, $3 WHERE $4 OR EXISTS (SELECT 1 FROM served WHERE base = $1)
+     ON CONFLICT(base) DO UPDATE SET first_day = least(served.first_day, excluded.first_day),
+                                     last_day = greatest(served.last_day, excluded.last_day)
+     WHERE excluded.first_day < served.first_day OR excluded.last_day > served.last_day";
+
+/// Whether `served` may take new rows.
+pub(super) fn served_room(tx: &mut postgres::Transaction<'_>) -> Result<bool, postgres::Error> {
+    let n: i64 = tx.query_one("SELECT count(*) FROM served", &[])?.get(0);
+    Ok(n < SERVED_MAX as i64)
+}
+
 impl Log for Postgres {
     fn all_visits(&mut self) -> Result<Vec<Visit>, StoreError> {
         let sql = format!("SELECT {VISIT_COLUMNS} FROM visits ORDER BY day, visitor");
@@ -112,6 +129,37 @@ impl Log for Postgres {
             .map_err(e)?;
         }
         tx.commit().map_err(e)
+    }
+
+    fn record_served(&mut self, served: &[(String, Day)]) -> Result<(), StoreError> {
+        let at = self.at.clone();
+        let e = |e| pg_error(&at, e);
+        let mut tx = self.client.transaction().map_err(e)?;
+        let room = served_room(&mut tx).map_err(e)?;
+        let up = tx.prepare(UPSERT_SERVED).map_err(e)?;
+        for (base, day) in served {
+            let day = day_param(*day);
+            tx.execute(&up, &[base, &day, &day, &room]).map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn served(&mut self) -> Result<Vec<ServedBase>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT base, first_day, last_day FROM served ORDER BY last_day DESC, base LIMIT $1",
+                &[&(SERVED_MAX as i64)],
+            )
+            .map_err(self.e())?;
+        Ok(rows
+            .iter()
+            .map(|r| ServedBase {
+                base: r.get(0),
+                first_day: day_at(r, 1).unwrap_or(Day::from_number(0)),
+                last_day: day_at(r, 2).unwrap_or(Day::from_number(0)),
+            })
+            .collect())
     }
 
     fn visit(&mut self, day: Day, visitor: &str) -> Result<Option<Visit>, StoreError> {
@@ -190,6 +238,9 @@ impl Log for Postgres {
             .map_err(e)?;
         n += tx
             .execute("DELETE FROM blocks WHERE until < $1", &[&time])
+            .map_err(e)?;
+        n += tx
+            .execute("DELETE FROM served WHERE last_day < $1", &[&day_param(day)])
             .map_err(e)?;
         tx.commit().map_err(e)?;
         Ok(n as usize)

@@ -8,8 +8,8 @@
 //! identity when its schema is made, so a daemon never takes a database
 //! recreated empty for the one it started with.
 //!
-//! The change mark is a count of notifications: triggers on `rules` and
-//! `blocks` send one on channel `addrmunge` for every committed change, and
+//! The change mark is a count of notifications: triggers on `rules`,
+//! `blocks` and `served` send one on channel `addrmunge` for every committed change, and
 //! every connection listens; reading the mark only looks at what the
 //! server has already sent, so a daemon's refresh costs no query when
 //! nothing changed.
@@ -96,6 +96,17 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX visits_harvester ON visits(day) WHERE harvester IS NOT NULL;
     CREATE INDEX arrivals_time ON arrivals(time);",
+    // 4: the base addresses the proxies munged, which mangled copies are
+    // decoded against.
+    // A new base notifies (statement-level, and a base is added once):
+    // the resolvers decode mangled copies against the list.
+    "CREATE TABLE served (
+        base      TEXT PRIMARY KEY,
+        first_day INTEGER NOT NULL,
+        last_day  INTEGER NOT NULL
+    );
+    CREATE TRIGGER served_changed AFTER INSERT OR DELETE OR TRUNCATE ON served
+        FOR EACH STATEMENT EXECUTE FUNCTION addrmunge_changed();",
 ];
 
 /// The advisory lock migrations are made under (any fixed number; this is
@@ -437,10 +448,13 @@ pub fn grants(proxy: &str, resolver: &str) -> String {
 --   CREATE ROLE {r} LOGIN PASSWORD '...';
 GRANT USAGE ON SCHEMA public TO {p}, {r};
 GRANT SELECT ON addrmunge_schema TO {p}, {r};
--- The proxy: its visit log.
-GRANT SELECT, INSERT, UPDATE ON visits TO {p};
--- The resolver: rules and blocks to judge by; arrivals and trap blocks to add.
-GRANT SELECT ON rules TO {r};
+-- The proxy: its visit log, and the base addresses it munged.
+GRANT SELECT, INSERT, UPDATE ON visits, served TO {p};
+-- The resolver: rules, blocks and served bases to judge by; arrivals, trap
+-- blocks and [containment] rules to add.
+GRANT SELECT, INSERT ON rules TO {r};
+GRANT USAGE ON SEQUENCE rules_id_seq TO {r};
+GRANT SELECT ON served TO {r};
 GRANT SELECT, INSERT, UPDATE ON blocks TO {r};
 GRANT INSERT ON arrivals TO {r};
 GRANT USAGE ON SEQUENCE arrivals_id_seq TO {r};

@@ -3,6 +3,7 @@
 
 use rusqlite::params;
 
+use super::log::{UPSERT_SERVED, served_room};
 use super::{Sqlite, sqlite};
 use crate::store::{Counts, Dump, StoreError};
 use crate::token::Kind;
@@ -83,7 +84,25 @@ pub(super) fn import(st: &mut Sqlite, dump: &Dump) -> Result<Counts, StoreError>
                 ])
                 .map_err(e)?;
         }
+        n.served += import_served(&tx, dump, &e)?;
     }
     tx.commit().map_err(e)?;
+    Ok(n)
+}
+
+/// The served bases `dump` holds, first days lowered and last days raised
+/// where they are here already; returns the rows added or widened.
+fn import_served(
+    tx: &rusqlite::Transaction<'_>,
+    dump: &Dump,
+    e: &impl Fn(rusqlite::Error) -> StoreError,
+) -> Result<usize, StoreError> {
+    let room = served_room(tx).map_err(e)?;
+    let mut up = tx.prepare(UPSERT_SERVED).map_err(e)?;
+    let mut n = 0;
+    for s in &dump.served {
+        let (first, last) = (i64::from(s.first_day.number()), i64::from(s.last_day.number()));
+        n += up.execute(params![s.base, first, last, room]).map_err(e)?;
+    }
     Ok(n)
 }

@@ -7,7 +7,9 @@ use super::{Sqlite, sqlite};
 use crate::check::Status;
 use crate::day::Day;
 use crate::store::records::fold;
-use crate::store::{Arrival, Block, Counts, Dump, Harvester, Log, StoreError, Visit, VisitEvent};
+use crate::store::{
+    Arrival, Block, Counts, Dump, Harvester, Log, SERVED_MAX, ServedBase, StoreError, Visit, VisitEvent,
+};
 
 const VISIT_COLUMNS: &str = "day, visitor, first_seen, last_seen, user_agent, first_page, first_munged, requests, munged, harvester, harvester_at";
 
@@ -49,6 +51,23 @@ fn arrival_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Arrival> {
         day: day_at(r, 8)?,
         status: r.get::<_, String>(9)?.parse().unwrap_or(Status::Invalid),
     })
+}
+
+/// One served base (`?1`) from day `?2` to day `?3`: a new row if `?4`
+/// (there was room when the batch began: counted once, so the table holds
+/// at most [`SERVED_MAX`] and one batch), else only widening a row that is
+/// there. The days only ever widen, so a copy and a late batch are both
+/// safe; a row left as it was counts as no change.
+pub(super) const UPSERT_SERVED: &str = "INSERT INTO served(base, first_day, last_day)
+     SELECT ?1, ?2, ?3 WHERE ?4 OR EXISTS (SELECT 1 FROM served WHERE base = ?1)
+     ON CONFLICT(base) DO UPDATE SET first_day = min(first_day, excluded.first_day),
+                                     last_day = max(last_day, excluded.last_day)
+     WHERE excluded.first_day < first_day OR excluded.last_day > last_day";
+
+/// Whether `served` may take new rows.
+pub(super) fn served_room(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<bool> {
+    let n: i64 = tx.query_row("SELECT count(*) FROM served", [], |r| r.get(0))?;
+    Ok(n < SERVED_MAX as i64)
 }
 
 const ARRIVAL_COLUMNS: &str = "time, client_ip, helo, sender, recipient, base, kind, visitor, day, status";
@@ -114,6 +133,41 @@ impl Log for Sqlite {
             }
         }
         tx.commit().map_err(e)
+    }
+
+    fn record_served(&mut self, served: &[(String, Day)]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |e| sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let room = served_room(&tx).map_err(e)?;
+            let mut up = tx.prepare_cached(UPSERT_SERVED).map_err(e)?;
+            for (base, day) in served {
+                let day = i64::from(day.number());
+                up.execute(params![base, day, day, room]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn served(&mut self) -> Result<Vec<ServedBase>, StoreError> {
+        let e = |e| sqlite(&self.path, e);
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT base, first_day, last_day FROM served ORDER BY last_day DESC, base LIMIT ?1",
+            )
+            .map_err(e)?;
+        let rows = s
+            .query_map([SERVED_MAX as i64], |r| {
+                Ok(ServedBase {
+                    base: r.get(0)?,
+                    first_day: day_at(r, 1)?.unwrap_or(Day::from_number(0)),
+                    last_day: day_at(r, 2)?.unwrap_or(Day::from_number(0)),
+                })
+            })
+            .map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
     }
 
     fn relax_durability(&mut self) -> Result<(), StoreError> {
@@ -212,6 +266,12 @@ impl Log for Sqlite {
             .map_err(e)?;
         n += tx
             .execute("DELETE FROM blocks WHERE until < ?1", [time])
+            .map_err(e)?;
+        n += tx
+            .execute(
+                "DELETE FROM served WHERE last_day < ?1",
+                [i64::from(day.number())],
+            )
             .map_err(e)?;
         tx.commit().map_err(e)?;
         Ok(n)

@@ -77,6 +77,13 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX visits_harvester ON visits(day) WHERE harvester IS NOT NULL;
     CREATE INDEX arrivals_time ON arrivals(time);",
+    // 4: the base addresses the proxies munged, which mangled copies are
+    // decoded against.
+    "CREATE TABLE served (
+        base      TEXT PRIMARY KEY,
+        first_day INTEGER NOT NULL,
+        last_day  INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// A store in one SQLite file.
