@@ -380,15 +380,16 @@ impl Protection {
                 None => ("", rest),
             };
             let label_ok = label.is_empty() || is_label(label);
-            if label_ok && token::looks_like_token(token) {
-                if let Class::Protected(entry) = self.classify(base_local, domain) {
-                    out.push(Munged {
-                        base: format!("{base_local}@{domain}"),
-                        label: label.to_owned(),
-                        token: token.to_owned(),
-                        entry,
-                    });
-                }
+            if label_ok
+                && token::looks_like_token(token)
+                && let Class::Protected(entry) = self.classify(base_local, domain)
+            {
+                out.push(Munged {
+                    base: format!("{base_local}@{domain}"),
+                    label: label.to_owned(),
+                    token: token.to_owned(),
+                    entry,
+                });
             }
         }
         out

@@ -348,12 +348,13 @@ pub fn check_recipient(
 ) -> Verdict {
     let address = normalize_recipient(address);
     let v = check(keys, protection, rules, served, &address, today);
-    if v.claims.is_none() && !delimiters.is_empty() {
-        if let Some(stripped) = strip_extension(&address, delimiters) {
-            let v2 = check(keys, protection, rules, served, &stripped, today);
-            if v2.claims.is_some() || v2.status == Status::Bare {
-                return v2;
-            }
+    if v.claims.is_none()
+        && !delimiters.is_empty()
+        && let Some(stripped) = strip_extension(&address, delimiters)
+    {
+        let v2 = check(keys, protection, rules, served, &stripped, today);
+        if v2.claims.is_some() || v2.status == Status::Bare {
+            return v2;
         }
     }
     v

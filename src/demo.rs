@@ -154,6 +154,8 @@ policy = ["inet:127.0.0.1:{policy}"]
 
 [harvesters]
 
+[containment]
+
 [traps]
 "#,
         proxy = p.proxy,

@@ -57,10 +57,10 @@ impl Scope {
     /// Builds a CIDR scope, refusing IPv6 prefixes longer than /64 (IPv6
     /// visitors are only known by their /64).
     pub fn cidr(net: IpNet, day: Option<Day>) -> Result<Scope, PrefixTooLong> {
-        if let IpNet::V6(v6) = net {
-            if v6.prefix_len() > 64 {
-                return Err(PrefixTooLong(net));
-            }
+        if let IpNet::V6(v6) = net
+            && v6.prefix_len() > 64
+        {
+            return Err(PrefixTooLong(net));
         }
         let net = net.trunc();
         Ok(match day {

@@ -1005,10 +1005,10 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
             } else {
                 a
             };
-            if let Entity::Char(v, n) = parse_entity(&buf[inner..e]) {
-                if inner + n == e {
-                    return Some((v, a));
-                }
+            if let Entity::Char(v, n) = parse_entity(&buf[inner..e])
+                && inner + n == e
+            {
+                return Some((v, a));
             }
         }
     } else if last.is_ascii_hexdigit() {
@@ -1018,20 +1018,25 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
                 .iter()
                 .try_fold(0u32, |acc, &c| Some(acc * 16 + hex_val(c)?))
         };
-        if w >= 3 && win[w - 3] == b'%' {
-            if let Some(v) = hex(w - 2..w) {
-                return Some((to_char(v), e - 3));
-            }
+        if w >= 3
+            && win[w - 3] == b'%'
+            && let Some(v) = hex(w - 2..w)
+        {
+            return Some((to_char(v), e - 3));
         }
-        if w >= 4 && win[w - 4] == b'\\' && win[w - 3] == b'x' {
-            if let Some(v) = hex(w - 2..w) {
-                return Some((to_char(v), e - 4));
-            }
+        if w >= 4
+            && win[w - 4] == b'\\'
+            && win[w - 3] == b'x'
+            && let Some(v) = hex(w - 2..w)
+        {
+            return Some((to_char(v), e - 4));
         }
-        if w >= 6 && win[w - 6] == b'\\' && win[w - 5] == b'u' {
-            if let Some(v) = hex(w - 4..w) {
-                return Some((to_char(v), e - 6));
-            }
+        if w >= 6
+            && win[w - 6] == b'\\'
+            && win[w - 5] == b'u'
+            && let Some(v) = hex(w - 4..w)
+        {
+            return Some((to_char(v), e - 6));
         }
         // `&#106` / `&#x6a` (and `&amp;#106`) without the semicolon.
         for (radix, prefix) in [(10u32, &b"&#"[..]), (16, &b"&#x"[..])] {

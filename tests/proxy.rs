@@ -366,3 +366,101 @@ async fn crawlers_get_crawler_ids_and_no_bait() {
     let found = munged_addresses(&String::from_utf8(got.body).unwrap());
     assert!(proxy.decode(&found).iter().all(|v| v["kind"] == "crawler"));
 }
+
+/// A visitor whose User-Agent claims to be Googlebot is looked up in a
+/// real DNS server (dnsmasq on loopback): served at once as a visitor,
+/// then, once its reverse name (an engine's) resolves back to it, given
+/// crawler IDs and no bait. A reverse name that resolves elsewhere, one
+/// that is not an engine's, or none at all leave a visitor; so does the
+/// crawler's own address without the claim. The visitors come through the
+/// trusted balancer (127.0.0.2) with public addresses: resolvers answer
+/// any 127/8 reverse name with "localhost" (RFC 6761).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_crawlers_are_verified_in_the_dns() {
+    let dns = common::dns::Dns::start(&[
+        "--host-record=crawl-66-249-66-1.googlebot.com,66.249.66.1",
+        "--ptr-record=2.66.249.66.in-addr.arpa,crawl-fake.googlebot.com",
+        "--address=/crawl-fake.googlebot.com/66.249.66.99",
+        "--host-record=spoof.example.net,203.0.113.11",
+    ]);
+    let nginx = Nginx::start(&site());
+    let admin = free_port();
+    let proxy = Proxy::start(
+        nginx.port,
+        &format!(
+            "admin_listen = \"127.0.0.1:{admin}\"\n[crawlers]\nnameservers = [\"127.0.0.1:{}\"]\n[bait]\npath = \"/staff-archive/\"\n",
+            dns.port
+        ),
+    );
+    const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let get = |visitor: &str, agent: &str, path: &str| {
+        let headers = [
+            ("x-forwarded-for", visitor.to_owned()),
+            ("user-agent", agent.to_owned()),
+        ];
+        let (port, path) = (proxy.port, path.to_owned());
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            fetch("127.0.0.2", port, "GET", &path, &h, false).await
+        }
+    };
+    let kind_for = |visitor: &'static str, agent: &'static str| {
+        let (proxy, get) = (&proxy, &get);
+        async move {
+            let got = get(visitor, agent, "/forms.html").await;
+            let found = munged_addresses(&String::from_utf8(got.body).unwrap());
+            let decoded = proxy.decode(&found);
+            assert!(decoded.iter().all(|v| v["ip"] == visitor), "{decoded:?}");
+            let kinds: Vec<&str> = decoded.iter().map(|v| v["kind"].as_str().unwrap()).collect();
+            assert!(
+                !kinds.is_empty() && kinds.iter().all(|k| *k == kinds[0]),
+                "{kinds:?}"
+            );
+            kinds[0].to_owned()
+        }
+    };
+    // Not held up by the DNS: the first answer is a visitor's.
+    assert_eq!(kind_for("66.249.66.1", GOOGLEBOT).await, "visitor");
+    let start = Instant::now();
+    while kind_for("66.249.66.1", GOOGLEBOT).await != "crawler" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never verified: {}",
+            proxy.inst.log("proxy")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bait = get("66.249.66.1", GOOGLEBOT, "/staff-archive/").await;
+    assert_ne!(bait.status, 200, "a crawler is never shown the bait");
+    assert_eq!(
+        kind_for("66.249.66.1", "curl/8").await,
+        "visitor",
+        "no claim, no crawler IDs"
+    );
+    let others = ["66.249.66.2", "203.0.113.11", "203.0.113.12"];
+    for from in others {
+        kind_for(from, GOOGLEBOT).await;
+    }
+    let metric = |name: &'static str| {
+        let (_, text) = common::daemon::get(admin, "/metrics", &[]);
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    while metric("addrmunge_crawlers_refuted_total") < 3 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never refuted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for from in others {
+        assert_eq!(kind_for(from, GOOGLEBOT).await, "visitor", "{from}");
+    }
+    assert_eq!(metric("addrmunge_crawlers_verified_total"), 1);
+    assert_eq!(metric("addrmunge_crawler_lookups_failed_total"), 0);
+    // trace points at the address, never at the crawler.
+    let got = get("66.249.66.1", GOOGLEBOT, "/forms.html").await;
+    let found = munged_addresses(&String::from_utf8(got.body).unwrap());
+    let trace = proxy.inst.cli_ok(&["trace", &found[0]]);
+    assert!(trace.contains("search engine's crawler"), "{trace}");
+    assert!(!trace.contains("--ip 66.249.66.1"), "{trace}");
+}

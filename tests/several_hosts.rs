@@ -356,11 +356,11 @@ fn each_daemon_works_with_only_its_grants() {
         (am_proxy, "DELETE FROM visits"),
         (am_proxy, "SELECT * FROM arrivals"),
         (am_proxy, "INSERT INTO blocks VALUES ('192.0.2.1', 1, '', 0)"),
+        // A resolver adds [containment] rules, but never changes or
+        // removes the owner's.
         (am_resolver, "DELETE FROM rules"),
-        (
-            am_resolver,
-            "INSERT INTO rules(scope, day, created) VALUES ('day', 1, 0)",
-        ),
+        (am_resolver, "UPDATE rules SET reason = ''"),
+        (am_resolver, "DELETE FROM served"),
         (am_resolver, "SELECT * FROM visits"),
         (am_resolver, "DELETE FROM arrivals"),
     ] {

@@ -161,10 +161,10 @@ fn write_verdict(out: &mut impl Write, v: &addrmunge::Verdict) -> io::Result<()>
         );
     }
     write!(out, "{}: {}", v.address.trim(), v.status)?;
-    if let Some(o) = &v.original {
-        if v.status != Status::Bare {
-            write!(out, " -> {o}")?;
-        }
+    if let Some(o) = &v.original
+        && v.status != Status::Bare
+    {
+        write!(out, " -> {o}")?;
     }
     if let Some(k) = v.kind {
         write!(out, " [{k}")?;

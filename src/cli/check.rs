@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{Ctx, UsageError};
 use addrmunge::address::Class;
+use addrmunge::config::Mangled;
 use addrmunge::store::Location;
 use addrmunge::token::LONG_LEN;
 use addrmunge::{Claims, Day, Kind, Store, StoreError};
@@ -102,18 +103,70 @@ fn show_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
         sep.len() + LONG_LEN
     )?;
     write_protected(c, &keys, out)?;
-    if !c.crawlers.is_empty() {
-        let n = c.crawlers.len();
+    write_forensics(c, out)?;
+    for w in &c.warnings {
+        writeln!(out, "note: {w}")?;
+    }
+    writeln!(out, "ok")?;
+    Ok(())
+}
+
+/// How crawlers are known, what mangled copies get, and containment.
+fn write_forensics(c: &addrmunge::Config, out: &mut impl Write) -> Result<()> {
+    let cr = &c.crawlers;
+    if !cr.is_empty() {
+        let n = cr.len();
         let nets = if n == 1 { "network" } else { "networks" };
         writeln!(
             out,
             "crawlers:  {n} {nets} of search engines' crawlers get crawler IDs"
         )?;
     }
-    for w in &c.warnings {
-        writeln!(out, "note: {w}")?;
+    if !cr.suffixes.is_empty() && !cr.agents.is_empty() {
+        let asked = match cr.nameservers.as_slice() {
+            [] => "the system's name servers".to_owned(),
+            list => list.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+        };
+        writeln!(
+            out,
+            "crawlers:  visitors claiming to be one ({} User-Agents) are verified in the DNS ({} host suffixes; asking {asked})",
+            cr.agents.len(),
+            cr.suffixes.len()
+        )?;
     }
-    writeln!(out, "ok")?;
+    let mangled = match c.resolver.mangled {
+        Mangled::Trap => "trapped (discarded, sender blocked)",
+        Mangled::Reject => "refused",
+        Mangled::Accept => "delivered",
+    };
+    writeln!(
+        out,
+        "mangled:   copies of munged addresses with their front cut off are {mangled}"
+    )?;
+    match &c.containment {
+        None => writeln!(
+            out,
+            "containment: off (harvests are cut off by hand, after `trace`)"
+        )?,
+        Some(k) => {
+            let mut evidence = Vec::new();
+            if k.blocked_clients {
+                evidence.push("a trap-blocked client".to_owned());
+            }
+            if k.mangled {
+                evidence.push("a mangled copy".to_owned());
+            }
+            if k.networks > 0 {
+                evidence.push(format!("{} networks in a day", k.networks));
+            }
+            writeln!(
+                out,
+                "containment: on: mail from {} cuts off a harvest; at most {} rules a day",
+                evidence.join(", or "),
+                k.max_rules_per_day
+            )?;
+        }
+    }
     Ok(())
 }
 

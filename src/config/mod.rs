@@ -156,7 +156,7 @@ impl Config {
         let retention_days = retention(raw.retention.as_deref())?;
         let bait = Bait::from_raw(&raw.bait, &protection, &resolve)?;
         let agents = proxy::agent_rules(&raw.harvesters, bait.is_some())?;
-        let crawlers = Crawlers::from_raw(&raw.crawlers.ranges, &resolve)?;
+        let crawlers = Crawlers::from_raw(&raw.crawlers, &resolve)?;
         let containment = raw
             .containment
             .as_ref()

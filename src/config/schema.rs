@@ -75,12 +75,58 @@ impl Default for RawContainment {
 }
 
 /// `[crawlers]`: who is a search engine's crawler.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCrawlers {
     /// Files of the crawlers' networks: the engines' published JSON
     /// (googlebot.json, bingbot.json) or one network per line.
     pub ranges: Vec<PathBuf>,
+    /// Case-insensitive substrings of User-Agents that claim to be a
+    /// crawler; only visitors claiming so are looked up in the DNS.
+    pub agents: Vec<String>,
+    /// Host-name suffixes of the engines' crawlers: a claimant whose
+    /// reverse DNS name ends in one, and whose name resolves back to its
+    /// address, is a crawler. Empty turns the DNS check off.
+    pub suffixes: Vec<String>,
+    /// Name servers asked (`"127.0.0.1:53"`); the system's
+    /// (/etc/resolv.conf) when empty.
+    pub nameservers: Vec<String>,
+}
+
+/// User-Agent substrings of the search engines' crawlers.
+pub const DEFAULT_CRAWLER_AGENTS: &[&str] = &[
+    "Googlebot",
+    "Google-InspectionTool",
+    "bingbot",
+    "Applebot",
+    "YandexBot",
+    "Baiduspider",
+    "Slurp",
+];
+
+/// Where the engines say their crawlers' reverse DNS names end.
+pub const DEFAULT_CRAWLER_SUFFIXES: &[&str] = &[
+    ".googlebot.com",
+    ".google.com",
+    ".search.msn.com",
+    ".applebot.apple.com",
+    ".yandex.ru",
+    ".yandex.net",
+    ".yandex.com",
+    ".crawl.baidu.com",
+    ".crawl.baidu.jp",
+    ".crawl.yahoo.net",
+];
+
+impl Default for RawCrawlers {
+    fn default() -> Self {
+        RawCrawlers {
+            ranges: Vec::new(),
+            agents: DEFAULT_CRAWLER_AGENTS.iter().map(|s| s.to_string()).collect(),
+            suffixes: DEFAULT_CRAWLER_SUFFIXES.iter().map(|s| s.to_string()).collect(),
+            nameservers: Vec::new(),
+        }
+    }
 }
 
 /// `[bait]`: a page only harvesters visit, listing trap addresses.

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub bait_hits: AtomicU64,
     /// Requests from harvesters (User-Agent rule or caught by the bait).
     pub harvester_requests: AtomicU64,
+    /// Visitors claiming to be crawlers, as the DNS judged them.
+    pub crawlers: Arc<super::crawlers::Counts>,
     buckets: [AtomicU64; BUCKETS.len()],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
@@ -84,7 +86,7 @@ impl Metrics {
     }
 
     /// Every counter: name, help and value.
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 14] {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 17] {
         [
             ("addrmunge_requests_total", "Requests answered.", &self.requests),
             (
@@ -147,6 +149,21 @@ impl Metrics {
                 "addrmunge_harvester_requests_total",
                 "Requests from harvesters (User-Agent rules or caught by the bait page).",
                 &self.harvester_requests,
+            ),
+            (
+                "addrmunge_crawlers_verified_total",
+                "Visitors claiming to be a search engine's crawler that the DNS confirmed (crawler IDs).",
+                &self.crawlers.verified,
+            ),
+            (
+                "addrmunge_crawlers_refuted_total",
+                "Visitors claiming to be a search engine's crawler that are not (visitor IDs).",
+                &self.crawlers.refuted,
+            ),
+            (
+                "addrmunge_crawler_lookups_failed_total",
+                "Crawler checks the DNS did not answer (asked again after 5 minutes).",
+                &self.crawlers.failed,
             ),
         ]
     }

@@ -12,6 +12,7 @@
 //! chunk and a client that goes away drops (cancels) the upstream request.
 
 mod body;
+pub mod crawlers;
 pub mod harvest;
 mod headers;
 pub mod metrics;
@@ -53,11 +54,13 @@ pub struct State {
     keys: Arc<KeyRing>,
     matcher: Arc<Matcher>,
     upstream: Upstream,
+    /// Who is a search engine's crawler, by the DNS.
+    crawlers: Arc<crawlers::Verifier>,
 }
 
 impl State {
-    /// Loads config and keys.
-    pub fn load(path: &std::path::Path) -> anyhow::Result<State> {
+    /// Loads config and keys; `counts` are the crawler checks' metrics.
+    pub fn load(path: &std::path::Path, counts: &Arc<crawlers::Counts>) -> anyhow::Result<State> {
         let config = Config::load(path)?;
         let keys = Arc::new(KeyRing::load(&config.key_file)?);
         let p = &config.proxy;
@@ -72,6 +75,7 @@ impl State {
             matcher: Matcher::new(Arc::clone(&config.protection)),
             keys,
             upstream: Upstream::new(upstream),
+            crawlers: Arc::new(crawlers::Verifier::new(&config.crawlers, Arc::clone(counts))),
             config,
         })
     }
@@ -112,7 +116,8 @@ pub struct Proxy {
 impl Proxy {
     /// Loads the config and builds the pooled upstream client.
     pub fn new(config_path: std::path::PathBuf) -> anyhow::Result<Arc<Proxy>> {
-        let state = State::load(&config_path)?;
+        let metrics = metrics::Metrics::default();
+        let state = State::load(&config_path, &metrics.crawlers)?;
         let p = &state.config.proxy;
         let (max_connections, max_upstream) =
             server::fd_budget(p.max_connections, p.max_upstream_connections);
@@ -126,7 +131,6 @@ impl Proxy {
             .http1_max_buf_size(32 * 1024)
             .build(connector.clone());
         let c = &state.config;
-        let metrics = metrics::Metrics::default();
         let source = StoreSource::new(&c.state);
         let served = Arc::new(ServedLog::default());
         let visits = VisitLog::start(
@@ -158,7 +162,7 @@ impl Proxy {
 
     /// Re-reads config and keys (SIGHUP); on error the old ones stay.
     pub fn reload(&self) {
-        match State::load(&self.config_path) {
+        match State::load(&self.config_path, &self.metrics.crawlers) {
             Ok(s) => {
                 self.source.reload(&s.config.state);
                 self.connector.register(&s.upstream);
@@ -227,13 +231,12 @@ impl Proxy {
                 }
             }
         }
-        if let Some(g) = owned {
-            if tokio::time::timeout(Duration::from_secs(10), g.shutdown())
+        if let Some(g) = owned
+            && tokio::time::timeout(Duration::from_secs(10), g.shutdown())
                 .await
                 .is_err()
-            {
-                tracing::warn!("in-flight requests did not finish within 10 s; closing them");
-            }
+        {
+            tracing::warn!("in-flight requests did not finish within 10 s; closing them");
         }
         Ok(())
     }

@@ -102,9 +102,10 @@ impl Proxy {
             .to_owned();
         let day = Day::today();
         let visitor = Visitor::from_ip(ip).to_string();
-        // A crawler's network is its proof of identity: its User-Agent is
-        // not judged, and it is never caught (its copies are everyone's).
-        let crawler = st.config.crawlers.contains(ip);
+        // A crawler's network or its DNS names are its proof of identity:
+        // its User-Agent is not judged, and it is never caught (its copies
+        // are everyone's).
+        let crawler = st.config.crawlers.contains(ip) || st.crawlers.is_crawler(ip, &user_agent);
         let agent = (!crawler)
             .then(|| harvest::match_agent(&st.config.agents, &user_agent).cloned())
             .flatten();
@@ -164,10 +165,10 @@ impl Proxy {
             Ok(r) => r,
             Err(r) => return r,
         };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client) = sent.client_upgrade.take() {
-                return upgraded(client, resp);
-            }
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client) = sent.client_upgrade.take()
+        {
+            return upgraded(client, resp);
         }
         self.response(cx, resp, sent)
     }
@@ -407,12 +408,12 @@ impl Proxy {
         // ASCII-compatible charsets are scanned as bytes, UTF-16 and
         // ISO-2022-JP transcoded (rewrite::charset); UTF-32 and UCS-2/4,
         // which browsers do not support either, pass through.
-        if let Some(cs) = &media.charset {
-            if cs.starts_with("utf-32") || cs.starts_with("ucs-") {
-                tracing::warn!(charset = %cs, "charset is not ASCII-compatible; passing the body through unrewritten");
-                self.metrics.unrewritable.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
+        if let Some(cs) = &media.charset
+            && (cs.starts_with("utf-32") || cs.starts_with("ucs-"))
+        {
+            tracing::warn!(charset = %cs, "charset is not ASCII-compatible; passing the body through unrewritten");
+            self.metrics.unrewritable.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
         let no_transform = headers
             .get_all(header::CACHE_CONTROL)

@@ -23,12 +23,11 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     {
         for element in v.split(',') {
             for pair in element.split(';') {
-                if let Some((k, val)) = pair.trim().split_once('=') {
-                    if k.trim().eq_ignore_ascii_case("for") {
-                        if let Some(ip) = parse_forwarded_node(val) {
-                            chain.push(ip);
-                        }
-                    }
+                if let Some((k, val)) = pair.trim().split_once('=')
+                    && k.trim().eq_ignore_ascii_case("for")
+                    && let Some(ip) = parse_forwarded_node(val)
+                {
+                    chain.push(ip);
                 }
             }
         }

@@ -4,6 +4,7 @@
 
 pub mod chromium;
 pub mod daemon;
+pub mod dns;
 pub mod exim;
 pub mod mta;
 pub mod nginx;
