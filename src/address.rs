@@ -214,6 +214,18 @@ pub struct Munged {
     pub entry: usize,
 }
 
+impl Munged {
+    /// A reading of `BASE_LOCAL SEP [LABEL-] TOKEN @ DOMAIN` (lowercase parts).
+    fn new(base_local: &str, domain: &str, label: &str, token: &str, entry: usize) -> Munged {
+        Munged {
+            base: format!("{base_local}@{domain}"),
+            label: label.to_owned(),
+            token: token.to_owned(),
+            entry,
+        }
+    }
+}
+
 /// What an address is, by its shape and the configuration alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
@@ -384,12 +396,7 @@ impl Protection {
                 && token::looks_like_token(token)
                 && let Class::Protected(entry) = self.classify(base_local, domain)
             {
-                out.push(Munged {
-                    base: format!("{base_local}@{domain}"),
-                    label: label.to_owned(),
-                    token: token.to_owned(),
-                    entry,
-                });
+                out.push(Munged::new(base_local, domain, label, token, entry));
             }
         }
         out
@@ -449,12 +456,7 @@ impl Protection {
                 // Shorter than the whole front: the whole is a munged
                 // address, judged as one already.
                 if rest.len() < front.len() && front.ends_with(rest) {
-                    out.push(Munged {
-                        base: format!("{base_local}@{domain}"),
-                        label: label.to_owned(),
-                        token: token.to_owned(),
-                        entry,
-                    });
+                    out.push(Munged::new(base_local, domain, label, token, entry));
                 }
             }
         }

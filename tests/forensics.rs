@@ -170,6 +170,14 @@ fn mangled_copies_are_trapped_traced_and_contained() {
         text.contains("Mangled copies") && text.contains("Cut off automatically"),
         "{text}"
     );
+    let html = s.m.path("report.html");
+    s.m.cli_ok(&["report", "--days", "1", "--html", html.to_str().unwrap()]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<span id=\"mangled-hits\"><b>1</b>"), "{page}");
+    assert!(
+        page.contains("id=\"contained-table\"") && page.contains("auto: mail to"),
+        "{page}"
+    );
 }
 
 /// Without `[containment]` nothing is cut off automatically; with

@@ -206,5 +206,16 @@ fn tables(r: &Report) -> String {
             esc(&b.reason)
         );
     }
+    h.push_str("</table>\n<h2>Cut off automatically</h2>\n<table id=\"contained-table\"><tr><th>rule</th><th>made</th><th>why</th></tr>\n");
+    for rule in &r.contained {
+        let _ = writeln!(
+            h,
+            "<tr><td>#{} {}</td><td>{}</td><td>{}</td></tr>",
+            rule.id,
+            esc(&rule.scope.to_string()),
+            fmt_time(rule.created),
+            esc(&rule.reason)
+        );
+    }
     h
 }
