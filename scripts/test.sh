@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 # Debian packages the integration tests start for real, by the command that
 # proves each is present.
-declare -A needs=([postfix]=postfix [postmap]=postfix [swaks]=swaks [nginx]=nginx [chromium]=chromium [curl]=curl [faketime]=faketime [systemd-analyze]=systemd [openssl]=openssl [systemd-socket-activate]=systemd [apache2]=apache2 [nc]=netcat-openbsd [haproxy]=haproxy [slowhttptest]=slowhttptest [h2load]=nghttp2-client [mkfifo]=coreutils [psql]=postgresql-client [dnsmasq]=dnsmasq-base)
+declare -A needs=([postfix]=postfix [postmap]=postfix [swaks]=swaks [nginx]=nginx [chromium]=chromium [curl]=curl [faketime]=faketime [systemd-analyze]=systemd [openssl]=openssl [systemd-socket-activate]=systemd [apache2]=apache2 [nc]=netcat-openbsd [haproxy]=haproxy [slowhttptest]=slowhttptest [h2load]=nghttp2-client [mkfifo]=coreutils [psql]=postgresql-client [dnsmasq]=dnsmasq-base [pebble]=pebble)
 
 missing=()
 for cmd in "${!needs[@]}"; do

@@ -103,11 +103,58 @@ fn show_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {
         sep.len() + LONG_LEN
     )?;
     write_protected(c, &keys, out)?;
+    write_tls(c, out)?;
     write_forensics(c, out)?;
     for w in &c.warnings {
         writeln!(out, "note: {w}")?;
     }
     writeln!(out, "ok")?;
+    Ok(())
+}
+
+/// The TLS listeners' certificates, loaded as the proxy loads them (a file
+/// that cannot be used fails the check), and ACME.
+fn write_tls(c: &addrmunge::Config, out: &mut impl Write) -> Result<()> {
+    let t = &c.proxy.tls;
+    if t.listen.is_empty() {
+        return Ok(());
+    }
+    let listen: Vec<String> = t.listen.iter().map(|a| a.to_string()).collect();
+    writeln!(
+        out,
+        "https:     on {}{}",
+        listen.join(", "),
+        if t.https_redirect {
+            "; plain HTTP redirects to it"
+        } else {
+            ""
+        }
+    )?;
+    for f in &t.certs {
+        let cert = addrmunge::proxy::tls::Loaded::from_files(f)
+            .with_context(|| format!("{}: proxy.tls", c.path.display()))?;
+        let days = (cert.not_after - addrmunge::store::now_unix()) / 86_400;
+        writeln!(
+            out,
+            "  certificate {} for {} ({days} days left)",
+            f.cert.display(),
+            cert.names.join(", ")
+        )?;
+    }
+    if let Some(a) = &t.acme {
+        writeln!(
+            out,
+            "  ACME: {} from {} ({}), kept in {}, renewed {} days before its end",
+            a.domains.join(", "),
+            a.directory,
+            match a.challenge {
+                addrmunge::config::AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+                addrmunge::config::AcmeChallenge::Http01 => "http-01",
+            },
+            a.dir.display(),
+            a.renew_before.as_secs() / 86_400
+        )?;
+    }
     Ok(())
 }
 

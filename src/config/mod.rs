@@ -12,6 +12,7 @@ mod protect;
 mod proxy;
 mod resolver;
 mod schema;
+mod tls;
 mod upstream;
 mod values;
 
@@ -26,7 +27,10 @@ pub use crawlers::Crawlers;
 pub use protect::{Bait, DEFAULT_BAIT_TEMPLATE, DEFAULT_SEPARATOR};
 pub use proxy::{AgentRule, ProxySettings};
 pub use resolver::{ContainmentSettings, ResolverSettings, TrapAction, TrapSettings, TrapVerb};
-pub use schema::{AgentAction, Bare, DEFAULT_HARVESTER_AGENTS, DEFAULT_REWRITE_TYPES, Mangled};
+pub use schema::{
+    AcmeChallenge, AgentAction, Bare, DEFAULT_HARVESTER_AGENTS, DEFAULT_REWRITE_TYPES, Mangled,
+};
+pub use tls::{AcmeSettings, CertFiles, TlsSettings};
 pub use upstream::UpstreamAddr;
 use values::parse_span;
 
@@ -150,7 +154,7 @@ impl Config {
         })?;
         let state = Location::parse(state, dir).map_err(|e| problem("state", e))?;
         let (protection, warnings) = protect::protection(raw.separator.as_deref(), &raw.protect)?;
-        let proxy = ProxySettings::from_raw(&raw.proxy)?;
+        let proxy = ProxySettings::from_raw(&raw.proxy, &resolve, &state)?;
         let resolver = ResolverSettings::from_raw(&raw.resolver)?;
         let traps = TrapSettings::from_raw(&raw.traps)?;
         let retention_days = retention(raw.retention.as_deref())?;

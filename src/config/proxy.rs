@@ -2,16 +2,19 @@
 //! rewriting proxy runs on.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hyper::header::HeaderValue;
 use ipnet::IpNet;
 
 use super::schema::{AgentAction, RawHarvesters, RawProxy};
+use super::tls::TlsSettings;
 use super::upstream::UpstreamAddr;
 use super::values::{Problem, admin_listen, at_least, at_least_usize, nets, problem, timeout};
 use crate::address;
 use crate::rewrite::Expansion;
+use crate::store::Location;
 
 /// The proxy's validated `[proxy]` section.
 #[derive(Debug, Clone)]
@@ -62,11 +65,18 @@ pub struct ProxySettings {
     pub visit_queue: usize,
     /// Bytes the token cache may hold.
     pub token_cache_bytes: usize,
+    /// HTTPS at the proxy.
+    pub tls: TlsSettings,
 }
 
 impl ProxySettings {
-    /// Validates `[proxy]`.
-    pub fn from_raw(p: &RawProxy) -> Result<ProxySettings, Problem> {
+    /// Validates `[proxy]`; paths resolve with `resolve`, and `state` says
+    /// where ACME's files go by default.
+    pub fn from_raw(
+        p: &RawProxy,
+        resolve: &impl Fn(&Path) -> PathBuf,
+        state: &Location,
+    ) -> Result<ProxySettings, Problem> {
         let listen = p
             .listen
             .iter()
@@ -112,6 +122,7 @@ impl ProxySettings {
                 .collect(),
             rewrite_no_transform: p.rewrite_no_transform,
             visit_queue: p.visit_queue,
+            tls: TlsSettings::from_raw(p, resolve, state)?,
         })
     }
 }

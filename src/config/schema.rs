@@ -262,6 +262,74 @@ pub struct RawProxy {
     pub max_decoded_ratio: u64,
     /// Bytes the per-visitor token cache may hold (read at start).
     pub token_cache_bytes: usize,
+    /// Addresses to serve HTTPS on (TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1
+    /// by ALPN), e.g. `["0.0.0.0:443", "[::]:443"]`.
+    pub tls_listen: Vec<String>,
+    /// Certificates for `tls_listen`, chosen by the name the visitor asks
+    /// for (SNI); the first when it asks for none or another.
+    pub tls: Vec<RawTlsCert>,
+    /// The plain `listen` addresses answer every request with a redirect
+    /// to HTTPS, but ACME HTTP-01 challenges.
+    pub https_redirect: bool,
+    /// Certificates from an ACME CA (Let's Encrypt), made and renewed by
+    /// the proxy itself.
+    pub acme: Option<RawAcme>,
+}
+
+/// One `[[proxy.tls]]` entry: a certificate and its key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsCert {
+    /// The certificate chain, leaf first (`fullchain.pem`).
+    pub cert: PathBuf,
+    /// Its private key (`privkey.pem`): PKCS#8, PKCS#1 or SEC1.
+    pub key: PathBuf,
+}
+
+/// The ACME challenge the proxy answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallenge {
+    /// On the TLS listener itself (port 443): nothing else to open.
+    #[default]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// A file on the plain listener (port 80).
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+/// `[proxy.acme]`: certificates from an ACME CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    /// The names the certificate is for; the CA must reach the proxy at each.
+    pub domains: Vec<String>,
+    /// Contact addresses for the account (`mailto:owner@example.com`).
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// The CA's directory URL; Let's Encrypt's when unset.
+    #[serde(default = "lets_encrypt")]
+    pub directory: String,
+    /// Which challenge to answer.
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+    /// Where the account key and certificates are kept (mode 0700, files
+    /// 0600); `acme/` beside the state file when unset.
+    pub dir: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for the directory's own HTTPS: for
+    /// a private ACME server; the system's roots otherwise.
+    pub directory_ca: Option<PathBuf>,
+    /// Renew this long before the certificate expires: `30d`.
+    #[serde(default = "thirty_days")]
+    pub renew_before: String,
+}
+
+fn lets_encrypt() -> String {
+    "https://acme-v02.api.letsencrypt.org/directory".into()
+}
+
+fn thirty_days() -> String {
+    "30d".into()
 }
 
 /// The content types rewritten by default.
@@ -307,6 +375,10 @@ impl Default for RawProxy {
             max_decoded_bytes: 256 << 20,
             max_decoded_ratio: 100,
             token_cache_bytes: crate::rewrite::CACHE_BYTES,
+            tls_listen: Vec::new(),
+            tls: Vec::new(),
+            https_redirect: false,
+            acme: None,
         }
     }
 }

@@ -139,7 +139,9 @@ pub(super) fn forward_headers(
     peer: IpAddr,
     trusted: &[IpNet],
     upgrade: bool,
+    https: bool,
 ) -> HeaderMap {
+    let proto = if https { "https" } else { "http" };
     let mut h = incoming.clone();
     strip_hop_by_hop(&mut h, upgrade);
     let from_trusted = trusted.iter().any(|n| n.contains(&peer));
@@ -155,7 +157,7 @@ pub(super) fn forward_headers(
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
-        if let Ok(v) = HeaderValue::from_str(&format!("for={node};proto=http")) {
+        if let Ok(v) = HeaderValue::from_str(&format!("for={node};proto={proto}")) {
             h.insert(header::FORWARDED, v);
         }
     }
@@ -172,7 +174,7 @@ pub(super) fn forward_headers(
         h.insert("x-forwarded-for", v);
     }
     if !from_trusted || !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     }
     h.append(header::VIA, HeaderValue::from_static("1.1 addrmunge"));
     // Only codings the pipeline can undo, and only those the client takes.
@@ -329,16 +331,20 @@ mod tests {
         ] {
             h.insert(k, HeaderValue::from_static(v));
         }
-        let out = forward_headers(&h, "203.0.113.9".parse().unwrap(), &[], false);
+        let out = forward_headers(&h, "203.0.113.9".parse().unwrap(), &[], false, false);
         assert_eq!(out["x-real-ip"], "203.0.113.9");
         assert_eq!(out["forwarded"], "for=203.0.113.9;proto=http");
         assert_eq!(out["x-forwarded-for"], "203.0.113.9");
         assert!(!out.contains_key("x-forwarded-host") && !out.contains_key("true-client-ip"));
-        let out = forward_headers(&h, "2001:db8::1".parse().unwrap(), &[], false);
+        let out = forward_headers(&h, "2001:db8::1".parse().unwrap(), &[], false, false);
         assert_eq!(out["forwarded"], "for=\"[2001:db8::1]\";proto=http");
+        // Over TLS at the proxy, the web server is told so both ways.
+        let out = forward_headers(&h, "2001:db8::1".parse().unwrap(), &[], false, true);
+        assert_eq!(out["forwarded"], "for=\"[2001:db8::1]\";proto=https");
+        assert_eq!(out["x-forwarded-proto"], "https");
         // From a trusted proxy they are its to give.
         let trusted = vec!["127.0.0.1/32".parse().unwrap()];
-        let out = forward_headers(&h, "127.0.0.1".parse().unwrap(), &trusted, false);
+        let out = forward_headers(&h, "127.0.0.1".parse().unwrap(), &trusted, false, false);
         assert_eq!(out["x-forwarded-host"], "evil.example");
         assert_eq!(out["x-real-ip"], "192.0.2.66");
     }

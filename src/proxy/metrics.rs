@@ -44,6 +44,12 @@ pub struct Metrics {
     pub harvester_requests: AtomicU64,
     /// Visitors claiming to be crawlers, as the DNS judged them.
     pub crawlers: Arc<super::crawlers::Counts>,
+    /// TLS handshakes that failed.
+    pub tls_failed: AtomicU64,
+    /// Plain HTTP sent to a TLS listener (answered 400).
+    pub tls_plain_http: AtomicU64,
+    /// ACME orders and the certificate's end.
+    pub acme: Arc<super::acme::Counts>,
     buckets: [AtomicU64; BUCKETS.len()],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
@@ -81,12 +87,17 @@ impl Metrics {
             "Bytes the per-visitor token cache holds now (token_cache_bytes bounds it).",
             token_bytes as u64,
         );
+        t.gauge(
+            "addrmunge_acme_certificate_expiry_seconds",
+            "When the ACME certificate in use ends, Unix seconds (0: none yet).",
+            self.acme.not_after.load(Ordering::Relaxed).max(0) as u64,
+        );
         self.histogram(&mut t);
         t.finish()
     }
 
     /// Every counter: name, help and value.
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 17] {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 21] {
         [
             ("addrmunge_requests_total", "Requests answered.", &self.requests),
             (
@@ -164,6 +175,26 @@ impl Metrics {
                 "addrmunge_crawler_lookups_failed_total",
                 "Crawler checks the DNS did not answer (asked again after 5 minutes).",
                 &self.crawlers.failed,
+            ),
+            (
+                "addrmunge_tls_handshake_failures_total",
+                "TLS handshakes that failed (no shared version or suite, no certificate for the name, a broken client).",
+                &self.tls_failed,
+            ),
+            (
+                "addrmunge_tls_plain_http_total",
+                "Plain HTTP sent to a TLS listener, answered 400 (use https://).",
+                &self.tls_plain_http,
+            ),
+            (
+                "addrmunge_acme_certificates_issued_total",
+                "Certificates the ACME CA issued (first ones and renewals).",
+                &self.acme.issued,
+            ),
+            (
+                "addrmunge_acme_failures_total",
+                "ACME orders that failed; the certificate in use is still served.",
+                &self.acme.failed,
             ),
         ]
     }

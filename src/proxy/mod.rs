@@ -11,6 +11,7 @@
 //! frame, inside the body's `poll_frame`, so nothing is buffered beyond one
 //! chunk and a client that goes away drops (cancels) the upstream request.
 
+pub mod acme;
 mod body;
 pub mod crawlers;
 pub mod harvest;
@@ -20,6 +21,7 @@ mod pages;
 pub mod proxy_protocol;
 mod request;
 mod server;
+pub mod tls;
 pub mod upload;
 pub mod upstream;
 pub mod visitor;
@@ -109,8 +111,42 @@ pub struct Proxy {
     /// Where the store is; a reload adopts the file there then.
     source: Arc<StoreSource>,
     caught: Caught,
+    /// HTTPS, when `tls_listen` is set.
+    https: Option<Https>,
     /// Counters for the admin listener.
     pub metrics: metrics::Metrics,
+}
+
+/// The TLS listeners' certificates and handshake settings.
+struct Https {
+    certs: Arc<tls::Certificates>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    acme: Option<Arc<acme::Acme>>,
+}
+
+impl Https {
+    /// Loads the certificate files (failing the start when one cannot be
+    /// used) and sets ACME up.
+    fn new(t: &crate::config::TlsSettings, metrics: &metrics::Metrics) -> anyhow::Result<Option<Https>> {
+        if t.listen.is_empty() {
+            return Ok(None);
+        }
+        let certs = Arc::new(tls::Certificates::load(&t.certs)?);
+        let alpn = t
+            .acme
+            .as_ref()
+            .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::TlsAlpn01);
+        let config = tls::server_config(Arc::clone(&certs), alpn)?;
+        let acme = t
+            .acme
+            .clone()
+            .map(|a| acme::Acme::new(a, Arc::clone(&certs), Arc::clone(&metrics.acme)));
+        Ok(Some(Https {
+            certs,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            acme,
+        }))
+    }
 }
 
 impl Proxy {
@@ -142,6 +178,7 @@ impl Proxy {
         )?;
         let caught = Caught::load(&c.state);
         let cache = Arc::new(TokenCache::with_budget(c.proxy.token_cache_bytes).noting(served));
+        let https = Https::new(&c.proxy.tls, &metrics)?;
         Ok(Arc::new(Proxy {
             config_path,
             state: RwLock::new(Arc::new(state)),
@@ -152,6 +189,7 @@ impl Proxy {
             visits: Arc::new(visits),
             source,
             caught,
+            https,
             metrics,
         }))
     }
@@ -166,6 +204,9 @@ impl Proxy {
             Ok(s) => {
                 self.source.reload(&s.config.state);
                 self.connector.register(&s.upstream);
+                if let Some(h) = &self.https {
+                    h.certs.reload(&s.config.proxy.tls.certs);
+                }
                 *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
                 // Tokens made with the old keys or separator must not be served.
                 self.cache.clear();
@@ -182,16 +223,40 @@ impl Proxy {
         let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
-        for &addr in &state.config.proxy.listen {
+        let plain = state
+            .config
+            .proxy
+            .listen
+            .iter()
+            .map(|a| (*a, server::Transport::Plain));
+        let secure = self.https.iter().flat_map(|h| {
+            let tls = server::Transport::Tls(h.acceptor.clone());
+            state
+                .config
+                .proxy
+                .tls
+                .listen
+                .iter()
+                .map(move |a| (*a, tls.clone()))
+        });
+        for (addr, transport) in plain.chain(secure).collect::<Vec<_>>() {
             let listener = crate::listen::bind_tcp(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            tracing::info!(%addr, upstream = %state.upstream.addr, "proxy listening");
+            let https = matches!(transport, server::Transport::Tls(_));
+            tracing::info!(%addr, https, upstream = %state.upstream.addr, "proxy listening");
             tasks.push(tokio::spawn(Arc::clone(&self).accept_loop(
                 listener,
+                transport,
                 Arc::clone(&graceful),
                 stop_rx.clone(),
             )));
+        }
+        if let Some(h) = &self.https {
+            h.certs.watch();
+            if let Some(a) = &h.acme {
+                a.start();
+            }
         }
         if let Some(addr) = state.config.proxy.admin_listen {
             let listener = crate::listen::bind_tcp(addr)

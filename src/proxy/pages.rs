@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::request;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 
 use super::request::Ctx;
@@ -69,6 +70,63 @@ impl Proxy {
         let text = harvest::robots_txt(upstream.as_deref(), bait_path);
         own_response(method, StatusCode::OK, "text/plain; charset=utf-8", text)
     }
+}
+
+/// Where ACME's HTTP-01 challenges are asked (RFC 8555, 8.3).
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+impl Proxy {
+    /// The answer to a pending ACME HTTP-01 challenge, if this is one.
+    pub(super) fn acme_challenge(&self, req: &request::Parts) -> Option<Response<ProxyBody>> {
+        let token = req.uri.path().strip_prefix(ACME_CHALLENGE)?;
+        let answer = self.https.as_ref()?.acme.as_ref()?.http01(token)?;
+        Some(own_response(
+            &req.method,
+            StatusCode::OK,
+            "application/octet-stream",
+            answer,
+        ))
+    }
+}
+
+/// `308 Permanent Redirect` to the same path over HTTPS, on the first TLS
+/// listener's port (left out when it is 443); `400` without a usable Host.
+pub(super) fn https_redirect(st: &State, req: &request::Parts) -> Response<ProxyBody> {
+    let host = req
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+        .map(|h| match h.rsplit_once(':') {
+            // Not the colons of an IPv6 literal.
+            Some((name, port)) if !name.ends_with(']') || port.is_empty() => name,
+            Some(_) => h,
+            None => h,
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b".-[]:".contains(&c))
+        });
+    let Some(host) = host else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This address takes HTTPS only; the request named no host to send you to.",
+        );
+    };
+    let port = st.config.proxy.tls.listen.first().map_or(443, |a| a.port());
+    let port = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = format!("https://{host}{port}{path}");
+    let mut r = error_page(StatusCode::PERMANENT_REDIRECT, "This site is served over HTTPS.");
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 pub(super) fn error_page(status: StatusCode, text: &str) -> Response<ProxyBody> {

@@ -20,7 +20,7 @@ use super::headers::{
     MediaType, accepts_gzip, forward_headers, is_upgrade, private_headers, strip_hop_by_hop,
     translate_if_none_match, validator_suffix,
 };
-use super::pages::error_page;
+use super::pages::{error_page, https_redirect};
 use super::{BoxError, Proxy, ProxyBody, State, harvest, upload, visitor};
 use crate::config::{AgentAction, AgentRule};
 use crate::conns::Busy;
@@ -35,6 +35,8 @@ pub(super) struct Ctx {
     pub(super) st: Arc<State>,
     /// The socket peer.
     peer: SocketAddr,
+    /// The request came over TLS.
+    https: bool,
     /// The visitor (the peer, or who a trusted proxy says it serves).
     pub(super) ip: IpAddr,
     pub(super) day: Day,
@@ -82,10 +84,17 @@ fn upgraded(client: OnUpgrade, mut resp: Response<Incoming>) -> Response<ProxyBo
 impl Proxy {
     /// Handles one request; the connection is busy until its response body
     /// is done.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, busy: Busy) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        https: bool,
+        busy: Busy,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let mut cx = self.identify(&req, peer, busy, started);
+        cx.https = https;
         let r = self.respond(&mut cx, req).await;
         self.log(r, cx.line)
     }
@@ -141,6 +150,7 @@ impl Proxy {
         Ctx {
             st,
             peer,
+            https: false,
             ip,
             day,
             agent,
@@ -173,10 +183,19 @@ impl Proxy {
         self.response(cx, resp, sent)
     }
 
-    /// What the proxy answers itself: the bait page (also for agents sent
-    /// there), a 404 below it, the redirect to its folder, and robots.txt.
+    /// What the proxy answers itself: an ACME HTTP-01 challenge, the
+    /// redirect to HTTPS, the bait page (also for agents sent there), a 404
+    /// below it, the redirect to its folder, and robots.txt.
     async fn local_route(&self, cx: &mut Ctx, req: &request::Parts) -> Option<Response<ProxyBody>> {
         let st = Arc::clone(&cx.st);
+        if !cx.https {
+            if let Some(r) = self.acme_challenge(req) {
+                return Some(r);
+            }
+            if st.config.proxy.tls.https_redirect {
+                return Some(https_redirect(&st, req));
+            }
+        }
         let bait = st.config.bait.as_ref()?;
         let p = req.uri.path();
         let get_or_head = req.method == Method::GET || req.method == Method::HEAD;
@@ -227,7 +246,13 @@ impl Proxy {
         let claims = Claims::visit(kind, cx.day, cx.ip);
         let vd = validator_suffix(&st.keys, &self.cache, &claims);
         let p = &st.config.proxy;
-        let mut headers = forward_headers(&parts.headers, cx.peer.ip(), &p.trusted, client_upgrade.is_some());
+        let mut headers = forward_headers(
+            &parts.headers,
+            cx.peer.ip(),
+            &p.trusted,
+            client_upgrade.is_some(),
+            cx.https,
+        );
         let conditional_on_ours = translate_if_none_match(&mut headers, &vd);
         let uri: Uri = format!("http://{}{}", st.upstream.authority, cx.line.path)
             .parse()

@@ -1,22 +1,36 @@
 //! The server loop: listeners, admission at `max_connections`, the PROXY
-//! header, per-connection deadlines, and hyper serving each connection's
-//! HTTP with [`Proxy::handle`] as the service.
+//! header, the TLS handshake on HTTPS listeners, per-connection deadlines,
+//! and hyper serving each connection's HTTP with [`Proxy::handle`] as the
+//! service.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use super::{BoxError, Proxy, State, proxy_protocol};
 use crate::conns::{Conn, Deadlines, Expiry, RESERVED_FDS, Slot, Watched, raise_open_files};
+
+/// What a connection is served over.
+#[derive(Clone)]
+pub(super) enum Transport {
+    /// Plain HTTP (and h2c).
+    Plain,
+    /// HTTPS: a TLS handshake first.
+    Tls(tokio_rustls::TlsAcceptor),
+}
 
 impl Proxy {
     pub(super) async fn accept_loop(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
+        transport: Transport,
         graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
@@ -44,7 +58,8 @@ impl Proxy {
             };
             // Past max_connections the idlest connection makes room; when
             // all are busy, new ones wait in the kernel's backlog instead of
-            // exhausting memory or file descriptors.
+            // exhausting memory or file descriptors. A TLS handshake holds
+            // a slot too, so half-open handshakes are bounded the same way.
             let slot = self.conns.admit().await;
             let _ = stream.set_nodelay(true);
             let st = self.state();
@@ -56,31 +71,36 @@ impl Proxy {
             let proxy = Arc::clone(&self);
             let builder = builder.clone();
             let graceful = Arc::downgrade(&graceful);
+            let transport = transport.clone();
             tokio::spawn(async move {
-                proxy
-                    .connection(&st, &builder, graceful, stream, peer, slot)
-                    .await;
+                let conn = Accepted {
+                    stream,
+                    peer,
+                    slot,
+                    transport,
+                };
+                proxy.connection(&st, &builder, graceful, conn).await;
             });
         }
     }
 
     /// One visitor connection, in its own task: the PROXY header if one is
-    /// due, then HTTP, until it ends or one of its deadlines passes.
+    /// due, the TLS handshake on an HTTPS listener, then HTTP, until it ends
+    /// or one of its deadlines passes.
     async fn connection(
         self: Arc<Self>,
         st: &State,
-        builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
-        graceful: std::sync::Weak<hyper_util::server::graceful::GracefulShutdown>,
-        mut stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        slot: Slot,
+        builder: &Builder,
+        graceful: Weak<GracefulShutdown>,
+        a: Accepted,
     ) {
         let p = &st.config.proxy;
-        let deadlines = Deadlines {
-            request: p.request_timeout,
-            keepalive: p.keepalive_timeout,
-            send: p.send_timeout,
-        };
+        let Accepted {
+            mut stream,
+            peer,
+            slot,
+            transport,
+        } = a;
         let mut visitor = peer;
         if p.proxy_protocol {
             // Read here, not in the accept loop, so a slow balancer never
@@ -93,23 +113,95 @@ impl Proxy {
                 }
             }
         }
+        let serving = Serving {
+            builder,
+            graceful,
+            visitor,
+            peer,
+            conn: Arc::clone(&slot.conn),
+            deadlines: Deadlines {
+                request: p.request_timeout,
+                keepalive: p.keepalive_timeout,
+                send: p.send_timeout,
+            },
+        };
+        match transport {
+            Transport::Plain => Arc::clone(&self).drive(serving, stream, false).await,
+            Transport::Tls(acceptor) => {
+                // A handshake not begun or not finished is idle: it makes
+                // room when the slots are full, as an idle connection does.
+                let tls = tokio::select! {
+                    tls = self.handshake(&acceptor, stream, peer, p.request_timeout) => tls,
+                    () = slot.conn.evicted() => None,
+                };
+                if let Some(tls) = tls {
+                    Arc::clone(&self).drive(serving, tls, true).await;
+                }
+            }
+        }
+        drop(slot);
+    }
+
+    /// The TLS handshake, within `limit` (a slow one is a slowloris too):
+    /// `None` when it failed, when plain HTTP came instead (answered with a
+    /// 400 that says to use https://), or when it only answered an ACME
+    /// TLS-ALPN-01 challenge.
+    async fn handshake(
+        &self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        limit: Duration,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let tls = async {
+            if super::tls::refused_plain_http(&mut stream).await {
+                self.metrics.tls_plain_http.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            match acceptor.accept(stream).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.metrics.tls_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    None
+                }
+            }
+        };
+        let s = match tokio::time::timeout(limit, tls).await {
+            Ok(s) => s?,
+            Err(_) => {
+                self.conns.counts.request_timeouts.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        let alpn = s.get_ref().1.alpn_protocol();
+        (alpn != Some(super::tls::ACME_TLS_ALPN)).then_some(s)
+    }
+
+    /// HTTP over `stream` until it ends or a deadline passes.
+    async fn drive<S>(self: Arc<Self>, s: Serving<'_>, stream: S, https: bool)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         // Shutting down already: the connection is not served.
-        let Some(graceful) = graceful.upgrade() else {
+        let Some(graceful) = s.graceful.upgrade() else {
             return;
         };
-        let conn = Arc::clone(&slot.conn);
+        let conn = Arc::clone(&s.conn);
         let served = graceful.watch(Arc::clone(&self).serve(
-            builder,
+            s.builder,
             Watched::new(stream, Arc::clone(&conn)),
-            visitor,
+            s.visitor,
+            https,
             Arc::clone(&conn),
         ));
         drop(graceful);
+        let peer = s.peer;
         tokio::select! {
             r = served => if let Err(e) = r {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             },
-            why = conn.expired(&deadlines) => {
+            why = conn.expired(&s.deadlines) => {
                 let counts = &self.conns.counts;
                 let counter = match why {
                     Expiry::Evicted => &counts.evicted,
@@ -124,27 +216,52 @@ impl Proxy {
                 tracing::debug!(%peer, reason = %why, "closed the connection");
             }
         }
-        drop(slot);
     }
 
     /// One connection's HTTP, for the visitor at `peer`.
-    fn serve(
+    fn serve<S>(
         self: Arc<Self>,
-        builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
-        stream: Watched<tokio::net::TcpStream>,
+        builder: &Builder,
+        stream: Watched<S>,
         peer: SocketAddr,
+        https: bool,
         conn: Arc<Conn>,
-    ) -> impl hyper_util::server::graceful::GracefulConnection<Error = BoxError> + use<> {
+    ) -> impl hyper_util::server::graceful::GracefulConnection<Error = BoxError> + use<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let svc = hyper::service::service_fn(move |req| {
             let proxy = Arc::clone(&self);
             // Busy until the response body is done (or dropped).
             let busy = conn.begin();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer, busy).await) }
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer, https, busy).await) }
         });
         builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned()
     }
+}
+
+type Builder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
+
+/// A connection just accepted.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    transport: Transport,
+}
+
+/// What serving one connection's HTTP needs.
+struct Serving<'a> {
+    builder: &'a Builder,
+    graceful: Weak<GracefulShutdown>,
+    /// Who the requests are from (the peer, or the PROXY header's).
+    visitor: SocketAddr,
+    /// The socket peer, for the log.
+    peer: SocketAddr,
+    conn: Arc<Conn>,
+    deadlines: Deadlines,
 }
 
 /// The connection caps, shrunk to fit the open-file limit (raised to its

@@ -9,6 +9,7 @@ pub mod exim;
 pub mod mta;
 pub mod nginx;
 pub mod opensmtpd;
+pub mod pki;
 pub mod postfix;
 pub mod postgres;
 pub mod proxy;
