@@ -17,6 +17,8 @@ conns=32
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v openssl >/dev/null || need+=(openssl)
 command -v nginx >/dev/null || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
 command -v psql >/dev/null || need+=(postgresql-client)
@@ -179,6 +181,71 @@ while kill -0 "$slowpid" 2>/dev/null; do r=$(rss_kb "$proxy_pid"); ((r > peak)) 
 slow_done=$(awk '{print $2}' "$work/slow.out")
 kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
 
+# HTTPS (issue: TLS at the proxy): addrmunge terminating TLS and rewriting,
+# against nginx terminating TLS and proxy_passing plain HTTP to the same
+# origin (no rewriting), and the old two-hop deployment (nginx TLS ->
+# addrmunge plain -> origin); the same 45 KB page, keep-alive clients over
+# HTTP/1.1 (wrk) and HTTP/2 (h2load), three alternating rounds.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=plover.test \
+  -addext subjectAltName=DNS:plover.test,IP:127.0.0.1 -keyout "$work/tls.key" -out "$work/tls.pem" 2>/dev/null
+ngxtls=$(free_port); twohop=$(free_port); hop=$(free_port); atls=$(free_port)
+cat > "$work/nginx-tls.conf" <<NGINX
+worker_processes 1;
+error_log $work/error-tls.log;
+pid $work/nginx-tls.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/b; proxy_temp_path $work/p; fastcgi_temp_path $work/f; uwsgi_temp_path $work/u; scgi_temp_path $work/s;
+  ssl_certificate $work/tls.pem; ssl_certificate_key $work/tls.key;
+  ssl_session_cache shared:SSL:1m;
+  upstream origin { server 127.0.0.1:$ngx; keepalive 64; }
+  upstream munger { server 127.0.0.1:$hop; keepalive 64; }
+  server { listen 127.0.0.1:$ngxtls ssl http2;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen 127.0.0.1:$twohop ssl http2;
+    location / { proxy_pass http://munger; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } }
+}
+NGINX
+nginx -p "$work" -c "$work/nginx-tls.conf" -g "daemon off; master_process on;" &
+pids+=($!)
+wait_port "$ngxtls"
+start_proxy "$hop"; hop_pid=$proxy_pid
+cat >> "$work/proxy-$hop.toml" <<TOML
+trusted_proxies = ["127.0.0.1/32"]
+TOML
+kill -HUP "$hop_pid"
+proxy_conf "$atls"
+cat >> "$work/proxy-$atls.toml" <<TOML
+tls_listen = ["127.0.0.1:$((atls + 0))"]
+[[proxy.tls]]
+cert = "$work/tls.pem"
+key = "$work/tls.key"
+TOML
+sed -i "s|^listen = .*|listen = []|" "$work/proxy-$atls.toml"
+ADDRMUNGE_LOG=warn "$bin" --config "$work/proxy-$atls.toml" proxy 2>>"$work/proxy.log" &
+atls_pid=$!
+pids+=("$atls_pid")
+wait_port "$atls"
+# h2load URL -> "rps|p50|p99" (ms) of one run, 32 connections, 10 streams each
+h2measure() {
+  h2load -c"$conns" -m10 -t2 -D2 "$1" >/dev/null 2>&1
+  local out; out=$(h2load -c"$conns" -m10 -t2 -D"$secs" "$1")
+  local bad; bad=$(awk '/^status codes:/ {print $5+$7+$9}' <<<"$out")
+  [[ ${bad:-0} == 0 ]] || { echo "$1: $bad non-2xx answers" >&2; exit 1; }
+  local rps; rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' <<<"$out")
+  local mean; mean=$(awk '/^time for request:/ {print $6}' <<<"$out")
+  echo "$rps|$(to_ms "$mean")|$(to_ms "$(awk '/^time for request:/ {print $5}' <<<"$out")")"
+}
+: > "$work/tls-h1"; : > "$work/tls-h2"
+for _ in 1 2 3; do
+  echo "$(measure "https://127.0.0.1:$ngxtls/page.html")|$(measure "https://127.0.0.1:$atls/page.html")|$(measure "https://127.0.0.1:$twohop/page.html")" >> "$work/tls-h1"
+  echo "$(h2measure "https://127.0.0.1:$ngxtls/page.html")|$(h2measure "https://127.0.0.1:$atls/page.html")|$(h2measure "https://127.0.0.1:$twohop/page.html")" >> "$work/tls-h2"
+done
+tls_munged=$(curl -sk "https://127.0.0.1:$atls/page.html" | grep -c -- '-id-' || true)
+kill "$atls_pid" "$hop_pid"; wait "$atls_pid" "$hop_pid" 2>/dev/null || true
+
 # The resolver next to a netstring echo server.
 map=$(free_port)
 cat > "$work/resolver.toml" <<TOML
@@ -298,6 +365,19 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "| rule propagation, expire committed -> resolver refuses, p50 / p99 / max ms ($prounds rounds) | $sp50 / $sp99 / $spmax | $pp50 / $pp99 / $ppmax | | p99 < 1000 ms |"
   echo
   echo "The PostgreSQL proxy's visit log held $pg_visits requests after its runs (folded into one row per visitor and day). Lookups never touch the database (the resolver judges from the key and its snapshot of the rules), so the resolver's ratio is noise around 1.0; the proxy writes its visits every 200 ms off the request path, so its ratio is too. Propagation is bounded by the resolver's refresh (every 250 ms it reads the notifications the database sent; a file store is checked as often), not by the database."
+  echo
+  echo "### HTTPS at the proxy"
+  echo
+  echo "The 45 KB page (10 addresses) over TLS: addrmunge terminating TLS and rewriting, nginx terminating TLS and proxy_passing plain HTTP to the same origin (no rewriting), and the two-hop deployment (nginx TLS -> addrmunge plain -> origin). One ECDSA P-256 certificate, keep-alive connections; three alternating rounds, medians; the ratio is the median of the rounds'. Every addrmunge answer carried munged addresses ($tls_munged lines with an ID in one page)."
+  echo
+  echo "| client | nginx TLS -> origin | addrmunge TLS (rewriting) | nginx TLS -> addrmunge -> origin | addrmunge / nginx (rounds) | bar |"
+  echo "| --- | ---: | ---: | ---: | --- | --- |"
+  for f in h1 h2; do
+    label=$([[ $f == h1 ]] && echo "wrk, HTTP/1.1, requests/s" || echo "h2load, HTTP/2 (10 streams a connection), requests/s")
+    mid() { cut -d'|' -f"$1" "$work/tls-$f" | sort -n | sed -n 2p | xargs printf %.0f; }
+    tr=$(awk -F'|' '{printf "%.2f\n", $4/$1}' "$work/tls-$f" | sort -n)
+    echo "| $label | $(mid 1) | $(mid 4) | $(mid 7) | $(median "$tr")x ($(tr '\n' ' ' <<<"$tr" | sed 's/ $//')) | >= 1.0x |"
+  done
   echo
   echo "Scanner micro-benchmarks (\`cargo bench --bench scan\`) are in the README."
   cat <<'LIMITS'

@@ -124,13 +124,31 @@ async fn failures_and_streaming() {
     assert!(String::from_utf8_lossy(&rest).ends_with("later"));
 }
 
+/// WebSocket-style upgrades pass through, over plain HTTP and over TLS
+/// (HTTP/1.1 by ALPN).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_pass_through() {
     let (port, _tx) = bad_upstream("upgrade").await;
-    let proxy = Proxy::start(port, "");
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+    let pki = common::pki::Pki::new();
+    let (cert, key) = pki.leaf("plover", &["plover.test"]);
+    let tls_port = common::free_port();
+    let proxy = Proxy::start(
+        port,
+        &format!(
+            "tls_listen = [\"127.0.0.1:{tls_port}\"]\n[[proxy.tls]]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let plain = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
         .await
         .unwrap();
+    echoes_upgraded(plain).await;
+    common::wait_for_port(tls_port, "the TLS listener");
+    echoes_upgraded(common::pki::connect(&pki, tls_port, "plover.test", &[b"http/1.1"]).await).await;
+}
+
+async fn echoes_upgraded(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) {
     s.write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
         .await
         .unwrap();

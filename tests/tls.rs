@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -66,21 +65,7 @@ struct Kept(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
 
 impl Kept {
     async fn open(pki: &Pki, port: u16, name: &str) -> Kept {
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls::pki_types::pem::PemObject;
-        for c in rustls::pki_types::CertificateDer::pem_file_iter(pki.ca()).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
-        Kept(connector.connect(name, tcp).await.unwrap())
+        Kept(common::pki::connect(pki, port, name, &[]).await)
     }
 
     /// GET `path` (a response with a Content-Length); its status.

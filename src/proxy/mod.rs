@@ -66,11 +66,12 @@ impl State {
         let config = Config::load(path)?;
         let keys = Arc::new(KeyRing::load(&config.key_file)?);
         let p = &config.proxy;
-        let Some(upstream) = p.upstream.as_ref().filter(|_| !p.listen.is_empty()) else {
+        let listens = !p.listen.is_empty() || !p.tls.listen.is_empty();
+        let Some(upstream) = p.upstream.as_ref().filter(|_| listens) else {
             anyhow::bail!(crate::config::ConfigError::Invalid {
                 path: config.path.clone(),
                 key: "proxy".into(),
-                message: "set listen = [\"127.0.0.1:8080\"] and upstream = \"http://127.0.0.1:8081\"".into(),
+                message: "set listen = [\"127.0.0.1:8080\"] (or tls_listen) and upstream = \"http://127.0.0.1:8081\"".into(),
             });
         };
         Ok(State {
