@@ -99,6 +99,8 @@ listen = ["127.0.0.1:{plain}"]
 tls_listen = ["127.0.0.1:{tls}"]
 upstream = "http://127.0.0.1:{upstream}"
 admin_listen = "127.0.0.1:{admin}"
+# Every plain request is redirected, but HTTP-01's challenges.
+https_redirect = true
 
 [proxy.acme]
 domains = ["{DOMAIN}"]

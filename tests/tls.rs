@@ -137,6 +137,27 @@ async fn https_with_real_clients_sni_and_certificate_reloads() {
     assert_eq!(served_serial(port, "www.plover.test"), file_serial(&a_cert));
     assert_eq!(served_serial(port, "nobody.test"), file_serial(&a_cert));
 
+    // Modern defaults: TLS 1.1 is refused; a session is resumed.
+    let s_client = |args: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect 127.0.0.1:{port} -servername plover.test {args} </dev/null 2>&1"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let old = s_client("-tls1_1");
+    assert!(
+        !old.contains("Cipher is ECDHE") && !old.contains("Protocol  : TLSv1.1"),
+        "{old}"
+    );
+    let session = pki.dir.path().join("session");
+    s_client(&format!("-tls1_2 -sess_out {}", session.display()));
+    let again = s_client(&format!("-tls1_2 -sess_in {}", session.display()));
+    assert!(again.contains("Reused, TLSv1.2"), "{again}");
+
     // Headless Chromium over HTTPS: the address it shows is the visitor's.
     let dom = common::chromium::chromium(
         &[

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use super::schema::{AgentAction, RawHarvesters, RawProxy};
 use super::tls::TlsSettings;
 use super::upstream::UpstreamAddr;
-use super::values::{Problem, admin_listen, at_least, at_least_usize, nets, problem, timeout};
+use super::values::{Problem, admin_listen, at_least, at_least_usize, listen_addrs, nets, problem, timeout};
 use crate::address;
 use crate::rewrite::Expansion;
 use crate::store::Location;
@@ -77,18 +77,7 @@ impl ProxySettings {
         resolve: &impl Fn(&Path) -> PathBuf,
         state: &Location,
     ) -> Result<ProxySettings, Problem> {
-        let listen = p
-            .listen
-            .iter()
-            .map(|l| {
-                l.parse().map_err(|_| {
-                    problem(
-                        "proxy.listen",
-                        format!("'{l}' is not an address; write e.g. \"127.0.0.1:8080\" or \"[::]:8080\""),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let listen = listen_addrs("proxy.listen", &p.listen, 8080)?;
         let t = |key: &str, secs| timeout(&format!("proxy.{key}"), secs);
         let n = |key: &str, value: usize, min| at_least_usize(&format!("proxy.{key}"), value, min);
         Ok(ProxySettings {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::schema::{AcmeChallenge, RawAcme, RawProxy};
-use super::values::{Problem, parse_span, problem};
+use super::values::{Problem, listen_addrs, parse_span, problem};
 use crate::address::check_domain;
 use crate::store::Location;
 
@@ -61,18 +61,7 @@ impl TlsSettings {
         resolve: &impl Fn(&Path) -> PathBuf,
         state: &Location,
     ) -> Result<TlsSettings, Problem> {
-        let listen = p
-            .tls_listen
-            .iter()
-            .map(|l| {
-                l.parse().map_err(|_| {
-                    problem(
-                        "proxy.tls_listen",
-                        format!("'{l}' is not an address; write e.g. \"0.0.0.0:443\" or \"[::]:443\""),
-                    )
-                })
-            })
-            .collect::<Result<Vec<SocketAddr>, _>>()?;
+        let listen = listen_addrs("proxy.tls_listen", &p.tls_listen, 443)?;
         let certs: Vec<CertFiles> = p
             .tls
             .iter()

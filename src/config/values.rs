@@ -40,6 +40,21 @@ pub fn nets(key: &str, list: &[String], example: &str) -> Result<Vec<IpNet>, Pro
         .collect()
 }
 
+/// Parses every entry of `list` as a listening address (`0.0.0.0:80`,
+/// `[::]:80`), or names the first that is none; `port` is the example's.
+pub fn listen_addrs(key: &str, list: &[String], port: u16) -> Result<Vec<std::net::SocketAddr>, Problem> {
+    list.iter()
+        .map(|l| {
+            l.parse().map_err(|_| {
+                problem(
+                    key,
+                    format!("'{l}' is not an address; write e.g. \"127.0.0.1:{port}\" or \"[::]:{port}\""),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Parses `7d`, `12h`, `30m`, `45s` into seconds.
 pub fn parse_span(text: &str) -> Option<u64> {
     let t = text.trim();
