@@ -149,10 +149,7 @@ async fn https_with_real_clients_sni_and_certificate_reloads() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let old = s_client("-tls1_1");
-    assert!(
-        !old.contains("Cipher is ECDHE") && !old.contains("Protocol  : TLSv1.1"),
-        "{old}"
-    );
+    assert!(old.contains("Cipher is (NONE)"), "{old}");
     let session = pki.dir.path().join("session");
     s_client(&format!("-tls1_2 -sess_out {}", session.display()));
     let again = s_client(&format!("-tls1_2 -sess_in {}", session.display()));
