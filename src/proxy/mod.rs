@@ -220,46 +220,16 @@ impl Proxy {
     /// Serves the configured listeners until SIGTERM/SIGINT, then drains
     /// in-flight requests for up to 10 seconds. SIGHUP reloads.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
-        let state = self.state();
         let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::new();
-        let plain = state
-            .config
-            .proxy
-            .listen
-            .iter()
-            .map(|a| (*a, server::Transport::Plain));
-        let secure = self.https.iter().flat_map(|h| {
-            let tls = server::Transport::Tls(h.acceptor.clone());
-            state
-                .config
-                .proxy
-                .tls
-                .listen
-                .iter()
-                .map(move |a| (*a, tls.clone()))
-        });
-        for (addr, transport) in plain.chain(secure).collect::<Vec<_>>() {
-            let listener = crate::listen::bind_tcp(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            let https = matches!(transport, server::Transport::Tls(_));
-            tracing::info!(%addr, https, upstream = %state.upstream.addr, "proxy listening");
-            tasks.push(tokio::spawn(Arc::clone(&self).accept_loop(
-                listener,
-                transport,
-                Arc::clone(&graceful),
-                stop_rx.clone(),
-            )));
-        }
+        let mut tasks = Arc::clone(&self).listen(&graceful, &stop_rx).await?;
         if let Some(h) = &self.https {
             h.certs.watch();
             if let Some(a) = &h.acme {
                 a.start();
             }
         }
-        if let Some(addr) = state.config.proxy.admin_listen {
+        if let Some(addr) = self.state().config.proxy.admin_listen {
             let listener = crate::listen::bind_tcp(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
@@ -270,11 +240,7 @@ impl Proxy {
                     .metrics
                     .render(&proxy.conns, proxy.connector.open(), proxy.cache.bytes())
             });
-            tasks.push(tokio::spawn(crate::metrics::serve(
-                listener,
-                render,
-                stop_rx.clone(),
-            )));
+            tasks.push(tokio::spawn(crate::metrics::serve(listener, render, stop_rx)));
         }
         crate::listen::warn_unused_inherited();
         crate::signals::until_stopped(|| self.reload()).await?;
@@ -282,28 +248,61 @@ impl Proxy {
         for t in tasks {
             let _ = t.await;
         }
-        // A connection task may hold it for an instant while it registers.
-        let mut graceful = Some(graceful);
-        let mut owned = None;
-        for _ in 0..20 {
-            match Arc::try_unwrap(graceful.take().expect("set")) {
-                Ok(g) => {
-                    owned = Some(g);
-                    break;
-                }
-                Err(shared) => {
-                    graceful = Some(shared);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+        drain(graceful).await;
+        Ok(())
+    }
+
+    /// Binds every `listen` and `tls_listen` address and starts its accept
+    /// loop.
+    async fn listen(
+        self: Arc<Self>,
+        graceful: &Arc<hyper_util::server::graceful::GracefulShutdown>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let state = self.state();
+        let p = &state.config.proxy;
+        let plain = p.listen.iter().map(|a| (*a, server::Transport::Plain));
+        let secure = self.https.iter().flat_map(|h| {
+            let tls = server::Transport::Tls(h.acceptor.clone());
+            p.tls.listen.iter().map(move |a| (*a, tls.clone()))
+        });
+        let mut tasks = Vec::new();
+        for (addr, transport) in plain.chain(secure).collect::<Vec<_>>() {
+            let listener = crate::listen::bind_tcp(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            let https = matches!(transport, server::Transport::Tls(_));
+            tracing::info!(%addr, https, upstream = %state.upstream.addr, "proxy listening");
+            let accepting =
+                Arc::clone(&self).accept_loop(listener, transport, Arc::clone(graceful), stop.clone());
+            tasks.push(tokio::spawn(accepting));
+        }
+        Ok(tasks)
+    }
+}
+
+/// Waits up to 10 seconds for the requests in flight to finish.
+async fn drain(graceful: Arc<hyper_util::server::graceful::GracefulShutdown>) {
+    // A connection task may hold it for an instant while it registers.
+    let mut graceful = Some(graceful);
+    let mut owned = None;
+    for _ in 0..20 {
+        match Arc::try_unwrap(graceful.take().expect("set")) {
+            Ok(g) => {
+                owned = Some(g);
+                break;
+            }
+            Err(shared) => {
+                graceful = Some(shared);
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        if let Some(g) = owned
-            && tokio::time::timeout(Duration::from_secs(10), g.shutdown())
-                .await
-                .is_err()
-        {
-            tracing::warn!("in-flight requests did not finish within 10 s; closing them");
-        }
-        Ok(())
+    }
+    if let Some(g) = owned
+        && tokio::time::timeout(Duration::from_secs(10), g.shutdown())
+            .await
+            .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within 10 s; closing them");
     }
 }

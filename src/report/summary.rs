@@ -10,7 +10,7 @@ use super::{day_start, fmt_time, harvest_time};
 use crate::check::Status;
 use crate::day::Day;
 use crate::rules::{Printable, Rule};
-use crate::store::{Block, Store, StoreError, Visit};
+use crate::store::{Arrival, Block, Store, StoreError, Visit};
 use crate::token::Kind;
 
 /// A munged address that drew mail.
@@ -70,33 +70,32 @@ const DELAY_BUCKETS: &[(&str, i64)] = &[
     ("> 4 w", i64::MAX),
 ];
 
-/// Builds the report of the last `days` days (today included).
-pub fn report(store: &mut Store, days: u16) -> Result<Report, StoreError> {
-    let to = Day::today();
-    // More days than since 1970: all of them, not (as checked_sub's None
-    // would have it) just today.
-    let from = to
-        .checked_sub(days.saturating_sub(1))
-        .unwrap_or(Day::from_number(0));
-    let since = day_start(from);
-    let arrivals = store.arrivals_since(since)?;
-    // Per recipient: the target, its clients, its first arrival (arrivals come oldest first).
-    let mut per: BTreeMap<&str, (Target, HashSet<&str>, i64)> = BTreeMap::new();
-    let mut trap_hits = 0;
-    let mut trap_clients = HashSet::new();
-    let (mut mangled_hits, mut mangled) = (0, HashSet::new());
-    let mut mail_by_day: HashMap<Day, usize> = HashMap::new();
-    for a in &arrivals {
-        *mail_by_day.entry(Day::from_unix(a.time)).or_default() += 1;
+/// What the arrivals of the period add up to.
+#[derive(Default)]
+struct Tally<'a> {
+    /// Per recipient: the target, its clients, its first arrival.
+    per: BTreeMap<&'a str, (Target, HashSet<&'a str>, i64)>,
+    trap_hits: usize,
+    trap_clients: HashSet<&'a str>,
+    mangled_hits: usize,
+    mangled: HashSet<&'a str>,
+    mail_by_day: HashMap<Day, usize>,
+}
+
+/// Adds up `arrivals` (oldest first).
+fn tally(arrivals: &[Arrival]) -> Tally<'_> {
+    let mut t = Tally::default();
+    for a in arrivals {
+        *t.mail_by_day.entry(Day::from_unix(a.time)).or_default() += 1;
         if a.kind == Some(Kind::Trap) {
-            trap_hits += 1;
-            trap_clients.insert(a.client_ip.as_str());
+            t.trap_hits += 1;
+            t.trap_clients.insert(a.client_ip.as_str());
         }
         if a.status == Status::Mangled {
-            mangled_hits += 1;
-            mangled.insert(a.recipient.as_str());
+            t.mangled_hits += 1;
+            t.mangled.insert(a.recipient.as_str());
         }
-        let e = per.entry(a.recipient.as_str()).or_insert_with(|| {
+        let e = t.per.entry(a.recipient.as_str()).or_insert_with(|| {
             (
                 Target {
                     address: a.recipient.clone(),
@@ -114,18 +113,22 @@ pub fn report(store: &mut Store, days: u16) -> Result<Report, StoreError> {
         e.0.arrivals += 1;
         e.1.insert(a.client_ip.as_str());
     }
-    let (targets, delays) = targets(store, per)?;
-    let served: HashMap<Day, (i64, i64)> = store
-        .visits_by_day(from, to)?
-        .into_iter()
-        .map(|(d, v, m)| (d, (v, m)))
-        .collect();
-    let by_day = days_between(from, to)
-        .map(|d| {
-            let (v, m) = served.get(&d).copied().unwrap_or((0, 0));
-            (d, v, m, mail_by_day.get(&d).copied().unwrap_or(0))
-        })
-        .collect();
+    t
+}
+
+/// Builds the report of the last `days` days (today included).
+pub fn report(store: &mut Store, days: u16) -> Result<Report, StoreError> {
+    let to = Day::today();
+    // More days than since 1970: all of them, not (as checked_sub's None
+    // would have it) just today.
+    let from = to
+        .checked_sub(days.saturating_sub(1))
+        .unwrap_or(Day::from_number(0));
+    let since = day_start(from);
+    let arrivals = store.arrivals_since(since)?;
+    let t = tally(&arrivals);
+    let (targets, delays) = targets(store, t.per)?;
+    let by_day = by_day(store, from, to, &t.mail_by_day)?;
     let blocks = store
         .all_blocks()?
         .into_iter()
@@ -142,10 +145,10 @@ pub fn report(store: &mut Store, days: u16) -> Result<Report, StoreError> {
         contained,
         targets,
         harvesters: store.harvesters(from, to)?,
-        trap_hits,
-        trap_clients: trap_clients.len(),
-        mangled_hits,
-        mangled_addresses: mangled.len(),
+        trap_hits: t.trap_hits,
+        trap_clients: t.trap_clients.len(),
+        mangled_hits: t.mangled_hits,
+        mangled_addresses: t.mangled.len(),
         blocks,
         delays: DELAY_BUCKETS
             .iter()
@@ -154,6 +157,27 @@ pub fn report(store: &mut Store, days: u16) -> Result<Report, StoreError> {
             .collect(),
         by_day,
     })
+}
+
+/// Per day of `from..=to`: visitors served addresses, addresses served,
+/// mail.
+fn by_day(
+    store: &mut Store,
+    from: Day,
+    to: Day,
+    mail: &HashMap<Day, usize>,
+) -> Result<Vec<(Day, i64, i64, usize)>, StoreError> {
+    let served: HashMap<Day, (i64, i64)> = store
+        .visits_by_day(from, to)?
+        .into_iter()
+        .map(|(d, v, m)| (d, (v, m)))
+        .collect();
+    Ok(days_between(from, to)
+        .map(|d| {
+            let (v, m) = served.get(&d).copied().unwrap_or((0, 0));
+            (d, v, m, mail.get(&d).copied().unwrap_or(0))
+        })
+        .collect())
 }
 
 /// Every day from `from` to `to`, both included.
@@ -192,6 +216,26 @@ fn targets(
 pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Result<()> {
     writeln!(out, "addrmunge report {} .. {}", r.from, r.to)?;
     writeln!(out)?;
+    write_targets(out, r)?;
+    writeln!(out)?;
+    write_harvesters_and_blocks(out, r)?;
+    writeln!(out)?;
+    writeln!(out, "Harvest to first mail:")?;
+    for (label, n) in &r.delays {
+        writeln!(out, "  {label:<8} {n}")?;
+    }
+    writeln!(out)?;
+    writeln!(out, "By day (visitors served addresses, addresses served, mail):")?;
+    for (d, v, m, a) in &r.by_day {
+        if *v > 0 || *a > 0 {
+            writeln!(out, "  {d} {v:>6} {m:>8} {a:>6}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The addresses that drew mail, and the mangled copies.
+fn write_targets(out: &mut impl std::io::Write, r: &Report) -> std::io::Result<()> {
     writeln!(
         out,
         "Munged addresses that drew mail (most distinct clients first):"
@@ -225,7 +269,11 @@ pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Resul
             r.mangled_hits, r.mangled_addresses
         )?;
     }
-    writeln!(out)?;
+    Ok(())
+}
+
+/// Harvesters, trap hits and blocks, and the rules containment made.
+fn write_harvesters_and_blocks(out: &mut impl std::io::Write, r: &Report) -> std::io::Result<()> {
     writeln!(out, "Harvesters seen:")?;
     if r.harvesters.is_empty() {
         writeln!(out, "  none")?;
@@ -265,18 +313,6 @@ pub fn write_report(out: &mut impl std::io::Write, r: &Report) -> std::io::Resul
     )?;
     for rule in &r.contained {
         writeln!(out, "  {} at {}", rule, fmt_time(rule.created))?;
-    }
-    writeln!(out)?;
-    writeln!(out, "Harvest to first mail:")?;
-    for (label, n) in &r.delays {
-        writeln!(out, "  {label:<8} {n}")?;
-    }
-    writeln!(out)?;
-    writeln!(out, "By day (visitors served addresses, addresses served, mail):")?;
-    for (d, v, m, a) in &r.by_day {
-        if *v > 0 || *a > 0 {
-            writeln!(out, "  {d} {v:>6} {m:>8} {a:>6}")?;
-        }
     }
     Ok(())
 }
