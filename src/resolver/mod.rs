@@ -10,6 +10,7 @@
 pub mod containment;
 pub mod decide;
 pub mod exim;
+mod fresh;
 pub mod opensmtpd;
 pub mod policy;
 pub mod sendmail;
@@ -44,8 +45,6 @@ const VERDICTS: usize = 4096;
 /// domain at their longest. Longer keys are judged (invalid) every time
 /// instead of filling the cache with kilobytes each.
 const CACHED_KEY: usize = 64 + 1 + 253 + 2;
-/// Blocks made here and not yet seen in the store, at most.
-const FRESH_BLOCKS: usize = 100_000;
 
 /// What the store says right now, as the daemons see it.
 #[derive(Debug, Default)]
@@ -121,9 +120,9 @@ pub struct Metrics {
 /// Things for the writer thread.
 enum Write {
     Arrival(Arrival),
-    Block(IpAddr, i64, String),
+    Block(IpAddr, i64, String, Arc<fresh::WriteState>),
     /// A `[containment]` rule.
-    Rule(Scope, String),
+    Rule(Scope, String, Arc<fresh::WriteState>),
 }
 
 /// The settings a lookup needs, replaced whole on SIGHUP.
@@ -150,13 +149,10 @@ pub struct Resolver {
     settings: RwLock<Arc<Settings>>,
     snapshot: RwLock<Arc<Snapshot>>,
     verdicts: Mutex<Verdicts>,
-    /// Blocks made by this process that the store snapshot may not show yet.
-    fresh_blocks: Mutex<HashMap<IpAddr, i64>>,
+    /// Rules and blocks made here that the store snapshot may not show yet.
+    fresh: Mutex<fresh::Fresh>,
     /// `[containment]`'s evidence so far.
     tracker: Mutex<containment::Tracker>,
-    /// Rules made by containment here that the store may not show yet:
-    /// in force from the moment they are made.
-    fresh_rules: Mutex<Vec<Rule>>,
     writer: batch::Queue<Write>,
     /// Where the store is; a reload adopts the file there then.
     source: Arc<StoreSource>,
@@ -217,9 +213,8 @@ impl Resolver {
             }),
             settings: RwLock::new(settings),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            fresh_blocks: Mutex::new(HashMap::new()),
+            fresh: Mutex::default(),
             tracker: Mutex::default(),
-            fresh_rules: Mutex::default(),
             writer,
             source,
             conns: Conns::new(max_connections),
@@ -246,6 +241,11 @@ impl Resolver {
     /// an unreachable database (an outage, not a lost store) keeps them in
     /// use, marked stale (see [`Resolver::store_failed`]).
     fn refresh_once(&self, w: &mut RuleWatcher, faults: &mut FaultLog) {
+        if self.fresh().begin_read() {
+            // What was committed by now is in the read below, even when
+            // nothing else changed since the last one.
+            w.invalidate();
+        }
         let fresh = self.snapshot_fresh();
         let result = w.refresh().and_then(|changed| {
             if !changed && fresh {
@@ -272,13 +272,13 @@ impl Resolver {
         match result {
             Ok(Some(mut snap)) => {
                 faults.ok();
-                if let Ok(mut fresh) = self.fresh_blocks.lock() {
-                    fresh.retain(|ip, _| !snap.blocks.contains_key(ip));
-                }
                 // Under the lock containment adds its rules under, so none
                 // made meanwhile is left out.
                 let mut current = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
-                snap.rules = self.with_fresh_rules(&snap.rules);
+                let mut fresh = self.fresh();
+                fresh.settle(&snap.rules, &snap.blocks);
+                snap.rules = fresh.with_rules(&snap.rules);
+                drop(fresh);
                 *current = Arc::new(snap);
             }
             Ok(None) => faults.ok(),
@@ -315,17 +315,8 @@ impl Resolver {
         }
     }
 
-    /// `rules` and the containment rules made here that they lack (those
-    /// they hold are forgotten: the store has them).
-    fn with_fresh_rules(&self, rules: &Arc<RuleSet>) -> Arc<RuleSet> {
-        let mut fresh = self.fresh_rules.lock().unwrap_or_else(|e| e.into_inner());
-        fresh.retain(|f| !rules.rules().iter().any(|r| r.scope == f.scope));
-        if fresh.is_empty() {
-            return Arc::clone(rules);
-        }
-        let mut all = rules.rules().to_vec();
-        all.extend(fresh.iter().cloned());
-        Arc::new(RuleSet::new(all))
+    fn fresh(&self) -> std::sync::MutexGuard<'_, fresh::Fresh> {
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes one RCPT into `[containment]`'s account, and cuts off the
@@ -361,15 +352,14 @@ impl Resolver {
                     created: now,
                 };
                 let mut current = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
-                self.fresh_rules
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(rule);
+                let state = self.fresh().add_rule(rule.clone());
                 let mut next = current.marked(current.ok, current.stale);
-                next.rules = self.with_fresh_rules(&current.rules);
+                let mut all = current.rules.rules().to_vec();
+                all.push(rule);
+                next.rules = Arc::new(RuleSet::new(all));
                 *current = Arc::new(next);
                 drop(current);
-                self.queue(Write::Rule(scope, reason));
+                self.queue(Write::Rule(scope, reason, state));
                 true
             }
         }
@@ -512,25 +502,14 @@ impl Resolver {
     pub fn blocked(&self, ip: IpAddr) -> Option<i64> {
         let now = now_unix();
         let from_store = self.snapshot().blocks.get(&ip).copied();
-        let fresh = self.fresh_blocks.lock().ok().and_then(|f| f.get(&ip).copied());
+        let fresh = self.fresh().block(ip);
         from_store.into_iter().chain(fresh).filter(|&u| u > now).max()
     }
 
     /// Blocks a client until `until` (Unix seconds).
     pub fn block(&self, ip: IpAddr, until: i64, reason: &str) {
-        let now = now_unix();
-        if let Ok(mut f) = self.fresh_blocks.lock() {
-            // Held until the store shows them; while it cannot be written
-            // (or a flood outruns it), bounded: ended blocks go first, and
-            // past the cap the store's own copy must do.
-            if f.len() >= FRESH_BLOCKS {
-                f.retain(|_, u| *u > now);
-            }
-            if f.len() < FRESH_BLOCKS {
-                f.insert(ip, until);
-            }
-        }
-        self.queue(Write::Block(ip, until, reason.to_owned()));
+        let state = self.fresh().add_block(ip, until, now_unix());
+        self.queue(Write::Block(ip, until, reason.to_owned(), state));
     }
 
     /// Records an arrival (batched; dropped and counted if the queue is full).
@@ -588,15 +567,23 @@ impl batch::Sink for ArrivalsAndBlocks {
         for w in batch {
             match w {
                 Write::Arrival(a) => arrivals.push(a.clone()),
-                Write::Block(ip, until, reason) => blocks.push((*ip, *until, reason.clone())),
-                // First, and each in its own transaction: adding a rule
-                // again is harmless when a failed batch is retried.
-                Write::Rule(scope, reason) => {
+                Write::Block(ip, until, reason, _) => blocks.push((*ip, *until, reason.clone())),
+                // First, each in its own transaction; a retried batch skips
+                // those written, which the owner may have lifted since.
+                Write::Rule(scope, reason, state) if state.pending() => {
                     store.expire(scope, reason)?;
+                    state.committed();
                 }
+                Write::Rule(..) => {}
             }
         }
-        store.write_batch(&arrivals, &blocks)
+        store.write_batch(&arrivals, &blocks)?;
+        for w in batch {
+            if let Write::Block(.., state) = w {
+                state.committed();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -853,14 +840,14 @@ mod tests {
         let long = format!("{}@plover.com", "a".repeat(5000));
         answer(&r, &long);
         assert!(r.verdicts.lock().unwrap().map.is_empty(), "a 5 kB key was cached");
-        for i in 0..(FRESH_BLOCKS as u32 + 50) {
+        for i in 0..(fresh::FRESH_BLOCKS as u32 + 50) {
             r.block(
                 IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
                 now_unix() + 60,
                 "trap",
             );
         }
-        assert!(r.fresh_blocks.lock().unwrap().len() <= FRESH_BLOCKS);
+        assert!(r.fresh().block_count() <= fresh::FRESH_BLOCKS);
     }
 
     #[test]
@@ -900,5 +887,54 @@ mod tests {
         let now = r.judge(&a).unwrap();
         assert!(!Arc::ptr_eq(&expired, &now));
         assert_eq!(now.verdict.status, Status::Invalid);
+    }
+
+    /// A rule this resolver made itself and the owner lifted at once
+    /// (before any refresh saw it written) is lifted here too.
+    #[test]
+    fn a_rule_lifted_right_after_it_was_written_is_lifted_here() {
+        let (dir, r, keys) = resolver("[[protect]]\ndomain = \"plover.com\"\n[containment]\nnetworks = 2\n");
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let claims = crate::Claims::visit(Kind::Visitor, Day::today(), ip);
+        let a = format!("mjd-id-{}@plover.com", keys.encode("mjd@plover.com", "", &claims));
+        let (s, now) = (r.settings(), now_unix());
+        for client in ["198.51.100.1", "192.0.2.1"] {
+            let judgement = r.judge(&a).unwrap();
+            let client = client.parse().unwrap();
+            r.contain(
+                &s,
+                &containment::Sighting {
+                    judgement,
+                    client,
+                    blocked: false,
+                },
+                now,
+            );
+        }
+        assert_eq!(r.judge(&a).unwrap().verdict.status, Status::Expired);
+        let spammer: IpAddr = "198.51.100.1".parse().unwrap();
+        r.block(spammer, now + 3600, "trap");
+        let mut store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        let wait = |what: &str, ok: &mut dyn FnMut() -> bool| {
+            let start = std::time::Instant::now();
+            while !ok() {
+                assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let mut rule = None;
+        wait("written", &mut || {
+            rule = store.rules().unwrap().first().map(|r| r.scope.clone());
+            rule.is_some() && !store.blocks(now).unwrap().is_empty()
+        });
+        // Lifted within a millisecond or so of the write: no refresh (every
+        // 250 ms) has read the store in between, most times.
+        store.unexpire(&rule.unwrap()).unwrap();
+        wait("unexpire never seen", &mut || {
+            r.judge(&a).unwrap().verdict.status == Status::Valid
+        });
+        // The block, read back from the store, stays in force.
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(r.blocked(spammer).is_some());
     }
 }

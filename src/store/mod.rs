@@ -340,6 +340,12 @@ impl RuleWatcher {
         Ok(true)
     }
 
+    /// Makes the next [`refresh`](Self::refresh) read the rules whether or
+    /// not anything changed.
+    pub fn invalidate(&mut self) {
+        self.version = None;
+    }
+
     /// The store it watches, if it is still the pinned file.
     pub fn store(&mut self) -> Result<&mut Store, StoreError> {
         self.store.store()
