@@ -51,6 +51,7 @@
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod audit;
 pub mod check;
 pub mod config;
 pub mod conns;

@@ -267,6 +267,8 @@ pub enum TokenError {
 pub struct Key {
     id: u8,
     tweak_key: [u8; 32],
+    /// Signs `addrmunge audit`'s requests (see [`KeyRing::audit_mark`]).
+    audit_key: [u8; 32],
 }
 
 impl fmt::Debug for Key {
@@ -291,7 +293,12 @@ impl Key {
     pub fn new(master: &[u8; 32]) -> Key {
         let id = hmac(master, &[b"addrmunge v1 key id"])[0] & 31;
         let tweak_key = hmac(master, &[b"addrmunge v1 tweak key"]);
-        Key { id, tweak_key }
+        let audit_key = hmac(master, &[b"addrmunge v1 audit mark"]);
+        Key {
+            id,
+            tweak_key,
+            audit_key,
+        }
     }
 
     /// The key-id character that starts every token made with this key.
@@ -469,6 +476,9 @@ pub enum KeyFileError {
     },
 }
 
+/// The bytes of an audit mark (128 bits).
+const AUDIT_MARK_BYTES: usize = 16;
+
 /// The keys of a key file: the first encodes, all decode.
 #[derive(Debug, Clone)]
 pub struct KeyRing {
@@ -595,6 +605,35 @@ impl KeyRing {
     /// Always false: a ring holds at least one key.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// The mark `addrmunge audit` sends on `day` so that the proxy knows the
+    /// owner's own audit (never logged as a visit, never caught as a
+    /// harvester): only a holder of the key can make it, and it is good for
+    /// that day and the next.
+    pub fn audit_mark(&self, day: Day) -> String {
+        let mac = hmac(&self.keys[0].audit_key, &[&day.number().to_be_bytes()]);
+        data_encoding::HEXLOWER.encode(&mac[..AUDIT_MARK_BYTES])
+    }
+
+    /// Whether `mark` is [`Self::audit_mark`] of any key for `today` or
+    /// yesterday (an audit running over midnight). Constant time.
+    pub fn is_audit_mark(&self, mark: &str, today: Day) -> bool {
+        let Ok(given) = data_encoding::HEXLOWER_PERMISSIVE.decode(mark.trim().as_bytes()) else {
+            return false;
+        };
+        if given.len() != AUDIT_MARK_BYTES {
+            return false;
+        }
+        let days = [today, Day::from_number(today.number().saturating_sub(1))];
+        self.keys.iter().any(|k| {
+            days.iter().any(|d| {
+                let mut mac =
+                    HmacSha256::new_from_slice(&k.audit_key).expect("HMAC takes keys of any length");
+                mac.update(&d.number().to_be_bytes());
+                mac.verify_truncated_left(&given).is_ok()
+            })
+        })
     }
 
     /// The key-id character of the encoding key.

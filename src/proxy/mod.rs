@@ -12,6 +12,8 @@
 //! chunk and a client that goes away drops (cancels) the upstream request.
 
 pub mod acme;
+mod audit;
+pub use audit::HEADER as AUDIT_HEADER;
 mod body;
 pub mod crawlers;
 pub mod harvest;
@@ -112,6 +114,8 @@ pub struct Proxy {
     /// Where the store is; a reload adopts the file there then.
     source: Arc<StoreSource>,
     caught: Caught,
+    /// Where the owner's `addrmunge audit` runs from today.
+    auditors: audit::Auditors,
     /// HTTPS, when `tls_listen` is set.
     https: Option<Https>,
     /// Counters for the admin listener.
@@ -190,6 +194,7 @@ impl Proxy {
             visits: Arc::new(visits),
             source,
             caught,
+            auditors: audit::Auditors::default(),
             https,
             metrics,
         }))

@@ -114,8 +114,11 @@ impl Proxy {
         // A crawler's network or its DNS names are its proof of identity:
         // its User-Agent is not judged, and it is never caught (its copies
         // are everyone's).
-        let crawler = st.config.crawlers.contains(ip) || st.crawlers.is_crawler(ip, &user_agent);
-        let agent = (!crawler)
+        let audit = self
+            .auditors
+            .is_audit(&st.keys, ip, day, req.headers(), &user_agent);
+        let crawler = !audit && (st.config.crawlers.contains(ip) || st.crawlers.is_crawler(ip, &user_agent));
+        let agent = (!crawler && !audit)
             .then(|| harvest::match_agent(&st.config.agents, &user_agent).cloned())
             .flatten();
         let path = req
@@ -123,7 +126,7 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "/".into());
-        let caught = !crawler && self.caught.contains(&visitor, day);
+        let caught = !crawler && !audit && self.caught.contains(&visitor, day);
         if agent.is_some() || caught {
             self.metrics.harvester_requests.fetch_add(1, Ordering::Relaxed);
         }
@@ -140,7 +143,8 @@ impl Proxy {
             started,
             munged: Arc::new(AtomicU64::new(0)),
             _busy: busy,
-            visit: Some(VisitNote {
+            // The owner's own audit is no visit to report on.
+            visit: (!audit).then(|| VisitNote {
                 log: Arc::clone(&self.visits),
                 day,
                 visitor,
