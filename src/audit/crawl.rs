@@ -37,7 +37,8 @@ pub struct Options {
     pub delay: Duration,
     /// Obey robots.txt's `Disallow` for `User-agent: *`.
     pub robots: bool,
-    /// The largest body read, decoded (more is cut off and said so).
+    /// The largest body read, coded or decoded: a larger one is not read,
+    /// and its page says so.
     pub max_body: usize,
     /// Paths never fetched (the bait page: it would catch the auditor).
     pub skip: Vec<String>,

@@ -1,9 +1,8 @@
 //! Copying another store's rows into a PostgreSQL store (`store copy`),
 //! idempotently: what is there already is left alone.
 
-use super::{Postgres, pg_error};
+use super::{Postgres, pg_error, with_arrival};
 use crate::store::{Counts, Dump, StoreError};
-use crate::token::Kind;
 
 /// Adds what `dump` holds and `pg` does not, in one transaction.
 pub(super) fn import(pg: &mut Postgres, dump: &Dump) -> Result<Counts, StoreError> {
@@ -60,22 +59,7 @@ fn arrivals(tx: &mut Tx<'_>, dump: &Dump) -> Result<usize, postgres::Error> {
                  AND visitor IS NOT DISTINCT FROM $8 AND day IS NOT DISTINCT FROM $9 AND status = $10)",
     )?;
     for a in &dump.arrivals {
-        let day = a.day.map(|d| i32::from(d.number()));
-        n += tx.execute(
-            &arrival,
-            &[
-                &a.time,
-                &a.client_ip,
-                &a.helo,
-                &a.sender,
-                &a.recipient,
-                &a.base,
-                &a.kind.map(Kind::as_str),
-                &a.visitor,
-                &day,
-                &a.status.as_str(),
-            ],
-        )? as usize;
+        n += with_arrival(a, |params| tx.execute(&arrival, params))? as usize;
     }
     Ok(n)
 }

@@ -373,22 +373,7 @@ impl Backend for Postgres {
             )
             .map_err(e)?;
         for a in arrivals {
-            tx.execute(
-                &ins,
-                &[
-                    &a.time,
-                    &a.client_ip,
-                    &a.helo,
-                    &a.sender,
-                    &a.recipient,
-                    &a.base,
-                    &a.kind.map(Kind::as_str),
-                    &a.visitor,
-                    &a.day.map(|d| i32::from(d.number())),
-                    &a.status.as_str(),
-                ],
-            )
-            .map_err(e)?;
+            with_arrival(a, |params| tx.execute(&ins, params)).map_err(e)?;
         }
         let blk = tx.prepare(UPSERT_BLOCK).map_err(e)?;
         for (ip, until, reason) in blocks {
@@ -425,6 +410,24 @@ const UPSERT_BLOCK: &str = "INSERT INTO blocks(ip, until, reason, created) VALUE
 fn columns(scope: &Scope) -> (Option<i32>, Option<String>, Option<String>) {
     let (day, net, address) = scope.columns();
     (day.and_then(|d| i32::try_from(d).ok()), net, address)
+}
+
+/// Runs `f` with an arrival's columns as the `$1..$10` of
+/// `(time, client_ip, helo, sender, recipient, base, kind, visitor, day, status)`.
+fn with_arrival<T>(a: &Arrival, f: impl FnOnce(&[&(dyn postgres::types::ToSql + Sync)]) -> T) -> T {
+    let (kind, day) = (a.kind.map(Kind::as_str), a.day.map(|d| i32::from(d.number())));
+    f(&[
+        &a.time,
+        &a.client_ip,
+        &a.helo,
+        &a.sender,
+        &a.recipient,
+        &a.base,
+        &kind,
+        &a.visitor,
+        &day,
+        &a.status.as_str(),
+    ])
 }
 
 fn pg_error(at: &Location, source: postgres::Error) -> StoreError {
