@@ -253,6 +253,32 @@ pub struct Protection {
     by_domain: HashMap<Box<[u8]>, usize>,
     separator: String,
     max_domain_len: usize,
+    spellings: Spellings,
+}
+
+/// How the owner's own spelled-out addresses are written (`john [at]
+/// plover [dot] com`): the words standing for `@` and `.`, lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spellings {
+    /// Whether the proxy recognises spelled-out addresses at all.
+    pub enabled: bool,
+    /// Words for `@`: `[at]`, `(at)`, `{at}`, and ` at ` between spaces.
+    pub at: Vec<String>,
+    /// Words for `.`, in the same forms.
+    pub dot: Vec<String>,
+}
+
+impl Default for Spellings {
+    /// The words the harvesters we know of undo (English, Spanish,
+    /// German, French, Italian).
+    fn default() -> Self {
+        let words = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect();
+        Spellings {
+            enabled: true,
+            at: words(&["at", "arroba", "chez", "klammeraffe", "\u{e4}t"]),
+            dot: words(&["dot", "punkt", "punto", "point"]),
+        }
+    }
 }
 
 impl Protection {
@@ -275,7 +301,19 @@ impl Protection {
             by_domain,
             separator: separator.to_ascii_lowercase(),
             max_domain_len,
+            spellings: Spellings::default(),
         }
+    }
+
+    /// The same rules with other spelled-out forms recognised.
+    pub fn with_spellings(mut self, spellings: Spellings) -> Protection {
+        self.spellings = spellings;
+        self
+    }
+
+    /// How spelled-out addresses are written.
+    pub fn spellings(&self) -> &Spellings {
+        &self.spellings
     }
 
     /// The entries, in config order.

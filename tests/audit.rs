@@ -15,13 +15,14 @@ use common::nginx::Nginx;
 use common::proxy::Proxy;
 
 /// The fixture site behind the proxy. text/plain passes through
-/// unrewritten, on purpose; the audit's own User-Agent is a harvester's
-/// here, so only its mark keeps it from being caught.
+/// unrewritten, and only "at" and "dot" are words for `@` and `.`, on
+/// purpose; the audit's own User-Agent is a harvester's here, so only its
+/// mark keeps it from being caught.
 fn site() -> (Nginx, Proxy) {
     let nginx = Nginx::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit"));
     let proxy = Proxy::start(
         nginx.port,
-        "rewrite_types = [\"text/html\", \"application/json\"]\n\n[harvesters]\nuser_agents = [\"addrmunge-audit\"]\n",
+        "rewrite_types = [\"text/html\", \"application/json\"]\n\n[harvesters]\nuser_agents = [\"addrmunge-audit\"]\n\n[spelled]\nat = [\"at\"]\ndot = [\"dot\"]\n",
     );
     (nginx, proxy)
 }
@@ -120,6 +121,7 @@ fn the_audit_finds_exactly_the_leaks_there_are() {
         on("/") == 1 && on("clean.html") == 1,
         "one munged address a page: {munged:#?}"
     );
+    assert_eq!(on("spelled.html"), 1, "{munged:#?}");
     for m in munged {
         assert_eq!(
             (m["ok"].as_bool(), m["ip"].as_str()),
@@ -146,6 +148,39 @@ fn the_audit_finds_exactly_the_leaks_there_are() {
     let (_, page) = common::proxy::fetch_as(proxy.port, "127.0.0.9", "addrmunge-audit/0", "/clean.html");
     let found = common::proxy::munged_addresses(&page);
     assert_eq!(proxy.decode(&found[..1])[0]["kind"], "trap", "{page}");
+}
+
+/// The owner's own spelled-out forms get the visitor's ID where a
+/// harvester's reassembled address has it, each one.
+#[test]
+fn the_proxy_munges_the_owners_spelled_out_addresses() {
+    let (_nginx, proxy) = site();
+    let (status, page) = common::proxy::fetch_as(proxy.port, "127.0.0.1", "Mozilla/5.0", "/spelled.html");
+    assert_eq!(status, 200);
+    let tokens: Vec<&str> = page
+        .match_indices("mjd-id-")
+        .map(|(i, _)| &page[i + 7..i + 7 + 24])
+        .collect();
+    assert_eq!(tokens.len(), 6, "{page}");
+    for form in [
+        " [at] plover [dot] com",
+        "(at)plover.com",
+        " at plover dot com",
+        "<span></span>@plover.com",
+        "@<!-- -->plover.com",
+        "</b>@<i>plover</i>.<i>com</i>",
+    ] {
+        let spelled = page
+            .match_indices(form)
+            .any(|(i, _)| page[..i].ends_with(tokens[0]));
+        assert!(spelled, "{form} without the ID before it: {page}");
+    }
+    let decoded = proxy.decode(&[format!("mjd-id-{}@plover.com", tokens[0])]);
+    assert_eq!(
+        (decoded[0]["kind"].as_str(), decoded[0]["ip"].as_str()),
+        (Some("visitor"), Some("127.0.0.1")),
+        "{decoded:?}"
+    );
 }
 
 #[test]

@@ -11,6 +11,8 @@ use data_encoding::{BASE64, HEXLOWER_PERMISSIVE};
 use regex::Regex;
 use std::sync::LazyLock;
 
+use crate::scan::INLINE;
+
 /// One way of reading a page, as `audit --help` lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -231,12 +233,6 @@ fn tags(t: &Text) -> Text {
     }
     out
 }
-
-/// Elements whose tags do not break a word in rendered text.
-const INLINE: &[&str] = &[
-    "a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "dfn", "em", "font", "i", "kbd", "mark", "q",
-    "s", "samp", "small", "span", "strong", "sub", "sup", "time", "u", "var", "wbr",
-];
 
 /// The lowercase name of the tag `s` starts with (`<b>`, `</span >`).
 fn tag_name(s: &str) -> String {

@@ -45,7 +45,7 @@ pub fn page(matcher: &Arc<Matcher>, page: &str) -> Vec<Finding> {
             for f in leaks(matcher, &text).into_iter().chain(others(matcher, &text)) {
                 // One place, one finding: the munged address a decoding
                 // passes through unchanged is the raw one.
-                if seen.insert((f.0.clone(), f.2)) {
+                if !found_near(&out, &f, d) && seen.insert((f.0.clone(), f.2)) {
                     out.push(Finding {
                         address: f.0,
                         kind: f.1,
@@ -58,6 +58,23 @@ pub fn page(matcher: &Arc<Matcher>, page: &str) -> Vec<Finding> {
     }
     out.sort_by_key(|f| (f.kind, f.offset));
     out
+}
+
+/// How far after the scanner's place for a spelled-out address another
+/// reading can put it: the scanner finds `mjd [at] plover [dot] com` where
+/// its local part ends, the `words` and `tags` readings at the `@` they
+/// put in place of the word or after the tags (within the scanner's gap).
+const SAME_PLACE: usize = 256;
+
+/// Whether another reading found this leak already, a little before.
+fn found_near(out: &[Finding], f: &(String, Kind, usize), d: Decoding) -> bool {
+    f.1 == Kind::Leak
+        && out.iter().any(|o| {
+            o.kind == Kind::Leak
+                && o.decoding != d
+                && o.address == f.0
+                && (o.offset..=o.offset + SAME_PLACE).contains(&f.2)
+        })
 }
 
 /// The addresses the proxy's scanner would munge in `text`.
@@ -130,7 +147,7 @@ mod tests {
         assert_eq!(
             kinds(page_text),
             [
-                ("mjd@plover.com".into(), Kind::Leak, Decoding::Words),
+                ("mjd@plover.com".into(), Kind::Leak, Decoding::Raw),
                 (
                     "mjd-id-0123456789abcdefghjkmnpq@plover.com".into(),
                     Kind::Munged,
@@ -146,6 +163,17 @@ mod tests {
         let f = page(&matcher(), "x mjd&#64;plover.com");
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!((f[0].decoding, f[0].offset), (Decoding::Raw, 5));
+    }
+
+    /// The scanner reads the owner's spelled-out forms: such an address
+    /// the proxy left alone is a leak in the raw reading, found once.
+    #[test]
+    fn a_spelled_out_address_in_clear_is_one_leak() {
+        for text in ["x mjd<span></span>@plover.com", "x mjd (at) plover (dot) com"] {
+            let f = page(&matcher(), text);
+            assert_eq!(f.len(), 1, "{f:?}");
+            assert_eq!((f[0].decoding, f[0].offset), (Decoding::Raw, 5), "{text}");
+        }
     }
 
     #[test]

@@ -250,6 +250,17 @@ fn write_protected(c: &addrmunge::Config, keys: &addrmunge::KeyRing, out: &mut i
             )?;
         }
     }
+    let s = c.protection.spellings();
+    if s.enabled {
+        writeln!(
+            out,
+            "spelled:   spelled-out addresses get IDs too: [at] (at) {{at}} <span></span>@, words for @: {}; for .: {}",
+            s.at.join(", "),
+            s.dot.join(", ")
+        )?;
+    } else {
+        writeln!(out, "spelled:   off: only addresses with an @ get IDs")?;
+    }
     Ok(())
 }
 

@@ -154,6 +154,7 @@ impl Config {
         })?;
         let state = Location::parse(state, dir).map_err(|e| problem("state", e))?;
         let (protection, warnings) = protect::protection(raw.separator.as_deref(), &raw.protect)?;
+        let protection = protection.with_spellings(protect::spellings(&raw.spelled)?);
         let proxy = ProxySettings::from_raw(&raw.proxy, &resolve, &state)?;
         let resolver = ResolverSettings::from_raw(&raw.resolver)?;
         let traps = TrapSettings::from_raw(&raw.traps)?;
@@ -279,6 +280,31 @@ exempt = ["*-subscribe"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("proxy.send_timeout"), "{e}");
+    }
+
+    #[test]
+    fn spelled_words_are_configurable_and_checked() {
+        let c = load(OK).unwrap();
+        assert_eq!(c.protection.spellings(), &crate::address::Spellings::default());
+        let c = load(&format!("{OK}[spelled]\nat = [\"AT\", \"\u{e4}t\"]\ndot = []\n")).unwrap();
+        let s = c.protection.spellings();
+        assert_eq!(
+            (s.enabled, s.at.clone(), s.dot.len()),
+            (true, vec!["at".into(), "\u{e4}t".into()], 0)
+        );
+        assert!(
+            !load(&format!("{OK}[spelled]\nenabled = false\n"))
+                .unwrap()
+                .protection
+                .spellings()
+                .enabled
+        );
+        for bad in ["\"\"", "\"at sign\"", "\"[at]\""] {
+            let e = load(&format!("{OK}[spelled]\nat = [{bad}]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("spelled.at") && e.contains("one word"), "{e}");
+        }
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::schema::{RawBait, RawProtect};
+use super::schema::{RawBait, RawProtect, RawSpelled};
 use super::values::{Problem, problem};
-use crate::address::{self, Glob, MAX_LOCAL, Protect, Protection};
+use crate::address::{self, Glob, MAX_LOCAL, Protect, Protection, Spellings};
 
 /// The default separator between a base local part and its ID (Dominus's).
 pub const DEFAULT_SEPARATOR: &str = "-id-";
@@ -47,6 +47,37 @@ pub fn protection(separator: Option<&str>, raw: &[RawProtect]) -> Result<(Protec
         entries.push(entry);
     }
     Ok((Protection::new(entries, separator), warnings))
+}
+
+/// `[spelled]`: the words standing for `@` and `.` in spelled-out addresses.
+pub fn spellings(raw: &RawSpelled) -> Result<Spellings, Problem> {
+    let default = Spellings::default();
+    let words = |key: &str, given: &Option<Vec<String>>, default: Vec<String>| {
+        let Some(given) = given else {
+            return Ok(default);
+        };
+        given
+            .iter()
+            .map(|w| spelled_word(w).map_err(|m| problem(format!("spelled.{key}"), m)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(Spellings {
+        enabled: raw.enabled.unwrap_or(default.enabled),
+        at: words("at", &raw.at, default.at)?,
+        dot: words("dot", &raw.dot, default.dot)?,
+    })
+}
+
+/// One word for `@` or `.`, lowercase.
+fn spelled_word(w: &str) -> Result<String, String> {
+    let ok = !w.is_empty() && w.len() <= 32 && w.chars().all(char::is_alphabetic);
+    if ok {
+        Ok(w.to_lowercase())
+    } else {
+        Err(format!(
+            "'{w}' must be one word of 1 to 32 letters, as written between brackets or spaces (\"at\" for `john [at] plover.com`)"
+        ))
+    }
 }
 
 /// One `[[protect]]` entry; `growth` is what munging adds to a local part.

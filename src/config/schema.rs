@@ -37,10 +37,26 @@ pub struct RawConfig {
     /// Search engines' crawlers.
     #[serde(default)]
     pub crawlers: RawCrawlers,
+    /// How the owner's own spelled-out addresses are written.
+    #[serde(default)]
+    pub spelled: RawSpelled,
     /// Automatic containment by the resolver; off when the section is absent.
     pub containment: Option<RawContainment>,
     /// How long the visit log and mail arrivals are kept: `180d`.
     pub retention: Option<String>,
+}
+
+/// `[spelled]`: addresses the owner's pages spell out for people
+/// (`john [at] plover [dot] com`); the proxy gives them IDs too.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpelled {
+    /// Recognise them at all (default true).
+    pub enabled: Option<bool>,
+    /// Words for `@` (default: at, arroba, chez, klammeraffe, ät).
+    pub at: Option<Vec<String>>,
+    /// Words for `.` (default: dot, punkt, punto, point).
+    pub dot: Option<Vec<String>>,
 }
 
 /// `[containment]`: the resolver expires a harvested visitor-day by itself

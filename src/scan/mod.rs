@@ -34,11 +34,21 @@
 //! chunks equals the one-shot output, and memory per stream is a constant
 //! independent of the input's size.
 
+mod spelled;
+
 use std::sync::Arc;
 
 use memchr::{memchr, memchr3};
 
+use self::spelled::{Reading, Spelled, Spelt};
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
+
+/// Elements whose tags do not break a word in rendered text: an address
+/// split by them reads whole (`john<span></span>@plover.com`).
+pub const INLINE: &[&str] = &[
+    "a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "dfn", "em", "font", "i", "kbd", "mark", "q",
+    "s", "samp", "small", "span", "strong", "sub", "sup", "time", "u", "var", "wbr",
+];
 
 /// The longest spelling of one character we decode, in bytes: a numeric
 /// reference with leading zeros, possibly double-encoded (`&amp;#x0040;`).
@@ -73,7 +83,9 @@ pub struct Found<'a> {
     pub domain: &'a str,
     /// The index of the `[[protect]]` entry that protects it.
     pub entry: usize,
-    /// Where its `@` (in whatever spelling) starts in the stream, in bytes.
+    /// Where its ID goes in the stream, in bytes: where its `@` (in
+    /// whatever spelling) starts, or for a spelled-out address
+    /// (`john [at] plover [dot] com`) where its local part ends.
     pub offset: u64,
 }
 
@@ -105,7 +117,8 @@ pub trait Munger {
     fn munge(&mut self, found: &Found<'_>, out: &mut Vec<u8>);
 
     /// A domain written instead of the found one (Dominus's plan for
-    /// EmailSiphon: send its addresses elsewhere); `None` keeps it.
+    /// EmailSiphon: send its addresses elsewhere); `None` keeps it. A
+    /// spelled-out address keeps its domain as spelled.
     fn domain(&self, _found: &Found<'_>) -> Option<&str> {
         None
     }
@@ -126,12 +139,36 @@ impl<F: FnMut(&Found<'_>, &mut Vec<u8>)> Munger for F {
 #[derive(Debug)]
 pub struct Matcher {
     protection: Arc<Protection>,
+    /// Recognises spelled-out addresses, unless they are not to be.
+    spelled: Option<Spelled>,
 }
 
 impl Matcher {
     /// Builds the matcher for a protection.
     pub fn new(protection: Arc<Protection>) -> Arc<Matcher> {
-        Arc::new(Matcher { protection })
+        let spelled = Spelled::new(&protection);
+        Arc::new(Matcher { protection, spelled })
+    }
+
+    /// Bytes after a candidate's first byte that deciding it can need: its
+    /// `@` spelling, the longest protected domain (and trailing dots) in the
+    /// longest spellings, and the characters after it.
+    fn lookahead(&self) -> usize {
+        // +3: the `@`, and after the domain the two characters that tell a
+        // remote (`:path`) from an address.
+        (self.protection.max_domain_len() + TRAILING_DOTS + 3) * MAX_FORM
+    }
+
+    /// How far before a candidate an ID can go: bytes not to write out
+    /// ahead of an undecided one.
+    fn reach(&self) -> usize {
+        self.spelled.as_ref().map_or(0, Spelled::reach)
+    }
+
+    /// Bytes held back at the end of what arrived: an `@` spelling may
+    /// start there, or a spelled-out address's ID go there.
+    fn hold(&self) -> usize {
+        HOLD.max(self.reach())
     }
 
     /// The protection this matcher applies.
@@ -196,13 +233,62 @@ struct Cursor {
     emitted: usize,
     /// Candidates before this index have been dealt with.
     scan_from: usize,
-    /// The next `\\` at or after some earlier `scan_from`, if one was found
-    /// before `backslash_searched_to`.
-    backslash: Option<usize>,
-    /// `data[..backslash_searched_to]` holds no unreported backslash.
-    backslash_searched_to: usize,
+    /// The next `@`, `&` or `%`, searched once for many candidates when
+    /// spelled-out addresses' candidates come between.
+    common: Ahead,
+    /// The next `\\`, searched once for many candidates.
+    backslash: Ahead,
+    /// The next first label of a protected domain, likewise.
+    label: Ahead,
+    /// Where the `@` of the last address munged ends: its domain is no
+    /// spelled-out address's.
+    after_match: Option<usize>,
     /// Where `data[0]` is in the stream.
     base: u64,
+}
+
+/// The next match of a search that is rarer than the candidates it is
+/// merged with, kept so that the bytes are searched once.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ahead {
+    /// The next match at or after some earlier `scan_from`, if one was
+    /// found before `searched_to`.
+    next: Option<usize>,
+    /// `data[..searched_to]` holds no unreported match that ends there.
+    searched_to: usize,
+}
+
+impl Ahead {
+    /// The next match at or after `from`; `overlap` is how many bytes
+    /// before `searched_to` a match found only now may start (a pattern's
+    /// length less one).
+    fn find(
+        &mut self,
+        data: &[u8],
+        from: usize,
+        overlap: usize,
+        search: impl Fn(&[u8]) -> Option<usize>,
+    ) -> Option<usize> {
+        if let Some(b) = self.next.filter(|&b| b >= from) {
+            return Some(b);
+        }
+        if self.next.is_none() && self.searched_to == data.len() {
+            return None; // searched to the end, and no bytes came since
+        }
+        let start = if self.next.is_some() {
+            from
+        } else {
+            from.max(self.searched_to.saturating_sub(overlap))
+        };
+        // Nothing new to search (the usual case) costs no call.
+        self.next = if start < data.len() {
+            search(&data[start..]).map(|i| start + i)
+        } else {
+            None
+        };
+        self.searched_to = data.len();
+        self.next
+    }
 }
 
 impl Cursor {
@@ -213,8 +299,10 @@ impl Cursor {
         Cursor {
             emitted: self.emitted - shift,
             scan_from: self.scan_from - shift,
-            backslash: None,
-            backslash_searched_to: 0,
+            common: Ahead::default(),
+            backslash: Ahead::default(),
+            label: Ahead::default(),
+            after_match: self.after_match.and_then(|a| a.checked_sub(shift)),
             base: self.base + shift as u64,
         }
     }
@@ -228,33 +316,18 @@ impl Cursor {
         self.scan_from = self.scan_from.max(limit);
     }
 
-    /// The next byte at or after `scan_from` that can start a spelling of `@`.
-    fn next_candidate(&mut self, data: &[u8]) -> Option<usize> {
+    /// The next byte at or after `scan_from` that can start a spelling of
+    /// `@`, or a protected domain's first label.
+    fn next_candidate(&mut self, data: &[u8], spelled: Option<&Spelled>) -> Option<usize> {
         let from = self.scan_from;
-        let common = memchr3(b'@', b'&', b'%', &data[from..]).map(|i| from + i);
-        let bs = match self.backslash {
-            Some(b) if b >= from => Some(b),
-            seen => {
-                let start = if seen.is_some() {
-                    from
-                } else {
-                    from.max(self.backslash_searched_to)
-                };
-                // Nothing new to search (the usual case: no backslash in
-                // the bytes) costs no call.
-                self.backslash = if start < data.len() {
-                    memchr(b'\\', &data[start..]).map(|i| start + i)
-                } else {
-                    None
-                };
-                self.backslash_searched_to = data.len();
-                self.backslash
-            }
+        let common = match spelled {
+            // Labels may come between: search each stretch once.
+            Some(_) => self.common.find(data, from, 0, |d| memchr3(b'@', b'&', b'%', d)),
+            None => memchr3(b'@', b'&', b'%', &data[from..]).map(|i| from + i),
         };
-        match (common, bs) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let bs = self.backslash.find(data, from, 0, |d| memchr(b'\\', d));
+        let label = spelled.and_then(|s| self.label.find(data, from, s.overlap(), |d| s.find(d)));
+        [common, bs, label].into_iter().flatten().min()
     }
 }
 
@@ -286,8 +359,9 @@ struct Scratch {
 impl Decider {
     /// One pass over `data`: decides every candidate from `cur.scan_from`
     /// up to (not including) `stop`, writing the bytes before each match
-    /// and its insertion to `out`. Returns the first candidate that cannot
-    /// be decided without bytes past the end of `data` (unless `eof`).
+    /// and its insertion to `out`. Returns how far bytes can be written
+    /// out when a candidate cannot be decided without bytes past the end
+    /// of `data` (unless `eof`).
     fn scan(
         &mut self,
         data: &[u8],
@@ -297,55 +371,131 @@ impl Decider {
         out: &mut Vec<u8>,
         munger: &mut impl Munger,
     ) -> Option<usize> {
-        let (prot, sc) = (&self.matcher.protection, &mut self.scratch);
+        let reach = self.matcher.reach();
         while cur.scan_from < stop {
-            let p = cur.next_candidate(data).filter(|&p| p < stop)?;
-            let at_len = match decode_fwd(data, p, eof) {
-                Fwd::NeedMore => return Some(p),
-                Fwd::Char(b'@', n) => n,
-                Fwd::Char(..) => {
-                    cur.scan_from = p + 1;
-                    continue;
-                }
-            };
-            let (entry, left_alone) = match decide(prot, data, p, at_len, eof, sc) {
-                Decision::NeedMore => return Some(p),
-                Decision::NoMatch => {
-                    cur.scan_from = p + at_len;
-                    continue;
-                }
-                Decision::Match(entry) => (entry, None),
-                Decision::LeftAlone(entry, why) => (entry, Some(why)),
-            };
-            let found = Found {
-                local: ascii_str(&sc.local[..sc.local_len]),
-                // The decoded domain equals the entry's: no need to check
-                // the decoded bytes are text.
-                domain: &prot.entries()[entry].domain,
-                entry,
-                offset: cur.base + p as u64,
-            };
-            if let Some(why) = left_alone {
-                munger.left_alone(&found, why);
-                self.left_alone += 1;
-                cur.scan_from = p + at_len;
-                continue;
-            }
-            out.extend_from_slice(&data[cur.emitted..p]);
-            munger.munge(&found, out);
-            self.munged += 1;
-            if let Some(d) = munger.domain(&found) {
-                // Keep the `@` as spelled, replace the domain's spelling.
-                out.extend_from_slice(&data[p..p + at_len]);
-                out.extend_from_slice(d.as_bytes());
-                cur.emitted = sc.domain_end;
-                cur.scan_from = sc.domain_end;
+            let p = cur
+                .next_candidate(data, self.matcher.spelled.as_ref())
+                .filter(|&p| p < stop)?;
+            let decided = if matches!(data[p], b'@' | b'&' | b'%' | b'\\') {
+                self.at_sign(data, cur, p, eof, out, munger)
             } else {
-                cur.emitted = p;
-                cur.scan_from = p + at_len;
+                self.spelled(data, cur, p, eof, out, munger)
+            };
+            if !decided {
+                // A later candidate's ID may go up to `reach` bytes before it.
+                return Some(p.saturating_sub(reach));
             }
         }
         None
+    }
+
+    /// Decides the candidate at `p`, a byte that can start a spelling of
+    /// `@`; false when that needs bytes past the end of `data`.
+    fn at_sign(
+        &mut self,
+        data: &[u8],
+        cur: &mut Cursor,
+        p: usize,
+        eof: bool,
+        out: &mut Vec<u8>,
+        munger: &mut impl Munger,
+    ) -> bool {
+        let (prot, sc) = (&self.matcher.protection, &mut self.scratch);
+        let at_len = match decode_fwd(data, p, eof) {
+            Fwd::NeedMore => return false,
+            Fwd::Char(b'@', n) => n,
+            Fwd::Char(..) => {
+                cur.scan_from = p + 1;
+                return true;
+            }
+        };
+        let (entry, left_alone) = match decide(prot, data, p, at_len, eof, sc) {
+            Decision::NeedMore => return false,
+            Decision::NoMatch => {
+                cur.scan_from = p + at_len;
+                return true;
+            }
+            Decision::Match(entry) => (entry, None),
+            Decision::LeftAlone(entry, why) => (entry, Some(why)),
+        };
+        let found = Found {
+            local: ascii_str(&sc.local[..sc.local_len]),
+            // The decoded domain equals the entry's: no need to check
+            // the decoded bytes are text.
+            domain: &prot.entries()[entry].domain,
+            entry,
+            offset: cur.base + p as u64,
+        };
+        if let Some(why) = left_alone {
+            munger.left_alone(&found, why);
+            self.left_alone += 1;
+            cur.scan_from = p + at_len;
+            return true;
+        }
+        out.extend_from_slice(&data[cur.emitted..p]);
+        munger.munge(&found, out);
+        self.munged += 1;
+        if let Some(d) = munger.domain(&found) {
+            // Keep the `@` as spelled, replace the domain's spelling.
+            out.extend_from_slice(&data[p..p + at_len]);
+            out.extend_from_slice(d.as_bytes());
+            cur.emitted = sc.domain_end;
+            cur.scan_from = sc.domain_end;
+        } else {
+            cur.emitted = p;
+            cur.scan_from = p + at_len;
+            cur.after_match = Some(p + at_len);
+        }
+        true
+    }
+
+    /// Decides the candidate at `q`, where a protected domain's first label
+    /// starts: a spelled-out address (`john [at] plover [dot] com`) gets its
+    /// ID after its local part. False when that needs bytes past the end.
+    fn spelled(
+        &mut self,
+        data: &[u8],
+        cur: &mut Cursor,
+        q: usize,
+        eof: bool,
+        out: &mut Vec<u8>,
+        munger: &mut impl Munger,
+    ) -> bool {
+        let m = &self.matcher;
+        let Some(spelled) = m.spelled.as_ref().filter(|_| cur.after_match != Some(q)) else {
+            cur.scan_from = q + 1;
+            return true;
+        };
+        let reading = Reading {
+            buf: data,
+            q,
+            lo: q.saturating_sub(spelled::GAP + BACK),
+            hi: q + m.lookahead(),
+            eof,
+        };
+        let sc = &mut self.scratch;
+        let (entry, insert, end) = match spelled.recognise(&m.protection, reading, sc) {
+            Spelt::NeedMore => return false,
+            // An ID already written after it (`a@plover.com [at] plover.com`)
+            // leaves no place for this one.
+            Spelt::Match { entry, insert, end } if insert >= cur.emitted => (entry, insert, end),
+            Spelt::Match { .. } | Spelt::NoMatch => {
+                cur.scan_from = q + 1;
+                return true;
+            }
+        };
+        let found = Found {
+            local: ascii_str(&sc.local[..sc.local_len]),
+            domain: &m.protection.entries()[entry].domain,
+            entry,
+            offset: cur.base + insert as u64,
+        };
+        out.extend_from_slice(&data[cur.emitted..insert]);
+        munger.munge(&found, out);
+        self.munged += 1;
+        cur.emitted = insert;
+        cur.scan_from = end;
+        true
     }
 }
 
@@ -373,7 +523,9 @@ impl Scanner {
     /// need bytes from both), and only its last bytes are kept. Output is
     /// the same as copying it all; this saves a copy of every page.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>, munger: &mut impl Munger) {
-        let seam = HISTORY + self.lookahead() + HOLD;
+        let m = &self.decider.matcher;
+        let (hold, reach) = (m.hold(), m.reach());
+        let seam = HISTORY + m.lookahead() + hold;
         if chunk.len() < 2 * seam {
             self.buf.extend_from_slice(chunk);
             self.process(false, out, munger);
@@ -395,28 +547,22 @@ impl Scanner {
             self.process(false, out, munger);
             return;
         }
-        self.cur.emit_to(&self.buf, stop, out);
+        // Not up to `stop`: an ID may go up to `reach` bytes before a
+        // candidate after it.
+        self.cur.emit_to(&self.buf, stop - reach, out);
+        self.cur.scan_from = self.cur.scan_from.max(stop);
         // The rest in place: every candidate from here on has its HISTORY
         // bytes inside the chunk.
         let mut cur = self.cur.shifted(carry);
         let undecided = self
             .decider
             .scan(chunk, &mut cur, chunk.len(), false, out, munger);
-        cur.emit_to(chunk, undecided.unwrap_or(chunk.len() - HOLD), out);
+        cur.emit_to(chunk, undecided.unwrap_or(chunk.len() - hold), out);
         // The new carry: HISTORY bytes before `emitted`, then what is held.
         let keep = cur.emitted.saturating_sub(HISTORY);
         self.buf.clear();
         self.buf.extend_from_slice(&chunk[keep..]);
         self.cur = cur.shifted(keep);
-    }
-
-    /// Bytes after a candidate's first byte that deciding it can need: its
-    /// `@` spelling, the longest protected domain (and trailing dots) in the
-    /// longest spellings, and the characters after it.
-    fn lookahead(&self) -> usize {
-        // +3: the `@`, and after the domain the two characters that tell a
-        // remote (`:path`) from an address.
-        (self.decider.matcher.protection.max_domain_len() + TRAILING_DOTS + 3) * MAX_FORM
     }
 
     /// Ends the stream: writes everything still held.
@@ -433,7 +579,7 @@ impl Scanner {
         let limit = match undecided {
             Some(p) => p,
             None if eof => len,
-            None => len.saturating_sub(HOLD),
+            None => len.saturating_sub(self.decider.matcher.hold()),
         };
         self.cur.emit_to(&self.buf, limit, out);
         // Keep HISTORY bytes before `emitted` for backward decoding; drop the rest.

@@ -1,0 +1,626 @@
+//! The owner's own spelled-out addresses: `john [at] plover [dot] com`,
+//! `john(at)plover.com`, `john at plover dot com`, `john<span></span>@plover.com`,
+//! `john@<!-- -->plover.com`, an address split by inline tags. A harvester
+//! reassembles each into `john@plover.com`, so each gets an ID where the
+//! reassembled address gets it: at the end of the local part
+//! (`john-id-TOKEN [at] plover [dot] com`).
+//!
+//! # How, and why nothing else is touched
+//!
+//! These spellings have no `@` for the main scanner to find, so a second
+//! kind of candidate is the first label of a protected domain (`plover`,
+//! `Plover`; only the first letter's case varies), found by a SIMD search. From there the domain is
+//! read forwards (labels joined by `.`, `[dot]`, `(dot)`, `{dot}` or ` dot `)
+//! and must be a whole protected domain; backwards come the word for `@`
+//! and the local part. Only the whole shape counts:
+//! - the `@` itself (`@`, `&#64;`, `&commat;`) with inline tags or comments
+//!   beside it but no space (`follow us @plover.com` is a handle, not an
+//!   address), or a domain spelled with a word for `.`;
+//! - a bracketed word (`[at]`, `(at)`, `{at}`), spaces allowed around it;
+//! - a bare word between spaces (`john at plover dot com`) only for a local
+//!   part a `[[protect]]` entry names literally: under `local = "*"`,
+//!   "find us at plover dot com" is a web address read aloud.
+//!
+//! A domain followed by a possessive (`plover.com's`) is prose. Gaps may
+//! hold spaces, `&nbsp;`, comments and tags of inline elements (those that
+//! do not break a word when rendered, the same list the audit's `tags`
+//! reading uses); a `<p>` or `<td>` between two words separates them.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use super::{INLINE, Scratch};
+use crate::address::{Class, MAX_LOCAL, Protection, is_local_char};
+
+/// The most bytes between the end of a local part and the start of its
+/// domain: the word for `@`, and spaces, tags or comments around it.
+pub(super) const GAP: usize = 256;
+
+/// The recogniser, built once per [`super::Matcher`] from the protection.
+#[derive(Debug)]
+pub(super) struct Spelled {
+    /// Finds the protected domains' first labels.
+    labels: Labels,
+    /// Words for `@` and `.`, lowercase.
+    at: Vec<Box<[u8]>>,
+    dot: Vec<Box<[u8]>>,
+    /// How far before a candidate its insertion point can be.
+    reach: usize,
+    /// The longest label's length.
+    max_label: usize,
+}
+
+/// A search for the first labels of the protected domains. It runs over
+/// every byte of every page, so it must cost next to nothing where there
+/// is no label: a site's few labels are searched as lower case after their
+/// first letter (`lover` for `plover` or `Plover`: a SIMD substring search
+/// on rare bytes), the first letter checked in either case; many labels
+/// need one automaton, any case.
+#[derive(Debug)]
+enum Labels {
+    Few(Vec<(memchr::memmem::Finder<'static>, u8)>),
+    Many(AhoCorasick),
+}
+
+impl Labels {
+    /// Up to this many labels are searched one by one.
+    const FEW: usize = 4;
+
+    fn new(labels: &[&str]) -> Labels {
+        if labels.len() > Self::FEW || labels.iter().any(|l| l.len() < 2) {
+            let ac = AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(labels)
+                .expect("short labels make a small automaton");
+            return Labels::Many(ac);
+        }
+        let few = labels
+            .iter()
+            .map(|l| {
+                (
+                    memchr::memmem::Finder::new(&l.as_bytes()[1..]).into_owned(),
+                    l.as_bytes()[0],
+                )
+            })
+            .collect();
+        Labels::Few(few)
+    }
+
+    /// Where the first label in `hay` starts.
+    fn find(&self, hay: &[u8]) -> Option<usize> {
+        match self {
+            Labels::Many(ac) => ac.find(hay).map(|m| m.start()),
+            Labels::Few(finders) => finders
+                .iter()
+                .filter_map(|(tail, first)| {
+                    // A tail at 0 belongs to a label that started before `hay`.
+                    tail.find_iter(hay)
+                        .find(|&i| i > 0 && hay[i - 1].eq_ignore_ascii_case(first))
+                        .map(|i| i - 1)
+                })
+                .min(),
+        }
+    }
+}
+
+/// What a candidate turned out to be.
+pub(super) enum Spelt {
+    /// A protected address: its ID goes at `insert`; its spelling ends at `end`.
+    Match {
+        entry: usize,
+        insert: usize,
+        end: usize,
+    },
+    NoMatch,
+    /// Bytes past the end of the buffer are needed to tell.
+    NeedMore,
+}
+
+/// How a word for `@` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// `@` itself, in any spelling the main scanner decodes before a domain.
+    Sign,
+    /// `[at]`, `(at)`, `{at}`.
+    Bracketed,
+    /// ` at ` between spaces.
+    Word,
+}
+
+/// Why the forward reading stopped short of an answer.
+enum Stop {
+    /// The buffer ends first.
+    Short,
+    /// Further than any spelled domain reaches: not one.
+    TooFar,
+}
+
+/// Spaces, `&nbsp;`, comments and inline tags between two parts.
+#[derive(Debug, Clone, Copy, Default)]
+struct Gap {
+    /// Where the gap ends (reading forwards) or starts (backwards).
+    at: usize,
+    spaced: bool,
+    tagged: bool,
+}
+
+impl Spelled {
+    /// The recogniser for a protection; `None` when spelled-out addresses
+    /// are not to be recognised.
+    pub(super) fn new(prot: &Protection) -> Option<Spelled> {
+        let words = &prot.spellings();
+        if !words.enabled || prot.entries().is_empty() {
+            return None;
+        }
+        let mut labels: Vec<&str> = prot
+            .entries()
+            .iter()
+            .filter_map(|e| e.domain.split('.').next())
+            .collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let max_label = labels.iter().map(|l| l.len()).max().unwrap_or(0);
+        let labels = Labels::new(&labels);
+        let lower = |w: &[String]| w.iter().map(|s| s.to_lowercase().into_bytes().into()).collect();
+        Some(Spelled {
+            labels,
+            at: lower(&words.at),
+            dot: lower(&words.dot),
+            reach: GAP + max_label,
+            max_label,
+        })
+    }
+
+    /// How many bytes before a candidate its insertion point can be, so how
+    /// many bytes the scanner must not write out ahead of one.
+    pub(super) fn reach(&self) -> usize {
+        self.reach
+    }
+
+    /// How many bytes before the end of what was searched a candidate
+    /// found only once more bytes came can start.
+    pub(super) fn overlap(&self) -> usize {
+        self.max_label.saturating_sub(1)
+    }
+
+    /// The first candidate in `hay`.
+    pub(super) fn find(&self, hay: &[u8]) -> Option<usize> {
+        self.labels.find(hay)
+    }
+
+    /// Decides the candidate at `r.q`, where a protected domain's first
+    /// label starts. On a match the decoded parts are left in `sc`.
+    pub(super) fn recognise(&self, prot: &Protection, r: Reading<'_>, sc: &mut Scratch) -> Spelt {
+        let q = r.q;
+        if q <= r.lo || !may_end_gap(r.buf[q - 1]) {
+            return Spelt::NoMatch;
+        }
+        let Some((at, insert, tagged)) = self.back(r, sc) else {
+            return Spelt::NoMatch;
+        };
+        let (end, worded) = match self.domain(r, sc) {
+            Ok(Some(found)) => found,
+            Ok(None) | Err(Stop::TooFar) => return Spelt::NoMatch,
+            Err(Stop::Short) => return Spelt::NeedMore,
+        };
+        if at == At::Sign && !tagged && !worded {
+            return Spelt::NoMatch; // a plain address: the main scanner's
+        }
+        let domain = &sc.domain[..sc.domain_len];
+        let Some(ids) = prot.domain_entries(domain) else {
+            return Spelt::NoMatch;
+        };
+        let local = &sc.local[..sc.local_len];
+        let entry = match prot.classify_among(ids, local) {
+            Class::Protected(e) if !prot.is_munged_local(local, domain) => e,
+            _ => return Spelt::NoMatch,
+        };
+        if at == At::Word && !prot.entries()[entry].local.is_literal() {
+            return Spelt::NoMatch;
+        }
+        Spelt::Match { entry, insert, end }
+    }
+
+    /// Backwards from the domain: the gap, the word for `@`, the gap, the
+    /// local part (into `sc.local`). Returns the form, where the local part
+    /// ends, and whether a tag or comment was in a gap.
+    fn back(&self, r: Reading<'_>, sc: &mut Scratch) -> Option<(At, usize, bool)> {
+        let floor = r.q.saturating_sub(GAP).max(r.lo);
+        let after = gap_back(r.buf, r.q, floor);
+        let (at, start) = self.at_back(r.buf, after.at, floor)?;
+        let before = gap_back(r.buf, start, floor);
+        let spaced_right = match at {
+            At::Sign => !after.spaced && !before.spaced,
+            At::Word => after.spaced && before.spaced,
+            At::Bracketed => true,
+        };
+        if !spaced_right || !self.local_back(r.buf, before.at, r.lo, sc) {
+            return None;
+        }
+        Some((at, before.at, after.tagged || before.tagged))
+    }
+
+    /// The word for `@` that ends at `e`, and where it starts.
+    fn at_back(&self, buf: &[u8], e: usize, floor: usize) -> Option<(At, usize)> {
+        let win = &buf[floor..e];
+        match *win.last()? {
+            b'@' => Some((At::Sign, e - 1)),
+            b';' => [&b"&#64;"[..], b"&#x40;", b"&commat;"]
+                .iter()
+                .find(|s| ends_with_ci(win, s))
+                .map(|s| (At::Sign, e - s.len())),
+            b']' | b')' | b'}' => bracketed_back(win, &self.at).map(|n| (At::Bracketed, e - n)),
+            _ => word_back(win, &self.at).map(|n| (At::Word, e - n)),
+        }
+    }
+
+    /// Reads the local part ending at `e` backwards into `sc.local`:
+    /// address characters, and bracketed words for `.` between them
+    /// (`john [dot] smith`). False when there is none, or it is too long
+    /// or is the end of a path or a query.
+    fn local_back(&self, buf: &[u8], mut e: usize, lo: usize, sc: &mut Scratch) -> bool {
+        let mut n = 0;
+        loop {
+            while e > lo && is_local_char(buf[e - 1].into()) {
+                if n == sc.local.len() {
+                    return false;
+                }
+                sc.local[n] = buf[e - 1].to_ascii_lowercase();
+                n += 1;
+                e -= 1;
+            }
+            let Some(w) = self.dot_in_local(&buf[lo..e]) else {
+                break;
+            };
+            if n == sc.local.len() {
+                return false;
+            }
+            sc.local[n] = b'.';
+            n += 1;
+            e -= w;
+        }
+        while n > 0 && sc.local[n - 1] == b'.' {
+            n -= 1;
+        }
+        if n == 0 || n > MAX_LOCAL || !starts_local(buf, e, lo) {
+            return false;
+        }
+        sc.local[..n].reverse();
+        sc.local_len = n;
+        true
+    }
+
+    /// The length of a bracketed word for `.` (with spaces around) ending
+    /// `win`, when a local character comes before it.
+    fn dot_in_local(&self, win: &[u8]) -> Option<usize> {
+        let trimmed = trim_end_spaces(win);
+        let n = bracketed_back(trimmed, &self.dot)?;
+        let before = trim_end_spaces(&trimmed[..trimmed.len() - n]);
+        let c = *before.last()?;
+        is_local_char(c.into()).then_some(win.len() - before.len())
+    }
+
+    /// Reads the domain forwards from `r.q` into `sc.domain`: labels joined
+    /// by words for `.`. Returns where it ends and whether a word stood for
+    /// a dot; `None` when it is no domain we could protect.
+    fn domain(&self, r: Reading<'_>, sc: &mut Scratch) -> Result<Option<(usize, bool)>, Stop> {
+        let (mut i, mut n, mut worded) = (r.q, 0, false);
+        loop {
+            let start = i;
+            while let Some(c) = r.peek(i)? {
+                if !is_label_char(c) {
+                    break;
+                }
+                if n == sc.domain.len() {
+                    return Ok(None);
+                }
+                sc.domain[n] = c.to_ascii_lowercase();
+                n += 1;
+                i += 1;
+            }
+            if i == start {
+                return Ok(None);
+            }
+            let end = i;
+            match self.dot_fwd(r, end)? {
+                Some((next, word)) if r.peek(next)?.is_some_and(is_label_char) => {
+                    if n == sc.domain.len() {
+                        return Ok(None);
+                    }
+                    sc.domain[n] = b'.';
+                    n += 1;
+                    worded |= word;
+                    i = next;
+                }
+                _ => {
+                    if possessive(r, end)? {
+                        return Ok(None);
+                    }
+                    sc.domain_len = n;
+                    sc.domain_end = end;
+                    return Ok(Some((end, worded)));
+                }
+            }
+        }
+    }
+
+    /// A `.` or a word for one at `i`, with its gaps; where the next label
+    /// would start and whether it was a word. A `.` takes no spaces beside
+    /// it, a bare word needs them on both sides.
+    fn dot_fwd(&self, r: Reading<'_>, i: usize) -> Result<Option<(usize, bool)>, Stop> {
+        let g = gap_fwd(r, i)?;
+        let Some(c) = r.peek(g.at)? else {
+            return Ok(None);
+        };
+        let (after, form) = match c {
+            b'.' => (Some(g.at + 1), At::Sign),
+            b'[' | b'(' | b'{' => (self.bracketed_fwd(r, g.at)?, At::Bracketed),
+            c if c.is_ascii_alphabetic() || !c.is_ascii() => (word_fwd(r, g.at, &self.dot)?, At::Word),
+            _ => return Ok(None),
+        };
+        let Some(after) = after else {
+            return Ok(None);
+        };
+        let g2 = gap_fwd(r, after)?;
+        let spaced_right = match form {
+            At::Sign => !g.spaced && !g2.spaced,
+            At::Word => g.spaced && g2.spaced,
+            At::Bracketed => true,
+        };
+        Ok(spaced_right.then_some((g2.at, form != At::Sign)))
+    }
+
+    /// `[dot]` (spaces allowed inside) starting at `i`; where it ends.
+    fn bracketed_fwd(&self, r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
+        let close = match r.peek(i)? {
+            Some(b'[') => b']',
+            Some(b'(') => b')',
+            _ => b'}',
+        };
+        let mut j = skip_spaces_fwd(r, i + 1)?;
+        let Some(after) = word_fwd(r, j, &self.dot)? else {
+            return Ok(None);
+        };
+        j = skip_spaces_fwd(r, after)?;
+        Ok((r.peek(j)? == Some(close)).then_some(j + 1))
+    }
+}
+
+/// What a candidate is read from.
+#[derive(Clone, Copy)]
+pub(super) struct Reading<'a> {
+    pub buf: &'a [u8],
+    /// Where the candidate (a domain's first label) starts.
+    pub q: usize,
+    /// Nothing before this is read.
+    pub lo: usize,
+    /// Nothing at or after this is read.
+    pub hi: usize,
+    /// The buffer ends the stream.
+    pub eof: bool,
+}
+
+impl Reading<'_> {
+    /// The byte at `i`: `None` past the end of the stream.
+    fn peek(&self, i: usize) -> Result<Option<u8>, Stop> {
+        if i >= self.hi {
+            return Err(Stop::TooFar);
+        }
+        match self.buf.get(i) {
+            Some(&c) => Ok(Some(c)),
+            None if self.eof => Ok(None),
+            None => Err(Stop::Short),
+        }
+    }
+
+    /// Whether the bytes at `i` start with `s` (ASCII case ignored).
+    fn starts_ci(&self, i: usize, s: &[u8]) -> Result<bool, Stop> {
+        for (k, &want) in s.iter().enumerate() {
+            match self.peek(i + k)? {
+                Some(c) if c.eq_ignore_ascii_case(&want) => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn is_label_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-'
+}
+
+/// Bytes a gap or a word for `@` can end with, just before a domain.
+fn may_end_gap(c: u8) -> bool {
+    matches!(
+        c,
+        b'@' | b']' | b')' | b'}' | b'>' | b';' | b' ' | b'\t' | b'\n' | b'\r' | 0xa0
+    )
+}
+
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Whether a local part read back to `e` starts there: not after a
+/// character reference or escape that spells one more character of it
+/// (`&#109;jd`, whose ID would not be mjd's), nor in a path or a query.
+fn starts_local(buf: &[u8], e: usize, lo: usize) -> bool {
+    let Some((c, _)) = super::decode_back(buf, e, lo) else {
+        return true;
+    };
+    !is_local_char(c.into()) && !b"/\\@=?#%&".contains(&buf[e - 1])
+}
+
+/// Spellings of a no-break space.
+const NBSP: [&[u8]; 4] = [b"&nbsp;", b"&#160;", b"&#xa0;", "\u{a0}".as_bytes()];
+
+fn ends_with_ci(win: &[u8], s: &[u8]) -> bool {
+    win.len() >= s.len() && win[win.len() - s.len()..].eq_ignore_ascii_case(s)
+}
+
+fn trim_end_spaces(win: &[u8]) -> &[u8] {
+    let n = win.iter().rposition(|&c| !is_space(c)).map_or(0, |i| i + 1);
+    &win[..n]
+}
+
+/// The gap ending at `e`, read backwards to no earlier than `floor`.
+fn gap_back(buf: &[u8], mut e: usize, floor: usize) -> Gap {
+    let mut g = Gap::default();
+    while e > floor {
+        let win = &buf[floor..e];
+        if is_space(win[win.len() - 1]) {
+            e -= 1;
+            g.spaced = true;
+        } else if let Some(s) = NBSP.iter().find(|s| ends_with_ci(win, s)) {
+            e -= s.len();
+            g.spaced = true;
+        } else if let Some(start) = markup_back(win) {
+            e = floor + start;
+            g.tagged = true;
+        } else {
+            break;
+        }
+    }
+    g.at = e;
+    g
+}
+
+/// Where a comment or an inline element's tag ending `win` starts.
+fn markup_back(win: &[u8]) -> Option<usize> {
+    if !win.ends_with(b">") {
+        return None;
+    }
+    if win.ends_with(b"-->") {
+        return memchr::memmem::rfind(&win[..win.len() - 3], b"<!--");
+    }
+    let start = memchr::memrchr2(b'<', b'>', &win[..win.len() - 1])?;
+    (win[start] == b'<' && is_inline_tag(&win[start..])).then_some(start)
+}
+
+/// Whether `tag` (from its `<`) opens or closes an element that does not
+/// break a word.
+fn is_inline_tag(tag: &[u8]) -> bool {
+    let name = tag[1..].strip_prefix(b"/").unwrap_or(&tag[1..]);
+    let len = name
+        .iter()
+        .position(|c| !c.is_ascii_alphanumeric())
+        .unwrap_or(name.len());
+    len > 0
+        && INLINE
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(&name[..len]))
+}
+
+/// The gap starting at `i`, read forwards.
+fn gap_fwd(r: Reading<'_>, mut i: usize) -> Result<Gap, Stop> {
+    let mut g = Gap::default();
+    while let Some(c) = r.peek(i)? {
+        if is_space(c) {
+            i += 1;
+            g.spaced = true;
+        } else if let Some(s) = nbsp_fwd(r, i)? {
+            i += s;
+            g.spaced = true;
+        } else if c == b'<' {
+            let Some(end) = markup_fwd(r, i)? else { break };
+            i = end;
+            g.tagged = true;
+        } else {
+            break;
+        }
+    }
+    g.at = i;
+    Ok(g)
+}
+
+fn nbsp_fwd(r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
+    for s in NBSP {
+        if r.starts_ci(i, s)? {
+            return Ok(Some(s.len()));
+        }
+    }
+    Ok(None)
+}
+
+/// Where a comment or an inline element's tag starting at `i` ends.
+fn markup_fwd(r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
+    let comment = r.starts_ci(i, b"<!--")?;
+    let mut j = i + 1;
+    loop {
+        if j - i > GAP {
+            return Ok(None);
+        }
+        if comment {
+            if r.starts_ci(j, b"-->")? {
+                return Ok(Some(j + 3));
+            }
+        } else {
+            match r.peek(j)? {
+                Some(b'>') => return Ok(is_inline_tag(&r.buf[i..=j]).then_some(j + 1)),
+                Some(b'<') => return Ok(None),
+                _ => {}
+            }
+        }
+        if r.peek(j)?.is_none() {
+            return Ok(None);
+        }
+        j += 1;
+    }
+}
+
+/// The length of `[word]`, `(word)` or `{word}` (spaces allowed inside)
+/// ending `win`, for one of `words`.
+fn bracketed_back(win: &[u8], words: &[Box<[u8]>]) -> Option<usize> {
+    let open = match *win.last()? {
+        b']' => b'[',
+        b')' => b'(',
+        b'}' => b'{',
+        _ => return None,
+    };
+    let inner = trim_end_spaces(&win[..win.len() - 1]);
+    let w = words.iter().find(|w| ends_with_ci(inner, w))?;
+    let before = trim_end_spaces(&inner[..inner.len() - w.len()]);
+    (before.last() == Some(&open)).then(|| win.len() - before.len() + 1)
+}
+
+/// The length of one of `words` ending `win` as a whole word.
+fn word_back(win: &[u8], words: &[Box<[u8]>]) -> Option<usize> {
+    let w = words.iter().find(|w| ends_with_ci(win, w))?;
+    let before = win.len() - w.len();
+    (before == 0 || !win[before - 1].is_ascii_alphanumeric()).then_some(w.len())
+}
+
+/// One of `words` starting at `i` as a whole word; where it ends.
+fn word_fwd(r: Reading<'_>, i: usize, words: &[Box<[u8]>]) -> Result<Option<usize>, Stop> {
+    for w in words {
+        if r.starts_ci(i, w)? && !r.peek(i + w.len())?.is_some_and(|c| c.is_ascii_alphanumeric()) {
+            return Ok(Some(i + w.len()));
+        }
+    }
+    Ok(None)
+}
+
+fn skip_spaces_fwd(r: Reading<'_>, mut i: usize) -> Result<usize, Stop> {
+    while r.peek(i)?.is_some_and(is_space) {
+        i += 1;
+    }
+    Ok(i)
+}
+
+/// Whether the domain ending at `end` is followed by a possessive
+/// (`plover.com's`, `plover.com’s`, `plover.com&#39;s`): prose.
+fn possessive(r: Reading<'_>, end: usize) -> Result<bool, Stop> {
+    for s in [
+        &b"'"[..],
+        "\u{2019}".as_bytes(),
+        b"&#39;",
+        b"&#x27;",
+        b"&apos;",
+        b"&rsquo;",
+    ] {
+        if r.starts_ci(end, s)? {
+            return Ok(r.peek(end + s.len())?.is_some_and(|c| c.is_ascii_alphabetic()));
+        }
+    }
+    Ok(false)
+}
