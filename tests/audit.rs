@@ -203,6 +203,54 @@ fn rendering_finds_the_address_a_script_assembles() {
     );
 }
 
+/// A page munged for someone else (a cache in front serving one visitor's
+/// copy to all) is no covered page: the proxy tells the audit whom it took
+/// it for, and an address made for another visitor is NOT OK.
+#[test]
+fn an_address_made_for_another_visitor_is_not_ok() {
+    let site = tempfile::tempdir().unwrap();
+    let nginx = Nginx::serve(site.path());
+    let proxy = Proxy::start(nginx.port, "");
+    let cached = proxy
+        .inst
+        .cli_ok(&["encode", "--ip", "192.0.2.7", "mjd@plover.com"]);
+    std::fs::write(
+        site.path().join("cached.html"),
+        format!("<p>{}, or mjd@plover.com</p>\n", cached.trim()),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{}/cached.html", proxy.port);
+    let out = proxy.inst.cli(&["audit", "--depth", "0", "--json", &url]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let verdicts: BTreeSet<(String, bool)> = report["munged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["ip"].as_str().unwrap().to_owned(), m["ok"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        BTreeSet::from([("127.0.0.1".into(), true), ("192.0.2.7".into(), false)])
+    );
+    let text = proxy.inst.cli(&["audit", "--depth", "0", &url]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("NOT OK") && text.contains("for 192.0.2.7"),
+        "{text}"
+    );
+    // Only the audit is told whom it is served as.
+    let head = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", &url])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200") && !head.contains("x-addrmunge-audit"),
+        "{head}"
+    );
+}
+
 #[test]
 fn a_covered_site_passes_and_the_text_report_says_so() {
     let (_nginx, proxy) = site();

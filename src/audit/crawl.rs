@@ -67,6 +67,17 @@ pub struct Page {
     pub rendered: Option<String>,
     /// What went wrong fetching or rendering it, if anything.
     pub problem: Option<String>,
+    /// Who the proxy took the auditor for (its answer to the audit's
+    /// mark): the visitor every munged address here must be made for.
+    pub visitor: Option<String>,
+}
+
+/// One answer, read.
+struct Got {
+    status: u16,
+    media_type: String,
+    body: String,
+    visitor: Option<String>,
 }
 
 /// What a fetch failed on, for the report.
@@ -138,8 +149,10 @@ impl Crawl {
             else {
                 continue;
             };
-            if let Ok((200, _, body)) = self.get(&url).await {
-                self.disallowed.push((origin, disallowed(&body)));
+            if let Ok(got) = self.get(&url).await
+                && got.status == 200
+            {
+                self.disallowed.push((origin, disallowed(&got.body)));
             }
         }
     }
@@ -188,10 +201,24 @@ impl Crawl {
     }
 
     async fn fetch(&self, url: Url) -> Page {
-        let (status, media_type, body, mut problem) = match self.get(&url).await {
-            Ok((s, m, b)) => (s, m, b, None),
-            Err(e) => (0, String::new(), String::new(), Some(e)),
+        let (got, mut problem) = match self.get(&url).await {
+            Ok(got) => (got, None),
+            Err(e) => {
+                let none = Got {
+                    status: 0,
+                    media_type: String::new(),
+                    body: String::new(),
+                    visitor: None,
+                };
+                (none, Some(e))
+            }
         };
+        let Got {
+            status,
+            media_type,
+            body,
+            visitor,
+        } = got;
         let mut rendered = None;
         if let Some(chromium) = self.opts.render.as_ref().filter(|_| media_type == "text/html") {
             match render(chromium, &url, self.opts.timeout).await {
@@ -206,11 +233,13 @@ impl Crawl {
             body,
             rendered,
             problem,
+            visitor,
         }
     }
 
-    /// One GET: status, media type and the body decoded to text.
-    async fn get(&self, url: &Url) -> Result<(u16, String, String), Problem> {
+    /// One GET: status, media type, the body decoded to text, and who the
+    /// proxy says the auditor is.
+    async fn get(&self, url: &Url) -> Result<Got, Problem> {
         let mut req = hyper::Request::get(url.as_str())
             .header(
                 header::USER_AGENT,
@@ -258,7 +287,16 @@ impl Crawl {
         let coding = Coding::parse(Some(&value(header::CONTENT_ENCODING)))
             .ok_or_else(|| format!("unknown Content-Encoding {:?}", value(header::CONTENT_ENCODING)))?;
         let bytes = decoded(coding, &raw, limit)?;
-        Ok((status, media_type, text(&bytes, &content_type)))
+        let visitor = Some(value(header::HeaderName::from_static(
+            crate::proxy::AUDIT_VISITOR_HEADER,
+        )))
+        .filter(|v| !v.is_empty());
+        Ok(Got {
+            status,
+            media_type,
+            body: text(&bytes, &content_type),
+            visitor,
+        })
     }
 }
 

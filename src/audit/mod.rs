@@ -49,7 +49,8 @@ pub struct MungedSeen {
     pub date: Option<Day>,
     /// Its kind (visitor, trap, crawler...).
     pub kind: Option<Kind>,
-    /// Valid, made today, for a visitor: what the auditor must be shown.
+    /// Valid, made today, for a visitor, and for the auditor when the
+    /// proxy said who that is: what the auditor must be shown.
     pub ok: bool,
 }
 
@@ -125,12 +126,13 @@ impl Judge<'_> {
                     offset: f.offset,
                     rendered,
                 };
-                self.add(at, f.kind, report);
+                self.add(at, f.kind, page.visitor.as_deref(), report);
             }
         }
     }
 
-    fn add(&self, at: Located, kind: find::Kind, report: &mut Report) {
+    /// Adds one finding; `visitor` is who the proxy took the auditor for.
+    fn add(&self, at: Located, kind: find::Kind, visitor: Option<&str>, report: &mut Report) {
         let same = |a: &Located| a.address == at.address && a.url == at.url;
         match kind {
             // Rendering shows what the body showed: each once a page.
@@ -153,8 +155,13 @@ impl Judge<'_> {
                     self.today,
                 );
                 let kind = v.kind;
-                let ok =
-                    v.status == Status::Valid && v.date == Some(self.today) && kind == Some(Kind::Visitor);
+                // Through a proxy that does not say (an older one, or a
+                // CDN that drops the header): any visitor's.
+                let mine = visitor.is_none_or(|me| v.ip.as_deref() == Some(me));
+                let ok = v.status == Status::Valid
+                    && v.date == Some(self.today)
+                    && kind == Some(Kind::Visitor)
+                    && mine;
                 report.munged.push(MungedSeen {
                     at,
                     status: v.status,

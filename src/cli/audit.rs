@@ -206,12 +206,17 @@ fn munged(r: &Report, out: &mut impl Write) -> Result<()> {
         },
     )?;
     for m in bad {
-        let (status, date, kind) = (
+        let (status, date, kind, ip) = (
             m.status.as_str(),
             m.date.map(|d| d.to_string()).unwrap_or_default(),
             m.kind.map(|k| k.as_str()).unwrap_or("-"),
+            m.ip.as_deref().unwrap_or("-"),
         );
-        writeln!(out, "  NOT OK {}  ({status}, {kind}, {date})", place(&m.at))?;
+        writeln!(
+            out,
+            "  NOT OK {}  ({status}, {kind}, {date}, for {ip})",
+            place(&m.at)
+        )?;
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! must see what visitors see) but never logged as a visit, never matched
 //! as a harvester's User-Agent, never caught by the bait. Headless Chromium
 //! rendering for the audit cannot send the header: from an address that
-//! sent a good mark today, the audit's own User-Agent is enough.
+//! sent a good mark today, the audit's own User-Agent is enough. Its
+//! answers say whom the proxy took it for ([`VISITOR_HEADER`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,6 +18,10 @@ use crate::token::KeyRing;
 
 /// The request header.
 pub const HEADER: &str = "x-addrmunge-audit";
+/// The answer's header to the audit: the visitor the proxy took it for,
+/// which every munged address it is served must be made for. Only a
+/// holder of the key learns it, and only its own address.
+pub const VISITOR_HEADER: &str = "x-addrmunge-audit-visitor";
 /// How the audit's User-Agent starts.
 pub const AGENT: &str = "addrmunge-audit/";
 /// Addresses remembered, at most (an owner audits from one or two).
@@ -47,6 +52,13 @@ impl Auditors {
             return true;
         }
         seen.get(&ip) == Some(&day)
+    }
+}
+
+/// Tells the audit whom it was served as.
+pub fn tell_visitor<B>(resp: &mut hyper::Response<B>, ip: IpAddr) {
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&ip.to_string()) {
+        resp.headers_mut().insert(VISITOR_HEADER, v);
     }
 }
 

@@ -13,7 +13,7 @@
 
 pub mod acme;
 mod audit;
-pub use audit::HEADER as AUDIT_HEADER;
+pub use audit::{HEADER as AUDIT_HEADER, VISITOR_HEADER as AUDIT_VISITOR_HEADER};
 mod body;
 pub mod crawlers;
 pub mod harvest;

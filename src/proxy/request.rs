@@ -46,6 +46,8 @@ pub(super) struct Ctx {
     caught: bool,
     /// The visitor is a search engine's crawler (`[crawlers]`).
     pub(super) crawler: bool,
+    /// The request is the owner's `addrmunge audit`.
+    audit: bool,
     /// The access line, written when the response body is done.
     pub(super) line: AccessLine,
 }
@@ -95,7 +97,10 @@ impl Proxy {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let mut cx = self.identify(&req, peer, busy, started);
         cx.https = https;
-        let r = self.respond(&mut cx, req).await;
+        let mut r = self.respond(&mut cx, req).await;
+        if cx.audit {
+            super::audit::tell_visitor(&mut r, cx.ip);
+        }
         self.log(r, cx.line)
     }
 
@@ -160,6 +165,7 @@ impl Proxy {
             agent,
             caught,
             crawler,
+            audit,
             line,
         }
     }
