@@ -344,6 +344,8 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"test".to_vec()),
         Just(b"com".to_vec()),
         Just(b"'s".to_vec()),
+        Just(b":x/".to_vec()),
+        Just(b"://".to_vec()),
         prop::collection::vec(any::<u8>(), 0..8),
     ]
 }
@@ -891,6 +893,23 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
             "joe [at] ihatespam [dot] test [dot] evil",
         ),
         ("joe [at] notihatespam.test", "joe [at] notihatespam.test"),
+        // Highlighted code: a git remote and a URL's user name, split into spans.
+        (
+            r#"<span class="n">git</span><span class="nd">@</span><span class="n">ihatespam</span><span class="o">.</span><span class="n">test</span><span class="p">:</span><span class="n">mjd/x.git</span>"#,
+            r#"<span class="n">git</span><span class="nd">@</span><span class="n">ihatespam</span><span class="o">.</span><span class="n">test</span><span class="p">:</span><span class="n">mjd/x.git</span>"#,
+        ),
+        (
+            "<span>https</span><span>://</span><span>git</span><span>@</span><span>ihatespam.test</span>",
+            "<span>https</span><span>://</span><span>git</span><span>@</span><span>ihatespam.test</span>",
+        ),
+        (
+            "joe [at] ihatespam [dot] test: he answers",
+            "joe-id-zzzz [at] ihatespam [dot] test: he answers",
+        ),
+        (
+            "<b>Mail</b><span>joe</span>@<i>ihatespam.test</i>",
+            "<b>Mail</b><span>joe</span>@<i>ihatespam.test</i>",
+        ),
         // A local part partly in references is not read in part.
         (
             "&#106;oe<span></span>@ihatespam.test",

@@ -333,7 +333,7 @@ impl Spelled {
                     i = next;
                 }
                 _ => {
-                    if possessive(r, end)? {
+                    if possessive(r, end)? || remote_after(r, end)? {
                         return Ok(None);
                     }
                     sc.domain_len = n;
@@ -448,7 +448,44 @@ fn starts_local(buf: &[u8], e: usize, lo: usize) -> bool {
     let Some((c, _)) = super::decode_back(buf, e, lo) else {
         return true;
     };
-    !is_local_char(c.into()) && !b"/\\@=?#%&".contains(&buf[e - 1])
+    if is_local_char(c.into()) || ends_path(buf[e - 1]) {
+        return false;
+    }
+    // Highlighted code splits `https://git@…` into spans: look past tags.
+    let mut k = e;
+    while let Some(start) = markup_back(&buf[lo..k]) {
+        k = lo + start;
+    }
+    k == e || k == lo || !(is_local_char(buf[k - 1].into()) || ends_path(buf[k - 1]))
+}
+
+/// Bytes after which a run of letters is part of a URL, a path or a query.
+fn ends_path(c: u8) -> bool {
+    b"/\\@=?#%&".contains(&c)
+}
+
+/// Whether the domain ending at `end` is followed by `:` and a path
+/// character, inline tags aside (`git@plover.com:mjd/x.git` in highlighted
+/// code): a remote, which an ID would break.
+fn remote_after(r: Reading<'_>, end: usize) -> Result<bool, Stop> {
+    let i = tags_fwd(r, end)?;
+    if r.peek(i)? != Some(b':') {
+        return Ok(false);
+    }
+    let j = tags_fwd(r, i + 1)?;
+    Ok(r.peek(j)?
+        .is_some_and(|c| c.is_ascii_alphanumeric() || b"/~._-".contains(&c)))
+}
+
+/// Past the comments and inline tags starting at `i`.
+fn tags_fwd(r: Reading<'_>, mut i: usize) -> Result<usize, Stop> {
+    while r.peek(i)? == Some(b'<') {
+        match markup_fwd(r, i)? {
+            Some(end) => i = end,
+            None => break,
+        }
+    }
+    Ok(i)
 }
 
 /// Spellings of a no-break space.
