@@ -1136,84 +1136,89 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
         return None;
     }
     let last = buf[e - 1];
-    let win = &buf[lo..e];
     if last == b'/' && e - 1 > lo && buf[e - 2] == b'\\' {
         // JSON's escaped slash: `https:\/\/joe@…`.
         return Some((b'/', e - 2));
     }
-    if last == b';' {
-        let from = e.saturating_sub(MAX_FORM).max(lo);
-        if let Some(a) = buf[from..e - 1].iter().rposition(|&c| c == b'&') {
-            let a = from + a;
-            // `&amp;#106;` ends the same way as `&#106;`.
-            let inner = if buf[a..e].starts_with(b"&amp;#") {
-                a + 4
-            } else {
-                a
-            };
-            if let Entity::Char(v, n) = parse_entity(&buf[inner..e])
-                && inner + n == e
-            {
-                return Some((v, a));
-            }
-        }
+    let spelled = if last == b';' {
+        reference_back(buf, e, lo)
     } else if last.is_ascii_hexdigit() {
-        let w = win.len();
-        let hex = |r: std::ops::Range<usize>| -> Option<u32> {
-            win[r]
-                .iter()
-                .try_fold(0u32, |acc, &c| Some(acc * 16 + hex_val(c)?))
-        };
-        if w >= 3
-            && win[w - 3] == b'%'
-            && let Some(v) = hex(w - 2..w)
-        {
-            return Some((to_char(v), e - 3));
+        let win = &buf[lo..e];
+        escape_back(win)
+            .or_else(|| unterminated_back(win))
+            .map(|(c, n)| (c, e - n))
+    } else {
+        None
+    };
+    Some(spelled.unwrap_or((last, e - 1)))
+}
+
+/// A character reference ending in `;` just before `buf[e]` (`&#106;`,
+/// `&period;`, `&amp;#106;`): the character and where it starts.
+fn reference_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
+    let from = e.saturating_sub(MAX_FORM).max(lo);
+    let a = from + buf[from..e - 1].iter().rposition(|&c| c == b'&')?;
+    // `&amp;#106;` ends the same way as `&#106;`.
+    let inner = if buf[a..e].starts_with(b"&amp;#") {
+        a + 4
+    } else {
+        a
+    };
+    match parse_entity(&buf[inner..e]) {
+        Entity::Char(v, n) if inner + n == e => Some((v, a)),
+        _ => None,
+    }
+}
+
+/// `%HH`, `\\xHH` or `\\uHHHH` ending `win`: the character and its length.
+fn escape_back(win: &[u8]) -> Option<(u8, usize)> {
+    let w = win.len();
+    let hex = |r: std::ops::Range<usize>| -> Option<u32> {
+        win[r]
+            .iter()
+            .try_fold(0u32, |acc, &c| Some(acc * 16 + hex_val(c)?))
+    };
+    let forms: [(&[u8], usize); 3] = [(b"%", 2), (b"\\x", 2), (b"\\u", 4)];
+    forms.into_iter().find_map(|(prefix, digits)| {
+        let len = prefix.len() + digits;
+        if w < len || &win[w - len..w - digits] != prefix {
+            return None;
         }
-        if w >= 4
-            && win[w - 4] == b'\\'
-            && win[w - 3] == b'x'
-            && let Some(v) = hex(w - 2..w)
-        {
-            return Some((to_char(v), e - 4));
-        }
-        if w >= 6
-            && win[w - 6] == b'\\'
-            && win[w - 5] == b'u'
-            && let Some(v) = hex(w - 4..w)
-        {
-            return Some((to_char(v), e - 6));
-        }
-        // `&#106` / `&#x6a` (and `&amp;#106`) without the semicolon.
-        for (radix, prefix) in [(10u32, &b"&#"[..]), (16, &b"&#x"[..])] {
-            let max_digits = MAX_ENTITY - prefix.len();
-            let mut k = 0;
-            while k < max_digits && k < w && (win[w - 1 - k] as char).is_digit(radix) {
-                k += 1;
-                let d = w - k;
-                let before = &win[..d];
-                let tail = &prefix[1..]; // "#" or "#x"
-                let ends =
-                    |p: &[u8]| before.len() >= p.len() && before[d - p.len()..].eq_ignore_ascii_case(p);
-                let start = if ends(prefix) {
-                    d - prefix.len()
-                } else if before.len() > 4 + tail.len()
-                    && ends(tail)
-                    && before[..d - tail.len()].ends_with(b"&amp;")
-                {
-                    d - tail.len() - 5
-                } else {
-                    continue;
-                };
-                let v = win[d..w].iter().fold(0u32, |acc, &c| {
-                    acc.saturating_mul(radix)
-                        .saturating_add((c as char).to_digit(radix).unwrap_or(0))
-                });
-                return Some((to_char(v), lo + start));
-            }
+        hex(w - digits..w).map(|v| (to_char(v), len))
+    })
+}
+
+/// `&#106` / `&#x6a` (and `&amp;#106`) without the semicolon, ending
+/// `win`: the character and its length.
+fn unterminated_back(win: &[u8]) -> Option<(u8, usize)> {
+    let w = win.len();
+    for (radix, prefix) in [(10u32, &b"&#"[..]), (16, &b"&#x"[..])] {
+        let max_digits = MAX_ENTITY - prefix.len();
+        let mut k = 0;
+        while k < max_digits && k < w && (win[w - 1 - k] as char).is_digit(radix) {
+            k += 1;
+            let d = w - k;
+            let before = &win[..d];
+            let tail = &prefix[1..]; // "#" or "#x"
+            let ends = |p: &[u8]| before.len() >= p.len() && before[d - p.len()..].eq_ignore_ascii_case(p);
+            let start = if ends(prefix) {
+                d - prefix.len()
+            } else if before.len() > 4 + tail.len()
+                && ends(tail)
+                && before[..d - tail.len()].ends_with(b"&amp;")
+            {
+                d - tail.len() - 5
+            } else {
+                continue;
+            };
+            let v = win[d..w].iter().fold(0u32, |acc, &c| {
+                acc.saturating_mul(radix)
+                    .saturating_add((c as char).to_digit(radix).unwrap_or(0))
+            });
+            return Some((to_char(v), w - start));
         }
     }
-    Some((last, e - 1))
+    None
 }
 
 #[cfg(test)]
