@@ -116,14 +116,14 @@ pub(super) enum Spelt {
     NeedMore,
 }
 
-/// How a word for `@` is written.
+/// How `@` or `.` is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum At {
-    /// `@` itself, in any spelling the main scanner decodes before a domain.
+enum Form {
+    /// The sign itself (`@` also as `&#64;`, `&#x40;`, `&commat;`).
     Sign,
-    /// `[at]`, `(at)`, `{at}`.
+    /// A word in brackets: `[at]`, `(dot)`, `{at}`.
     Bracketed,
-    /// ` at ` between spaces.
+    /// A word between spaces: ` at `, ` dot `.
     Word,
 }
 
@@ -203,7 +203,7 @@ impl Spelled {
             Ok(None) | Err(Stop::TooFar) => return Spelt::NoMatch,
             Err(Stop::Short) => return Spelt::NeedMore,
         };
-        if at == At::Sign && !tagged && !worded {
+        if at == Form::Sign && !tagged && !worded {
             return Spelt::NoMatch; // a plain address: the main scanner's
         }
         let domain = &sc.domain[..sc.domain_len];
@@ -215,7 +215,7 @@ impl Spelled {
             Class::Protected(e) if !prot.is_munged_local(local, domain) => e,
             _ => return Spelt::NoMatch,
         };
-        if at == At::Word && !prot.entries()[entry].local.is_literal() {
+        if at == Form::Word && !prot.entries()[entry].local.is_literal() {
             return Spelt::NoMatch;
         }
         Spelt::Match { entry, insert, end }
@@ -224,15 +224,15 @@ impl Spelled {
     /// Backwards from the domain: the gap, the word for `@`, the gap, the
     /// local part (into `sc.local`). Returns the form, where the local part
     /// ends, and whether a tag or comment was in a gap.
-    fn back(&self, r: Reading<'_>, sc: &mut Scratch) -> Option<(At, usize, bool)> {
+    fn back(&self, r: Reading<'_>, sc: &mut Scratch) -> Option<(Form, usize, bool)> {
         let floor = r.q.saturating_sub(GAP).max(r.lo);
         let after = gap_back(r.buf, r.q, floor);
         let (at, start) = self.at_back(r.buf, after.at, floor)?;
         let before = gap_back(r.buf, start, floor);
         let spaced_right = match at {
-            At::Sign => !after.spaced && !before.spaced,
-            At::Word => after.spaced && before.spaced,
-            At::Bracketed => true,
+            Form::Sign => !after.spaced && !before.spaced,
+            Form::Word => after.spaced && before.spaced,
+            Form::Bracketed => true,
         };
         if !spaced_right || !self.local_back(r.buf, before.at, r.lo, sc) {
             return None;
@@ -241,16 +241,16 @@ impl Spelled {
     }
 
     /// The word for `@` that ends at `e`, and where it starts.
-    fn at_back(&self, buf: &[u8], e: usize, floor: usize) -> Option<(At, usize)> {
+    fn at_back(&self, buf: &[u8], e: usize, floor: usize) -> Option<(Form, usize)> {
         let win = &buf[floor..e];
         match *win.last()? {
-            b'@' => Some((At::Sign, e - 1)),
+            b'@' => Some((Form::Sign, e - 1)),
             b';' => [&b"&#64;"[..], b"&#x40;", b"&commat;"]
                 .iter()
                 .find(|s| ends_with_ci(win, s))
-                .map(|s| (At::Sign, e - s.len())),
-            b']' | b')' | b'}' => bracketed_back(win, &self.at).map(|n| (At::Bracketed, e - n)),
-            _ => word_back(win, &self.at).map(|n| (At::Word, e - n)),
+                .map(|s| (Form::Sign, e - s.len())),
+            b']' | b')' | b'}' => bracketed_back(win, &self.at).map(|n| (Form::Bracketed, e - n)),
+            _ => word_back(win, &self.at).map(|n| (Form::Word, e - n)),
         }
     }
 
@@ -353,9 +353,9 @@ impl Spelled {
             return Ok(None);
         };
         let (after, form) = match c {
-            b'.' => (Some(g.at + 1), At::Sign),
-            b'[' | b'(' | b'{' => (self.bracketed_fwd(r, g.at)?, At::Bracketed),
-            c if c.is_ascii_alphabetic() || !c.is_ascii() => (word_fwd(r, g.at, &self.dot)?, At::Word),
+            b'.' => (Some(g.at + 1), Form::Sign),
+            b'[' | b'(' | b'{' => (self.bracketed_fwd(r, g.at)?, Form::Bracketed),
+            c if c.is_ascii_alphabetic() || !c.is_ascii() => (word_fwd(r, g.at, &self.dot)?, Form::Word),
             _ => return Ok(None),
         };
         let Some(after) = after else {
@@ -363,11 +363,11 @@ impl Spelled {
         };
         let g2 = gap_fwd(r, after)?;
         let spaced_right = match form {
-            At::Sign => !g.spaced && !g2.spaced,
-            At::Word => g.spaced && g2.spaced,
-            At::Bracketed => true,
+            Form::Sign => !g.spaced && !g2.spaced,
+            Form::Word => g.spaced && g2.spaced,
+            Form::Bracketed => true,
         };
-        Ok(spaced_right.then_some((g2.at, form != At::Sign)))
+        Ok(spaced_right.then_some((g2.at, form != Form::Sign)))
     }
 
     /// `[dot]` (spaces allowed inside) starting at `i`; where it ends.
