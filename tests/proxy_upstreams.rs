@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod common;
 use common::free_port;
 use common::nginx::Nginx;
-use common::proxy::{Proxy, bad_upstream, fetch, get_streaming, munged_addresses, site};
+use common::proxy::{Proxy, bad_upstream, fetch, get_streaming, munged_addresses, site, try_get_streaming};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_and_streaming() {
@@ -67,11 +67,15 @@ async fn failures_and_streaming() {
     // Dying mid-body: the client sees a broken response, not a complete one.
     let (port, _tx) = bad_upstream("dies").await;
     let proxy = Proxy::start(port, "");
-    let resp = get_streaming(proxy.port).await;
-    assert!(
-        resp.into_body().collect().await.is_err(),
-        "a cut-off upstream body must not look complete"
-    );
+    // Either way the client cannot take it for whole: when the upstream's
+    // head, partial body and close arrive in one read, the proxy's first
+    // body frame is already the error (the scanner holds the short start
+    // back) and hyper closes before flushing the head.
+    let cut_off = match try_get_streaming(proxy.port).await {
+        Ok(resp) => resp.into_body().collect().await.is_err(),
+        Err(e) => e.is_incomplete_message(),
+    };
+    assert!(cut_off, "a cut-off upstream body must not look complete");
     drop(proxy);
 
     // brotli and zstd from the upstream are undone too; the client gets

@@ -134,6 +134,12 @@ pub async fn fetch(
 /// `GET /` over HTTP/1.1, the response's head as soon as it comes; the body
 /// is read by the caller, frame by frame.
 pub async fn get_streaming(port: u16) -> hyper::Response<hyper::body::Incoming> {
+    try_get_streaming(port).await.unwrap()
+}
+
+/// [`get_streaming`], or the error when the connection closed before a
+/// whole response head arrived.
+pub async fn try_get_streaming(port: u16) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
     let sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
         .await
@@ -141,7 +147,6 @@ pub async fn get_streaming(port: u16) -> hyper::Response<hyper::body::Incoming> 
     tokio::spawn(conn);
     s.send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
         .await
-        .unwrap()
 }
 
 /// Undoes what a harvester undoes: entities (twice, for srcdoc),
