@@ -251,6 +251,35 @@ fn an_address_made_for_another_visitor_is_not_ok() {
     );
 }
 
+/// A page past the audit's 16 MiB is audited as far as it was read, and
+/// the report says the rest was not.
+#[test]
+fn a_page_too_big_to_read_whole_is_audited_up_to_the_limit() {
+    let site = tempfile::tempdir().unwrap();
+    let nginx = Nginx::serve(site.path());
+    let proxy = Proxy::start(nginx.port, "rewrite_types = [\"text/html\"]\n");
+    let mut big = b"mjd@plover.com\n".to_vec();
+    big.resize(17 << 20, b'.');
+    big.extend_from_slice(b"\nmjd@plover.com past the limit\n");
+    std::fs::write(site.path().join("big.txt"), big).unwrap();
+    let url = format!("http://127.0.0.1:{}/big.txt", proxy.port);
+    let out = proxy.inst.cli(&["audit", "--depth", "0", "--json", &url]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let at: Vec<_> = report["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["at"])
+        .collect();
+    assert_eq!(at.len(), 1, "only the leak within the first 16 MiB: {report:#}");
+    let problem = report["pages"][0]["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.contains("only the first 16 MiB were audited"),
+        "{report:#}"
+    );
+}
+
 #[test]
 fn a_covered_site_passes_and_the_text_report_says_so() {
     let (_nginx, proxy) = site();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -78,6 +78,8 @@ struct Got {
     media_type: String,
     body: String,
     visitor: Option<String>,
+    /// The body went on past the limit: only its start was read.
+    cut: bool,
 }
 
 /// What a fetch failed on, for the report.
@@ -202,6 +204,11 @@ impl Crawl {
 
     async fn fetch(&self, url: Url) -> Page {
         let (got, mut problem) = match self.get(&url).await {
+            Ok(got) if got.cut => {
+                let mib = self.opts.max_body >> 20;
+                let why = format!("longer than {mib} MiB: only the first {mib} MiB were audited");
+                (got, Some(why))
+            }
             Ok(got) => (got, None),
             Err(e) => {
                 let none = Got {
@@ -209,6 +216,7 @@ impl Crawl {
                     media_type: String::new(),
                     body: String::new(),
                     visitor: None,
+                    cut: false,
                 };
                 (none, Some(e))
             }
@@ -218,6 +226,7 @@ impl Crawl {
             media_type,
             body,
             visitor,
+            ..
         } = got;
         let mut rendered = None;
         if let Some(chromium) = self.opts.render.as_ref().filter(|_| media_type == "text/html") {
@@ -279,14 +288,13 @@ impl Crawl {
             .to_ascii_lowercase();
         // Raw bytes are bounded too: a coded body expands at most so far.
         let limit = self.opts.max_body;
-        let raw = tokio::time::timeout(self.opts.timeout, Limited::new(resp.into_body(), limit).collect())
+        let (raw, raw_cut) = tokio::time::timeout(self.opts.timeout, read_up_to(resp.into_body(), limit))
             .await
             .map_err(|_| format!("the body took longer than {:?}", self.opts.timeout))?
-            .map_err(|e| format!("reading the body: {e}"))?
-            .to_bytes();
+            .map_err(|e| format!("reading the body: {e}"))?;
         let coding = Coding::parse(Some(&value(header::CONTENT_ENCODING)))
             .ok_or_else(|| format!("unknown Content-Encoding {:?}", value(header::CONTENT_ENCODING)))?;
-        let bytes = decoded(coding, &raw, limit)?;
+        let (bytes, decoded_cut) = decoded(coding, &raw, limit)?;
         let visitor = Some(value(header::HeaderName::from_static(
             crate::proxy::AUDIT_VISITOR_HEADER,
         )))
@@ -296,24 +304,45 @@ impl Crawl {
             media_type,
             body: text(&bytes, &content_type),
             visitor,
+            cut: raw_cut || decoded_cut,
         })
     }
 }
 
-/// The body, decoded from its Content-Encoding, at most `limit` bytes.
-fn decoded(coding: Coding, raw: &[u8], limit: usize) -> Result<Vec<u8>, Problem> {
+/// Up to `limit` bytes of `body`, and whether it had more: a page too big
+/// to read whole is still audited as far as it was read.
+async fn read_up_to(mut body: hyper::body::Incoming, limit: usize) -> Result<(Vec<u8>, bool), hyper::Error> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        let room = limit - out.len();
+        if data.len() > room {
+            out.extend_from_slice(&data[..room]);
+            return Ok((out, true));
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok((out, false))
+}
+
+/// The body, decoded from its Content-Encoding, at most `limit` bytes, and
+/// whether it decoded to more.
+fn decoded(coding: Coding, raw: &[u8], limit: usize) -> Result<(Vec<u8>, bool), Problem> {
     let Some(mut d) = Decoder::new(coding).map_err(|e| e.to_string())? else {
-        return Ok(raw.to_vec());
+        return Ok((raw.to_vec(), false));
     };
+    // One byte past the limit tells whether the body went on.
+    let wanted = limit + 1;
     let mut out = Vec::new();
     let mut input = raw;
-    while !input.is_empty() && out.len() < limit {
+    while !input.is_empty() && out.len() < wanted {
         let n = d.step(input, &mut out).map_err(|e| e.to_string())?;
         input = &input[n..];
     }
-    while out.len() < limit && !d.finish_step(&mut out).map_err(|e| e.to_string())? {}
+    while out.len() < wanted && !d.finish_step(&mut out).map_err(|e| e.to_string())? {}
+    let cut = out.len() > limit;
     out.truncate(limit);
-    Ok(out)
+    Ok((out, cut))
 }
 
 /// The body as text in the charset its Content-Type, BOM or meta says.
@@ -432,6 +461,28 @@ mod tests {
                 "http://127.0.0.1:8080/s.js",
                 "https://elsewhere.example/"
             ]
+        );
+    }
+
+    #[test]
+    fn a_body_past_the_limit_is_read_up_to_it_and_said_to_be_cut() {
+        use std::io::Write;
+        let gzip = |plain: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(plain).unwrap();
+            e.finish().unwrap()
+        };
+        let plain = b"<p>mjd@plover.com</p>".repeat(1000);
+        let fits = decoded(Coding::Gzip, &gzip(&plain), plain.len()).unwrap();
+        assert_eq!(fits, (plain.clone(), false));
+        let (start, cut) = decoded(Coding::Gzip, &gzip(&plain), 100).unwrap();
+        assert_eq!((&start[..], cut), (&plain[..100], true));
+        // A bomb stops expanding at the limit.
+        let (start, cut) = decoded(Coding::Gzip, &gzip(&vec![b'x'; 64 << 20]), 1 << 20).unwrap();
+        assert_eq!((start.len(), cut), (1 << 20, true));
+        assert_eq!(
+            decoded(Coding::Identity, b"abc", 3).unwrap(),
+            (b"abc".to_vec(), false)
         );
     }
 
