@@ -266,13 +266,8 @@ fn a_page_too_big_to_read_whole_is_audited_up_to_the_limit() {
     let out = proxy.inst.cli(&["audit", "--depth", "0", "--json", &url]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "{report:#}");
-    let at: Vec<_> = report["leaks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| &l["at"])
-        .collect();
-    assert_eq!(at.len(), 1, "only the leak within the first 16 MiB: {report:#}");
+    let leaks = report["leaks"].as_array().unwrap().len();
+    assert_eq!(leaks, 1, "only the leak within the first 16 MiB: {report:#}");
     let problem = report["pages"][0]["problem"].as_str().unwrap_or_default();
     assert!(
         problem.contains("only the first 16 MiB were audited"),
