@@ -16,7 +16,7 @@ use common::daemon::get;
 use common::postfix::Mail;
 use common::postgres::Cluster;
 use common::wire::socketmap;
-use common::{Instance, free_port, one_page_server, trap_address, wait_for_port, within};
+use common::{Instance, free_port, one_page_server, trap_address, within};
 
 const PROTECT: &str = "[[protect]]\ndomain = \"plover.com\"\n";
 
@@ -86,14 +86,14 @@ fn rules_visits_arrivals_and_blocks_reach_every_host() {
     let _proxy_b = proxy_b_host.start("proxy", &[]);
     let _r1 = mx1.start("resolver", &[]);
     let _r2 = mx2.start("resolver", &[]);
-    for (port, what) in [
-        (web_a, "proxy A"),
-        (web_b, "proxy B"),
-        (map1, "MX 1"),
-        (map2, "MX 2"),
-        (pol2, "MX 2 policy"),
+    for (host, port, what) in [
+        (&proxy_host, web_a, "proxy"),
+        (&proxy_b_host, web_b, "proxy"),
+        (&mx1, map1, "resolver"),
+        (&mx2, map2, "resolver"),
+        (&mx2, pol2, "resolver"),
     ] {
-        wait_for_port(port, what);
+        host.wait_for(port, what);
     }
 
     // A visitor fetches the page through the proxy; the address it was
@@ -180,8 +180,8 @@ fn an_outage_never_stops_the_site_or_bounces_mail() {
     let (site, web, map) = one_host_site(&url);
     let _proxy = site.start("proxy", &[]);
     let _resolver = site.start("resolver", &[]);
-    wait_for_port(web, "proxy");
-    wait_for_port(map, "resolver");
+    site.wait_for(web, "proxy");
+    site.wait_for(map, "resolver");
     let valid = site.cli_ok(&["encode", "--ip", "203.0.113.5", "mjd@plover.com"]);
     let expired = site.cli_ok(&["encode", "--ip", "203.0.113.6", "mjd@plover.com"]);
     site.cli_ok(&["expire", "--ip", "203.0.113.6"]);
@@ -262,8 +262,8 @@ fn daemons_start_while_the_database_is_down() {
     let (site, web, map) = one_host_site(&pg.url());
     let _proxy = site.start("proxy", &[]);
     let _resolver = site.start("resolver", &[]);
-    wait_for_port(web, "proxy");
-    wait_for_port(map, "resolver");
+    site.wait_for(web, "proxy");
+    site.wait_for(map, "resolver");
     let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);
     assert_eq!(status, 200, "{page}");
     let start = page.find("mailto:").unwrap() + "mailto:".len();
@@ -319,8 +319,8 @@ fn each_daemon_works_with_only_its_grants() {
     let mail_host = host(&pg.url_as(am_resolver, "addrmunge"), Some(&owner), &mx(map, pol));
     let _proxy = web_host.start("proxy", &[]);
     let _resolver = mail_host.start("resolver", &[]);
-    wait_for_port(web, "proxy");
-    wait_for_port(pol, "resolver");
+    web_host.wait_for(web, "proxy");
+    mail_host.wait_for(pol, "resolver");
 
     // The proxy's visits land; the resolver judges, records and blocks.
     let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);
@@ -387,7 +387,7 @@ fn two_postfix_mx_share_rules_and_blocks() {
     let (proxy_config, web) = web();
     let web_host = host(&url, None, &proxy_config);
     let _proxy = web_host.start("proxy", &[]);
-    wait_for_port(web, "proxy");
+    web_host.wait_for(web, "proxy");
     let mx1 = Mail::start_shared(&url, Some(&web_host), "");
     let mx2 = Mail::start_shared(&url, Some(&web_host), "");
     let cli = host(&url, Some(&web_host), "");
@@ -513,8 +513,8 @@ fn daemons_without_write_grants_keep_serving() {
     let site = host(&reader, Some(&owner), &(proxy_config + &mx(map, pol)));
     let _proxy = site.start("proxy", &[]);
     let _resolver = site.start("resolver", &[]);
-    wait_for_port(web, "proxy");
-    wait_for_port(pol, "resolver");
+    site.wait_for(web, "proxy");
+    site.wait_for(pol, "resolver");
 
     for _ in 0..3 {
         let (status, page) = get(web, "/", &[("Host", "www.plover.com")]);

@@ -50,25 +50,58 @@ pub fn cli_ok(config: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, for a server the test is
+/// about to start.
+///
+/// Taken below the kernel's ephemeral range (32768-60999 on Linux): a port
+/// the kernel handed out for `127.0.0.1:0` is also what it hands out as the
+/// local end of outgoing connections, so the many clients the tests run in
+/// parallel could take it before the server binds. Each port is claimed by a
+/// file in a folder every test process shares, so two tests (in one process
+/// or two) never get the same port while their servers start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    const FIRST: u16 = 10_000;
+    const PORTS: u16 = 22_000;
+    const CLAIM_FOR: Duration = Duration::from_secs(120);
+    let claims = std::env::temp_dir().join("addrmunge-test-ports");
+    std::fs::create_dir_all(&claims).unwrap();
+    let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+    seed.write_u32(std::process::id());
+    let start = (seed.finish() % u64::from(PORTS)) as u16;
+    for i in 0..PORTS {
+        let port = FIRST + (start + i) % PORTS;
+        let claim = claims.join(port.to_string());
+        let stale = std::fs::metadata(&claim)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > CLAIM_FOR);
+        if stale {
+            let _ = std::fs::remove_file(&claim);
+        }
+        let bindable = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if bindable && std::fs::File::create_new(&claim).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + PORTS);
 }
 
-/// Waits until something accepts connections on the port (20 s at most).
+/// Waits until something accepts connections on the port (30 s at most).
 pub fn wait_for_port(port: u16, what: &str) {
+    assert!(port_opens(port), "{what} did not start on port {port}");
+}
+
+/// Whether something accepts connections on the port within 30 s.
+fn port_opens(port: u16) -> bool {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{what} did not start on port {port}"
-        );
+        if start.elapsed() > Duration::from_secs(30) {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 /// The fenced blocks of `lang` in a Markdown file.
@@ -234,6 +267,16 @@ impl Instance {
             .spawn()
             .unwrap();
         Running(child)
+    }
+
+    /// Waits until `addrmunge WHAT`, started by [`Instance::start`], accepts
+    /// connections on the port; if it does not, the panic shows its log.
+    pub fn wait_for(&self, port: u16, what: &str) {
+        assert!(
+            port_opens(port),
+            "{what} did not start on port {port}; its log:\n{}",
+            self.log(what)
+        );
     }
 
     /// What `addrmunge WHAT` has logged so far.
