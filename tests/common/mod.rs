@@ -66,6 +66,10 @@ pub fn free_port() -> u16 {
     const CLAIM_FOR: Duration = Duration::from_secs(120);
     let claims = std::env::temp_dir().join("addrmunge-test-ports");
     std::fs::create_dir_all(&claims).unwrap();
+    // Shared by every user's test runs, as /tmp is (sticky: each removes
+    // only its own stale claims). Only its owner can set that.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&claims, std::fs::Permissions::from_mode(0o1777));
     let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
     seed.write_u32(std::process::id());
     let start = (seed.finish() % u64::from(PORTS)) as u16;
@@ -80,8 +84,13 @@ pub fn free_port() -> u16 {
         }
         let bindable = TcpListener::bind(("127.0.0.1", port)).is_ok()
             && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
-        if bindable && std::fs::File::create_new(&claim).is_ok() {
-            return port;
+        if !bindable {
+            continue;
+        }
+        match std::fs::File::create_new(&claim) {
+            Ok(_) => return port,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("cannot claim a test port in {}: {e}", claims.display()),
         }
     }
     panic!("no free loopback port between {FIRST} and {}", FIRST + PORTS);
