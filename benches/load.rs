@@ -13,8 +13,9 @@
 //!   the response slowly (1 KiB every 100 ms) for SECONDS; prints how many
 //!   stayed connected.
 //!
-//! * `lookups PORT SECONDS CONNS KEY...`: the resolver run alone (to set
-//!   two resolvers side by side); prints `lookups lookups_per_s p50_us p99_us`.
+//! * `lookups PORT SECONDS CONNS KEY...`: one server alone (two resolvers,
+//!   or the echo server and the resolver, in turns side by side); prints
+//!   `lookups lookups_per_s p50_us p99_us`.
 //! * `propagation PORT ROUNDS ADDRMUNGE CONFIG KEY_FILE`: ROUNDS times, an
 //!   address for a new visitor is checked valid at the resolver on PORT,
 //!   `ADDRMUNGE --config CONFIG expire --ip` stores a rule for that visitor
