@@ -9,7 +9,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Instance, Running, free_port, wait_for_port};
+use super::{Instance, Running, free_port};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_addrmunge");
 
@@ -41,7 +41,7 @@ impl Daemon {
             "{PROTECT}[proxy]\nlisten = [\"127.0.0.1:{port}\"]\nupstream = \"http://127.0.0.1:{upstream_port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n{extra}\n"
         );
         let d = Daemon::start(&cfg, "proxy", port, admin, 0);
-        wait_for_port(port, "addrmunge proxy");
+        d.inst.wait_for(port, "proxy");
         d
     }
 
@@ -52,7 +52,7 @@ impl Daemon {
             "{PROTECT}[resolver]\nsocketmap = [\"inet:127.0.0.1:{port}\"]\npolicy = [\"inet:127.0.0.1:{policy}\"]\nadmin_listen = \"127.0.0.1:{admin}\"\n{extra}\n[traps]\nnever_block = []\n"
         );
         let d = Daemon::start(&cfg, "resolver", port, admin, policy);
-        wait_for_port(port, "addrmunge resolver");
+        d.inst.wait_for(port, "resolver");
         d
     }
 

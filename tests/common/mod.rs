@@ -60,19 +60,12 @@ pub fn cli_ok(config: &std::path::Path, args: &[&str]) -> String {
 /// file in a folder every test process shares, so two tests (in one process
 /// or two) never get the same port while their servers start.
 pub fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
+    use std::hash::BuildHasher;
     const FIRST: u16 = 10_000;
     const PORTS: u16 = 22_000;
     const CLAIM_FOR: Duration = Duration::from_secs(120);
-    let claims = std::env::temp_dir().join("addrmunge-test-ports");
-    std::fs::create_dir_all(&claims).unwrap();
-    // Shared by every user's test runs, as /tmp is (sticky: each removes
-    // only its own stale claims). Only its owner can set that.
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&claims, std::fs::Permissions::from_mode(0o1777));
-    let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
-    seed.write_u32(std::process::id());
-    let start = (seed.finish() % u64::from(PORTS)) as u16;
+    let claims = port_claims();
+    let start = (std::collections::hash_map::RandomState::new().hash_one(()) % u64::from(PORTS)) as u16;
     for i in 0..PORTS {
         let port = FIRST + (start + i) % PORTS;
         let claim = claims.join(port.to_string());
@@ -94,6 +87,20 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port between {FIRST} and {}", FIRST + PORTS);
+}
+
+/// The folder of [`free_port`]'s claims, made once per test process.
+fn port_claims() -> &'static std::path::Path {
+    static CLAIMS: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    CLAIMS.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let claims = std::env::temp_dir().join("addrmunge-test-ports");
+        std::fs::create_dir_all(&claims).unwrap();
+        // Shared by every user's test runs, as /tmp is (sticky: each removes
+        // only its own stale claims). Only its owner can set that.
+        let _ = std::fs::set_permissions(&claims, std::fs::Permissions::from_mode(0o1777));
+        claims
+    })
 }
 
 /// Waits until something accepts connections on the port (30 s at most).

@@ -58,7 +58,7 @@ impl Pair {
     /// Starts the resolver again, on the same listener.
     pub fn start_resolver(&mut self) {
         self.resolver = Some(self.inst.start("resolver", &[]));
-        wait_for_port(self.port, "the resolver's listener");
+        self.inst.wait_for(self.port, "resolver");
     }
 }
 
@@ -125,7 +125,7 @@ pub fn resolver(listener: &str, extra: &str, traps: &str) -> (Instance, Running,
          [traps]\nnever_block = [\"127.0.0.1/32\"]\nblock_for = \"1h\"\n{traps}\n"
     ));
     let running = inst.start("resolver", &[]);
-    wait_for_port(port, "the resolver's listener");
+    inst.wait_for(port, "resolver");
     (inst, running, port)
 }
 

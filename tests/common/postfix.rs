@@ -179,8 +179,8 @@ block_for = "1h"
                 }
             }
         } else {
-            wait_for_port(map, "resolver socketmap");
-            wait_for_port(policy, "resolver policy service");
+            mail.inst.wait_for(map, "resolver");
+            mail.inst.wait_for(policy, "resolver");
         }
         mail.start_postfix(setup);
         mail

@@ -12,7 +12,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Instance, Running, free_port, wait_for_port};
+use super::{Instance, Running, free_port};
 
 /// The fixture site nginx serves.
 pub fn site() -> PathBuf {
@@ -57,7 +57,7 @@ body_idle_timeout = 2
 "#
         ));
         let running = inst.start("proxy", &[]);
-        wait_for_port(port, "addrmunge proxy");
+        inst.wait_for(port, "proxy");
         Proxy { running, port, inst }
     }
 
