@@ -304,6 +304,8 @@ echo=$(free_port)
 "$loadbin" echo-server "$echo" &
 pids+=($!)
 wait_port "$echo"
+# Absolute lookups/s at 16 connections, and the uncached cost (a new address
+# every lookup); the bars come from the pairs below.
 "$loadbin" resolver "$echo" "$map" "$secs" 16 "$work/addrmunge.key" "$valid" "$expired" "$forged" > "$work/resolver.out"
 # The bars: at 1 and 4 connections (how Postfix talks to it: one connection
 # per smtpd, a few busy at a time) and at 16. One run of each moves by +-15%
@@ -402,7 +404,6 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "| peak RSS with 1,000 slow clients (2 MB page) | $((peak / 1024)) MiB (from $((slow_before / 1024)) MiB; $slow_done of 1000 completed or stayed connected) | < 200 MiB |"
   read -r _ erate ep50 ep99 < <(grep '^echo' "$work/resolver.out")
   read -r _ rrate rp50 rp99 < <(grep '^resolver' "$work/resolver.out")
-  echo "| resolver / echo lookups/s (16 connections) | $(awk -v a="$rrate" -v b="$erate" 'BEGIN {printf "%.2fx", a/b}') ($rrate vs $erate) | >= 0.8x |"
   echo "| resolver lookups/s | $rrate (p50 ${rp50} µs, p99 ${rp99} µs; echo p99 ${ep99} µs) | >= 50,000 |"
   for c in 1 4 16; do
     rates=$(awk -v c="$c" '$1 == c {printf "%.2f\n", $4/$2}' "$work/resolver-pairs" | sort -n)
