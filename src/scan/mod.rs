@@ -327,7 +327,18 @@ impl Cursor {
         };
         let bs = self.backslash.find(data, from, 0, |d| memchr(b'\\', d));
         let label = spelled.and_then(|s| self.label.find(data, from, s.overlap(), |d| s.find(d)));
-        [common, bs, label].into_iter().flatten().min()
+        // Not `[..].into_iter().flatten().min()`: that goes through memory
+        // the compiler does not keep in registers, and this runs for every
+        // candidate.
+        earliest(earliest(common, bs), label)
+    }
+}
+
+/// The earlier of two positions, either of which may be missing.
+fn earliest(a: Option<usize>, b: Option<usize>) -> Option<usize> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
