@@ -471,6 +471,19 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   request (~64 us vs ~73-85 us), and the scanner is under 2% of the proxy's perf samples
   (the page copy into the output ~4%, malloc/free ~5%, the kernel the rest); what is left
   is the copy and framing of a new body, not finding addresses.
+  Split on 2026-12-04 (12 alternating pairs of 3 s, wrk -c32, one nginx): rewriting / passing
+  through 0.84x requests/s (1.29x CPU per request); the same build with the scan replaced by
+  a plain copy 0.88x (1.15x), and with the upstream's Content-Length kept as well (no chunked
+  framing) 0.90x (1.14x, within noise of the last). So the scan itself is ~4 points of the
+  gap, and ~10 are the rest of the rewrite path (the copy into a new buffer, charset
+  sniffing, private headers, per-response setup), though in-process that rest costs ~2 us
+  (`cargo bench --bench scan -- "per request"`: the whole pipeline 7.4 us per 45 KB page, a
+  copy of it 1.1 us). perf per request puts the difference in the copy run cache-cold in the
+  proxy (memmove 4.6 vs 1.7 us) and in the kernel's task switching and wake-ups (+5-9 us),
+  which follow the extra CPU time. Tried and not kept: each connection served on one of two
+  per-core current-thread runtimes instead of the work-stealing pool (12 alternating pairs:
+  1.00x passing through, 1.03x rewriting). Removed: a stack copy per scanner candidate (-17%
+  on address-dense HTML, -8% per 45 KB page).
 - **HTTPS.** TLS costs both servers the same (AES-GCM is ~6% of the proxy's samples, ring's
   VAES code; the handshakes are amortised over keep-alive connections, and nginx is told not
   to close a connection after 1,000 requests, which would count its clients' reconnects
