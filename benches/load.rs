@@ -24,6 +24,10 @@
 //!   p50_ms p99_ms max_ms rounds`, timed from the command's exit (the rule
 //!   is committed) to the first refusal.
 //!
+//! * `page BYTES ADDRESSES` / `site BYTES ADDRESSES`: the load page (one
+//!   paragraph repeated) or a site's page (varied prose, compresses like
+//!   real HTML), with ADDRESSES protected addresses of plover.com.
+//!
 //! Run by `cargo bench --bench load -- MODE ...`; with no mode (as in a plain
 //! `cargo bench`) it prints this usage and does nothing.
 
@@ -31,6 +35,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "common/site.rs"]
+mod site;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -117,13 +124,20 @@ fn main() {
             let max = ms[ms.len() - 1];
             println!("propagation {:.1} {:.1} {max:.1} {rounds}", pct(0.5), pct(0.99));
         }
+        Some("site") => {
+            let size: usize = args[1].parse().unwrap();
+            let n: usize = args[2].parse().unwrap();
+            print!("{}", site::site_page(size, n, "plover.com"));
+        }
         Some("page") => {
             let size: usize = args[1].parse().unwrap();
             let n: usize = args[2].parse().unwrap();
             print!("{}", page(size, n));
         }
         _ => {
-            eprintln!("load: run through benches/load.sh (modes: resolver, lookups, propagation, slow, page)")
+            eprintln!(
+                "load: run through benches/load.sh (modes: resolver, lookups, propagation, slow, page, site)"
+            )
         }
     }
 }

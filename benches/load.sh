@@ -59,11 +59,12 @@ page() { "$loadbin" page "$@"; }   # page BYTES ADDRESSES: HTML with staffN@plov
 page 45000 10 > "$root/page.html"
 cp "$root/page.html" "$root/page.bin"
 page 45000 0 > "$root/free.html"
+"$loadbin" site 45000 10 > "$root/site.html"
 page 2000000 10 > "$root/big.html"
 for _ in 1 2 3 4; do cat "$root/big.html"; done > "$root/huge.html"
 head -c $((8 * 1024 * 1024)) "$root/huge.html" > "$root/huge8.html"
 
-ngx=$(free_port); subf=$(free_port)
+ngx=$(free_port); subf=$(free_port); ngz=$(free_port)
 subs=""
 for i in $(seq 0 9); do subs+="sub_filter 'staff$i@plover.com' 'staff$i-id-0123456789abcdefghjkmnpq@plover.com'; "; done
 cat > "$work/nginx.conf" <<NGINX
@@ -76,6 +77,8 @@ http {
   client_body_temp_path $work/b; proxy_temp_path $work/p; fastcgi_temp_path $work/f; uwsgi_temp_path $work/u; scgi_temp_path $work/s;
   types { text/html html; application/octet-stream bin; }
   server { listen 127.0.0.1:$ngx; root $root; }
+  # The same site compressing HTML as browsers get it (level 1, the default).
+  server { listen 127.0.0.1:$ngz; root $root; gzip on; gzip_min_length 0; }
   server {
     listen 127.0.0.1:$subf;
     location / {
@@ -93,7 +96,7 @@ wait_port "$ngx"
 # nginx proxy_pass to the same origin, in an nginx of its own with one
 # worker per core (as the proxy has one thread per core), keep-alive to the
 # origin and no cap on requests per connection: what addrmunge replaces.
-pp=$(free_port)
+pp=$(free_port); ppz=$(free_port)
 mkdir -p "$work/pp"
 cat > "$work/pp/nginx.conf" <<NGINX
 worker_processes auto;
@@ -107,6 +110,9 @@ http {
   upstream origin { server 127.0.0.1:$ngx; keepalive 64; }
   server { listen 127.0.0.1:$pp;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  upstream originz { server 127.0.0.1:$ngz; keepalive 64; }
+  server { listen 127.0.0.1:$ppz;
+    location / { proxy_pass http://originz; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 NGINX
 nginx -p "$work/pp" -c "$work/pp/nginx.conf" -g "daemon off; master_process on;" &
@@ -122,7 +128,7 @@ state = "${2:-state-$1.sqlite}"
 domain = "plover.com"
 [proxy]
 listen = ["127.0.0.1:$1"]
-upstream = "http://127.0.0.1:$ngx"
+upstream = "http://127.0.0.1:${UPSTREAM:-$ngx}"
 max_connections = 20000
 TOML
 }
@@ -140,10 +146,13 @@ nginx_hwm_kb() { local t=0; for p in $(pgrep -f "nginx: worker process" -P "$(ca
 
 # run NAME URL PID-for-RSS -> appends "name rps p50 p99 rss" to $work/results
 to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'; }
-# measure URL -> "rps|p50|p99" of one wrk run (after a 2 s warm-up)
+# measure URL [CODING] -> "rps|p50|p99" of one wrk run (after a 2 s
+# warm-up), asking for CODING (Accept-Encoding) when given
 measure() {
-  wrk -t2 -c"$conns" -d2s "$1" >/dev/null 2>&1
-  local out; out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "$1")
+  local ae=()
+  [[ -z ${2:-} ]] || ae=(-H "Accept-Encoding: $2")
+  wrk -t2 -c"$conns" -d2s "${ae[@]}" "$1" >/dev/null 2>&1
+  local out; out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "${ae[@]}" "$1")
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   [[ -z $non2xx ]] || { echo "$1: $non2xx non-2xx answers" >&2; exit 1; }
   echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out")|$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")|$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")"
@@ -195,6 +204,23 @@ for pagefile in page.html big.html free.html; do
   kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
   run "nginx + sub_filter" "http://127.0.0.1:$subf/$pagefile" nginx
 done
+
+# Browsers: the client takes gzip and the origin compresses HTML, on a
+# page that compresses like a site's (3:1; the load page's repeated
+# paragraph compresses 60:1, which would flatter the codecs). nginx
+# proxy_pass passes the compressed bytes on; addrmunge undoes the gzip,
+# rewrites and compresses again. Five alternating pairs.
+gzipped() { curl -s -H 'Accept-Encoding: gzip' -D - -o /dev/null "$1" | grep -qi '^content-encoding: *gzip'; }
+p=$(free_port); UPSTREAM=$ngz start_proxy "$p"
+for u in "http://127.0.0.1:$ppz/site.html" "http://127.0.0.1:$p/site.html"; do
+  gzipped "$u" || { echo "benches/load.sh: $u did not answer gzip" >&2; exit 1; }
+done
+gz_munged=$(curl -s --compressed "http://127.0.0.1:$p/site.html" | grep -c -- '-id-' || true)
+: > "$work/gzip-pairs"
+for _ in 1 2 3 4 5; do
+  echo "$(measure "http://127.0.0.1:$ppz/site.html" gzip)|$(measure "http://127.0.0.1:$p/site.html" gzip)" >> "$work/gzip-pairs"
+done
+kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
 
 # Streaming memory: RSS growth while one 8 MiB page goes through.
 p=$(free_port); start_proxy "$p"
@@ -412,6 +438,18 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   done
   read -r _ urate up50 up99 < <(grep '^resolver_uncached' "$work/resolver.out")
   echo "| resolver lookups/s, every lookup a new address (no verdict cache help) | $urate (p50 ${up50} µs, p99 ${up99} µs; $(awk -v a="$urate" -v b="$erate" 'BEGIN {printf "%.2fx", a/b}') echo) | (>= 50,000) |"
+  echo
+  echo "### Browsers: compressed pages"
+  echo
+  echo "A 45 KB page that compresses like a site's (3:1, 10 addresses; \`load site\`), asked for with \`Accept-Encoding: gzip\` from an origin nginx that compresses HTML (gzip on, level 1, its default), as every browser asks: nginx proxy_pass passes the compressed bytes on; addrmunge undoes the gzip, rewrites the page and compresses it again (level 1). Five alternating pairs; the ratio is the median of the pairs'. Every addrmunge answer carried munged addresses ($gz_munged lines with an ID in one page)."
+  echo
+  echo "| measure | nginx proxy_pass | addrmunge rewriting | addrmunge / nginx (pairs) |"
+  echo "| --- | ---: | ---: | --- |"
+  gmid() { cut -d'|' -f"$1" "$work/gzip-pairs" | sort -n | sed -n 3p; }
+  gr=$(awk -F'|' '{printf "%.2f\n", $4/$1}' "$work/gzip-pairs" | sort -n)
+  gp=$(awk -F'|' '{printf "%.2f\n", $6/$3}' "$work/gzip-pairs" | sort -n)
+  echo "| requests/s | $(gmid 1 | xargs printf %.0f) | $(gmid 4 | xargs printf %.0f) | $(median "$gr")x ($(tr '\n' ' ' <<<"$gr" | sed 's/ $//')) |"
+  echo "| p99 ms | $(gmid 3) | $(gmid 6) | $(median "$gp")x ($(tr '\n' ' ' <<<"$gp" | sed 's/ $//')) |"
   echo
   echo "### PostgreSQL store against SQLite (several hosts)"
   echo
