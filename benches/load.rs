@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-#[path = "common/site.rs"]
-mod site;
+#[path = "common/pages.rs"]
+mod pages;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -127,12 +127,12 @@ fn main() {
         Some("site") => {
             let size: usize = args[1].parse().unwrap();
             let n: usize = args[2].parse().unwrap();
-            print!("{}", site::site_page(size, n, "plover.com"));
+            print!("{}", pages::site_page(size, n, "plover.com"));
         }
         Some("page") => {
             let size: usize = args[1].parse().unwrap();
             let n: usize = args[2].parse().unwrap();
-            print!("{}", page(size, n));
+            print!("{}", pages::load_page(size, n, "plover.com"));
         }
         _ => {
             eprintln!(
@@ -140,27 +140,6 @@ fn main() {
             )
         }
     }
-}
-
-/// An HTML page of about `size` bytes with `n` protected addresses
-/// (`staffN@plover.com`, in a mailto link and as text) spread evenly.
-fn page(size: usize, n: usize) -> String {
-    let para = "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris.</p>\n";
-    let paras = size / para.len() + 1;
-    let every = paras / (n + 1) + 1;
-    let mut out = String::from("<!DOCTYPE html><html><head><title>Load</title></head><body>\n");
-    let mut placed = 0;
-    for i in 0..paras {
-        out.push_str(para);
-        if placed < n && (i + 1) % every == 0 {
-            out.push_str(&format!(
-                "<p>Write to <a href=\"mailto:staff{placed}@plover.com\">staff{placed}@plover.com</a>.</p>\n"
-            ));
-            placed += 1;
-        }
-    }
-    out.push_str("</body></html>\n");
-    out
 }
 
 /// A netstring server that answers every request with a fixed reply.

@@ -1,8 +1,17 @@
-//! A page as a site serves it, shared by the scanner benchmark and
-//! benches/load.sh (through `load site`): varied prose and links that
-//! compress about 3:1 like real HTML (the load page's repeated paragraph
-//! compresses 60:1, which flatters every codec), with protected addresses
-//! each written twice, in a `mailto:` link and as its text.
+//! The benchmarks' HTML pages, shared by the scanner benchmark and
+//! benches/load.sh (through `load page` and `load site`): the load page (one
+//! paragraph repeated; it compresses 60:1, which flatters every codec) and a
+//! page as a site serves it (varied prose and links that compress about 3:1
+//! like real HTML). Both carry protected addresses spread evenly, each
+//! written twice, in a `mailto:` link and as its text.
+
+/// About `size` bytes of one Lorem ipsum paragraph repeated, with `n`
+/// addresses `staffN@DOMAIN`.
+pub fn load_page(size: usize, n: usize, domain: &str) -> String {
+    let para = "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris.</p>\n";
+    let paras = vec![para; size / para.len() + 1];
+    with_addresses("Load", &paras, n, domain)
+}
 
 /// About `size` bytes of HTML with `n` addresses `staffN@DOMAIN`.
 pub fn site_page(size: usize, n: usize, domain: &str) -> String {
@@ -133,11 +142,17 @@ pub fn site_page(size: usize, n: usize, domain: &str) -> String {
         len += p.len();
         paras.push(p);
     }
-    let mut page = String::from("<!DOCTYPE html><html><head><title>Archive</title></head><body>\n");
+    with_addresses("Archive", &paras, n, domain)
+}
+
+/// An HTML page titled `title` of `paras`, with `n` addresses
+/// `staffN@DOMAIN` spread evenly between them.
+fn with_addresses(title: &str, paras: &[impl AsRef<str>], n: usize, domain: &str) -> String {
+    let mut page = format!("<!DOCTYPE html><html><head><title>{title}</title></head><body>\n");
     let every = paras.len() / (n + 1) + 1;
     let mut placed = 0;
     for (i, p) in paras.iter().enumerate() {
-        page.push_str(p);
+        page.push_str(p.as_ref());
         if placed < n && (i + 1) % every == 0 {
             page.push_str(&format!(
                 "<p>Write to <a href=\"mailto:staff{placed}@{domain}\">staff{placed}@{domain}</a>.</p>\n"
