@@ -177,7 +177,19 @@ pub(super) fn forward_headers(
         h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     }
     h.append(header::VIA, HeaderValue::from_static("1.1 addrmunge"));
-    // Only codings the pipeline can undo, and only those the client takes.
+    h
+}
+
+/// The codings the web server is asked for: none when the answer will be
+/// rewritten, as far as the request tells (the proxy would only undo the
+/// server's compression, then compress again: twice the CPU on both sides
+/// for the same bytes to the visitor); otherwise those the pipeline can
+/// undo that the client takes.
+pub(super) fn ask_codings(h: &mut HeaderMap, incoming: &HeaderMap, rewrite_types: &[String]) {
+    if expects_rewritten(incoming, rewrite_types) {
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        return;
+    }
     let enc: Vec<&str> = ["gzip", "deflate", "br", "zstd"]
         .into_iter()
         .filter(|c| accepts_coding(incoming, c))
@@ -187,7 +199,34 @@ pub(super) fn forward_headers(
     } else if let Ok(v) = HeaderValue::from_str(&enc.join(", ")) {
         h.insert(header::ACCEPT_ENCODING, v);
     }
-    h
+}
+
+/// Whether the request asks for a type the proxy rewrites: a page, a
+/// stylesheet or a script by browsers' `Sec-Fetch-Dest`, or, from clients
+/// that do not send it, a page or stylesheet by `Accept`. Images, fonts,
+/// `fetch` calls and `*/*` say nothing sure, and keep their compression.
+fn expects_rewritten(h: &HeaderMap, rewrite_types: &[String]) -> bool {
+    let rewrites = |t: &str| rewrite_types.iter().any(|r| r == t);
+    let text = |name| h.get(name).and_then(|v| v.to_str().ok());
+    if let Some(dest) = text("sec-fetch-dest") {
+        return match dest.trim().to_ascii_lowercase().as_str() {
+            "document" | "iframe" | "frame" => rewrites("text/html"),
+            "style" => rewrites("text/css"),
+            // Servers label scripts either way: sure only if both are rewritten.
+            "script" => rewrites("text/javascript") && rewrites("application/javascript"),
+            _ => false,
+        };
+    }
+    h.get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|range| range.split(';').next().unwrap_or("").trim())
+        .any(|t| {
+            ["text/html", "text/css"]
+                .into_iter()
+                .any(|m| t.eq_ignore_ascii_case(m) && rewrites(m))
+        })
 }
 
 /// A short keyed tag for the visitor-day-kind, put into validators so a
@@ -359,5 +398,57 @@ mod tests {
         assert!(accepts_gzip(&h));
         h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0, br"));
         assert!(!accepts_gzip(&h));
+    }
+
+    /// Pages, stylesheets and scripts are asked for uncompressed; the rest
+    /// keeps the codings the client and the pipeline share.
+    #[test]
+    fn codings_asked_of_the_web_server() {
+        let types: Vec<String> = crate::config::DEFAULT_REWRITE_TYPES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let asked = |headers: &[(&'static str, &'static str)], types: &[String]| {
+            let mut incoming = HeaderMap::new();
+            incoming.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("gzip, deflate, br, zstd, xz"),
+            );
+            for (k, v) in headers {
+                incoming.insert(*k, HeaderValue::from_static(v));
+            }
+            let mut out = incoming.clone();
+            ask_codings(&mut out, &incoming, types);
+            out[header::ACCEPT_ENCODING].to_str().unwrap().to_owned()
+        };
+        let page = (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        );
+        let all = "gzip, deflate, br, zstd";
+        assert_eq!(asked(&[page], &types), "identity");
+        assert_eq!(asked(&[("accept", "text/css,*/*;q=0.1")], &types), "identity");
+        assert_eq!(asked(&[("accept", "image/avif,image/webp,*/*")], &types), all);
+        assert_eq!(asked(&[("accept", "*/*")], &types), all);
+        assert_eq!(asked(&[], &types), all);
+        for (dest, want) in [
+            ("document", "identity"),
+            ("script", "identity"),
+            ("image", all),
+            ("empty", all),
+        ] {
+            assert_eq!(asked(&[page, ("sec-fetch-dest", dest)], &types), want, "{dest}");
+        }
+        // A type the owner does not rewrite keeps its compression.
+        let only_html = vec!["text/html".to_owned()];
+        assert_eq!(asked(&[("sec-fetch-dest", "style")], &only_html), all);
+        assert_eq!(asked(&[("accept", "text/css")], &only_html), all);
+        assert_eq!(asked(&[page], &only_html), "identity");
+        // A client that takes no coding the pipeline undoes asks for none.
+        let mut incoming = HeaderMap::new();
+        incoming.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("xz"));
+        let mut out = incoming.clone();
+        ask_codings(&mut out, &incoming, &types);
+        assert!(!out.contains_key(header::ACCEPT_ENCODING));
     }
 }

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{AccessLine, Logged, Streamed, VisitNote};
 use super::headers::{
-    MediaType, accepts_gzip, forward_headers, is_upgrade, private_headers, strip_hop_by_hop,
+    MediaType, accepts_gzip, ask_codings, forward_headers, is_upgrade, private_headers, strip_hop_by_hop,
     translate_if_none_match, validator_suffix,
 };
 use super::pages::{error_page, https_redirect};
@@ -263,6 +263,7 @@ impl Proxy {
             client_upgrade.is_some(),
             cx.https,
         );
+        ask_codings(&mut headers, &parts.headers, &p.rewrite_types);
         let conditional_on_ours = translate_if_none_match(&mut headers, &vd);
         let uri: Uri = format!("http://{}{}", st.upstream.authority, cx.line.path)
             .parse()

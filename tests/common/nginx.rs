@@ -42,6 +42,14 @@ impl Nginx {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         fs::write(root.join("image.png"), &blob).unwrap();
+        let circles: String = (0..200)
+            .map(|i| format!("<circle cx=\"{i}\" cy=\"{i}\" r=\"4\"/>\n"))
+            .collect();
+        fs::write(
+            root.join("logo.svg"),
+            format!("<svg xmlns=\"http://www.w3.org/2000/svg\">\n{circles}</svg>\n"),
+        )
+        .unwrap();
         Nginx::run(dir, root)
     }
 
@@ -62,13 +70,15 @@ http {{
     access_log {d}/access.log;
     client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    types {{ text/html html; application/json json; application/rss+xml xml; text/plain txt; image/png png; }}
-    gzip on; gzip_min_length 0; gzip_types application/json application/rss+xml text/plain;
+    types {{ text/html html; application/json json; application/rss+xml xml; text/plain txt; image/png png; image/svg+xml svg; }}
+    gzip on; gzip_min_length 0; gzip_types application/json application/rss+xml text/plain image/svg+xml;
+    # Also for requests with Via (the proxy's): off by default.
+    gzip_proxied any;
     server {{
         listen 127.0.0.1:{port};
         listen unix:{d}/nginx.sock;
         root {root};
-        location /echo-headers {{ return 200 \"xff=$http_x_forwarded_for via=$http_via host=$host\"; default_type text/plain; }}
+        location /echo-headers {{ return 200 \"accept-encoding=$http_accept_encoding xff=$http_x_forwarded_for via=$http_via host=$host\"; default_type text/plain; }}
     }}
 }}
 ",
