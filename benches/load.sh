@@ -148,11 +148,11 @@ nginx_hwm_kb() { local t=0; for p in $(pgrep -f "nginx: worker process" -P "$(ca
 
 # run NAME URL PID-for-RSS -> appends "name rps p50 p99 rss" to $work/results
 to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'; }
-# measure URL [CODING] -> "rps|p50|p99" of one wrk run (after a 2 s
-# warm-up), asking for CODING (Accept-Encoding) when given
+# measure URL [HEADER...] -> "rps|p50|p99" of one wrk run (after a 2 s
+# warm-up), sending the HEADERs ("Name: value") given
 measure() {
-  local ae=()
-  [[ -z ${2:-} ]] || ae=(-H "Accept-Encoding: $2")
+  local ae=() h
+  for h in "${@:2}"; do ae+=(-H "$h"); done
   wrk -t2 -c"$conns" -d2s "${ae[@]}" "$1" >/dev/null 2>&1
   local out; out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "${ae[@]}" "$1")
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
@@ -207,12 +207,14 @@ for pagefile in page.html big.html free.html; do
   run "nginx + sub_filter" "http://127.0.0.1:$subf/$pagefile" nginx
 done
 
-# Browsers: the client takes gzip and the origin compresses HTML, on a
-# page that compresses like a site's (3:1; the load page's repeated
-# paragraph compresses 60:1, which would flatter the codecs). nginx
-# proxy_pass passes the compressed bytes on; addrmunge undoes the gzip,
-# rewrites and compresses again. Five alternating pairs.
-gzipped() { curl -s -H 'Accept-Encoding: gzip' -H 'Via: 1.1 test' -D - -o /dev/null "$1" | grep -qi '^content-encoding: *gzip'; }
+# Browsers: a navigation (a browser's Accept and Accept-Encoding) and an
+# origin that compresses HTML, on a page that compresses like a site's
+# (3:1; the load page's repeated paragraph compresses 60:1, which would
+# flatter the codecs). nginx proxy_pass passes the origin's compressed
+# bytes on; addrmunge asks the origin for the page uncompressed, rewrites
+# and compresses it. Five alternating pairs.
+browser=("Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8" "Accept-Encoding: gzip, deflate, br, zstd")
+gzipped() { curl -s -H "${browser[1]}" -H 'Via: 1.1 test' -D - -o /dev/null "$1" | grep -qi '^content-encoding: *gzip'; }
 p=$(free_port); UPSTREAM=$ngz start_proxy "$p"
 # The origin compresses for addrmunge too (its requests carry Via).
 for u in "http://127.0.0.1:$ngz/site.html" "http://127.0.0.1:$ppz/site.html" "http://127.0.0.1:$p/site.html"; do
@@ -221,7 +223,7 @@ done
 gz_munged=$(curl -s --compressed "http://127.0.0.1:$p/site.html" | grep -c -- '-id-' || true)
 : > "$work/gzip-pairs"
 for _ in 1 2 3 4 5; do
-  echo "$(measure "http://127.0.0.1:$ppz/site.html" gzip)|$(measure "http://127.0.0.1:$p/site.html" gzip)" >> "$work/gzip-pairs"
+  echo "$(measure "http://127.0.0.1:$ppz/site.html" "${browser[@]}")|$(measure "http://127.0.0.1:$p/site.html" "${browser[@]}")" >> "$work/gzip-pairs"
 done
 kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
 
@@ -444,7 +446,7 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo
   echo "### Browsers: compressed pages"
   echo
-  echo "A 45 KB page that compresses like a site's (3:1, 10 addresses; \`load site\`), asked for with \`Accept-Encoding: gzip\` from an origin nginx that compresses HTML (gzip on, level 1, its default; \`gzip_proxied any\`, so it compresses for addrmunge's requests too, which carry \`Via\`), as every browser asks: nginx proxy_pass passes the compressed bytes on; addrmunge undoes the gzip, rewrites the page and compresses it again (level 1). With nginx's default \`gzip_proxied off\` an nginx origin sends addrmunge the page uncompressed and addrmunge only compresses it, which costs it less. Five alternating pairs; the ratio is the median of the pairs'. Every addrmunge answer carried munged addresses ($gz_munged lines with an ID in one page)."
+  echo "A 45 KB page that compresses like a site's (3:1, 10 addresses; \`load site\`), asked for as a browser navigates (its \`Accept\` and \`Accept-Encoding: gzip, deflate, br, zstd\`), from an origin nginx that compresses HTML (gzip on, level 1, its default; \`gzip_proxied any\`, so it would compress for addrmunge's requests too, which carry \`Via\`): nginx proxy_pass passes the origin's compressed bytes on; addrmunge asks the origin for the page uncompressed (the request says it is a page, which it rewrites), rewrites it and compresses it (zlib-rs, level 2). Five alternating pairs; the ratio is the median of the pairs'. Every addrmunge answer carried munged addresses ($gz_munged lines with an ID in one page)."
   echo
   echo "| measure | nginx proxy_pass | addrmunge rewriting | addrmunge / nginx (pairs) |"
   echo "| --- | ---: | ---: | --- |"

@@ -202,30 +202,44 @@ pub(super) fn ask_codings(h: &mut HeaderMap, incoming: &HeaderMap, rewrite_types
 }
 
 /// Whether the request asks for a type the proxy rewrites: a page, a
-/// stylesheet or a script by browsers' `Sec-Fetch-Dest`, or, from clients
-/// that do not send it, a page or stylesheet by `Accept`. Images, fonts,
-/// `fetch` calls and `*/*` say nothing sure, and keep their compression.
+/// stylesheet or a script by browsers' `Sec-Fetch-Dest`; for `fetch` calls
+/// and from clients that do not send it, an `Accept` that names one (a
+/// navigation's `text/html`, a stylesheet's `text/css`, an API call's
+/// `application/json`). Images, fonts and a bare `*/*` say nothing sure,
+/// and keep their compression.
 fn expects_rewritten(h: &HeaderMap, rewrite_types: &[String]) -> bool {
-    let rewrites = |t: &str| rewrite_types.iter().any(|r| r == t);
-    let text = |name| h.get(name).and_then(|v| v.to_str().ok());
-    if let Some(dest) = text("sec-fetch-dest") {
-        return match dest.trim().to_ascii_lowercase().as_str() {
-            "document" | "iframe" | "frame" => rewrites("text/html"),
-            "style" => rewrites("text/css"),
-            // Servers label scripts either way: sure only if both are rewritten.
-            "script" => rewrites("text/javascript") && rewrites("application/javascript"),
-            _ => false,
-        };
+    let rewrites = |t: &str| rewrite_types.iter().any(|r| r.eq_ignore_ascii_case(t));
+    let dest = h
+        .get("sec-fetch-dest")
+        .and_then(|v| v.to_str().ok())
+        .map(|d| d.trim().to_ascii_lowercase());
+    match dest.as_deref() {
+        Some("document" | "iframe" | "frame") => rewrites("text/html"),
+        Some("style") => rewrites("text/css"),
+        // Servers label scripts either way: sure only if both are rewritten.
+        Some("script" | "worker" | "sharedworker" | "serviceworker") => {
+            rewrites("text/javascript") && rewrites("application/javascript")
+        }
+        None | Some("empty") => accepted_types(h).any(rewrites),
+        Some(_) => false,
     }
+}
+
+/// The media types `Accept` names and takes (not with q=0), wildcards left out.
+fn accepted_types(h: &HeaderMap) -> impl Iterator<Item = &str> {
     h.get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|range| range.split(';').next().unwrap_or("").trim())
-        .any(|t| {
-            ["text/html", "text/css"]
-                .into_iter()
-                .any(|m| t.eq_ignore_ascii_case(m) && rewrites(m))
+        .filter_map(|range| {
+            let mut params = range.split(';');
+            let media = params.next()?.trim();
+            let refused = params.any(|p| {
+                p.split_once('=').is_some_and(|(k, q)| {
+                    k.trim().eq_ignore_ascii_case("q") && q.trim().parse::<f32>().is_ok_and(|q| q == 0.0)
+                })
+            });
+            (!refused && !media.contains('*')).then_some(media)
         })
 }
 
@@ -431,14 +445,27 @@ mod tests {
         assert_eq!(asked(&[("accept", "image/avif,image/webp,*/*")], &types), all);
         assert_eq!(asked(&[("accept", "*/*")], &types), all);
         assert_eq!(asked(&[], &types), all);
+        assert_eq!(
+            asked(&[("accept", "application/json, text/plain, */*")], &types),
+            "identity"
+        );
+        assert_eq!(asked(&[("accept", "text/html;q=0, image/png")], &types), all);
+        let any = ("accept", "*/*");
         for (dest, want) in [
             ("document", "identity"),
             ("script", "identity"),
+            ("serviceworker", "identity"),
+            ("style", "identity"),
             ("image", all),
+            ("font", all),
             ("empty", all),
         ] {
-            assert_eq!(asked(&[page, ("sec-fetch-dest", dest)], &types), want, "{dest}");
+            assert_eq!(asked(&[any, ("sec-fetch-dest", dest)], &types), want, "{dest}");
         }
+        // A fetch() names what it wants in Accept.
+        let api = ("accept", "application/json");
+        assert_eq!(asked(&[api, ("sec-fetch-dest", "empty")], &types), "identity");
+        assert_eq!(asked(&[api, ("sec-fetch-dest", "image")], &types), all);
         // A type the owner does not rewrite keeps its compression.
         let only_html = vec!["text/html".to_owned()];
         assert_eq!(asked(&[("sec-fetch-dest", "style")], &only_html), all);
