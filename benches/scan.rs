@@ -144,7 +144,7 @@ fn bench(c: &mut Criterion) {
 /// with real tokens (per-visitor cache) -> gzip with a sync flush per chunk,
 /// as the proxy runs it; throughput counts the uncompressed page.
 fn pipeline(c: &mut Criterion) {
-    use addrmunge::rewrite::{Coding, Expansion, Pipeline, TokenCache, VisitorMunger};
+    use addrmunge::rewrite::{Coding, Compress, Expansion, Pipeline, TokenCache, VisitorMunger};
     use addrmunge::{Claims, Day, KeyRing, Kind};
     let m = matcher();
     let keys = Arc::new(KeyRing::new(&[[7u8; 32]]));
@@ -163,7 +163,8 @@ fn pipeline(c: &mut Criterion) {
                     max_bytes: u64::MAX,
                     max_ratio: u64::MAX,
                 };
-                let mut p = Pipeline::new(m.scanner(), munger, Coding::Gzip, true).with_expansion(unbounded);
+                let mut p = Pipeline::new(m.scanner(), munger, Coding::Gzip, Some(Compress::Gzip))
+                    .with_expansion(unbounded);
                 let mut total = 0;
                 for chunk in compressed.chunks(CHUNK) {
                     total += p.push(chunk).unwrap().len();
@@ -192,7 +193,7 @@ fn gzip(data: &[u8], level: flate2::Compression) -> Vec<u8> {
 /// for that (gzip in, gzip out); next to a plain copy, gunzip alone and gzip alone, to tell
 /// rewriting's CPU per request apart from the proxy's and the codec's.
 fn per_request(c: &mut Criterion) {
-    use addrmunge::rewrite::{Coding, Pipeline, TokenCache, VisitorMunger};
+    use addrmunge::rewrite::{Coding, Compress, Pipeline, TokenCache, VisitorMunger};
     use addrmunge::{Claims, Day, KeyRing, Kind};
     let page = pages::site_page(45_000, 10, "ihatespam.test");
     // The origin's gzip at nginx's default level; the proxy's at its own.
@@ -223,15 +224,31 @@ fn per_request(c: &mut Criterion) {
             black_box(out)
         })
     });
-    for (name, input, coding, gzip_out) in [
-        ("rewrite / 45 KB page", &plain, Coding::Identity, false),
-        ("rewrite, gzip / 45 KB page", &plain, Coding::Identity, true),
-        ("gunzip, rewrite, gzip / 45 KB page", &gz, Coding::Gzip, true),
+    for (name, input, coding, to) in [
+        ("rewrite / 45 KB page", &plain, Coding::Identity, None),
+        (
+            "rewrite, gzip / 45 KB page",
+            &plain,
+            Coding::Identity,
+            Some(Compress::Gzip),
+        ),
+        (
+            "rewrite, zstd / 45 KB page",
+            &plain,
+            Coding::Identity,
+            Some(Compress::Zstd),
+        ),
+        (
+            "gunzip, rewrite, gzip / 45 KB page",
+            &gz,
+            Coding::Gzip,
+            Some(Compress::Gzip),
+        ),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let munger = VisitorMunger::new(Arc::clone(&keys), "-id-", claims, Arc::clone(&cache));
-                let mut p = Pipeline::new(m.scanner(), munger, coding, gzip_out).with_charset(None, true);
+                let mut p = Pipeline::new(m.scanner(), munger, coding, to).with_charset(None, true);
                 let mut total = 0;
                 for (i, chunk) in input.iter().enumerate() {
                     p.input(chunk.clone(), i + 1 == input.len());

@@ -172,42 +172,48 @@ async fn a_unix_socket_upstream() {
 
 /// A page is compressed once, by the proxy: a browser's navigation is
 /// asked of nginx uncompressed, though nginx compresses for proxies, and
-/// reaches the browser gzipped with its addresses munged; what the proxy
-/// does not rewrite (an SVG image) comes from nginx compressed as before.
+/// reaches the browser compressed (zstd when it takes it, else gzip) with
+/// its addresses munged; what the proxy does not rewrite (an SVG image)
+/// comes from nginx compressed as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_are_compressed_once_by_the_proxy() {
     let nginx = Nginx::start(&site());
     let proxy = Proxy::start(nginx.port, "");
-    let gzip = ("accept-encoding", "gzip, deflate, br, zstd");
+    let browser = ("accept-encoding", "gzip, deflate, br, zstd");
+    let gzip = ("accept-encoding", "gzip, deflate, br");
     let page = ("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
     let svg = ("accept", "image/avif,image/svg+xml,image/*,*/*;q=0.8");
+    // The response's Content-Encoding, its text as the client reads it.
     let get = |port: u16, path: &'static str, headers: Vec<(&'static str, &'static str)>| async move {
         let got = fetch("127.0.0.1", port, "GET", path, &headers, false).await;
-        let gzipped = got.headers.get("content-encoding").map(String::as_str) == Some("gzip");
-        let mut text = String::new();
-        if gzipped {
-            flate2::read::GzDecoder::new(&got.body[..])
-                .read_to_string(&mut text)
-                .unwrap();
-        } else {
-            text = String::from_utf8_lossy(&got.body).into_owned();
-        }
-        (gzipped, text, got)
+        let coding = got.headers.get("content-encoding").cloned();
+        let plain = match coding.as_deref() {
+            Some("gzip") => {
+                let mut plain = Vec::new();
+                flate2::read::GzDecoder::new(&got.body[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
+                plain
+            }
+            Some("zstd") => zstd::decode_all(&got.body[..]).unwrap(),
+            _ => got.body.clone(),
+        };
+        (coding, String::from_utf8_lossy(&plain).into_owned(), got)
     };
     // nginx compresses for a proxy that asks for it.
     let nginx_gets = |path| {
         get(
             nginx.port,
             path,
-            vec![gzip, ("via", "1.1 test"), ("host", "127.0.0.1")],
+            vec![browser, ("via", "1.1 test"), ("host", "127.0.0.1")],
         )
     };
-    assert!(nginx_gets("/forms.html").await.0);
+    assert_eq!(nginx_gets("/forms.html").await.0.as_deref(), Some("gzip"));
     // What the proxy asks nginx for: nothing compressed for a page or a
     // stylesheet, what the client takes otherwise.
     let asked = |headers| async { get(proxy.port, "/echo-headers", headers).await.1 };
     for headers in [
-        vec![gzip, page],
+        vec![browser, page],
         vec![gzip, ("sec-fetch-dest", "style")],
         vec![page],
     ] {
@@ -219,17 +225,21 @@ async fn pages_are_compressed_once_by_the_proxy() {
     }
     let echo = asked(vec![("accept-encoding", "br, gzip, xz"), svg]).await;
     assert!(echo.starts_with("accept-encoding=gzip, br "), "{echo}");
-    // The page reaches the browser gzipped, each address munged for it.
-    let (gzipped, html, got) = get(proxy.port, "/forms.html", vec![gzip, page]).await;
-    assert!(gzipped && got.headers["vary"].contains("Accept-Encoding"));
-    let found = munged_addresses(&html);
-    assert!(!found.is_empty(), "{html}");
-    for v in proxy.decode(&found) {
-        assert_eq!(v["ip"], "127.0.0.1", "{v}");
+    // The page reaches the browser compressed as it takes it, each address
+    // munged for it.
+    for (accept, want) in [(browser, "zstd"), (gzip, "gzip")] {
+        let (coding, html, got) = get(proxy.port, "/forms.html", vec![accept, page]).await;
+        assert_eq!(coding.as_deref(), Some(want));
+        assert!(got.headers["vary"].contains("Accept-Encoding"));
+        let found = munged_addresses(&html);
+        assert!(!found.is_empty(), "{html}");
+        for v in proxy.decode(&found) {
+            assert_eq!(v["ip"], "127.0.0.1", "{v}");
+        }
     }
     // The image is nginx's own gzip, passed through.
-    let (gzipped, _, got) = get(proxy.port, "/logo.svg", vec![gzip, svg]).await;
-    assert!(gzipped);
+    let (coding, _, got) = get(proxy.port, "/logo.svg", vec![browser, svg]).await;
+    assert_eq!(coding.as_deref(), Some("gzip"));
     assert_eq!(got.body, nginx_gets("/logo.svg").await.2.body);
 }
 

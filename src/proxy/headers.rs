@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::rewrite::TokenCache;
+use crate::rewrite::{Compress, TokenCache};
 use crate::token::{Claims, KeyRing};
 
 /// A response's `Content-Type`, parsed once.
@@ -48,23 +48,50 @@ impl MediaType {
     }
 }
 
-pub(super) fn accepts_gzip(h: &HeaderMap) -> bool {
-    accepts_coding(h, "gzip")
+/// True when `Accept-Encoding` takes `coding` (by name, else by `*`; not with q=0).
+fn accepts_coding(h: &HeaderMap, coding: &str) -> bool {
+    named_weight(h, coding)
+        .or_else(|| named_weight(h, "*"))
+        .is_some_and(|q| q > 0.0)
 }
 
-/// True when `Accept-Encoding` takes `coding` (by name or `*`, not with q=0).
-pub(super) fn accepts_coding(h: &HeaderMap, coding: &str) -> bool {
+/// What a rewritten body is compressed with for this client: zstd when it
+/// names zstd and weighs it no lower than gzip (zstd costs the proxy less
+/// CPU for the same size), else gzip when it takes gzip.
+pub(super) fn compression_for(h: &HeaderMap) -> Option<Compress> {
+    let gzip = named_weight(h, "gzip").or_else(|| named_weight(h, "*"));
+    match named_weight(h, "zstd") {
+        Some(z) if z > 0.0 && z >= gzip.unwrap_or(0.0) => Some(Compress::Zstd),
+        _ => accepts_coding(h, "gzip").then_some(Compress::Gzip),
+    }
+}
+
+/// The q-value of `coding`'s own entry in `Accept-Encoding` (1 when it
+/// gives none), if it has one.
+fn named_weight(h: &HeaderMap, coding: &str) -> Option<f32> {
     h.get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',').any(|c| {
-                let mut it = c.split(';');
-                let name = it.next().unwrap_or("").trim();
-                let q0 = it.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
-                (name.eq_ignore_ascii_case(coding) || name == "*") && !q0
-            })
+        .flat_map(|v| v.split(','))
+        .find_map(|item| {
+            let mut it = item.split(';');
+            it.next()
+                .is_some_and(|name| name.trim().eq_ignore_ascii_case(coding))
+                .then(|| weight(it))
         })
+}
+
+/// The q-value among the parameters after an `Accept` or `Accept-Encoding`
+/// item; 1 when none is given (or it does not parse).
+fn weight<'a>(mut params: impl Iterator<Item = &'a str>) -> f32 {
+    params
+        .find_map(|p| {
+            let (k, q) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("q")
+                .then(|| q.trim().parse::<f32>().ok())?
+        })
+        .unwrap_or(1.0)
 }
 
 pub(super) fn is_upgrade(h: &HeaderMap) -> bool {
@@ -234,12 +261,7 @@ fn accepted_types(h: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter_map(|range| {
             let mut params = range.split(';');
             let media = params.next()?.trim();
-            let refused = params.any(|p| {
-                p.split_once('=').is_some_and(|(k, q)| {
-                    k.trim().eq_ignore_ascii_case("q") && q.trim().parse::<f32>().is_ok_and(|q| q == 0.0)
-                })
-            });
-            (!refused && !media.contains('*')).then_some(media)
+            (weight(params) > 0.0 && !media.contains('*')).then_some(media)
         })
 }
 
@@ -409,9 +431,44 @@ mod tests {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("br, gzip;q=0.5"),
         );
-        assert!(accepts_gzip(&h));
+        assert!(accepts_coding(&h, "gzip"));
         h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0, br"));
-        assert!(!accepts_gzip(&h));
+        assert!(!accepts_coding(&h, "gzip"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip; Q = 0.000"),
+        );
+        assert!(!accepts_coding(&h, "gzip"));
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0.001"));
+        assert!(accepts_coding(&h, "gzip"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0, *"),
+        );
+        assert!(!accepts_coding(&h, "gzip"));
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br, *"));
+        assert!(accepts_coding(&h, "gzip"));
+    }
+
+    /// zstd for clients that name it first or equal, gzip for the rest.
+    #[test]
+    fn compression_chosen_for_the_client() {
+        for (accept, want) in [
+            ("gzip, deflate, br, zstd", Some(Compress::Zstd)),
+            ("zstd;q=0.5, gzip", Some(Compress::Gzip)),
+            ("gzip;q=0.5, zstd", Some(Compress::Zstd)),
+            ("zstd;q=0, gzip", Some(Compress::Gzip)),
+            ("zstd", Some(Compress::Zstd)),
+            ("gzip, deflate, br", Some(Compress::Gzip)),
+            ("*", Some(Compress::Gzip)),
+            ("br", None),
+            ("identity", None),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(accept));
+            assert_eq!(compression_for(&h), want, "{accept}");
+        }
+        assert_eq!(compression_for(&HeaderMap::new()), None);
     }
 
     /// Pages, stylesheets and scripts are asked for uncompressed; the rest

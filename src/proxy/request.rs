@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{AccessLine, Logged, Streamed, VisitNote};
 use super::headers::{
-    MediaType, accepts_gzip, ask_codings, forward_headers, is_upgrade, private_headers, strip_hop_by_hop,
+    MediaType, ask_codings, compression_for, forward_headers, is_upgrade, private_headers, strip_hop_by_hop,
     translate_if_none_match, validator_suffix,
 };
 use super::pages::{error_page, https_redirect};
@@ -25,7 +25,7 @@ use super::{BoxError, Proxy, ProxyBody, State, harvest, upload, visitor};
 use crate::config::{AgentAction, AgentRule};
 use crate::conns::Busy;
 use crate::day::Day;
-use crate::rewrite::{Coding, LinkInserter, Pipeline, VisitorMunger};
+use crate::rewrite::{Coding, Compress, LinkInserter, Pipeline, VisitorMunger};
 use crate::store::Harvester;
 use crate::token::{Claims, Kind, Visitor};
 
@@ -57,7 +57,8 @@ struct Sent {
     claims: Claims,
     /// Our validator suffix for this visitor and day.
     vd: String,
-    client_gzip: bool,
+    /// What a rewritten body is compressed with for this client.
+    compress: Option<Compress>,
     client_upgrade: Option<OnUpgrade>,
     /// The visitor's `If-None-Match` named one of our validators.
     conditional_on_ours: bool,
@@ -285,7 +286,7 @@ impl Proxy {
         let sent = Sent {
             claims,
             vd,
-            client_gzip: accepts_gzip(&parts.headers),
+            compress: compression_for(&parts.headers),
             client_upgrade,
             conditional_on_ours,
             other_domain: cx
@@ -371,19 +372,16 @@ impl Proxy {
         self.metrics.rewritten.fetch_add(1, Ordering::Relaxed);
         private_headers(&mut parts.headers, &sent.vd);
         let head = cx.line.method == Method::HEAD;
-        let gzip_out = sent.client_gzip && !head;
         parts.headers.remove(header::CONTENT_ENCODING);
-        if gzip_out {
-            parts
-                .headers
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
-        if sent.client_gzip {
+        if sent.compress.is_some() {
             parts
                 .headers
                 .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         if head || parts.status == StatusCode::NOT_MODIFIED {
+            if !head {
+                content_encoding(&mut parts.headers, sent.compress);
+            }
             return body.map_err(|e| Box::new(e) as BoxError).boxed();
         }
         let st = &cx.st;
@@ -394,9 +392,11 @@ impl Proxy {
             Arc::clone(&self.cache),
         )
         .with_domain(sent.other_domain);
-        let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, gzip_out)
+        let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, sent.compress)
             .with_expansion(st.config.proxy.expansion)
             .with_charset(media.encoding, media.is_html());
+        // As made: zstd falls back to gzip if its context cannot be.
+        content_encoding(&mut parts.headers, pipeline.compressed_as());
         if let Some(bait) = st.config.bait.as_ref().filter(|b| b.link)
             && media.is_html()
         {
@@ -534,6 +534,13 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 /// True when `e` or one of its sources is a `T`.
 fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
     chain(e).any(|e| e.is::<T>())
+}
+
+/// Declares the coding the proxy put on a rewritten body.
+fn content_encoding(h: &mut HeaderMap, coding: Option<Compress>) {
+    if let Some(c) = coding {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c.name()));
+    }
 }
 
 #[cfg(test)]

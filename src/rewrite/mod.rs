@@ -6,11 +6,13 @@
 
 pub mod charset;
 pub mod codec;
+mod compress;
 mod link;
 mod pipeline;
 mod tokens;
 
 pub use codec::{Coding, PIECE};
+pub use compress::Compress;
 pub use link::{LinkInserter, Sink};
 pub use pipeline::{Expanded, Expansion, Pipeline, RATIO_GRACE};
 pub use tokens::{CACHE_BYTES, ServedLog, TokenCache, Tokens, VisitorMunger};
@@ -29,7 +31,7 @@ mod tests {
     use crate::token::{Claims, KeyRing, Kind};
 
     fn pipeline(declared: Option<&'static encoding_rs::Encoding>) -> Pipeline {
-        coded_pipeline(declared, Coding::Identity, false)
+        coded_pipeline(declared, Coding::Identity, None)
     }
 
     fn matcher() -> Arc<Matcher> {
@@ -47,7 +49,7 @@ mod tests {
     fn coded_pipeline(
         declared: Option<&'static encoding_rs::Encoding>,
         from: Coding,
-        gzip_out: bool,
+        to: Option<Compress>,
     ) -> Pipeline {
         let m = matcher();
         let claims = Claims::visit(
@@ -61,14 +63,14 @@ mod tests {
             claims,
             Arc::new(TokenCache::default()),
         );
-        Pipeline::new(m.scanner(), munger, from, gzip_out).with_charset(declared, true)
+        Pipeline::new(m.scanner(), munger, from, to).with_charset(declared, true)
     }
 
     /// The pipeline takes any munger, not only a visitor's.
     #[test]
     fn any_munger_drives_the_pipeline() {
         let munger = |_: &crate::scan::Found<'_>, out: &mut Vec<u8>| out.extend_from_slice(b"+seen");
-        let mut p = Pipeline::new(matcher().scanner(), munger, Coding::Identity, false);
+        let mut p = Pipeline::new(matcher().scanner(), munger, Coding::Identity, None);
         let out = run(&mut p, &[b"write to mjd@plover.com today"]);
         assert_eq!(out, b"write to mjd+seen@plover.com today");
     }
@@ -133,10 +135,17 @@ mod tests {
 
     use super::codec::tests::compress;
 
-    fn gunzip(data: &[u8]) -> Vec<u8> {
-        let mut d = flate2::write::GzDecoder::new(Vec::new());
-        d.write_all(data).unwrap();
-        d.finish().unwrap()
+    /// `data` as a client that takes `coding` reads it.
+    fn decoded(coding: Option<Compress>, data: &[u8]) -> Vec<u8> {
+        match coding {
+            None => data.to_vec(),
+            Some(Compress::Gzip) => {
+                let mut d = flate2::write::GzDecoder::new(Vec::new());
+                d.write_all(data).unwrap();
+                d.finish().unwrap()
+            }
+            Some(Compress::Zstd) => zstd::decode_all(data).unwrap(),
+        }
     }
 
     /// Runs a body given as one upstream chunk piece by piece; the output
@@ -160,7 +169,7 @@ mod tests {
     fn a_decompression_bomb_is_cut_off_after_bounded_work() {
         let zeros = vec![b'a'; 64 << 20];
         for coding in [Coding::Gzip, Coding::Deflate, Coding::Brotli, Coding::Zstd] {
-            let mut p = coded_pipeline(None, coding, false);
+            let mut p = coded_pipeline(None, coding, None);
             let (total, most, end) = pieces(&mut p, compress(coding, &zeros));
             let e = end.expect_err("a bomb must not pass");
             assert!(e.get_ref().is_some_and(|e| e.is::<Expanded>()), "{coding:?}: {e}");
@@ -174,7 +183,7 @@ mod tests {
         let page: Vec<u8> = (0..4_000_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
             .collect();
-        let mut p = coded_pipeline(None, Coding::Gzip, false).with_expansion(Expansion {
+        let mut p = coded_pipeline(None, Coding::Gzip, None).with_expansion(Expansion {
             max_bytes: 2 << 20,
             max_ratio: u64::MAX,
         });
@@ -184,10 +193,10 @@ mod tests {
             "{total}"
         );
         // Small, very repetitive pages are fine; so is anything uncompressed.
-        let mut p = coded_pipeline(None, Coding::Brotli, false);
+        let mut p = coded_pipeline(None, Coding::Brotli, None);
         let (total, _, end) = pieces(&mut p, compress(Coding::Brotli, &zeros[..900 << 10]));
         assert!(end.is_ok() && total == 900 << 10);
-        let mut p = coded_pipeline(None, Coding::Identity, false);
+        let mut p = coded_pipeline(None, Coding::Identity, None);
         let (total, most, end) = pieces(&mut p, zeros.clone());
         assert!(end.is_ok() && total == zeros.len() && most <= PIECE + 1024);
     }
@@ -224,22 +233,18 @@ mod tests {
                 Coding::Zstd,
             ] {
                 let wire = compress(coding, &page);
-                for gzip_out in [false, true] {
+                for to in [None, Some(Compress::Gzip), Some(Compress::Zstd)] {
                     for cut in
                         [0, 1, 2, 700, wire.len() / 2, wire.len() - 1, wire.len()].map(|c| c.min(wire.len()))
                     {
                         let (a, b) = wire.split_at(cut);
-                        let mut p = coded_pipeline(declared, coding, gzip_out);
+                        let mut p = coded_pipeline(declared, coding, to);
                         let want = run(&mut p, &[a, b]);
-                        let mut p = coded_pipeline(declared, coding, gzip_out);
+                        let mut p = coded_pipeline(declared, coding, to);
                         let mut got = p.push(a).unwrap().to_vec();
                         got.extend_from_slice(&p.push_last(b).unwrap());
-                        let (want, got) = if gzip_out {
-                            (gunzip(&want), gunzip(&got))
-                        } else {
-                            (want, got)
-                        };
-                        assert!(got == want, "{coding:?} gzip_out={gzip_out} cut at {cut}");
+                        let (want, got) = (decoded(to, &want), decoded(to, &got));
+                        assert!(got == want, "{coding:?} to {to:?} cut at {cut}");
                         assert_eq!(p.munged(), munged, "{coding:?} cut at {cut}");
                     }
                 }

@@ -1,12 +1,9 @@
 //! [`Pipeline`]: one response body, a bounded piece at a time.
 
-use std::io::Write;
-
 use bytes::Bytes;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 
 use super::codec::{Coding, Decoder, PIECE};
+use super::compress::{Compress, Encoder};
 use super::{LinkInserter, VisitorMunger, charset};
 use crate::scan::{Munger, Scanner};
 
@@ -22,13 +19,6 @@ pub struct Expansion {
 /// Decoded bytes a body may produce before the ratio applies: small,
 /// very repetitive pages compress far better than large ones.
 pub const RATIO_GRACE: u64 = 1 << 20;
-
-/// How hard the proxy gzips a page it rewrote. zlib-rs's level 1 keeps
-/// the fixed Huffman codes, so a 45 KB page that `gzip -1` makes 15.0 KB
-/// comes out 19.3 KB; level 2 builds codes per block: 14.8 KB, in
-/// ~180 us per page with a sync flush per 16 KiB (miniz_oxide's level 1,
-/// used before: 16.9 KB in ~280-330 us).
-const GZIP_LEVEL: Compression = Compression::new(2);
 
 impl Default for Expansion {
     fn default() -> Self {
@@ -88,13 +78,13 @@ pub struct Pipeline<M: Munger = VisitorMunger> {
     link: Option<LinkInserter>,
     scanner: Scanner,
     munger: M,
-    encoder: Option<GzEncoder<Vec<u8>>>,
+    encoder: Option<Encoder>,
     scanned: Vec<u8>,
 }
 
 impl<M: Munger> Pipeline<M> {
-    /// A pipeline undoing `from` and gzip-compressing the output when `gzip_out`.
-    pub fn new(scanner: Scanner, munger: M, from: Coding, gzip_out: bool) -> Pipeline<M> {
+    /// A pipeline undoing `from` and compressing the output with `to`.
+    pub fn new(scanner: Scanner, munger: M, from: Coding, to: Option<Compress>) -> Pipeline<M> {
         Pipeline {
             // Only zstd's context can fail to be made (out of memory): then
             // the body is decoded as if it had no coding and the scan finds
@@ -116,7 +106,7 @@ impl<M: Munger> Pipeline<M> {
             link: None,
             scanner,
             munger,
-            encoder: gzip_out.then(|| GzEncoder::new(Vec::new(), GZIP_LEVEL)),
+            encoder: to.map(Encoder::new),
             scanned: Vec::new(),
         }
     }
@@ -141,6 +131,11 @@ impl<M: Munger> Pipeline<M> {
     pub fn with_link(mut self, link: LinkInserter) -> Self {
         self.link = Some(link);
         self
+    }
+
+    /// The coding of the output (its `Content-Encoding`), until it ends.
+    pub fn compressed_as(&self) -> Option<Compress> {
+        self.encoder.as_ref().map(Encoder::coding)
     }
 
     /// Addresses munged so far.
@@ -364,7 +359,7 @@ impl<M: Munger> Pipeline<M> {
                     if !self.scanned.is_empty() && self.input.is_empty() {
                         e.flush()?;
                     }
-                    Ok(Bytes::from(std::mem::take(e.get_mut())))
+                    Ok(Bytes::from(e.take()))
                 }
             }
         }
