@@ -154,11 +154,21 @@ measure() {
   local ae=() h
   for h in "${@:2}"; do ae+=(-H "$h"); done
   wrk -t2 -c"$conns" -d2s "${ae[@]}" "$1" >/dev/null 2>&1
+  local t0; [[ -z ${cpu_pids:-} ]] || t0=$(cpu_ticks $cpu_pids)
   local out; out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "${ae[@]}" "$1")
+  if [[ -n ${cpu_pids:-} ]]; then
+    awk -v t=$(($(cpu_ticks $cpu_pids) - t0)) -v hz="$(getconf CLK_TCK)" '/requests in/ {printf "%.1f ", t * 1e6 / hz / $1}' <<<"$out" >> "$cpu_file"
+  fi
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   [[ -z $non2xx ]] || { echo "$1: $non2xx non-2xx answers" >&2; exit 1; }
   echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out")|$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")|$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")"
 }
+# cpu_ticks PID... -> user+system clock ticks the processes used so far
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+# measure_cpu FILE "PID..." URL -> measure URL, and append to FILE's line the
+# microseconds of CPU the PIDs used per request in the measured run: what
+# each server costs per request, whoever else shares the 2 cores.
+measure_cpu() { cpu_file=$1 cpu_pids=$2 measure "$3"; }
 # record NAME "rps|p50|p99"... PID -> the run with the median requests/s, plus peak RSS
 record() {
   local name=$1 pid=$2; shift 2
@@ -186,11 +196,13 @@ for pagefile in page.html big.html free.html; do
     # the triples' ratios.
     p=$(free_port); start_proxy "$p"
     ngxp=(); pass=(); rew=()
-    : > "$work/pairs"
+    : > "$work/pairs"; : > "$work/cpu"
+    ngx_workers=$(pgrep -P "$(cat "$work/pp/nginx.pid")" | tr '\n' ' ')
     for _ in 1 2 3 4 5; do
-      ngxp+=("$(measure "http://127.0.0.1:$pp/page.html")")
-      pass+=("$(measure "http://127.0.0.1:$p/page.bin")")
-      rew+=("$(measure "http://127.0.0.1:$p/page.html")")
+      ngxp+=("$(measure_cpu "$work/cpu" "$ngx_workers" "http://127.0.0.1:$pp/page.html")")
+      pass+=("$(measure_cpu "$work/cpu" "$proxy_pid" "http://127.0.0.1:$p/page.bin")")
+      rew+=("$(measure_cpu "$work/cpu" "$proxy_pid" "http://127.0.0.1:$p/page.html")")
+      echo >> "$work/cpu"
       echo "${ngxp[-1]}|${pass[-1]}|${rew[-1]}" >> "$work/pairs"
     done
     record "nginx proxy_pass" nginx-pp "${ngxp[@]}"
@@ -437,6 +449,12 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo "| rewriting / nginx proxy_pass requests/s, 2 MB page (access log on) | $(awk -v a="$rew2" -v b="$ppass2" 'BEGIN {printf "%.2fx", a/b}') | >= 0.9x |"
   echo "| rewriting / nginx sub_filter requests/s, 45 KB page | $(awk -v a="$rew" -v b="$subr" 'BEGIN {printf "%.2fx", a/b}') | >= 1.0x |"
   echo "| p99 added by rewriting (vs pass-through), 45 KB page | $(median "$added") ms (pairs: $(tr '\n' ' ' <<<"$added" | sed 's/ $//')) | <= 1 ms |"
+  # CPU per request of the same triples: nginx's workers, the proxy passing
+  # through, the proxy rewriting (see measure_cpu).
+  col() { awk -v c="$1" '{print $c}' "$work/cpu" | sort -n; }
+  cpuratio() { awk -v a="$1" -v b="$2" '{printf "%.2f\n", $a / $b}' "$work/cpu" | sort -n; }
+  cpurew=$(cpuratio 3 2); cpupass=$(cpuratio 2 1)
+  echo "| CPU per request, 45 KB page: nginx proxy_pass / addrmunge passing through / rewriting | $(median "$(col 1)") / $(median "$(col 2)") / $(median "$(col 3)") µs; rewriting / passing through $(median "$cpurew")x (triples: $(tr '\n' ' ' <<<"$cpurew" | sed 's/ $//')), passing through / nginx $(median "$cpupass")x (triples: $(tr '\n' ' ' <<<"$cpupass" | sed 's/ $//')) | (read beside requests/s) |"
   echo "| RSS growth streaming an 8 MiB page | $growth MiB | < 16 MiB |"
   echo "| peak RSS with 1,000 slow clients (2 MB page) | $((peak / 1024)) MiB (from $((slow_before / 1024)) MiB; $slow_done of 1000 completed or stayed connected) | < 200 MiB |"
   read -r _ erate ep50 ep99 < <(grep '^echo' "$work/resolver.out")
@@ -536,6 +554,19 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   per-core current-thread runtimes instead of the work-stealing pool (12 alternating pairs:
   1.00x passing through, 1.03x rewriting). Removed: a stack copy per scanner candidate (-17%
   on address-dense HTML, -8% per 45 KB page).
+  CPU per request (since 2026-12-05, the bar table's row; the processes' clock ticks over
+  each measured run): passing through costs 0.88-1.02x the CPU of nginx proxy_pass's workers
+  (two runs), rewriting 1.2-1.34x passing through (+12-18 us). In alternating pairs of two
+  proxies with nothing else running it moves by ~2%, in a full run by much more (the triples
+  show it). Where the extra goes (2026-12-05): both paths
+  make the same system calls per request and reuse upstream connections alike (an origin
+  logging `$connection` saw 85 connections for ~50k requests in each); `perf record -e
+  sched:sched_switch` on the proxy shows nearly every context switch is a preemption on the
+  way back from `writev` (the worker still runnable, wrk woken by its write and put on the
+  core), not a wait on a lock, and rewriting's ~0.2 more switches per request follow its
+  extra CPU time. Tried and not kept: the rewritten pieces' buffers recycled through a pool,
+  so the copy writes to memory still in cache (CPU per rewritten request 0.98x, within
+  noise; requests/s median 1.00x over 8 alternating rounds).
 - **HTTPS.** TLS costs both servers the same (AES-GCM is ~6% of the proxy's samples, ring's
   VAES code; the handshakes are amortised over keep-alive connections, and nginx is told not
   to close a connection after 1,000 requests, which would count its clients' reconnects
@@ -566,6 +597,10 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   was not kept. Two identical echo servers measured the same way differ by 0.92-1.13x per
   pair (p99 0.75-1.26x): a point's bar is judged on the median of five pairs, and a
   median within a few percent of 0.9x is within what this machine can tell apart.
+  Tried and not kept (2026-12-05): the resolver on a current-thread runtime, which saves
+  cross-thread wake-ups; 5 alternating rounds each against echo gave 0.75-1.13x at 4
+  connections (the work-stealing pool beside it 0.84-1.05x) and 0.73-0.83x at 16 (pool
+  0.76-1.07x): no better where Postfix is, worse under load.
 LIMITS
 } > benches/RESULTS.md.new
 mv benches/RESULTS.md.new benches/RESULTS.md
