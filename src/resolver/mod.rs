@@ -62,6 +62,15 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether `other` would judge every address as this one does.
+    fn same_as(&self, other: &Snapshot) -> bool {
+        self.ok == other.ok
+            && self.stale == other.stale
+            && self.blocks == other.blocks
+            && Arc::ptr_eq(&self.served, &other.served)
+            && (Arc::ptr_eq(&self.rules, &other.rules) || self.rules.rules() == other.rules.rules())
+    }
+
     /// The same rules and blocks, marked as `ok` and `stale` say.
     fn marked(&self, ok: bool, stale: bool) -> Snapshot {
         Snapshot {
@@ -279,7 +288,12 @@ impl Resolver {
                 fresh.settle(&snap.rules, &snap.blocks);
                 snap.rules = fresh.with_rules(&snap.rules);
                 drop(fresh);
-                *current = Arc::new(snap);
+                // Most changes to the store are the visit log's and the
+                // arrivals' commits, several a second: the same rules and
+                // blocks keep the snapshot, and with it the cached verdicts.
+                if !current.same_as(&snap) {
+                    *current = Arc::new(snap);
+                }
             }
             Ok(None) => faults.ok(),
             Err(e) => self.store_failed(&e, w, faults),
@@ -887,6 +901,45 @@ mod tests {
         let now = r.judge(&a).unwrap();
         assert!(!Arc::ptr_eq(&expired, &now));
         assert_eq!(now.verdict.status, Status::Invalid);
+    }
+
+    #[test]
+    fn cached_verdicts_outlive_commits_that_change_no_rule() {
+        let (dir, r, keys) = resolver("[[protect]]\ndomain = \"plover.com\"\n");
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let claims = crate::Claims::visit(Kind::Visitor, Day::today(), ip);
+        let a = format!("mjd-id-{}@plover.com", keys.encode("mjd@plover.com", "", &claims));
+        let first = r.judge(&a).unwrap();
+        // The visit log's commits, as a proxy on the same store makes them
+        // several times a second: the resolver reads the store again after
+        // each, and must keep what it judged.
+        let mut store = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        for i in 0..4 {
+            let visit = crate::store::VisitEvent {
+                time: now_unix(),
+                day: Day::today(),
+                visitor: "198.51.100.7".into(),
+                user_agent: "test".into(),
+                path: format!("/{i}"),
+                munged: 1,
+                harvester: None,
+            };
+            store.record_visits(&[visit]).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        assert!(
+            Arc::ptr_eq(&first, &r.judge(&a).unwrap()),
+            "the verdict was judged again"
+        );
+        // A rule still empties it (cached_verdicts_follow_rule_changes_and_reloads).
+        store
+            .expire(&crate::Scope::Ip(crate::Visitor::from_ip(ip)), "test")
+            .unwrap();
+        let start = std::time::Instant::now();
+        while r.judge(&a).unwrap().verdict.status == Status::Valid {
+            assert!(start.elapsed() < Duration::from_secs(5), "rule never seen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A rule this resolver made itself and the owner lifted at once
