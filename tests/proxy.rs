@@ -3,7 +3,6 @@
 //! harvesters, a unix-socket upstream.
 
 use std::fs;
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -187,18 +186,8 @@ async fn pages_are_compressed_once_by_the_proxy() {
     let get = |port: u16, path: &'static str, headers: Vec<(&'static str, &'static str)>| async move {
         let got = fetch("127.0.0.1", port, "GET", path, &headers, false).await;
         let coding = got.headers.get("content-encoding").cloned();
-        let plain = match coding.as_deref() {
-            Some("gzip") => {
-                let mut plain = Vec::new();
-                flate2::read::GzDecoder::new(&got.body[..])
-                    .read_to_end(&mut plain)
-                    .unwrap();
-                plain
-            }
-            Some("zstd") => zstd::decode_all(&got.body[..]).unwrap(),
-            _ => got.body.clone(),
-        };
-        (coding, String::from_utf8_lossy(&plain).into_owned(), got)
+        let plain = String::from_utf8_lossy(&got.decoded()).into_owned();
+        (coding, plain, got)
     };
     // nginx compresses for a proxy that asks for it.
     let nginx_gets = |path| {
@@ -329,10 +318,7 @@ async fn visitor_ip_gzip_and_harvesters() {
         got.headers.get("content-encoding").map(String::as_str),
         Some("gzip")
     );
-    let mut plain = String::new();
-    flate2::read::GzDecoder::new(&got.body[..])
-        .read_to_string(&mut plain)
-        .unwrap();
+    let plain = String::from_utf8(got.decoded()).unwrap();
     assert_eq!(munged_addresses(&plain).len(), 2, "{plain}");
     // A client without gzip gets identity even though nginx compresses.
     let got = fetch("127.0.0.1", proxy.port, "GET", "/data.json", &[], false).await;

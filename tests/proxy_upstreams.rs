@@ -2,7 +2,6 @@
 //! (and of nginx where a real one does): failures, streaming, upgrades,
 //! charsets, and a visit log that stalls.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -103,17 +102,7 @@ async fn failures_and_streaming() {
             "{script}: {:?}",
             got.headers
         );
-        let body = match coding {
-            Some("gzip") => {
-                let mut plain = String::new();
-                flate2::read::GzDecoder::new(&got.body[..])
-                    .read_to_string(&mut plain)
-                    .unwrap();
-                plain
-            }
-            Some(_) => String::from_utf8(zstd::decode_all(&got.body[..]).unwrap()).unwrap(),
-            None => String::from_utf8(got.body).unwrap(),
-        };
+        let body = String::from_utf8(got.decoded()).unwrap();
         assert_eq!(munged_addresses(&body).len(), 2, "{script}: {body}");
         drop(proxy);
     }

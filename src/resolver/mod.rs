@@ -741,6 +741,25 @@ mod tests {
         (dir, r, keys)
     }
 
+    /// mjd@plover.com as munged for a visit from `ip` today.
+    fn munged_for(keys: &KeyRing, ip: IpAddr) -> String {
+        let claims = crate::Claims::visit(Kind::Visitor, Day::today(), ip);
+        format!("mjd-id-{}@plover.com", keys.encode("mjd@plover.com", "", &claims))
+    }
+
+    /// Expires the visitor `ip` in `store` and waits (5 s at most) until
+    /// `r` no longer judges `a`, an address munged for it, valid.
+    fn expire_and_wait(store: &mut Store, r: &Resolver, ip: IpAddr, a: &str) {
+        store
+            .expire(&crate::Scope::Ip(crate::Visitor::from_ip(ip)), "test")
+            .unwrap();
+        let start = std::time::Instant::now();
+        while r.judge(a).unwrap().verdict.status == Status::Valid {
+            assert!(start.elapsed() < Duration::from_secs(5), "rule never seen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn answer(r: &Resolver, address: &str) -> Action {
         decide::recipient_action(&r.settings(), &r.judge(address).unwrap())
     }
@@ -795,14 +814,7 @@ mod tests {
         let (dir, r, keys) = resolver("[[protect]]\ndomain = \"plover.com\"\n");
         let state = dir.path().join("s.sqlite");
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
-        let a = format!(
-            "mjd-id-{}@plover.com",
-            keys.encode(
-                "mjd@plover.com",
-                "",
-                &crate::Claims::visit(Kind::Visitor, Day::today(), ip)
-            )
-        );
+        let a = munged_for(&keys, ip);
         let blocked: IpAddr = "198.51.100.7".parse().unwrap();
         {
             let mut store = Store::open(&state).unwrap();
@@ -877,22 +889,14 @@ mod tests {
         let r = Resolver::start(cfg.clone()).unwrap();
         let keys = KeyRing::load(&dir.path().join("k")).unwrap();
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
-        let claims = crate::Claims::visit(Kind::Visitor, Day::today(), ip);
-        let a = format!("mjd-id-{}@plover.com", keys.encode("mjd@plover.com", "", &claims));
+        let a = munged_for(&keys, ip);
         let first = r.judge(&a).unwrap();
         assert_eq!(first.verdict.status, Status::Valid);
         // Asked again (as Postfix does per message): the same judgement.
         assert!(Arc::ptr_eq(&first, &r.judge(&a.to_uppercase()).unwrap()));
         // A rule expires it: the cached verdict must not outlive the refresh.
         let mut store = Store::open(&dir.path().join("s.sqlite")).unwrap();
-        store
-            .expire(&crate::Scope::Ip(crate::Visitor::from_ip(ip)), "test")
-            .unwrap();
-        let start = std::time::Instant::now();
-        while r.judge(&a).unwrap().verdict.status == Status::Valid {
-            assert!(start.elapsed() < Duration::from_secs(5), "rule never seen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        expire_and_wait(&mut store, &r, ip, &a);
         // A reload with other keys: nothing judged under the old ones is kept.
         let expired = r.judge(&a).unwrap();
         std::fs::remove_file(dir.path().join("k")).unwrap();
@@ -907,8 +911,7 @@ mod tests {
     fn cached_verdicts_outlive_commits_that_change_no_rule() {
         let (dir, r, keys) = resolver("[[protect]]\ndomain = \"plover.com\"\n");
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
-        let claims = crate::Claims::visit(Kind::Visitor, Day::today(), ip);
-        let a = format!("mjd-id-{}@plover.com", keys.encode("mjd@plover.com", "", &claims));
+        let a = munged_for(&keys, ip);
         let first = r.judge(&a).unwrap();
         // The visit log's commits, as a proxy on the same store makes them
         // several times a second: the resolver reads the store again after
@@ -932,14 +935,7 @@ mod tests {
             "the verdict was judged again"
         );
         // A rule still empties it (cached_verdicts_follow_rule_changes_and_reloads).
-        store
-            .expire(&crate::Scope::Ip(crate::Visitor::from_ip(ip)), "test")
-            .unwrap();
-        let start = std::time::Instant::now();
-        while r.judge(&a).unwrap().verdict.status == Status::Valid {
-            assert!(start.elapsed() < Duration::from_secs(5), "rule never seen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        expire_and_wait(&mut store, &r, ip, &a);
     }
 
     /// A rule this resolver made itself and the owner lifted at once
@@ -948,8 +944,7 @@ mod tests {
     fn a_rule_lifted_right_after_it_was_written_is_lifted_here() {
         let (dir, r, keys) = resolver("[[protect]]\ndomain = \"plover.com\"\n[containment]\nnetworks = 2\n");
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
-        let claims = crate::Claims::visit(Kind::Visitor, Day::today(), ip);
-        let a = format!("mjd-id-{}@plover.com", keys.encode("mjd@plover.com", "", &claims));
+        let a = munged_for(&keys, ip);
         let (s, now) = (r.settings(), now_unix());
         for client in ["198.51.100.1", "192.0.2.1"] {
             let judgement = r.judge(&a).unwrap();

@@ -80,6 +80,24 @@ pub struct Got {
     pub body: Vec<u8>,
 }
 
+impl Got {
+    /// The body as the client reads it: undone as its `Content-Encoding`
+    /// says when that is gzip or zstd (what the proxy compresses with).
+    pub fn decoded(&self) -> Vec<u8> {
+        match self.headers.get("content-encoding").map(String::as_str) {
+            Some("gzip") => {
+                use std::io::Read as _;
+                let mut plain = Vec::new();
+                let mut gz = flate2::read::GzDecoder::new(&self.body[..]);
+                gz.read_to_end(&mut plain).unwrap();
+                plain
+            }
+            Some("zstd") => zstd::decode_all(&self.body[..]).unwrap(),
+            _ => self.body.clone(),
+        }
+    }
+}
+
 /// One request from `from` (a loopback address) over HTTP/1.1 or h2c.
 pub async fn fetch(
     from: &str,
