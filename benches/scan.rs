@@ -193,7 +193,7 @@ fn gzip(data: &[u8], level: flate2::Compression) -> Vec<u8> {
 /// for that (gzip in, gzip out); next to a plain copy, gunzip alone and gzip alone, to tell
 /// rewriting's CPU per request apart from the proxy's and the codec's.
 fn per_request(c: &mut Criterion) {
-    use addrmunge::rewrite::{Coding, Compress, Pipeline, TokenCache, VisitorMunger};
+    use addrmunge::rewrite::{Coding, Compress, GzipCache, Pipeline, TokenCache, VisitorMunger};
     use addrmunge::{Claims, Day, KeyRing, Kind};
     let page = pages::site_page(45_000, 10, "ihatespam.test");
     // The origin's gzip at nginx's default level; the proxy's at its own.
@@ -224,31 +224,46 @@ fn per_request(c: &mut Criterion) {
             black_box(out)
         })
     });
-    for (name, input, coding, to) in [
-        ("rewrite / 45 KB page", &plain, Coding::Identity, None),
+    // What the proxy keeps of gzip between requests; None: nothing.
+    let reused = Some(Arc::new(GzipCache::default()));
+    for (name, input, coding, to, gzip_cache) in [
+        ("rewrite / 45 KB page", &plain, Coding::Identity, None, None),
         (
             "rewrite, gzip / 45 KB page",
             &plain,
             Coding::Identity,
             Some(Compress::Gzip),
+            None,
+        ),
+        (
+            "rewrite, gzip from stretches kept / 45 KB page",
+            &plain,
+            Coding::Identity,
+            Some(Compress::Gzip),
+            reused.clone(),
         ),
         (
             "rewrite, zstd / 45 KB page",
             &plain,
             Coding::Identity,
             Some(Compress::Zstd),
+            None,
         ),
         (
             "gunzip, rewrite, gzip / 45 KB page",
             &gz,
             Coding::Gzip,
             Some(Compress::Gzip),
+            None,
         ),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let munger = VisitorMunger::new(Arc::clone(&keys), "-id-", claims, Arc::clone(&cache));
                 let mut p = Pipeline::new(m.scanner(), munger, coding, to).with_charset(None, true);
+                if let Some(c) = &gzip_cache {
+                    p = p.with_gzip_cache(Arc::clone(c));
+                }
                 let mut total = 0;
                 for (i, chunk) in input.iter().enumerate() {
                     p.input(chunk.clone(), i + 1 == input.len());

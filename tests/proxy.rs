@@ -232,6 +232,82 @@ async fn pages_are_compressed_once_by_the_proxy() {
     assert_eq!(got.body, nginx_gets("/logo.svg").await.2.body);
 }
 
+/// A gzipped page is made of stretches compressed for earlier visitors and
+/// the visitor's own IDs: a second visitor's copy, read by curl, is the
+/// page with its own IDs, and the metrics show the stretches reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_reuses_what_was_compressed_for_earlier_visitors() {
+    let nginx = Nginx::start(&site());
+    let admin = free_port();
+    let proxy = Proxy::start(nginx.port, &format!("admin_listen = \"127.0.0.1:{admin}\""));
+    let metric = |name: &'static str| async move {
+        let got = fetch("127.0.0.1", admin, "GET", "/metrics", &[], false).await;
+        let text = String::from_utf8(got.body).unwrap();
+        let line = text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")));
+        line.unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    let original = fetch(
+        "127.0.0.1",
+        nginx.port,
+        "GET",
+        "/long.html",
+        &[("host", "127.0.0.1")],
+        false,
+    )
+    .await;
+    let original = String::from_utf8(original.body).unwrap();
+    // The page as sent, each address back to what the web server wrote,
+    // and whom the IDs name.
+    let unmunged = |page: &str| {
+        let found = munged_addresses(page);
+        let ips: Vec<String> = proxy.decode(&found).iter().map(|v| v["ip"].to_string()).collect();
+        let mut plain = page.to_owned();
+        for a in &found {
+            let (local, domain) = a.split_once('@').unwrap();
+            let base = format!("{}@{domain}", local.split("-id-").next().unwrap());
+            plain = plain.replace(a.as_str(), &base);
+        }
+        (plain, found.len(), ips)
+    };
+    let gzip = [("accept-encoding", "gzip"), ("accept", "text/html")];
+    let first = fetch("127.0.0.1", proxy.port, "GET", "/long.html", &gzip, false).await;
+    assert_eq!(first.headers["content-encoding"], "gzip");
+    let (page, n, ips) = unmunged(&String::from_utf8(first.decoded()).unwrap());
+    assert!(
+        page == original && n == 6,
+        "{n} addresses; {} bytes, not {}",
+        page.len(),
+        original.len()
+    );
+    assert!(ips.iter().all(|ip| ip == "\"127.0.0.1\""), "{ips:?}");
+    assert_eq!(metric("addrmunge_gzip_stretches_reused_total").await, 0);
+    let compressed = metric("addrmunge_gzip_stretches_compressed_total").await;
+    assert!(compressed >= 1, "{compressed}");
+
+    let url = format!("http://127.0.0.1:{}/long.html", proxy.port);
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--compressed", "--interface", "127.0.0.2"])
+        .args(["-H", "Accept-Encoding: gzip", "-H", "Accept: text/html"])
+        .args(["-H", "X-Forwarded-For: 203.0.113.7", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (page, n, ips) = unmunged(&String::from_utf8(out.stdout).unwrap());
+    assert!(
+        page == original && n == 6,
+        "{n} addresses; {} bytes, not {}",
+        page.len(),
+        original.len()
+    );
+    assert!(ips.iter().all(|ip| ip == "\"203.0.113.7\""), "{ips:?}");
+    // Every stretch, unless the network cut one differently this time.
+    let reused = metric("addrmunge_gzip_stretches_reused_total").await;
+    assert!(reused >= 1, "{reused} of {compressed}");
+    assert!(metric("addrmunge_gzip_cache_bytes").await > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitor_ip_gzip_and_harvesters() {
     let nginx = Nginx::start(&site());

@@ -10,7 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod common;
 use common::free_port;
 use common::nginx::Nginx;
-use common::proxy::{Proxy, bad_upstream, fetch, get_streaming, munged_addresses, site, try_get_streaming};
+use common::proxy::{
+    Proxy, bad_upstream, fetch, get_streaming, get_streaming_with, munged_addresses, site, try_get_streaming,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_and_streaming() {
@@ -123,6 +125,37 @@ async fn failures_and_streaming() {
     tx.send(()).await.unwrap();
     let rest = body.collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&rest).ends_with("later"));
+    drop(proxy);
+
+    // Compressed too: what the compressor holds goes out while the
+    // upstream keeps the rest, decodable as it is.
+    let (port, tx) = bad_upstream("waits").await;
+    let proxy = Proxy::start(port, "");
+    let resp = get_streaming_with(proxy.port, &[("accept-encoding", "gzip")])
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    let mut plain = Vec::with_capacity(1 << 16);
+    while !String::from_utf8_lossy(&plain).contains("-id-") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("compressed bytes must arrive while the upstream still holds the rest");
+        got.extend_from_slice(&frame.unwrap().unwrap().into_data().unwrap());
+        // The gzip header is 10 bytes; the rest is deflate.
+        if got.len() > 10 {
+            plain.clear();
+            flate2::Decompress::new(false)
+                .decompress_vec(&got[10..], &mut plain, flate2::FlushDecompress::Sync)
+                .unwrap();
+        }
+    }
+    tx.send(()).await.unwrap();
+    got.extend_from_slice(&body.collect().await.unwrap().to_bytes());
+    let mut whole = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&got[..]), &mut whole).unwrap();
+    assert!(whole.starts_with("<p>") && whole.ends_with("later"), "{whole}");
 }
 
 /// WebSocket-style upgrades pass through, over plain HTTP and over TLS

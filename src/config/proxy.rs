@@ -65,6 +65,8 @@ pub struct ProxySettings {
     pub visit_queue: usize,
     /// Bytes the token cache may hold.
     pub token_cache_bytes: usize,
+    /// Bytes the gzip stretch cache may hold; 0: none.
+    pub gzip_cache_bytes: usize,
     /// HTTPS at the proxy.
     pub tls: TlsSettings,
 }
@@ -90,6 +92,7 @@ impl ProxySettings {
             send_timeout: t("send_timeout", p.send_timeout)?,
             upload_timeout: t("upload_timeout", p.upload_timeout)?,
             token_cache_bytes: n("token_cache_bytes", p.token_cache_bytes, 1 << 20)?,
+            gzip_cache_bytes: n("gzip_cache_bytes", p.gzip_cache_bytes, 0)?,
             max_header_bytes: n("max_header_bytes", p.max_header_bytes, 8192)?,
             max_connections: n("max_connections", p.max_connections, 1)?,
             upload_min_rate: at_least("proxy.upload_min_rate", p.upload_min_rate, 1)?,

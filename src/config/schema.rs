@@ -278,6 +278,9 @@ pub struct RawProxy {
     pub max_decoded_ratio: u64,
     /// Bytes the per-visitor token cache may hold (read at start).
     pub token_cache_bytes: usize,
+    /// Bytes of compressed page stretches kept for gzip (read at start;
+    /// 0: none kept, every gzip body compressed whole).
+    pub gzip_cache_bytes: usize,
     /// Addresses to serve HTTPS on (TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1
     /// by ALPN), e.g. `["0.0.0.0:443", "[::]:443"]`.
     pub tls_listen: Vec<String>,
@@ -391,6 +394,7 @@ impl Default for RawProxy {
             max_decoded_bytes: 256 << 20,
             max_decoded_ratio: 100,
             token_cache_bytes: crate::rewrite::CACHE_BYTES,
+            gzip_cache_bytes: crate::rewrite::GZIP_CACHE_BYTES,
             tls_listen: Vec::new(),
             tls: Vec::new(),
             https_redirect: false,

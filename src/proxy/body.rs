@@ -21,6 +21,13 @@ use crate::day::Day;
 use crate::rewrite::Pipeline;
 use crate::store::{Harvester, VisitEvent, now_unix};
 
+/// How long the web server may keep the rest of a body waiting before what
+/// the compressor holds goes out anyway: a page still streams, and the
+/// short waits of a page arriving in pieces do not cut it where the timing
+/// falls (which would keep gzip from reusing those stretches, see
+/// `rewrite/gzip.rs`).
+const FLUSH_AFTER: Duration = Duration::from_millis(20);
+
 /// An upstream body on its way to the client: rewritten through a
 /// [`Pipeline`] or passed through, with an idle timeout. An upstream error
 /// becomes a body error, which makes hyper reset the client's stream
@@ -30,6 +37,12 @@ pub(super) struct Streamed {
     pipeline: Option<Pipeline>,
     rewriting: bool,
     idle: Duration,
+    /// When the web server will have been silent too long.
+    idle_deadline: tokio::time::Instant,
+    /// When what the compressor holds goes out if the web server stays
+    /// silent until then.
+    flush_due: Option<tokio::time::Instant>,
+    /// Wakes for `idle_deadline` or `flush_due`, whichever comes first.
     sleep: Pin<Box<tokio::time::Sleep>>,
     /// Every response's addresses (the metric), and this one's.
     munged: Arc<AtomicU64>,
@@ -56,6 +69,8 @@ impl Streamed {
             rewriting: pipeline.is_some(),
             pipeline,
             idle,
+            idle_deadline: tokio::time::Instant::now() + idle,
+            flush_due: None,
             sleep: Box::pin(tokio::time::sleep(idle)),
             munged: Arc::clone(&metrics.munged),
             response_munged,
@@ -202,6 +217,21 @@ impl Streamed {
     }
 }
 
+impl Streamed {
+    /// What the pipeline's compressor holds, as a frame, if anything.
+    fn flush(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        let p = self.pipeline.as_mut()?;
+        match p.flush() {
+            Ok(out) if out.is_empty() => None,
+            Ok(out) => Some(Ok(Frame::data(out))),
+            Err(e) => {
+                self.done = true;
+                Some(Err(Box::new(e)))
+            }
+        }
+    }
+}
+
 impl Body for Streamed {
     type Data = Bytes;
     type Error = BoxError;
@@ -221,8 +251,9 @@ impl Body for Streamed {
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let deadline = tokio::time::Instant::now() + this.idle;
-                    this.sleep.as_mut().reset(deadline);
+                    this.idle_deadline = tokio::time::Instant::now() + this.idle;
+                    this.flush_due = None;
+                    this.sleep.as_mut().reset(this.idle_deadline);
                     let Some(p) = this.pipeline.as_mut() else {
                         return Poll::Ready(Some(Ok(frame)));
                     };
@@ -245,6 +276,18 @@ impl Body for Streamed {
                     }
                 },
                 Poll::Pending => {
+                    if this.flush_due.is_none() && this.pipeline.as_ref().is_some_and(Pipeline::holds) {
+                        let due = tokio::time::Instant::now() + FLUSH_AFTER;
+                        this.flush_due = Some(due);
+                        this.sleep.as_mut().reset(due.min(this.idle_deadline));
+                    }
+                    if this.sleep.as_mut().poll(cx).is_ready() && this.flush_due.take().is_some() {
+                        this.sleep.as_mut().reset(this.idle_deadline);
+                        if let Some(frame) = this.flush() {
+                            return Poll::Ready(Some(frame));
+                        }
+                        continue;
+                    }
                     if this.sleep.as_mut().poll(cx).is_ready() {
                         this.done = true;
                         return Poll::Ready(Some(Err("the web server stopped sending the body".into())));

@@ -71,7 +71,13 @@ impl Metrics {
 
     /// The Prometheus text exposition, with the connection counts and the
     /// upstream connections open now.
-    pub fn render(&self, conns: &crate::conns::Conns, upstream_open: usize, token_bytes: usize) -> String {
+    pub fn render(
+        &self,
+        conns: &crate::conns::Conns,
+        upstream_open: usize,
+        token_bytes: usize,
+        gzip: Option<&crate::rewrite::GzipCache>,
+    ) -> String {
         let mut t = Text::default();
         for (name, help, v) in self.counters() {
             t.counter(name, help, v.load(Ordering::Relaxed));
@@ -86,6 +92,22 @@ impl Metrics {
             "addrmunge_token_cache_bytes",
             "Bytes the per-visitor token cache holds now (token_cache_bytes bounds it).",
             token_bytes as u64,
+        );
+        let (reused, compressed) = gzip.map_or((0, 0), |g| g.counts());
+        t.counter(
+            "addrmunge_gzip_stretches_reused_total",
+            "Stretches of rewritten pages sent gzipped as compressed for an earlier response.",
+            reused,
+        );
+        t.counter(
+            "addrmunge_gzip_stretches_compressed_total",
+            "Stretches of rewritten pages compressed for gzip and looked for in the cache first.",
+            compressed,
+        );
+        t.gauge(
+            "addrmunge_gzip_cache_bytes",
+            "Bytes of compressed stretches kept for gzip now (gzip_cache_bytes bounds it).",
+            gzip.map_or(0, |g| g.held()) as u64,
         );
         t.gauge(
             "addrmunge_acme_certificate_expiry_seconds",

@@ -42,7 +42,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::Config;
 use crate::conns::Conns;
-use crate::rewrite::{ServedLog, TokenCache};
+use crate::rewrite::{GzipCache, ServedLog, TokenCache};
 use crate::scan::Matcher;
 use crate::store::StoreSource;
 use crate::token::KeyRing;
@@ -110,6 +110,8 @@ pub struct Proxy {
     /// Visitor connections, shared by every listener.
     conns: Arc<Conns>,
     cache: Arc<TokenCache>,
+    /// gzip's reusable stretches; `None` when `gzip_cache_bytes` is 0.
+    gzip: Option<Arc<GzipCache>>,
     visits: Arc<VisitLog>,
     /// Where the store is; a reload adopts the file there then.
     source: Arc<StoreSource>,
@@ -183,6 +185,7 @@ impl Proxy {
         )?;
         let caught = Caught::load(&c.state);
         let cache = Arc::new(TokenCache::with_budget(c.proxy.token_cache_bytes).noting(served));
+        let gzip = (c.proxy.gzip_cache_bytes > 0).then(|| Arc::new(GzipCache::new(c.proxy.gzip_cache_bytes)));
         let https = Https::new(&c.proxy.tls, &metrics)?;
         Ok(Arc::new(Proxy {
             config_path,
@@ -191,6 +194,7 @@ impl Proxy {
             connector,
             conns: Conns::new(max_connections),
             cache,
+            gzip,
             visits: Arc::new(visits),
             source,
             caught,
@@ -241,9 +245,12 @@ impl Proxy {
             tracing::info!(%addr, "metrics at /metrics");
             let proxy = Arc::clone(&self);
             let render = Arc::new(move || {
-                proxy
-                    .metrics
-                    .render(&proxy.conns, proxy.connector.open(), proxy.cache.bytes())
+                proxy.metrics.render(
+                    &proxy.conns,
+                    proxy.connector.open(),
+                    proxy.cache.bytes(),
+                    proxy.gzip.as_deref(),
+                )
             });
             tasks.push(tokio::spawn(crate::metrics::serve(listener, render, stop_rx)));
         }

@@ -395,6 +395,9 @@ impl Proxy {
         let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, sent.compress)
             .with_expansion(st.config.proxy.expansion)
             .with_charset(media.encoding, media.is_html());
+        if let Some(cache) = &self.gzip {
+            pipeline = pipeline.with_gzip_cache(Arc::clone(cache));
+        }
         // As made: zstd falls back to gzip if its context cannot be.
         content_encoding(&mut parts.headers, pipeline.compressed_as());
         if let Some(bait) = st.config.bait.as_ref().filter(|b| b.link)

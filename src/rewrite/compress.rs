@@ -3,9 +3,10 @@
 //! proxy less CPU for the same size.
 
 use std::io::Write;
+use std::ops::Range;
+use std::sync::Arc;
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
+use super::gzip::{GzipCache, GzipWriter};
 
 /// A content coding the proxy compresses rewritten bodies with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,13 +27,6 @@ impl Compress {
     }
 }
 
-/// How hard the proxy gzips. zlib-rs's level 1 keeps the fixed Huffman
-/// codes, so a 45 KB page that `gzip -1` makes 15.0 KB comes out 19.3 KB;
-/// level 2 builds codes per block: 14.8 KB, in ~180 us per page with a sync
-/// flush per 16 KiB (miniz_oxide's level 1, used before: 16.9 KB in
-/// ~280-330 us).
-const GZIP_LEVEL: Compression = Compression::new(2);
-
 /// zstd's level 1 makes that page 14.8 KB too, in less time than gzip.
 const ZSTD_LEVEL: i32 = 1;
 
@@ -44,7 +38,7 @@ const ZSTD_WINDOW_LOG: u32 = 17;
 
 /// A streaming compressor writing into its own buffer.
 pub(super) enum Encoder {
-    Gzip(GzEncoder<Vec<u8>>),
+    Gzip(GzipWriter),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
 
@@ -63,7 +57,7 @@ impl Encoder {
                 Ok(e) => Encoder::Zstd(e),
                 Err(_) => Encoder::new(Compress::Gzip),
             },
-            Compress::Gzip => Encoder::Gzip(GzEncoder::new(Vec::new(), GZIP_LEVEL)),
+            Compress::Gzip => Encoder::Gzip(GzipWriter::new()),
         }
     }
 
@@ -74,9 +68,26 @@ impl Encoder {
         }
     }
 
-    pub(super) fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+    /// Reuses gzip's stretches through `cache` (zstd has no use for it).
+    /// Before anything is written.
+    pub(super) fn reuse_through(&mut self, cache: Arc<GzipCache>) {
+        if let Encoder::Gzip(e) = self {
+            e.reuse_through(cache);
+        }
+    }
+
+    /// From now on nothing is reused (see `gzip.rs`).
+    pub(super) fn stop_reusing(&mut self) -> std::io::Result<()> {
         match self {
-            Encoder::Gzip(e) => e.write_all(data),
+            Encoder::Gzip(e) => e.stop_reusing(),
+            Encoder::Zstd(_) => Ok(()),
+        }
+    }
+
+    /// Takes `data`, in which the scanner inserted `ids`.
+    pub(super) fn write(&mut self, data: &[u8], ids: &[Range<usize>]) -> std::io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.write(data, ids),
             Encoder::Zstd(e) => e.write_all(data),
         }
     }
@@ -92,7 +103,7 @@ impl Encoder {
     /// The compressed bytes made so far.
     pub(super) fn take(&mut self) -> Vec<u8> {
         match self {
-            Encoder::Gzip(e) => std::mem::take(e.get_mut()),
+            Encoder::Gzip(e) => e.take(),
             Encoder::Zstd(e) => std::mem::take(e.get_mut()),
         }
     }

@@ -7,12 +7,14 @@
 pub mod charset;
 pub mod codec;
 mod compress;
+mod gzip;
 mod link;
 mod pipeline;
 mod tokens;
 
 pub use codec::{Coding, PIECE};
 pub use compress::Compress;
+pub use gzip::{GZIP_CACHE_BYTES, GzipCache};
 pub use link::{LinkInserter, Sink};
 pub use pipeline::{Expanded, Expansion, Pipeline, RATIO_GRACE};
 pub use tokens::{CACHE_BYTES, ServedLog, TokenCache, Tokens, VisitorMunger};
@@ -51,19 +53,21 @@ mod tests {
         from: Coding,
         to: Option<Compress>,
     ) -> Pipeline {
-        let m = matcher();
+        Pipeline::new(matcher().scanner(), munger(), from, to).with_charset(declared, true)
+    }
+
+    fn munger() -> VisitorMunger {
         let claims = Claims::visit(
             Kind::Visitor,
             Day::from_number(20_000),
             "192.0.2.1".parse().unwrap(),
         );
-        let munger = VisitorMunger::new(
+        VisitorMunger::new(
             Arc::new(KeyRing::new(&[[1u8; 32]])),
             "-id-",
             claims,
             Arc::new(TokenCache::default()),
-        );
-        Pipeline::new(m.scanner(), munger, from, to).with_charset(declared, true)
+        )
     }
 
     /// The pipeline takes any munger, not only a visitor's.
@@ -248,6 +252,42 @@ mod tests {
                         assert_eq!(p.munged(), munged, "{coding:?} cut at {cut}");
                     }
                 }
+            }
+        }
+    }
+
+    /// gzip spliced from kept stretches reads as the page does, whatever
+    /// the body (transcoded, a replaced domain) and however it is cut; the
+    /// stretches of a plain page are reused by the next response.
+    #[test]
+    fn gzip_from_kept_stretches_reads_as_the_page() {
+        let line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor. ";
+        let body = format!(
+            "<p>{}</p>",
+            format!("{line}{line}write to mjd@plover.com. ").repeat(100)
+        );
+        let jis = format!("<meta charset=iso-2022-jp>日本 {body}");
+        let (jis, _, _) = encoding_rs::ISO_2022_JP.encode(&jis);
+        let mut utf16: Vec<u8> = vec![0xff, 0xfe];
+        utf16.extend(body.encode_utf16().flat_map(u16::to_le_bytes));
+        let cache = Arc::new(GzipCache::default());
+        // Transcoded bodies are not cut where the IDs are marked: not reused.
+        for (page, reused) in [(body.as_bytes(), true), (&jis[..], false), (&utf16[..], false)] {
+            for domain in [None, Some("trap.example".to_owned())] {
+                let make = |to| {
+                    let m = munger().with_domain(domain.clone());
+                    Pipeline::new(matcher().scanner(), m, Coding::Identity, to)
+                        .with_charset(None, true)
+                        .with_gzip_cache(Arc::clone(&cache))
+                };
+                let want = run(&mut make(None), &[page]);
+                let before = cache.counts().0;
+                for cut in [0, 1000, page.len() / 2, page.len()] {
+                    let got = run(&mut make(Some(Compress::Gzip)), &[&page[..cut], &page[cut..]]);
+                    assert!(decoded(Some(Compress::Gzip), &got) == want, "cut at {cut}");
+                }
+                let hits = cache.counts().0 - before;
+                assert_eq!(hits > 0, reused && domain.is_none(), "{domain:?}: {hits}");
             }
         }
     }

@@ -1,11 +1,15 @@
 //! [`Pipeline`]: one response body, a bounded piece at a time.
 
+use std::cell::Cell;
+use std::ops::Range;
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::codec::{Coding, Decoder, PIECE};
 use super::compress::{Compress, Encoder};
-use super::{LinkInserter, VisitorMunger, charset};
-use crate::scan::{Munger, Scanner};
+use super::{GzipCache, LinkInserter, VisitorMunger, charset};
+use crate::scan::{Found, LeftAlone, Munger, Scanner};
 
 /// Bounds on what a compressed body may expand to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +84,10 @@ pub struct Pipeline<M: Munger = VisitorMunger> {
     munger: M,
     encoder: Option<Encoder>,
     scanned: Vec<u8>,
+    /// Where the scanner inserted IDs in `scanned`.
+    ids: Vec<Range<usize>>,
+    /// The compressor was given bytes since it last flushed.
+    unflushed: bool,
 }
 
 impl<M: Munger> Pipeline<M> {
@@ -108,6 +116,8 @@ impl<M: Munger> Pipeline<M> {
             munger,
             encoder: to.map(Encoder::new),
             scanned: Vec::new(),
+            ids: Vec::new(),
+            unflushed: false,
         }
     }
 
@@ -124,6 +134,15 @@ impl<M: Munger> Pipeline<M> {
         self.head = Some(Vec::new());
         self.declared = declared;
         self.html = html;
+        self
+    }
+
+    /// gzip output reuses stretches compressed for earlier responses (see
+    /// `gzip.rs`).
+    pub fn with_gzip_cache(mut self, cache: Arc<GzipCache>) -> Self {
+        if let Some(e) = &mut self.encoder {
+            e.reuse_through(cache);
+        }
         self
     }
 
@@ -331,37 +350,88 @@ impl<M: Munger> Pipeline<M> {
             input = &linked;
         }
         self.scanned.clear();
+        self.ids.clear();
         // Room for the chunk and a few tokens: no regrowth (and copy) while scanning.
         self.scanned.reserve(input.len() + input.len() / 16 + 256);
-        self.scanner.feed(input, &mut self.scanned, &mut self.munger);
+        let mut marking = Marking {
+            inner: &mut self.munger,
+            ids: &mut self.ids,
+            renamed: Cell::new(false),
+        };
+        self.scanner.feed(input, &mut self.scanned, &mut marking);
         if last {
-            self.scanner.finish(&mut self.scanned, &mut self.munger);
+            self.scanner.finish(&mut self.scanned, &mut marking);
         }
+        // Bytes other requests do not share, or IDs no longer where marked.
+        let mut steady = !marking.renamed.get();
         if let Some(t) = &mut self.transcoder {
             self.scanned = t.encode(&self.scanned, last);
+            steady = false;
         }
-        self.encode(last)
+        self.encode(last, steady)
     }
 
-    fn encode(&mut self, last: bool) -> std::io::Result<Bytes> {
-        match &mut self.encoder {
+    fn encode(&mut self, last: bool, steady: bool) -> std::io::Result<Bytes> {
+        let Some(e) = &mut self.encoder else {
             // Hand the buffer over instead of copying it; the next chunk
             // allocates its own.
-            None => Ok(Bytes::from(std::mem::take(&mut self.scanned))),
-            Some(e) => {
-                e.write_all(&self.scanned)?;
-                if last {
-                    let e = self.encoder.take().expect("checked");
-                    Ok(Bytes::from(e.finish()?))
-                } else {
-                    // A sync flush, so the client gets bytes as the page
-                    // streams; not while more of this chunk is coming.
-                    if !self.scanned.is_empty() && self.input.is_empty() {
-                        e.flush()?;
-                    }
-                    Ok(Bytes::from(e.take()))
-                }
-            }
+            return Ok(Bytes::from(std::mem::take(&mut self.scanned)));
+        };
+        if !steady {
+            e.stop_reusing()?;
         }
+        e.write(&self.scanned, &self.ids)?;
+        self.unflushed |= !self.scanned.is_empty();
+        if last {
+            let e = self.encoder.take().expect("checked");
+            return Ok(Bytes::from(e.finish()?));
+        }
+        // No flush here: blocks end when the body does or when the web
+        // server keeps the rest waiting (see `flush`).
+        Ok(Bytes::from(e.take()))
+    }
+
+    /// The compressor holds bytes the client cannot decode yet.
+    pub fn holds(&self) -> bool {
+        self.unflushed && !self.finished
+    }
+
+    /// Makes everything given so far decodable by the client; called when
+    /// the web server makes it wait, so a slow page still streams.
+    pub fn flush(&mut self) -> std::io::Result<Bytes> {
+        match &mut self.encoder {
+            Some(e) if !self.finished => {
+                self.unflushed = false;
+                e.flush()?;
+                Ok(Bytes::from(e.take()))
+            }
+            _ => Ok(Bytes::new()),
+        }
+    }
+}
+
+/// A [`Munger`] noting where the IDs it writes land in the output.
+struct Marking<'a, M> {
+    inner: &'a mut M,
+    ids: &'a mut Vec<Range<usize>>,
+    /// A domain was replaced: those bytes are not the page's.
+    renamed: Cell<bool>,
+}
+
+impl<M: Munger> Munger for Marking<'_, M> {
+    fn munge(&mut self, found: &Found<'_>, out: &mut Vec<u8>) {
+        let start = out.len();
+        self.inner.munge(found, out);
+        self.ids.push(start..out.len());
+    }
+
+    fn domain(&self, found: &Found<'_>) -> Option<&str> {
+        let d = self.inner.domain(found);
+        self.renamed.set(self.renamed.get() || d.is_some());
+        d
+    }
+
+    fn left_alone(&mut self, found: &Found<'_>, why: LeftAlone) {
+        self.inner.left_alone(found, why);
     }
 }

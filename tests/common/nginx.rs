@@ -50,6 +50,7 @@ impl Nginx {
             format!("<svg xmlns=\"http://www.w3.org/2000/svg\">\n{circles}</svg>\n"),
         )
         .unwrap();
+        fs::write(root.join("long.html"), long_page()).unwrap();
         Nginx::run(dir, root)
     }
 
@@ -105,4 +106,26 @@ http {{
             root,
         }
     }
+}
+
+/// A page of ~80 KB, three addresses in it, its paragraphs all different
+/// (so it compresses as a real page does, not 60:1).
+fn long_page() -> String {
+    let mut page = String::from("<!doctype html>\n<title>Long</title>\n");
+    for i in 0..1200u32 {
+        let word =
+            |k: u32| ["plover", "guitar", "perl", "diff", "mail", "page", "wool"][(i * k % 7) as usize];
+        page.push_str(&format!(
+            "<p id=\"p{i}\">{} {} {} number {i}.</p>\n",
+            word(3),
+            word(5),
+            word(11)
+        ));
+        if i % 400 == 17 {
+            page.push_str(&format!(
+                "<a href=\"mailto:joe{i}@ihatespam.test\">joe{i}@ihatespam.test</a>\n"
+            ));
+        }
+    }
+    page
 }

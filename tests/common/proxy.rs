@@ -158,13 +158,24 @@ pub async fn get_streaming(port: u16) -> hyper::Response<hyper::body::Incoming> 
 /// [`get_streaming`], or the error when the connection closed before a
 /// whole response head arrived.
 pub async fn try_get_streaming(port: u16) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
+    get_streaming_with(port, &[]).await
+}
+
+/// [`try_get_streaming`] with these request headers.
+pub async fn get_streaming_with(
+    port: u16,
+    headers: &[(&str, &str)],
+) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
     let sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
         .await
         .unwrap();
     tokio::spawn(conn);
-    s.send_request(Request::get("/").body(Empty::<Bytes>::new()).unwrap())
-        .await
+    let mut req = Request::get("/");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    s.send_request(req.body(Empty::<Bytes>::new()).unwrap()).await
 }
 
 /// Undoes what a harvester undoes: entities (twice, for srcdoc),
