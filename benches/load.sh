@@ -132,6 +132,7 @@ domain = "plover.com"
 listen = ["127.0.0.1:$1"]
 upstream = "http://127.0.0.1:${UPSTREAM:-$ngx}"
 max_connections = 20000
+${PROXY_EXTRA:-}
 TOML
 }
 start_proxy() { # PORT [STATE] -> sets proxy_pid
@@ -224,26 +225,37 @@ done
 # (3:1; the load page's repeated paragraph compresses 60:1, which would
 # flatter the codecs). nginx proxy_pass passes the origin's compressed
 # bytes on; addrmunge asks the origin for the page uncompressed, rewrites
-# and compresses it: zstd for browsers that name it (Chrome, Edge,
-# Firefox), gzip for those that do not (Safari). Five alternating pairs each.
+# and compresses it: gzip from kept stretches for every browser (the
+# default), and with gzip_cache_bytes = 0 zstd for browsers that name it
+# (Chrome, Edge, Firefox) and gzip made whole for those that do not
+# (Safari). Five alternating pairs each.
 navigate="Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-declare -A takes=([zstd]="gzip, deflate, br, zstd" [gzip]="gzip, deflate, br")
+# Case: the Accept-Encoding, the proxy's extra config, the coding it must answer.
+browser_cases=(kept whole-zstd whole-gzip)
+declare -A takes=([kept]="gzip, deflate, br, zstd" [whole-zstd]="gzip, deflate, br, zstd" [whole-gzip]="gzip, deflate, br")
+declare -A extra=([kept]="" [whole-zstd]="gzip_cache_bytes = 0" [whole-gzip]="gzip_cache_bytes = 0")
+declare -A sends=([kept]=gzip [whole-zstd]=zstd [whole-gzip]=gzip)
 coding_of() { curl -s -H "Accept-Encoding: $2" -H "$navigate" -H 'Via: 1.1 test' -D - -o /dev/null "$1" | awk -F': *' 'tolower($1) == "content-encoding" {print $2}' | tr -d '\r'; }
-p=$(free_port); UPSTREAM=$ngz start_proxy "$p"
-for c in zstd gzip; do
+size_of() { curl -s -H "Accept-Encoding: $2" -H "$navigate" "$1" | wc -c; }
+declare -A bytes=()
+for c in "${browser_cases[@]}"; do
+  p=$(free_port); PROXY_EXTRA=${extra[$c]} UPSTREAM=$ngz start_proxy "$p"
   # The origin compresses for addrmunge too (its requests carry Via);
   # addrmunge answers each client in the coding it prefers.
   for u in "http://127.0.0.1:$ngz/site.html" "http://127.0.0.1:$ppz/site.html"; do
     [[ $(coding_of "$u" "${takes[$c]}") == gzip ]] || { echo "benches/load.sh: $u did not answer gzip" >&2; exit 1; }
   done
-  [[ $(coding_of "http://127.0.0.1:$p/site.html" "${takes[$c]}") == "$c" ]] || { echo "benches/load.sh: addrmunge did not answer $c" >&2; exit 1; }
+  [[ $(coding_of "http://127.0.0.1:$p/site.html" "${takes[$c]}") == "${sends[$c]}" ]] || { echo "benches/load.sh: addrmunge did not answer ${sends[$c]} ($c)" >&2; exit 1; }
+  # Bytes on the wire for one page, after the first request (kept stretches).
+  nginx_bytes=$(size_of "http://127.0.0.1:$ppz/site.html" "${takes[$c]}")
+  bytes[$c]="$nginx_bytes|$(size_of "http://127.0.0.1:$p/site.html" "${takes[$c]}")"
   : > "$work/browser-pairs-$c"
   for _ in 1 2 3 4 5; do
     echo "$(measure "http://127.0.0.1:$ppz/site.html" "$navigate" "Accept-Encoding: ${takes[$c]}")|$(measure "http://127.0.0.1:$p/site.html" "$navigate" "Accept-Encoding: ${takes[$c]}")" >> "$work/browser-pairs-$c"
   done
+  gz_munged=$(curl -s --compressed "http://127.0.0.1:$p/site.html" | grep -c -- '-id-' || true)
+  kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
 done
-gz_munged=$(curl -s --compressed "http://127.0.0.1:$p/site.html" | grep -c -- '-id-' || true)
-kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
 
 # Streaming memory: RSS growth while one 8 MiB page goes through.
 p=$(free_port); start_proxy "$p"
@@ -470,17 +482,20 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   echo
   echo "### Browsers: compressed pages"
   echo
-  echo "A 45 KB page that compresses like a site's (3:1, 10 addresses; \`load site\`), asked for as a browser navigates (its \`Accept\` and \`Accept-Encoding\`), from an origin nginx that compresses HTML (gzip on, level 1, its default; \`gzip_proxied any\`, so it would compress for addrmunge's requests too, which carry \`Via\`): nginx proxy_pass passes the origin's gzip on; addrmunge asks the origin for the page uncompressed (the request says it is a page, which it rewrites), rewrites it and compresses it, with zstd (level 1) for a browser that names zstd (\`gzip, deflate, br, zstd\`: Chrome, Edge, Firefox) and gzip (zlib-rs, level 2) for one that does not (\`gzip, deflate, br\`: Safari). Five alternating pairs each; the ratio is the median of the pairs'. Every addrmunge answer carried munged addresses ($gz_munged lines with an ID in one page)."
+  echo "A 45 KB page that compresses like a site's (3:1, 10 addresses; \`load site\`), asked for as a browser navigates (its \`Accept\` and \`Accept-Encoding\`), from an origin nginx that compresses HTML (gzip on, level 1, its default; \`gzip_proxied any\`, so it would compress for addrmunge's requests too, which carry \`Via\`): nginx proxy_pass passes the origin's gzip on; addrmunge asks the origin for the page uncompressed (the request says it is a page, which it rewrites), rewrites it and compresses it: by default with gzip (zlib-rs, level 2) spliced from stretches kept between responses, for every browser; with \`gzip_cache_bytes = 0\`, with zstd (level 1) for a browser that names zstd (\`gzip, deflate, br, zstd\`: Chrome, Edge, Firefox) and gzip made whole for one that does not (\`gzip, deflate, br\`: Safari). Five alternating pairs each; the ratio is the median of the pairs'. Every addrmunge answer carried munged addresses ($gz_munged lines with an ID in one page)."
   echo
   echo "| measure | nginx proxy_pass | addrmunge rewriting | addrmunge / nginx (pairs) |"
   echo "| --- | ---: | ---: | --- |"
-  for c in zstd gzip; do
+  declare -A says=([kept]="addrmunge sends gzip from kept stretches" [whole-zstd]="gzip_cache_bytes = 0: addrmunge sends zstd" [whole-gzip]="gzip_cache_bytes = 0: addrmunge sends gzip made whole")
+  for c in "${browser_cases[@]}"; do
     f="$work/browser-pairs-$c"
     gmid() { cut -d'|' -f"$1" "$f" | sort -n | sed -n 3p; }
     gr=$(awk -F'|' '{printf "%.2f\n", $4/$1}' "$f" | sort -n)
     gp=$(awk -F'|' '{printf "%.2f\n", $6/$3}' "$f" | sort -n)
-    echo "| requests/s, a browser taking ${takes[$c]} (addrmunge sends $c) | $(gmid 1 | xargs printf %.0f) | $(gmid 4 | xargs printf %.0f) | $(median "$gr")x ($(tr '\n' ' ' <<<"$gr" | sed 's/ $//')) |"
+    IFS='|' read -r nb ab <<<"${bytes[$c]}"
+    echo "| requests/s, a browser taking ${takes[$c]} (${says[$c]}) | $(gmid 1 | xargs printf %.0f) | $(gmid 4 | xargs printf %.0f) | $(median "$gr")x ($(tr '\n' ' ' <<<"$gr" | sed 's/ $//')) |"
     echo "| p99 ms, the same | $(gmid 3) | $(gmid 6) | $(median "$gp")x ($(tr '\n' ' ' <<<"$gp" | sed 's/ $//')) |"
+    echo "| bytes of one page, the same | $nb | $ab | $(awk -v a="$ab" -v b="$nb" 'BEGIN {printf "%.2fx", a/b}') |"
   done
   echo
   echo "### PostgreSQL store against SQLite (several hosts)"

@@ -171,15 +171,17 @@ async fn a_unix_socket_upstream() {
 
 /// A page is compressed once, by the proxy: a browser's navigation is
 /// asked of nginx uncompressed, though nginx compresses for proxies, and
-/// reaches the browser compressed (zstd when it takes it, else gzip) with
-/// its addresses munged; what the proxy does not rewrite (an SVG image)
-/// comes from nginx compressed as before.
+/// reaches the browser compressed (gzip from kept stretches unless it
+/// weighs zstd higher; zstd when nothing is kept) with its addresses
+/// munged; what the proxy does not rewrite (an SVG image) comes from nginx
+/// compressed as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_are_compressed_once_by_the_proxy() {
     let nginx = Nginx::start(&site());
     let proxy = Proxy::start(nginx.port, "");
     let browser = ("accept-encoding", "gzip, deflate, br, zstd");
     let gzip = ("accept-encoding", "gzip, deflate, br");
+    let zstd_first = ("accept-encoding", "zstd, gzip;q=0.9");
     let page = ("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
     let svg = ("accept", "image/avif,image/svg+xml,image/*,*/*;q=0.8");
     // The response's Content-Encoding, its text as the client reads it.
@@ -215,10 +217,18 @@ async fn pages_are_compressed_once_by_the_proxy() {
     let echo = asked(vec![("accept-encoding", "br, gzip, xz"), svg]).await;
     assert!(echo.starts_with("accept-encoding=gzip, br "), "{echo}");
     // The page reaches the browser compressed as it takes it, each address
-    // munged for it.
-    for (accept, want) in [(browser, "zstd"), (gzip, "gzip")] {
+    // munged for it; zstd at equal weights when gzip keeps nothing.
+    let whole = Proxy::start(nginx.port, "gzip_cache_bytes = 0");
+    let cases = [
+        (&proxy, browser, "gzip"),
+        (&proxy, gzip, "gzip"),
+        (&proxy, zstd_first, "zstd"),
+        (&whole, browser, "zstd"),
+        (&whole, gzip, "gzip"),
+    ];
+    for (proxy, accept, want) in cases {
         let (coding, html, got) = get(proxy.port, "/forms.html", vec![accept, page]).await;
-        assert_eq!(coding.as_deref(), Some(want));
+        assert_eq!(coding.as_deref(), Some(want), "{accept:?}");
         assert!(got.headers["vary"].contains("Accept-Encoding"));
         let found = munged_addresses(&html);
         assert!(!found.is_empty(), "{html}");

@@ -84,7 +84,7 @@ async fn failures_and_streaming() {
     // identity.
     for (script, accept, coding) in [
         ("br", "br", None),
-        ("zstd", "zstd, gzip", Some("zstd")),
+        ("zstd", "zstd, gzip;q=0.5", Some("zstd")),
         ("br", "br, gzip", Some("gzip")),
     ] {
         let (port, _tx) = bad_upstream(script).await;

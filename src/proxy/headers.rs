@@ -61,13 +61,15 @@ fn coding_weight(h: &HeaderMap, coding: &str) -> f32 {
         .unwrap_or(0.0)
 }
 
-/// What a rewritten body is compressed with for this client: zstd when it
-/// names zstd and weighs it no lower than gzip (zstd costs the proxy less
-/// CPU for the same size), else gzip when it takes gzip.
-pub(super) fn compression_for(h: &HeaderMap) -> Option<Compress> {
+/// What a rewritten body is compressed with for this client: what it
+/// weighs higher of zstd and gzip, and at equal weights (as browsers send
+/// them) what costs the proxy less CPU for about the same size: gzip when
+/// its stretches are kept (`gzip_kept`: ~20 µs a 45 KB page against ~120
+/// for zstd), else zstd (against ~180 for gzip made whole).
+pub(super) fn compression_for(h: &HeaderMap, gzip_kept: bool) -> Option<Compress> {
     let gzip = coding_weight(h, "gzip");
     match named_weight(h, "zstd") {
-        Some(z) if z > 0.0 && z >= gzip => Some(Compress::Zstd),
+        Some(z) if z > 0.0 && (z > gzip || (z == gzip && !gzip_kept)) => Some(Compress::Zstd),
         _ => (gzip > 0.0).then_some(Compress::Gzip),
     }
 }
@@ -446,25 +448,28 @@ mod tests {
         }
     }
 
-    /// zstd for clients that name it first or equal, gzip for the rest.
+    /// What the client weighs higher; at a tie, gzip when its stretches
+    /// are kept, else zstd.
     #[test]
     fn compression_chosen_for_the_client() {
-        for (accept, want) in [
-            ("gzip, deflate, br, zstd", Some(Compress::Zstd)),
-            ("zstd;q=0.5, gzip", Some(Compress::Gzip)),
-            ("gzip;q=0.5, zstd", Some(Compress::Zstd)),
-            ("zstd;q=0, gzip", Some(Compress::Gzip)),
-            ("zstd", Some(Compress::Zstd)),
-            ("gzip, deflate, br", Some(Compress::Gzip)),
-            ("*", Some(Compress::Gzip)),
-            ("br", None),
-            ("identity", None),
+        let (gzip, zstd) = (Some(Compress::Gzip), Some(Compress::Zstd));
+        for (accept, kept, made_whole) in [
+            ("gzip, deflate, br, zstd", gzip, zstd),
+            ("zstd;q=0.5, gzip", gzip, gzip),
+            ("gzip;q=0.5, zstd", zstd, zstd),
+            ("zstd;q=0, gzip", gzip, gzip),
+            ("zstd", zstd, zstd),
+            ("gzip, deflate, br", gzip, gzip),
+            ("*", gzip, gzip),
+            ("br", None, None),
+            ("identity", None, None),
         ] {
             let mut h = HeaderMap::new();
             h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(accept));
-            assert_eq!(compression_for(&h), want, "{accept}");
+            assert_eq!(compression_for(&h, true), kept, "{accept}");
+            assert_eq!(compression_for(&h, false), made_whole, "{accept}");
         }
-        assert_eq!(compression_for(&HeaderMap::new()), None);
+        assert_eq!(compression_for(&HeaderMap::new(), true), None);
     }
 
     /// Pages, stylesheets and scripts are asked for uncompressed; the rest

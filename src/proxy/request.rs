@@ -286,7 +286,7 @@ impl Proxy {
         let sent = Sent {
             claims,
             vd,
-            compress: compression_for(&parts.headers),
+            compress: compression_for(&parts.headers, self.gzip.is_some()),
             client_upgrade,
             conditional_on_ours,
             other_domain: cx

@@ -38,7 +38,7 @@ const ZSTD_WINDOW_LOG: u32 = 17;
 
 /// A streaming compressor writing into its own buffer.
 pub(super) enum Encoder {
-    Gzip(GzipWriter),
+    Gzip(Box<GzipWriter>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
 
@@ -57,7 +57,7 @@ impl Encoder {
                 Ok(e) => Encoder::Zstd(e),
                 Err(_) => Encoder::new(Compress::Gzip),
             },
-            Compress::Gzip => Encoder::Gzip(GzipWriter::new()),
+            Compress::Gzip => Encoder::Gzip(Box::new(GzipWriter::new())),
         }
     }
 

@@ -1,31 +1,34 @@
 //! gzip for rewritten bodies, made mostly of pieces compressed once.
 //!
 //! Two visitors of a page get the same bytes except for the IDs the
-//! scanner inserted. So the stretches between IDs are compressed each on
-//! its own (a raw deflate stream reset before it, ended by a sync flush,
-//! so it is byte-aligned and refers to nothing before it) and kept in a
-//! [`GzipCache`] keyed by their CRC-32 and length; the IDs go out as stored
-//! (uncompressed) blocks. Deflate blocks can follow one another whatever
-//! made them (as pigz splices its threads' output), so a body is a gzip
-//! header, those blocks, an empty final block and the CRC-32 and length of
-//! the whole, which CRC-32's combination makes from the stretches' own.
+//! scanner inserted. So each stretch between IDs is compressed as a deflate
+//! stream of its own (reset, ended by a sync flush, so it is byte-aligned)
+//! and kept in a [`GzipCache`]; the IDs go out as stored (uncompressed)
+//! blocks. Deflate blocks can follow one another whatever made them (as
+//! pigz splices its threads' output), so a body is a gzip header, those
+//! blocks, an empty final block and the CRC-32 and length of the whole,
+//! which CRC-32's combination makes from the stretches' own.
+//!
+//! A stretch is compressed with the kept stretch before it and the gap
+//! since (IDs, short stretches) as its dictionary, so it may refer back as
+//! a stream would: an address-dense page comes out about as small as one
+//! stream. The IDs' bytes in that dictionary are a byte the stretch does
+//! not contain, so no reference can reach into them (it would copy that
+//! byte), and the form is right for every visitor's IDs of those lengths.
+//! A form is kept under the stretch, the stretch before it and the gap.
 //!
 //! A stretch is reused only when every request cuts it in the same place:
 //! at an ID, at the body's start or end, or [`MAX_STRETCH`] bytes into a
 //! stretch. A flush while the web server is slow cuts where the timing
-//! fell, so the stretch around it is compressed and not kept. A hit is
-//! compared byte for byte before use: a CRC-32 is no defence against a
-//! page crafted to collide.
-//!
-//! The price: a stretch cannot refer back to an earlier one, so a page
-//! with many addresses comes out larger (a 45 KB page with 20 IDs: ~18 KB
-//! instead of ~15 KB); a page with a few addresses hardly changes.
+//! fell, so the stretch around it is compressed and not kept.
 
-use std::collections::HashMap;
+mod cache;
+
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+pub use cache::GzipCache;
+use cache::{After, Form, Stretch};
 use flate2::{Compress, Compression, FlushCompress};
 
 /// How hard stretches are compressed. zlib-rs's level 1 keeps the fixed
@@ -41,8 +44,14 @@ pub const MAX_STRETCH: usize = 32 * 1024;
 /// up a few bytes costs more than it saves.
 const MIN_DEFLATED: usize = 64;
 
-/// The bytes a [`GzipCache`] holds by default (plain and compressed;
-/// `[proxy] gzip_cache_bytes`).
+/// A gap longer than this (IDs and short stretches in a row) ends the
+/// context: its description would weigh more than it is worth.
+const MAX_GAP: usize = 4096;
+
+/// What deflate can refer back to.
+const WINDOW: usize = 32 * 1024;
+
+/// The bytes a [`GzipCache`] holds by default (`[proxy] gzip_cache_bytes`).
 pub const GZIP_CACHE_BYTES: usize = 32 << 20;
 
 /// gzip's header: deflate, no name, no time, unknown OS.
@@ -51,112 +60,6 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// An empty final block with fixed codes (RFC 1951 3.2.6): BFINAL 1,
 /// BTYPE 01, end-of-block 0000000, padded.
 const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
-
-/// Compressed stretches shared by all responses, within a byte budget.
-#[derive(Debug)]
-pub struct GzipCache {
-    generations: Mutex<Generations>,
-    budget: usize,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-/// Two generations: new and used entries go to `young`; when it holds half
-/// the budget it becomes `old` and the former `old` is dropped, so what is
-/// used stays and memory never passes the budget (plus one stretch).
-#[derive(Debug, Default)]
-struct Generations {
-    young: HashMap<Key, Arc<Stretch>>,
-    old: HashMap<Key, Arc<Stretch>>,
-    young_bytes: usize,
-}
-
-/// A stretch's CRC-32 and length.
-type Key = (u32, u32);
-
-#[derive(Debug)]
-struct Stretch {
-    plain: Box<[u8]>,
-    deflated: Box<[u8]>,
-}
-
-impl Stretch {
-    fn bytes(&self) -> usize {
-        self.plain.len() + self.deflated.len()
-    }
-}
-
-impl Default for GzipCache {
-    fn default() -> Self {
-        GzipCache::new(GZIP_CACHE_BYTES)
-    }
-}
-
-impl GzipCache {
-    /// A cache holding at most about `budget` bytes.
-    pub fn new(budget: usize) -> GzipCache {
-        GzipCache {
-            generations: Mutex::default(),
-            budget,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
-    }
-
-    /// Stretches found compressed already, and compressed anew.
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
-    }
-
-    /// Bytes held now.
-    pub fn held(&self) -> usize {
-        let g = self.lock();
-        g.young_bytes + g.old.values().map(|s| s.bytes()).sum::<usize>()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
-        // A panic elsewhere while holding it leaves whole maps behind.
-        self.generations.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The compressed form of `plain`, if kept.
-    fn get(&self, key: Key, plain: &[u8]) -> Option<Arc<Stretch>> {
-        let found = {
-            let mut g = self.lock();
-            match g.young.get(&key) {
-                Some(s) => Some(Arc::clone(s)),
-                None => g.old.remove(&key).map(|s| g.keep(key, s, self.budget)),
-            }
-        };
-        let hit = found.filter(|s| *s.plain == *plain);
-        let counter = if hit.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
-        hit
-    }
-
-    fn insert(&self, key: Key, stretch: Stretch) {
-        if stretch.bytes() <= self.budget / 2 {
-            self.lock().keep(key, Arc::new(stretch), self.budget);
-        }
-    }
-}
-
-impl Generations {
-    fn keep(&mut self, key: Key, s: Arc<Stretch>, budget: usize) -> Arc<Stretch> {
-        self.young_bytes += s.bytes();
-        if let Some(old) = self.young.insert(key, Arc::clone(&s)) {
-            self.young_bytes -= old.bytes();
-        }
-        if self.young_bytes > budget / 2 {
-            self.old = std::mem::take(&mut self.young);
-            self.young_bytes = 0;
-        }
-        s
-    }
-}
 
 /// A gzip stream written from the scanner's output and where it inserted
 /// IDs.
@@ -173,7 +76,75 @@ pub(super) struct GzipWriter {
     steady: bool,
     /// IDs and short stretches waiting to go out as a stored block.
     stored: Vec<u8>,
+    /// The kept stretch the next one follows, and the gap since.
+    context: Option<Context>,
+    /// Reused for dictionaries.
+    dictionary: Vec<u8>,
     crc: crc32fast::Hasher,
+}
+
+/// What came before the stretch being gathered.
+struct Context {
+    after: Arc<Stretch>,
+    gap: Vec<Gap>,
+    gap_len: usize,
+}
+
+/// A piece of the gap after a kept stretch.
+enum Gap {
+    /// An ID this long: its bytes are the visitor's own.
+    Id(usize),
+    /// A short stretch: the page's bytes.
+    Text(Vec<u8>),
+}
+
+impl Context {
+    /// The gap, described: what a form compressed after it depends on.
+    fn key(&self) -> After {
+        let mut gap = Vec::new();
+        for g in &self.gap {
+            match g {
+                Gap::Id(n) => {
+                    gap.push(0);
+                    gap.extend_from_slice(&(*n as u32).to_le_bytes());
+                }
+                Gap::Text(t) => {
+                    gap.push(1);
+                    gap.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                    gap.extend_from_slice(t);
+                }
+            }
+        }
+        After {
+            stretch: self.after.id,
+            gap: gap.into(),
+        }
+    }
+
+    /// The bytes before the stretch as a dictionary, the IDs written as
+    /// `filler`, at most a window's worth.
+    fn dictionary(&self, filler: u8, dict: &mut Vec<u8>) {
+        dict.clear();
+        let before = &self.after.bytes;
+        dict.extend_from_slice(&before[before.len().saturating_sub(WINDOW)..]);
+        for g in &self.gap {
+            match g {
+                Gap::Id(n) => dict.resize(dict.len() + n, filler),
+                Gap::Text(t) => dict.extend_from_slice(t),
+            }
+        }
+        let extra = dict.len().saturating_sub(WINDOW);
+        dict.drain(..extra);
+    }
+}
+
+/// A byte value `data` does not contain, if any.
+fn absent_byte(data: &[u8]) -> Option<u8> {
+    let mut seen = [false; 256];
+    for &b in data {
+        seen[b as usize] = true;
+    }
+    (0..=255u8).find(|&b| !seen[b as usize])
 }
 
 impl GzipWriter {
@@ -185,6 +156,8 @@ impl GzipWriter {
             stretch: Vec::new(),
             steady: true,
             stored: Vec::new(),
+            context: None,
+            dictionary: Vec::new(),
             crc: crc32fast::Hasher::new(),
         }
     }
@@ -202,12 +175,14 @@ impl GzipWriter {
             return deflate(&mut self.deflate, data, &mut self.out, FlushCompress::None);
         }
         let mut at = 0;
-        for id in ids {
-            self.gather(&data[at..id.start])?;
+        for r in ids {
+            self.gather(&data[at..r.start])?;
             self.end_stretch(true)?;
-            self.crc.update(&data[id.clone()]);
-            self.stored.extend_from_slice(&data[id.clone()]);
-            at = id.end;
+            let id = &data[r.clone()];
+            self.crc.update(id);
+            self.stored.extend_from_slice(id);
+            self.note_gap(Gap::Id(id.len()));
+            at = r.end;
         }
         self.gather(&data[at..])
     }
@@ -218,6 +193,7 @@ impl GzipWriter {
         if self.cache.take().is_some() {
             self.end_stretch(false)?;
             self.emit_stored();
+            self.context = None;
             // What comes may refer only to what this stream compressed.
             self.deflate.reset();
         }
@@ -237,6 +213,18 @@ impl GzipWriter {
         Ok(())
     }
 
+    fn note_gap(&mut self, g: Gap) {
+        let Some(c) = &mut self.context else { return };
+        c.gap_len += match &g {
+            Gap::Id(n) => *n,
+            Gap::Text(t) => t.len(),
+        };
+        c.gap.push(g);
+        if c.gap_len > MAX_GAP {
+            self.context = None;
+        }
+    }
+
     /// Writes out the stretch gathered so far; `steady` when it ends where
     /// every request ends it.
     fn end_stretch(&mut self, steady: bool) -> std::io::Result<()> {
@@ -251,6 +239,11 @@ impl GzipWriter {
         if plain.len() < MIN_DEFLATED {
             self.crc.update(&plain);
             self.stored.extend_from_slice(&plain);
+            if reusable {
+                self.note_gap(Gap::Text(plain.clone()));
+            } else {
+                self.context = None;
+            }
         } else {
             let mut h = crc32fast::Hasher::new();
             h.update(&plain);
@@ -264,24 +257,43 @@ impl GzipWriter {
         Ok(())
     }
 
-    /// Appends `plain` compressed on its own: from the cache when kept.
-    fn deflated(&mut self, plain: &[u8], key: Key, reusable: bool) -> std::io::Result<()> {
-        let cache = self.cache.as_ref().filter(|_| reusable);
-        if let Some(s) = cache.and_then(|c| c.get(key, plain)) {
-            self.out.extend_from_slice(&s.deflated);
-            return Ok(());
+    /// Appends `plain` compressed: a kept form when there is one.
+    fn deflated(&mut self, plain: &[u8], key: (u32, u32), reusable: bool) -> std::io::Result<()> {
+        let context = self.context.take();
+        let Some(cache) = self.cache.clone().filter(|_| reusable) else {
+            return self.compress(plain, None);
+        };
+        let stretch = cache.stretch(key, plain);
+        let form = Form {
+            stretch: stretch.id,
+            after: context.as_ref().map(Context::key),
+        };
+        if let Some(d) = cache.form(&form) {
+            self.out.extend_from_slice(&d);
+        } else {
+            let start = self.out.len();
+            self.compress(plain, context.as_ref())?;
+            cache.keep_form(form, &self.out[start..]);
         }
-        self.deflate.reset();
-        let start = self.out.len();
-        deflate(&mut self.deflate, plain, &mut self.out, FlushCompress::Sync)?;
-        if let Some(c) = cache {
-            let stretch = Stretch {
-                plain: plain.into(),
-                deflated: self.out[start..].into(),
-            };
-            c.insert(key, stretch);
-        }
+        self.context = Some(Context {
+            after: stretch,
+            gap: Vec::new(),
+            gap_len: 0,
+        });
         Ok(())
+    }
+
+    /// Appends `plain` as a deflate stream of its own, with what came
+    /// before as its dictionary when given.
+    fn compress(&mut self, plain: &[u8], context: Option<&Context>) -> std::io::Result<()> {
+        self.deflate.reset();
+        if let Some((c, filler)) = context.zip(absent_byte(plain)) {
+            c.dictionary(filler, &mut self.dictionary);
+            self.deflate
+                .set_dictionary(&self.dictionary)
+                .map_err(std::io::Error::other)?;
+        }
+        deflate(&mut self.deflate, plain, &mut self.out, FlushCompress::Sync)
     }
 
     /// Writes the waiting raw bytes as stored blocks (RFC 1951 3.2.4),
@@ -404,11 +416,23 @@ mod tests {
         out
     }
 
+    /// `n` bytes of prose-like HTML, different for each seed, compressing
+    /// about as a page does.
     fn text(n: usize, seed: u8) -> Vec<u8> {
-        let words = b"<p>Some words, and some more words.</p>\n";
-        (0..n)
-            .map(|i| words[(i * 7 + seed as usize) % words.len()])
-            .collect()
+        let words = [
+            "<p>", "some", "words", "and", "more", "</p>\n", "plover", "mail", "page", "of",
+        ];
+        let mut x = u64::from(seed) + 1;
+        let mut t = Vec::with_capacity(n + 8);
+        while t.len() < n {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            t.extend_from_slice(words[(x >> 60) as usize % words.len()].as_bytes());
+            t.push(b' ');
+        }
+        t.truncate(n);
+        t
     }
 
     #[test]
@@ -421,19 +445,31 @@ mod tests {
         assert_eq!(gunzip(&one), first);
         // a (1), b (stored, under MIN_DEFLATED), c cut at MAX_STRETCH (3).
         assert_eq!(cache.counts(), (0, 4));
-        let (second, ids) = page(&parts, b"-id-BBBBBBBBBBBB");
-        // Cut elsewhere by the network: the same stretches.
+        let (second, ids) = page(&parts, b"-id-BBBBBBBB");
+        // Other IDs of the same length, cut elsewhere by the network: the
+        // same stretches after the same gaps.
         let two = written(Some(&cache), &second, &ids, &[3, 4000, 9000, 60_000], &[]);
         assert_eq!(gunzip(&two), second);
         assert_eq!(cache.counts(), (4, 4));
-        // Each stretch costs about a block's code tables more than one stream.
+        // About as small as one stream, since each stretch refers back.
         let whole = written(None, &second, &ids, &[], &[]);
-        assert!(
-            two.len() < whole.len() + 4 * 100,
-            "{} against {}",
-            two.len(),
-            whole.len()
-        );
+        let most = whole.len() + whole.len() / 20 + 100;
+        assert!(two.len() < most, "{} against {}", two.len(), whole.len());
+        // IDs of another length: what follows them is compressed anew.
+        let (third, ids) = page(&parts, b"-id-CCCCCCCCCCCC");
+        assert_eq!(gunzip(&written(Some(&cache), &third, &ids, &[], &[])), third);
+        assert_eq!(cache.counts(), (7, 5));
+    }
+
+    #[test]
+    fn a_stretch_with_every_byte_value_is_compressed_on_its_own() {
+        let cache = Arc::new(GzipCache::default());
+        let every: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        let (data, ids) = page(&[&text(3000, 1), &every, &text(3000, 2)], b"-id-Z");
+        for _ in 0..2 {
+            assert_eq!(gunzip(&written(Some(&cache), &data, &ids, &[], &[])), data);
+        }
+        assert_eq!(cache.counts(), (3, 3));
     }
 
     #[test]
@@ -443,24 +479,15 @@ mod tests {
         let (data, ids) = page(&[&a, &b], b"-id-X");
         let out = written(Some(&cache), &data, &ids, &[1000], &[0]);
         assert_eq!(gunzip(&out), data);
-        // Only `b`, after the ID, begins and ends where every request cuts it.
+        // Only `b`, after the ID, begins and ends where every request cuts
+        // it; compressed on its own, `a` being no kept stretch.
         assert_eq!(cache.counts(), (0, 1));
-        let again = written(Some(&cache), &data, &ids, &[], &[]);
-        assert_eq!(gunzip(&again), data);
-        assert_eq!(cache.counts(), (1, 2));
-    }
-
-    #[test]
-    fn a_colliding_key_is_never_taken_for_another_stretch() {
-        let cache = GzipCache::default();
-        let key = (7, 5);
-        let stretch = Stretch {
-            plain: (*b"hello").into(),
-            deflated: (*b"x").into(),
-        };
-        cache.insert(key, stretch);
-        assert!(cache.get(key, b"jello").is_none());
-        assert!(cache.get(key, b"hello").is_some());
+        // Not flushed: `a`, and `b` after `a`.
+        for counts in [(0, 3), (2, 3)] {
+            let again = written(Some(&cache), &data, &ids, &[], &[]);
+            assert_eq!(gunzip(&again), data);
+            assert_eq!(cache.counts(), counts);
+        }
     }
 
     #[test]
@@ -471,7 +498,8 @@ mod tests {
             t.extend_from_slice(&seed.to_le_bytes());
             let out = written(Some(&cache), &t, &[], &[], &[]);
             assert_eq!(gunzip(&out), t);
-            assert!(cache.held() <= (1 << 20) + 2 * MAX_STRETCH, "{}", cache.held());
+            let most = (1 << 20) + 2 * (MAX_STRETCH + 1024);
+            assert!(cache.held() <= most, "{}", cache.held());
         }
         assert_eq!(cache.counts().1, 200);
     }
