@@ -11,7 +11,9 @@ use ipnet::IpNet;
 use super::schema::{AgentAction, RawHarvesters, RawProxy};
 use super::tls::TlsSettings;
 use super::upstream::UpstreamAddr;
-use super::values::{Problem, admin_listen, at_least, at_least_usize, listen_addrs, nets, problem, timeout};
+use super::values::{
+    Problem, admin_listen, at_least, at_least_usize, listen_addrs, nets, off_or_at_least, problem, timeout,
+};
 use crate::address;
 use crate::rewrite::Expansion;
 use crate::store::Location;
@@ -92,7 +94,7 @@ impl ProxySettings {
             send_timeout: t("send_timeout", p.send_timeout)?,
             upload_timeout: t("upload_timeout", p.upload_timeout)?,
             token_cache_bytes: n("token_cache_bytes", p.token_cache_bytes, 1 << 20)?,
-            gzip_cache_bytes: n("gzip_cache_bytes", p.gzip_cache_bytes, 0)?,
+            gzip_cache_bytes: off_or_at_least("proxy.gzip_cache_bytes", p.gzip_cache_bytes, 1 << 20)?,
             max_header_bytes: n("max_header_bytes", p.max_header_bytes, 8192)?,
             max_connections: n("max_connections", p.max_connections, 1)?,
             upload_min_rate: at_least("proxy.upload_min_rate", p.upload_min_rate, 1)?,

@@ -121,6 +121,19 @@ pub fn at_least_usize(key: &str, value: usize, min: u64) -> Result<usize, Proble
     at_least(key, value as u64, min).map(|_| value)
 }
 
+/// A budget that is 0 (off) or at least `min`: a smaller one would keep
+/// nothing worth its cost.
+pub fn off_or_at_least(key: &str, value: usize, min: u64) -> Result<usize, Problem> {
+    if value == 0 || value as u64 >= min {
+        Ok(value)
+    } else {
+        Err(problem(
+            key,
+            format!("{value} is too small; give 0 (off) or at least {min}"),
+        ))
+    }
+}
+
 /// An optional `host:port` listener for metrics; empty is unset.
 pub fn admin_listen(key: &str, text: Option<&str>) -> Result<Option<std::net::SocketAddr>, Problem> {
     match text.filter(|a| !a.is_empty()) {
@@ -137,6 +150,15 @@ pub fn admin_listen(key: &str, text: Option<&str>) -> Result<Option<std::net::So
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_is_off_or_large_enough() {
+        assert_eq!(off_or_at_least("k", 0, 10).unwrap(), 0);
+        assert_eq!(off_or_at_least("k", 10, 10).unwrap(), 10);
+        let e = off_or_at_least("proxy.gzip_cache_bytes", 5, 10).unwrap_err();
+        assert_eq!(e.key, "proxy.gzip_cache_bytes");
+        assert!(e.message.contains("0 (off) or at least 10"), "{}", e.message);
+    }
 
     #[test]
     fn spans_with_any_last_character_parse_or_fail_cleanly() {
