@@ -57,11 +57,12 @@ mod tests {
     }
 
     fn munger() -> VisitorMunger {
-        let claims = Claims::visit(
-            Kind::Visitor,
-            Day::from_number(20_000),
-            "192.0.2.1".parse().unwrap(),
-        );
+        munger_at("192.0.2.1")
+    }
+
+    /// The munger of a visitor at `ip`.
+    fn munger_at(ip: &str) -> VisitorMunger {
+        let claims = Claims::visit(Kind::Visitor, Day::from_number(20_000), ip.parse().unwrap());
         VisitorMunger::new(
             Arc::new(KeyRing::new(&[[1u8; 32]])),
             "-id-",
@@ -288,6 +289,47 @@ mod tests {
                 }
                 let hits = cache.counts().0 - before;
                 assert_eq!(hits > 0, reused && domain.is_none(), "{domain:?}: {hits}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Any page, cut anywhere, flushed anywhere, read by a second
+        /// visitor through the kept stretches: gzip reads as the page
+        /// rewritten without compression does.
+        #[test]
+        fn gzip_through_kept_stretches_reads_as_the_rewritten_page(
+            parts in proptest::collection::vec((0usize..2500, 0usize..4), 1..8),
+            cuts in proptest::collection::vec(0usize..20_000, 0..5),
+            flush_after in proptest::collection::vec(0usize..6, 0..3),
+        ) {
+            let fillers = ["Lorem ipsum dolor sit amet, ", "<a href=\"/x\">x</a> ", "caf\u{e9} &amp; ", "\n"];
+            let mut page = String::new();
+            for (n, k) in &parts {
+                while page.len() % 2500 < *n % 2500 && page.len() < 20_000 {
+                    page.push_str(fillers[*k]);
+                }
+                page.push_str(["mjd@plover.com ", "<a href=\"mailto:mjd@plover.com\">mail</a>", "git@plover.com:x ", ""][*k]);
+            }
+            let page = page.as_bytes();
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (page.len() + 1)).collect();
+            bounds.extend([0, page.len()]);
+            bounds.sort_unstable();
+            let cache = Arc::new(GzipCache::default());
+            for ip in ["192.0.2.1", "198.51.100.7"] {
+                let make = |to| Pipeline::new(matcher().scanner(), munger_at(ip), Coding::Identity, to);
+                let want = run(&mut make(None), &[page]);
+                let mut p = make(Some(Compress::Gzip)).with_gzip_cache(Arc::clone(&cache));
+                let mut got = Vec::new();
+                for (i, w) in bounds.windows(2).enumerate() {
+                    got.extend_from_slice(&p.push(&page[w[0]..w[1]]).unwrap());
+                    if flush_after.contains(&i) {
+                        got.extend_from_slice(&p.flush().unwrap());
+                    }
+                }
+                got.extend_from_slice(&p.finish().unwrap());
+                proptest::prop_assert!(decoded(Some(Compress::Gzip), &got) == want);
             }
         }
     }
