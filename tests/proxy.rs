@@ -6,6 +6,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::daemon::metric_at;
 use common::free_port;
 use common::nginx::Nginx;
 use common::proxy::{Proxy, fetch, munged_addresses, site, today};
@@ -250,14 +251,7 @@ async fn gzip_reuses_what_was_compressed_for_earlier_visitors() {
     let nginx = Nginx::start(&site());
     let admin = free_port();
     let proxy = Proxy::start(nginx.port, &format!("admin_listen = \"127.0.0.1:{admin}\""));
-    let metric = |name: &'static str| async move {
-        let got = fetch("127.0.0.1", admin, "GET", "/metrics", &[], false).await;
-        let text = String::from_utf8(got.body).unwrap();
-        let line = text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")));
-        line.unwrap_or_else(|| panic!("no {name} in {text}"))
-            .parse::<u64>()
-            .unwrap()
-    };
+    let metric = |name| metric_at(admin, name);
     let original = fetch(
         "127.0.0.1",
         nginx.port,
@@ -292,8 +286,8 @@ async fn gzip_reuses_what_was_compressed_for_earlier_visitors() {
         original.len()
     );
     assert!(ips.iter().all(|ip| ip == "\"127.0.0.1\""), "{ips:?}");
-    assert_eq!(metric("addrmunge_gzip_stretches_reused_total").await, 0);
-    let compressed = metric("addrmunge_gzip_stretches_compressed_total").await;
+    assert_eq!(metric("addrmunge_gzip_stretches_reused_total"), 0);
+    let compressed = metric("addrmunge_gzip_stretches_compressed_total");
     assert!(compressed >= 1, "{compressed}");
 
     let url = format!("http://127.0.0.1:{}/long.html", proxy.port);
@@ -313,9 +307,9 @@ async fn gzip_reuses_what_was_compressed_for_earlier_visitors() {
     );
     assert!(ips.iter().all(|ip| ip == "\"203.0.113.7\""), "{ips:?}");
     // Every stretch, unless the network cut one differently this time.
-    let reused = metric("addrmunge_gzip_stretches_reused_total").await;
+    let reused = metric("addrmunge_gzip_stretches_reused_total");
     assert!(reused >= 1, "{reused} of {compressed}");
-    assert!(metric("addrmunge_gzip_cache_bytes").await > 0);
+    assert!(metric("addrmunge_gzip_cache_bytes") > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,9 +215,7 @@ impl Streamed {
             }
         }
     }
-}
 
-impl Streamed {
     /// What the pipeline's compressor holds, as a frame, if anything.
     fn flush(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
         let p = self.pipeline.as_mut()?;
@@ -281,14 +279,14 @@ impl Body for Streamed {
                         this.flush_due = Some(due);
                         this.sleep.as_mut().reset(due.min(this.idle_deadline));
                     }
-                    if this.sleep.as_mut().poll(cx).is_ready() && this.flush_due.take().is_some() {
-                        this.sleep.as_mut().reset(this.idle_deadline);
-                        if let Some(frame) = this.flush() {
-                            return Poll::Ready(Some(frame));
-                        }
-                        continue;
-                    }
                     if this.sleep.as_mut().poll(cx).is_ready() {
+                        if this.flush_due.take().is_some() {
+                            this.sleep.as_mut().reset(this.idle_deadline);
+                            if let Some(frame) = this.flush() {
+                                return Poll::Ready(Some(frame));
+                            }
+                            continue;
+                        }
                         this.done = true;
                         return Poll::Ready(Some(Err("the web server stopped sending the body".into())));
                     }

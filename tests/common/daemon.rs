@@ -90,14 +90,7 @@ impl Daemon {
 
     /// A counter or gauge from the admin listener.
     pub fn metric(&self, name: &str) -> u64 {
-        let (status, body) = get(self.admin, "/metrics", &[]);
-        assert_eq!(status, 200, "metrics: {body}");
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in\n{body}"))
-            .trim()
-            .parse()
-            .unwrap()
+        metric_at(self.admin, name)
     }
 
     pub fn log(&self) -> String {
@@ -107,6 +100,18 @@ impl Daemon {
     pub fn alive(&mut self) -> bool {
         self.running.0.try_wait().unwrap().is_none()
     }
+}
+
+/// A counter or gauge from the admin listener on `port`.
+pub fn metric_at(port: u16, name: &str) -> u64 {
+    let (status, body) = get(port, "/metrics", &[]);
+    assert_eq!(status, 200, "metrics: {body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// One HTTP/1.1 GET (`Connection: close`); status and body as text. Panics

@@ -67,7 +67,7 @@ struct Generations<K, V> {
 /// What an entry costs besides its bytes (map slots, `Arc` counts).
 const OVERHEAD: usize = 64;
 
-impl<K: Hash + Eq, V: Clone> Generations<K, V> {
+impl<K: Hash + Eq + Clone, V: Clone> Generations<K, V> {
     fn new(limit: usize) -> Self {
         Generations {
             young: HashMap::new(),
@@ -78,13 +78,14 @@ impl<K: Hash + Eq, V: Clone> Generations<K, V> {
         }
     }
 
-    fn get(&mut self, key: K) -> Option<V> {
-        if let Some((v, _)) = self.young.get(&key) {
+    /// The key is cloned only to move an entry from `old` to `young`.
+    fn get(&mut self, key: &K) -> Option<V> {
+        if let Some((v, _)) = self.young.get(key) {
             return Some(v.clone());
         }
-        let (v, w) = self.old.remove(&key)?;
+        let (v, w) = self.old.remove(key)?;
         self.old_weight -= w;
-        self.keep(key, v.clone(), w);
+        self.keep(key.clone(), v.clone(), w);
         Some(v)
     }
 
@@ -151,7 +152,7 @@ impl GzipCache {
 
     /// The kept stretch with these bytes, kept now if it was not.
     pub(super) fn stretch(&self, key: (u32, u32), bytes: &[u8]) -> Arc<Stretch> {
-        let found = self.lock().stretches.get(key);
+        let found = self.lock().stretches.get(&key);
         // Compared outside the lock; a CRC-32 is no defence against a page
         // crafted to collide.
         if let Some(s) = found.filter(|s| *s.bytes == *bytes) {
@@ -168,7 +169,7 @@ impl GzipCache {
 
     /// The compressed form asked for, if kept; counted as a hit or a miss.
     pub(super) fn form(&self, form: &Form) -> Option<Arc<[u8]>> {
-        let found = self.lock().forms.get(form.clone());
+        let found = self.lock().forms.get(form);
         let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         found
@@ -201,11 +202,11 @@ mod tests {
         g.keep(0, 0, 100);
         for k in 1..100 {
             g.keep(k, k, 100);
-            assert_eq!(g.get(0), Some(0), "after {k}");
+            assert_eq!(g.get(&0), Some(0), "after {k}");
             assert!(g.weight() <= 2000 + 100, "{}", g.weight());
         }
-        assert_eq!(g.get(1), None);
+        assert_eq!(g.get(&1), None);
         g.keep(1000, 1, 5000);
-        assert_eq!(g.get(1000), None, "an entry over the limit is not kept");
+        assert_eq!(g.get(&1000), None, "an entry over the limit is not kept");
     }
 }
