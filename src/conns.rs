@@ -137,6 +137,18 @@ impl Conns {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Counts a connection closed for `why` (evictions are counted when
+    /// they are asked for, in [`Conns::admit`]).
+    pub fn count(&self, why: Expiry) {
+        let counter = match why {
+            Expiry::Evicted => return,
+            Expiry::RequestHead => &self.counts.request_timeouts,
+            Expiry::Idle => &self.counts.idle_closed,
+            Expiry::SendStalled => &self.counts.send_timeouts,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.lock().len()

@@ -175,6 +175,60 @@ fn idle_connections_cannot_starve_the_resolver() {
     drop(idle);
 }
 
+/// A client that stops reading its answers, one that trickles a request
+/// and one that only idles each lose their connection after
+/// `idle_timeout`, counted by why; the resolver keeps answering.
+#[test]
+fn stalled_resolver_clients_are_closed_by_their_deadlines() {
+    let d = Daemon::resolver("idle_timeout = 1");
+    let a = d.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@plover.com"]);
+    // Pipelined requests, never a read: the answers fill both socket
+    // buffers and the resolver's write waits until the deadline.
+    let mut deaf = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    deaf.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let q = common::wire::netstring(format!("virtual {a}").as_bytes()).repeat(1000);
+    let start = Instant::now();
+    let deaf_closed = loop {
+        if deaf.write_all(&q).is_err() {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+    };
+    assert!(deaf_closed, "a client that never read kept its connection");
+    // Half a request, a byte at a time: closed a second after its first byte.
+    let mut trickle = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let start = Instant::now();
+    let trickle_closed = b"900:".iter().cycle().any(|b| {
+        std::thread::sleep(Duration::from_millis(200));
+        trickle.write_all(&[*b]).is_err() || start.elapsed() > Duration::from_secs(20)
+    });
+    assert!(
+        trickle_closed && start.elapsed() < Duration::from_secs(20),
+        "a trickled request kept its connection"
+    );
+    // Silent: the server ends it (end of stream, no answer).
+    let mut silent = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut rest = Vec::new();
+    let start = Instant::now();
+    let _ = silent.read_to_end(&mut rest);
+    assert!(rest.is_empty() && start.elapsed() < Duration::from_secs(15));
+    assert!(d.metric("addrmunge_resolver_send_timeouts_total") >= 1);
+    assert!(d.metric("addrmunge_resolver_request_timeouts_total") >= 1);
+    assert!(d.metric("addrmunge_resolver_idle_closed_total") >= 1);
+    assert_eq!(socketmap(d.port, &format!("virtual {a}")), "OK mjd@plover.com");
+    let log = d.log();
+    for says in [
+        "did not read its answer within idle_timeout",
+        "did not arrive whole within idle_timeout",
+        "idle longer than idle_timeout",
+    ] {
+        assert!(log.contains(says), "no '{says}' in the log:\n{log}");
+    }
+}
+
 fn check_config(dir: &Path, config: &str) -> Output {
     fs::write(dir.join("c.toml"), config).unwrap();
     let mut child = Command::new(BIN)

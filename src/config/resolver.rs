@@ -40,7 +40,8 @@ pub struct ResolverSettings {
     pub recipient_delimiter: String,
     /// The largest request, in bytes.
     pub max_request: usize,
-    /// How long a connection may stay idle.
+    /// How long a connection may stay idle, a request take from its first
+    /// byte, and an answer wait for the client to read it.
     pub idle_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::{BoxError, Proxy, State, proxy_protocol};
-use crate::conns::{Conn, Deadlines, Expiry, RESERVED_FDS, Slot, Watched, raise_open_files};
+use crate::conns::{Conn, Deadlines, RESERVED_FDS, Slot, Watched, raise_open_files};
 
 /// What a connection is served over.
 #[derive(Clone)]
@@ -202,17 +202,7 @@ impl Proxy {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             },
             why = conn.expired(&s.deadlines) => {
-                let counts = &self.conns.counts;
-                let counter = match why {
-                    Expiry::Evicted => &counts.evicted,
-                    Expiry::RequestHead => &counts.request_timeouts,
-                    Expiry::Idle => &counts.idle_closed,
-                    Expiry::SendStalled => &counts.send_timeouts,
-                };
-                // Evictions are counted when they are asked for.
-                if why != Expiry::Evicted {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
+                self.conns.count(why);
                 tracing::debug!(%peer, reason = %why, "closed the connection");
             }
         }

@@ -54,23 +54,20 @@ fn answer(r: &Resolver, line: &str) -> String {
 }
 
 /// Serves one connection: a request line per answer line, until the peer
-/// closes its side (Exim sends one and shuts down), it idles out, or a
-/// line is over `max_request`.
+/// closes its side (Exim sends one and shuts down) or a line is over
+/// `max_request` (its deadlines are the caller's: the resolver's `serve`).
 pub async fn serve(
     conn: Box<dyn Conn>,
     r: &Resolver,
     state: &Arc<crate::conns::Conn>,
 ) -> Result<(), ProtocolError> {
-    let (max, idle) = r.connection_limits();
+    let max = r.max_request();
     let mut conn = BufReader::new(conn);
     let mut line = Vec::new();
     loop {
         line.clear();
         let mut limited = (&mut conn).take((max + 1) as u64);
-        let n = match tokio::time::timeout(idle, limited.read_until(b'\n', &mut line)).await {
-            Err(_) => return Err(ProtocolError::Idle(idle)),
-            Ok(n) => n?,
-        };
+        let n = limited.read_until(b'\n', &mut line).await?;
         if n == 0 {
             return Ok(());
         }

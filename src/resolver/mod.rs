@@ -535,11 +535,9 @@ impl Resolver {
         self.writer.push(w);
     }
 
-    /// The request-size limit and idle timeout for a new connection.
-    pub fn connection_limits(&self) -> (usize, Duration) {
-        let s = self.settings();
-        let rc = &s.config.resolver;
-        (rc.max_request, rc.idle_timeout)
+    /// The request-size limit for a new connection.
+    pub fn max_request(&self) -> usize {
+        self.settings().config.resolver.max_request
     }
 }
 
@@ -692,21 +690,7 @@ async fn accept_loop(bound: Bound, r: Arc<Resolver>, service: Service) {
                 let slot = r.conns.admit().await;
                 let r = Arc::clone(&r);
                 tokio::spawn(async move {
-                    let state = Arc::clone(&slot.conn);
-                    let serving = async {
-                        match service {
-                            Service::Socketmap => socketmap::serve(conn, &r, &state).await,
-                            Service::Policy => policy::serve(conn, &r, &state).await,
-                            Service::Exim => exim::serve(conn, &r, &state).await,
-                        }
-                    };
-                    let result = tokio::select! {
-                        result = serving => result,
-                        () = state.evicted() => Ok(()),
-                    };
-                    if let Err(e) = result {
-                        tracing::info!(%peer, error = %e, "closed connection");
-                    }
+                    serve(conn, &r, service, &slot.conn, &peer).await;
                     drop(slot);
                 });
             }
@@ -716,6 +700,56 @@ async fn accept_loop(bound: Bound, r: Arc<Resolver>, service: Service) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Serves one admitted connection until it ends or one of its deadlines
+/// passes. The deadlines are the connection's (one timer that moves), not a
+/// timer per request: every lookup would register and cancel one.
+async fn serve(
+    conn: Box<dyn Conn>,
+    r: &Resolver,
+    service: Service,
+    state: &Arc<crate::conns::Conn>,
+    peer: &str,
+) {
+    let idle = r.settings().config.resolver.idle_timeout;
+    let deadlines = crate::conns::Deadlines {
+        request: idle,
+        keepalive: idle,
+        send: idle,
+    };
+    let conn: Box<dyn Conn> = Box::new(crate::conns::Watched::new(conn, Arc::clone(state)));
+    let serving = async {
+        match service {
+            Service::Socketmap => socketmap::serve(conn, r, state).await,
+            Service::Policy => policy::serve(conn, r, state).await,
+            Service::Exim => exim::serve(conn, r, state).await,
+        }
+    };
+    tokio::select! {
+        result = serving => if let Err(e) = result {
+            tracing::info!(%peer, error = %e, "closed connection");
+        },
+        why = state.expired(&deadlines) => {
+            r.conns.count(why);
+            if let Some(reason) = closed_because(why) {
+                tracing::info!(%peer, reason, "closed connection");
+            }
+        }
+    }
+}
+
+/// Why a deadline closed a connection, in the resolver's terms (one
+/// `idle_timeout` bounds all three); `None` for an eviction, which is
+/// routine at `max_connections` and counted, not logged.
+fn closed_because(why: crate::conns::Expiry) -> Option<&'static str> {
+    use crate::conns::Expiry;
+    match why {
+        Expiry::Evicted => None,
+        Expiry::RequestHead => Some("a request did not arrive whole within idle_timeout"),
+        Expiry::Idle => Some("idle longer than idle_timeout"),
+        Expiry::SendStalled => Some("the client did not read its answer within idle_timeout"),
     }
 }
 

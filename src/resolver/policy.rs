@@ -31,16 +31,10 @@ pub async fn serve(
     r: &Resolver,
     state: &Arc<crate::conns::Conn>,
 ) -> Result<(), ProtocolError> {
-    let (max, idle) = r.connection_limits();
+    let max = r.max_request();
     let mut conn = BufReader::new(conn);
     loop {
-        // The whole request within the idle timeout, not each line: a
-        // client trickling one line at a time cannot hold on forever.
-        let attrs = match tokio::time::timeout(idle, read_request(&mut conn, max)).await {
-            Err(_) => return Err(ProtocolError::Idle(idle)),
-            Ok(r) => r?,
-        };
-        let Some(attrs) = attrs else {
+        let Some(attrs) = read_request(&mut conn, max).await? else {
             return Ok(());
         };
         let _busy = state.begin();
