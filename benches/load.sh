@@ -609,23 +609,25 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 - **Resolver vs echo.** Per lookup the resolver decrypts a token (ChaCha20 and an HMAC for
   the per-address key), builds a verdict and takes two `RwLock` snapshots; the rest is the
   same socket work as the echo server, and task switching dominates both. Removed: a timer
-  per byte of every request (42k -> ~80k lookups/s), and repeated judgements: Postfix asks
+  per byte of every request (42k -> ~80k lookups/s); repeated judgements (Postfix asks
   about one recipient three or four times per message, so judgements are cached until the
-  rules, the settings or the day change (the row with a new address per lookup shows the
-  uncached cost; the bar's row uses three addresses, as one message's lookups do).
-  What is left, measured at 4 connections (2026-12-04): `perf record` on the resolver puts
-  83% of its CPU in the kernel (loopback TCP, wake-ups, context switches: the same calls
-  per lookup as the echo server's, 1.0 recv and 1.0 send each) and 16% in user space spread
-  over the tokio runtime and the answer (no symbol above 1%); `perf stat` gives ~10 µs of
-  CPU per lookup against echo's ~8-9 µs. A single timer per connection instead of one per
-  request made no difference (8 alternating pairs of the two builds: median 1.00x), so it
-  was not kept. Two identical echo servers measured the same way differ by 0.92-1.13x per
-  pair (p99 0.75-1.26x): a point's bar is judged on the median of five pairs, and a
-  median within a few percent of 0.9x is within what this machine can tell apart.
-  Tried and not kept (2026-12-05): the resolver on a current-thread runtime, which saves
-  cross-thread wake-ups; 5 alternating rounds each against echo gave 0.75-1.13x at 4
-  connections (the work-stealing pool beside it 0.84-1.05x) and 0.73-0.83x at 16 (pool
-  0.76-1.07x): no better where Postfix is, worse under load.
+  rules, the settings or the day change; the row with a new address per lookup shows the
+  uncached cost, the bar's row uses three addresses, as one message's lookups do); and on
+  2026-12-05 the two causes of the gap at 4 connections (0.79x, p99 1.47x the run before):
+  each netstring's length was read a byte at a time through an async `read_u8` (a future
+  per byte) and each reply formatted twice into new Strings (now the length is parsed from
+  the read buffer and both buffers are reused: 1.08-1.25x the build before, 6 alternating
+  rounds), and a timer was registered and cancelled per request (now the connection's one
+  moving deadline, as the proxy's: p99 went from 1.5-2.3x echo's to 0.6-1.1x, 10
+  alternating rounds of the two builds). What is left: `perf record` puts ~86% of the
+  resolver's CPU in the kernel (the same calls per lookup as echo: 1.0 recv, 1.0 send) and
+  ~14% in user space, no symbol above 1%. Tried and not kept: lock-free snapshots
+  (arc-swap) for the settings and rules each lookup reads (1.00-1.02x in 8-10 alternating
+  rounds: the read locks were not contended enough to matter), and the resolver on a
+  current-thread runtime (no better at 4 connections, worse at 16). Two identical echo
+  servers measured the same way differ by 0.92-1.13x per pair (p99 0.75-1.26x): a point's
+  bar is judged on the median of five pairs, and a p99 within a few percent of 1.2x is
+  within what this machine can tell apart.
 LIMITS
 } > benches/RESULTS.md.new
 mv benches/RESULTS.md.new benches/RESULTS.md
