@@ -146,6 +146,62 @@ async fn rewrites_every_place_on_a_real_nginx_site() {
     );
 }
 
+/// A harvester reads headers too: a redirect to `mailto:`, a `Link` or a
+/// `Refresh` naming an address get the visitor's ID as a page would, on
+/// any response, also one whose body is passed through; a cookie is left
+/// as the site set it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_in_response_headers_are_munged() {
+    let nginx = Nginx::start(&site());
+    let admin = free_port();
+    let proxy = Proxy::start(nginx.port, &format!("admin_listen = \"127.0.0.1:{admin}\""));
+    let before = metric_at(admin, "addrmunge_addresses_munged_total");
+    for h2 in [false, true] {
+        let got = fetch("127.0.0.1", proxy.port, "GET", "/contact", &[], h2).await;
+        assert_eq!(got.status, 302);
+        let location = &got.headers["location"];
+        assert!(
+            location.starts_with("mailto:mjd-id-") && location.ends_with("@plover.com?subject=Hello"),
+            "{location}"
+        );
+        assert!(
+            got.headers["cache-control"].starts_with("private"),
+            "{:?}",
+            got.headers
+        );
+
+        let got = fetch("127.0.0.1", proxy.port, "GET", "/card.png", &[], h2).await;
+        assert_eq!(got.body, fs::read(nginx.root.join("image.png")).unwrap());
+        assert_eq!(
+            got.headers["content-length"], "100000",
+            "the body is passed through"
+        );
+        assert!(
+            got.headers["cache-control"].starts_with("private"),
+            "{:?}",
+            got.headers
+        );
+        assert_eq!(got.headers["set-cookie"], "owner=mjd@plover.com; Path=/");
+        let (link, refresh) = (&got.headers["link"], &got.headers["refresh"]);
+        assert!(
+            refresh.contains("%40plover.com") && !refresh.contains("mjd%40"),
+            "{refresh}"
+        );
+        let found = munged_addresses(&format!("{location} {link} {refresh}"));
+        assert_eq!(found.len(), 3, "{location} {link} {refresh}");
+        for v in proxy.decode(&found) {
+            assert_eq!(v["status"], "valid", "{v}");
+            assert_eq!(v["ip"], "127.0.0.1");
+            assert_eq!(v["original"], "mjd@plover.com");
+        }
+    }
+    // Counted as munged, like a page's.
+    assert_eq!(metric_at(admin, "addrmunge_addresses_munged_total") - before, 6);
+    // Headers without the owner's addresses are as the web server sent them.
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/image.png", &[], false).await;
+    assert!(!got.headers.contains_key("cache-control"), "{:?}", got.headers);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unix_socket_upstream() {
     let nginx = Nginx::start(&site());

@@ -190,10 +190,11 @@ impl Streamed {
                 self.charset_mismatch.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("a body declared UTF-16 is not; scanned its bytes as they are");
             }
-            let munged = p.munged();
-            self.munged.fetch_add(munged - self.counted, Ordering::Relaxed);
-            self.response_munged.store(munged, Ordering::Relaxed);
-            self.counted = munged;
+            // Added, not stored: the response's headers may have had some.
+            let more = p.munged() - self.counted;
+            self.munged.fetch_add(more, Ordering::Relaxed);
+            self.response_munged.fetch_add(more, Ordering::Relaxed);
+            self.counted += more;
             match piece {
                 Err(e) => {
                     self.done = true;

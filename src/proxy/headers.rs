@@ -5,11 +5,13 @@
 //! themselves (codings, upgrades, the media type).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::rewrite::{Compress, TokenCache};
+use crate::scan::{Matcher, Munger, Scanner};
 use crate::token::{Claims, KeyRing};
 
 /// A response's `Content-Type`, parsed once.
@@ -281,6 +283,38 @@ pub(super) fn validator_suffix(keys: &KeyRing, cache: &TokenCache, claims: &Clai
     cache.get(keys, claims, "validator.addrmunge.invalid")[1..9].to_owned()
 }
 
+/// Rewrites the owner's addresses in the response's header values as in a
+/// body (a redirect to `mailto:`, a `Link` or `Refresh` naming one would
+/// hand them to a harvester as they are); returns how many. `Set-Cookie` is
+/// left as sent: the browser sends it back, and the site must get what it set.
+pub(super) fn munge_headers(h: &mut HeaderMap, matcher: &Arc<Matcher>, munger: &mut impl Munger) -> u64 {
+    let mut scanner: Option<Scanner> = None;
+    let mut out = Vec::new();
+    for (name, value) in h.iter_mut() {
+        if *name == header::SET_COOKIE || !matcher.may_hold_address(value.as_bytes()) {
+            continue;
+        }
+        let s = scanner.get_or_insert_with(|| matcher.scanner());
+        out.clear();
+        s.feed(value.as_bytes(), &mut out, munger);
+        s.finish(&mut out, munger);
+        // Only `[a-z0-9-]` and configured domains are inserted: still a
+        // valid value.
+        if out != value.as_bytes()
+            && let Ok(v) = HeaderValue::from_bytes(&out)
+        {
+            *value = v;
+        }
+    }
+    scanner.map_or(0, |s| s.munged())
+}
+
+/// Whether a response has header values [`munge_headers`] could change.
+pub(super) fn headers_may_hold_addresses(h: &HeaderMap, matcher: &Matcher) -> bool {
+    h.iter()
+        .any(|(name, value)| *name != header::SET_COOKIE && matcher.may_hold_address(value.as_bytes()))
+}
+
 /// `ETag: "abc"` -> `W/"abc.s-<vd>"`, weak ones `.w-<vd>`; `Cache-Control` private.
 pub(super) fn private_headers(h: &mut HeaderMap, vd: &str) {
     h.remove(header::CONTENT_LENGTH);
@@ -305,6 +339,12 @@ pub(super) fn private_headers(h: &mut HeaderMap, vd: &str) {
             }
         }
     }
+    private_cache_control(h);
+}
+
+/// `Cache-Control: private` first, and the directives that let shared
+/// caches keep the response gone.
+pub(super) fn private_cache_control(h: &mut HeaderMap) {
     let mut directives: Vec<String> = h
         .get_all(header::CACHE_CONTROL)
         .iter()

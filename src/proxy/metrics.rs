@@ -16,7 +16,7 @@ const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 pub struct Metrics {
     /// Requests answered.
     pub requests: AtomicU64,
-    /// Addresses munged (counted when a rewritten body ends).
+    /// Addresses munged in headers and bodies (a body's as it goes out).
     pub munged: Arc<AtomicU64>,
     /// Responses rewritten.
     pub rewritten: AtomicU64,

@@ -17,8 +17,9 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{AccessLine, Logged, Streamed, VisitNote};
 use super::headers::{
-    MediaType, ask_codings, compression_for, forward_headers, is_upgrade, private_headers, strip_hop_by_hop,
-    translate_if_none_match, validator_suffix,
+    MediaType, ask_codings, compression_for, forward_headers, headers_may_hold_addresses, is_upgrade,
+    munge_headers, private_cache_control, private_headers, strip_hop_by_hop, translate_if_none_match,
+    validator_suffix,
 };
 use super::pages::{error_page, https_redirect};
 use super::{BoxError, Proxy, ProxyBody, State, harvest, upload, visitor};
@@ -336,6 +337,7 @@ impl Proxy {
     fn response(&self, cx: &Ctx, resp: Response<Incoming>, sent: Sent) -> Response<ProxyBody> {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
+        self.munge_headers(cx, &mut parts.headers, &sent);
         if parts.status == StatusCode::NOT_MODIFIED && sent.conditional_on_ours {
             // The 304 confirms the visitor's own copy: give back its validator.
             private_headers(&mut parts.headers, &sent.vd);
@@ -385,13 +387,7 @@ impl Proxy {
             return body.map_err(|e| Box::new(e) as BoxError).boxed();
         }
         let st = &cx.st;
-        let munger = VisitorMunger::new(
-            Arc::clone(&st.keys),
-            st.config.protection.separator(),
-            sent.claims,
-            Arc::clone(&self.cache),
-        )
-        .with_domain(sent.other_domain);
+        let munger = self.munger(st, &sent);
         let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, sent.compress)
             .with_expansion(st.config.proxy.expansion)
             .with_charset(media.encoding, media.is_html());
@@ -406,6 +402,32 @@ impl Proxy {
             pipeline = pipeline.with_link(LinkInserter::new(harvest::bait_link(&bait.path)));
         }
         self.streamed(cx, body, Some(pipeline))
+    }
+
+    /// What writes the visitor's IDs into this response.
+    fn munger(&self, st: &State, sent: &Sent) -> VisitorMunger {
+        VisitorMunger::new(
+            Arc::clone(&st.keys),
+            st.config.protection.separator(),
+            sent.claims,
+            Arc::clone(&self.cache),
+        )
+        .with_domain(sent.other_domain.clone())
+    }
+
+    /// The owner's addresses in the response's header values munged for
+    /// the visitor, whatever its body; a response that had some is private.
+    fn munge_headers(&self, cx: &Ctx, h: &mut HeaderMap, sent: &Sent) {
+        let st = &cx.st;
+        if !headers_may_hold_addresses(h, &st.matcher) {
+            return;
+        }
+        let n = munge_headers(h, &st.matcher, &mut self.munger(st, sent));
+        if n > 0 {
+            private_cache_control(h);
+            self.metrics.munged.fetch_add(n, Ordering::Relaxed);
+            cx.line.munged.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// `body` on its way to the visitor, through `pipeline` if given.

@@ -197,6 +197,15 @@ impl Matcher {
         }
     }
 
+    /// Whether `bytes` hold a byte an `@` spelling starts with, or a
+    /// protected domain's first label: only then can scanning them change
+    /// anything (a quick test for short inputs such as header values).
+    pub fn may_hold_address(&self, bytes: &[u8]) -> bool {
+        memchr3(b'@', b'&', b'%', bytes).is_some()
+            || memchr(b'\\', bytes).is_some()
+            || self.spelled.as_ref().is_some_and(|s| s.find(bytes).is_some())
+    }
+
     /// Rewrites a whole input at once.
     pub fn rewrite(self: &Arc<Self>, input: &[u8], munger: &mut impl Munger) -> Vec<u8> {
         let mut s = self.scanner();

@@ -80,6 +80,15 @@ http {{
         listen unix:{d}/nginx.sock;
         root {root};
         location /echo-headers {{ return 200 \"accept-encoding=$http_accept_encoding xff=$http_x_forwarded_for via=$http_via host=$host\"; default_type text/plain; }}
+        # Addresses in response headers: a redirect to mailto:, and an
+        # image (not rewritten) with a Link, a Refresh and a cookie.
+        location = /contact {{ return 302 \"mailto:mjd@plover.com?subject=Hello\"; }}
+        location = /card.png {{
+            add_header Link \"<mailto:mjd@plover.com>; rel=author\";
+            add_header Refresh \"5; url=mailto:mjd%40plover.com\";
+            add_header Set-Cookie \"owner=mjd@plover.com; Path=/\";
+            try_files /image.png =404;
+        }}
     }}
 }}
 ",
