@@ -48,6 +48,24 @@ fn every_toml_snippet_in_the_readme_loads() {
     addrmunge::Config::from_toml(Path::new("/etc/addrmunge/addrmunge.toml"), &example).unwrap();
 }
 
+/// The README's proxy block names the rewritten types the code has.
+#[test]
+fn the_readme_names_the_default_rewrite_types() {
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("rewrite_types = ["))
+        .expect("the proxy block shows rewrite_types");
+    let shown: toml::Table = toml::from_str(line.split('#').next().unwrap()).unwrap();
+    let shown: Vec<&str> = shown["rewrite_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(shown, addrmunge::config::DEFAULT_REWRITE_TYPES);
+}
+
 /// The README's limits block gives the defaults the code has, and its
 /// table says what happens for every key in it.
 #[test]

@@ -146,6 +146,32 @@ async fn rewrites_every_place_on_a_real_nginx_site() {
     );
 }
 
+/// What a contact page links to is rewritten by default like the page: a
+/// vCard, a calendar and an SVG image each name the visitor's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vcards_calendars_and_svg_are_rewritten_by_default() {
+    let nginx = Nginx::start(&site());
+    let proxy = Proxy::start(nginx.port, "");
+    for path in ["/card.vcf", "/event.ics", "/map.svg"] {
+        let got = fetch("127.0.0.1", proxy.port, "GET", path, &[], false).await;
+        let text = String::from_utf8(got.decoded()).unwrap();
+        let found = munged_addresses(&text);
+        assert_eq!(
+            found.len(),
+            if path == "/map.svg" { 2 } else { 1 },
+            "{path}: {text}"
+        );
+        assert!(!text.contains("mjd@plover.com"), "{path}: {text}");
+        for v in proxy.decode(&found) {
+            assert_eq!(v["ip"], "127.0.0.1", "{v}");
+        }
+    }
+    // The owner can still name types one by one.
+    let only_html = Proxy::start(nginx.port, "rewrite_types = [\"text/html\"]");
+    let got = fetch("127.0.0.1", only_html.port, "GET", "/card.vcf", &[], false).await;
+    assert_eq!(got.body, fs::read(nginx.root.join("card.vcf")).unwrap());
+}
+
 /// A harvester reads headers too: a redirect to `mailto:`, a `Link` or a
 /// `Refresh` naming an address get the visitor's ID as a page would, on
 /// any response, also one whose body is passed through; a cookie is left
@@ -230,8 +256,8 @@ async fn a_unix_socket_upstream() {
 /// asked of nginx uncompressed, though nginx compresses for proxies, and
 /// reaches the browser compressed (gzip from kept stretches unless it
 /// weighs zstd higher; zstd when nothing is kept) with its addresses
-/// munged; what the proxy does not rewrite (an SVG image) comes from nginx
-/// compressed as before.
+/// munged; what the proxy does not rewrite (a WebAssembly module) comes
+/// from nginx compressed as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_are_compressed_once_by_the_proxy() {
     let nginx = Nginx::start(&site());
@@ -240,7 +266,7 @@ async fn pages_are_compressed_once_by_the_proxy() {
     let gzip = ("accept-encoding", "gzip, deflate, br");
     let zstd_first = ("accept-encoding", "zstd, gzip;q=0.9");
     let page = ("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
-    let svg = ("accept", "image/avif,image/svg+xml,image/*,*/*;q=0.8");
+    let image = ("accept", "image/avif,image/webp,image/*,*/*;q=0.8");
     // The response's Content-Encoding, its text as the client reads it.
     let get = |port: u16, path: &'static str, headers: Vec<(&'static str, &'static str)>| async move {
         let got = fetch("127.0.0.1", port, "GET", path, &headers, false).await;
@@ -271,7 +297,7 @@ async fn pages_are_compressed_once_by_the_proxy() {
             "{headers:?}: {echo}"
         );
     }
-    let echo = asked(vec![("accept-encoding", "br, gzip, xz"), svg]).await;
+    let echo = asked(vec![("accept-encoding", "br, gzip, xz"), image]).await;
     assert!(echo.starts_with("accept-encoding=gzip, br "), "{echo}");
     // The page reaches the browser compressed as it takes it, each address
     // munged for it; zstd at equal weights when gzip keeps nothing.
@@ -293,10 +319,10 @@ async fn pages_are_compressed_once_by_the_proxy() {
             assert_eq!(v["ip"], "127.0.0.1", "{v}");
         }
     }
-    // The image is nginx's own gzip, passed through.
-    let (coding, _, got) = get(proxy.port, "/logo.svg", vec![browser, svg]).await;
+    // The module is nginx's own gzip, passed through.
+    let (coding, _, got) = get(proxy.port, "/module.wasm", vec![browser]).await;
     assert_eq!(coding.as_deref(), Some("gzip"));
-    assert_eq!(got.body, nginx_gets("/logo.svg").await.2.body);
+    assert_eq!(got.body, nginx_gets("/module.wasm").await.2.body);
 }
 
 /// A gzipped page is made of stretches compressed for earlier visitors and

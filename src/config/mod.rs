@@ -8,6 +8,7 @@
 //! [`Config::load`] and no component sees the raw text.
 
 mod crawlers;
+mod media;
 mod protect;
 mod proxy;
 mod resolver;
@@ -24,6 +25,7 @@ use crate::address::Protection;
 use crate::store::Location;
 
 pub use crawlers::Crawlers;
+pub use media::TypePattern;
 pub use protect::{Bait, DEFAULT_BAIT_TEMPLATE, DEFAULT_SEPARATOR};
 pub use proxy::{AgentRule, ProxySettings};
 pub use resolver::{ContainmentSettings, ResolverSettings, TrapAction, TrapSettings, TrapVerb};
@@ -327,5 +329,14 @@ exempt = ["*-subscribe"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("key_file") && e.contains("keygen"), "{e}");
+        let e = load(&format!(
+            "{OK}[proxy]\nrewrite_types = [\"text/html\", \"text/html; charset=utf-8\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("proxy.rewrite_types[1]") && e.contains("has parameters"),
+            "{e}"
+        );
     }
 }

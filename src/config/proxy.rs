@@ -8,6 +8,7 @@ use std::time::Duration;
 use hyper::header::HeaderValue;
 use ipnet::IpNet;
 
+use super::media::TypePattern;
 use super::schema::{AgentAction, RawHarvesters, RawProxy};
 use super::tls::TlsSettings;
 use super::upstream::UpstreamAddr;
@@ -29,8 +30,8 @@ pub struct ProxySettings {
     pub upstream_host: Option<HeaderValue>,
     /// Peers whose forwarded-for headers (and PROXY headers) are believed.
     pub trusted: Vec<IpNet>,
-    /// Content types rewritten, lowercase, without parameters.
-    pub rewrite_types: Vec<String>,
+    /// Content types rewritten.
+    pub rewrite_types: Vec<TypePattern>,
     /// Rewrite responses marked `Cache-Control: no-transform` too.
     pub rewrite_no_transform: bool,
     /// Every connection starts with a PROXY protocol header.
@@ -112,8 +113,9 @@ impl ProxySettings {
             rewrite_types: p
                 .rewrite_types
                 .iter()
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect(),
+                .enumerate()
+                .map(|(i, t)| TypePattern::parse(&format!("proxy.rewrite_types[{i}]"), t))
+                .collect::<Result<_, _>>()?,
             rewrite_no_transform: p.rewrite_no_transform,
             visit_queue: p.visit_queue,
             tls: TlsSettings::from_raw(p, resolve, state)?,

@@ -353,18 +353,17 @@ fn thirty_days() -> String {
 
 /// The content types rewritten by default.
 pub const DEFAULT_REWRITE_TYPES: &[&str] = &[
-    "text/html",
-    "application/xhtml+xml",
-    "text/plain",
-    "text/xml",
+    // Pages, plain text, stylesheets, scripts, and what a contact page
+    // links to: vCards (text/vcard), calendars (text/calendar), Markdown.
+    "text/*",
+    // RSS, Atom, SVG, XHTML; JSON-LD, web app manifests, JSON feeds.
+    "*/*+xml",
+    "*/*+json",
     "application/xml",
-    "application/rss+xml",
-    "application/atom+xml",
     "application/json",
-    "application/ld+json",
-    "text/javascript",
     "application/javascript",
-    "text/css",
+    "application/x-javascript",
+    "application/ecmascript",
 ];
 
 impl Default for RawProxy {

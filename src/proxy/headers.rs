@@ -10,6 +10,7 @@ use std::sync::Arc;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::config::TypePattern;
 use crate::rewrite::{Compress, TokenCache};
 use crate::scan::{Matcher, Munger, Scanner};
 use crate::token::{Claims, KeyRing};
@@ -222,7 +223,7 @@ pub(super) fn forward_headers(
 /// server's compression, then compress again: twice the CPU on both sides
 /// for the same bytes to the visitor); otherwise those the pipeline can
 /// undo that the client takes.
-pub(super) fn ask_codings(h: &mut HeaderMap, incoming: &HeaderMap, rewrite_types: &[String]) {
+pub(super) fn ask_codings(h: &mut HeaderMap, incoming: &HeaderMap, rewrite_types: &[TypePattern]) {
     if expects_rewritten(incoming, rewrite_types) {
         h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         return;
@@ -244,8 +245,11 @@ pub(super) fn ask_codings(h: &mut HeaderMap, incoming: &HeaderMap, rewrite_types
 /// navigation's `text/html`, a stylesheet's `text/css`, an API call's
 /// `application/json`). Images, fonts and a bare `*/*` say nothing sure,
 /// and keep their compression.
-fn expects_rewritten(h: &HeaderMap, rewrite_types: &[String]) -> bool {
-    let rewrites = |t: &str| rewrite_types.iter().any(|r| r.eq_ignore_ascii_case(t));
+fn expects_rewritten(h: &HeaderMap, rewrite_types: &[TypePattern]) -> bool {
+    let rewrites = |t: &str| {
+        let t = t.to_ascii_lowercase();
+        rewrite_types.iter().any(|r| r.matches(&t))
+    };
     let dest = h
         .get("sec-fetch-dest")
         .and_then(|v| v.to_str().ok())
@@ -516,11 +520,11 @@ mod tests {
     /// keeps the codings the client and the pipeline share.
     #[test]
     fn codings_asked_of_the_web_server() {
-        let types: Vec<String> = crate::config::DEFAULT_REWRITE_TYPES
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let asked = |headers: &[(&'static str, &'static str)], types: &[String]| {
+        let patterns = |ts: &[&str]| -> Vec<TypePattern> {
+            ts.iter().map(|t| TypePattern::parse("t", t).unwrap()).collect()
+        };
+        let types = patterns(crate::config::DEFAULT_REWRITE_TYPES);
+        let asked = |headers: &[(&'static str, &'static str)], types: &[TypePattern]| {
             let mut incoming = HeaderMap::new();
             incoming.insert(
                 header::ACCEPT_ENCODING,
@@ -565,7 +569,7 @@ mod tests {
         assert_eq!(asked(&[api, ("sec-fetch-dest", "empty")], &types), "identity");
         assert_eq!(asked(&[api, ("sec-fetch-dest", "image")], &types), all);
         // A type the owner does not rewrite keeps its compression.
-        let only_html = vec!["text/html".to_owned()];
+        let only_html = patterns(&["text/html"]);
         assert_eq!(asked(&[("sec-fetch-dest", "style")], &only_html), all);
         assert_eq!(asked(&[("accept", "text/css")], &only_html), all);
         assert_eq!(asked(&[page], &only_html), "identity");

@@ -463,7 +463,13 @@ impl Proxy {
     /// an ASCII-compatible charset, not `no-transform` unless the owner
     /// says to rewrite those too.
     fn rewritable(&self, st: &State, media: &MediaType, headers: &HeaderMap) -> bool {
-        if !st.config.proxy.rewrite_types.contains(&media.essence) {
+        if !st
+            .config
+            .proxy
+            .rewrite_types
+            .iter()
+            .any(|t| t.matches(&media.essence))
+        {
             return false;
         }
         // ASCII-compatible charsets are scanned as bytes, UTF-16 and

@@ -51,6 +51,17 @@ impl Nginx {
         )
         .unwrap();
         fs::write(root.join("long.html"), long_page()).unwrap();
+        // What a contact page links to, each with an address; and a type
+        // nginx compresses that the proxy does not rewrite.
+        let files = [
+            ("card.vcf", "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Mark\r\nEMAIL;TYPE=work:mjd@plover.com\r\nEND:VCARD\r\n".to_owned()),
+            ("event.ics", "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nORGANIZER;CN=Mark:mailto:mjd@plover.com\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n".to_owned()),
+            ("map.svg", "<svg xmlns=\"http://www.w3.org/2000/svg\"><a href=\"mailto:mjd@plover.com\"><text>mjd@plover.com</text></a></svg>\n".to_owned()),
+            ("module.wasm", "\0asm".repeat(5000)),
+        ];
+        for (name, text) in files {
+            fs::write(root.join(name), text).unwrap();
+        }
         Nginx::run(dir, root)
     }
 
@@ -71,8 +82,9 @@ http {{
     access_log {d}/access.log;
     client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    types {{ text/html html; application/json json; application/rss+xml xml; text/plain txt; image/png png; image/svg+xml svg; }}
-    gzip on; gzip_min_length 0; gzip_types application/json application/rss+xml text/plain image/svg+xml;
+    types {{ text/html html; application/json json; application/rss+xml xml; text/plain txt; image/png png; image/svg+xml svg;
+            text/vcard vcf; text/calendar ics; application/wasm wasm; }}
+    gzip on; gzip_min_length 0; gzip_types application/json application/rss+xml text/plain image/svg+xml application/wasm;
     # Also for requests with Via (the proxy's): off by default.
     gzip_proxied any;
     server {{
