@@ -570,3 +570,64 @@ fn raw_deflate_spoofed_origins_and_lying_charsets() {
     assert!(lied.contains("mjd-id-") && !lied.contains("mjd@"), "{lied}");
     assert_eq!(d.metric("addrmunge_charset_mismatch_total"), 1);
 }
+
+/// Sends `request` on a new connection, shuts the sending side (as nc and
+/// scripts do), and reads the whole answer.
+fn half_closed(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A client that half-closes after its request is answered as nginx would
+/// answer it; CONNECT never makes a tunnel, `OPTIONS *` and other targets
+/// that are no path are answered by the proxy, and an absolute-form target
+/// names a page of this site, wherever its authority points.
+#[test]
+fn odd_request_targets_and_half_closed_clients() {
+    let nginx = Nginx::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/site"));
+    let d = Daemon::proxy(nginx.port, "");
+    let page = half_closed(d.port, "GET /forms.html HTTP/1.1\r\nHost: plover.com\r\n\r\n");
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("-id-"),
+        "{page}"
+    );
+    let page = half_closed(d.port, "GET /forms.html HTTP/1.0\r\n\r\n");
+    assert!(
+        page.starts_with("HTTP/1.0 200") && page.contains("-id-"),
+        "{page}"
+    );
+
+    let connect = half_closed(
+        d.port,
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
+    assert!(
+        connect.to_ascii_lowercase().contains("\r\nallow: get"),
+        "{connect}"
+    );
+    assert!(connect.contains("not a forward proxy"), "{connect}");
+
+    let options = half_closed(d.port, "OPTIONS * HTTP/1.1\r\nHost: plover.com\r\n\r\n");
+    assert!(
+        options.starts_with("HTTP/1.1 200") && options.contains("content-length: 0"),
+        "{options}"
+    );
+
+    let absolute = half_closed(
+        d.port,
+        "GET http://example.com/forms.html HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    );
+    assert!(
+        absolute.starts_with("HTTP/1.1 200") && absolute.contains("-id-"),
+        "{absolute}"
+    );
+    // None of it was a fault of the web server's, and the site still serves.
+    assert_eq!(d.metric("addrmunge_upstream_unreachable_total"), 0);
+    assert_eq!(get(d.port, "/forms.html", &[]).0, 200);
+}

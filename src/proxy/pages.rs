@@ -129,6 +129,40 @@ pub(super) fn https_redirect(st: &State, req: &request::Parts) -> Response<Proxy
     r
 }
 
+/// What a reverse proxy answers itself instead of passing on: `CONNECT`
+/// (a tunnel would make it an open proxy), `OPTIONS *` (the server is up;
+/// what each path allows is the web server's to say when asked for it) and
+/// any other target that is not a path, which no web server can be asked for.
+pub(super) fn not_forwarded(req: &request::Parts) -> Option<Response<ProxyBody>> {
+    if req.method == Method::CONNECT {
+        let mut r = error_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This server is a web site, not a forward proxy: CONNECT is not served.",
+        );
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+        );
+        return Some(r);
+    }
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    if target.starts_with('/') {
+        return None;
+    }
+    if req.method == Method::OPTIONS && target == "*" {
+        return Some(own_response(
+            &req.method,
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            String::new(),
+        ));
+    }
+    Some(error_page(
+        StatusCode::BAD_REQUEST,
+        "The request target is not a path on this site.",
+    ))
+}
+
 pub(super) fn error_page(status: StatusCode, text: &str) -> Response<ProxyBody> {
     let body = format!(
         "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head><body><h1>{code} {reason}</h1><p>{text}</p></body></html>\n",

@@ -21,7 +21,7 @@ use super::headers::{
     munge_headers, private_cache_control, private_headers, strip_hop_by_hop, translate_if_none_match,
     validator_suffix,
 };
-use super::pages::{error_page, https_redirect};
+use super::pages::{error_page, https_redirect, not_forwarded};
 use super::{BoxError, Proxy, ProxyBody, State, harvest, upload, visitor};
 use crate::config::{AgentAction, AgentRule};
 use crate::conns::Busy;
@@ -177,6 +177,9 @@ impl Proxy {
     async fn respond(&self, cx: &mut Ctx, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
+        if let Some(r) = not_forwarded(&parts) {
+            return r;
+        }
         if let Some(r) = self.local_route(cx, &parts).await {
             return r;
         }

@@ -37,7 +37,13 @@ impl Proxy {
         let st = self.state();
         let p = &st.config.proxy;
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder.http1().max_buf_size(p.max_header_bytes.max(8192));
+        // Half-closed: a client may shut its side once the request is sent
+        // (nc, scripts, some HTTP/1.0 tools) and still wait for the answer,
+        // which nginx and Apache give; hyper would drop the connection.
+        builder
+            .http1()
+            .max_buf_size(p.max_header_bytes.max(8192))
+            .half_close(true);
         builder
             .http2()
             .max_header_list_size(p.max_header_bytes as u32)
