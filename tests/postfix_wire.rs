@@ -31,6 +31,21 @@ fn bad_input_gets_clean_errors_and_the_server_lives() {
     assert!(read_netstring(&mut s).starts_with("PERM "));
     s.write_all(&netstring(b"recipient nobody@example.com")).unwrap();
     assert_eq!(read_netstring(&mut s), "NOTFOUND ");
+    // A key that is empty or not UTF-8 is none of the owner's (ASCII)
+    // addresses: not found, so Postfix goes on instead of deferring.
+    for key in [
+        &b"virtual "[..],
+        b"virtual caf\xe9@plover.com",
+        b"recipient \xff\xfe",
+    ] {
+        s.write_all(&netstring(key)).unwrap();
+        assert_eq!(
+            read_netstring(&mut s),
+            "NOTFOUND ",
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+    }
     // Garbage, oversize, truncated: the connection is closed, the server lives.
     for bad in [
         b"hello world\r\n".to_vec(),

@@ -45,19 +45,26 @@ fn frame_reply(reply: &Reply, out: &mut Vec<u8>) {
 
 /// The reply to one request's text, `NAME KEY`.
 fn answer(r: &Resolver, request: &[u8]) -> Reply {
-    let Ok(text) = std::str::from_utf8(request) else {
-        return Reply::Perm("request is not UTF-8".into());
+    let Some(space) = request.iter().position(|&b| b == b' ') else {
+        return Reply::Perm("expected 'NAME KEY'".into());
     };
-    match text.split_once(' ') {
-        Some((super::sendmail::RCPT_MAP, key)) if !key.is_empty() => super::sendmail::rcpt(r, key),
-        Some((super::opensmtpd::RCPT_MAP, key)) if !key.is_empty() => super::opensmtpd::rcpt(r, key),
-        Some((name, key)) if !key.is_empty() => match Map::parse(name) {
-            Some(map) => r.lookup(map, key),
-            None => Reply::Perm(format!(
+    let (name, key) = (&request[..space], &request[space + 1..]);
+    let name = String::from_utf8_lossy(name);
+    match name.as_ref() {
+        // The key holds the sender and HELO too, which a client may send
+        // with any bytes: the recipient still decides.
+        super::sendmail::RCPT_MAP => super::sendmail::rcpt(r, &String::from_utf8_lossy(key)),
+        super::opensmtpd::RCPT_MAP => super::opensmtpd::rcpt(r, &String::from_utf8_lossy(key)),
+        name => match (Map::parse(name), std::str::from_utf8(key)) {
+            (Some(map), Ok(key)) if !key.is_empty() => r.lookup(map, key),
+            // The owner's addresses are ASCII: an empty key or one that is
+            // not UTF-8 is none of them. PERM would make the MTA defer the
+            // mail over and over instead of going on to its other maps.
+            (Some(_), _) => Reply::NotFound,
+            (None, _) => Reply::Perm(format!(
                 "unknown map name '{name}'; use virtual, recipient, relay, client, virtuser, addrmunge or opensmtpd"
             )),
         },
-        _ => Reply::Perm("expected 'NAME KEY'".into()),
     }
 }
 
