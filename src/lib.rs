@@ -8,7 +8,7 @@
 //! Data flows one way. A page: bytes in → [`scan`] (find protected addresses)
 //! → [`token`] (make the ID) → bytes out. A mail lookup: address →
 //! [`address`] (take it apart) → [`token`] (authenticate) → [`store`] rules →
-//! answer, all in [`check`]. [`config`] builds the shared rules once; [`day`]
+//! answer, all in [`check`](mod@check). [`config`] builds the shared rules once; [`day`]
 //! is the calendar every ID is dated in.
 //!
 //! ```

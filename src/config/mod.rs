@@ -1,7 +1,7 @@
 //! The TOML configuration: loading, validation with errors that name the
 //! file, the key and the fix, and defaults.
 //!
-//! Two stages, as in ripgrep: [`schema`] is exactly what the file says
+//! Two stages, as in ripgrep: `schema` is exactly what the file says
 //! (serde, unknown keys refused); one constructor per section turns it into
 //! typed settings ([`ProxySettings`], [`ResolverSettings`], [`TrapSettings`],
 //! [`Crawlers`], the protection rules, the bait page), so nothing is parsed again after

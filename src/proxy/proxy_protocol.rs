@@ -24,7 +24,7 @@ pub enum HeaderError {
     /// Something else came first.
     #[error("the connection does not start with a PROXY protocol header")]
     Malformed,
-    /// More than [`MAX_HEADER`] bytes and still not a whole header.
+    /// More than `MAX_HEADER` bytes and still not a whole header.
     #[error("PROXY protocol header longer than {MAX_HEADER} bytes")]
     TooLong,
     /// The socket failed or closed.

@@ -2,8 +2,8 @@
 //! when, what mail it drew, how to cut it off) and `addrmunge report` (the
 //! picture of the last N days, as text, JSON or one self-contained HTML
 //! file with inline SVG charts), plus the recipients of a message or mbox.
-//! One file per role: [`trace`](mod@trace), [`summary`], [`html`],
-//! [`blocks`](mod@blocks), [`mbox`].
+//! One file per role: `trace`, `summary`, `html`,
+//! `blocks`, `mbox`.
 
 mod blocks;
 mod html;

@@ -168,7 +168,7 @@ impl Tokens {
     }
 
     /// The token for `base` under `claims` (which must be this visitor-day's).
-    /// Kept unless this visitor-day holds [`TOKENS_MAX`] already or the
+    /// Kept unless this visitor-day holds `TOKENS_MAX` already or the
     /// cache is over its budget; then made on every use.
     pub fn get(&self, keys: &KeyRing, claims: &Claims, base: &str) -> Arc<str> {
         let lock = || self.map.lock().unwrap_or_else(|e| e.into_inner());

@@ -4,8 +4,8 @@
 //! Everything outside this module talks to a [`Store`], which is one open
 //! connection to a backend behind the [`Backend`] and [`Log`] traits. A
 //! backend is a file of its own here ([`sqlite`] is the embedded one);
-//! what is stored is in [`records`], shared by every backend. Daemons keep
-//! an in-memory [`RuleSet`](crate::rules::RuleSet) and call
+//! what is stored is in `records`, shared by every backend. Daemons keep
+//! an in-memory [`RuleSet`] and call
 //! [`RuleWatcher::refresh`] often: it rereads the rules only when the
 //! backend's change mark moved.
 

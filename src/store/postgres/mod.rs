@@ -16,7 +16,7 @@
 //!
 //! Calls block (the `postgres` client, tokio-postgres run on a runtime of
 //! its own): they are made from the CLI and the daemons' store threads,
-//! never from async code. TLS is rustls ([`tls`]).
+//! never from async code. TLS is rustls (`tls`).
 
 use std::collections::HashMap;
 use std::fmt;
