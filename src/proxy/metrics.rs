@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// A counter's name, help and value.
+type Counter<'a> = (&'static str, &'static str, &'a AtomicU64);
+
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
@@ -119,7 +122,16 @@ impl Metrics {
     }
 
     /// Every counter: name, help and value.
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 21] {
+    fn counters(&self) -> impl Iterator<Item = Counter<'_>> {
+        self.traffic_counters()
+            .into_iter()
+            .chain(self.body_counters())
+            .chain(self.defence_counters())
+            .chain(self.tls_counters())
+    }
+
+    /// Requests, addresses and the web server's answers.
+    fn traffic_counters(&self) -> [Counter<'_>; 7] {
         [
             ("addrmunge_requests_total", "Requests answered.", &self.requests),
             (
@@ -152,6 +164,12 @@ impl Metrics {
                 "408 answers: request bodies slower than upload_min_rate.",
                 &self.upload_timeouts,
             ),
+        ]
+    }
+
+    /// Bodies the pipeline could not rewrite or cut off, and the visit log.
+    fn body_counters(&self) -> [Counter<'_>; 5] {
+        [
             (
                 "addrmunge_unrewritable_total",
                 "Responses of a rewritten type passed through unrewritten (charset or content coding).",
@@ -177,6 +195,12 @@ impl Metrics {
                 "Failed writes of the visit log: the state store unreadable, deleted or replaced.",
                 &self.store_faults,
             ),
+        ]
+    }
+
+    /// Harvesters and search engines' crawlers.
+    fn defence_counters(&self) -> [Counter<'_>; 5] {
+        [
             ("addrmunge_bait_hits_total", "Bait page fetches.", &self.bait_hits),
             (
                 "addrmunge_harvester_requests_total",
@@ -198,6 +222,12 @@ impl Metrics {
                 "Crawler checks the DNS did not answer (asked again after 5 minutes).",
                 &self.crawlers.failed,
             ),
+        ]
+    }
+
+    /// TLS handshakes and ACME.
+    fn tls_counters(&self) -> [Counter<'_>; 4] {
+        [
             (
                 "addrmunge_tls_handshake_failures_total",
                 "TLS handshakes that failed (no shared version or suite, no certificate for the name, a broken client).",
