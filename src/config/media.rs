@@ -50,21 +50,27 @@ impl TypePattern {
         }
     }
 
-    /// Whether a response whose type is `essence` (lowercase, without
-    /// parameters) is rewritten by this entry.
+    /// Whether a response whose type is `essence` (without parameters, in
+    /// any case) is rewritten by this entry.
     pub fn matches(&self, essence: &str) -> bool {
+        let Some((kind, sub)) = essence.split_once('/') else {
+            return false;
+        };
         match self {
-            TypePattern::Exact(t) => t == essence,
-            TypePattern::Subtypes(k) => {
-                essence != EVENT_STREAM && essence.split_once('/').is_some_and(|(t, _)| t == k)
-            }
+            TypePattern::Exact(t) => t.eq_ignore_ascii_case(essence),
+            _ if essence.eq_ignore_ascii_case(EVENT_STREAM) => false,
+            TypePattern::Subtypes(k) => k.eq_ignore_ascii_case(kind),
             TypePattern::Suffix(s) => {
-                essence != EVENT_STREAM
-                    && essence
-                        .split_once('/')
-                        .is_some_and(|(_, sub)| sub.ends_with(s.as_str()))
+                // Bytes, not str: a slice there could split a character.
+                let sub = sub.as_bytes();
+                sub.len() >= s.len() && sub[sub.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
             }
         }
+    }
+
+    /// Whether any of `patterns` takes `essence`.
+    pub fn any(patterns: &[TypePattern], essence: &str) -> bool {
+        patterns.iter().any(|p| p.matches(essence))
     }
 }
 
@@ -79,7 +85,7 @@ mod tests {
     #[test]
     fn entries_match_as_written() {
         let html = parse(" Text/HTML ").unwrap();
-        assert!(html.matches("text/html") && !html.matches("text/plain"));
+        assert!(html.matches("text/html") && html.matches("TEXT/Html") && !html.matches("text/plain"));
         let text = parse("text/*").unwrap();
         for t in ["text/plain", "text/vcard", "text/calendar", "text/markdown"] {
             assert!(text.matches(t), "{t}");
@@ -89,7 +95,9 @@ mod tests {
         for t in ["image/svg+xml", "application/rss+xml", "application/atom+xml"] {
             assert!(xml.matches(t), "{t}");
         }
+        assert!(xml.matches("image/SVG+XML"));
         assert!(!xml.matches("application/xml") && !xml.matches("application/ld+json"));
+        assert!(!xml.matches("xml") && !text.matches("text") && !xml.matches("image/é+xm"));
     }
 
     #[test]

@@ -246,10 +246,7 @@ pub(super) fn ask_codings(h: &mut HeaderMap, incoming: &HeaderMap, rewrite_types
 /// `application/json`). Images, fonts and a bare `*/*` say nothing sure,
 /// and keep their compression.
 fn expects_rewritten(h: &HeaderMap, rewrite_types: &[TypePattern]) -> bool {
-    let rewrites = |t: &str| {
-        let t = t.to_ascii_lowercase();
-        rewrite_types.iter().any(|r| r.matches(&t))
-    };
+    let rewrites = |t: &str| TypePattern::any(rewrite_types, t);
     let dest = h
         .get("sec-fetch-dest")
         .and_then(|v| v.to_str().ok())
@@ -291,17 +288,23 @@ pub(super) fn validator_suffix(keys: &KeyRing, cache: &TokenCache, claims: &Clai
 /// body (a redirect to `mailto:`, a `Link` or `Refresh` naming one would
 /// hand them to a harvester as they are); returns how many. `Set-Cookie` is
 /// left as sent: the browser sends it back, and the site must get what it set.
-pub(super) fn munge_headers(h: &mut HeaderMap, matcher: &Arc<Matcher>, munger: &mut impl Munger) -> u64 {
-    let mut scanner: Option<Scanner> = None;
+/// The scanner and the munger (from `munger`) are made only for a value
+/// that may hold an address: most responses have none.
+pub(super) fn munge_headers<M: Munger>(
+    h: &mut HeaderMap,
+    matcher: &Arc<Matcher>,
+    munger: impl Fn() -> M,
+) -> u64 {
+    let mut scanning: Option<(Scanner, M)> = None;
     let mut out = Vec::new();
     for (name, value) in h.iter_mut() {
         if *name == header::SET_COOKIE || !matcher.may_hold_address(value.as_bytes()) {
             continue;
         }
-        let s = scanner.get_or_insert_with(|| matcher.scanner());
+        let (s, m) = scanning.get_or_insert_with(|| (matcher.scanner(), munger()));
         out.clear();
-        s.feed(value.as_bytes(), &mut out, munger);
-        s.finish(&mut out, munger);
+        s.feed(value.as_bytes(), &mut out, m);
+        s.finish(&mut out, m);
         // Only `[a-z0-9-]` and configured domains are inserted: still a
         // valid value.
         if out != value.as_bytes()
@@ -310,13 +313,7 @@ pub(super) fn munge_headers(h: &mut HeaderMap, matcher: &Arc<Matcher>, munger: &
             *value = v;
         }
     }
-    scanner.map_or(0, |s| s.munged())
-}
-
-/// Whether a response has header values [`munge_headers`] could change.
-pub(super) fn headers_may_hold_addresses(h: &HeaderMap, matcher: &Matcher) -> bool {
-    h.iter()
-        .any(|(name, value)| *name != header::SET_COOKIE && matcher.may_hold_address(value.as_bytes()))
+    scanning.map_or(0, |(s, _)| s.munged())
 }
 
 /// `ETag: "abc"` -> `W/"abc.s-<vd>"`, weak ones `.w-<vd>`; `Cache-Control` private.

@@ -17,13 +17,12 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{AccessLine, Logged, Streamed, VisitNote};
 use super::headers::{
-    MediaType, ask_codings, compression_for, forward_headers, headers_may_hold_addresses, is_upgrade,
-    munge_headers, private_cache_control, private_headers, strip_hop_by_hop, translate_if_none_match,
-    validator_suffix,
+    MediaType, ask_codings, compression_for, forward_headers, is_upgrade, munge_headers,
+    private_cache_control, private_headers, strip_hop_by_hop, translate_if_none_match, validator_suffix,
 };
 use super::pages::{error_page, https_redirect, not_forwarded};
 use super::{BoxError, Proxy, ProxyBody, State, harvest, upload, visitor};
-use crate::config::{AgentAction, AgentRule};
+use crate::config::{AgentAction, AgentRule, TypePattern};
 use crate::conns::Busy;
 use crate::day::Day;
 use crate::rewrite::{Coding, Compress, LinkInserter, Pipeline, VisitorMunger};
@@ -422,10 +421,7 @@ impl Proxy {
     /// the visitor, whatever its body; a response that had some is private.
     fn munge_headers(&self, cx: &Ctx, h: &mut HeaderMap, sent: &Sent) {
         let st = &cx.st;
-        if !headers_may_hold_addresses(h, &st.matcher) {
-            return;
-        }
-        let n = munge_headers(h, &st.matcher, &mut self.munger(st, sent));
+        let n = munge_headers(h, &st.matcher, || self.munger(st, sent));
         if n > 0 {
             private_cache_control(h);
             self.metrics.munged.fetch_add(n, Ordering::Relaxed);
@@ -466,13 +462,7 @@ impl Proxy {
     /// an ASCII-compatible charset, not `no-transform` unless the owner
     /// says to rewrite those too.
     fn rewritable(&self, st: &State, media: &MediaType, headers: &HeaderMap) -> bool {
-        if !st
-            .config
-            .proxy
-            .rewrite_types
-            .iter()
-            .any(|t| t.matches(&media.essence))
-        {
+        if !TypePattern::any(&st.config.proxy.rewrite_types, &media.essence) {
             return false;
         }
         // ASCII-compatible charsets are scanned as bytes, UTF-16 and
