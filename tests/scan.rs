@@ -73,6 +73,25 @@ fn any_letter_case() {
     assert_eq!(rewrite("Mjd@Plover.Com"), "Mjd-id-zzzz@Plover.Com");
 }
 
+/// The domain's first character in every spelling and case (the scanner
+/// tells other domains by that first byte), cut anywhere.
+#[test]
+fn the_domain_may_start_with_any_spelling() {
+    let m = matcher();
+    for first in ["i", "I", "&#105;", "&#x49;", "%69", "\\x69", "\\u0049"] {
+        let input = format!("to joe@{first}hatespam.test or ann@example.com, kim@ihatespam.org");
+        let want = format!("to joe-id-zzzz@{first}hatespam.test or ann@example.com, kim@ihatespam.org");
+        for cut in 0..=input.len() {
+            let mut s = m.scanner();
+            let mut out = Vec::new();
+            s.feed(&input.as_bytes()[..cut], &mut out, &mut marker);
+            s.feed(&input.as_bytes()[cut..], &mut out, &mut marker);
+            s.finish(&mut out, &mut marker);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{first}, cut at {cut}");
+        }
+    }
+}
+
 #[test]
 fn wholly_and_partly_encoded_addresses() {
     let dec = format!("{}&#64;{}", entities("joe"), entities("ihatespam.test"));
