@@ -172,6 +172,34 @@ async fn vcards_calendars_and_svg_are_rewritten_by_default() {
     assert_eq!(got.body, fs::read(nginx.root.join("card.vcf")).unwrap());
 }
 
+/// A response with no Content-Type is sniffed as a browser sniffs it: a
+/// page or text is rewritten (an address in it after the first 1024 bytes
+/// too), a binary file passes through byte for byte, plain or compressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_without_a_type_are_rewritten_when_they_are_text() {
+    let nginx = Nginx::start(&site());
+    let proxy = Proxy::start(nginx.port, "");
+    for (path, addresses) in [("/untyped/contact", 1), ("/untyped/notes", 1)] {
+        for gzip in [false, true] {
+            let headers: &[(&str, &str)] = if gzip { &[("accept-encoding", "gzip")] } else { &[] };
+            let got = fetch("127.0.0.1", proxy.port, "GET", path, headers, false).await;
+            assert!(!got.headers.contains_key("content-type"), "{:?}", got.headers);
+            let text = String::from_utf8(got.decoded()).unwrap();
+            let found = munged_addresses(&text);
+            assert_eq!(found.len(), addresses, "{path}: {text}");
+            assert!(!text.contains("mjd@plover.com"), "{path}: {text}");
+            for v in proxy.decode(&found) {
+                assert_eq!(v["ip"], "127.0.0.1", "{v}");
+            }
+        }
+    }
+    for gzip in [false, true] {
+        let headers: &[(&str, &str)] = if gzip { &[("accept-encoding", "gzip")] } else { &[] };
+        let got = fetch("127.0.0.1", proxy.port, "GET", "/untyped/blob", headers, false).await;
+        assert_eq!(got.decoded(), fs::read(nginx.root.join("untyped/blob")).unwrap());
+    }
+}
+
 /// A harvester reads headers too: a redirect to `mailto:`, a `Link` or a
 /// `Refresh` naming an address get the visitor's ID as a page would, on
 /// any response, also one whose body is passed through; a cookie is left

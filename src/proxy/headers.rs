@@ -45,6 +45,16 @@ impl MediaType {
         }
     }
 
+    /// No usable type: none given, not `type/subtype`, or one of those the
+    /// WHATWG MIME sniffing standard calls unknown. A browser sniffs such a
+    /// body, and shows it as HTML or text when it looks like that.
+    pub(super) fn is_unknown(&self) -> bool {
+        let e = self.essence.as_str();
+        !e.split_once('/')
+            .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty())
+            || matches!(e, "unknown/unknown" | "application/unknown" | "*/*")
+    }
+
     /// HTML or XHTML.
     pub(super) fn is_html(&self) -> bool {
         self.essence == "text/html" || self.essence == "application/xhtml+xml"

@@ -393,6 +393,9 @@ impl Proxy {
         let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, sent.compress)
             .with_expansion(st.config.proxy.expansion)
             .with_charset(media.encoding, media.is_html());
+        if media.is_unknown() {
+            pipeline = pipeline.sniffing_type();
+        }
         if let Some(cache) = &self.gzip {
             pipeline = pipeline.with_gzip_cache(Arc::clone(cache));
         }
@@ -458,11 +461,12 @@ impl Proxy {
         )
     }
 
-    /// Whether a response's body is rewritten: a configured media type in
-    /// an ASCII-compatible charset, not `no-transform` unless the owner
-    /// says to rewrite those too.
+    /// Whether a response's body is rewritten: a configured media type (or
+    /// none known, when the body's first bytes decide) in an
+    /// ASCII-compatible charset, not `no-transform` unless the owner says to
+    /// rewrite those too.
     fn rewritable(&self, st: &State, media: &MediaType, headers: &HeaderMap) -> bool {
-        if !TypePattern::any(&st.config.proxy.rewrite_types, &media.essence) {
+        if !media.is_unknown() && !TypePattern::any(&st.config.proxy.rewrite_types, &media.essence) {
             return false;
         }
         // ASCII-compatible charsets are scanned as bytes, UTF-16 and

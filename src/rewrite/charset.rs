@@ -26,6 +26,16 @@ pub fn from_content_type(value: &str) -> Option<&'static Encoding> {
         .and_then(|(_, v)| Encoding::for_label(v.trim().trim_matches('"').as_bytes()))
 }
 
+/// Whether the first bytes of a body of unknown type hold a byte no text
+/// holds (the WHATWG MIME sniffing standard's binary data bytes), as a
+/// browser decides to show it or not. A byte-order mark makes it text.
+pub fn looks_binary(head: &[u8]) -> bool {
+    from_bom(head).is_none()
+        && head
+            .iter()
+            .any(|&b| matches!(b, 0x00..=0x08 | 0x0b | 0x0e..=0x1a | 0x1c..=0x1f))
+}
+
 /// A byte-order mark's encoding.
 pub fn from_bom(head: &[u8]) -> Option<&'static Encoding> {
     Encoding::for_bom(head).map(|(e, _)| e)

@@ -89,6 +89,46 @@ mod tests {
         out
     }
 
+    /// A body of unknown type: text is scanned whatever its cuts; a binary
+    /// byte within the first 1024 bytes passes the whole body through as it
+    /// is, while one after them does not (a browser has decided by then);
+    /// nothing goes out before they are seen.
+    #[test]
+    fn a_body_of_unknown_type_is_scanned_only_when_it_looks_like_text() {
+        let untyped = || pipeline(None).sniffing_type();
+        let mut text = b"notes\n".repeat(300);
+        text.extend_from_slice(b"write to mjd@plover.com\n");
+        let mut binary = text.clone();
+        binary[900] = 0;
+        let mut late = text.clone();
+        late[1100] = 0x01;
+        for cut in [0, 3, 500, 1023, 1024, 1500, text.len()] {
+            for (body, scanned) in [(&text, true), (&binary, false), (&late, true)] {
+                let mut p = untyped();
+                let first = p.push(&body[..cut.min(1023)]).unwrap();
+                assert!(first.is_empty(), "cut {cut}: held until 1024 bytes are seen");
+                let out = run(&mut p, &[&body[cut.min(1023)..cut], &body[cut..]]);
+                let out = String::from_utf8_lossy(&out);
+                assert_eq!(out.contains("mjd-id-"), scanned, "cut {cut}");
+                assert_eq!(out.contains("mjd@"), !scanned, "cut {cut}");
+            }
+        }
+        // A UTF-16 text's byte-order mark makes its zero bytes text.
+        let utf16: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain("mjd@plover.com".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let out = run(&mut untyped(), &[&utf16]);
+        assert!(
+            String::from_utf16_lossy(
+                &out.chunks(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect::<Vec<_>>()
+            )
+            .contains("mjd-id-")
+        );
+    }
+
     /// A page that says `charset=utf-16` but is ASCII: harvesters read its
     /// bytes as they are, so it is scanned as bytes (and counted), never
     /// served with bare addresses.

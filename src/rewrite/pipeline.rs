@@ -79,6 +79,10 @@ pub struct Pipeline<M: Munger = VisitorMunger> {
     transcoder: Option<charset::Transcoder>,
     /// The declared charset was UTF-16 and the bytes were not.
     charset_mismatch: bool,
+    /// The body's type is unknown: its first bytes tell text from binary.
+    untyped: bool,
+    /// They told binary: the body goes through as it is, unscanned.
+    binary: bool,
     link: Option<LinkInserter>,
     scanner: Scanner,
     munger: M,
@@ -111,6 +115,8 @@ impl<M: Munger> Pipeline<M> {
             html: false,
             transcoder: None,
             charset_mismatch: false,
+            untyped: false,
+            binary: false,
             link: None,
             scanner,
             munger,
@@ -134,6 +140,18 @@ impl<M: Munger> Pipeline<M> {
         self.head = Some(Vec::new());
         self.declared = declared;
         self.html = html;
+        self
+    }
+
+    /// The body came with no usable `Content-Type` (Apache sends none for a
+    /// file whose extension it does not know): as a browser does, its first
+    /// 1024 bytes decide. Text is scanned (and read as HTML for its charset);
+    /// a body with a byte no text holds goes through as it is. Nothing goes
+    /// out until they are seen.
+    pub fn sniffing_type(mut self) -> Self {
+        self.head.get_or_insert_with(Vec::new);
+        self.untyped = true;
+        self.html = true;
         self
     }
 
@@ -276,18 +294,24 @@ impl<M: Munger> Pipeline<M> {
         // A header's UTF-16 is only believed after bytes that could show it
         // false (see charset::could_be_utf16).
         let checkable = bom || seen >= 16 || !self.declared.is_some_and(charset::is_utf16);
-        let decided = last
-            || (seen >= 3 && checkable && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF));
+        let decided = if self.untyped {
+            last || seen >= charset::SNIFF
+        } else {
+            last || (seen >= 3
+                && checkable
+                && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF))
+        };
         if decided {
             self.decide();
         }
         // What may go on now: everything once decided; while undecided only
         // what comes before the first ESC (ASCII-safe), and nothing before
-        // the byte-order mark could be seen. Bytes are copied only when some
-        // are already held.
+        // the byte-order mark could be seen, or while the type is unknown.
+        // Bytes are copied only when some are already held.
+        let hold_all = seen < 3 || self.untyped;
         let cut = if decided {
             plain.len()
-        } else if seen < 3 {
+        } else if hold_all {
             0
         } else {
             memchr::memchr(0x1b, plain).unwrap_or(plain.len())
@@ -299,7 +323,7 @@ impl<M: Munger> Pipeline<M> {
         self.pending.extend_from_slice(plain);
         let cut = if decided {
             self.pending.len()
-        } else if seen < 3 {
+        } else if hold_all {
             0
         } else {
             memchr::memchr(0x1b, &self.pending).unwrap_or(self.pending.len())
@@ -311,6 +335,10 @@ impl<M: Munger> Pipeline<M> {
     /// Settles the charset from the first bytes.
     fn decide(&mut self) {
         let head = self.head.take().unwrap_or_default();
+        if self.untyped && charset::looks_binary(&head) {
+            self.binary = true;
+            return;
+        }
         let bom = charset::from_bom(&head);
         let enc = bom.or(self.declared).or_else(|| {
             if self.html {
@@ -338,6 +366,12 @@ impl<M: Munger> Pipeline<M> {
 
     /// Everything after decompression and sniffing.
     fn rest(&mut self, data: &[u8], last: bool) -> std::io::Result<Bytes> {
+        if self.binary {
+            self.scanned.clear();
+            self.scanned.extend_from_slice(data);
+            self.ids.clear();
+            return self.encode(last, false);
+        }
         let decoded = self.transcoder.as_mut().map(|t| t.decode(data, last));
         let mut input = decoded.as_deref().unwrap_or(data);
         let linked;

@@ -62,6 +62,26 @@ impl Nginx {
         for (name, text) in files {
             fs::write(root.join(name), text).unwrap();
         }
+        // Served with no Content-Type, as Apache serves a file whose
+        // extension it does not know: a page, long notes, and a binary file.
+        fs::create_dir(root.join("untyped")).unwrap();
+        let notes = format!(
+            "Notes\n{}\nWrite to mjd@plover.com.\n",
+            "A line of text.\n".repeat(200)
+        );
+        let mut blob = b"PK\x03\x04\x14\x00\x00\x00owner: mjd@plover.com\n".to_vec();
+        blob.extend_from_slice(&[0u8; 2000]);
+        let untyped: [(&str, &[u8]); 3] = [
+            (
+                "contact",
+                b"<html><body><a href=\"mailto:mjd@plover.com\">Mark</a></body></html>\n",
+            ),
+            ("notes", notes.as_bytes()),
+            ("blob", &blob),
+        ];
+        for (name, bytes) in untyped {
+            fs::write(root.join("untyped").join(name), bytes).unwrap();
+        }
         Nginx::run(dir, root)
     }
 
@@ -94,6 +114,7 @@ http {{
         location /echo-headers {{ return 200 \"accept-encoding=$http_accept_encoding xff=$http_x_forwarded_for via=$http_via host=$host\"; default_type text/plain; }}
         # Addresses in response headers: a redirect to mailto:, and an
         # image (not rewritten) with a Link, a Refresh and a cookie.
+        location /untyped/ {{ types {{ }} default_type \"\"; }}
         location = /contact {{ return 302 \"mailto:mjd@plover.com?subject=Hello\"; }}
         location = /card.png {{
             add_header Link \"<mailto:mjd@plover.com>; rel=author\";
