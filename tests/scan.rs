@@ -92,6 +92,46 @@ fn the_domain_may_start_with_any_spelling() {
     }
 }
 
+/// What a page shows as an address a harvester takes as one: characters
+/// that render as nothing inside it are skipped (a soft hyphen, zero-width
+/// spaces and joiners, a word joiner, raw or as references), the fullwidth
+/// at sign `＠` is an at sign. Too many invisibles in one part are not
+/// read past.
+#[test]
+fn invisible_characters_and_the_fullwidth_at_sign() {
+    let cases = [
+        ("mjd@plo&shy;ver.com", "mjd-id-zzzz@plo&shy;ver.com"),
+        ("mjd@plo\u{ad}ver.com", "mjd-id-zzzz@plo\u{ad}ver.com"),
+        (
+            "m\u{200b}jd@\u{2060}plover.com",
+            "m\u{200b}jd-id-zzzz@\u{2060}plover.com",
+        ),
+        (
+            "mjd&shy;&#64;&#8203;plover&zwnj;.com",
+            "mjd&shy;-id-zzzz&#64;&#8203;plover&zwnj;.com",
+        ),
+        (
+            "m&#x200D;jd@plover&NoBreak;.com",
+            "m&#x200D;jd-id-zzzz@plover&NoBreak;.com",
+        ),
+        ("mjd＠plover.com", "mjd-id-zzzz＠plover.com"),
+        ("mjd&#xFF20;plover.com", "mjd-id-zzzz&#xFF20;plover.com"),
+        ("mjd\\uff20plover.com", "mjd-id-zzzz\\uff20plover.com"),
+        ("\u{feff}mjd@plover.com", "\u{feff}mjd-id-zzzz@plover.com"),
+        // Other non-ASCII characters still end an address.
+        ("mjd@plo\u{a0}ver.com", "mjd@plo\u{a0}ver.com"),
+        (
+            "mjd\u{ff1a}plover.com ｊｏｅ＠example.com",
+            "mjd\u{ff1a}plover.com ｊｏｅ＠example.com",
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(rewrite(input), want, "{input}");
+    }
+    let many = format!("joe@{}ihatespam.test", "&shy;".repeat(9));
+    assert_eq!(rewrite(&many), many);
+}
+
 #[test]
 fn wholly_and_partly_encoded_addresses() {
     let dec = format!("{}&#64;{}", entities("joe"), entities("ihatespam.test"));
@@ -365,6 +405,15 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"'s".to_vec()),
         Just(b":x/".to_vec()),
         Just(b"://".to_vec()),
+        // Characters that render as nothing, the fullwidth at sign, and
+        // their first bytes alone.
+        Just(b"&shy;".to_vec()),
+        Just(b"\xc2\xad".to_vec()),
+        Just(b"\xe2\x80\x8b".to_vec()),
+        Just(b"\xef\xbc\xa0".to_vec()),
+        Just(b"&#xff20;".to_vec()),
+        Just(b"\xef".to_vec()),
+        Just(b"\xe2\x80".to_vec()),
         prop::collection::vec(any::<u8>(), 0..8),
     ]
 }

@@ -13,12 +13,18 @@
 //! # How
 //!
 //! A `memchr` prefilter finds the bytes every spelling of `@` starts with
-//! (`@`, `&`, `%`, `\\`): `@`, `&#64;`, `&#x40;`, `&#064`, `&amp;#64;`,
-//! `&commat;`, `%40`, `\\u0040`, `\\x40`. `memchr3` covers the first three in
-//! one SIMD pass; backslashes get their own pass whose result is cached, so
-//! each byte is looked at a bounded number of times. For each real `@`, the domain is decoded forwards and the local part
-//! backwards, each character in any of: literal (any case), numeric or named
-//! character reference, `%HH`, `\xHH`, `\uHHHH`. The decoded domain must be a
+//! (`@`, `&`, `%`, `\\`, and UTF-8's `0xEF`): `@`, `&#64;`, `&#x40;`, `&#064`,
+//! `&amp;#64;`, `&commat;`, `%40`, `\\u0040`, `\\x40`, and the fullwidth `＠`
+//! (Japanese pages write it so, and harvesters normalise it) in any of those
+//! spellings. `memchr3` covers the first three in one SIMD pass; the rarer two
+//! get their own pass whose result is cached, so each byte is looked at a
+//! bounded number of times. For each real `@`, the domain is decoded forwards
+//! and the local part backwards, each character in any of: literal (any
+//! case), numeric or named character reference, `%HH`, `\xHH`, `\uHHHH`.
+//! Characters that render as nothing (a soft hyphen, zero-width spaces and
+//! joiners, a word joiner, in any spelling; at most [`MAX_INVISIBLE`] in a
+//! part) are skipped, as a reader's copy and a harvester's clean-up skip
+//! them. The decoded domain must be a
 //! whole protected domain (the next character is not `[a-z0-9-]`, and a `.`
 //! only ends it when no label follows); the local part is the run of
 //! `[a-z0-9._+-]` before the `@` (leading dots dropped), at most 64 octets.
@@ -38,7 +44,7 @@ mod spelled;
 
 use std::sync::Arc;
 
-use memchr::{memchr, memchr3};
+use memchr::{memchr2, memchr3};
 
 use self::spelled::{Reading, Spelled, Spelt};
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
@@ -55,8 +61,11 @@ pub const INLINE: &[&str] = &[
 const MAX_FORM: usize = 16;
 /// The longest single character reference we accept (`&#x0000040;`).
 const MAX_ENTITY: usize = 12;
+/// Characters that render as nothing skipped in one part of an address
+/// (its local part, its domain); more, and it is not taken for one.
+const MAX_INVISIBLE: usize = 8;
 /// How far back from an `@` a local part can reach, in bytes.
-const BACK: usize = (MAX_LOCAL + 1) * MAX_FORM;
+const BACK: usize = (MAX_LOCAL + 1 + MAX_INVISIBLE) * MAX_FORM;
 /// How far back from an `@` the scanner looks for the `scheme://` of a URL
 /// whose userinfo it may be: a local part's worth, a password's and a
 /// user name's, the `//` and a scheme, spelled literally or in short forms.
@@ -73,6 +82,24 @@ const HOLD: usize = 7;
 const TRAILING_DOTS: usize = 8;
 /// A value for a decoded character that is not ASCII.
 const NON_ASCII: u8 = 0xff;
+/// A value for a decoded character that renders as nothing: U+00AD (soft
+/// hyphen), U+200B-U+200F (zero-width space, non-joiner, joiner, left-to-right
+/// and right-to-left marks), U+2060 (word joiner), U+FEFF (zero-width
+/// no-break space).
+const INVISIBLE: u8 = 0xfe;
+/// Those characters and the fullwidth `＠` (U+FF20) as raw UTF-8, with what
+/// each decodes to.
+const UTF8_FORMS: [(&[u8], u8); 9] = [
+    (b"\xc2\xad", INVISIBLE),
+    (b"\xe2\x80\x8b", INVISIBLE),
+    (b"\xe2\x80\x8c", INVISIBLE),
+    (b"\xe2\x80\x8d", INVISIBLE),
+    (b"\xe2\x80\x8e", INVISIBLE),
+    (b"\xe2\x80\x8f", INVISIBLE),
+    (b"\xe2\x81\xa0", INVISIBLE),
+    (b"\xef\xbb\xbf", INVISIBLE),
+    (b"\xef\xbc\xa0", b'@'),
+];
 
 /// A protected address the scanner found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +182,7 @@ struct DomainStarts([bool; 256]);
 impl DomainStarts {
     fn new(protection: &Protection) -> DomainStarts {
         let mut t = [false; 256];
-        for c in [b'&', b'%', b'\\'] {
+        for c in [b'&', b'%', b'\\', 0xc2, 0xe2, 0xef] {
             t[usize::from(c)] = true;
         }
         for e in protection.entries() {
@@ -192,7 +219,7 @@ impl Matcher {
     fn lookahead(&self) -> usize {
         // +3: the `@`, and after the domain the two characters that tell a
         // remote (`:path`) from an address.
-        (self.protection.max_domain_len() + TRAILING_DOTS + 3) * MAX_FORM
+        (self.protection.max_domain_len() + TRAILING_DOTS + 3 + MAX_INVISIBLE) * MAX_FORM
     }
 
     /// How far before a candidate an ID can go: bytes not to write out
@@ -238,7 +265,7 @@ impl Matcher {
     /// anything (a quick test for short inputs such as header values).
     pub fn may_hold_address(&self, bytes: &[u8]) -> bool {
         memchr3(b'@', b'&', b'%', bytes).is_some()
-            || memchr(b'\\', bytes).is_some()
+            || memchr2(b'\\', 0xef, bytes).is_some()
             || self.spelled.as_ref().is_some_and(|s| s.find(bytes).is_some())
     }
 
@@ -281,8 +308,9 @@ struct Cursor {
     /// The next `@`, `&` or `%`, searched once for many candidates when
     /// spelled-out addresses' candidates come between.
     common: Ahead,
-    /// The next `\\`, searched once for many candidates.
-    backslash: Ahead,
+    /// The next `\\` or `0xEF` (a fullwidth `＠` starts with it), searched
+    /// once for many candidates.
+    rare: Ahead,
     /// The next first label of a protected domain, likewise.
     label: Ahead,
     /// Where the `@` of the last address munged ends: its domain is no
@@ -349,14 +377,14 @@ impl Ahead {
 
 impl Cursor {
     /// The cursor for the same bytes seen from `shift` bytes further on
-    /// (`shift` at most `emitted`). The backslash memo is dropped: it is
+    /// (`shift` at most `emitted`). The memos are dropped: it is
     /// only an optimisation, and searching again is bounded.
     fn shifted(self, shift: usize) -> Cursor {
         Cursor {
             emitted: self.emitted - shift,
             scan_from: self.scan_from - shift,
             common: Ahead::default(),
-            backslash: Ahead::default(),
+            rare: Ahead::default(),
             label: Ahead::default(),
             after_match: self.after_match.and_then(|a| a.checked_sub(shift)),
             base: self.base + shift as u64,
@@ -381,7 +409,7 @@ impl Cursor {
             Some(_) => self.common.find(data, from, 0, |d| memchr3(b'@', b'&', b'%', d)),
             None => memchr3(b'@', b'&', b'%', &data[from..]).map(|i| from + i),
         };
-        let bs = self.backslash.find(data, from, 0, |d| memchr(b'\\', d));
+        let bs = self.rare.find(data, from, 0, |d| memchr2(b'\\', 0xef, d));
         let label = spelled.and_then(|s| self.label.find(data, from, s.overlap(), |d| s.find(d)));
         // Not `[..].into_iter().flatten().min()`: that goes through memory
         // the compiler does not keep in registers, and this runs for every
@@ -443,7 +471,7 @@ impl Decider {
             let p = cur
                 .next_candidate(data, self.matcher.spelled.as_ref())
                 .filter(|&p| p < stop)?;
-            let decided = if matches!(data[p], b'@' | b'&' | b'%' | b'\\') {
+            let decided = if matches!(data[p], b'@' | b'&' | b'%' | b'\\' | 0xef) {
                 self.at_sign(data, cur, p, eof, out, munger)
             } else {
                 self.spelled(data, cur, p, eof, out, munger)
@@ -915,15 +943,16 @@ enum Part {
 
 /// Bytes that can start a spelled character going forwards.
 fn starts_spelling(c: u8) -> bool {
-    matches!(c, b'&' | b'%' | b'\\')
+    matches!(c, b'&' | b'%' | b'\\' | 0xc2 | 0xe2 | 0xef)
 }
 
 /// Bytes just before a run of literal local characters that could make
 /// its first characters part of a spelled one (`%6a`, `\x6a`, `\u006a`,
 /// `&#106`, `&#x6a`), or end a character reference that decodes to a
-/// local character (`&period;`, `&#106;`).
+/// local character (`&period;`, `&#106;`), or end a raw invisible character
+/// the local part goes on past ([`UTF8_FORMS`]).
 fn ends_spelling_before(c: u8) -> bool {
-    matches!(c, b'%' | b'\\' | b'#' | b';')
+    matches!(c, b'%' | b'\\' | b'#' | b';' | 0xad | 0x8b..=0x8f | 0xa0 | 0xbf)
 }
 
 /// Decodes the domain after the `@` at `start`. The run of literal domain
@@ -969,6 +998,7 @@ fn spelled_domain(
     eof: bool,
     sc: &mut Scratch,
 ) -> Part {
+    let mut hidden = 0;
     loop {
         // Fast path: a plain domain character needs no decoding.
         let (c, n) = match buf.get(i) {
@@ -979,6 +1009,14 @@ fn spelled_domain(
                 Fwd::Char(c, n) => (c, n),
             },
         };
+        if c == INVISIBLE {
+            hidden += 1;
+            if hidden > MAX_INVISIBLE {
+                return Part::NotAddress;
+            }
+            i += n;
+            continue;
+        }
         if !is_domain_char(c.into()) {
             break;
         }
@@ -1036,9 +1074,14 @@ fn plain_local(buf: &[u8], p: usize, lo: usize, sc: &mut Scratch) -> Option<Part
 /// character in any spelling, reading no byte before `lo`.
 fn spelled_local(buf: &[u8], p: usize, lo: usize, sc: &mut Scratch) -> Part {
     // Into `sc.local` reversed.
-    let mut n = 0;
+    let (mut n, mut hidden) = (0, 0);
     let mut e = p;
     while let Some((c, start)) = decode_back(buf, e, lo) {
+        if c == INVISIBLE && hidden < MAX_INVISIBLE {
+            hidden += 1;
+            e = start;
+            continue;
+        }
         if !is_local_char(c.into()) {
             break;
         }
@@ -1080,7 +1123,12 @@ fn hex_val(c: u8) -> Option<u32> {
 }
 
 fn to_char(v: u32) -> u8 {
-    if v < 0x80 { v as u8 } else { NON_ASCII }
+    match v {
+        0..0x80 => v as u8,
+        0xad | 0x200b..=0x200f | 0x2060 | 0xfeff => INVISIBLE,
+        0xff20 => b'@',
+        _ => NON_ASCII,
+    }
 }
 
 /// Decodes the character starting at `buf[i]`. With `eof`, an unfinished
@@ -1130,8 +1178,32 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
             let v = avail.iter().fold(0, |acc, &c| acc * 16 + hex_val(c).unwrap_or(0));
             Fwd::Char(to_char(v), total)
         }
+        0xc2 | 0xe2 | 0xef => utf8_fwd(rest, eof),
         _ => Fwd::Char(c, 1),
     }
+}
+
+/// A raw UTF-8 character at the start of `rest` that an address may hold
+/// ([`UTF8_FORMS`]), else its first byte as it is.
+fn utf8_fwd(rest: &[u8], eof: bool) -> Fwd {
+    for (form, c) in UTF8_FORMS {
+        if rest.starts_with(form) {
+            return Fwd::Char(c, form.len());
+        }
+        if !eof && rest.len() < form.len() && form.starts_with(rest) {
+            return Fwd::NeedMore;
+        }
+    }
+    Fwd::Char(rest[0], 1)
+}
+
+/// A raw UTF-8 character of [`UTF8_FORMS`] ending just before `buf[e]`,
+/// starting at or after `lo`: what it decodes to and where it starts.
+fn utf8_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
+    UTF8_FORMS
+        .iter()
+        .find(|(form, _)| e - lo >= form.len() && buf[e - form.len()..e] == **form)
+        .map(|&(form, c)| (c, e - form.len()))
 }
 
 enum Entity {
@@ -1149,6 +1221,12 @@ const NAMED: &[(&[u8], u8)] = &[
     (b"UnderBar", b'_'),
     (b"plus", b'+'),
     (b"hyphen", NON_ASCII),
+    (b"shy", INVISIBLE),
+    (b"zwnj", INVISIBLE),
+    (b"zwj", INVISIBLE),
+    (b"lrm", INVISIBLE),
+    (b"rlm", INVISIBLE),
+    (b"NoBreak", INVISIBLE),
     // Not address characters, but quotes around an authority (`&quot;`).
     (b"quot", b'"'),
     (b"apos", b'\''),
@@ -1222,6 +1300,8 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
         escape_back(win)
             .or_else(|| unterminated_back(win))
             .map(|(c, n)| (c, e - n))
+    } else if last >= 0x80 {
+        utf8_back(buf, e, lo)
     } else {
         None
     };
@@ -1353,6 +1433,10 @@ mod tests {
             b" ",
             b"<",
             b"\xc3\xa9",
+            b"&shy;",
+            b"\xc2\xad",
+            b"\xe2\x80\x8b",
+            b"\xef\xbc\xa0",
             b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         ];
         prop::collection::vec(prop::sample::select(pieces), 0..40).prop_map(|v| v.concat())
