@@ -395,6 +395,8 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b" at ".to_vec()),
         Just(b" dot ".to_vec()),
         Just(b"[dot]".to_vec()),
+        Just(b"[@]".to_vec()),
+        Just(b"(.)".to_vec()),
         Just(b"<span></span>".to_vec()),
         Just(b"<!-- -->".to_vec()),
         Just(b"&nbsp;".to_vec()),
@@ -935,6 +937,16 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
             "john [dot] smith [at] ihatespam [dot] test",
             "john [dot] smith-id-zzzz [at] ihatespam [dot] test",
         ),
+        // The signs themselves in brackets, as write-ups defang addresses.
+        ("joe[@]ihatespam[.]test", "joe-id-zzzz[@]ihatespam[.]test"),
+        ("joe (@) ihatespam.test", "joe-id-zzzz (@) ihatespam.test"),
+        ("joe@ihatespam(.)test", "joe-id-zzzz@ihatespam(.)test"),
+        (
+            "john[.]smith{@}ihatespam{.}test",
+            "john[.]smith-id-zzzz{@}ihatespam{.}test",
+        ),
+        ("see [.] ihatespam.test", "see [.] ihatespam.test"),
+        ("joe[@]ihatespam[.]test[.]evil", "joe[@]ihatespam[.]test[.]evil"),
         // A bare word only for a local part named literally (plover.com's mjd).
         (
             "write mjd at plover dot com",

@@ -16,7 +16,8 @@
 //! - the `@` itself (`@`, `&#64;`, `&commat;`) with inline tags or comments
 //!   beside it but no space (`follow us @plover.com` is a handle, not an
 //!   address), or a domain spelled with a word for `.`;
-//! - a bracketed word (`[at]`, `(at)`, `{at}`), spaces allowed around it;
+//! - a bracketed word or sign (`[at]`, `(at)`, `{at}`, `[@]`; `[.]` for a
+//!   dot), spaces allowed around it;
 //! - a bare word between spaces (`john at plover dot com`) only for a local
 //!   part a `[[protect]]` entry names literally: under `local = "*"`,
 //!   "find us at plover dot com" is a web address read aloud.
@@ -43,6 +44,10 @@ pub(super) struct Spelled {
     /// Words for `@` and `.`, lowercase.
     at: Vec<Box<[u8]>>,
     dot: Vec<Box<[u8]>>,
+    /// What may stand between brackets for them: the words, and the sign
+    /// itself (`john[@]plover[.]com`, as security write-ups defang it).
+    at_bracketed: Vec<Box<[u8]>>,
+    dot_bracketed: Vec<Box<[u8]>>,
     /// How far before a candidate its insertion point can be.
     reach: usize,
     /// The longest label's length.
@@ -161,11 +166,19 @@ impl Spelled {
         labels.dedup();
         let max_label = labels.iter().map(|l| l.len()).max().unwrap_or(0);
         let labels = Labels::new(&labels);
-        let lower = |w: &[String]| w.iter().map(|s| s.to_lowercase().into_bytes().into()).collect();
+        let lower = |w: &[String]| -> Vec<Box<[u8]>> {
+            w.iter().map(|s| s.to_lowercase().into_bytes().into()).collect()
+        };
+        let (at, dot) = (lower(&words.at), lower(&words.dot));
+        let with = |words: &[Box<[u8]>], sign: &[u8]| {
+            [sign.into()].into_iter().chain(words.iter().cloned()).collect()
+        };
         Some(Spelled {
             labels,
-            at: lower(&words.at),
-            dot: lower(&words.dot),
+            at_bracketed: with(&at, b"@"),
+            dot_bracketed: with(&dot, b"."),
+            at,
+            dot,
             reach: GAP + max_label,
             max_label,
         })
@@ -249,7 +262,7 @@ impl Spelled {
                 .iter()
                 .find(|s| ends_with_ci(win, s))
                 .map(|s| (Form::Sign, e - s.len())),
-            b']' | b')' | b'}' => bracketed_back(win, &self.at).map(|n| (Form::Bracketed, e - n)),
+            b']' | b')' | b'}' => bracketed_back(win, &self.at_bracketed).map(|n| (Form::Bracketed, e - n)),
             _ => word_back(win, &self.at).map(|n| (Form::Word, e - n)),
         }
     }
@@ -294,7 +307,7 @@ impl Spelled {
     /// `win`, when a local character comes before it.
     fn dot_in_local(&self, win: &[u8]) -> Option<usize> {
         let trimmed = trim_end_spaces(win);
-        let n = bracketed_back(trimmed, &self.dot)?;
+        let n = bracketed_back(trimmed, &self.dot_bracketed)?;
         let before = trim_end_spaces(&trimmed[..trimmed.len() - n]);
         let c = *before.last()?;
         is_local_char(c.into()).then_some(win.len() - before.len())
@@ -378,7 +391,7 @@ impl Spelled {
             _ => b'}',
         };
         let mut j = skip_spaces_fwd(r, i + 1)?;
-        let Some(after) = word_fwd(r, j, &self.dot)? else {
+        let Some(after) = word_fwd(r, j, &self.dot_bracketed)? else {
             return Ok(None);
         };
         j = skip_spaces_fwd(r, after)?;
