@@ -168,6 +168,13 @@ trusted_proxies = ["127.0.0.1/32"]
         "<!doctype html><p><a href=\"mailto:mjd@plover.com\">write</a></p>\n",
     )
     .unwrap();
+    // Apache sends no Content-Type for a file whose extension it does not
+    // know; a browser shows it as HTML all the same.
+    fs::write(
+        site.join("CONTACT"),
+        "<html><p>Mail <a href=\"mailto:mjd@plover.com\">me</a>.</p></html>\n",
+    )
+    .unwrap();
 
     let cfg = inst.config();
     let _apache = apache(d, &site, behind, front, proxy_port);
@@ -184,6 +191,12 @@ trusted_proxies = ["127.0.0.1/32"]
         "{}",
         fs::read_to_string(d.join("access.log")).unwrap_or_default()
     );
+
+    // A page Apache sends without a type is rewritten all the same.
+    let direct = curl(&["-I", &format!("http://127.0.0.1:{behind}/CONTACT")]);
+    assert!(!direct.to_ascii_lowercase().contains("content-type"), "{direct}");
+    let page = curl(&["--interface", "127.0.0.5", &format!("{url}CONTACT")]);
+    assert_eq!(visitor_of(&page, &cfg), "127.0.0.5");
 
     // In front: TLS ends at Apache, whose X-Forwarded-For the proxy trusts.
     let url = format!("https://127.0.0.1:{front}/");
