@@ -496,7 +496,12 @@ impl Decider {
         munger: &mut impl Munger,
     ) -> bool {
         let (prot, sc) = (&self.matcher.protection, &mut self.scratch);
-        let at_len = match decode_fwd(data, p, eof) {
+        // A literal `@`, the usual candidate, needs no decoding.
+        let at = match data[p] {
+            b'@' => Fwd::Char(b'@', 1),
+            _ => decode_fwd(data, p, eof),
+        };
+        let at_len = match at {
             Fwd::NeedMore => return false,
             Fwd::Char(b'@', n) if self.matcher.domain_starts.may_start(data, p + n) => n,
             Fwd::Char(b'@', n) => {
@@ -743,6 +748,9 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
 /// `mjd@plover.com: he answers` and a `:` at the end of the text are
 /// addresses.
 fn followed_by_path(buf: &[u8], end: usize, eof: bool) -> Option<bool> {
+    if buf.get(end).is_some_and(|&c| c != b':' && !starts_spelling(c)) {
+        return Some(false); // the usual case, told without decoding
+    }
     let n = match decode_fwd(buf, end, eof) {
         Fwd::NeedMore if end >= buf.len() && eof => return Some(false),
         Fwd::NeedMore => return None,
