@@ -198,6 +198,11 @@ async fn bodies_without_a_type_are_rewritten_when_they_are_text() {
         let got = fetch("127.0.0.1", proxy.port, "GET", "/untyped/blob", headers, false).await;
         assert_eq!(got.decoded(), fs::read(nginx.root.join("untyped/blob")).unwrap());
     }
+    // Sniffed as HTML is, so an owner who does not rewrite HTML does not
+    // get these rewritten either.
+    let no_html = Proxy::start(nginx.port, "rewrite_types = [\"application/json\"]");
+    let got = fetch("127.0.0.1", no_html.port, "GET", "/untyped/contact", &[], false).await;
+    assert_eq!(got.body, fs::read(nginx.root.join("untyped/contact")).unwrap());
 }
 
 /// A harvester reads headers too: a redirect to `mailto:`, a `Link` or a

@@ -461,12 +461,17 @@ impl Proxy {
         )
     }
 
-    /// Whether a response's body is rewritten: a configured media type (or
-    /// none known, when the body's first bytes decide) in an
-    /// ASCII-compatible charset, not `no-transform` unless the owner says to
-    /// rewrite those too.
+    /// Whether a response's body is rewritten: a configured media type in
+    /// an ASCII-compatible charset, not `no-transform` unless the owner
+    /// says to rewrite those too. A body of unknown type is taken for HTML
+    /// (its first bytes decide later, as a browser's do).
     fn rewritable(&self, st: &State, media: &MediaType, headers: &HeaderMap) -> bool {
-        if !media.is_unknown() && !TypePattern::any(&st.config.proxy.rewrite_types, &media.essence) {
+        let listed = if media.is_unknown() {
+            "text/html"
+        } else {
+            &media.essence
+        };
+        if !TypePattern::any(&st.config.proxy.rewrite_types, listed) {
             return false;
         }
         // ASCII-compatible charsets are scanned as bytes, UTF-16 and
