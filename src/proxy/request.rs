@@ -377,20 +377,23 @@ impl Proxy {
         private_headers(&mut parts.headers, &sent.vd);
         let head = cx.line.method == Method::HEAD;
         parts.headers.remove(header::CONTENT_ENCODING);
-        if sent.compress.is_some() {
+        // A body of unknown type may turn out to be a large download,
+        // which the proxy should not spend CPU compressing.
+        let compress = sent.compress.filter(|_| !media.is_unknown());
+        if compress.is_some() {
             parts
                 .headers
                 .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
         if head || parts.status == StatusCode::NOT_MODIFIED {
             if !head {
-                content_encoding(&mut parts.headers, sent.compress);
+                content_encoding(&mut parts.headers, compress);
             }
             return body.map_err(|e| Box::new(e) as BoxError).boxed();
         }
         let st = &cx.st;
         let munger = self.munger(st, &sent);
-        let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, sent.compress)
+        let mut pipeline = Pipeline::new(st.matcher.scanner(), munger, coding, compress)
             .with_expansion(st.config.proxy.expansion)
             .with_charset(media.encoding, media.is_html());
         if media.is_unknown() {
