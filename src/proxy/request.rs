@@ -345,9 +345,12 @@ impl Proxy {
             private_headers(&mut parts.headers, &sent.vd);
         }
         let media = MediaType::of(&parts.headers);
+        // A 304 carries no type of its own (nor a body): unknown is no reason.
+        let untyped_304 = media.is_unknown() && parts.status == StatusCode::NOT_MODIFIED;
         let rewrite = self.rewritable(&cx.st, &media, &parts.headers)
             && parts.status != StatusCode::NO_CONTENT
-            && !(parts.status.is_informational());
+            && !(parts.status.is_informational())
+            && !untyped_304;
         let encoding = parts.headers.get(header::CONTENT_ENCODING);
         let coding = Coding::parse(encoding.and_then(|v| v.to_str().ok()));
         let body = match (rewrite, coding) {

@@ -22,7 +22,7 @@
 //! and the local part backwards, each character in any of: literal (any
 //! case), numeric or named character reference, `%HH`, `\xHH`, `\uHHHH`.
 //! Characters that render as nothing (a soft hyphen, zero-width spaces and
-//! joiners, a word joiner, in any spelling; at most [`MAX_INVISIBLE`] in a
+//! joiners, direction marks, a word joiner, in any spelling; at most [`MAX_INVISIBLE`] in a
 //! part) are skipped, as a reader's copy and a harvester's clean-up skip
 //! them. The decoded domain must be a
 //! whole protected domain (the next character is not `[a-z0-9-]`, and a `.`
@@ -332,17 +332,6 @@ struct Ahead {
 }
 
 impl Ahead {
-    /// Forgets the match at `at`, known not to be a candidate, without
-    /// searching on: the next search starts after it.
-    fn pass(&mut self, at: usize, overlap: usize) {
-        if self.next == Some(at) {
-            *self = Ahead {
-                next: None,
-                searched_to: at + 1 + overlap,
-            };
-        }
-    }
-
     /// The next match at or after `from`; `overlap` is how many bytes
     /// before `searched_to` a match found only now may start (a pattern's
     /// length less one).
@@ -377,7 +366,7 @@ impl Ahead {
 
 impl Cursor {
     /// The cursor for the same bytes seen from `shift` bytes further on
-    /// (`shift` at most `emitted`). The memos are dropped: it is
+    /// (`shift` at most `emitted`). The memos are dropped: they are
     /// only an optimisation, and searching again is bounded.
     fn shifted(self, shift: usize) -> Cursor {
         Cursor {
@@ -549,10 +538,6 @@ impl Decider {
             cur.emitted = p;
             cur.scan_from = p + at_len;
             cur.after_match = Some(p + at_len);
-            // The domain's first label is no spelled-out address's.
-            if let Some(s) = &self.matcher.spelled {
-                cur.label.pass(p + at_len, s.overlap());
-            }
         }
         true
     }
