@@ -340,3 +340,46 @@ async fn non_ascii_compatible_charsets_are_transcoded() {
         );
     }
 }
+
+/// A web server that sends its 304 with the page's Content-Type (many app
+/// servers do; nginx does not): the visitor still gets back its own
+/// validator, made once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_304_gives_back_the_visitors_validator() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                let body = "<p>joe@ihatespam.test</p>";
+                let head = if req.contains("if-none-match: \"v1\"") {
+                    "HTTP/1.1 304 Not Modified\r\ncontent-type: text/html\r\netag: \"v1\"\r\nconnection: close\r\n\r\n".to_owned()
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\netag: \"v1\"\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = s.write_all(head.as_bytes()).await;
+            });
+        }
+    });
+    let proxy = Proxy::start(up, "");
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+    assert_eq!(got.status, 200);
+    let etag = got.headers["etag"].clone();
+    let cond = fetch(
+        "127.0.0.1",
+        proxy.port,
+        "GET",
+        "/",
+        &[("if-none-match", &etag)],
+        false,
+    )
+    .await;
+    assert_eq!(cond.status, 304);
+    assert_eq!(cond.headers["etag"], etag);
+}

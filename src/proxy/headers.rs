@@ -23,6 +23,8 @@ pub(super) struct MediaType {
     pub(super) charset: Option<String>,
     /// The charset's encoding, when it names one.
     pub(super) encoding: Option<&'static encoding_rs::Encoding>,
+    /// See [`MediaType::is_unknown`].
+    unknown: bool,
 }
 
 impl MediaType {
@@ -38,21 +40,27 @@ impl MediaType {
             .filter_map(|p| p.trim().split_once('='))
             .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
             .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase());
+        // No usable type: none given, not `type/subtype`, or one of those
+        // the WHATWG MIME sniffing standard calls unknown.
+        let unknown = !essence
+            .split_once('/')
+            .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty())
+            || matches!(
+                essence.as_str(),
+                "unknown/unknown" | "application/unknown" | "*/*"
+            );
         MediaType {
             essence,
             charset,
             encoding: crate::rewrite::charset::from_content_type(ct),
+            unknown,
         }
     }
 
-    /// No usable type: none given, not `type/subtype`, or one of those the
-    /// WHATWG MIME sniffing standard calls unknown. A browser sniffs such a
-    /// body, and shows it as HTML or text when it looks like that.
+    /// No usable type (decided once, in [`MediaType::of`]). A browser
+    /// sniffs such a body, and shows it as HTML or text when it looks like that.
     pub(super) fn is_unknown(&self) -> bool {
-        let e = self.essence.as_str();
-        !e.split_once('/')
-            .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty())
-            || matches!(e, "unknown/unknown" | "application/unknown" | "*/*")
+        self.unknown
     }
 
     /// HTML or XHTML.

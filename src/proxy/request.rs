@@ -340,17 +340,18 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         self.munge_headers(cx, &mut parts.headers, &sent);
-        if parts.status == StatusCode::NOT_MODIFIED && sent.conditional_on_ours {
-            // The 304 confirms the visitor's own copy: give back its validator.
-            private_headers(&mut parts.headers, &sent.vd);
-        }
         let media = MediaType::of(&parts.headers);
+        let not_modified = parts.status == StatusCode::NOT_MODIFIED;
         // A 304 carries no type of its own (nor a body): unknown is no reason.
-        let untyped_304 = media.is_unknown() && parts.status == StatusCode::NOT_MODIFIED;
         let rewrite = self.rewritable(&cx.st, &media, &parts.headers)
             && parts.status != StatusCode::NO_CONTENT
             && !(parts.status.is_informational())
-            && !untyped_304;
+            && !(not_modified && media.is_unknown());
+        if not_modified && sent.conditional_on_ours && !rewrite {
+            // The 304 confirms the visitor's own copy: give back its
+            // validator (`rewritten` does that for a rewritten type's 304).
+            private_headers(&mut parts.headers, &sent.vd);
+        }
         let encoding = parts.headers.get(header::CONTENT_ENCODING);
         let coding = Coding::parse(encoding.and_then(|v| v.to_str().ok()));
         let body = match (rewrite, coding) {
