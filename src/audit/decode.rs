@@ -5,7 +5,10 @@
 //!
 //! What the proxy's scanner itself undoes around an `@` (entities, `%40`,
 //! `\u0040`, `\x40`) is not repeated here: the scanner reads every decoded
-//! text the same way.
+//! text the same way. The scanner reads fullwidth forms too, so the
+//! `fullwidth` reading reveals no leak the raw one misses; it is there to
+//! find the munged addresses written so, which are told by their plain
+//! ASCII shape.
 
 use data_encoding::{BASE64, HEXLOWER_PERMISSIVE};
 use regex::Regex;
@@ -33,7 +36,8 @@ pub enum Decoding {
     Rot13,
     /// Zero-width characters and soft hyphens removed, after `tags`.
     ZeroWidth,
-    /// Fullwidth forms (`＠`, `．`, `ｍｊｄ`) as ASCII, after `tags`.
+    /// Fullwidth forms (`＠`, `．`, `ｍｊｄ`) as ASCII, after `tags` (the
+    /// proxy munges them; this finds them munged).
     Fullwidth,
     /// All of `tags`, `zero-width`, `fullwidth` and `words` in a row.
     Combined,

@@ -15,12 +15,13 @@
 //! A `memchr` prefilter finds the bytes every spelling of `@` starts with
 //! (`@`, `&`, `%`, `\\`, and UTF-8's `0xEF`): `@`, `&#64;`, `&#x40;`, `&#064`,
 //! `&amp;#64;`, `&commat;`, `%40`, `\\u0040`, `\\x40`, and the fullwidth `＠`
-//! (Japanese pages write it so, and harvesters normalise it) in any of those
-//! spellings. `memchr3` covers the first three in one SIMD pass; the rarer two
-//! get their own pass whose result is cached, so each byte is looked at a
-//! bounded number of times. For each real `@`, the domain is decoded forwards
+//! and small `﹫` (Japanese and Chinese pages write them, and harvesters
+//! normalise them) in any of those spellings. `memchr3` covers the first
+//! three in one SIMD pass; the rarer two get their own pass whose result is
+//! cached, so each byte is looked at a bounded number of times. For each real `@`, the domain is decoded forwards
 //! and the local part backwards, each character in any of: literal (any
-//! case), numeric or named character reference, `%HH`, `\xHH`, `\uHHHH`.
+//! case), numeric or named character reference, `%HH`, `\xHH`, `\uHHHH`,
+//! and its fullwidth form (`ｍ`, `．`, and the ideographic full stop `。`).
 //! Characters that render as nothing (a soft hyphen, zero-width spaces and
 //! joiners, direction marks, a word joiner, in any spelling; at most [`MAX_INVISIBLE`] in a
 //! part) are skipped, as a reader's copy and a harvester's clean-up skip
@@ -87,19 +88,9 @@ const NON_ASCII: u8 = 0xff;
 /// and right-to-left marks), U+2060 (word joiner), U+FEFF (zero-width
 /// no-break space).
 const INVISIBLE: u8 = 0xfe;
-/// Those characters and the fullwidth `＠` (U+FF20) as raw UTF-8, with what
-/// each decodes to.
-const UTF8_FORMS: [(&[u8], u8); 9] = [
-    (b"\xc2\xad", INVISIBLE),
-    (b"\xe2\x80\x8b", INVISIBLE),
-    (b"\xe2\x80\x8c", INVISIBLE),
-    (b"\xe2\x80\x8d", INVISIBLE),
-    (b"\xe2\x80\x8e", INVISIBLE),
-    (b"\xe2\x80\x8f", INVISIBLE),
-    (b"\xe2\x81\xa0", INVISIBLE),
-    (b"\xef\xbb\xbf", INVISIBLE),
-    (b"\xef\xbc\xa0", b'@'),
-];
+/// The lead bytes of the raw UTF-8 characters [`to_char`] reads: U+00AD
+/// (`0xC2`), U+200B-U+2060 (`0xE2`), U+3002 (`0xE3`), U+FE6B-U+FF61 (`0xEF`).
+const UTF8_LEADS: [u8; 4] = [0xc2, 0xe2, 0xe3, 0xef];
 
 /// A protected address the scanner found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -936,16 +927,17 @@ enum Part {
 
 /// Bytes that can start a spelled character going forwards.
 fn starts_spelling(c: u8) -> bool {
-    matches!(c, b'&' | b'%' | b'\\' | 0xc2 | 0xe2 | 0xef)
+    matches!(c, b'&' | b'%' | b'\\' | 0xc2 | 0xe2 | 0xe3 | 0xef)
 }
 
 /// Bytes just before a run of literal local characters that could make
 /// its first characters part of a spelled one (`%6a`, `\x6a`, `\u006a`,
 /// `&#106`, `&#x6a`), or end a character reference that decodes to a
-/// local character (`&period;`, `&#106;`), or end a raw invisible character
-/// the local part goes on past ([`UTF8_FORMS`]).
+/// local character (`&period;`, `&#106;`), or end a raw UTF-8 character the
+/// local part goes on past (an invisible one, a fullwidth letter: any
+/// continuation byte).
 fn ends_spelling_before(c: u8) -> bool {
-    matches!(c, b'%' | b'\\' | b'#' | b';' | 0xad | 0x8b..=0x8f | 0xa0 | 0xbf)
+    matches!(c, b'%' | b'\\' | b'#' | b';' | 0x80..=0xbf)
 }
 
 /// Decodes the domain after the `@` at `start`. The run of literal domain
@@ -1115,11 +1107,20 @@ fn hex_val(c: u8) -> Option<u32> {
     (c as char).to_digit(16)
 }
 
+/// What a decoded code point is to the scanner: ASCII as it is; the
+/// fullwidth forms of ASCII (`＠`, `ｍ`, `．`, U+FF01-U+FF5E), the small `﹫`
+/// and the ideographic full stops (`。`, `｡`) as the ASCII a harvester
+/// normalises them to (Japanese and Chinese pages write addresses so); the
+/// characters that render as nothing as [`INVISIBLE`]; anything else as
+/// [`NON_ASCII`].
 fn to_char(v: u32) -> u8 {
     match v {
         0..0x80 => v as u8,
         0xad | 0x200b..=0x200f | 0x2060 | 0xfeff => INVISIBLE,
-        0xff20 => b'@',
+        // In range, so the difference is ASCII.
+        0xff01..=0xff5e => (v - 0xfee0) as u8,
+        0xfe6b => b'@',
+        0x3002 | 0xff61 => b'.',
         _ => NON_ASCII,
     }
 }
@@ -1171,32 +1172,51 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
             let v = avail.iter().fold(0, |acc, &c| acc * 16 + hex_val(c).unwrap_or(0));
             Fwd::Char(to_char(v), total)
         }
-        0xc2 | 0xe2 | 0xef => utf8_fwd(rest, eof),
+        0xc2 | 0xe2 | 0xe3 | 0xef => utf8_fwd(rest, eof),
         _ => Fwd::Char(c, 1),
     }
 }
 
-/// A raw UTF-8 character at the start of `rest` that an address may hold
-/// ([`UTF8_FORMS`]), else its first byte as it is.
+/// A raw UTF-8 character at the start of `rest` (whose first byte is one
+/// of [`UTF8_LEADS`]) that [`to_char`] reads, else its first byte as it is.
 fn utf8_fwd(rest: &[u8], eof: bool) -> Fwd {
-    for (form, c) in UTF8_FORMS {
-        if rest.starts_with(form) {
-            return Fwd::Char(c, form.len());
-        }
-        if !eof && rest.len() < form.len() && form.starts_with(rest) {
-            return Fwd::NeedMore;
-        }
+    let len = if rest[0] < 0xe0 { 2 } else { 3 };
+    let have = rest.len().min(len);
+    if !rest[1..have].iter().all(|&c| is_continuation(c)) {
+        return Fwd::Char(rest[0], 1);
     }
-    Fwd::Char(rest[0], 1)
+    if have < len {
+        return if eof { Fwd::Char(rest[0], 1) } else { Fwd::NeedMore };
+    }
+    match utf8_value(&rest[..len]) {
+        c if c == NON_ASCII => Fwd::Char(rest[0], 1),
+        c => Fwd::Char(c, len),
+    }
 }
 
-/// A raw UTF-8 character of [`UTF8_FORMS`] ending just before `buf[e]`,
-/// starting at or after `lo`: what it decodes to and where it starts.
+/// A raw UTF-8 character that [`to_char`] reads ending just before `buf[e]`
+/// and starting at or after `lo`: what it decodes to and where it starts.
 fn utf8_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
-    UTF8_FORMS
-        .iter()
-        .find(|(form, _)| e - lo >= form.len() && buf[e - form.len()..e] == **form)
-        .map(|&(form, c)| (c, e - form.len()))
+    let from = e.saturating_sub(3).max(lo);
+    let s = from + buf[from..e].iter().rposition(|&c| !is_continuation(c))?;
+    let len = if buf[s] < 0xe0 { 2 } else { 3 };
+    if e - s != len || !UTF8_LEADS.contains(&buf[s]) {
+        return None;
+    }
+    Some((utf8_value(&buf[s..e]), s)).filter(|&(c, _)| c != NON_ASCII)
+}
+
+fn is_continuation(c: u8) -> bool {
+    c & 0xc0 == 0x80
+}
+
+/// The scanner's value ([`to_char`]) of one whole two- or three-byte UTF-8
+/// character.
+fn utf8_value(ch: &[u8]) -> u8 {
+    std::str::from_utf8(ch)
+        .ok()
+        .and_then(|s| s.chars().next())
+        .map_or(NON_ASCII, |c| to_char(c.into()))
 }
 
 enum Entity {
