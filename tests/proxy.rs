@@ -207,6 +207,49 @@ async fn bodies_without_a_type_are_rewritten_when_they_are_text() {
     assert_eq!(got.body, fs::read(nginx.root.join("untyped/contact")).unwrap());
 }
 
+/// A page's link to the site with the owner's address in it gets the
+/// visitor's ID like any address; following it, the web server is asked
+/// for the URL it wrote (the ID taken out), in the path and in a query,
+/// over HTTP/1.1 and HTTP/2. An ID that is not authentic is passed on as
+/// it is (and finds nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_to_the_site_with_an_address_in_them_still_work() {
+    let nginx = Nginx::start(&site());
+    let proxy = Proxy::start(nginx.port, "");
+    for h2 in [false, true] {
+        let page = fetch("127.0.0.1", proxy.port, "GET", "/people.html", &[], h2).await;
+        let page = String::from_utf8(page.body).unwrap();
+        let links: Vec<&str> = page
+            .split("href=\"")
+            .skip(1)
+            .map(|h| h.split('"').next().unwrap())
+            .collect();
+        assert_eq!(links.len(), 2, "{page}");
+        for link in &links {
+            assert!(
+                link.contains("mjd-id-") && !link.contains("mjd@") && !link.contains("mjd%40"),
+                "{link}"
+            );
+            let got = fetch("127.0.0.1", proxy.port, "GET", link, &[], h2).await;
+            assert_eq!(got.status, 200, "{link}");
+            assert_eq!(got.body, b"<p>Mark's page</p>\n");
+        }
+        let log = nginx.access_log();
+        assert!(
+            log.contains("GET /people/mjd%40plover.com/?to=mjd%40plover.com HTTP/1.1")
+                && log.contains("GET /people/mjd@plover.com/ HTTP/1.1")
+                && log
+                    .lines()
+                    .filter(|l| l.contains("-id-"))
+                    .all(|l| l.contains("mjd-id-0")),
+            "{log}"
+        );
+        let forged = links[0].replacen("mjd-id-", "mjd-id-0", 1).replacen("@", "x@", 1);
+        let got = fetch("127.0.0.1", proxy.port, "GET", &forged, &[], h2).await;
+        assert_eq!(got.status, 404, "{forged}");
+    }
+}
+
 /// A harvester reads headers too: a redirect to `mailto:`, a `Link` or a
 /// `Refresh` naming an address get the visitor's ID as a page would, on
 /// any response, also one whose body is passed through; a cookie is left

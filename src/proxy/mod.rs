@@ -23,6 +23,7 @@ mod pages;
 pub mod proxy_protocol;
 mod request;
 mod server;
+mod target;
 pub mod tls;
 pub mod upload;
 pub mod upstream;

@@ -21,7 +21,7 @@ use super::headers::{
     private_cache_control, private_headers, strip_hop_by_hop, translate_if_none_match, validator_suffix,
 };
 use super::pages::{error_page, https_redirect, not_forwarded};
-use super::{BoxError, Proxy, ProxyBody, State, harvest, upload, visitor};
+use super::{BoxError, Proxy, ProxyBody, State, harvest, target, upload, visitor};
 use crate::config::{AgentAction, AgentRule, TypePattern};
 use crate::conns::Busy;
 use crate::day::Day;
@@ -240,8 +240,9 @@ impl Proxy {
         None
     }
 
-    /// The request for the web server: its headers made safe to pass on,
-    /// our validators translated back, a body held to the upload rate.
+    /// The request for the web server: its target with our IDs taken out of
+    /// the owner's addresses in it, its headers made safe to pass on, our
+    /// validators translated back, a body held to the upload rate.
     /// `None` when the request target makes no URI.
     fn upstream_request(
         &self,
@@ -269,9 +270,11 @@ impl Proxy {
         );
         ask_codings(&mut headers, &parts.headers, &p.rewrite_types);
         let conditional_on_ours = translate_if_none_match(&mut headers, &vd);
-        let uri: Uri = format!("http://{}{}", st.upstream.authority, cx.line.path)
-            .parse()
-            .ok()?;
+        // The web server gets the target its own page linked to; the access
+        // line keeps what the visitor asked for.
+        let restored = target::restore(&cx.line.path, &st.config.protection, &st.keys);
+        let path = restored.as_deref().unwrap_or(&cx.line.path);
+        let uri: Uri = format!("http://{}{path}", st.upstream.authority).parse().ok()?;
         if let Some(h) = st.upstream_host(&parts.headers, &parts.uri) {
             headers.insert(header::HOST, h);
         }

@@ -82,7 +82,26 @@ impl Nginx {
         for (name, bytes) in untyped {
             fs::write(root.join("untyped").join(name), bytes).unwrap();
         }
+        // A page named by the owner's address, and a page linking to it
+        // (in its path and in a query).
+        fs::create_dir_all(root.join("people/mjd@plover.com")).unwrap();
+        fs::write(
+            root.join("people/mjd@plover.com/index.html"),
+            "<p>Mark's page</p>\n",
+        )
+        .unwrap();
+        fs::write(
+            root.join("people.html"),
+            "<a href=\"/people/mjd@plover.com/\">Mark</a>\n\
+             <a href=\"/people/mjd%40plover.com/?to=mjd%40plover.com\">Write</a>\n",
+        )
+        .unwrap();
         Nginx::run(dir, root)
+    }
+
+    /// What nginx logged of the requests it got so far.
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default()
     }
 
     /// Serves the folder `root` where it is (read only) on a free port.

@@ -1,0 +1,178 @@
+//! Request targets given back their bare addresses. A page's links to the
+//! site itself can hold the owner's address (`/people/mjd@plover.com`,
+//! `/search?to=mjd%40plover.com`); the proxy munged it there like anywhere
+//! else, so the visitor's browser asks for `/people/mjd-id-TOKEN@plover.com`,
+//! which the web server has never heard of. Before the request goes on, each
+//! munged address in its target whose token is authentic under the key ring
+//! and of a kind the proxy inserts (a visitor's, a trap's or a crawler's ID,
+//! for any visitor and day) loses the `SEP TOKEN` the proxy put in, and the
+//! web server sees the URL it wrote. A token that is not authentic, and a
+//! minted address (the owner hands those out, and may have written one into
+//! a URL), are left as they are. Nothing here can put an address where there
+//! was none: only bytes the proxy once inserted are taken out.
+
+use std::ops::Range;
+
+use memchr::memmem;
+
+use crate::address::{Parsed, Protection, is_domain_char, is_local_char};
+use crate::token::KeyRing;
+
+/// The spellings of `@` a browser sends in a URL: as it is, percent-encoded,
+/// and the fullwidth `＠` and small `﹫` percent-encoded as UTF-8 (a page
+/// that wrote them raw).
+const AT_FORMS: [&[u8]; 4] = [b"@", b"%40", b"%EF%BC%A0", b"%EF%B9%AB"];
+
+/// `target` with the `SEP TOKEN` of every authentic munged address taken
+/// out, or `None` when it holds none (the usual case, told by one search
+/// for the separator).
+pub fn restore(target: &str, protection: &Protection, keys: &KeyRing) -> Option<String> {
+    let b = target.as_bytes();
+    let sep = protection.separator().as_bytes();
+    memmem::find(b, sep)?;
+    let cuts: Vec<Range<usize>> = at_signs(b)
+        .filter_map(|(at, len)| munged_before(b, at, len, protection, keys))
+        .collect();
+    if cuts.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(target.len());
+    let mut from = 0;
+    for cut in cuts {
+        out.push_str(&target[from..cut.start]);
+        from = cut.end;
+    }
+    out.push_str(&target[from..]);
+    Some(out)
+}
+
+/// Where each spelling of `@` in `b` starts, and its length.
+fn at_signs(b: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    memchr::memchr2_iter(b'@', b'%', b).filter_map(|i| {
+        AT_FORMS
+            .iter()
+            .find(|f| b.len() >= i + f.len() && b[i..i + f.len()].eq_ignore_ascii_case(f))
+            .map(|f| (i, f.len()))
+    })
+}
+
+/// The bytes to take out for the `@` spelled `b[at..at + len]`: from the
+/// separator to the `@`, when the address around it is a munged one of
+/// ours with an authentic token.
+fn munged_before(
+    b: &[u8],
+    at: usize,
+    len: usize,
+    protection: &Protection,
+    keys: &KeyRing,
+) -> Option<Range<usize>> {
+    let start = b[..at]
+        .iter()
+        .rposition(|&c| !is_local_char(c.into()))
+        .map_or(0, |i| i + 1);
+    let end = b[at + len..]
+        .iter()
+        .position(|&c| !is_domain_char(c.into()))
+        .map_or(b.len(), |i| at + len + i);
+    // Only ASCII local and domain characters were taken.
+    let local = std::str::from_utf8(&b[start..at]).ok()?;
+    let domain = std::str::from_utf8(&b[at + len..end]).ok()?;
+    let Parsed::Munged(readings) = protection.parse(&format!("{local}@{domain}")) else {
+        return None;
+    };
+    readings.iter().find_map(|m| {
+        let decoded = keys.decode(&m.base, &m.label, &m.token).ok()?;
+        decoded.claims.visitor?;
+        let base_local = m.base.rsplit_once('@').map_or(0, |(l, _)| l.len());
+        // `parse` drops nothing from the front of the local part.
+        Some(start + base_local..at)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{Glob, Protect};
+    use crate::day::Day;
+    use crate::token::Claims;
+
+    fn protection() -> Protection {
+        Protection::new(
+            vec![Protect {
+                domain: "plover.com".into(),
+                local: Glob::new("*").unwrap(),
+                exempt: vec![Glob::new("*-subscribe").unwrap()],
+                deliver_to: None,
+            }],
+            "-id-",
+        )
+    }
+
+    fn keys() -> KeyRing {
+        KeyRing::new(&[[7u8; 32]])
+    }
+
+    fn token(base: &str) -> String {
+        let claims = Claims::visit(
+            crate::token::Kind::Visitor,
+            Day::today(),
+            "192.0.2.7".parse().unwrap(),
+        );
+        keys().encode(base, "", &claims)
+    }
+
+    fn restored(target: &str) -> Option<String> {
+        restore(target, &protection(), &keys())
+    }
+
+    #[test]
+    fn authentic_ids_are_taken_out_in_every_place() {
+        let t = token("mjd@plover.com");
+        let j = token("joe.bloggs+lists@plover.com");
+        let cases = [
+            (format!("/people/mjd-id-{t}@plover.com"), "/people/mjd@plover.com"),
+            (
+                format!("/people/MJD-id-{t}@PLOVER.COM/"),
+                "/people/MJD@PLOVER.COM/",
+            ),
+            (
+                format!("/search?to=mjd-id-{t}%40plover.com&x=1"),
+                "/search?to=mjd%40plover.com&x=1",
+            ),
+            (format!("/u?a=mjd-id-{t}%40plover.com"), "/u?a=mjd%40plover.com"),
+            (
+                format!("/f?to=mjd-id-{t}%ef%bc%a0plover.com"),
+                "/f?to=mjd%ef%bc%a0plover.com",
+            ),
+            (
+                format!("/two/mjd-id-{t}@plover.com/joe.bloggs+lists-id-{j}@plover.com"),
+                "/two/mjd@plover.com/joe.bloggs+lists@plover.com",
+            ),
+        ];
+        for (target, want) in cases {
+            assert_eq!(restored(&target).as_deref(), Some(want), "{target}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_left_as_it_is() {
+        let t = token("mjd@plover.com");
+        let mut forged = t.clone().into_bytes();
+        forged[5] = if forged[5] == b'a' { b'b' } else { b'a' };
+        let forged = String::from_utf8(forged).unwrap();
+        let minted = keys().encode("mjd@plover.com", "", &Claims::minted(Day::today(), 0));
+        for target in [
+            "/".to_owned(),
+            "/people/mjd@plover.com".to_owned(),
+            format!("/people/mjd-id-{forged}@plover.com"),
+            // Another base's token, another domain, no @ after it.
+            format!("/people/joe-id-{t}@plover.com"),
+            format!("/people/mjd-id-{t}@example.com"),
+            format!("/people/mjd-id-{t}"),
+            format!("/people/mjd-id-{t}%41plover.com"),
+            format!("/people/mjd-id-{minted}@plover.com"),
+        ] {
+            assert_eq!(restored(&target), None, "{target}");
+        }
+    }
+}
