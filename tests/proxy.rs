@@ -234,7 +234,7 @@ async fn links_to_the_site_with_an_address_in_them_still_work() {
             assert_eq!(got.status, 200, "{link}");
             assert_eq!(got.body, b"<p>Mark's page</p>\n");
         }
-        let log = nginx.access_log();
+        let log = nginx.log("access.log");
         assert!(
             log.contains("GET /people/mjd%40plover.com/?to=mjd%40plover.com HTTP/1.1")
                 && log.contains("GET /people/mjd@plover.com/ HTTP/1.1")
@@ -248,6 +248,56 @@ async fn links_to_the_site_with_an_address_in_them_still_work() {
         let got = fetch("127.0.0.1", proxy.port, "GET", &forged, &[], h2).await;
         assert_eq!(got.status, 404, "{forged}");
     }
+}
+
+/// A form's hidden recipient gets the visitor's ID like any address (a
+/// harvester reads the page's source); posted back URL-encoded, the form
+/// handler gets the address it wrote, as a FormMail that checks its list of
+/// recipients needs, in every field. A body of another type is passed on as
+/// it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_post_back_the_address_they_were_written_with() {
+    let nginx = Nginx::start(&site());
+    let proxy = Proxy::start(nginx.port, "");
+    let page = fetch("127.0.0.1", proxy.port, "GET", "/people.html", &[], false).await;
+    let page = String::from_utf8(page.body).unwrap();
+    let value = page
+        .split("name=\"recipient\" value=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap();
+    assert!(
+        value.starts_with("mjd-id-") && value.ends_with("@plover.com"),
+        "{page}"
+    );
+    let encoded = value.replace('@', "%40");
+    let form = format!("recipient={encoded}&message=write+to+{encoded}");
+    let cases = [
+        ("application/x-www-form-urlencoded", form.clone()),
+        ("Application/X-WWW-Form-Urlencoded; charset=UTF-8", form.clone()),
+        ("text/plain", format!("recipient={value}")),
+    ];
+    for (ctype, body) in &cases {
+        let request = format!(
+            "POST /form HTTP/1.1\r\nHost: plover.com\r\nContent-Type: {ctype}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        std::io::Write::write_all(&mut s, request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let log = nginx.log("form.log");
+    let lines: Vec<&str> = log.lines().collect();
+    let bare = "recipient=mjd%40plover.com&message=write+to+mjd%40plover.com";
+    let want = [
+        format!("/form {bare}"),
+        format!("/form {bare}"),
+        format!("/form recipient={value}"),
+    ];
+    assert_eq!(lines, want, "{log}");
 }
 
 /// A harvester reads headers too: a redirect to `mailto:`, a `Link` or a

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -185,6 +186,10 @@ impl Proxy {
         let Some((up_req, upload, mut sent)) = self.upstream_request(cx, parts, body, client_upgrade) else {
             return error_page(StatusCode::BAD_REQUEST, "The request target is not valid.");
         };
+        let up_req = match self.restore_form(cx, up_req).await {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
         let resp = match self.send_upstream(cx, up_req, upload, &mut sent).await {
             Ok(r) => r,
             Err(r) => return r,
@@ -307,6 +312,48 @@ impl Proxy {
             upload,
             sent,
         ))
+    }
+
+    /// A URL-encoded form's body of a known length up to
+    /// [`target::FORM_MAX`], read whole and given back the bare addresses
+    /// in its fields (its `Content-Length` made to match); any other body
+    /// goes on streaming.
+    async fn restore_form(
+        &self,
+        cx: &Ctx,
+        req: Request<ProxyBody>,
+    ) -> Result<Request<ProxyBody>, Response<ProxyBody>> {
+        let form = MediaType::of(req.headers()).essence == "application/x-www-form-urlencoded";
+        let small = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n <= target::FORM_MAX);
+        if !form || !small {
+            return Ok(req);
+        }
+        let (mut parts, body) = req.into_parts();
+        let fields = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if caused_by::<upload::UploadTooSlow>(&*e) => return Err(self.upload_too_slow()),
+            Err(_) => {
+                return Err(error_page(
+                    StatusCode::BAD_REQUEST,
+                    "The request body was cut short.",
+                ));
+            }
+        };
+        let fields = match target::restore_bytes(&fields, &cx.st.config.protection, &cx.st.keys) {
+            Some(restored) => {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, restored.len().into());
+                Bytes::from(restored)
+            }
+            None => fields,
+        };
+        let body = http_body_util::Full::new(fields).map_err(|e| match e {}).boxed();
+        Ok(Request::from_parts(parts, body))
     }
 
     /// Sends the request; a part (206) of a body that is rewritten cannot
@@ -529,11 +576,7 @@ impl Proxy {
                 let timed_out = is_timeout(&e);
                 tracing::warn!(error = %e, "upstream request failed");
                 if caused_by::<upload::UploadTooSlow>(&e) {
-                    self.metrics.upload_timeouts.fetch_add(1, Ordering::Relaxed);
-                    let mut r = error_page(StatusCode::REQUEST_TIMEOUT, "The request body came too slowly.");
-                    r.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    Err(r)
+                    Err(self.upload_too_slow())
                 } else if caused_by::<super::upstream::UpstreamBusy>(&e) {
                     self.metrics.upstream_busy.fetch_add(1, Ordering::Relaxed);
                     let mut r = error_page(
@@ -557,6 +600,15 @@ impl Proxy {
             }
             Ok(Ok(r)) => Ok(r),
         }
+    }
+
+    /// The answer to a request whose body came too slowly (counted).
+    fn upload_too_slow(&self) -> Response<ProxyBody> {
+        self.metrics.upload_timeouts.fetch_add(1, Ordering::Relaxed);
+        let mut r = error_page(StatusCode::REQUEST_TIMEOUT, "The request body came too slowly.");
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
     }
 }
 

@@ -1,9 +1,13 @@
-//! Request targets given back their bare addresses. A page's links to the
-//! site itself can hold the owner's address (`/people/mjd@plover.com`,
-//! `/search?to=mjd%40plover.com`); the proxy munged it there like anywhere
-//! else, so the visitor's browser asks for `/people/mjd-id-TOKEN@plover.com`,
+//! Request targets and form fields given back their bare addresses. A
+//! page's links to the site itself can hold the owner's address
+//! (`/people/mjd@plover.com`, `/search?to=mjd%40plover.com`), and so can its
+//! forms (FormMail's `<input type="hidden" name="recipient" value="…">`,
+//! which the form handler checks against its own list); the proxy munged
+//! them there like anywhere else, so the visitor's browser asks for
+//! `/people/mjd-id-TOKEN@plover.com` and posts `recipient=mjd-id-TOKEN%40…`,
 //! which the web server has never heard of. Before the request goes on, each
-//! munged address in its target whose token is authentic under the key ring
+//! munged address in its target (and in a URL-encoded form's body) whose
+//! token is authentic under the key ring
 //! and of a kind the proxy inserts (a visitor's, a trap's or a crawler's ID,
 //! for any visitor and day) loses the `SEP TOKEN` the proxy put in, and the
 //! web server sees the URL it wrote. A token that is not authentic, and a
@@ -23,11 +27,20 @@ use crate::token::KeyRing;
 /// that wrote them raw).
 const AT_FORMS: [&[u8]; 4] = [b"@", b"%40", b"%EF%BC%A0", b"%EF%B9%AB"];
 
+/// The largest URL-encoded form body whose fields are restored; a longer
+/// one (no contact form is) goes on as it came.
+pub const FORM_MAX: u64 = 64 * 1024;
+
 /// `target` with the `SEP TOKEN` of every authentic munged address taken
 /// out, or `None` when it holds none (the usual case, told by one search
 /// for the separator).
 pub fn restore(target: &str, protection: &Protection, keys: &KeyRing) -> Option<String> {
-    let b = target.as_bytes();
+    // Only ASCII is taken out, between ASCII bytes: still UTF-8.
+    restore_bytes(target.as_bytes(), protection, keys).and_then(|v| String::from_utf8(v).ok())
+}
+
+/// [`restore`] for bytes: a URL-encoded form body.
+pub fn restore_bytes(b: &[u8], protection: &Protection, keys: &KeyRing) -> Option<Vec<u8>> {
     let sep = protection.separator().as_bytes();
     memmem::find(b, sep)?;
     let cuts: Vec<Range<usize>> = at_signs(b)
@@ -36,13 +49,13 @@ pub fn restore(target: &str, protection: &Protection, keys: &KeyRing) -> Option<
     if cuts.is_empty() {
         return None;
     }
-    let mut out = String::with_capacity(target.len());
+    let mut out = Vec::with_capacity(b.len());
     let mut from = 0;
     for cut in cuts {
-        out.push_str(&target[from..cut.start]);
+        out.extend_from_slice(&b[from..cut.start]);
         from = cut.end;
     }
-    out.push_str(&target[from..]);
+    out.extend_from_slice(&b[from..]);
     Some(out)
 }
 
@@ -81,17 +94,22 @@ fn munged_before(
         .position(|&c| !is_domain_char(c.into()))
         .map_or(b.len(), |i| at + len + i);
     // Only ASCII local and domain characters were taken.
-    let local = std::str::from_utf8(&b[start..at]).ok()?;
     let domain = std::str::from_utf8(&b[at + len..end]).ok()?;
-    let Parsed::Munged(readings) = protection.parse(&format!("{local}@{domain}")) else {
-        return None;
-    };
-    readings.iter().find_map(|m| {
-        let decoded = keys.decode(&m.base, &m.label, &m.token).ok()?;
-        decoded.claims.visitor?;
-        let base_local = m.base.rsplit_once('@').map_or(0, |(l, _)| l.len());
-        // `parse` drops nothing from the front of the local part.
-        Some(start + base_local..at)
+    // In a query or a form a `+` is a space (`message=write+to+mjd-id-…`):
+    // the local part may also start after any `+`.
+    let pluses = memchr::memchr_iter(b'+', &b[start..at]).map(|i| start + i + 1);
+    std::iter::once(start).chain(pluses).find_map(|from| {
+        let local = std::str::from_utf8(&b[from..at]).ok()?;
+        let Parsed::Munged(readings) = protection.parse(&format!("{local}@{domain}")) else {
+            return None;
+        };
+        readings.iter().find_map(|m| {
+            let decoded = keys.decode(&m.base, &m.label, &m.token).ok()?;
+            decoded.claims.visitor?;
+            let base_local = m.base.rsplit_once('@').map_or(0, |(l, _)| l.len());
+            // `parse` drops nothing from the front of the local part.
+            Some(from + base_local..at)
+        })
     })
 }
 
@@ -146,6 +164,10 @@ mod tests {
                 "/search?to=mjd%40plover.com&x=1",
             ),
             (format!("/u?a=mjd-id-{t}%40plover.com"), "/u?a=mjd%40plover.com"),
+            (
+                format!("/u?q=write+to+mjd-id-{t}%40plover.com"),
+                "/u?q=write+to+mjd%40plover.com",
+            ),
             (
                 format!("/f?to=mjd-id-{t}%ef%bc%a0plover.com"),
                 "/f?to=mjd%ef%bc%a0plover.com",

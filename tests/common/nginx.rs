@@ -93,15 +93,18 @@ impl Nginx {
         fs::write(
             root.join("people.html"),
             "<a href=\"/people/mjd@plover.com/\">Mark</a>\n\
-             <a href=\"/people/mjd%40plover.com/?to=mjd%40plover.com\">Write</a>\n",
+             <a href=\"/people/mjd%40plover.com/?to=mjd%40plover.com\">Write</a>\n\
+             <form method=\"post\" action=\"/form\"><input type=\"hidden\" name=\"recipient\" \
+             value=\"mjd@plover.com\"><textarea name=\"message\"></textarea></form>\n",
         )
         .unwrap();
         Nginx::run(dir, root)
     }
 
-    /// What nginx logged of the requests it got so far.
-    pub fn access_log(&self) -> String {
-        fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default()
+    /// What nginx logged so far in its log `name`: `access.log`, or
+    /// `form.log` (the target and body of each request to `/form`).
+    pub fn log(&self, name: &str) -> String {
+        fs::read_to_string(self._dir.path().join(name)).unwrap_or_default()
     }
 
     /// Serves the folder `root` where it is (read only) on a free port.
@@ -119,6 +122,7 @@ pid {d}/nginx.pid;
 events {{ worker_connections 256; }}
 http {{
     access_log {d}/access.log;
+    log_format form '$request_uri $request_body';
     client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
     types {{ text/html html; application/json json; application/rss+xml xml; text/plain txt; image/png png; image/svg+xml svg;
@@ -134,6 +138,8 @@ http {{
         # Addresses in response headers: a redirect to mailto:, and an
         # image (not rewritten) with a Link, a Refresh and a cookie.
         location /untyped/ {{ types {{ }} default_type \"\"; }}
+        # A form handler: nginx reads the body to pass it on, and logs it.
+        location = /form {{ access_log {d}/form.log form; proxy_pass http://127.0.0.1:{port}/echo-headers; }}
         location = /contact {{ return 302 \"mailto:mjd@plover.com?subject=Hello\"; }}
         location = /card.png {{
             add_header Link \"<mailto:mjd@plover.com>; rel=author\";
