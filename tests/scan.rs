@@ -418,6 +418,9 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"[@]".to_vec()),
         Just(b"(.)".to_vec()),
         Just(b"<span></span>".to_vec()),
+        Just(b"<span style=\"display:none\">x</span>".to_vec()),
+        Just(b"<b hidden>".to_vec()),
+        Just(b"</b>".to_vec()),
         Just(b"<!-- -->".to_vec()),
         Just(b"&nbsp;".to_vec()),
         Just(b"ihatespam".to_vec()),
@@ -963,6 +966,30 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
         (
             "john [dot] smith [at] ihatespam [dot] test",
             "john [dot] smith-id-zzzz [at] ihatespam [dot] test",
+        ),
+        // A tag beside a dot of the domain only.
+        ("joe@ihatespam<b></b>.test", "joe-id-zzzz@ihatespam<b></b>.test"),
+        ("joe@ihatespam.<b>test</b>", "joe-id-zzzz@ihatespam.<b>test</b>"),
+        ("joe@ihatespam<!-- -->.test", "joe-id-zzzz@ihatespam<!-- -->.test"),
+        // A decoy a browser does not show (nor a harvester reading what it
+        // renders): the ID goes after the local part that is shown.
+        (
+            "joe<span style=\"display:none\">null</span>@ihatespam.test",
+            "joe-id-zzzz<span style=\"display:none\">null</span>@ihatespam.test",
+        ),
+        (
+            "joe@<SPAN STYLE=\"Display: None\">x</SPAN>ihatespam.test",
+            "joe-id-zzzz@<SPAN STYLE=\"Display: None\">x</SPAN>ihatespam.test",
+        ),
+        (
+            "joe<b hidden>x</b>&#64;ihatespam<i style='visibility:hidden'>.x</i>.test",
+            "joe-id-zzzz<b hidden>x</b>&#64;ihatespam<i style='visibility:hidden'>.x</i>.test",
+        ),
+        // Shown: its text is the end of a local part split by a tag, not
+        // a decoy to skip.
+        (
+            "joe<span title=\"hidden\">x</span>@ihatespam.test",
+            "joe<span title=\"hidden\">x</span>@ihatespam.test",
         ),
         // The signs themselves in brackets, as write-ups defang addresses.
         ("joe[@]ihatespam[.]test", "joe-id-zzzz[@]ihatespam[.]test"),

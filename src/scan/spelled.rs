@@ -25,7 +25,9 @@
 //! A domain followed by a possessive (`plover.com's`) is prose. Gaps may
 //! hold spaces, `&nbsp;`, comments and tags of inline elements (those that
 //! do not break a word when rendered, the same list the audit's `tags`
-//! reading uses); a `<p>` or `<td>` between two words separates them.
+//! reading uses), and an inline element that is not rendered, with its
+//! text (`<span style="display:none">null</span>`, a decoy); a `<p>` or
+//! `<td>` between two words separates them.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
@@ -211,12 +213,12 @@ impl Spelled {
         let Some((at, insert, tagged)) = self.back(r, sc) else {
             return Spelt::NoMatch;
         };
-        let (end, worded) = match self.domain(r, sc) {
+        let (end, unplain) = match self.domain(r, sc) {
             Ok(Some(found)) => found,
             Ok(None) | Err(Stop::TooFar) => return Spelt::NoMatch,
             Err(Stop::Short) => return Spelt::NeedMore,
         };
-        if at == Form::Sign && !tagged && !worded {
+        if at == Form::Sign && !tagged && !unplain {
             return Spelt::NoMatch; // a plain address: the main scanner's
         }
         let domain = &sc.domain[..sc.domain_len];
@@ -315,9 +317,10 @@ impl Spelled {
 
     /// Reads the domain forwards from `r.q` into `sc.domain`: labels joined
     /// by words for `.`. Returns where it ends and whether a word stood for
-    /// a dot; `None` when it is no domain we could protect.
+    /// a dot or a tag stood beside one (`plover<b></b>.com`); `None` when it
+    /// is no domain we could protect.
     fn domain(&self, r: Reading<'_>, sc: &mut Scratch) -> Result<Option<(usize, bool)>, Stop> {
-        let (mut i, mut n, mut worded) = (r.q, 0, false);
+        let (mut i, mut n, mut unplain) = (r.q, 0, false);
         loop {
             let start = i;
             while let Some(c) = r.peek(i)? {
@@ -342,7 +345,7 @@ impl Spelled {
                     }
                     sc.domain[n] = b'.';
                     n += 1;
-                    worded |= word;
+                    unplain |= word;
                     i = next;
                 }
                 _ => {
@@ -351,15 +354,15 @@ impl Spelled {
                     }
                     sc.domain_len = n;
                     sc.domain_end = end;
-                    return Ok(Some((end, worded)));
+                    return Ok(Some((end, unplain)));
                 }
             }
         }
     }
 
     /// A `.` or a word for one at `i`, with its gaps; where the next label
-    /// would start and whether it was a word. A `.` takes no spaces beside
-    /// it, a bare word needs them on both sides.
+    /// would start and whether it was a word or had a tag beside it. A `.`
+    /// takes no spaces beside it, a bare word needs them on both sides.
     fn dot_fwd(&self, r: Reading<'_>, i: usize) -> Result<Option<(usize, bool)>, Stop> {
         let g = gap_fwd(r, i)?;
         let Some(c) = r.peek(g.at)? else {
@@ -380,7 +383,7 @@ impl Spelled {
             Form::Word => g.spaced && g2.spaced,
             Form::Bracketed => true,
         };
-        Ok(spaced_right.then_some((g2.at, form != Form::Sign)))
+        Ok(spaced_right.then_some((g2.at, form != Form::Sign || g.tagged || g2.tagged)))
     }
 
     /// `[dot]` (spaces allowed inside) starting at `i`; where it ends.
@@ -524,7 +527,7 @@ fn gap_back(buf: &[u8], mut e: usize, floor: usize) -> Gap {
         } else if let Some(s) = NBSP.iter().find(|s| ends_with_ci(win, s)) {
             e -= s.len();
             g.spaced = true;
-        } else if let Some(start) = markup_back(win) {
+        } else if let Some(start) = hidden_back(win).or_else(|| markup_back(win)) {
             e = floor + start;
             g.tagged = true;
         } else {
@@ -533,6 +536,97 @@ fn gap_back(buf: &[u8], mut e: usize, floor: usize) -> Gap {
     }
     g.at = e;
     g
+}
+
+/// Where an inline element that is not rendered, with its text, ending
+/// `win` starts: `<span style="display:none">null</span>` in
+/// `mjd<span style="display:none">null</span>@plover.com`, a decoy that a
+/// browser (and a harvester reading what it renders) does not show.
+fn hidden_back(win: &[u8]) -> Option<usize> {
+    let close = markup_back(win)?;
+    let name = win.get(close + 2..).filter(|_| win[close + 1] == b'/')?;
+    let open = memchr::memrchr(b'<', &win[..close])?;
+    let open_end = open + memchr::memchr(b'>', &win[open..close])?;
+    let tag = &win[open..=open_end];
+    (same_name(tag, &name[..name.len() - 1]) && hides(tag)).then_some(open)
+}
+
+/// Past an inline element that is not rendered, with its text, starting
+/// at `i` (see [`hidden_back`]).
+fn hidden_fwd(r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
+    let Some(open_end) = markup_fwd(r, i)? else {
+        return Ok(None);
+    };
+    let tag = &r.buf[i..open_end];
+    if !hides(tag) {
+        return Ok(None);
+    }
+    let mut j = open_end;
+    while r.peek(j)?.is_some_and(|c| c != b'<') {
+        if j - i > GAP {
+            return Ok(None);
+        }
+        j += 1;
+    }
+    if !r.starts_ci(j, b"</")? {
+        return Ok(None);
+    }
+    let Some(end) = markup_fwd(r, j)? else {
+        return Ok(None);
+    };
+    Ok(same_name(tag, &r.buf[j + 2..end - 1]).then_some(end))
+}
+
+/// Whether the tag `tag` (from its `<`) is of the element named at the
+/// start of `name`.
+fn same_name(tag: &[u8], name: &[u8]) -> bool {
+    let of = |t: &[u8]| {
+        t.iter()
+            .position(|c| !c.is_ascii_alphanumeric())
+            .unwrap_or(t.len())
+    };
+    let (a, b) = (&tag[1..1 + of(&tag[1..])], &name[..of(name)]);
+    !a.is_empty() && a.eq_ignore_ascii_case(b)
+}
+
+/// Whether an opening tag keeps its element from being rendered: a
+/// `style` with `display: none` or `visibility: hidden`, or the `hidden`
+/// attribute.
+fn hides(tag: &[u8]) -> bool {
+    if tag.get(1) == Some(&b'/') {
+        return false;
+    }
+    let squeezed: Vec<u8> = tag
+        .iter()
+        .filter(|c| !c.is_ascii_whitespace())
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    let has = |s: &[u8]| memchr::memmem::find(&squeezed, s).is_some();
+    has(b"display:none") || has(b"visibility:hidden") || hidden_attribute(tag)
+}
+
+/// Whether `tag` has an attribute named `hidden` (outside quoted values).
+fn hidden_attribute(tag: &[u8]) -> bool {
+    let mut quote = None;
+    let mut k = 0;
+    while k < tag.len() {
+        let c = tag[k];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == b'"' || c == b'\'' => quote = Some(c),
+            None if c.is_ascii_whitespace()
+                && tag.len() > k + 7
+                && tag[k + 1..k + 7].eq_ignore_ascii_case(b"hidden")
+                && matches!(tag[k + 7], b'>' | b'/' | b'=' | b' ' | b'\t' | b'\n' | b'\r') =>
+            {
+                return true;
+            }
+            None => {}
+        }
+        k += 1;
+    }
+    false
 }
 
 /// Where a comment or an inline element's tag ending `win` starts.
@@ -572,7 +666,13 @@ fn gap_fwd(r: Reading<'_>, mut i: usize) -> Result<Gap, Stop> {
             i += s;
             g.spaced = true;
         } else if c == b'<' {
-            let Some(end) = markup_fwd(r, i)? else { break };
+            let end = match hidden_fwd(r, i)? {
+                Some(end) => end,
+                None => match markup_fwd(r, i)? {
+                    Some(end) => end,
+                    None => break,
+                },
+            };
             i = end;
             g.tagged = true;
         } else {
