@@ -59,7 +59,19 @@ fn percent(s: &str) -> String {
 #[test]
 fn every_spelling_of_the_at_sign() {
     for at in [
-        "@", "&#64;", "&#064;", "&#x40;", "&#X40;", "&#x040;", "&#64", "&commat;", "%40", "\\u0040", "\\x40",
+        "@",
+        "&#64;",
+        "&#064;",
+        "&#x40;",
+        "&#X40;",
+        "&#x040;",
+        "&#64",
+        "&commat;",
+        "%40",
+        "\\u0040",
+        "\\x40",
+        "\\u{40}",
+        "\\u{0040}",
     ] {
         let input = format!("write to joe{at}ihatespam.test today");
         let want = format!("write to joe-id-zzzz{at}ihatespam.test today");
@@ -176,6 +188,11 @@ fn wholly_and_partly_encoded_addresses() {
             percent("joe"),
             percent("ihatespam.test")
         )
+    );
+    let braced = "\\u{6a}\\u{6F}e\\u{40}ihatespam\\u{2e}test";
+    assert_eq!(
+        rewrite(braced),
+        "\\u{6a}\\u{6F}e-id-zzzz\\u{40}ihatespam\\u{2e}test"
     );
     let mixed = "j&#111;e%2Ex@ihate&#115;pam&period;te%73t";
     assert_eq!(
@@ -397,6 +414,9 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"%40".to_vec()),
         Just(b"\\u0040".to_vec()),
         Just(b"\\x40".to_vec()),
+        Just(b"\\u{40}".to_vec()),
+        Just(b"\\u{6d}".to_vec()),
+        Just(b"\\u{".to_vec()),
         Just(b"ihatespam.test".to_vec()),
         Just(b"ihate&#115;pam&#46;test".to_vec()),
         Just(b"plover.com".to_vec()),

@@ -21,7 +21,7 @@
 //! cached, so each byte is looked at a bounded number of times. For each real `@`, the domain is decoded forwards
 //! and the local part backwards, each character in any of: literal (any
 //! case), numeric or named character reference, `%HH`, `\xHH`, `\uHHHH`,
-//! and its fullwidth form (`ｍ`, `．`, and the ideographic full stop `。`).
+//! `\u{HH}`, and its fullwidth form (`ｍ`, `．`, and the ideographic full stop `。`).
 //! Characters that render as nothing (a soft hyphen, zero-width spaces and
 //! joiners, direction marks, a word joiner, in any spelling; at most [`MAX_INVISIBLE`] in a
 //! part) are skipped, as a reader's copy and a harvester's clean-up skip
@@ -932,12 +932,12 @@ fn starts_spelling(c: u8) -> bool {
 
 /// Bytes just before a run of literal local characters that could make
 /// its first characters part of a spelled one (`%6a`, `\x6a`, `\u006a`,
-/// `&#106`, `&#x6a`), or end a character reference that decodes to a
-/// local character (`&period;`, `&#106;`), or end a raw UTF-8 character the
-/// local part goes on past (an invisible one, a fullwidth letter: any
-/// continuation byte).
+/// `&#106`, `&#x6a`), or end a character reference or escape that decodes
+/// to a local character (`&period;`, `&#106;`, `\u{6a}`), or end a raw
+/// UTF-8 character the local part goes on past (an invisible one, a
+/// fullwidth letter: any continuation byte).
 fn ends_spelling_before(c: u8) -> bool {
-    matches!(c, b'%' | b'\\' | b'#' | b';' | 0x80..=0xbf)
+    matches!(c, b'%' | b'\\' | b'#' | b';' | b'}' | 0x80..=0xbf)
 }
 
 /// Decodes the domain after the `@` at `start`. The run of literal domain
@@ -1154,6 +1154,7 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
             None if !eof && rest[1..].iter().all(|&c| c.is_ascii_hexdigit()) => Fwd::NeedMore,
             None => Fwd::Char(b'%', 1),
         },
+        b'\\' if rest.get(2) == Some(&b'{') && rest[1] == b'u' => braced_fwd(rest, eof),
         b'\\' => {
             let (digits, total) = match rest.get(1) {
                 Some(b'x') => (2, 4),
@@ -1175,6 +1176,48 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
         0xc2 | 0xe2 | 0xe3 | 0xef => utf8_fwd(rest, eof),
         _ => Fwd::Char(c, 1),
     }
+}
+
+/// The longest JavaScript code point escape we decode, `\\u{00000040}`.
+const MAX_BRACED: usize = 12;
+
+/// JavaScript's code point escape `\\u{40}` (any number of hex digits, up
+/// to [`MAX_BRACED`] bytes in all) at the start of `rest`.
+fn braced_fwd(rest: &[u8], eof: bool) -> Fwd {
+    let digits = rest[3..]
+        .iter()
+        .take(MAX_BRACED - 4)
+        .take_while(|c| c.is_ascii_hexdigit())
+        .count();
+    match rest.get(3 + digits) {
+        Some(b'}') if digits > 0 => {
+            let v = rest[3..3 + digits]
+                .iter()
+                .fold(0u32, |acc, &c| acc * 16 + hex_val(c).unwrap_or(0));
+            Fwd::Char(to_char(v), 4 + digits)
+        }
+        None if !eof && 3 + digits < MAX_BRACED => Fwd::NeedMore,
+        _ => Fwd::Char(b'\\', 1),
+    }
+}
+
+/// `\\u{HH…}` ending `win`: the character and its length.
+fn braced_back(win: &[u8]) -> Option<(u8, usize)> {
+    let w = win.len();
+    let digits = win[..w - 1]
+        .iter()
+        .rev()
+        .take(MAX_BRACED - 4)
+        .take_while(|c| c.is_ascii_hexdigit())
+        .count();
+    let len = digits + 4;
+    if digits == 0 || w < len || &win[w - len..w - 1 - digits] != b"\\u{" {
+        return None;
+    }
+    let v = win[w - 1 - digits..w - 1]
+        .iter()
+        .fold(0u32, |acc, &c| acc * 16 + hex_val(c).unwrap_or(0));
+    Some((to_char(v), len))
 }
 
 /// A raw UTF-8 character at the start of `rest` (whose first byte is one
@@ -1315,6 +1358,8 @@ fn decode_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
             .map(|(c, n)| (c, e - n))
     } else if last >= 0x80 {
         utf8_back(buf, e, lo)
+    } else if last == b'}' {
+        braced_back(&buf[lo..e]).map(|(c, n)| (c, e - n))
     } else {
         None
     };
