@@ -527,8 +527,8 @@ fn gap_back(buf: &[u8], mut e: usize, floor: usize) -> Gap {
         } else if let Some(s) = NBSP.iter().find(|s| ends_with_ci(win, s)) {
             e -= s.len();
             g.spaced = true;
-        } else if let Some(start) = hidden_back(win).or_else(|| markup_back(win)) {
-            e = floor + start;
+        } else if let Some(start) = markup_back(win) {
+            e = floor + hidden_back(win, start).unwrap_or(start);
             g.tagged = true;
         } else {
             break;
@@ -538,12 +538,11 @@ fn gap_back(buf: &[u8], mut e: usize, floor: usize) -> Gap {
     g
 }
 
-/// Where an inline element that is not rendered, with its text, ending
-/// `win` starts: `<span style="display:none">null</span>` in
-/// `mjd<span style="display:none">null</span>@plover.com`, a decoy that a
-/// browser (and a harvester reading what it renders) does not show.
-fn hidden_back(win: &[u8]) -> Option<usize> {
-    let close = markup_back(win)?;
+/// When the inline tag at `close` ending `win` closes an element that is
+/// not rendered, where that element starts: `<span style="display:none">`
+/// in `mjd<span style="display:none">null</span>@plover.com`, a decoy that
+/// a browser (and a harvester reading what it renders) does not show.
+fn hidden_back(win: &[u8], close: usize) -> Option<usize> {
     let name = win.get(close + 2..).filter(|_| win[close + 1] == b'/')?;
     let open = memchr::memrchr(b'<', &win[..close])?;
     let open_end = open + memchr::memchr(b'>', &win[open..close])?;
