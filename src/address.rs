@@ -555,10 +555,12 @@ pub fn check_domain(domain: &str) -> Result<String, DomainError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn prot() -> Protection {
+    /// plover.com, every local part but `*-subscribe`: for other modules'
+    /// tests too.
+    pub(crate) fn prot() -> Protection {
         Protection::new(
             vec![Protect {
                 domain: "plover.com".into(),

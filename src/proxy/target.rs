@@ -116,21 +116,9 @@ fn munged_before(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::address::{Glob, Protect};
+    use crate::address::tests::prot as protection;
     use crate::day::Day;
     use crate::token::Claims;
-
-    fn protection() -> Protection {
-        Protection::new(
-            vec![Protect {
-                domain: "plover.com".into(),
-                local: Glob::new("*").unwrap(),
-                exempt: vec![Glob::new("*-subscribe").unwrap()],
-                deliver_to: None,
-            }],
-            "-id-",
-        )
-    }
 
     fn keys() -> KeyRing {
         KeyRing::new(&[[7u8; 32]])
