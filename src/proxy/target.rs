@@ -31,6 +31,11 @@ const AT_FORMS: [&[u8]; 4] = [b"@", b"%40", b"%EF%BC%A0", b"%EF%B9%AB"];
 /// one (no contact form is) goes on as it came.
 pub const FORM_MAX: u64 = 64 * 1024;
 
+/// The most tokens checked against the key ring in one target or form: a
+/// page's link or form holds a few addresses, and a crafted one must not
+/// buy thousands of decryptions with one request.
+const MAX_CHECKS: usize = 32;
+
 /// `target` with the `SEP TOKEN` of every authentic munged address taken
 /// out, or `None` when it holds none (the usual case, told by one search
 /// for the separator).
@@ -43,9 +48,14 @@ pub fn restore(target: &str, protection: &Protection, keys: &KeyRing) -> Option<
 pub fn restore_bytes(b: &[u8], protection: &Protection, keys: &KeyRing) -> Option<Vec<u8>> {
     let sep = protection.separator().as_bytes();
     memmem::find(b, sep)?;
-    let cuts: Vec<Range<usize>> = at_signs(b)
-        .filter_map(|(at, len)| munged_before(b, at, len, protection, keys))
-        .collect();
+    let mut checks = MAX_CHECKS;
+    let mut cuts: Vec<Range<usize>> = Vec::new();
+    for (at, len) in at_signs(b) {
+        if checks == 0 {
+            break;
+        }
+        cuts.extend(munged_before(b, at, len, protection, keys, &mut checks));
+    }
     if cuts.is_empty() {
         return None;
     }
@@ -72,12 +82,14 @@ fn at_signs(b: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
 /// The bytes to take out for the `@` spelled `b[at..at + len]`: from the
 /// separator to the `@`, when the address around it is a munged one of
 /// ours with an authentic token.
+/// Each token checked takes one of `checks`.
 fn munged_before(
     b: &[u8],
     at: usize,
     len: usize,
     protection: &Protection,
     keys: &KeyRing,
+    checks: &mut usize,
 ) -> Option<Range<usize>> {
     let start = b[..at]
         .iter()
@@ -86,7 +98,8 @@ fn munged_before(
     // A munged local part is a base local part, the separator and a token
     // (shorter than a base): a longer run is none, and is not taken apart
     // (a target of separators would cost a pass over it for each one).
-    if at - start > 2 * MAX_LOCAL + protection.separator().len() {
+    let sep = protection.separator().as_bytes();
+    if at - start > 2 * MAX_LOCAL + sep.len() || memmem::find(&b[start..at], sep).is_none() {
         return None;
     }
     let end = b[at + len..]
@@ -104,6 +117,7 @@ fn munged_before(
             return None;
         };
         readings.iter().find_map(|m| {
+            *checks = checks.checked_sub(1)?;
             let decoded = keys.decode(&m.base, &m.label, &m.token).ok()?;
             decoded.claims.visitor?;
             let base_local = m.base.rsplit_once('@').map_or(0, |(l, _)| l.len());
@@ -192,5 +206,23 @@ mod tests {
         ] {
             assert_eq!(restored(&target), None, "{target}");
         }
+    }
+
+    /// A crafted target buys a bounded number of token checks: past them,
+    /// even an authentic ID stays in.
+    #[test]
+    fn token_checks_are_bounded() {
+        let t = token("mjd@plover.com");
+        let forged = format!(
+            "/x/{}",
+            "a+".repeat(40) + &format!("mjd-id-{}@plover.com/", "0".repeat(24))
+        );
+        let target = format!("{forged}mjd-id-{t}@plover.com");
+        assert_eq!(restored(&target), None);
+        let few = format!("/x/mjd-id-{}@plover.com/mjd-id-{t}@plover.com", "0".repeat(24));
+        assert_eq!(
+            restored(&few).as_deref(),
+            Some(format!("/x/mjd-id-{}@plover.com/mjd@plover.com", "0".repeat(24)).as_str())
+        );
     }
 }
