@@ -323,13 +323,13 @@ impl Proxy {
         cx: &Ctx,
         req: Request<ProxyBody>,
     ) -> Result<Request<ProxyBody>, Response<ProxyBody>> {
-        let form = MediaType::of(req.headers()).essence == "application/x-www-form-urlencoded";
+        // Most requests have no body: told by its length before its type.
         let small = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .is_some_and(|n| n <= target::FORM_MAX);
-        if !form || !small {
+        if !small || MediaType::of(req.headers()).essence != "application/x-www-form-urlencoded" {
             return Ok(req);
         }
         let (mut parts, body) = req.into_parts();

@@ -1107,6 +1107,13 @@ fn hex_val(c: u8) -> Option<u32> {
     (c as char).to_digit(16)
 }
 
+/// The value of hex digits already checked to be hex digits (at most 8).
+fn hex_number(digits: &[u8]) -> u32 {
+    digits
+        .iter()
+        .fold(0, |acc, &c| acc * 16 + hex_val(c).unwrap_or(0))
+}
+
 /// What a decoded code point is to the scanner: ASCII as it is; the
 /// fullwidth forms of ASCII (`＠`, `ｍ`, `．`, U+FF01-U+FF5E), the small `﹫`
 /// and the ideographic full stops (`。`, `｡`) as the ASCII a harvester
@@ -1170,7 +1177,7 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
             if avail.len() < digits {
                 return if eof { Fwd::Char(b'\\', 1) } else { Fwd::NeedMore };
             }
-            let v = avail.iter().fold(0, |acc, &c| acc * 16 + hex_val(c).unwrap_or(0));
+            let v = hex_number(avail);
             Fwd::Char(to_char(v), total)
         }
         0xc2 | 0xe2 | 0xe3 | 0xef => utf8_fwd(rest, eof),
@@ -1190,12 +1197,7 @@ fn braced_fwd(rest: &[u8], eof: bool) -> Fwd {
         .take_while(|c| c.is_ascii_hexdigit())
         .count();
     match rest.get(3 + digits) {
-        Some(b'}') if digits > 0 => {
-            let v = rest[3..3 + digits]
-                .iter()
-                .fold(0u32, |acc, &c| acc * 16 + hex_val(c).unwrap_or(0));
-            Fwd::Char(to_char(v), 4 + digits)
-        }
+        Some(b'}') if digits > 0 => Fwd::Char(to_char(hex_number(&rest[3..3 + digits])), 4 + digits),
         None if !eof && 3 + digits < MAX_BRACED => Fwd::NeedMore,
         _ => Fwd::Char(b'\\', 1),
     }
@@ -1214,10 +1216,7 @@ fn braced_back(win: &[u8]) -> Option<(u8, usize)> {
     if digits == 0 || w < len || &win[w - len..w - 1 - digits] != b"\\u{" {
         return None;
     }
-    let v = win[w - 1 - digits..w - 1]
-        .iter()
-        .fold(0u32, |acc, &c| acc * 16 + hex_val(c).unwrap_or(0));
-    Some((to_char(v), len))
+    Some((to_char(hex_number(&win[w - 1 - digits..w - 1])), len))
 }
 
 /// A raw UTF-8 character at the start of `rest` (whose first byte is one
