@@ -94,7 +94,9 @@ impl Glob {
         self.matches_bytes(text.as_bytes())
     }
 
-    /// True when the (lowercase) bytes match.
+    /// True when the (lowercase) bytes match. Inlined: the scanner asks
+    /// for every protected address, and the usual shapes are one compare.
+    #[inline]
     pub fn matches_bytes(&self, text: &[u8]) -> bool {
         let p = self.pattern.as_bytes();
         match self.shape {
@@ -124,6 +126,7 @@ impl Glob {
 
 /// Iterative glob matching with single-star backtracking: linear in practice,
 /// never exponential.
+#[inline(never)]
 fn glob_match(p: &[u8], t: &[u8]) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -248,13 +251,16 @@ pub struct Protection {
     entries: Vec<Protect>,
     /// Domains with their entries, in config order. A site has a handful of
     /// domains: comparing bytes beats hashing them on the scanner's hot path.
-    domains: Vec<(Box<[u8]>, Vec<usize>)>,
+    domains: Vec<DomainEntries>,
     /// The same, hashed, for configs with many domains.
     by_domain: HashMap<Box<[u8]>, usize>,
     separator: String,
     max_domain_len: usize,
     spellings: Spellings,
 }
+
+/// A protected domain (lowercase) and its entries' indexes, in config order.
+pub type DomainEntries = (Box<[u8]>, Vec<usize>);
 
 /// How the owner's own spelled-out addresses are written (`john [at]
 /// plover [dot] com`): the words standing for `@` and `.`, lowercase.
@@ -284,7 +290,7 @@ impl Default for Spellings {
 impl Protection {
     /// Builds the protection from validated entries.
     pub fn new(entries: Vec<Protect>, separator: &str) -> Protection {
-        let mut domains: Vec<(Box<[u8]>, Vec<usize>)> = Vec::new();
+        let mut domains: Vec<DomainEntries> = Vec::new();
         let mut by_domain: HashMap<Box<[u8]>, usize> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             let key: Box<[u8]> = e.domain.as_bytes().into();
@@ -338,16 +344,21 @@ impl Protection {
 
     /// The entries for a lowercase domain, in config order.
     pub fn domain_entries(&self, domain: &[u8]) -> Option<&[usize]> {
-        if self.domains.len() <= 8 {
-            self.domains
+        if let Some(few) = self.few_domains() {
+            return few
                 .iter()
                 .find(|(d, _)| **d == *domain)
-                .map(|(_, ids)| ids.as_slice())
-        } else {
-            self.by_domain
-                .get(domain)
-                .map(|&slot| self.domains[slot].1.as_slice())
+                .map(|(_, ids)| ids.as_slice());
         }
+        self.by_domain
+            .get(domain)
+            .map(|&slot| self.domains[slot].1.as_slice())
+    }
+
+    /// The protected domains (lowercase) with their entries, in config
+    /// order, when there are few enough to compare one by one.
+    pub fn few_domains(&self) -> Option<&[DomainEntries]> {
+        (self.domains.len() <= 8).then_some(&self.domains[..])
     }
 
     /// Classifies a lowercase local part on a lowercase domain. The first

@@ -304,9 +304,10 @@ struct Cursor {
     rare: Ahead,
     /// The next first label of a protected domain, likewise.
     label: Ahead,
-    /// Where the `@` of the last address munged ends: its domain is no
-    /// spelled-out address's.
-    after_match: Option<usize>,
+    /// No protected domain's first label before this is a candidate for a
+    /// spelled-out address: it starts (or lies inside) the domain of the
+    /// last address munged.
+    labels_from: usize,
     /// Where `data[0]` is in the stream.
     base: u64,
 }
@@ -366,7 +367,7 @@ impl Cursor {
             common: Ahead::default(),
             rare: Ahead::default(),
             label: Ahead::default(),
-            after_match: self.after_match.and_then(|a| a.checked_sub(shift)),
+            labels_from: self.labels_from.saturating_sub(shift),
             base: self.base + shift as u64,
         }
     }
@@ -390,7 +391,10 @@ impl Cursor {
             None => memchr3(b'@', b'&', b'%', &data[from..]).map(|i| from + i),
         };
         let bs = self.rare.find(data, from, 0, |d| memchr2(b'\\', 0xef, d));
-        let label = spelled.and_then(|s| self.label.find(data, from, s.overlap(), |d| s.find(d)));
+        let label = spelled.and_then(|s| {
+            let from = from.max(self.labels_from);
+            self.label.find(data, from, s.overlap(), |d| s.find(d))
+        });
         // Not `[..].into_iter().flatten().min()`: that goes through memory
         // the compiler does not keep in registers, and this runs for every
         // candidate.
@@ -528,7 +532,12 @@ impl Decider {
         } else {
             cur.emitted = p;
             cur.scan_from = p + at_len;
-            cur.after_match = Some(p + at_len);
+            // This domain's first label is no spelled-out address's. Nor
+            // is any other label inside a literal domain: it follows a
+            // domain character, which ends no gap before one. In a spelled
+            // domain (`plover&#46;com`) a `;` may end such a gap.
+            let literal = at_len == 1 && sc.domain_end - (p + 1) == sc.domain_len;
+            cur.labels_from = if literal { sc.domain_end } else { p + at_len + 1 };
         }
         true
     }
@@ -546,7 +555,7 @@ impl Decider {
         munger: &mut impl Munger,
     ) -> bool {
         let m = &self.matcher;
-        let Some(spelled) = m.spelled.as_ref().filter(|_| cur.after_match != Some(q)) else {
+        let Some(spelled) = m.spelled.as_ref() else {
             cur.scan_from = q + 1;
             return true;
         };
@@ -678,15 +687,18 @@ impl Scanner {
 /// Decides whether the `@` spelled by `buf[p..p + at_len]` belongs to a
 /// protected address; on a match the decoded parts are left in `sc`.
 fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc: &mut Scratch) -> Decision {
-    match decode_domain(buf, p + at_len, eof, sc) {
-        Part::Found => {}
-        Part::NotAddress => return Decision::NoMatch,
-        Part::NeedMore => return Decision::NeedMore,
-    }
-    let dlen = sc.domain_len;
-    let Some(ids) = prot.domain_entries(&sc.domain[..dlen]) else {
-        return Decision::NoMatch;
+    let ids = match literal_domain(prot, buf, p + at_len, sc) {
+        Some(ids) => ids,
+        None => match decode_domain(buf, p + at_len, eof, sc) {
+            Part::Found => match prot.domain_entries(&sc.domain[..sc.domain_len]) {
+                Some(ids) => ids,
+                None => return Decision::NoMatch,
+            },
+            Part::NotAddress => return Decision::NoMatch,
+            Part::NeedMore => return Decision::NeedMore,
+        },
     };
+    let dlen = sc.domain_len;
     let lo = p.saturating_sub(BACK);
     let local = match plain_local(buf, p, lo, sc) {
         Some(part) => part,
@@ -896,6 +908,15 @@ fn after_scheme(buf: &[u8], mut e: usize, lo: usize) -> bool {
 /// documentation shows an authority with credentials. A label before the
 /// colon (`"Email:joe@…"`) makes it an address again.
 fn quoted_authority(buf: &[u8], e: usize, lo: usize, info: &[u8], domain_end: usize, eof: bool) -> bool {
+    // The usual case, told without decoding: the address is followed by a
+    // byte that closes no quote and starts no path or spelling.
+    let closes = |c: u8| matches!(c, b'"' | b'\'' | b'`' | b'/');
+    if buf
+        .get(domain_end)
+        .is_some_and(|&c| !closes(c) && !starts_spelling(c))
+    {
+        return false;
+    }
     // An apostrophe is a userinfo character too: the walk back took it in.
     let (quote, info) = match info.split_first() {
         Some((b'\'', rest)) => (b'\'', rest),
@@ -938,6 +959,34 @@ fn starts_spelling(c: u8) -> bool {
 /// fullwidth letter: any continuation byte).
 fn ends_spelling_before(c: u8) -> bool {
     matches!(c, b'%' | b'\\' | b'#' | b';' | b'}' | 0x80..=0xbf)
+}
+
+/// The usual domain, told without decoding it: one of a site's few
+/// protected domains spelled literally from `buf[start]` on, then a byte
+/// that continues no domain and starts no spelling. Its entries, with the
+/// domain left in `sc`; `None` when it cannot tell ([`decode_domain`]
+/// then decides). Comparing with the few domains goes the same way for
+/// every address, where finding the end of a run of domain characters
+/// mispredicts the branch that ends it.
+fn literal_domain<'p>(
+    prot: &'p Protection,
+    buf: &[u8],
+    start: usize,
+    sc: &mut Scratch,
+) -> Option<&'p [usize]> {
+    let tail = &buf[start..];
+    let (domain, ids) = prot.few_domains()?.iter().find(|(d, _)| {
+        // Pages write domains in lower case: one `memcmp` first.
+        tail.len() > d.len() && (tail[..d.len()] == **d || tail[..d.len()].eq_ignore_ascii_case(d))
+    })?;
+    let next = tail[domain.len()];
+    if is_domain_char(next.into()) || starts_spelling(next) {
+        return None;
+    }
+    sc.domain.get_mut(..domain.len())?.copy_from_slice(domain);
+    sc.domain_len = domain.len();
+    sc.domain_end = start + domain.len();
+    Some(ids)
 }
 
 /// Decodes the domain after the `@` at `start`. The run of literal domain
@@ -1448,6 +1497,18 @@ mod tests {
         }
     }
 
+    fn ihatespam() -> Protection {
+        let glob = |g| crate::address::Glob::new(g).unwrap();
+        let entry = |domain: &str| crate::address::Protect {
+            domain: domain.into(),
+            local: glob("*"),
+            exempt: vec![],
+            deliver_to: None,
+        };
+        // One a prefix of the other: the shorter must not be taken for it.
+        Protection::new(vec![entry("ihatespam.test"), entry("ihatespam.test.x")], "-id-")
+    }
+
     fn domain_of(sc: &Scratch) -> (&[u8], usize) {
         (&sc.domain[..sc.domain_len], sc.domain_end)
     }
@@ -1487,6 +1548,7 @@ mod tests {
             b"ihatespam",
             b".test",
             b"ihatespam.test",
+            b"IHateSpam.TEST",
             b" ",
             b"<",
             b"\xc3\xa9",
@@ -1509,8 +1571,15 @@ mod tests {
             cap in 1usize..24,
             lo_back in 0usize..80,
         ) {
+            let prot = ihatespam();
             for at in 0..=buf.len() {
                 let (mut a, mut b) = (scratch(cap), scratch(cap));
+                if let Some(ids) = literal_domain(&prot, &buf, at, &mut a) {
+                    let careful = spelled_domain(&buf, at, 0, at, false, &mut b);
+                    proptest::prop_assert_eq!(careful, Part::Found, "literal domain at {}", at);
+                    proptest::prop_assert_eq!(domain_of(&a), domain_of(&b), "literal domain at {}", at);
+                    proptest::prop_assert_eq!(prot.domain_entries(domain_of(&b).0), Some(ids));
+                }
                 for eof in [false, true] {
                     let quick = decode_domain(&buf, at, eof, &mut a);
                     let careful = spelled_domain(&buf, at, 0, at, eof, &mut b);

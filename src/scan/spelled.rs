@@ -101,9 +101,14 @@ impl Labels {
                 .iter()
                 .filter_map(|(tail, first)| {
                     // A tail at 0 belongs to a label that started before `hay`.
-                    tail.find_iter(hay)
-                        .find(|&i| i > 0 && hay[i - 1].eq_ignore_ascii_case(first))
-                        .map(|i| i - 1)
+                    let mut from = 1;
+                    loop {
+                        let i = from + tail.find(hay.get(from..)?)?;
+                        if hay[i - 1].eq_ignore_ascii_case(first) {
+                            return Some(i - 1);
+                        }
+                        from = i + 1;
+                    }
                 })
                 .min(),
         }
