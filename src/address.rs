@@ -355,6 +355,16 @@ impl Protection {
             .map(|&slot| self.domains[slot].1.as_slice())
     }
 
+    /// Whether the (lowercase) bytes are the start of a protected domain
+    /// but not all of it.
+    pub fn starts_domain(&self, partial: &[u8]) -> bool {
+        !partial.is_empty()
+            && self
+                .domains
+                .iter()
+                .any(|(d, _)| d.len() > partial.len() && d.starts_with(partial))
+    }
+
     /// The protected domains (lowercase) with their entries, in config
     /// order, when there are few enough to compare one by one.
     pub fn few_domains(&self) -> Option<&[DomainEntries]> {

@@ -444,6 +444,9 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"<!-- -->".to_vec()),
         Just(b"&nbsp;".to_vec()),
         Just(b"ihatespam".to_vec()),
+        // A label's halves, for markup to come between.
+        Just(b"ihate".to_vec()),
+        Just(b"spam.test".to_vec()),
         Just(b"plover".to_vec()),
         Just(b"test".to_vec()),
         Just(b"com".to_vec()),
@@ -991,6 +994,24 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
         ("joe@ihatespam<b></b>.test", "joe-id-zzzz@ihatespam<b></b>.test"),
         ("joe@ihatespam.<b>test</b>", "joe-id-zzzz@ihatespam.<b>test</b>"),
         ("joe@ihatespam<!-- -->.test", "joe-id-zzzz@ihatespam<!-- -->.test"),
+        // Markup inside a label renders as nothing: a harvester stripping it
+        // joins the halves.
+        ("joe@ihate<!-- -->spam.test", "joe-id-zzzz@ihate<!-- -->spam.test"),
+        ("joe@i<b></b>hatespam.test", "joe-id-zzzz@i<b></b>hatespam.test"),
+        (
+            "joe@ihatespam.te<!-- x -->st",
+            "joe-id-zzzz@ihatespam.te<!-- x -->st",
+        ),
+        (
+            "joe&#64;ihate<span>sp</span>am.t<i style=\"display:none\">x</i>est.",
+            "joe-id-zzzz&#64;ihate<span>sp</span>am.t<i style=\"display:none\">x</i>est.",
+        ),
+        // A space or a block between the halves makes two words; two
+        // halves that are no protected domain, none.
+        ("joe@ihate <b></b>spam.test", "joe@ihate <b></b>spam.test"),
+        ("joe@ihate<p>spam.test", "joe@ihate<p>spam.test"),
+        ("joe@ihate<b>rs</b>.test", "joe@ihate<b>rs</b>.test"),
+        ("joe@ihatespam.te<b>st</b>s", "joe@ihatespam.te<b>st</b>s"),
         // A decoy a browser does not show (nor a harvester reading what it
         // renders): the ID goes after the local part that is shown.
         (

@@ -415,6 +415,9 @@ enum Decision {
     Match(usize),
     /// Protected by this entry, but not an address.
     LeftAlone(usize, LeftAlone),
+    /// The domain runs into markup after the start of a protected one
+    /// (`plo<!-- -->ver.com`): the spelled-out reader reads across it.
+    Split,
     NoMatch,
     NeedMore,
 }
@@ -503,6 +506,7 @@ impl Decider {
                 cur.scan_from = p + at_len;
                 return true;
             }
+            Decision::Split => return self.spelled(data, cur, p + at_len, eof, out, munger),
             Decision::Match(entry) => (entry, None),
             Decision::LeftAlone(entry, why) => (entry, Some(why)),
         };
@@ -543,8 +547,9 @@ impl Decider {
     }
 
     /// Decides the candidate at `q`, where a protected domain's first label
-    /// starts: a spelled-out address (`john [at] plover [dot] com`) gets its
-    /// ID after its local part. False when that needs bytes past the end.
+    /// starts (or the domain after an `@` that runs into markup): a
+    /// spelled-out address (`john [at] plover [dot] com`) gets its ID after
+    /// its local part. False when that needs bytes past the end.
     fn spelled(
         &mut self,
         data: &[u8],
@@ -692,6 +697,11 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
         None => match decode_domain(buf, p + at_len, eof, sc) {
             Part::Found => match prot.domain_entries(&sc.domain[..sc.domain_len]) {
                 Some(ids) => ids,
+                None if buf.get(sc.domain_end) == Some(&b'<')
+                    && prot.starts_domain(&sc.domain[..sc.domain_len]) =>
+                {
+                    return Decision::Split;
+                }
                 None => return Decision::NoMatch,
             },
             Part::NotAddress => return Decision::NoMatch,

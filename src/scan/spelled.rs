@@ -1,13 +1,16 @@
 //! The owner's own spelled-out addresses: `john [at] plover [dot] com`,
 //! `john(at)plover.com`, `john at plover dot com`, `john<span></span>@plover.com`,
-//! `john@<!-- -->plover.com`, an address split by inline tags. A harvester
+//! `john@<!-- -->plover.com`, an address split by inline tags (even inside a
+//! label: `john@plo<!-- -->ver.com`). A harvester
 //! reassembles each into `john@plover.com`, so each gets an ID where the
 //! reassembled address gets it: at the end of the local part
 //! (`john-id-TOKEN [at] plover [dot] com`).
 //!
 //! # How, and why nothing else is touched
 //!
-//! These spellings have no `@` for the main scanner to find, so a second
+//! These spellings have no `@` for the main scanner to find (or one whose
+//! domain it reads only up to the markup inside a label: it hands those
+//! over), so a second
 //! kind of candidate is the first label of a protected domain (`plover`,
 //! `Plover`; only the first letter's case varies), found by a SIMD search. From there the domain is
 //! read forwards (labels joined by `.`, `[dot]`, `(dot)`, `{dot}` or ` dot `)
@@ -322,22 +325,36 @@ impl Spelled {
 
     /// Reads the domain forwards from `r.q` into `sc.domain`: labels joined
     /// by words for `.`. Returns where it ends and whether a word stood for
-    /// a dot or a tag stood beside one (`plover<b></b>.com`); `None` when it
-    /// is no domain we could protect.
+    /// a dot, or a tag stood beside one (`plover<b></b>.com`) or inside a
+    /// label (`plo<!-- -->ver.com`); `None` when it is no domain we could
+    /// protect.
     fn domain(&self, r: Reading<'_>, sc: &mut Scratch) -> Result<Option<(usize, bool)>, Stop> {
         let (mut i, mut n, mut unplain) = (r.q, 0, false);
         loop {
             let start = i;
-            while let Some(c) = r.peek(i)? {
-                if !is_label_char(c) {
+            loop {
+                while let Some(c) = r.peek(i)? {
+                    if !is_label_char(c) {
+                        break;
+                    }
+                    if n == sc.domain.len() {
+                        return Ok(None);
+                    }
+                    sc.domain[n] = c.to_ascii_lowercase();
+                    n += 1;
+                    i += 1;
+                }
+                // Comments or inline tags inside a label render as nothing:
+                // a harvester that strips them joins its two halves.
+                if i == start || r.peek(i)? != Some(b'<') {
                     break;
                 }
-                if n == sc.domain.len() {
-                    return Ok(None);
+                let g = gap_fwd(r, i)?;
+                if g.spaced || !r.peek(g.at)?.is_some_and(is_label_char) {
+                    break;
                 }
-                sc.domain[n] = c.to_ascii_lowercase();
-                n += 1;
-                i += 1;
+                i = g.at;
+                unplain = true;
             }
             if i == start {
                 return Ok(None);
