@@ -356,13 +356,11 @@ impl Protection {
     }
 
     /// Whether the (lowercase) bytes are the start of a protected domain
-    /// but not all of it.
+    /// but not all of it (nothing at all is the start of every one).
     pub fn starts_domain(&self, partial: &[u8]) -> bool {
-        !partial.is_empty()
-            && self
-                .domains
-                .iter()
-                .any(|(d, _)| d.len() > partial.len() && d.starts_with(partial))
+        self.domains
+            .iter()
+            .any(|(d, _)| d.len() > partial.len() && d.starts_with(partial))
     }
 
     /// The protected domains (lowercase) with their entries, in config

@@ -72,10 +72,17 @@ fn every_spelling_of_the_at_sign() {
         "\\x40",
         "\\u{40}",
         "\\u{0040}",
+        // A percent-encoding in references (Sphinx's mailto links).
+        "&#37;&#52;&#48;",
+        "&#x25;40",
     ] {
         let input = format!("write to joe{at}ihatespam.test today");
         let want = format!("write to joe-id-zzzz{at}ihatespam.test today");
         assert_eq!(rewrite(&input), want, "@ spelled {at}");
+    }
+    // A percent-encoding of something else is not an `@`.
+    for page in ["joe&#37;&#52;&#49;ihatespam.test", "joe&#37;4ihatespam.test"] {
+        assert_eq!(rewrite(page), page);
     }
 }
 
@@ -412,6 +419,8 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"&#x40".to_vec()),
         Just(b"&commat;".to_vec()),
         Just(b"%40".to_vec()),
+        Just(b"&#37;&#52;&#48;".to_vec()),
+        Just(b"&#46;".to_vec()),
         Just(b"\\u0040".to_vec()),
         Just(b"\\x40".to_vec()),
         Just(b"\\u{40}".to_vec()),
@@ -1006,6 +1015,20 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
             "joe&#64;ihate<span>sp</span>am.t<i style=\"display:none\">x</i>est.",
             "joe-id-zzzz&#64;ihate<span>sp</span>am.t<i style=\"display:none\">x</i>est.",
         ),
+        (
+            "joe@<span>ihate</span><span>spam</span>.test",
+            "joe-id-zzzz@<span>ihate</span><span>spam</span>.test",
+        ),
+        (
+            "joe&#x40;ihate<!-- -->spam&#46;test",
+            "joe-id-zzzz&#x40;ihate<!-- -->spam&#46;test",
+        ),
+        (
+            "joe [at] ihatespam&period;test",
+            "joe-id-zzzz [at] ihatespam&period;test",
+        ),
+        ("joe@<span> ihatespam.test", "joe@<span> ihatespam.test"),
+        ("joe@<p>ihatespam.test", "joe@<p>ihatespam.test"),
         // A space or a block between the halves makes two words; two
         // halves that are no protected domain, none.
         ("joe@ihate <b></b>spam.test", "joe@ihate <b></b>spam.test"),

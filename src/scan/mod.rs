@@ -173,7 +173,8 @@ struct DomainStarts([bool; 256]);
 impl DomainStarts {
     fn new(protection: &Protection) -> DomainStarts {
         let mut t = [false; 256];
-        for c in [b'&', b'%', b'\\', 0xc2, 0xe2, 0xef] {
+        // `<`: tags may come between an `@` and its domain.
+        for c in [b'&', b'%', b'\\', 0xc2, 0xe2, 0xef, b'<'] {
             t[usize::from(c)] = true;
         }
         for e in protection.entries() {
@@ -1208,6 +1209,7 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
         },
         b'&' if !eof && b"&amp;#".starts_with(rest) && rest.len() >= 2 && rest[1] == b'a' => Fwd::NeedMore,
         b'&' => match parse_entity(rest) {
+            Entity::Char(b'%', n) => percent_in_references(rest, n, eof),
             Entity::Char(v, n) => Fwd::Char(v, n),
             Entity::NeedMore if !eof => Fwd::NeedMore,
             _ => Fwd::Char(b'&', 1),
@@ -1242,6 +1244,32 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
         0xc2 | 0xe2 | 0xe3 | 0xef => utf8_fwd(rest, eof),
         _ => Fwd::Char(c, 1),
     }
+}
+
+/// A percent-encoding whose `%` (`n` bytes at the start of `rest`) and
+/// maybe digits are character references: `&#37;&#52;&#48;`, as Sphinx
+/// writes the `@` of every `mailto:` link, which a harvester decoding the
+/// references and then the URL reads as `@`. A `%` otherwise.
+fn percent_in_references(rest: &[u8], n: usize, eof: bool) -> Fwd {
+    let (mut at, mut v) = (n, 0);
+    for _ in 0..2 {
+        let (c, len) = match rest.get(at) {
+            None if eof => return Fwd::Char(b'%', n),
+            None => return Fwd::NeedMore,
+            Some(b'&') => match parse_entity(&rest[at..]) {
+                Entity::Char(c, len) => (c, len),
+                Entity::NeedMore if !eof => return Fwd::NeedMore,
+                _ => return Fwd::Char(b'%', n),
+            },
+            Some(&c) => (c, 1),
+        };
+        let Some(h) = hex_val(c) else {
+            return Fwd::Char(b'%', n);
+        };
+        v = v * 16 + h;
+        at += len;
+    }
+    Fwd::Char(to_char(v), at)
 }
 
 /// The longest JavaScript code point escape we decode, `\\u{00000040}`.

@@ -214,6 +214,11 @@ impl Spelled {
     /// Decides the candidate at `r.q`, where a protected domain's first
     /// label starts. On a match the decoded parts are left in `sc`.
     pub(super) fn recognise(&self, prot: &Protection, r: Reading<'_>, sc: &mut Scratch) -> Spelt {
+        let r = match past_markup(r) {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(Stop::TooFar) => return Spelt::NoMatch,
+            Err(Stop::Short) => return Spelt::NeedMore,
+        };
         let q = r.q;
         if q <= r.lo || !may_end_gap(r.buf[q - 1]) {
             return Spelt::NoMatch;
@@ -392,6 +397,10 @@ impl Spelled {
         };
         let (after, form) = match c {
             b'.' => (Some(g.at + 1), Form::Sign),
+            b'&' => (
+                one_of_fwd(r, g.at, &DOT_REFERENCES)?.map(|n| g.at + n),
+                Form::Sign,
+            ),
             b'[' | b'(' | b'{' => (self.bracketed_fwd(r, g.at)?, Form::Bracketed),
             c if c.is_ascii_alphabetic() || !c.is_ascii() => (word_fwd(r, g.at, &self.dot)?, Form::Word),
             _ => return Ok(None),
@@ -515,6 +524,18 @@ fn remote_after(r: Reading<'_>, end: usize) -> Result<bool, Stop> {
         .is_some_and(|c| c.is_ascii_alphanumeric() || b"/~._-".contains(&c)))
 }
 
+/// The reading from past the markup at its candidate, if it starts with
+/// some: an `@` the main path handed over may be followed by tags before
+/// its domain (`@<span>plo</span><span>ver</span>.com`). `None` when a
+/// space comes before the domain.
+fn past_markup(r: Reading<'_>) -> Result<Option<Reading<'_>>, Stop> {
+    if r.peek(r.q)? != Some(b'<') {
+        return Ok(Some(r));
+    }
+    let g = gap_fwd(r, r.q)?;
+    Ok((!g.spaced).then_some(Reading { q: g.at, ..r }))
+}
+
 /// Past the comments and inline tags starting at `i`.
 fn tags_fwd(r: Reading<'_>, mut i: usize) -> Result<usize, Stop> {
     while r.peek(i)? == Some(b'<') {
@@ -528,6 +549,9 @@ fn tags_fwd(r: Reading<'_>, mut i: usize) -> Result<usize, Stop> {
 
 /// Spellings of a no-break space.
 const NBSP: [&[u8]; 4] = [b"&nbsp;", b"&#160;", b"&#xa0;", "\u{a0}".as_bytes()];
+
+/// Character references for `.` (`plover&#46;com`).
+const DOT_REFERENCES: [&[u8]; 3] = [b"&#46;", b"&#x2e;", b"&period;"];
 
 fn ends_with_ci(win: &[u8], s: &[u8]) -> bool {
     win.len() >= s.len() && win[win.len() - s.len()..].eq_ignore_ascii_case(s)
@@ -683,7 +707,7 @@ fn gap_fwd(r: Reading<'_>, mut i: usize) -> Result<Gap, Stop> {
         if is_space(c) {
             i += 1;
             g.spaced = true;
-        } else if let Some(s) = nbsp_fwd(r, i)? {
+        } else if let Some(s) = one_of_fwd(r, i, &NBSP)? {
             i += s;
             g.spaced = true;
         } else if c == b'<' {
@@ -704,8 +728,9 @@ fn gap_fwd(r: Reading<'_>, mut i: usize) -> Result<Gap, Stop> {
     Ok(g)
 }
 
-fn nbsp_fwd(r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
-    for s in NBSP {
+/// The length of the one of `forms` that starts at `i` (ASCII case ignored).
+fn one_of_fwd(r: Reading<'_>, i: usize, forms: &[&[u8]]) -> Result<Option<usize>, Stop> {
+    for s in forms {
         if r.starts_ci(i, s)? {
             return Ok(Some(s.len()));
         }
