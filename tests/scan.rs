@@ -445,6 +445,8 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b" dot ".to_vec()),
         Just(b"[dot]".to_vec()),
         Just(b"[@]".to_vec()),
+        Just(b" &lt;at&gt; ".to_vec()),
+        Just(b"<dot>".to_vec()),
         Just(b"(.)".to_vec()),
         Just(b"<span></span>".to_vec()),
         Just(b"<span style=\"display:none\">x</span>".to_vec()),
@@ -1063,6 +1065,21 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
             "john[.]smith{@}ihatespam{.}test",
             "john[.]smith-id-zzzz{@}ihatespam{.}test",
         ),
+        // Angle brackets, as text shows them and as HTML's source writes them.
+        (
+            "joe &lt;at&gt; ihatespam &lt;dot&gt; test",
+            "joe-id-zzzz &lt;at&gt; ihatespam &lt;dot&gt; test",
+        ),
+        (
+            "joe <at> ihatespam <dot> test",
+            "joe-id-zzzz <at> ihatespam <dot> test",
+        ),
+        (
+            "john &lt;dot&gt; smith &LT;AT&GT; ihatespam.test",
+            "john &lt;dot&gt; smith-id-zzzz &LT;AT&GT; ihatespam.test",
+        ),
+        ("joe &lt;at ihatespam.test", "joe &lt;at ihatespam.test"),
+        ("joe [at&gt; ihatespam.test", "joe [at&gt; ihatespam.test"),
         ("see [.] ihatespam.test", "see [.] ihatespam.test"),
         ("joe[@]ihatespam[.]test[.]evil", "joe[@]ihatespam[.]test[.]evil"),
         // A bare word only for a local part named literally (plover.com's mjd).

@@ -19,8 +19,8 @@
 //! - the `@` itself (`@`, `&#64;`, `&commat;`) with inline tags or comments
 //!   beside it but no space (`follow us @plover.com` is a handle, not an
 //!   address), or a domain spelled with a word for `.`;
-//! - a bracketed word or sign (`[at]`, `(at)`, `{at}`, `[@]`; `[.]` for a
-//!   dot), spaces allowed around it;
+//! - a bracketed word or sign (`[at]`, `(at)`, `{at}`, `<at>` or `&lt;at&gt;`, `[@]`;
+//!   `[.]` for a dot), spaces allowed around it;
 //! - a bare word between spaces (`john at plover dot com`) only for a local
 //!   part a `[[protect]]` entry names literally: under `local = "*"`,
 //!   "find us at plover dot com" is a web address read aloud.
@@ -276,8 +276,11 @@ impl Spelled {
             b';' => [&b"&#64;"[..], b"&#x40;", b"&commat;"]
                 .iter()
                 .find(|s| ends_with_ci(win, s))
-                .map(|s| (Form::Sign, e - s.len())),
-            b']' | b')' | b'}' => bracketed_back(win, &self.at_bracketed).map(|n| (Form::Bracketed, e - n)),
+                .map(|s| (Form::Sign, e - s.len()))
+                .or_else(|| bracketed_back(win, &self.at_bracketed).map(|n| (Form::Bracketed, e - n))),
+            b']' | b')' | b'}' | b'>' => {
+                bracketed_back(win, &self.at_bracketed).map(|n| (Form::Bracketed, e - n))
+            }
             _ => word_back(win, &self.at).map(|n| (Form::Word, e - n)),
         }
     }
@@ -397,11 +400,11 @@ impl Spelled {
         };
         let (after, form) = match c {
             b'.' => (Some(g.at + 1), Form::Sign),
-            b'&' => (
-                one_of_fwd(r, g.at, &DOT_REFERENCES)?.map(|n| g.at + n),
-                Form::Sign,
-            ),
-            b'[' | b'(' | b'{' => (self.bracketed_fwd(r, g.at)?, Form::Bracketed),
+            b'&' => match one_of_fwd(r, g.at, &DOT_REFERENCES)? {
+                Some(n) => (Some(g.at + n), Form::Sign),
+                None => (self.bracketed_fwd(r, g.at)?, Form::Bracketed),
+            },
+            b'[' | b'(' | b'{' | b'<' => (self.bracketed_fwd(r, g.at)?, Form::Bracketed),
             c if c.is_ascii_alphabetic() || !c.is_ascii() => (word_fwd(r, g.at, &self.dot)?, Form::Word),
             _ => return Ok(None),
         };
@@ -419,17 +422,22 @@ impl Spelled {
 
     /// `[dot]` (spaces allowed inside) starting at `i`; where it ends.
     fn bracketed_fwd(&self, r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
-        let close = match r.peek(i)? {
-            Some(b'[') => b']',
-            Some(b'(') => b')',
-            _ => b'}',
+        let mut open = None;
+        for &(o, c) in &BRACKETS {
+            if r.starts_ci(i, o)? {
+                open = Some((o, c));
+                break;
+            }
+        }
+        let Some((open, close)) = open else {
+            return Ok(None);
         };
-        let mut j = skip_spaces_fwd(r, i + 1)?;
+        let mut j = skip_spaces_fwd(r, i + open.len())?;
         let Some(after) = word_fwd(r, j, &self.dot_bracketed)? else {
             return Ok(None);
         };
         j = skip_spaces_fwd(r, after)?;
-        Ok((r.peek(j)? == Some(close)).then_some(j + 1))
+        Ok(r.starts_ci(j, close)?.then_some(j + close.len()))
     }
 }
 
@@ -767,17 +775,22 @@ fn markup_fwd(r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
 /// The length of `[word]`, `(word)` or `{word}` (spaces allowed inside)
 /// ending `win`, for one of `words`.
 fn bracketed_back(win: &[u8], words: &[Box<[u8]>]) -> Option<usize> {
-    let open = match *win.last()? {
-        b']' => b'[',
-        b')' => b'(',
-        b'}' => b'{',
-        _ => return None,
-    };
-    let inner = trim_end_spaces(&win[..win.len() - 1]);
+    let (open, close) = BRACKETS.iter().find(|(_, close)| ends_with_ci(win, close))?;
+    let inner = trim_end_spaces(&win[..win.len() - close.len()]);
     let w = words.iter().find(|w| ends_with_ci(inner, w))?;
     let before = trim_end_spaces(&inner[..inner.len() - w.len()]);
-    (before.last() == Some(&open)).then(|| win.len() - before.len() + 1)
+    ends_with_ci(before, open).then(|| win.len() - before.len() + open.len())
 }
+
+/// What a word for `@` or `.` may stand between: `[at]`, `(at)`, `{at}`,
+/// and `<at>` (`&lt;at&gt;` in HTML's source).
+const BRACKETS: [(&[u8], &[u8]); 5] = [
+    (b"[", b"]"),
+    (b"(", b")"),
+    (b"{", b"}"),
+    (b"&lt;", b"&gt;"),
+    (b"<", b">"),
+];
 
 /// The length of one of `words` ending `win` as a whole word.
 fn word_back(win: &[u8], words: &[Box<[u8]>]) -> Option<usize> {
