@@ -75,6 +75,7 @@ fn every_spelling_of_the_at_sign() {
         // A percent-encoding in references (Sphinx's mailto links).
         "&#37;&#52;&#48;",
         "&#x25;40",
+        "%&#52;&#48;",
     ] {
         let input = format!("write to joe{at}ihatespam.test today");
         let want = format!("write to joe-id-zzzz{at}ihatespam.test today");

@@ -1209,19 +1209,12 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
         },
         b'&' if !eof && b"&amp;#".starts_with(rest) && rest.len() >= 2 && rest[1] == b'a' => Fwd::NeedMore,
         b'&' => match parse_entity(rest) {
-            Entity::Char(b'%', n) => percent_in_references(rest, n, eof),
+            Entity::Char(b'%', n) => percent_fwd(rest, n, eof),
             Entity::Char(v, n) => Fwd::Char(v, n),
             Entity::NeedMore if !eof => Fwd::NeedMore,
             _ => Fwd::Char(b'&', 1),
         },
-        b'%' => match rest.get(1..3) {
-            Some(h) => match (hex_val(h[0]), hex_val(h[1])) {
-                (Some(a), Some(b)) => Fwd::Char(to_char(a * 16 + b), 3),
-                _ => Fwd::Char(b'%', 1),
-            },
-            None if !eof && rest[1..].iter().all(|&c| c.is_ascii_hexdigit()) => Fwd::NeedMore,
-            None => Fwd::Char(b'%', 1),
-        },
+        b'%' => percent_fwd(rest, 1, eof),
         b'\\' if rest.get(2) == Some(&b'{') && rest[1] == b'u' => braced_fwd(rest, eof),
         b'\\' => {
             let (digits, total) = match rest.get(1) {
@@ -1246,11 +1239,12 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
     }
 }
 
-/// A percent-encoding whose `%` (`n` bytes at the start of `rest`) and
-/// maybe digits are character references: `&#37;&#52;&#48;`, as Sphinx
-/// writes the `@` of every `mailto:` link, which a harvester decoding the
-/// references and then the URL reads as `@`. A `%` otherwise.
-fn percent_in_references(rest: &[u8], n: usize, eof: bool) -> Fwd {
+/// A percent-encoding whose `%` is the first `n` bytes of `rest`: `%40`,
+/// or with the `%` or digits as character references (`&#37;&#52;&#48;`,
+/// as Sphinx writes the `@` of every `mailto:` link), which a harvester
+/// decoding the references and then the URL reads as `@`. A `%` when no
+/// two hex digits follow.
+fn percent_fwd(rest: &[u8], n: usize, eof: bool) -> Fwd {
     let (mut at, mut v) = (n, 0);
     for _ in 0..2 {
         let (c, len) = match rest.get(at) {

@@ -13,7 +13,7 @@
 //! over), so a second
 //! kind of candidate is the first label of a protected domain (`plover`,
 //! `Plover`; only the first letter's case varies), found by a SIMD search. From there the domain is
-//! read forwards (labels joined by `.`, `[dot]`, `(dot)`, `{dot}` or ` dot `)
+//! read forwards (labels joined by `.`, `&#46;`, `[dot]`, `(dot)`, `{dot}`, `<dot>` or ` dot `)
 //! and must be a whole protected domain; backwards come the word for `@`
 //! and the local part. Only the whole shape counts:
 //! - the `@` itself (`@`, `&#64;`, `&commat;`) with inline tags or comments
@@ -422,22 +422,18 @@ impl Spelled {
 
     /// `[dot]` (spaces allowed inside) starting at `i`; where it ends.
     fn bracketed_fwd(&self, r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
-        let mut open = None;
-        for &(o, c) in &BRACKETS {
-            if r.starts_ci(i, o)? {
-                open = Some((o, c));
-                break;
+        for (open, close) in BRACKETS {
+            if !r.starts_ci(i, open)? {
+                continue;
             }
+            let j = skip_spaces_fwd(r, i + open.len())?;
+            let Some(after) = word_fwd(r, j, &self.dot_bracketed)? else {
+                return Ok(None);
+            };
+            let j = skip_spaces_fwd(r, after)?;
+            return Ok(r.starts_ci(j, close)?.then_some(j + close.len()));
         }
-        let Some((open, close)) = open else {
-            return Ok(None);
-        };
-        let mut j = skip_spaces_fwd(r, i + open.len())?;
-        let Some(after) = word_fwd(r, j, &self.dot_bracketed)? else {
-            return Ok(None);
-        };
-        j = skip_spaces_fwd(r, after)?;
-        Ok(r.starts_ci(j, close)?.then_some(j + close.len()))
+        Ok(None)
     }
 }
 
@@ -772,8 +768,8 @@ fn markup_fwd(r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
     }
 }
 
-/// The length of `[word]`, `(word)` or `{word}` (spaces allowed inside)
-/// ending `win`, for one of `words`.
+/// The length of one of `words` between [`BRACKETS`] (spaces allowed
+/// inside) ending `win`.
 fn bracketed_back(win: &[u8], words: &[Box<[u8]>]) -> Option<usize> {
     let (open, close) = BRACKETS.iter().find(|(_, close)| ends_with_ci(win, close))?;
     let inner = trim_end_spaces(&win[..win.len() - close.len()]);
