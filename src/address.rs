@@ -415,6 +415,12 @@ impl Protection {
             return Parsed::NotAnAddress;
         };
         let domain = domain.trim_end_matches('.');
+        // `"mjd-id-…"@plover.com`, as a quoted local part is munged: the
+        // same mailbox (an MTA may pass it on quoted).
+        let local = local
+            .strip_prefix('"')
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or(local);
         if local.is_empty() || domain.is_empty() || !local.bytes().all(|c| is_local_char(c.into())) {
             return Parsed::NotAnAddress;
         }
@@ -676,6 +682,13 @@ pub(crate) mod tests {
             ("joe@plover.com", "shop")
         );
         assert_eq!(p.parse("joe@plover.com"), Parsed::Bare(0));
+        // A quoted local part is the same mailbox; quotes inside are not.
+        let Parsed::Munged(q) = p.parse(&format!("\"joe-id-{token}\"@plover.com")) else {
+            panic!()
+        };
+        assert_eq!(q[0].base, "joe@plover.com");
+        assert_eq!(p.parse("\"joe@plover.com"), Parsed::NotAnAddress);
+        assert_eq!(p.parse("\"j\"oe\"@plover.com"), Parsed::NotAnAddress);
         assert_eq!(p.parse("x-subscribe@plover.com"), Parsed::Exempt(0));
         assert_eq!(p.parse("joe@example.com"), Parsed::Unprotected);
         assert_eq!(p.parse("nonsense"), Parsed::NotAnAddress);

@@ -105,6 +105,15 @@ fn postfix_delivers_refuses_and_traps() {
     let (ok, t) = m.send("127.0.0.1", &a);
     assert!(ok, "{t}");
     assert!(m.delivered("mjd", &a), "no delivery for {a}");
+    // So is its quoted form, as the proxy munges `"mjd"@plover.com`; a
+    // forged one in quotes is refused all the same.
+    let quoted = format!("\"{l}\"@{d}");
+    let (ok, t) = m.send("127.0.0.1", &quoted);
+    assert!(ok, "{t}");
+    assert!(m.delivered("mjd", &quoted), "no delivery for {quoted}");
+    let (fl, fd) = forged.split_once('@').unwrap();
+    let (ok, t) = m.send("127.0.0.1", &format!("\"{fl}\"@{fd}"));
+    assert!(!ok && t.contains("Sorry, this address has expired"), "{t}");
 
     // A forged token: refused at RCPT with our text.
     let (ok, t) = m.send("127.0.0.1", &forged);

@@ -301,6 +301,44 @@ fn the_longest_domain_a_config_can_name_is_found_and_not_overrun() {
     }
 }
 
+/// `"joe"@ihatespam.test` is mail for joe: its ID goes inside the quotes,
+/// whichever way they are spelled, in any split.
+#[test]
+fn quoted_local_parts_get_their_id_inside_the_quotes() {
+    for q in ["\"", "&quot;", "&#34;", "&#x22;", "%22", "\\u0022"] {
+        for at in ["@", "&#64;", "%40"] {
+            let input = format!("write {q}joe.x{q}{at}ihatespam.test or ({q}mjd{q}{at}plover.com)");
+            let want =
+                format!("write {q}joe.x-id-zzzz{q}{at}ihatespam.test or ({q}mjd-id-zzzz{q}{at}plover.com)");
+            assert_eq!(rewrite(&input), want, "quote {q}, at {at}");
+            for cut in 0..input.len() {
+                let mut s = matcher().scanner();
+                let mut out = Vec::new();
+                s.feed(&input.as_bytes()[..cut], &mut out, &mut marker);
+                s.feed(&input.as_bytes()[cut..], &mut out, &mut marker);
+                s.finish(&mut out, &mut marker);
+                assert_eq!(String::from_utf8(out).unwrap(), want, "{input} cut at {cut}");
+            }
+        }
+    }
+    // Not quoted local parts: code joining strings, quotes around nothing
+    // an address holds, a quote that does not open, already munged.
+    for page in [
+        "a = \"joe\"+\"@ihatespam.test\";",
+        "a = x+\"@ihatespam.test\";",
+        "[\"joe\",\"@ihatespam.test\"]",
+        "\"joe \" + \"@ihatespam.test\"",
+        "\"+\"@ihatespam.test",
+        "x\"joe\"@ihatespam.test",
+        "\"\"joe\"@ihatespam.test",
+        "joe\"@ihatespam.test",
+        "\"joe-id-kkkkkkkkkkkkkkkkkkkkkkkk\"@ihatespam.test",
+        "\"other\"@plover.com",
+    ] {
+        assert_eq!(rewrite(page), page);
+    }
+}
+
 #[test]
 fn already_munged_addresses_are_left_alone() {
     let m = format!("joe-id-{}@ihatespam.test", "k".repeat(24));
@@ -422,6 +460,8 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"%40".to_vec()),
         Just(b"&#37;&#52;&#48;".to_vec()),
         Just(b"&#46;".to_vec()),
+        Just(b"\"".to_vec()),
+        Just(b"&quot;".to_vec()),
         Just(b"\\u0040".to_vec()),
         Just(b"\\x40".to_vec()),
         Just(b"\\u{40}".to_vec()),
@@ -681,6 +721,7 @@ fn a_munger_can_replace_the_domain_in_any_spelling() {
             "a@b.test joe-id-zzzz%40siphon.invalid, x",
         ),
         ("list-subscribe@ihatespam.test", "list-subscribe@ihatespam.test"),
+        ("(\"joe\"@ihatespam.test)", "(\"joe-id-zzzz\"@siphon.invalid)"),
     ];
     for (input, want) in cases {
         let got = matcher().rewrite(input.as_bytes(), &mut Elsewhere);
@@ -933,7 +974,7 @@ proptest! {
     fn offsets_point_at_the_at_sign(
         parts in prop::collection::vec(prop::sample::select(vec![
             "joe@ihatespam.test ", "x ", "mjd@plover.com\n", "&amp; ", "%41 ",
-            "joe [at] ihatespam [dot] test ",
+            "joe [at] ihatespam [dot] test ", "\"mjd\"@plover.com ",
         ]), 1..200),
         filler in 0usize..20_000,
         chunk in 1usize..40_000,
@@ -949,7 +990,7 @@ proptest! {
         }
         s.finish(&mut out, &mut record);
         let want: Vec<u64> = parts.iter().scan(filler, |at, p| {
-            let here = p.find('@').or(p.find(" [at]")).map(|i| (*at + i) as u64);
+            let here = p.find("\"@").or(p.find('@')).or(p.find(" [at]")).map(|i| (*at + i) as u64);
             *at += p.len();
             Some(here)
         }).flatten().collect();

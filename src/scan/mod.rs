@@ -102,7 +102,8 @@ pub struct Found<'a> {
     /// The index of the `[[protect]]` entry that protects it.
     pub entry: usize,
     /// Where its ID goes in the stream, in bytes: where its `@` (in
-    /// whatever spelling) starts, or for a spelled-out address
+    /// whatever spelling) starts, or the closing quote of a quoted local
+    /// part (`"mjd"@plover.com`), or for a spelled-out address
     /// (`john [at] plover [dot] com`) where its local part ends.
     pub offset: u64,
 }
@@ -217,7 +218,8 @@ impl Matcher {
     /// How far before a candidate an ID can go: bytes not to write out
     /// ahead of an undecided one.
     fn reach(&self) -> usize {
-        self.spelled.as_ref().map_or(0, Spelled::reach)
+        // A quoted local part's ID goes before its closing quote.
+        self.spelled.as_ref().map_or(0, Spelled::reach).max(MAX_FORM)
     }
 
     /// Bytes held back at the end of what arrived: an `@` spelling may
@@ -247,6 +249,7 @@ impl Matcher {
                     local: [0; MAX_LOCAL + 1],
                     local_len: 0,
                     walked: Walked::default(),
+                    insert_at: 0,
                 }),
             },
         }
@@ -437,6 +440,9 @@ struct Scratch {
     local_len: usize,
     /// What decoding the local part walked over, leading dots included.
     walked: Walked,
+    /// Where the ID goes: the `@`, or the closing quote of a quoted local
+    /// part (`"mjd"@plover.com`).
+    insert_at: usize,
 }
 
 impl Decider {
@@ -511,31 +517,37 @@ impl Decider {
             Decision::Match(entry) => (entry, None),
             Decision::LeftAlone(entry, why) => (entry, Some(why)),
         };
+        let insert = sc.insert_at;
         let found = Found {
             local: ascii_str(&sc.local[..sc.local_len]),
             // The decoded domain equals the entry's: no need to check
             // the decoded bytes are text.
             domain: &prot.entries()[entry].domain,
             entry,
-            offset: cur.base + p as u64,
+            offset: cur.base + insert as u64,
         };
-        if let Some(why) = left_alone {
-            munger.left_alone(&found, why);
-            self.left_alone += 1;
+        // A closing quote already written out (after an address whose
+        // domain was replaced) cannot take an ID.
+        if left_alone.is_some() || insert < cur.emitted {
+            if let Some(why) = left_alone {
+                munger.left_alone(&found, why);
+                self.left_alone += 1;
+            }
             cur.scan_from = p + at_len;
             return true;
         }
-        out.extend_from_slice(&data[cur.emitted..p]);
+        out.extend_from_slice(&data[cur.emitted..insert]);
         munger.munge(&found, out);
         self.munged += 1;
         if let Some(d) = munger.domain(&found) {
-            // Keep the `@` as spelled, replace the domain's spelling.
-            out.extend_from_slice(&data[p..p + at_len]);
+            // Keep the `@` (and a closing quote) as spelled, replace the
+            // domain's spelling.
+            out.extend_from_slice(&data[insert..p + at_len]);
             out.extend_from_slice(d.as_bytes());
             cur.emitted = sc.domain_end;
             cur.scan_from = sc.domain_end;
         } else {
-            cur.emitted = p;
+            cur.emitted = insert;
             cur.scan_from = p + at_len;
             // This domain's first label is no spelled-out address's. Nor
             // is any other label inside a literal domain: it follows a
@@ -711,9 +723,14 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
     };
     let dlen = sc.domain_len;
     let lo = p.saturating_sub(BACK);
+    sc.insert_at = p;
     let local = match plain_local(buf, p, lo, sc) {
         Some(part) => part,
         None => spelled_local(buf, p, lo, sc),
+    };
+    let local = match local {
+        Part::NotAddress => quoted_local(buf, p, lo, sc),
+        part => part,
     };
     if !matches!(local, Part::Found) {
         return Decision::NoMatch;
@@ -1113,6 +1130,34 @@ fn plain_local(buf: &[u8], p: usize, lo: usize, sc: &mut Scratch) -> Option<Part
         chars: p - s,
     };
     Some(Part::Found)
+}
+
+/// A quoted local part before the `@` at `p` (`"mjd"@plover.com`, in any
+/// spelling of the quotes: `&quot;mjd&quot;@`): mail to it goes to `mjd`,
+/// so a harvester that reads quoted local parts takes it. Its ID goes
+/// inside the quotes (`insert_at`). Only quotes around local-part
+/// characters count, and only when the opening one follows no local-part
+/// character or quote: `"a"+"@plover.com"` is code joining two strings.
+fn quoted_local(buf: &[u8], p: usize, lo: usize, sc: &mut Scratch) -> Part {
+    let quote = |e: usize| decode_back(buf, e, lo).filter(|&(c, _)| c == b'"');
+    let Some((_, close)) = quote(p) else {
+        return Part::NotAddress;
+    };
+    if !matches!(spelled_local(buf, close, lo, sc), Part::Found)
+        || !sc.local[..sc.local_len].iter().any(u8::is_ascii_alphanumeric)
+    {
+        return Part::NotAddress;
+    }
+    let Some((_, open)) = quote(sc.walked.from) else {
+        return Part::NotAddress;
+    };
+    match decode_back(buf, open, lo) {
+        Some((c, _)) if c == b'"' || is_local_char(c.into()) => Part::NotAddress,
+        _ => {
+            sc.insert_at = close;
+            Part::Found
+        }
+    }
 }
 
 /// Decodes the local part before the `@` at `p` backwards, character by
@@ -1526,6 +1571,7 @@ mod tests {
             local: [0; MAX_LOCAL + 1],
             local_len: 0,
             walked: Walked::default(),
+            insert_at: 0,
         }
     }
 
