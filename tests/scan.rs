@@ -76,13 +76,21 @@ fn every_spelling_of_the_at_sign() {
         "&#37;&#52;&#48;",
         "&#x25;40",
         "%&#52;&#48;",
+        // Percent-encoded twice: a `mailto:` inside another URL's query.
+        "%2540",
     ] {
         let input = format!("write to joe{at}ihatespam.test today");
         let want = format!("write to joe-id-zzzz{at}ihatespam.test today");
         assert_eq!(rewrite(&input), want, "@ spelled {at}");
     }
     // A percent-encoding of something else is not an `@`.
-    for page in ["joe&#37;&#52;&#49;ihatespam.test", "joe&#37;4ihatespam.test"] {
+    for page in [
+        "joe&#37;&#52;&#49;ihatespam.test",
+        "joe&#37;4ihatespam.test",
+        "joe%2541ihatespam.test",
+        "joe%25ihatespam.test",
+        "joe%252540ihatespam.test",
+    ] {
         assert_eq!(rewrite(page), page);
     }
 }
@@ -458,6 +466,7 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"&#x40".to_vec()),
         Just(b"&commat;".to_vec()),
         Just(b"%40".to_vec()),
+        Just(b"%25".to_vec()),
         Just(b"&#37;&#52;&#48;".to_vec()),
         Just(b"&#46;".to_vec()),
         Just(b"\"".to_vec()),

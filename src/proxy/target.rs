@@ -25,7 +25,7 @@ use crate::token::KeyRing;
 /// The spellings of `@` a browser sends in a URL: as it is, percent-encoded,
 /// and the fullwidth `＠` and small `﹫` percent-encoded as UTF-8 (a page
 /// that wrote them raw).
-const AT_FORMS: [&[u8]; 4] = [b"@", b"%40", b"%EF%BC%A0", b"%EF%B9%AB"];
+const AT_FORMS: [&[u8]; 5] = [b"@", b"%40", b"%2540", b"%EF%BC%A0", b"%EF%B9%AB"];
 
 /// The largest URL-encoded form body whose fields are restored; a longer
 /// one (no contact form is) goes on as it came.
@@ -109,22 +109,29 @@ fn munged_before(
     // Only ASCII local and domain characters were taken.
     let domain = std::str::from_utf8(&b[at + len..end]).ok()?;
     // In a query or a form a `+` is a space (`message=write+to+mjd-id-…`):
-    // the local part may also start after any `+`.
+    // the local part may also start after any `+`, and after a
+    // percent-encoding whose digits began the run (`mailto%3Amjd-id-…`).
     let pluses = memchr::memchr_iter(b'+', &b[start..at]).map(|i| start + i + 1);
-    std::iter::once(start).chain(pluses).find_map(|from| {
-        let local = std::str::from_utf8(&b[from..at]).ok()?;
-        let Parsed::Munged(readings) = protection.parse(&format!("{local}@{domain}")) else {
-            return None;
-        };
-        readings.iter().find_map(|m| {
-            *checks = checks.checked_sub(1)?;
-            let decoded = keys.decode(&m.base, &m.label, &m.token).ok()?;
-            decoded.claims.visitor?;
-            let base_local = m.base.rsplit_once('@').map_or(0, |(l, _)| l.len());
-            // `parse` drops nothing from the front of the local part.
-            Some(from + base_local..at)
+    let escaped = (start > 0 && b[start - 1] == b'%' && at - start > 2)
+        .then_some(start + 2)
+        .filter(|&s| b[s - 2..s].iter().all(u8::is_ascii_hexdigit));
+    std::iter::once(start)
+        .chain(escaped)
+        .chain(pluses)
+        .find_map(|from| {
+            let local = std::str::from_utf8(&b[from..at]).ok()?;
+            let Parsed::Munged(readings) = protection.parse(&format!("{local}@{domain}")) else {
+                return None;
+            };
+            readings.iter().find_map(|m| {
+                *checks = checks.checked_sub(1)?;
+                let decoded = keys.decode(&m.base, &m.label, &m.token).ok()?;
+                decoded.claims.visitor?;
+                let base_local = m.base.rsplit_once('@').map_or(0, |(l, _)| l.len());
+                // `parse` drops nothing from the front of the local part.
+                Some(from + base_local..at)
+            })
         })
-    })
 }
 
 #[cfg(test)]
@@ -166,6 +173,14 @@ mod tests {
                 "/search?to=mjd%40plover.com&x=1",
             ),
             (format!("/u?a=mjd-id-{t}%40plover.com"), "/u?a=mjd%40plover.com"),
+            (
+                format!("/u?to=mailto%3Amjd-id-{t}%40plover.com"),
+                "/u?to=mailto%3Amjd%40plover.com",
+            ),
+            (
+                format!("/go?to=mailto%3Amjd-id-{t}%2540plover.com"),
+                "/go?to=mailto%3Amjd%2540plover.com",
+            ),
             (
                 format!("/u?q=write+to+mjd-id-{t}%40plover.com"),
                 "/u?q=write+to+mjd%40plover.com",

@@ -1287,28 +1287,52 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
 /// A percent-encoding whose `%` is the first `n` bytes of `rest`: `%40`,
 /// or with the `%` or digits as character references (`&#37;&#52;&#48;`,
 /// as Sphinx writes the `@` of every `mailto:` link), which a harvester
-/// decoding the references and then the URL reads as `@`. A `%` when no
-/// two hex digits follow.
+/// decoding the references and then the URL reads as `@`; or encoded twice
+/// (`%2540`, a `mailto:` inside another URL's query), which a harvester
+/// decoding until nothing changes reads so too. A `%` when no two hex
+/// digits follow.
 fn percent_fwd(rest: &[u8], n: usize, eof: bool) -> Fwd {
-    let (mut at, mut v) = (n, 0);
+    match hex_pair(rest, n, eof) {
+        Pair::Value(0x25, at) => match hex_pair(rest, at, eof) {
+            Pair::Value(v, end) => Fwd::Char(to_char(v), end),
+            Pair::NeedMore => Fwd::NeedMore,
+            Pair::Not => Fwd::Char(b'%', at),
+        },
+        Pair::Value(v, at) => Fwd::Char(to_char(v), at),
+        Pair::NeedMore => Fwd::NeedMore,
+        Pair::Not => Fwd::Char(b'%', n),
+    }
+}
+
+/// Two hex digits at `rest[at..]`, literal or as references.
+enum Pair {
+    /// Their value, and where they end.
+    Value(u32, usize),
+    /// They may continue past the end of the buffer.
+    NeedMore,
+    Not,
+}
+
+fn hex_pair(rest: &[u8], mut at: usize, eof: bool) -> Pair {
+    let mut v = 0;
     for _ in 0..2 {
         let (c, len) = match rest.get(at) {
-            None if eof => return Fwd::Char(b'%', n),
-            None => return Fwd::NeedMore,
+            None if eof => return Pair::Not,
+            None => return Pair::NeedMore,
             Some(b'&') => match parse_entity(&rest[at..]) {
                 Entity::Char(c, len) => (c, len),
-                Entity::NeedMore if !eof => return Fwd::NeedMore,
-                _ => return Fwd::Char(b'%', n),
+                Entity::NeedMore if !eof => return Pair::NeedMore,
+                _ => return Pair::Not,
             },
             Some(&c) => (c, 1),
         };
         let Some(h) = hex_val(c) else {
-            return Fwd::Char(b'%', n);
+            return Pair::Not;
         };
         v = v * 16 + h;
         at += len;
     }
-    Fwd::Char(to_char(v), at)
+    Pair::Value(v, at)
 }
 
 /// The longest JavaScript code point escape we decode, `\\u{00000040}`.
