@@ -78,6 +78,8 @@ fn every_spelling_of_the_at_sign() {
         "%&#52;&#48;",
         // Percent-encoded twice: a `mailto:` inside another URL's query.
         "%2540",
+        // Escaped, in a Perl or JavaScript string.
+        "\\@",
     ] {
         let input = format!("write to joe{at}ihatespam.test today");
         let want = format!("write to joe-id-zzzz{at}ihatespam.test today");
@@ -467,6 +469,7 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         Just(b"&commat;".to_vec()),
         Just(b"%40".to_vec()),
         Just(b"%25".to_vec()),
+        Just(b"\\@".to_vec()),
         Just(b"&#37;&#52;&#48;".to_vec()),
         Just(b"&#46;".to_vec()),
         Just(b"\"".to_vec()),

@@ -1263,6 +1263,9 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
         b'\\' if rest.get(2) == Some(&b'{') && rest[1] == b'u' => braced_fwd(rest, eof),
         b'\\' => {
             let (digits, total) = match rest.get(1) {
+                // An escaped `@` (Perl's "mjd\@plover.com", a JavaScript
+                // string's): what the string holds is the `@`.
+                Some(b'@') => return Fwd::Char(b'@', 2),
                 Some(b'x') => (2, 4),
                 Some(b'u') => (4, 6),
                 Some(_) => return Fwd::Char(b'\\', 1),
