@@ -573,7 +573,12 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   each measured run): passing through costs 0.88-1.02x the CPU of nginx proxy_pass's workers
   (two runs), rewriting 1.2-1.34x passing through (+12-18 us). In alternating pairs of two
   proxies with nothing else running it moves by ~2%, in a full run by much more (the triples
-  show it). Where the extra goes (2026-12-05): both paths
+  show it). Between full runs the bars move more than any change made since: the runs of
+  `f50db00` and `c8cafcf` gave pass-through / nginx 1.09x and 0.96x, rewriting / nginx 1.04x
+  and 0.85x, though the two builds' proxies, 8 alternating rounds side by side on one
+  origin, serve the same (passing through 17.6k vs 17.5k requests/s, rewriting 15.0k vs
+  14.8k; CPU per request within 2%): what moved was nginx's side (14.0k then 15.7k
+  requests/s). Where the extra goes (2026-12-05): both paths
   make the same system calls per request and reuse upstream connections alike (an origin
   logging `$connection` saw 85 connections for ~50k requests in each); `perf record -e
   sched:sched_switch` on the proxy shows nearly every context switch is a preemption on the
@@ -608,9 +613,9 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 - **HTTPS.** TLS costs both servers the same (AES-GCM is ~6% of the proxy's samples, ring's
   VAES code; the handshakes are amortised over keep-alive connections, and nginx is told not
   to close a connection after 1,000 requests, which would count its clients' reconnects
-  against it). The two are at parity within this machine's noise: two full runs gave
-  HTTP/1.1 0.88x and 1.03x, HTTP/2 1.07x and 0.96x (medians of three rounds each), so the
-  >= 1.0x goal is met in one run and missed in the other. Per request addrmunge runs hyper's
+  against it). The two are at parity within this machine's noise: three full runs gave
+  HTTP/1.1 0.88x, 1.03x and 0.84x, HTTP/2 1.07x, 0.96x and 1.07x (medians of three rounds
+  each), so the >= 1.0x goal is met in some runs and missed in others. Per request addrmunge runs hyper's
   server and client and rewrites the body while nginx copies bytes; perf on the proxy shows
   no single cause (memcpy ~6%, the kernel's socket work and task switches ~20%, malloc ~4%):
   the per-request cost the performance issue takes on is what would give a margin. The
