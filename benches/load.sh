@@ -613,9 +613,9 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 - **HTTPS.** TLS costs both servers the same (AES-GCM is ~6% of the proxy's samples, ring's
   VAES code; the handshakes are amortised over keep-alive connections, and nginx is told not
   to close a connection after 1,000 requests, which would count its clients' reconnects
-  against it). The two are at parity within this machine's noise: three full runs gave
-  HTTP/1.1 0.88x, 1.03x and 0.84x, HTTP/2 1.07x, 0.96x and 1.07x (medians of three rounds
-  each), so the >= 1.0x goal is met in some runs and missed in others. Per request addrmunge runs hyper's
+  against it). The two are at parity within this machine's noise: four full runs gave
+  HTTP/1.1 0.88x, 1.03x, 0.89x and 0.84x, HTTP/2 1.07x, 0.96x, 0.90x and 1.07x (medians of
+  three rounds each), so the >= 1.0x goal is met in some runs and missed in others. Per request addrmunge runs hyper's
   server and client and rewrites the body while nginx copies bytes; perf on the proxy shows
   no single cause (memcpy ~6%, the kernel's socket work and task switches ~20%, malloc ~4%):
   the per-request cost the performance issue takes on is what would give a margin. The
