@@ -624,6 +624,11 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
   2026-12-04) tells TLS apart from rewriting: in the run that gave rewriting 0.78x
   (HTTP/1.1) and 1.00x (HTTP/2), passing the same bytes through gave 0.91x and 1.13x, so
   what is left of the HTTPS gap is the rewriting cost the performance issue is about.
+  Tried and not kept (2026-12-06): HTTP/1.1 over TLS written from one flattened buffer
+  (hyper's `writev(false)`) rather than vectored, so that a chunked body's size line, data
+  and CRLF would not each be sealed as a TLS record of its own: 8 alternating rounds of the
+  two on one origin gave passing through 0.95x the requests/s (CPU per request 66.0 vs 61.6
+  us), rewriting 1.00x (80.8 vs 78.8 us): rustls's vectored path costs no more.
 - **Resolver vs echo.** Per lookup the resolver decrypts a token (ChaCha20 and an HMAC for
   the per-address key), builds a verdict and takes two `RwLock` snapshots; the rest is the
   same socket work as the echo server, and task switching dominates both. Removed: a timer
