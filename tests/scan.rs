@@ -1134,6 +1134,18 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
         ("write MJD at plover.com", "write MJD-id-zzzz at plover.com"),
         ("find us at ihatespam dot test", "find us at ihatespam dot test"),
         ("joe at ihatespam.test", "joe at ihatespam.test"),
+        ("find us At ihatespam dot test", "find us At ihatespam dot test"),
+        // ... or for a word for `@` in capitals: that is no prose.
+        (
+            "write joe AT ihatespam DOT test",
+            "write joe-id-zzzz AT ihatespam DOT test",
+        ),
+        ("joe.x AT ihatespam.test", "joe.x-id-zzzz AT ihatespam.test"),
+        (
+            "joe&nbsp;AT&nbsp;ihatespam.test",
+            "joe-id-zzzz&nbsp;AT&nbsp;ihatespam.test",
+        ),
+        ("WRITE US AT IHATESPAM.TEST", "WRITE US AT IHATESPAM.TEST"),
         // Prose and handles.
         (
             "meet [at] ihatespam.test's office",

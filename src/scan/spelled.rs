@@ -22,8 +22,9 @@
 //! - a bracketed word or sign (`[at]`, `(at)`, `{at}`, `<at>` or `&lt;at&gt;`, `[@]`;
 //!   `[.]` for a dot), spaces allowed around it;
 //! - a bare word between spaces (`john at plover dot com`) only for a local
-//!   part a `[[protect]]` entry names literally: under `local = "*"`,
-//!   "find us at plover dot com" is a web address read aloud.
+//!   part a `[[protect]]` entry names literally, or when the word for `@`
+//!   is in capitals (`john AT plover DOT com`, written so on purpose): under
+//!   `local = "*"`, "find us at plover dot com" is a web address read aloud.
 //!
 //! A domain followed by a possessive (`plover.com's`) is prose. Gaps may
 //! hold spaces, `&nbsp;`, comments and tags of inline elements (those that
@@ -223,7 +224,7 @@ impl Spelled {
         if q <= r.lo || !may_end_gap(r.buf[q - 1]) {
             return Spelt::NoMatch;
         }
-        let Some((at, insert, tagged)) = self.back(r, sc) else {
+        let Some((at, insert, tagged, shouted)) = self.back(r, sc) else {
             return Spelt::NoMatch;
         };
         let (end, unplain) = match self.domain(r, sc) {
@@ -243,7 +244,7 @@ impl Spelled {
             Class::Protected(e) if !prot.is_munged_local(local, domain) => e,
             _ => return Spelt::NoMatch,
         };
-        if at == Form::Word && !prot.entries()[entry].local.is_literal() {
+        if at == Form::Word && !shouted && !prot.entries()[entry].local.is_literal() {
             return Spelt::NoMatch;
         }
         Spelt::Match { entry, insert, end }
@@ -251,8 +252,9 @@ impl Spelled {
 
     /// Backwards from the domain: the gap, the word for `@`, the gap, the
     /// local part (into `sc.local`). Returns the form, where the local part
-    /// ends, and whether a tag or comment was in a gap.
-    fn back(&self, r: Reading<'_>, sc: &mut Scratch) -> Option<(Form, usize, bool)> {
+    /// ends, whether a tag or comment was in a gap, and whether the word
+    /// for `@` is in capitals (`AT`: spelled out on purpose, not prose).
+    fn back(&self, r: Reading<'_>, sc: &mut Scratch) -> Option<(Form, usize, bool, bool)> {
         let floor = r.q.saturating_sub(GAP).max(r.lo);
         let after = gap_back(r.buf, r.q, floor);
         let (at, start) = self.at_back(r.buf, after.at, floor)?;
@@ -265,7 +267,9 @@ impl Spelled {
         if !spaced_right || !self.local_back(r.buf, before.at, r.lo, sc) {
             return None;
         }
-        Some((at, before.at, after.tagged || before.tagged))
+        let word = &r.buf[start..after.at];
+        let shouted = word.iter().any(u8::is_ascii_uppercase) && !word.iter().any(u8::is_ascii_lowercase);
+        Some((at, before.at, after.tagged || before.tagged, shouted))
     }
 
     /// The word for `@` that ends at `e`, and where it starts.
