@@ -143,6 +143,19 @@ enum Form {
     Word,
 }
 
+/// What reading backwards from a domain found in front of it.
+struct Front {
+    /// How the `@` is written.
+    at: Form,
+    /// Where the local part ends: where the ID goes.
+    insert: usize,
+    /// A tag or comment was in a gap.
+    tagged: bool,
+    /// The word for `@` is in capitals (`AT`: spelled out on purpose, not
+    /// prose).
+    shouted: bool,
+}
+
 /// Why the forward reading stopped short of an answer.
 enum Stop {
     /// The buffer ends first.
@@ -224,7 +237,7 @@ impl Spelled {
         if q <= r.lo || !may_end_gap(r.buf[q - 1]) {
             return Spelt::NoMatch;
         }
-        let Some((at, insert, tagged, shouted)) = self.back(r, sc) else {
+        let Some(front) = self.back(r, sc) else {
             return Spelt::NoMatch;
         };
         let (end, unplain) = match self.domain(r, sc) {
@@ -232,7 +245,7 @@ impl Spelled {
             Ok(None) | Err(Stop::TooFar) => return Spelt::NoMatch,
             Err(Stop::Short) => return Spelt::NeedMore,
         };
-        if at == Form::Sign && !tagged && !unplain {
+        if front.at == Form::Sign && !front.tagged && !unplain {
             return Spelt::NoMatch; // a plain address: the main scanner's
         }
         let domain = &sc.domain[..sc.domain_len];
@@ -244,17 +257,19 @@ impl Spelled {
             Class::Protected(e) if !prot.is_munged_local(local, domain) => e,
             _ => return Spelt::NoMatch,
         };
-        if at == Form::Word && !shouted && !prot.entries()[entry].local.is_literal() {
+        if front.at == Form::Word && !front.shouted && !prot.entries()[entry].local.is_literal() {
             return Spelt::NoMatch;
         }
-        Spelt::Match { entry, insert, end }
+        Spelt::Match {
+            entry,
+            insert: front.insert,
+            end,
+        }
     }
 
     /// Backwards from the domain: the gap, the word for `@`, the gap, the
-    /// local part (into `sc.local`). Returns the form, where the local part
-    /// ends, whether a tag or comment was in a gap, and whether the word
-    /// for `@` is in capitals (`AT`: spelled out on purpose, not prose).
-    fn back(&self, r: Reading<'_>, sc: &mut Scratch) -> Option<(Form, usize, bool, bool)> {
+    /// local part (into `sc.local`).
+    fn back(&self, r: Reading<'_>, sc: &mut Scratch) -> Option<Front> {
         let floor = r.q.saturating_sub(GAP).max(r.lo);
         let after = gap_back(r.buf, r.q, floor);
         let (at, start) = self.at_back(r.buf, after.at, floor)?;
@@ -268,8 +283,12 @@ impl Spelled {
             return None;
         }
         let word = &r.buf[start..after.at];
-        let shouted = word.iter().any(u8::is_ascii_uppercase) && !word.iter().any(u8::is_ascii_lowercase);
-        Some((at, before.at, after.tagged || before.tagged, shouted))
+        Some(Front {
+            at,
+            insert: before.at,
+            tagged: after.tagged || before.tagged,
+            shouted: word.iter().any(u8::is_ascii_uppercase) && !word.iter().any(u8::is_ascii_lowercase),
+        })
     }
 
     /// The word for `@` that ends at `e`, and where it starts.
