@@ -526,13 +526,13 @@ impl Decider {
             entry,
             offset: cur.base + insert as u64,
         };
+        if let Some(why) = left_alone {
+            munger.left_alone(&found, why);
+            self.left_alone += 1;
+        }
         // A closing quote already written out (after an address whose
         // domain was replaced) cannot take an ID.
         if left_alone.is_some() || insert < cur.emitted {
-            if let Some(why) = left_alone {
-                munger.left_alone(&found, why);
-                self.left_alone += 1;
-            }
             cur.scan_from = p + at_len;
             return true;
         }

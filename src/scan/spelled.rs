@@ -287,7 +287,9 @@ impl Spelled {
             at,
             insert: before.at,
             tagged: after.tagged || before.tagged,
-            shouted: word.iter().any(u8::is_ascii_uppercase) && !word.iter().any(u8::is_ascii_lowercase),
+            shouted: at == Form::Word
+                && word.iter().any(u8::is_ascii_uppercase)
+                && !word.iter().any(u8::is_ascii_lowercase),
         })
     }
 
