@@ -162,7 +162,7 @@ fn the_proxy_munges_the_owners_spelled_out_addresses() {
         .match_indices("mjd-id-")
         .map(|(i, _)| &page[i + 7..i + 7 + 24])
         .collect();
-    assert_eq!(tokens.len(), 6, "{page}");
+    assert_eq!(tokens.len(), 11, "{page}");
     for form in [
         " [at] plover [dot] com",
         "(at)plover.com",
@@ -170,6 +170,11 @@ fn the_proxy_munges_the_owners_spelled_out_addresses() {
         "<span></span>@plover.com",
         "@<!-- -->plover.com",
         "</b>@<i>plover</i>.<i>com</i>",
+        "_at_plover_dot_com",
+        " -at- plover -dot- com",
+        " @ plover.com",
+        "&#91;at&#93;plover.com",
+        "&thinsp;(at)&thinsp;plover.com",
     ] {
         let spelled = page
             .match_indices(form)

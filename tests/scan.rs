@@ -92,6 +92,8 @@ fn every_spelling_of_the_at_sign() {
         "%2540",
         // Escaped, in a Perl or JavaScript string.
         "\\@",
+        // JavaScript's `unescape("joe%u0040…")`.
+        "%u0040",
     ] {
         let input = format!("write to joe{at}ihatespam.test today");
         let want = format!("write to joe-id-zzzz{at}ihatespam.test today");
@@ -104,6 +106,8 @@ fn every_spelling_of_the_at_sign() {
         "joe%2541ihatespam.test",
         "joe%25ihatespam.test",
         "joe%252540ihatespam.test",
+        "joe%u0041ihatespam.test",
+        "joe%u004ihatespam.test",
     ] {
         assert_eq!(rewrite(page), page);
     }
@@ -804,12 +808,13 @@ proptest! {
 /// A char spelled in one of the ways the scanner decodes.
 fn spell(c: char, how: u8) -> String {
     let b = c as u32;
-    match how % 6 {
+    match how % 7 {
         0 => c.to_string(),
         1 => format!("&#{b};"),
         2 => format!("&#x{b:x};"),
         3 => format!("%{b:02X}"),
         4 => format!("\\x{b:02x}"),
+        5 => format!("%u{b:04X}"),
         _ => format!("\\u{b:04x}"),
     }
 }
@@ -1002,6 +1007,7 @@ proptest! {
 
 #[test]
 fn spelled_out_addresses_get_their_id_after_the_local_part() {
+    let m = matcher();
     for (page, want) in [
         (
             "joe [at] ihatespam [dot] test",
@@ -1073,7 +1079,8 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
             "joe [at] ihatespam&period;test",
             "joe-id-zzzz [at] ihatespam&period;test",
         ),
-        ("joe@<span> ihatespam.test", "joe@<span> ihatespam.test"),
+        // Rendered `joe@ ihatespam.test`: a space after the sign, as below.
+        ("joe@<span> ihatespam.test", "joe-id-zzzz@<span> ihatespam.test"),
         ("joe@<p>ihatespam.test", "joe@<p>ihatespam.test"),
         // A space or a block between the halves makes two words; two
         // halves that are no protected domain, none.
@@ -1122,6 +1129,47 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
             "john &lt;dot&gt; smith &LT;AT&GT; ihatespam.test",
             "john &lt;dot&gt; smith-id-zzzz &LT;AT&GT; ihatespam.test",
         ),
+        // The brackets as references, as an encoder writes every sign.
+        (
+            "joe &#91;at&#93; ihatespam &#91;dot&#93; test",
+            "joe-id-zzzz &#91;at&#93; ihatespam &#91;dot&#93; test",
+        ),
+        (
+            "joe&lpar;at&rpar;ihatespam&#x28;dot&#x29;test",
+            "joe-id-zzzz&lpar;at&rpar;ihatespam&#x28;dot&#x29;test",
+        ),
+        (
+            "joe &#91;at&#41; ihatespam.test",
+            "joe &#91;at&#41; ihatespam.test",
+        ),
+        // Underscores and hyphens as brackets; a hyphen only between
+        // spaces: `shop-at-ihatespam.test` is a host name.
+        ("joe_at_ihatespam_dot_test", "joe-id-zzzz_at_ihatespam_dot_test"),
+        (
+            "joe _at_ ihatespam _dot_ test",
+            "joe-id-zzzz _at_ ihatespam _dot_ test",
+        ),
+        (
+            "joe -at- ihatespam -dot- test",
+            "joe-id-zzzz -at- ihatespam -dot- test",
+        ),
+        ("a-at-b -AT- ihatespam.test", "a-at-b-id-zzzz -AT- ihatespam.test"),
+        ("shop-at-ihatespam.test", "shop-at-ihatespam.test"),
+        ("joe -at-ihatespam.test", "joe -at-ihatespam.test"),
+        ("joe -at- ihatespam-dot-test", "joe -at- ihatespam-dot-test"),
+        // Typographic spaces in any spelling.
+        (
+            "joe&thinsp;[at]&thinsp;ihatespam&#8201;[dot]&#x2009;test",
+            "joe-id-zzzz&thinsp;[at]&thinsp;ihatespam&#8201;[dot]&#x2009;test",
+        ),
+        (
+            "joe\u{2009}(at)\u{2009}ihatespam\u{202f}(dot)\u{2003}test",
+            "joe-id-zzzz\u{2009}(at)\u{2009}ihatespam\u{202f}(dot)\u{2003}test",
+        ),
+        (
+            "joe&emsp;AT&ensp;ihatespam.test",
+            "joe-id-zzzz&emsp;AT&ensp;ihatespam.test",
+        ),
         ("joe &lt;at ihatespam.test", "joe &lt;at ihatespam.test"),
         ("joe [at&gt; ihatespam.test", "joe [at&gt; ihatespam.test"),
         ("see [.] ihatespam.test", "see [.] ihatespam.test"),
@@ -1153,6 +1201,15 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
         ),
         ("follow us @ihatespam.test", "follow us @ihatespam.test"),
         ("joe @ihatespam.test", "joe @ihatespam.test"),
+        // The sign with a space after it is an address with the spaces put
+        // in (a harvester takes them out), in any spelling.
+        ("joe @ ihatespam.test", "joe-id-zzzz @ ihatespam.test"),
+        ("joe@ ihatespam.test", "joe-id-zzzz@ ihatespam.test"),
+        (
+            "joe &#64;&nbsp;ihatespam.test",
+            "joe-id-zzzz &#64;&nbsp;ihatespam.test",
+        ),
+        ("joe @ notihatespam.test", "joe @ notihatespam.test"),
         ("joe<p>@ihatespam.test", "joe<p>@ihatespam.test"),
         ("joe<br>@ihatespam.test", "joe<br>@ihatespam.test"),
         (
@@ -1199,6 +1256,8 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
         ("joe@ihatespam.test", "joe-id-zzzz@ihatespam.test"),
     ] {
         assert_eq!(rewrite(page), want, "{page}");
+        // A stream may cut a spelling anywhere, the ID going in before it.
+        every_cut_gives(&m, page, want, &mut marker);
     }
     let munged = format!("joe-id-{} [at] ihatespam [dot] test", "k".repeat(24));
     assert_eq!(rewrite(&munged), munged);

@@ -181,6 +181,13 @@ const NAMED: &[(&str, char)] = &[
     ("plus", '+'),
     ("lsqb", '['),
     ("rsqb", ']'),
+    ("lbrack", '['),
+    ("rbrack", ']'),
+    ("lbrace", '{'),
+    ("rbrace", '}'),
+    ("thinsp", '\u{2009}'),
+    ("ensp", '\u{2002}'),
+    ("emsp", '\u{2003}'),
     ("lpar", '('),
     ("rpar", ')'),
     ("lcub", '{'),
@@ -248,16 +255,21 @@ fn tag_name(s: &str) -> String {
 }
 
 static AT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\s*[\[\(\{<]\s*(?:at|arroba|ät|chez|klammeraffe)\s*[\]\)\}>]\s*|\s+(?:at|arroba)\s+")
-        .expect("a valid pattern")
+    Regex::new(
+        r"(?i)\s*[\[\(\{<]\s*(?:at|arroba|ät|chez|klammeraffe)\s*[\]\)\}>]\s*|\s+(?:at|arroba)\s+|\s*_at_\s*|\s+-at-\s+|\s*@\s+",
+    )
+    .expect("a valid pattern")
 });
 static DOT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\s*[\[\(\{<]\s*(?:dot|punkt|punto|point)\s*[\]\)\}>]\s*|\s+(?:dot|punkt|punto)\s+")
-        .expect("a valid pattern")
+    Regex::new(
+        r"(?i)\s*[\[\(\{<]\s*(?:dot|punkt|punto|point)\s*[\]\)\}>]\s*|\s+(?:dot|punkt|punto)\s+|\s*_dot_\s*|\s+-dot-\s+",
+    )
+    .expect("a valid pattern")
 });
 
 /// `john [at] plover [dot] com`, `john at plover dot com`, `john(at)plover.com`,
-/// `john arroba plover punto com` as `john@plover.com`.
+/// `john arroba plover punto com`, `john_at_plover_dot_com`, `john -at- plover
+/// -dot- com`, `john @ plover.com` as `john@plover.com`.
 fn words(t: &Text) -> Text {
     t.replace(&AT, "@").replace(&DOT, ".")
 }
@@ -357,6 +369,15 @@ mod tests {
             (Decoding::Words, "john{AT}plover(dot)com", "john@plover.com"),
             (Decoding::Words, "john arroba plover punto com", "john@plover.com"),
             (Decoding::Words, "john [at] plover [punkt] com", "john@plover.com"),
+            (Decoding::Words, "john_at_plover_dot_com", "john@plover.com"),
+            (Decoding::Words, "john -at- plover -dot- com", "john@plover.com"),
+            (Decoding::Words, "john @ plover.com", "john@plover.com"),
+            (Decoding::Words, "john&#91;at&#93;plover.com", "john@plover.com"),
+            (
+                Decoding::Words,
+                "john&thinsp;(at)&thinsp;plover.com",
+                "john@plover.com",
+            ),
             (
                 Decoding::Words,
                 "john&nbsp;[at]&nbsp;plover.com",

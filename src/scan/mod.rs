@@ -1259,32 +1259,37 @@ fn decode_fwd(buf: &[u8], i: usize, eof: bool) -> Fwd {
             Entity::NeedMore if !eof => Fwd::NeedMore,
             _ => Fwd::Char(b'&', 1),
         },
+        // JavaScript's `unescape` reads `%u0040` as `@`.
+        b'%' if rest.get(1) == Some(&b'u') => hex_escape_fwd(rest, 4, eof),
         b'%' => percent_fwd(rest, 1, eof),
         b'\\' if rest.get(2) == Some(&b'{') && rest[1] == b'u' => braced_fwd(rest, eof),
-        b'\\' => {
-            let (digits, total) = match rest.get(1) {
-                // An escaped `@` (Perl's "mjd\@plover.com", a JavaScript
-                // string's): what the string holds is the `@`.
-                Some(b'@') => return Fwd::Char(b'@', 2),
-                Some(b'x') => (2, 4),
-                Some(b'u') => (4, 6),
-                Some(_) => return Fwd::Char(b'\\', 1),
-                None if !eof => return Fwd::NeedMore,
-                None => return Fwd::Char(b'\\', 1),
-            };
-            let avail = &rest[2..rest.len().min(total)];
-            if !avail.iter().all(|c| c.is_ascii_hexdigit()) {
-                return Fwd::Char(b'\\', 1);
-            }
-            if avail.len() < digits {
-                return if eof { Fwd::Char(b'\\', 1) } else { Fwd::NeedMore };
-            }
-            let v = hex_number(avail);
-            Fwd::Char(to_char(v), total)
-        }
+        b'\\' => match rest.get(1) {
+            // An escaped `@` (Perl's "mjd\@plover.com", a JavaScript
+            // string's): what the string holds is the `@`.
+            Some(b'@') => Fwd::Char(b'@', 2),
+            Some(b'x') => hex_escape_fwd(rest, 2, eof),
+            Some(b'u') => hex_escape_fwd(rest, 4, eof),
+            Some(_) => Fwd::Char(b'\\', 1),
+            None if !eof => Fwd::NeedMore,
+            None => Fwd::Char(b'\\', 1),
+        },
         0xc2 | 0xe2 | 0xe3 | 0xef => utf8_fwd(rest, eof),
         _ => Fwd::Char(c, 1),
     }
+}
+
+/// An escape of two bytes (`\x`, `\u`, `%u`) and `digits` hex digits at
+/// the start of `rest`; its first byte alone when no such digits follow.
+fn hex_escape_fwd(rest: &[u8], digits: usize, eof: bool) -> Fwd {
+    let total = 2 + digits;
+    let avail = &rest[2..rest.len().min(total)];
+    if !avail.iter().all(|c| c.is_ascii_hexdigit()) {
+        return Fwd::Char(rest[0], 1);
+    }
+    if avail.len() < digits {
+        return if eof { Fwd::Char(rest[0], 1) } else { Fwd::NeedMore };
+    }
+    Fwd::Char(to_char(hex_number(avail)), total)
 }
 
 /// A percent-encoding whose `%` is the first `n` bytes of `rest`: `%40`,
@@ -1535,7 +1540,7 @@ fn reference_back(buf: &[u8], e: usize, lo: usize) -> Option<(u8, usize)> {
     }
 }
 
-/// `%HH`, `\\xHH` or `\\uHHHH` ending `win`: the character and its length.
+/// `%HH`, `\\xHH`, `\\uHHHH` or `%uHHHH` ending `win`: the character and its length.
 fn escape_back(win: &[u8]) -> Option<(u8, usize)> {
     let w = win.len();
     let hex = |r: std::ops::Range<usize>| -> Option<u32> {
@@ -1543,7 +1548,7 @@ fn escape_back(win: &[u8]) -> Option<(u8, usize)> {
             .iter()
             .try_fold(0u32, |acc, &c| Some(acc * 16 + hex_val(c)?))
     };
-    let forms: [(&[u8], usize); 3] = [(b"%", 2), (b"\\x", 2), (b"\\u", 4)];
+    let forms: [(&[u8], usize); 4] = [(b"%", 2), (b"\\x", 2), (b"\\u", 4), (b"%u", 4)];
     forms.into_iter().find_map(|(prefix, digits)| {
         let len = prefix.len() + digits;
         if w < len || &win[w - len..w - digits] != prefix {
@@ -1648,6 +1653,8 @@ mod tests {
             b"%2e",
             b"\\x6a",
             b"\\u006a",
+            b"%u006a",
+            b"%u0040",
             b"&period;",
             b"&hyphen;",
             b"ihatespam",

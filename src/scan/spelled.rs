@@ -151,6 +151,8 @@ struct Front {
     insert: usize,
     /// A tag or comment was in a gap.
     tagged: bool,
+    /// A space follows the word for `@` (`mjd @ plover.com`).
+    spaced: bool,
     /// The word for `@` is in capitals (`AT`: spelled out on purpose, not
     /// prose).
     shouted: bool,
@@ -245,7 +247,7 @@ impl Spelled {
             Ok(None) | Err(Stop::TooFar) => return Spelt::NoMatch,
             Err(Stop::Short) => return Spelt::NeedMore,
         };
-        if front.at == Form::Sign && !front.tagged && !unplain {
+        if front.at == Form::Sign && !front.tagged && !front.spaced && !unplain {
             return Spelt::NoMatch; // a plain address: the main scanner's
         }
         let domain = &sc.domain[..sc.domain_len];
@@ -275,9 +277,11 @@ impl Spelled {
         let (at, start) = self.at_back(r.buf, after.at, floor)?;
         let before = gap_back(r.buf, start, floor);
         let spaced_right = match at {
-            Form::Sign => !after.spaced && !before.spaced,
+            // `follow us @plover.com` is a handle; `mjd @ plover.com` and
+            // `mjd@ plover.com` are addresses with the spaces taken out.
+            Form::Sign => after.spaced || !before.spaced,
             Form::Word => after.spaced && before.spaced,
-            Form::Bracketed => true,
+            Form::Bracketed => bracket_spaced(r.buf[start], before, after),
         };
         if !spaced_right || !self.local_back(r.buf, before.at, r.lo, sc) {
             return None;
@@ -287,6 +291,7 @@ impl Spelled {
             at,
             insert: before.at,
             tagged: after.tagged || before.tagged,
+            spaced: after.spaced,
             shouted: at == Form::Word
                 && word.iter().any(u8::is_ascii_uppercase)
                 && !word.iter().any(u8::is_ascii_lowercase),
@@ -303,7 +308,7 @@ impl Spelled {
                 .find(|s| ends_with_ci(win, s))
                 .map(|s| (Form::Sign, e - s.len()))
                 .or_else(|| bracketed_back(win, &self.at_bracketed).map(|n| (Form::Bracketed, e - n))),
-            b']' | b')' | b'}' | b'>' => {
+            b']' | b')' | b'}' | b'>' | b'_' | b'-' => {
                 bracketed_back(win, &self.at_bracketed).map(|n| (Form::Bracketed, e - n))
             }
             _ => word_back(win, &self.at).map(|n| (Form::Word, e - n)),
@@ -429,7 +434,7 @@ impl Spelled {
                 Some(n) => (Some(g.at + n), Form::Sign),
                 None => (self.bracketed_fwd(r, g.at)?, Form::Bracketed),
             },
-            b'[' | b'(' | b'{' | b'<' => (self.bracketed_fwd(r, g.at)?, Form::Bracketed),
+            b'[' | b'(' | b'{' | b'<' | b'_' | b'-' => (self.bracketed_fwd(r, g.at)?, Form::Bracketed),
             c if c.is_ascii_alphabetic() || !c.is_ascii() => (word_fwd(r, g.at, &self.dot)?, Form::Word),
             _ => return Ok(None),
         };
@@ -440,7 +445,7 @@ impl Spelled {
         let spaced_right = match form {
             Form::Sign => !g.spaced && !g2.spaced,
             Form::Word => g.spaced && g2.spaced,
-            Form::Bracketed => true,
+            Form::Bracketed => bracket_spaced(c, g, g2),
         };
         Ok(spaced_right.then_some((g2.at, form != Form::Sign || g.tagged || g2.tagged)))
     }
@@ -509,7 +514,23 @@ fn is_label_char(c: u8) -> bool {
 fn may_end_gap(c: u8) -> bool {
     matches!(
         c,
-        b'@' | b']' | b')' | b'}' | b'>' | b';' | b' ' | b'\t' | b'\n' | b'\r' | 0xa0
+        b'@' | b']'
+            | b')'
+            | b'}'
+            | b'>'
+            | b'_'
+            | b'-'
+            | b';'
+            | b' '
+            | b'\t'
+            | b'\n'
+            | b'\r'
+            // The last bytes of the SPACES outside ASCII.
+            | 0xa0
+            | 0x82
+            | 0x83
+            | 0x89
+            | 0xaf
     )
 }
 
@@ -576,8 +597,32 @@ fn tags_fwd(r: Reading<'_>, mut i: usize) -> Result<usize, Stop> {
     Ok(i)
 }
 
-/// Spellings of a no-break space.
-const NBSP: [&[u8]; 4] = [b"&nbsp;", b"&#160;", b"&#xa0;", "\u{a0}".as_bytes()];
+/// Spaces other than ASCII whitespace, as a page writes them around
+/// `[at]`: a no-break space, the typographic ones (thin, en, em, narrow
+/// no-break) and a space written as a reference, each in every spelling.
+const SPACES: [&[u8]; 21] = [
+    b"&nbsp;",
+    b"&#160;",
+    b"&#xa0;",
+    "\u{a0}".as_bytes(),
+    b"&thinsp;",
+    b"&#8201;",
+    b"&#x2009;",
+    "\u{2009}".as_bytes(),
+    b"&ensp;",
+    b"&#8194;",
+    b"&#x2002;",
+    "\u{2002}".as_bytes(),
+    b"&emsp;",
+    b"&#8195;",
+    b"&#x2003;",
+    "\u{2003}".as_bytes(),
+    b"&#8239;",
+    b"&#x202f;",
+    "\u{202f}".as_bytes(),
+    b"&#32;",
+    b"&#x20;",
+];
 
 /// Character references for `.` (`plover&#46;com`).
 const DOT_REFERENCES: [&[u8]; 3] = [b"&#46;", b"&#x2e;", b"&period;"];
@@ -599,7 +644,7 @@ fn gap_back(buf: &[u8], mut e: usize, floor: usize) -> Gap {
         if is_space(win[win.len() - 1]) {
             e -= 1;
             g.spaced = true;
-        } else if let Some(s) = NBSP.iter().find(|s| ends_with_ci(win, s)) {
+        } else if let Some(s) = SPACES.iter().find(|s| ends_with_ci(win, s)) {
             e -= s.len();
             g.spaced = true;
         } else if let Some(start) = markup_back(win) {
@@ -736,7 +781,7 @@ fn gap_fwd(r: Reading<'_>, mut i: usize) -> Result<Gap, Stop> {
         if is_space(c) {
             i += 1;
             g.spaced = true;
-        } else if let Some(s) = one_of_fwd(r, i, &NBSP)? {
+        } else if let Some(s) = one_of_fwd(r, i, &SPACES)? {
             i += s;
             g.spaced = true;
         } else if c == b'<' {
@@ -804,14 +849,35 @@ fn bracketed_back(win: &[u8], words: &[Box<[u8]>]) -> Option<usize> {
 }
 
 /// What a word for `@` or `.` may stand between: `[at]`, `(at)`, `{at}`,
-/// and `<at>` (`&lt;at&gt;` in HTML's source).
-const BRACKETS: [(&[u8], &[u8]); 5] = [
+/// `<at>` (`&lt;at&gt;` in HTML's source), the brackets as references
+/// (`&#91;at&#93;`), `_at_` and `-at-`.
+const BRACKETS: [(&[u8], &[u8]); 18] = [
     (b"[", b"]"),
     (b"(", b")"),
     (b"{", b"}"),
     (b"&lt;", b"&gt;"),
     (b"<", b">"),
+    (b"_", b"_"),
+    (b"-", b"-"),
+    (b"&#91;", b"&#93;"),
+    (b"&#x5b;", b"&#x5d;"),
+    (b"&lsqb;", b"&rsqb;"),
+    (b"&lbrack;", b"&rbrack;"),
+    (b"&#40;", b"&#41;"),
+    (b"&#x28;", b"&#x29;"),
+    (b"&lpar;", b"&rpar;"),
+    (b"&#123;", b"&#125;"),
+    (b"&#x7b;", b"&#x7d;"),
+    (b"&lcub;", b"&rcub;"),
+    (b"&lbrace;", b"&rbrace;"),
 ];
+
+/// Whether a bracketed word for `@` or `.` whose first byte is `open` has
+/// the spaces it needs around it: any for most brackets, but `-at-`
+/// only between spaces (`mjd-at-plover.com` is a host name).
+fn bracket_spaced(open: u8, before: Gap, after: Gap) -> bool {
+    open != b'-' || (before.spaced && after.spaced)
+}
 
 /// The length of one of `words` ending `win` as a whole word.
 fn word_back(win: &[u8], words: &[Box<[u8]>]) -> Option<usize> {
