@@ -162,7 +162,7 @@ fn the_proxy_munges_the_owners_spelled_out_addresses() {
         .match_indices("mjd-id-")
         .map(|(i, _)| &page[i + 7..i + 7 + 24])
         .collect();
-    assert_eq!(tokens.len(), 11, "{page}");
+    assert_eq!(tokens.len(), 12, "{page}");
     for form in [
         " [at] plover [dot] com",
         "(at)plover.com",
@@ -175,6 +175,7 @@ fn the_proxy_munges_the_owners_spelled_out_addresses() {
         " @ plover.com",
         "&#91;at&#93;plover.com",
         "&thinsp;(at)&thinsp;plover.com",
+        " ＠ plover . com",
     ] {
         let spelled = page
             .match_indices(form)

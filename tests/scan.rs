@@ -1210,6 +1210,29 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
             "joe-id-zzzz &#64;&nbsp;ihatespam.test",
         ),
         ("joe @ notihatespam.test", "joe @ notihatespam.test"),
+        (
+            "joe \u{ff20} ihatespam.test",
+            "joe-id-zzzz \u{ff20} ihatespam.test",
+        ),
+        (
+            "joe \u{fe6b} ihatespam.test",
+            "joe-id-zzzz \u{fe6b} ihatespam.test",
+        ),
+        (
+            "follow us \u{ff20}ihatespam.test",
+            "follow us \u{ff20}ihatespam.test",
+        ),
+        // So is a `.` with spaces on both sides, until the labels make a
+        // protected domain: after that it ends a sentence.
+        ("joe @ ihatespam . test", "joe-id-zzzz @ ihatespam . test"),
+        ("joe [at] ihatespam . test", "joe-id-zzzz [at] ihatespam . test"),
+        ("joe@ihatespam . test", "joe-id-zzzz@ihatespam . test"),
+        (
+            "joe [at] ihatespam.test . Then",
+            "joe-id-zzzz [at] ihatespam.test . Then",
+        ),
+        ("joe [at] ihatespam. test", "joe [at] ihatespam. test"),
+        ("joe [at] ihatespam .test", "joe [at] ihatespam .test"),
         ("joe<p>@ihatespam.test", "joe<p>@ihatespam.test"),
         ("joe<br>@ihatespam.test", "joe<br>@ihatespam.test"),
         (

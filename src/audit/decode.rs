@@ -262,14 +262,14 @@ static AT: LazyLock<Regex> = LazyLock::new(|| {
 });
 static DOT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\s*[\[\(\{<]\s*(?:dot|punkt|punto|point)\s*[\]\)\}>]\s*|\s+(?:dot|punkt|punto)\s+|\s*_dot_\s*|\s+-dot-\s+",
+        r"(?i)\s*[\[\(\{<]\s*(?:dot|punkt|punto|point)\s*[\]\)\}>]\s*|\s+(?:dot|punkt|punto)\s+|\s*_dot_\s*|\s+-dot-\s+|\s+\.\s+",
     )
     .expect("a valid pattern")
 });
 
 /// `john [at] plover [dot] com`, `john at plover dot com`, `john(at)plover.com`,
 /// `john arroba plover punto com`, `john_at_plover_dot_com`, `john -at- plover
-/// -dot- com`, `john @ plover.com` as `john@plover.com`.
+/// -dot- com`, `john @ plover . com` as `john@plover.com`.
 fn words(t: &Text) -> Text {
     t.replace(&AT, "@").replace(&DOT, ".")
 }
@@ -371,7 +371,7 @@ mod tests {
             (Decoding::Words, "john [at] plover [punkt] com", "john@plover.com"),
             (Decoding::Words, "john_at_plover_dot_com", "john@plover.com"),
             (Decoding::Words, "john -at- plover -dot- com", "john@plover.com"),
-            (Decoding::Words, "john @ plover.com", "john@plover.com"),
+            (Decoding::Words, "john @ plover . com", "john@plover.com"),
             (Decoding::Words, "john&#91;at&#93;plover.com", "john@plover.com"),
             (
                 Decoding::Words,

@@ -158,6 +158,16 @@ struct Front {
     shouted: bool,
 }
 
+/// A `.` or a word for one between two labels.
+struct Dot {
+    /// Where the next label would start.
+    next: usize,
+    /// It is no plain `.`: a word, spaces or a tag beside it.
+    unplain: bool,
+    /// A `.` itself with spaces around it.
+    spaced: bool,
+}
+
 /// Why the forward reading stopped short of an answer.
 enum Stop {
     /// The buffer ends first.
@@ -242,7 +252,7 @@ impl Spelled {
         let Some(front) = self.back(r, sc) else {
             return Spelt::NoMatch;
         };
-        let (end, unplain) = match self.domain(r, sc) {
+        let (end, unplain) = match self.domain(prot, r, sc) {
             Ok(Some(found)) => found,
             Ok(None) | Err(Stop::TooFar) => return Spelt::NoMatch,
             Err(Stop::Short) => return Spelt::NeedMore,
@@ -303,7 +313,7 @@ impl Spelled {
         let win = &buf[floor..e];
         match *win.last()? {
             b'@' => Some((Form::Sign, e - 1)),
-            b';' => [&b"&#64;"[..], b"&#x40;", b"&commat;"]
+            b';' | 0xa0 | 0xab => AT_SIGNS
                 .iter()
                 .find(|s| ends_with_ci(win, s))
                 .map(|s| (Form::Sign, e - s.len()))
@@ -365,8 +375,15 @@ impl Spelled {
     /// by words for `.`. Returns where it ends and whether a word stood for
     /// a dot, or a tag stood beside one (`plover<b></b>.com`) or inside a
     /// label (`plo<!-- -->ver.com`); `None` when it is no domain we could
-    /// protect.
-    fn domain(&self, r: Reading<'_>, sc: &mut Scratch) -> Result<Option<(usize, bool)>, Stop> {
+    /// protect. A `.` with spaces around it (`plover . com`) joins labels
+    /// only until they make a protected domain: after one it ends a
+    /// sentence (`mjd [at] plover.com . Next`).
+    fn domain(
+        &self,
+        prot: &Protection,
+        r: Reading<'_>,
+        sc: &mut Scratch,
+    ) -> Result<Option<(usize, bool)>, Stop> {
         let (mut i, mut n, mut unplain) = (r.q, 0, false);
         loop {
             let start = i;
@@ -398,8 +415,12 @@ impl Spelled {
                 return Ok(None);
             }
             let end = i;
-            match self.dot_fwd(r, end)? {
-                Some((next, word)) if r.peek(next)?.is_some_and(is_label_char) => {
+            let dot = self.dot_fwd(r, end)?;
+            let dot = dot.filter(|d| !d.spaced || prot.domain_entries(&sc.domain[..n]).is_none());
+            match dot {
+                Some(Dot {
+                    next, unplain: word, ..
+                }) if r.peek(next)?.is_some_and(is_label_char) => {
                     if n == sc.domain.len() {
                         return Ok(None);
                     }
@@ -420,10 +441,10 @@ impl Spelled {
         }
     }
 
-    /// A `.` or a word for one at `i`, with its gaps; where the next label
-    /// would start and whether it was a word or had a tag beside it. A `.`
-    /// takes no spaces beside it, a bare word needs them on both sides.
-    fn dot_fwd(&self, r: Reading<'_>, i: usize) -> Result<Option<(usize, bool)>, Stop> {
+    /// A `.` or a word for one at `i`, with its gaps. A `.` takes spaces on
+    /// both sides or none (`plover . com`, not `plover. Com`), a bare word
+    /// needs them on both sides.
+    fn dot_fwd(&self, r: Reading<'_>, i: usize) -> Result<Option<Dot>, Stop> {
         let g = gap_fwd(r, i)?;
         let Some(c) = r.peek(g.at)? else {
             return Ok(None);
@@ -443,11 +464,16 @@ impl Spelled {
         };
         let g2 = gap_fwd(r, after)?;
         let spaced_right = match form {
-            Form::Sign => !g.spaced && !g2.spaced,
+            Form::Sign => g.spaced == g2.spaced,
             Form::Word => g.spaced && g2.spaced,
             Form::Bracketed => bracket_spaced(c, g, g2),
         };
-        Ok(spaced_right.then_some((g2.at, form != Form::Sign || g.tagged || g2.tagged)))
+        let spaced = form == Form::Sign && g.spaced;
+        Ok(spaced_right.then_some(Dot {
+            next: g2.at,
+            unplain: form != Form::Sign || spaced || g.tagged || g2.tagged,
+            spaced,
+        }))
     }
 
     /// `[dot]` (spaces allowed inside) starting at `i`; where it ends.
@@ -525,8 +551,9 @@ fn may_end_gap(c: u8) -> bool {
             | b'\t'
             | b'\n'
             | b'\r'
-            // The last bytes of the SPACES outside ASCII.
+            // The last bytes of the SPACES and AT_SIGNS outside ASCII.
             | 0xa0
+            | 0xab
             | 0x82
             | 0x83
             | 0x89
@@ -622,6 +649,15 @@ const SPACES: [&[u8]; 21] = [
     "\u{202f}".as_bytes(),
     b"&#32;",
     b"&#x20;",
+];
+
+/// `@` as a reference or a fullwidth or small sign (`mjd ＠ plover.com`).
+const AT_SIGNS: [&[u8]; 5] = [
+    b"&#64;",
+    b"&#x40;",
+    b"&commat;",
+    "\u{ff20}".as_bytes(),
+    "\u{fe6b}".as_bytes(),
 ];
 
 /// Character references for `.` (`plover&#46;com`).
