@@ -672,6 +672,24 @@ fn trim_end_spaces(win: &[u8]) -> &[u8] {
     &win[..n]
 }
 
+/// One of the [`SPACES`] ending `win`: its spelling. Told first by the
+/// last byte, as most gaps end in a letter.
+fn space_back(win: &[u8]) -> Option<&'static [u8]> {
+    let last = *win.last()?;
+    if !matches!(last, b';' | 0xa0 | 0x82 | 0x83 | 0x89 | 0xaf) {
+        return None;
+    }
+    SPACES.iter().copied().find(|s| ends_with_ci(win, s))
+}
+
+/// The length of one of the [`SPACES`] starting at `i`, whose byte is `c`.
+fn space_fwd(r: Reading<'_>, i: usize, c: u8) -> Result<Option<usize>, Stop> {
+    if !matches!(c, b'&' | 0xc2 | 0xe2) {
+        return Ok(None);
+    }
+    one_of_fwd(r, i, &SPACES)
+}
+
 /// The gap ending at `e`, read backwards to no earlier than `floor`.
 fn gap_back(buf: &[u8], mut e: usize, floor: usize) -> Gap {
     let mut g = Gap::default();
@@ -680,7 +698,7 @@ fn gap_back(buf: &[u8], mut e: usize, floor: usize) -> Gap {
         if is_space(win[win.len() - 1]) {
             e -= 1;
             g.spaced = true;
-        } else if let Some(s) = SPACES.iter().find(|s| ends_with_ci(win, s)) {
+        } else if let Some(s) = space_back(win) {
             e -= s.len();
             g.spaced = true;
         } else if let Some(start) = markup_back(win) {
@@ -817,7 +835,7 @@ fn gap_fwd(r: Reading<'_>, mut i: usize) -> Result<Gap, Stop> {
         if is_space(c) {
             i += 1;
             g.spaced = true;
-        } else if let Some(s) = one_of_fwd(r, i, &SPACES)? {
+        } else if let Some(s) = space_fwd(r, i, c)? {
             i += s;
             g.spaced = true;
         } else if c == b'<' {
