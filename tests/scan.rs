@@ -1005,6 +1005,27 @@ proptest! {
     }
 }
 
+/// A local part split by markup gets the ID of the word a reader sees.
+#[test]
+fn a_local_part_split_by_tags_is_the_whole_word() {
+    for (page, want) in [
+        ("<b>jo</b>e@ihatespam.test", "joe"),
+        ("<span>j</span><span>oe</span>@ihatespam.test", "joe"),
+        ("j<!-- -->o<i></i>e&#64;ihatespam.test", "joe"),
+        ("<b>Mail</b><span>joe</span>@ihatespam.test", "mailjoe"),
+        ("jo <b>e</b>@ihatespam.test", "e"),
+        ("jo<div>e@ihatespam.test", "e"),
+    ] {
+        let mut locals = Vec::new();
+        let mut record = |f: &Found<'_>, out: &mut Vec<u8>| {
+            locals.push(f.local.to_owned());
+            out.extend_from_slice(b"-id-zzzz");
+        };
+        matcher().rewrite(page.as_bytes(), &mut record);
+        assert_eq!(locals, [want], "{page}");
+    }
+}
+
 #[test]
 fn spelled_out_addresses_get_their_id_after_the_local_part() {
     let m = matcher();
@@ -1102,12 +1123,30 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
             "joe<b hidden>x</b>&#64;ihatespam<i style='visibility:hidden'>.x</i>.test",
             "joe-id-zzzz<b hidden>x</b>&#64;ihatespam<i style='visibility:hidden'>.x</i>.test",
         ),
-        // Shown: its text is the end of a local part split by a tag, not
-        // a decoy to skip.
+        // Shown: its text is the end of a local part split by a tag
+        // (`joex`), not a decoy to skip.
         (
             "joe<span title=\"hidden\">x</span>@ihatespam.test",
-            "joe<span title=\"hidden\">x</span>@ihatespam.test",
+            "joe<span title=\"hidden\">x-id-zzzz</span>@ihatespam.test",
         ),
+        // A local part split by inline tags or comments is one word as
+        // rendered: its ID is the whole word's, where the word ends.
+        ("<b>jo</b>e@ihatespam.test", "<b>jo</b>e-id-zzzz@ihatespam.test"),
+        (
+            "j<!-- x -->oe@ihatespam.test",
+            "j<!-- x -->oe-id-zzzz@ihatespam.test",
+        ),
+        ("jo<b>e@ihatespam.test</b>", "jo<b>e-id-zzzz@ihatespam.test</b>"),
+        (
+            "<span>j</span><span>o</span><span>e</span>@ihatespam.test",
+            "<span>j</span><span>o</span><span>e-id-zzzz</span>@ihatespam.test",
+        ),
+        (
+            "j<span style=\"display:none\">xx</span>oe@ihatespam.test",
+            "j<span style=\"display:none\">xx</span>oe-id-zzzz@ihatespam.test",
+        ),
+        ("jo <b>e</b>@ihatespam.test", "jo <b>e-id-zzzz</b>@ihatespam.test"),
+        ("jo<p>e@ihatespam.test", "jo<p>e-id-zzzz@ihatespam.test"),
         // The signs themselves in brackets, as write-ups defang addresses.
         ("joe[@]ihatespam[.]test", "joe-id-zzzz[@]ihatespam[.]test"),
         ("joe (@) ihatespam.test", "joe-id-zzzz (@) ihatespam.test"),
@@ -1257,9 +1296,10 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
             "joe [at] ihatespam [dot] test: he answers",
             "joe-id-zzzz [at] ihatespam [dot] test: he answers",
         ),
+        // Rendered `Mailjoe@ihatespam.test`: the ID is `mailjoe`'s.
         (
             "<b>Mail</b><span>joe</span>@<i>ihatespam.test</i>",
-            "<b>Mail</b><span>joe</span>@<i>ihatespam.test</i>",
+            "<b>Mail</b><span>joe-id-zzzz</span>@<i>ihatespam.test</i>",
         ),
         // A local part partly in references is not read in part.
         (

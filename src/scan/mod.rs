@@ -420,7 +420,8 @@ enum Decision {
     /// Protected by this entry, but not an address.
     LeftAlone(usize, LeftAlone),
     /// The domain runs into markup after the start of a protected one
-    /// (`plo<!-- -->ver.com`): the spelled-out reader reads across it.
+    /// (`plo<!-- -->ver.com`), or the local part starts after markup
+    /// inside a word (`<b>mj</b>d@`): the spelled-out reader reads across it.
     Split,
     NoMatch,
     NeedMore,
@@ -735,6 +736,9 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
     if !matches!(local, Part::Found) {
         return Decision::NoMatch;
     }
+    if split_local(buf, sc.walked.from, lo) && prot.spellings().enabled {
+        return Decision::Split;
+    }
     let local = &sc.local[..sc.local_len];
     let entry = match prot.classify_among(ids, local) {
         Class::Protected(entry) if !prot.is_munged_local(local, &sc.domain[..dlen]) => entry,
@@ -756,6 +760,19 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
         return Decision::LeftAlone(entry, LeftAlone::UrlUserinfo);
     }
     Decision::Match(entry)
+}
+
+/// Whether the local part spelled from `from` on is the end of a word
+/// split by markup (`<b>mj</b>d@plover.com` is mjd's, which the spelled-out
+/// reader reads across the tags; `d` alone would get an ID not mjd's).
+/// Asked of every candidate, so a tag that cannot end inside a word is told
+/// by one byte: `<a href="mailto:…">joe@…` ends in `">`, `</b>` in a name's
+/// last letter, a comment in `-`, `<wbr/>` in `/`.
+fn split_local(buf: &[u8], from: usize, lo: usize) -> bool {
+    from >= lo + 2
+        && buf[from - 1] == b'>'
+        && matches!(buf[from - 2], b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'/')
+        && spelled::markup_in_word(buf, from, lo).is_some()
 }
 
 /// Whether the domain ending at `end` is followed by `:` and a path

@@ -293,14 +293,15 @@ impl Spelled {
             Form::Word => after.spaced && before.spaced,
             Form::Bracketed => bracket_spaced(r.buf[start], before, after),
         };
-        if !spaced_right || !self.local_back(r.buf, before.at, r.lo, sc) {
+        if !spaced_right {
             return None;
         }
+        let split = self.local_back(r.buf, before.at, r.lo, sc)?;
         let word = &r.buf[start..after.at];
         Some(Front {
             at,
             insert: before.at,
-            tagged: after.tagged || before.tagged,
+            tagged: after.tagged || before.tagged || split,
             spaced: after.spaced,
             shouted: at == Form::Word
                 && word.iter().any(u8::is_ascii_uppercase)
@@ -326,27 +327,27 @@ impl Spelled {
     }
 
     /// Reads the local part ending at `e` backwards into `sc.local`:
-    /// address characters, and bracketed words for `.` between them
-    /// (`john [dot] smith`). False when there is none, or it is too long
-    /// or is the end of a path or a query.
-    fn local_back(&self, buf: &[u8], mut e: usize, lo: usize, sc: &mut Scratch) -> bool {
-        let mut n = 0;
+    /// address characters, bracketed words for `.` between them
+    /// (`john [dot] smith`), and comments and inline tags inside it
+    /// (`<b>jo</b>hn`: one word as rendered). Whether it crossed markup;
+    /// `None` when there is none, or it is too long or is the end of a
+    /// path or a query.
+    fn local_back(&self, buf: &[u8], mut e: usize, lo: usize, sc: &mut Scratch) -> Option<bool> {
+        let (mut n, mut crossed) = (0, false);
         loop {
             while e > lo && is_local_char(buf[e - 1].into()) {
-                if n == sc.local.len() {
-                    return false;
-                }
-                sc.local[n] = buf[e - 1].to_ascii_lowercase();
+                *sc.local.get_mut(n)? = buf[e - 1].to_ascii_lowercase();
                 n += 1;
                 e -= 1;
+            }
+            if let Some(start) = markup_in_word(buf, e, lo).filter(|_| n > 0) {
+                (e, crossed) = (start, true);
+                continue;
             }
             let Some(w) = self.dot_in_local(&buf[lo..e]) else {
                 break;
             };
-            if n == sc.local.len() {
-                return false;
-            }
-            sc.local[n] = b'.';
+            *sc.local.get_mut(n)? = b'.';
             n += 1;
             e -= w;
         }
@@ -354,11 +355,11 @@ impl Spelled {
             n -= 1;
         }
         if n == 0 || n > MAX_LOCAL || !starts_local(buf, e, lo) {
-            return false;
+            return None;
         }
         sc.local[..n].reverse();
         sc.local_len = n;
-        true
+        Some(crossed)
     }
 
     /// The length of a bracketed word for `.` (with spaces around) ending
@@ -581,6 +582,31 @@ fn starts_local(buf: &[u8], e: usize, lo: usize) -> bool {
         k = lo + start;
     }
     k == e || k == lo || !(is_local_char(buf[k - 1].into()) || ends_path(buf[k - 1]))
+}
+
+/// Where the comments and inline tags ending at `e` start, when a local
+/// part's character comes before them: markup inside a word
+/// (`<b>mj</b>d`, `m<!-- -->jd`), which a harvester reading the rendered
+/// text or stripping tags joins. Spaces end a word.
+#[cold]
+pub(super) fn markup_in_word(buf: &[u8], e: usize, lo: usize) -> Option<usize> {
+    if e <= lo || buf[e - 1] != b'>' {
+        return None;
+    }
+    // Told cheaply first, as the main scanner asks this of every local part
+    // after a tag (`<a href="mailto:…">joe@…`): the byte before the `<` of
+    // each tag in the run, which is a local character only inside a word.
+    let mut k = e;
+    loop {
+        let open = lo + memchr::memrchr(b'<', &buf[lo..k])?;
+        match open.checked_sub(1).filter(|&b| b >= lo).map(|b| buf[b]) {
+            Some(b'>') => k = open,
+            Some(c) if is_local_char(c.into()) => break,
+            _ => return None,
+        }
+    }
+    let g = gap_back(buf, e, lo);
+    (!g.spaced && g.at < e && g.at > lo && is_local_char(buf[g.at - 1].into())).then_some(g.at)
 }
 
 /// Bytes after which a run of letters is part of a URL, a path or a query.
