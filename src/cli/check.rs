@@ -254,7 +254,7 @@ fn write_protected(c: &addrmunge::Config, keys: &addrmunge::KeyRing, out: &mut i
     if s.enabled {
         writeln!(
             out,
-            "spelled:   spelled-out addresses get IDs too: [at] (at) {{at}} <span></span>@, words for @: {}; for .: {}",
+            "spelled:   spelled-out addresses get IDs too: [at] (at) {{at}} _at_ <b>mj</b>d@, words for @: {}; for .: {}",
             s.at.join(", "),
             s.dot.join(", ")
         )?;

@@ -161,7 +161,8 @@ pub enum Command {
     /// Each page (and each script it loads) is read in every way today's
     /// harvesters read pages: raw (the page as served; entities, %40 and
     /// \u0040 undone), tags (text content: tags and comments dropped),
-    /// words ([at], (at), " at ", {at}, arroba, [dot], " dot ", punkt...),
+    /// words ([at], (at), " at ", {at}, _at_, -at-, " @ ", arroba, [dot],
+    /// " dot ", " . ", punkt...),
     /// cfemail (Cloudflare's data-cfemail XOR), base64 (atob), rot13
     /// (znvygb:), zero-width (zero-width characters removed), fullwidth
     /// (＠ and fullwidth letters), combined (tags, zero-width, fullwidth and
