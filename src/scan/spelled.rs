@@ -149,10 +149,9 @@ struct Front {
     at: Form,
     /// Where the local part ends: where the ID goes.
     insert: usize,
-    /// A tag or comment was in a gap.
-    tagged: bool,
-    /// A space follows the word for `@` (`mjd @ plover.com`).
-    spaced: bool,
+    /// It is no plain `local@`: a tag or comment in a gap or inside the
+    /// local part, or a space after the word for `@` (`mjd @ plover.com`).
+    unplain: bool,
     /// The word for `@` is in capitals (`AT`: spelled out on purpose, not
     /// prose).
     shouted: bool,
@@ -257,7 +256,7 @@ impl Spelled {
             Ok(None) | Err(Stop::TooFar) => return Spelt::NoMatch,
             Err(Stop::Short) => return Spelt::NeedMore,
         };
-        if front.at == Form::Sign && !front.tagged && !front.spaced && !unplain {
+        if front.at == Form::Sign && !front.unplain && !unplain {
             return Spelt::NoMatch; // a plain address: the main scanner's
         }
         let domain = &sc.domain[..sc.domain_len];
@@ -301,8 +300,7 @@ impl Spelled {
         Some(Front {
             at,
             insert: before.at,
-            tagged: after.tagged || before.tagged || split,
-            spaced: after.spaced,
+            unplain: after.tagged || before.tagged || split || after.spaced,
             shouted: at == Form::Word
                 && word.iter().any(u8::is_ascii_uppercase)
                 && !word.iter().any(u8::is_ascii_lowercase),
@@ -592,18 +590,6 @@ fn starts_local(buf: &[u8], e: usize, lo: usize) -> bool {
 pub(super) fn markup_in_word(buf: &[u8], e: usize, lo: usize) -> Option<usize> {
     if e <= lo || buf[e - 1] != b'>' {
         return None;
-    }
-    // Told cheaply first, as the main scanner asks this of every local part
-    // after a tag (`<a href="mailto:…">joe@…`): the byte before the `<` of
-    // each tag in the run, which is a local character only inside a word.
-    let mut k = e;
-    loop {
-        let open = lo + memchr::memrchr(b'<', &buf[lo..k])?;
-        match open.checked_sub(1).filter(|&b| b >= lo).map(|b| buf[b]) {
-            Some(b'>') => k = open,
-            Some(c) if is_local_char(c.into()) => break,
-            _ => return None,
-        }
     }
     let g = gap_back(buf, e, lo);
     (!g.spaced && g.at < e && g.at > lo && is_local_char(buf[g.at - 1].into())).then_some(g.at)
