@@ -1028,8 +1028,34 @@ fn a_local_part_split_by_tags_is_the_whole_word() {
 
 #[test]
 fn spelled_out_addresses_get_their_id_after_the_local_part() {
-    let m = matcher();
-    for (page, want) in [
+    // Past four protected domains their labels are searched another way
+    // (one automaton): what gets an ID must not change with it.
+    let mut entries = protection().entries().to_vec();
+    entries.extend(["a1", "a2", "a3", "a4"].map(|l| Protect {
+        domain: format!("{l}.test"),
+        local: Glob::new("*").unwrap(),
+        exempt: vec![],
+        deliver_to: None,
+    }));
+    let many = Matcher::new(Arc::new(Protection::new(entries, "-id-")));
+    for m in [matcher(), many] {
+        for (page, want) in spelled_cases() {
+            assert_eq!(
+                String::from_utf8(m.rewrite(page.as_bytes(), &mut marker)).unwrap(),
+                want,
+                "{page}"
+            );
+            // A stream may cut a spelling anywhere, the ID going in before it.
+            every_cut_gives(&m, page, want, &mut marker);
+        }
+    }
+    let munged = format!("joe-id-{} [at] ihatespam [dot] test", "k".repeat(24));
+    assert_eq!(rewrite(&munged), munged);
+}
+
+/// Spelled-out addresses and the prose, code and links that look like them.
+fn spelled_cases() -> Vec<(&'static str, &'static str)> {
+    vec![
         (
             "joe [at] ihatespam [dot] test",
             "joe-id-zzzz [at] ihatespam [dot] test",
@@ -1232,7 +1258,24 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
             "joe&nbsp;AT&nbsp;ihatespam.test",
             "joe-id-zzzz&nbsp;AT&nbsp;ihatespam.test",
         ),
+        // In capitals throughout, `AT` is no more deliberate than the rest.
         ("WRITE US AT IHATESPAM.TEST", "WRITE US AT IHATESPAM.TEST"),
+        ("WRITE US AT IHATESPAM DOT TEST", "WRITE US AT IHATESPAM DOT TEST"),
+        (
+            "WRITE MJD AT PLOVER DOT COM",
+            "WRITE MJD-id-zzzz AT PLOVER DOT COM",
+        ),
+        // A domain in capitals is the same domain.
+        (
+            "JOE [AT] IHATESPAM [DOT] TEST",
+            "JOE-id-zzzz [AT] IHATESPAM [DOT] TEST",
+        ),
+        (
+            "joe (at) IHATESPAM (dot) TEST",
+            "joe-id-zzzz (at) IHATESPAM (dot) TEST",
+        ),
+        ("JOE(AT)IHATESPAM.TEST", "JOE-id-zzzz(AT)IHATESPAM.TEST"),
+        ("JOE AT IHATESPAM.test", "JOE AT IHATESPAM.test"),
         // Prose and handles.
         (
             "meet [at] ihatespam.test's office",
@@ -1317,11 +1360,5 @@ fn spelled_out_addresses_get_their_id_after_the_local_part() {
         ),
         // Plain addresses stay the main scanner's: one ID.
         ("joe@ihatespam.test", "joe-id-zzzz@ihatespam.test"),
-    ] {
-        assert_eq!(rewrite(page), want, "{page}");
-        // A stream may cut a spelling anywhere, the ID going in before it.
-        every_cut_gives(&m, page, want, &mut marker);
-    }
-    let munged = format!("joe-id-{} [at] ihatespam [dot] test", "k".repeat(24));
-    assert_eq!(rewrite(&munged), munged);
+    ]
 }

@@ -47,7 +47,7 @@ use std::sync::Arc;
 
 use memchr::{memchr2, memchr3};
 
-use self::spelled::{Reading, Spelled, Spelt};
+use self::spelled::{MAX_SEARCHES, Reading, Spelled, Spelt};
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
 
 /// Elements whose tags do not break a word in rendered text: an address
@@ -261,7 +261,7 @@ impl Matcher {
     pub fn may_hold_address(&self, bytes: &[u8]) -> bool {
         memchr3(b'@', b'&', b'%', bytes).is_some()
             || memchr2(b'\\', 0xef, bytes).is_some()
-            || self.spelled.as_ref().is_some_and(|s| s.find(bytes).is_some())
+            || self.spelled.as_ref().is_some_and(|s| s.any(bytes))
     }
 
     /// Rewrites a whole input at once.
@@ -306,8 +306,9 @@ struct Cursor {
     /// The next `\\` or `0xEF` (a fullwidth `＠` starts with it), searched
     /// once for many candidates.
     rare: Ahead,
-    /// The next first label of a protected domain, likewise.
-    label: Ahead,
+    /// The next first label of a protected domain, likewise, one for each
+    /// of the label searches.
+    label: [Ahead; MAX_SEARCHES],
     /// No protected domain's first label before this is a candidate for a
     /// spelled-out address: it starts (or lies inside) the domain of the
     /// last address munged.
@@ -370,7 +371,7 @@ impl Cursor {
             scan_from: self.scan_from - shift,
             common: Ahead::default(),
             rare: Ahead::default(),
-            label: Ahead::default(),
+            label: Default::default(),
             labels_from: self.labels_from.saturating_sub(shift),
             base: self.base + shift as u64,
         }
@@ -395,14 +396,17 @@ impl Cursor {
             None => memchr3(b'@', b'&', b'%', &data[from..]).map(|i| from + i),
         };
         let bs = self.rare.find(data, from, 0, |d| memchr2(b'\\', 0xef, d));
-        let label = spelled.and_then(|s| {
+        let mut next = earliest(common, bs);
+        if let Some(s) = spelled {
             let from = from.max(self.labels_from);
-            self.label.find(data, from, s.overlap(), |d| s.find(d))
-        });
+            for (k, memo) in self.label.iter_mut().enumerate().take(s.searches()) {
+                next = earliest(next, memo.find(data, from, s.overlap(), |d| s.find(k, d)));
+            }
+        }
         // Not `[..].into_iter().flatten().min()`: that goes through memory
         // the compiler does not keep in registers, and this runs for every
         // candidate.
-        earliest(earliest(common, bs), label)
+        next
     }
 }
 

@@ -12,7 +12,7 @@
 //! domain it reads only up to the markup inside a label: it hands those
 //! over), so a second
 //! kind of candidate is the first label of a protected domain (`plover`,
-//! `Plover`; only the first letter's case varies), found by a SIMD search. From there the domain is
+//! `Plover`, `PLOVER`), found by SIMD searches. From there the domain is
 //! read forwards (labels joined by `.`, `&#46;`, `[dot]`, `(dot)`, `{dot}`, `<dot>` or ` dot `)
 //! and must be a whole protected domain; backwards come the word for `@`
 //! and the local part. Only the whole shape counts:
@@ -23,7 +23,8 @@
 //!   `[.]` for a dot), spaces allowed around it;
 //! - a bare word between spaces (`john at plover dot com`) only for a local
 //!   part a `[[protect]]` entry names literally, or when the word for `@`
-//!   is in capitals (`john AT plover DOT com`, written so on purpose): under
+//!   is in capitals and the domain is not (`john AT plover DOT com`, written
+//!   so on purpose; `WRITE US AT PLOVER.COM` is all capitals): under
 //!   `local = "*"`, "find us at plover dot com" is a web address read aloud.
 //!
 //! A domain followed by a possessive (`plover.com's`) is prose. Gaps may
@@ -60,12 +61,18 @@ pub(super) struct Spelled {
     max_label: usize,
 }
 
+/// The most label searches there are: each of `Labels::FEW` labels as
+/// written and in capitals.
+pub(super) const MAX_SEARCHES: usize = 8;
+
 /// A search for the first labels of the protected domains. It runs over
 /// every byte of every page, so it must cost next to nothing where there
-/// is no label: a site's few labels are searched as lower case after their
-/// first letter (`lover` for `plover` or `Plover`: a SIMD substring search
-/// on rare bytes), the first letter checked in either case; many labels
-/// need one automaton, any case.
+/// is no label: a site's few labels are searched after their first letter
+/// (`lover` for `plover` or `Plover`, `LOVER` for `PLOVER`: SIMD substring
+/// searches on rare bytes), the first letter checked in either case; many
+/// labels need one automaton, any case. Each search is its own, so that the
+/// scanner can remember each one's next match: one label that never comes
+/// must not be searched for again at every other label's match.
 #[derive(Debug)]
 enum Labels {
     Few(Vec<(memchr::memmem::Finder<'static>, u8)>),
@@ -74,7 +81,7 @@ enum Labels {
 
 impl Labels {
     /// Up to this many labels are searched one by one.
-    const FEW: usize = 4;
+    const FEW: usize = 0;
 
     fn new(labels: &[&str]) -> Labels {
         if labels.len() > Self::FEW || labels.iter().any(|l| l.len() < 2) {
@@ -85,38 +92,50 @@ impl Labels {
                 .expect("short labels make a small automaton");
             return Labels::Many(ac);
         }
-        let few = labels
-            .iter()
-            .map(|l| {
-                (
-                    memchr::memmem::Finder::new(&l.as_bytes()[1..]).into_owned(),
-                    l.as_bytes()[0],
-                )
-            })
-            .collect();
+        let mut few = Vec::new();
+        for l in labels {
+            let (first, tail) = (l.as_bytes()[0], &l.as_bytes()[1..]);
+            let upper = tail.to_ascii_uppercase();
+            few.push((memchr::memmem::Finder::new(tail).into_owned(), first));
+            // A tail without letters reads the same in capitals.
+            if upper != tail {
+                few.push((memchr::memmem::Finder::new(&upper).into_owned(), first));
+            }
+        }
         Labels::Few(few)
     }
 
-    /// Where the first label in `hay` starts.
-    fn find(&self, hay: &[u8]) -> Option<usize> {
+    /// How many searches `find` takes.
+    fn searches(&self) -> usize {
         match self {
-            Labels::Many(ac) => ac.find(hay).map(|m| m.start()),
-            Labels::Few(finders) => finders
-                .iter()
-                .filter_map(|(tail, first)| {
-                    // A tail at 0 belongs to a label that started before `hay`.
-                    let mut from = 1;
-                    loop {
-                        let i = from + tail.find(hay.get(from..)?)?;
-                        if hay[i - 1].eq_ignore_ascii_case(first) {
-                            return Some(i - 1);
-                        }
-                        from = i + 1;
-                    }
-                })
-                .min(),
+            Labels::Many(_) => 1,
+            Labels::Few(finders) => finders.len(),
         }
     }
+
+    /// Where the first label that search `k` looks for starts in `hay`.
+    fn find(&self, k: usize, hay: &[u8]) -> Option<usize> {
+        match self {
+            Labels::Many(ac) => ac.find(hay).map(|m| m.start()),
+            Labels::Few(finders) => {
+                let (tail, first) = &finders[k];
+                // A tail at 0 belongs to a label that started before `hay`.
+                let mut from = 1;
+                loop {
+                    let i = from + tail.find(hay.get(from..)?)?;
+                    if hay[i - 1].eq_ignore_ascii_case(first) {
+                        return Some(i - 1);
+                    }
+                    from = i + 1;
+                }
+            }
+        }
+    }
+}
+
+/// Whether `word` is written in capitals (`AT`, `PLOVER`).
+fn in_capitals(word: &[u8]) -> bool {
+    word.iter().any(u8::is_ascii_uppercase) && !word.iter().any(u8::is_ascii_lowercase)
 }
 
 /// What a candidate turned out to be.
@@ -152,8 +171,8 @@ struct Front {
     /// It is no plain `local@`: a tag or comment in a gap or inside the
     /// local part, or a space after the word for `@` (`mjd @ plover.com`).
     unplain: bool,
-    /// The word for `@` is in capitals (`AT`: spelled out on purpose, not
-    /// prose).
+    /// The word for `@` is in capitals and the domain is not (`AT`:
+    /// spelled out on purpose, not prose).
     shouted: bool,
 }
 
@@ -231,9 +250,20 @@ impl Spelled {
         self.max_label.saturating_sub(1)
     }
 
-    /// The first candidate in `hay`.
-    pub(super) fn find(&self, hay: &[u8]) -> Option<usize> {
-        self.labels.find(hay)
+    /// How many searches there are for candidates (at most
+    /// `MAX_SEARCHES`), each to be remembered apart.
+    pub(super) fn searches(&self) -> usize {
+        self.labels.searches()
+    }
+
+    /// The first candidate search `k` finds in `hay`.
+    pub(super) fn find(&self, k: usize, hay: &[u8]) -> Option<usize> {
+        self.labels.find(k, hay)
+    }
+
+    /// Whether `hay` holds a candidate.
+    pub(super) fn any(&self, hay: &[u8]) -> bool {
+        (0..self.searches()).any(|k| self.find(k, hay).is_some())
     }
 
     /// Decides the candidate at `r.q`, where a protected domain's first
@@ -301,10 +331,20 @@ impl Spelled {
             at,
             insert: before.at,
             unplain: after.tagged || before.tagged || split || after.spaced,
-            shouted: at == Form::Word
-                && word.iter().any(u8::is_ascii_uppercase)
-                && !word.iter().any(u8::is_ascii_lowercase),
+            // In text all in capitals (`WRITE US AT PLOVER.COM`) the word's
+            // case says nothing.
+            shouted: at == Form::Word && in_capitals(word) && !in_capitals(self.label_at(r.buf, r.q)),
         })
+    }
+
+    /// The label that starts at `q`, as far as a protected one can reach.
+    fn label_at<'b>(&self, buf: &'b [u8], q: usize) -> &'b [u8] {
+        let rest = &buf[q..buf.len().min(q + self.max_label)];
+        let n = rest
+            .iter()
+            .position(|&c| !c.is_ascii_alphanumeric())
+            .unwrap_or(rest.len());
+        &rest[..n]
     }
 
     /// The word for `@` that ends at `e`, and where it starts.
