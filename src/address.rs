@@ -282,7 +282,7 @@ impl Default for Spellings {
         Spellings {
             enabled: true,
             at: words(&["at", "arroba", "chez", "klammeraffe", "\u{e4}t"]),
-            dot: words(&["dot", "punkt", "punto", "point"]),
+            dot: words(&["dot", "period", "punkt", "punto", "point"]),
         }
     }
 }

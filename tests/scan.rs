@@ -1075,6 +1075,10 @@ fn spelled_cases() -> Vec<(&'static str, &'static str)> {
             "joe (arroba) ihatespam (punto) test",
             "joe-id-zzzz (arroba) ihatespam (punto) test",
         ),
+        (
+            "joe [at] ihatespam [period] test",
+            "joe-id-zzzz [at] ihatespam [period] test",
+        ),
         ("joe@ihatespam [dot] test", "joe-id-zzzz@ihatespam [dot] test"),
         ("joe@ihatespam dot test", "joe-id-zzzz@ihatespam dot test"),
         (

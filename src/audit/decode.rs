@@ -262,7 +262,7 @@ static AT: LazyLock<Regex> = LazyLock::new(|| {
 });
 static DOT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\s*[\[\(\{<]\s*(?:dot|punkt|punto|point)\s*[\]\)\}>]\s*|\s+(?:dot|punkt|punto)\s+|\s*_dot_\s*|\s+-dot-\s+|\s+\.\s+",
+        r"(?i)\s*[\[\(\{<]\s*(?:dot|period|punkt|punto|point)\s*[\]\)\}>]\s*|\s+(?:dot|period|punkt|punto)\s+|\s*_dot_\s*|\s+-dot-\s+|\s+\.\s+",
     )
     .expect("a valid pattern")
 });

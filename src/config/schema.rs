@@ -55,7 +55,7 @@ pub struct RawSpelled {
     pub enabled: Option<bool>,
     /// Words for `@` (default: at, arroba, chez, klammeraffe, ät).
     pub at: Option<Vec<String>>,
-    /// Words for `.` (default: dot, punkt, punto, point).
+    /// Words for `.` (default: dot, period, punkt, punto, point).
     pub dot: Option<Vec<String>>,
 }
 
