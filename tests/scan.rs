@@ -333,10 +333,10 @@ fn quoted_local_parts_get_their_id_inside_the_quotes() {
             every_cut_gives(&matcher(), &input, &want, &mut marker);
         }
     }
-    // Not quoted local parts: code joining strings, quotes around nothing
-    // an address holds, a quote that does not open, already munged.
+    // Not quoted local parts: code joining strings (see
+    // `script_string_joins_are_one_address`), quotes around nothing an
+    // address holds, a quote that does not open, already munged.
     for page in [
-        "a = \"joe\"+\"@ihatespam.test\";",
         "a = x+\"@ihatespam.test\";",
         "[\"joe\",\"@ihatespam.test\"]",
         "\"joe \" + \"@ihatespam.test\"",
@@ -348,6 +348,67 @@ fn quoted_local_parts_get_their_id_inside_the_quotes() {
         "\"other\"@plover.com",
     ] {
         assert_eq!(rewrite(page), page);
+    }
+}
+
+/// A script that builds an address from string literals shows a browser,
+/// and a harvester that runs it, the whole address: the ID goes at the end
+/// of the local part, so that the script builds the munged address.
+#[test]
+fn script_string_joins_are_one_address() {
+    for (page, want) in [
+        (
+            "document.write('joe' + '@' + 'ihatespam.test');",
+            "document.write('joe-id-zzzz' + '@' + 'ihatespam.test');",
+        ),
+        (
+            "a = \"joe\"+\"@ihatespam.test\";",
+            "a = \"joe-id-zzzz\"+\"@ihatespam.test\";",
+        ),
+        (
+            "a = 'joe@' + 'ihatespam.test';",
+            "a = 'joe-id-zzzz@' + 'ihatespam.test';",
+        ),
+        (
+            "a = `joe` + `@ihatespam.test`;",
+            "a = `joe-id-zzzz` + `@ihatespam.test`;",
+        ),
+        (
+            "a = 'joe' + '@' + 'ihatespam' + '.' + 'test';",
+            "a = 'joe-id-zzzz' + '@' + 'ihatespam' + '.' + 'test';",
+        ),
+        (
+            "a = 'joe@ihatespam' + '.test';",
+            "a = 'joe-id-zzzz@ihatespam' + '.test';",
+        ),
+        // A local part in pieces is the whole word's.
+        (
+            "a = 'jo' + 'e@ihatespam.test';",
+            "a = 'jo' + 'e-id-zzzz@ihatespam.test';",
+        ),
+        (
+            "a = 'm'+'j'+'d'+'@'+'plover.com';",
+            "a = 'm'+'j'+'d-id-zzzz'+'@'+'plover.com';",
+        ),
+        (
+            "<a onclick=\"location='mailto:'+'mjd'+'@'+'plover.com'\">",
+            "<a onclick=\"location='mailto:'+'mjd-id-zzzz'+'@'+'plover.com'\">",
+        ),
+        (
+            "a = 'mjd' + \"@plover.com\";",
+            "a = 'mjd-id-zzzz' + \"@plover.com\";",
+        ),
+        // Not joins of literals: a variable, a comma, a space in the string.
+        ("a = x + '@ihatespam.test';", "a = x + '@ihatespam.test';"),
+        (
+            "a = 'joe ' + '@ihatespam.test';",
+            "a = 'joe ' + '@ihatespam.test';",
+        ),
+        ("[\"mjd\",\"@plover.com\"]", "[\"mjd\",\"@plover.com\"]"),
+        ("'other' + '@' + 'plover.com'", "'other' + '@' + 'plover.com'"),
+    ] {
+        assert_eq!(rewrite(page), want, "{page}");
+        every_cut_gives(&matcher(), page, want, &mut marker);
     }
 }
 

@@ -306,9 +306,8 @@ struct Cursor {
     /// The next `\\` or `0xEF` (a fullwidth `＠` starts with it), searched
     /// once for many candidates.
     rare: Ahead,
-    /// The next first label of a protected domain, likewise, one for each
-    /// of the label searches.
-    label: [Ahead; MAX_SEARCHES],
+    /// The next first label of a protected domain, likewise.
+    label: LabelsAhead,
     /// No protected domain's first label before this is a candidate for a
     /// spelled-out address: it starts (or lies inside) the domain of the
     /// last address munged.
@@ -332,6 +331,7 @@ impl Ahead {
     /// The next match at or after `from`; `overlap` is how many bytes
     /// before `searched_to` a match found only now may start (a pattern's
     /// length less one).
+    #[inline(always)]
     fn find(
         &mut self,
         data: &[u8],
@@ -357,6 +357,30 @@ impl Ahead {
             None
         };
         self.searched_to = data.len();
+        self.next
+    }
+}
+
+/// The next first label of a protected domain: a memo for each label
+/// search, so that a label that never comes is not searched for again at
+/// every other one's match, and their earliest, so that a candidate before
+/// it costs one comparison.
+#[derive(Debug, Clone, Copy, Default)]
+struct LabelsAhead {
+    each: [Ahead; MAX_SEARCHES],
+    /// The earliest of `each`'s matches at or after some earlier `from`,
+    /// found while `data` was `len` bytes long.
+    next: Option<usize>,
+    len: usize,
+}
+
+impl LabelsAhead {
+    /// The next label at or after `from` (which never goes back).
+    fn find(&mut self, data: &[u8], from: usize, s: &Spelled) -> Option<usize> {
+        if self.len != data.len() || self.next.is_some_and(|b| b < from) {
+            self.next = s.next(&mut self.each, data, from);
+            self.len = data.len();
+        }
         self.next
     }
 }
@@ -396,17 +420,11 @@ impl Cursor {
             None => memchr3(b'@', b'&', b'%', &data[from..]).map(|i| from + i),
         };
         let bs = self.rare.find(data, from, 0, |d| memchr2(b'\\', 0xef, d));
-        let mut next = earliest(common, bs);
-        if let Some(s) = spelled {
-            let from = from.max(self.labels_from);
-            for (k, memo) in self.label.iter_mut().enumerate().take(s.searches()) {
-                next = earliest(next, memo.find(data, from, s.overlap(), |d| s.find(k, d)));
-            }
-        }
+        let label = spelled.and_then(|s| self.label.find(data, from.max(self.labels_from), s));
         // Not `[..].into_iter().flatten().min()`: that goes through memory
         // the compiler does not keep in registers, and this runs for every
         // candidate.
-        next
+        earliest(earliest(common, bs), label)
     }
 }
 
@@ -771,11 +789,14 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
 /// reader reads across the tags; `d` alone would get an ID not mjd's).
 /// Asked of every candidate, so a tag that cannot end inside a word is told
 /// by one byte: `<a href="mailto:…">joe@…` ends in `">`, `</b>` in a name's
-/// last letter, a comment in `-`, `<wbr/>` in `/`.
+/// last letter, a comment in `-`, `<wbr/>` in `/`. A script's join of
+/// string literals (`'mj' + 'd@plover.com'`) ends in a quote.
 fn split_local(buf: &[u8], from: usize, lo: usize) -> bool {
     from >= lo + 2
-        && buf[from - 1] == b'>'
-        && matches!(buf[from - 2], b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'/')
+        && match buf[from - 1] {
+            b'>' => matches!(buf[from - 2], b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'/'),
+            c => spelled::is_quote(c) && matches!(buf[from - 2], b' ' | b'+'),
+        }
         && spelled::markup_in_word(buf, from, lo).is_some()
 }
 

@@ -1,7 +1,8 @@
 //! The owner's own spelled-out addresses: `john [at] plover [dot] com`,
 //! `john(at)plover.com`, `john at plover dot com`, `john<span></span>@plover.com`,
 //! `john@<!-- -->plover.com`, an address split by inline tags (even inside a
-//! label: `john@plo<!-- -->ver.com`). A harvester
+//! label: `john@plo<!-- -->ver.com`), or by a script joining string literals
+//! (`'john' + '@' + 'plover.com'`). A harvester
 //! reassembles each into `john@plover.com`, so each gets an ID where the
 //! reassembled address gets it: at the end of the local part
 //! (`john-id-TOKEN [at] plover [dot] com`).
@@ -28,7 +29,8 @@
 //!   `local = "*"`, "find us at plover dot com" is a web address read aloud.
 //!
 //! A domain followed by a possessive (`plover.com's`) is prose. Gaps may
-//! hold spaces, `&nbsp;`, comments and tags of inline elements (those that
+//! hold spaces, `&nbsp;`, a join of string literals (`' + '`, which a
+//! browser running the script removes), comments and tags of inline elements (those that
 //! do not break a word when rendered, the same list the audit's `tags`
 //! reading uses), and an inline element that is not rendered, with its
 //! text (`<span style="display:none">null</span>`, a decoy); a `<p>` or
@@ -36,7 +38,7 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use super::{INLINE, Scratch};
+use super::{Ahead, INLINE, Scratch};
 use crate::address::{Class, MAX_LOCAL, Protection, is_local_char};
 
 /// The most bytes between the end of a local part and the start of its
@@ -63,7 +65,7 @@ pub(super) struct Spelled {
 
 /// The most label searches there are: each of `Labels::FEW` labels as
 /// written and in capitals.
-pub(super) const MAX_SEARCHES: usize = 8;
+pub(super) const MAX_SEARCHES: usize = 2 * Labels::FEW;
 
 /// A search for the first labels of the protected domains. It runs over
 /// every byte of every page, so it must cost next to nothing where there
@@ -81,7 +83,7 @@ enum Labels {
 
 impl Labels {
     /// Up to this many labels are searched one by one.
-    const FEW: usize = 0;
+    const FEW: usize = 4;
 
     fn new(labels: &[&str]) -> Labels {
         if labels.len() > Self::FEW || labels.iter().any(|l| l.len() < 2) {
@@ -105,31 +107,51 @@ impl Labels {
         Labels::Few(few)
     }
 
-    /// How many searches `find` takes.
-    fn searches(&self) -> usize {
+    /// The next label at or after `from` in `data`, each search
+    /// remembered in its own memo.
+    #[inline(never)]
+    fn next(
+        &self,
+        memos: &mut [Ahead; MAX_SEARCHES],
+        data: &[u8],
+        from: usize,
+        overlap: usize,
+    ) -> Option<usize> {
         match self {
-            Labels::Many(_) => 1,
-            Labels::Few(finders) => finders.len(),
+            Labels::Many(ac) => memos[0].find(data, from, overlap, |d| ac.find(d).map(|m| m.start())),
+            Labels::Few(finders) => {
+                let mut next = None;
+                for ((tail, first), memo) in finders.iter().zip(memos) {
+                    let found = memo.find(data, from, overlap, |d| label_at_tail(d, tail, *first));
+                    next = super::earliest(next, found);
+                }
+                next
+            }
         }
     }
 
-    /// Where the first label that search `k` looks for starts in `hay`.
-    fn find(&self, k: usize, hay: &[u8]) -> Option<usize> {
+    /// Whether `hay` holds a label.
+    fn any(&self, hay: &[u8]) -> bool {
         match self {
-            Labels::Many(ac) => ac.find(hay).map(|m| m.start()),
-            Labels::Few(finders) => {
-                let (tail, first) = &finders[k];
-                // A tail at 0 belongs to a label that started before `hay`.
-                let mut from = 1;
-                loop {
-                    let i = from + tail.find(hay.get(from..)?)?;
-                    if hay[i - 1].eq_ignore_ascii_case(first) {
-                        return Some(i - 1);
-                    }
-                    from = i + 1;
-                }
-            }
+            Labels::Many(ac) => ac.is_match(hay),
+            Labels::Few(finders) => finders
+                .iter()
+                .any(|(tail, first)| label_at_tail(hay, tail, *first).is_some()),
         }
+    }
+}
+
+/// Where the first label whose first letter is `first` (in either case)
+/// and whose tail `tail` finds starts in `hay`.
+fn label_at_tail(hay: &[u8], tail: &memchr::memmem::Finder<'_>, first: u8) -> Option<usize> {
+    // A tail at 0 belongs to a label that started before `hay`.
+    let mut from = 1;
+    loop {
+        let i = from + tail.find(hay.get(from..)?)?;
+        if hay[i - 1].eq_ignore_ascii_case(&first) {
+            return Some(i - 1);
+        }
+        from = i + 1;
     }
 }
 
@@ -200,6 +222,8 @@ struct Gap {
     /// Where the gap ends (reading forwards) or starts (backwards).
     at: usize,
     spaced: bool,
+    /// Markup that renders as nothing, or a script's join of two string
+    /// literals (`' + '`): no plain `local@domain`.
     tagged: bool,
 }
 
@@ -250,20 +274,15 @@ impl Spelled {
         self.max_label.saturating_sub(1)
     }
 
-    /// How many searches there are for candidates (at most
-    /// `MAX_SEARCHES`), each to be remembered apart.
-    pub(super) fn searches(&self) -> usize {
-        self.labels.searches()
-    }
-
-    /// The first candidate search `k` finds in `hay`.
-    pub(super) fn find(&self, k: usize, hay: &[u8]) -> Option<usize> {
-        self.labels.find(k, hay)
+    /// The next candidate at or after `from` in `data`; `memos` remember
+    /// each search's next match.
+    pub(super) fn next(&self, memos: &mut [Ahead; MAX_SEARCHES], data: &[u8], from: usize) -> Option<usize> {
+        self.labels.next(memos, data, from, self.overlap())
     }
 
     /// Whether `hay` holds a candidate.
     pub(super) fn any(&self, hay: &[u8]) -> bool {
-        (0..self.searches()).any(|k| self.find(k, hay).is_some())
+        self.labels.any(hay)
     }
 
     /// Decides the candidate at `r.q`, where a protected domain's first
@@ -590,6 +609,9 @@ fn may_end_gap(c: u8) -> bool {
             | b'\t'
             | b'\n'
             | b'\r'
+            | b'\''
+            | b'"'
+            | b'`'
             // The last bytes of the SPACES and AT_SIGNS outside ASCII.
             | 0xa0
             | 0xab
@@ -625,10 +647,11 @@ fn starts_local(buf: &[u8], e: usize, lo: usize) -> bool {
 /// Where the comments and inline tags ending at `e` start, when a local
 /// part's character comes before them: markup inside a word
 /// (`<b>mj</b>d`, `m<!-- -->jd`), which a harvester reading the rendered
-/// text or stripping tags joins. Spaces end a word.
+/// text or stripping tags joins; likewise a script's join of two string
+/// literals (`'mj' + 'd'`). Spaces end a word.
 #[cold]
 pub(super) fn markup_in_word(buf: &[u8], e: usize, lo: usize) -> Option<usize> {
-    if e <= lo || buf[e - 1] != b'>' {
+    if e <= lo || !(buf[e - 1] == b'>' || is_quote(buf[e - 1])) {
         return None;
     }
     let g = gap_back(buf, e, lo);
@@ -756,12 +779,45 @@ fn gap_back(buf: &[u8], mut e: usize, floor: usize) -> Gap {
         } else if let Some(start) = markup_back(win) {
             e = floor + hidden_back(win, start).unwrap_or(start);
             g.tagged = true;
+        } else if let Some(start) = join_back(win) {
+            e = floor + start;
+            g.tagged = true;
         } else {
             break;
         }
     }
     g.at = e;
     g
+}
+
+/// Quotes that delimit a script's string literals.
+pub(super) fn is_quote(c: u8) -> bool {
+    matches!(c, b'\'' | b'"' | b'`')
+}
+
+/// Where a join of two string literals ending `win` starts: the closing
+/// quote of one, `+`, the opening quote of the next (any quote: a script
+/// may mix them), spaces allowed around the `+`. A script that builds an address from
+/// pieces (`'mjd' + '@' + 'plover.com'`) shows a browser, and a harvester
+/// that runs it, the whole address.
+fn join_back(win: &[u8]) -> Option<usize> {
+    let (&open, rest) = win.split_last()?;
+    if !is_quote(open) {
+        return None;
+    }
+    let rest = trim_end_spaces(trim_end_spaces(rest).strip_suffix(b"+")?);
+    rest.last().is_some_and(|&c| is_quote(c)).then(|| rest.len() - 1)
+}
+
+/// Where a join of two string literals (`' + '`, see [`join_back`])
+/// starting at `i` ends.
+fn join_fwd(r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
+    let plus = skip_spaces_fwd(r, i + 1)?;
+    if r.peek(plus)? != Some(b'+') {
+        return Ok(None);
+    }
+    let open = skip_spaces_fwd(r, plus + 1)?;
+    Ok(r.peek(open)?.is_some_and(is_quote).then_some(open + 1))
 }
 
 /// When the inline tag at `close` ending `win` closes an element that is
@@ -898,6 +954,9 @@ fn gap_fwd(r: Reading<'_>, mut i: usize) -> Result<Gap, Stop> {
                     None => break,
                 },
             };
+            i = end;
+            g.tagged = true;
+        } else if let Some(end) = if is_quote(c) { join_fwd(r, i)? } else { None } {
             i = end;
             g.tagged = true;
         } else {
