@@ -254,6 +254,9 @@ pub struct Protection {
     domains: Vec<DomainEntries>,
     /// The same, hashed, for configs with many domains.
     by_domain: HashMap<Box<[u8]>, usize>,
+    /// International domains as pages show them (`bücher.example`,
+    /// lowercase UTF-8), each with its slot in `domains` (`xn--bcher-kva.example`).
+    unicode: Vec<(Box<[u8]>, usize)>,
     separator: String,
     max_domain_len: usize,
     spellings: Spellings,
@@ -300,11 +303,20 @@ impl Protection {
             });
             domains[slot].1.push(i);
         }
-        let max_domain_len = entries.iter().map(|e| e.domain.len()).max().unwrap_or(0);
+        let unicode: Vec<(Box<[u8]>, usize)> = domains
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, (d, _))| Some((unicode_form(std::str::from_utf8(d).ok()?)?, slot)))
+            .collect();
+        let max_domain_len = (entries.iter().map(|e| e.domain.len()))
+            .chain(unicode.iter().map(|(u, _)| u.len()))
+            .max()
+            .unwrap_or(0);
         Protection {
             entries,
             domains,
             by_domain,
+            unicode,
             separator: separator.to_ascii_lowercase(),
             max_domain_len,
             spellings: Spellings::default(),
@@ -353,6 +365,24 @@ impl Protection {
         self.by_domain
             .get(domain)
             .map(|&slot| self.domains[slot].1.as_slice())
+    }
+
+    /// The protected international domains as pages show them: each
+    /// Unicode form (lowercase UTF-8), its ASCII form and its entries.
+    pub fn unicode_domains(&self) -> impl Iterator<Item = (&[u8], &[u8], &[usize])> {
+        self.unicode.iter().map(|(u, slot)| {
+            let (ascii, ids) = &self.domains[*slot];
+            (&u[..], &ascii[..], &ids[..])
+        })
+    }
+
+    /// A protected domain's ASCII form for its Unicode one
+    /// (`bücher.example` -> `xn--bcher-kva.example`); any other as it is.
+    pub fn ascii_domain<'a>(&'a self, domain: &'a str) -> &'a str {
+        self.unicode_domains()
+            .find(|(u, _, _)| *u == domain.as_bytes())
+            .and_then(|(_, ascii, _)| std::str::from_utf8(ascii).ok())
+            .unwrap_or(domain)
     }
 
     /// Whether the (lowercase) bytes are the start of a protected domain
@@ -414,7 +444,9 @@ impl Protection {
         let Some((local, domain)) = address.rsplit_once('@') else {
             return Parsed::NotAnAddress;
         };
-        let domain = domain.trim_end_matches('.');
+        // An MTA speaking SMTPUTF8 passes an international domain as
+        // written: the ID was made for its ASCII form.
+        let domain = self.ascii_domain(domain.trim_end_matches('.'));
         // `"mjd-id-…"@plover.com`, as a quoted local part is munged: the
         // same mailbox (an MTA may pass it on quoted).
         let local = local
@@ -551,20 +583,34 @@ pub enum DomainError {
     /// Empty, too long, or a bad label.
     #[error("'{0}' is not a domain name; write it like example.com")]
     Malformed(String),
-    /// Not in its ASCII form.
-    #[error("'{0}' is not ASCII; write an international domain in its xn-- (punycode) form")]
-    NotAscii(String),
+    /// An international domain name that IDNA refuses.
+    #[error(
+        "'{0}' is no valid international domain name (IDNA); write it as in a browser's address bar, or in its xn-- form"
+    )]
+    NotIdna(String),
+}
+
+/// The Unicode form of an international domain (`xn--bcher-kva.example`
+/// -> `bücher.example`), as a page shows it; `None` for any other.
+fn unicode_form(ascii: &str) -> Option<Box<[u8]>> {
+    if !ascii.split('.').any(|l| l.starts_with("xn--")) {
+        return None;
+    }
+    let (u, ok) = idna::domain_to_unicode(ascii);
+    (ok.is_ok() && u != ascii).then(|| u.into_bytes().into())
 }
 
 /// Checks a domain name: lowercase letters, digits, hyphens and dots, labels
-/// of 1 to 63 octets, 253 octets at most.
+/// of 1 to 63 octets, 253 octets at most. An international domain name may
+/// be written in Unicode (`bücher.example`): it is returned in its ASCII
+/// form (`xn--bcher-kva.example`), as DNS and SMTP carry it.
 pub fn check_domain(domain: &str) -> Result<String, DomainError> {
-    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    let mut d = domain.trim_end_matches('.').to_ascii_lowercase();
+    if !d.is_ascii() {
+        d = idna::domain_to_ascii(&d).map_err(|_| DomainError::NotIdna(domain.to_owned()))?;
+    }
     if d.is_empty() || d.len() > MAX_DOMAIN {
         return Err(DomainError::Malformed(domain.to_owned()));
-    }
-    if !d.is_ascii() {
-        return Err(DomainError::NotAscii(domain.to_owned()));
     }
     for label in d.split('.') {
         let ok = !label.is_empty()
@@ -663,6 +709,38 @@ pub(crate) mod tests {
         assert_eq!(p.classify("mjd", "example.com"), Class::Unprotected);
     }
 
+    /// An international domain reads the same in Unicode and in its
+    /// xn-- form: the ID is the ASCII form's.
+    #[test]
+    fn international_domains_read_the_same_in_either_form() {
+        let domain = check_domain("Bücher.example").unwrap();
+        let p = Protection::new(
+            vec![Protect {
+                domain,
+                local: Glob::new("*").unwrap(),
+                exempt: vec![],
+                deliver_to: None,
+            }],
+            "-id-",
+        );
+        assert_eq!(p.ascii_domain("bücher.example"), "xn--bcher-kva.example");
+        assert_eq!(p.ascii_domain("plover.com"), "plover.com");
+        let token = "a".repeat(24);
+        for shown in [
+            "bücher.example",
+            "xn--bcher-kva.example",
+            "XN--BCHER-KVA.example.",
+        ] {
+            let Parsed::Munged(c) = p.parse(&format!("mjd-id-{token}@{shown}")) else {
+                panic!("{shown}")
+            };
+            assert_eq!(c[0].base, "mjd@xn--bcher-kva.example");
+            assert_eq!(p.parse(&format!("mjd@{shown}")), Parsed::Bare(0));
+        }
+        assert_eq!(p.parse("mjd@bücherei.example"), Parsed::Unprotected);
+        assert!(p.max_domain_len() >= "xn--bcher-kva.example".len());
+    }
+
     #[test]
     fn parse_munged_with_separator_inside_the_base() {
         let p = prot();
@@ -699,6 +777,9 @@ pub(crate) mod tests {
         assert_eq!(check_domain("Plover.COM.").unwrap(), "plover.com");
         assert!(check_domain("-bad.com").is_err());
         assert!(check_domain("bad..com").is_err());
-        assert!(check_domain("bücher.de").is_err());
+        // International domains in Unicode are taken in their ASCII form.
+        assert_eq!(check_domain("Bücher.de").unwrap(), "xn--bcher-kva.de");
+        assert_eq!(check_domain("xn--bcher-kva.de").unwrap(), "xn--bcher-kva.de");
+        assert!(check_domain("bü cher.de").is_err());
     }
 }

@@ -316,6 +316,38 @@ fn other_users_of_a_protected_domain_get_their_mail() {
     assert!(!ok && t.contains("Sorry, this address has expired"), "{t}");
 }
 
+/// An international domain, configured in Unicode: the ID made for the
+/// page's `mjd@bücher.example` is delivered through Postfix in the xn--
+/// form mail carries, and the resolver reads the Unicode form too (what
+/// Postfix asks in an SMTPUTF8 session).
+#[test]
+fn an_international_domain_takes_mail_in_either_form() {
+    let protect =
+        "[[protect]]\ndomain = \"bücher.example\"\nlocal = \"mjd\"\ndeliver_to = \"mjd@mbox.test\"\n";
+    let m = Mail::start_with(protect, "bare = \"reject\"\n", Setup::Inet);
+    let a = m.cli_ok(&["encode", "--ip", "203.0.113.9", "mjd@bücher.example"]);
+    assert!(a.ends_with("@xn--bcher-kva.example"), "{a}");
+    let (ok, t) = m.send("127.0.0.1", &a);
+    assert!(ok, "{t}");
+    assert!(m.delivered("mjd", &a));
+    let shown = a.replace("xn--bcher-kva", "bücher");
+    for map in ["virtual", "recipient"] {
+        let ascii = m.postmap(map, &a);
+        assert!(ascii.0, "{map}: {ascii:?}");
+        assert_eq!(m.postmap(map, &shown), ascii, "{map}: {shown}");
+    }
+    let (l, d) = shown.split_once('@').unwrap();
+    let forged = format!(
+        "{}{}@{d}",
+        &l[..l.len() - 1],
+        if l.ends_with('a') { 'b' } else { 'a' }
+    );
+    let refused = m.postmap("recipient", &forged);
+    assert!(refused.1.contains("expired"), "{forged}: {refused:?}");
+    let (ok, t) = m.send("127.0.0.1", "mjd@xn--bcher-kva.example");
+    assert!(!ok && t.contains("does not take mail"), "{t}");
+}
+
 /// RFC 5321 requires postmaster to take mail, RFC 2142 names abuse: never
 /// refused bare, whatever `bare` says.
 #[test]

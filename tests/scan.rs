@@ -412,6 +412,59 @@ fn script_string_joins_are_one_address() {
     }
 }
 
+/// An international domain as pages show it (`bücher.example`) is the
+/// protected `xn--bcher-kva.example`: the ID is made for the ASCII form,
+/// as mail carries it, however many domains are protected.
+#[test]
+fn international_domains_in_unicode_get_their_id() {
+    let idn = |n: usize| {
+        let mut entries: Vec<Protect> = (0..n)
+            .map(|i| Protect {
+                domain: format!("a{i}.test"),
+                local: Glob::new("*").unwrap(),
+                exempt: vec![],
+                deliver_to: None,
+            })
+            .collect();
+        entries.push(Protect {
+            domain: addrmunge::address::check_domain("bücher.example").unwrap(),
+            local: Glob::new("*").unwrap(),
+            exempt: vec![],
+            deliver_to: None,
+        });
+        Matcher::new(Arc::new(Protection::new(entries, "-id-")))
+    };
+    let mut domains = Vec::new();
+    let mut record = |f: &Found<'_>, out: &mut Vec<u8>| {
+        domains.push(format!("{}@{}", f.local, f.domain));
+        out.extend_from_slice(b"-id-zzzz");
+    };
+    for m in [idn(0), idn(9)] {
+        for (page, want) in [
+            ("mail mjd@bücher.example.", "mail mjd-id-zzzz@bücher.example."),
+            ("mjd@Bücher.example&nbsp;or", "mjd-id-zzzz@Bücher.example&nbsp;or"),
+            ("mjd@xn--bcher-kva.example", "mjd-id-zzzz@xn--bcher-kva.example"),
+            (
+                "<a href=\"mailto:mjd@bücher.example?subject=x\">",
+                "<a href=\"mailto:mjd-id-zzzz@bücher.example?subject=x\">",
+            ),
+            ("联系mjd@bücher.example联系", "联系mjd-id-zzzz@bücher.example联系"),
+            // Other domains.
+            ("mjd@bücherei.example", "mjd@bücherei.example"),
+            ("mjd@bücher.example.org", "mjd@bücher.example.org"),
+            ("mjd@bücher.examples", "mjd@bücher.examples"),
+        ] {
+            let got = String::from_utf8(m.rewrite(page.as_bytes(), &mut record)).unwrap();
+            assert_eq!(got, want, "{page}");
+            every_cut_gives(&m, page, want, &mut marker);
+        }
+    }
+    assert!(
+        domains.iter().all(|d| d == "mjd@xn--bcher-kva.example"),
+        "{domains:?}"
+    );
+}
+
 #[test]
 fn already_munged_addresses_are_left_alone() {
     let m = format!("joe-id-{}@ihatespam.test", "k".repeat(24));

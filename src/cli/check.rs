@@ -230,6 +230,13 @@ fn write_protected(c: &addrmunge::Config, keys: &addrmunge::KeyRing, out: &mut i
         if let Some(d) = &e.deliver_to {
             write!(out, "  delivered to {d}")?;
         }
+        let shown = c
+            .protection
+            .unicode_domains()
+            .find(|(_, a, _)| *a == e.domain.as_bytes());
+        if let Some((u, _, _)) = shown {
+            write!(out, "  (on pages also {})", String::from_utf8_lossy(u))?;
+        }
         writeln!(out)?;
         let sample_local = if e.local.is_literal() {
             e.local.as_str().to_owned()

@@ -353,6 +353,8 @@ impl Ctx {
         let (local, domain) = lower
             .rsplit_once('@')
             .ok_or_else(|| UsageError(format!("'{address}' is not an e-mail address")))?;
+        // An international domain as a page shows it: the ASCII form.
+        let domain = self.config.protection.ascii_domain(domain);
         match self.config.protection.classify(local, domain) {
             Class::Protected(_) => Ok((local.to_owned(), domain.to_owned())),
             Class::Exempt(_) => Err(UsageError(format!(

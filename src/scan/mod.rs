@@ -178,8 +178,14 @@ impl DomainStarts {
         for c in [b'&', b'%', b'\\', 0xc2, 0xe2, 0xef, b'<'] {
             t[usize::from(c)] = true;
         }
-        for e in protection.entries() {
-            if let Some(&c) = e.domain.as_bytes().first() {
+        let unicode = protection.unicode_domains().map(|(u, _, _)| u);
+        for d in protection
+            .entries()
+            .iter()
+            .map(|e| e.domain.as_bytes())
+            .chain(unicode)
+        {
+            if let Some(&c) = d.first() {
                 t[usize::from(c.to_ascii_lowercase())] = true;
                 t[usize::from(c.to_ascii_uppercase())] = true;
             }
@@ -730,18 +736,22 @@ impl Scanner {
 fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc: &mut Scratch) -> Decision {
     let ids = match literal_domain(prot, buf, p + at_len, sc) {
         Some(ids) => ids,
-        None => match decode_domain(buf, p + at_len, eof, sc) {
-            Part::Found => match prot.domain_entries(&sc.domain[..sc.domain_len]) {
-                Some(ids) => ids,
-                None if buf.get(sc.domain_end) == Some(&b'<')
-                    && prot.starts_domain(&sc.domain[..sc.domain_len]) =>
-                {
-                    return Decision::Split;
-                }
-                None => return Decision::NoMatch,
+        None => match unicode_domain(prot, buf, p + at_len, eof, sc) {
+            Unicode::Found(ids) => ids,
+            Unicode::NeedMore => return Decision::NeedMore,
+            Unicode::No => match decode_domain(buf, p + at_len, eof, sc) {
+                Part::Found => match prot.domain_entries(&sc.domain[..sc.domain_len]) {
+                    Some(ids) => ids,
+                    None if buf.get(sc.domain_end) == Some(&b'<')
+                        && prot.starts_domain(&sc.domain[..sc.domain_len]) =>
+                    {
+                        return Decision::Split;
+                    }
+                    None => return Decision::NoMatch,
+                },
+                Part::NotAddress => return Decision::NoMatch,
+                Part::NeedMore => return Decision::NeedMore,
             },
-            Part::NotAddress => return Decision::NoMatch,
-            Part::NeedMore => return Decision::NeedMore,
         },
     };
     let dlen = sc.domain_len;
@@ -1057,6 +1067,59 @@ fn literal_domain<'p>(
     sc.domain_len = domain.len();
     sc.domain_end = start + domain.len();
     Some(ids)
+}
+
+/// What the bytes after an `@` are as an international domain in Unicode.
+enum Unicode<'p> {
+    /// A protected one: the entries.
+    Found(&'p [usize]),
+    NeedMore,
+    No,
+}
+
+/// A protected international domain as a page shows it, in Unicode
+/// (`mjd@bücher.example` for `xn--bcher-kva.example`), whatever the number
+/// of domains. The scratch gets its ASCII form: the ID is made for the
+/// address as mail carries it. Only written out plainly: decoding a
+/// reference to a character outside ASCII is not done.
+#[cold]
+fn unicode_domain<'p>(
+    prot: &'p Protection,
+    buf: &[u8],
+    start: usize,
+    eof: bool,
+    sc: &mut Scratch,
+) -> Unicode<'p> {
+    let tail = &buf[start..];
+    for (uni, ascii, ids) in prot.unicode_domains() {
+        let n = uni.len().min(tail.len());
+        if !tail[..n].eq_ignore_ascii_case(&uni[..n]) {
+            continue;
+        }
+        // Dots may end a sentence; a label after them is another domain's.
+        let dots = tail
+            .get(n..)
+            .map_or(0, |r| r.iter().take_while(|&&c| c == b'.').count());
+        let after = match decode_fwd(buf, start + n + dots, eof) {
+            Fwd::Char(c, _) => Some(c),
+            Fwd::NeedMore => None,
+        };
+        match after {
+            Some(c) if c.is_ascii_alphanumeric() || c == b'-' || c == b'.' => continue,
+            Some(_) => {}
+            None if !eof => return Unicode::NeedMore,
+            None if n < uni.len() => continue,
+            None => {}
+        }
+        let Some(d) = sc.domain.get_mut(..ascii.len()) else {
+            continue;
+        };
+        d.copy_from_slice(ascii);
+        sc.domain_len = ascii.len();
+        sc.domain_end = start + uni.len();
+        return Unicode::Found(ids);
+    }
+    Unicode::No
 }
 
 /// Decodes the domain after the `@` at `start`. The run of literal domain
