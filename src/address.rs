@@ -376,6 +376,11 @@ impl Protection {
         })
     }
 
+    /// Whether an international domain is protected (most sites' is not).
+    pub fn has_unicode_domains(&self) -> bool {
+        !self.unicode.is_empty()
+    }
+
     /// A protected domain's ASCII form for its Unicode one
     /// (`bücher.example` -> `xn--bcher-kva.example`); any other as it is.
     pub fn ascii_domain<'a>(&'a self, domain: &'a str) -> &'a str {

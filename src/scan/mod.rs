@@ -337,6 +337,7 @@ impl Ahead {
     /// The next match at or after `from`; `overlap` is how many bytes
     /// before `searched_to` a match found only now may start (a pattern's
     /// length less one).
+    // Inlined into each label search's memo loop: asked for every candidate.
     #[inline(always)]
     fn find(
         &mut self,
@@ -734,25 +735,9 @@ impl Scanner {
 /// Decides whether the `@` spelled by `buf[p..p + at_len]` belongs to a
 /// protected address; on a match the decoded parts are left in `sc`.
 fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc: &mut Scratch) -> Decision {
-    let ids = match literal_domain(prot, buf, p + at_len, sc) {
-        Some(ids) => ids,
-        None => match unicode_domain(prot, buf, p + at_len, eof, sc) {
-            Unicode::Found(ids) => ids,
-            Unicode::NeedMore => return Decision::NeedMore,
-            Unicode::No => match decode_domain(buf, p + at_len, eof, sc) {
-                Part::Found => match prot.domain_entries(&sc.domain[..sc.domain_len]) {
-                    Some(ids) => ids,
-                    None if buf.get(sc.domain_end) == Some(&b'<')
-                        && prot.starts_domain(&sc.domain[..sc.domain_len]) =>
-                    {
-                        return Decision::Split;
-                    }
-                    None => return Decision::NoMatch,
-                },
-                Part::NotAddress => return Decision::NoMatch,
-                Part::NeedMore => return Decision::NeedMore,
-            },
-        },
+    let ids = match protected_domain(prot, buf, p + at_len, eof, sc) {
+        Ok(ids) => ids,
+        Err(decision) => return decision,
     };
     let dlen = sc.domain_len;
     let lo = p.saturating_sub(BACK);
@@ -792,6 +777,41 @@ fn decide(prot: &Protection, buf: &[u8], p: usize, at_len: usize, eof: bool, sc:
         return Decision::LeftAlone(entry, LeftAlone::UrlUserinfo);
     }
     Decision::Match(entry)
+}
+
+/// The entries of the protected domain after an `@` (its ASCII form left
+/// in `sc`), or what the candidate is when there is none: the literal
+/// domain first (the usual address), then an international one in
+/// Unicode, then the domain decoded from any spelling.
+fn protected_domain<'p>(
+    prot: &'p Protection,
+    buf: &[u8],
+    start: usize,
+    eof: bool,
+    sc: &mut Scratch,
+) -> Result<&'p [usize], Decision> {
+    if let Some(ids) = literal_domain(prot, buf, start, sc) {
+        return Ok(ids);
+    }
+    if prot.has_unicode_domains() {
+        match unicode_domain(prot, buf, start, eof, sc) {
+            Unicode::Found(ids) => return Ok(ids),
+            Unicode::NeedMore => return Err(Decision::NeedMore),
+            Unicode::No => {}
+        }
+    }
+    match decode_domain(buf, start, eof, sc) {
+        Part::Found => {}
+        Part::NotAddress => return Err(Decision::NoMatch),
+        Part::NeedMore => return Err(Decision::NeedMore),
+    }
+    let domain = &sc.domain[..sc.domain_len];
+    match prot.domain_entries(domain) {
+        Some(ids) => Ok(ids),
+        // `plo<!-- -->ver.com`: the spelled-out reader reads across it.
+        None if buf.get(sc.domain_end) == Some(&b'<') && prot.starts_domain(domain) => Err(Decision::Split),
+        None => Err(Decision::NoMatch),
+    }
 }
 
 /// Whether the local part spelled from `from` on is the end of a word
