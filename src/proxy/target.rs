@@ -83,6 +83,38 @@ fn at_signs(b: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
 /// separator to the `@`, when the address around it is a munged one of
 /// ours with an authentic token.
 /// Each token checked takes one of `checks`.
+/// The domain at the start of `b`: its ASCII characters, and, when an
+/// international domain is protected (`unicode`), letters outside ASCII as a
+/// browser sends them, raw or percent-encoded UTF-8 (`b%C3%BCcher.example`,
+/// which `parse` reads as the protected `xn--bcher-kva.example`). An escape
+/// of an ASCII byte (`%2F`) ends it.
+fn domain_after(b: &[u8], unicode: bool) -> Option<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let byte = match c {
+            b'%' if unicode => match (b.get(i + 1..i + 3))
+                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+            {
+                Some(v) if v >= 0x80 => v,
+                _ => break,
+            },
+            c if (unicode && c >= 0x80) || is_domain_char(c.into()) => c,
+            _ => break,
+        };
+        i += if c == b'%' { 3 } else { 1 };
+        out.push(byte);
+        if out.len() > MAX_DOMAIN_BYTES {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A domain's longest spelling in UTF-8 worth decoding (253 octets in its
+/// ASCII form; a Unicode letter takes at most four).
+const MAX_DOMAIN_BYTES: usize = 4 * 253;
+
 fn munged_before(
     b: &[u8],
     at: usize,
@@ -102,12 +134,7 @@ fn munged_before(
     if at - start > 2 * MAX_LOCAL + sep.len() || memmem::find(&b[start..at], sep).is_none() {
         return None;
     }
-    let end = b[at + len..]
-        .iter()
-        .position(|&c| !is_domain_char(c.into()))
-        .map_or(b.len(), |i| at + len + i);
-    // Only ASCII local and domain characters were taken.
-    let domain = std::str::from_utf8(&b[at + len..end]).ok()?;
+    let domain = domain_after(&b[at + len..], protection.has_unicode_domains())?;
     // In a query or a form a `+` is a space (`message=write+to+mjd-id-…`):
     // the local part may also start after any `+`, and after a
     // percent-encoding whose digits began the run (`mailto%3Amjd-id-…`).
@@ -190,6 +217,10 @@ mod tests {
                 "/f?to=mjd%ef%bc%a0plover.com",
             ),
             (
+                format!("/people/mjd-id-{t}@plover.com%2Fx"),
+                "/people/mjd@plover.com%2Fx",
+            ),
+            (
                 format!("/two/mjd-id-{t}@plover.com/joe.bloggs+lists-id-{j}@plover.com"),
                 "/two/mjd@plover.com/joe.bloggs+lists@plover.com",
             ),
@@ -197,6 +228,38 @@ mod tests {
         for (target, want) in cases {
             assert_eq!(restored(&target).as_deref(), Some(want), "{target}");
         }
+    }
+
+    /// A link to an international domain's address: a browser sends the
+    /// domain percent-encoded (or raw, from a client that does not).
+    #[test]
+    fn an_international_domain_is_read_as_a_browser_sends_it() {
+        let domain = crate::address::check_domain("bücher.example").unwrap();
+        let p = Protection::new(
+            vec![crate::address::Protect {
+                domain,
+                local: crate::address::Glob::new("*").unwrap(),
+                exempt: vec![],
+                deliver_to: None,
+            }],
+            "-id-",
+        );
+        let t = token("mjd@xn--bcher-kva.example");
+        for (target, want) in [
+            (
+                format!("/p/mjd-id-{t}@b%C3%BCcher.example/"),
+                "/p/mjd@b%C3%BCcher.example/",
+            ),
+            (format!("/p/mjd-id-{t}@bücher.example"), "/p/mjd@bücher.example"),
+            (
+                format!("/p?to=mjd-id-{t}%40xn--bcher-kva.example"),
+                "/p?to=mjd%40xn--bcher-kva.example",
+            ),
+        ] {
+            assert_eq!(restore(&target, &p, &keys()).as_deref(), Some(want), "{target}");
+        }
+        let other = format!("/p/mjd-id-{t}@b%C3%BCcherei.example/");
+        assert_eq!(restore(&other, &p, &keys()), None);
     }
 
     #[test]
