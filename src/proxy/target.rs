@@ -79,10 +79,6 @@ fn at_signs(b: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
-/// The bytes to take out for the `@` spelled `b[at..at + len]`: from the
-/// separator to the `@`, when the address around it is a munged one of
-/// ours with an authentic token.
-/// Each token checked takes one of `checks`.
 /// The domain at the start of `b`: its ASCII characters, and, when an
 /// international domain is protected (`unicode`), letters outside ASCII as a
 /// browser sends them, raw or percent-encoded UTF-8 (`b%C3%BCcher.example`,
@@ -115,6 +111,10 @@ fn domain_after(b: &[u8], unicode: bool) -> Option<String> {
 /// ASCII form; a Unicode letter takes at most four).
 const MAX_DOMAIN_BYTES: usize = 4 * 253;
 
+/// The bytes to take out for the `@` spelled `b[at..at + len]`: from the
+/// separator to the `@`, when the address around it is a munged one of
+/// ours with an authentic token.
+/// Each token checked takes one of `checks`.
 fn munged_before(
     b: &[u8],
     at: usize,

@@ -109,6 +109,8 @@ impl Labels {
 
     /// The next label at or after `from` in `data`, each search
     /// remembered in its own memo.
+    // Out of line: `next_candidate`, which every candidate runs, keeps only
+    // the one comparison with the earliest memo.
     #[inline(never)]
     fn next(
         &self,
@@ -810,8 +812,11 @@ fn join_back(win: &[u8]) -> Option<usize> {
 }
 
 /// Where a join of two string literals (`' + '`, see [`join_back`])
-/// starting at `i` ends.
-fn join_fwd(r: Reading<'_>, i: usize) -> Result<Option<usize>, Stop> {
+/// starting at `i`, whose byte is `c`, ends.
+fn join_fwd(r: Reading<'_>, i: usize, c: u8) -> Result<Option<usize>, Stop> {
+    if !is_quote(c) {
+        return Ok(None);
+    }
     let plus = skip_spaces_fwd(r, i + 1)?;
     if r.peek(plus)? != Some(b'+') {
         return Ok(None);
@@ -956,7 +961,7 @@ fn gap_fwd(r: Reading<'_>, mut i: usize) -> Result<Gap, Stop> {
             };
             i = end;
             g.tagged = true;
-        } else if let Some(end) = if is_quote(c) { join_fwd(r, i)? } else { None } {
+        } else if let Some(end) = join_fwd(r, i, c)? {
             i = end;
             g.tagged = true;
         } else {
