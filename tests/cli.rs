@@ -598,6 +598,15 @@ fn check_config_scan_lists_what_is_munged_and_what_is_left_alone() {
         said.contains("line 3      left alone  secret@plover.com: the user info of a URL"),
         "{said}"
     );
+    // A Shift_JIS page is read as the proxy reads it: `ス` (`0x83 0x58`)
+    // is not an `X` before `mjd`, and the fullwidth address is one too.
+    let page =
+        "<meta charset=shift_jis>\n<p>アドレスmjd@plover.com</p>\n<p>ｊｏｅ＠ｐｌｏｖｅｒ．ｃｏｍ</p>\n";
+    fs::write(env.path("sjis.html"), encoding_rs::SHIFT_JIS.encode(page).0).unwrap();
+    let said = env.ok(&["check-config", "--scan", env.path("sjis.html").to_str().unwrap()]);
+    assert!(said.contains("sjis.html: 2 addresses munged"), "{said}");
+    assert!(said.contains("line 2      munged      mjd@plover.com"), "{said}");
+    assert!(said.contains("line 3      munged      joe@plover.com"), "{said}");
 }
 
 #[test]

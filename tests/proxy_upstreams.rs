@@ -341,6 +341,64 @@ async fn non_ascii_compatible_charsets_are_transcoded() {
     }
 }
 
+/// Shift_JIS, Big5, GBK and EUC-KR pages are read decoded: a character whose
+/// second byte is a letter (`ス`, `0x83 0x58`) does not join the address
+/// after it, and a fullwidth address gets its ID too; what the visitor gets
+/// is the page's own bytes with the IDs inserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_byte_charsets_are_spliced() {
+    let cases = [
+        ("text/html", encoding_rs::SHIFT_JIS), // <meta> only
+        ("text/html; charset=big5", encoding_rs::BIG5),
+        ("text/html; charset=gbk", encoding_rs::GBK),
+        ("text/plain; charset=euc-kr", encoding_rs::EUC_KR),
+    ];
+    for (ct, enc) in cases {
+        let ch = ('\u{3041}'..='\u{d7a3}')
+            .find(|c| {
+                let s = c.to_string();
+                let (b, _, bad) = enc.encode(&s);
+                !bad && b.len() == 2 && b[1].is_ascii_alphabetic()
+            })
+            .unwrap();
+        let text = format!(
+            "<html><head><meta charset=\"{}\"></head><body><p>{ch}joe@ihatespam.test、ｍｊｄ＠ｉｈａｔｅｓｐａｍ．ｔｅｓｔ</p></body></html>",
+            enc.name()
+        );
+        let (body, _, bad) = enc.encode(&text);
+        assert!(!bad);
+        let up = fixed_upstream(ct, body.to_vec()).await;
+        let proxy = Proxy::start(up, "");
+        let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+        assert_eq!(got.status, 200);
+        let (decoded, errors) = enc.decode_without_bom_handling(&got.body);
+        assert!(!errors, "{}: {decoded}", enc.name());
+        // Right after the character, for `joe`.
+        let joe = decoded.split(ch).nth(1).unwrap().split('、').next().unwrap();
+        let wide = decoded.split('、').nth(1).unwrap().split('<').next().unwrap();
+        assert!(
+            joe.starts_with("joe-id-") && wide.starts_with("ｍｊｄ-id-"),
+            "{}: {decoded}",
+            enc.name()
+        );
+        let wide_id = &wide["ｍｊｄ-id-".len()..wide.find('＠').unwrap()];
+        let v = proxy.decode(&[joe.to_owned(), format!("mjd-id-{wide_id}@ihatespam.test")]);
+        for v in v {
+            assert_eq!(v["ip"], "127.0.0.1", "{}: {v:?}", enc.name());
+        }
+        // Every other byte as it came.
+        let mut bare = got.body.to_vec();
+        while let Some(i) = memchr::memmem::find(&bare, b"-id-") {
+            let end = bare[i + 4..]
+                .iter()
+                .position(|b| !b.is_ascii_alphanumeric())
+                .unwrap();
+            bare.drain(i..i + 4 + end);
+        }
+        assert!(bare == body.as_ref(), "{}", enc.name());
+    }
+}
+
 /// A web server that sends its 304 with the page's Content-Type (many app
 /// servers do; nginx does not): the visitor still gets back its own
 /// validator, made once.

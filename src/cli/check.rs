@@ -42,6 +42,7 @@ impl addrmunge::Munger for Survey {
 
 fn scan_file(ctx: &Ctx, path: &Path, out: &mut impl Write) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = as_scanned(bytes);
     let mut survey = Survey::default();
     let matcher = addrmunge::Matcher::new(std::sync::Arc::clone(&ctx.config.protection));
     let mut s = matcher.scanner();
@@ -64,6 +65,20 @@ fn scan_file(ctx: &Ctx, path: &Path, out: &mut impl Write) -> Result<()> {
         writeln!(out, "  line {:<6} left alone  {address}: {why}", line(*at))?;
     }
     Ok(())
+}
+
+/// A file as the proxy's scanner reads it: decoded to UTF-8 when its
+/// byte-order mark or `<meta>` names a charset the proxy decodes (as
+/// served, a `Content-Type` may name one too).
+fn as_scanned(bytes: Vec<u8>) -> Vec<u8> {
+    use addrmunge::rewrite::charset;
+    let head = &bytes[..bytes.len().min(charset::SNIFF)];
+    match charset::from_bom(head).or_else(|| charset::from_meta(head)) {
+        Some(e) if charset::reading(e) != charset::Reading::Bytes => {
+            e.decode(&bytes).0.into_owned().into_bytes()
+        }
+        _ => bytes,
+    }
 }
 
 fn show_config(ctx: &Ctx, out: &mut impl Write) -> Result<()> {

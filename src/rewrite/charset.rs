@@ -1,17 +1,26 @@
-//! Charsets the scanner cannot read as bytes. ASCII-compatible charsets
-//! (UTF-8, Latin-1, Shift_JIS for our purposes, …) are scanned as they are:
-//! an address is ASCII in all of them. UTF-16 and ISO-2022-JP are not: UTF-16
-//! interleaves zero bytes, and ISO-2022-JP's two-byte JIS sequences use bytes
-//! that look like `@` and letters. Those bodies are decoded to UTF-8
-//! (encoding_rs), scanned, and encoded back into their own charset, so the
-//! visitor gets the charset the server declared. The inserted text is ASCII,
-//! which every one of them can carry, so re-encoding never loses anything.
+//! Charsets the scanner cannot read as bytes. UTF-8 and the single-byte
+//! charsets (Latin-1, windows-1252, …) are scanned as they are: an address
+//! is ASCII in all of them. The others are decoded to UTF-8 for the scanner
+//! (encoding_rs), so that the visitor gets the charset the server declared:
+//! - UTF-16 and ISO-2022-JP are encoded back whole: UTF-16 interleaves zero
+//!   bytes, and ISO-2022-JP's two-byte JIS sequences use bytes that look
+//!   like `@` and letters. The inserted text is ASCII, which every one of
+//!   them can carry, so re-encoding never loses anything.
+//! - The multi-byte charsets that keep ASCII as it is (Shift_JIS, EUC-JP,
+//!   Big5, GBK, gb18030, EUC-KR) are spliced: the output is the page's own
+//!   bytes with the IDs inserted. Read as bytes, their second bytes include
+//!   ASCII letters (`ス` is `0x83 0x58`, an `X`), which would join the local
+//!   part of an address written right after one; and their fullwidth `＠`
+//!   would not be seen. Re-encoding would change bytes the scanner did not
+//!   (characters with two codes, malformed input), so it is not done.
 //!
 //! Which charset applies is decided, as a browser does, from a byte-order
 //! mark, else the `Content-Type` charset, else (HTML) a `<meta charset>` or
 //! `<meta http-equiv content="…; charset=…">` in the first 1024 bytes.
 
-use encoding_rs::{Encoding, ISO_2022_JP, UTF_16BE, UTF_16LE};
+use std::ops::Range;
+
+use encoding_rs::{BIG5, EUC_JP, EUC_KR, Encoding, GB18030, GBK, ISO_2022_JP, SHIFT_JIS, UTF_16BE, UTF_16LE};
 
 /// How many bytes a browser looks at for a `<meta>` charset.
 pub const SNIFF: usize = 1024;
@@ -78,9 +87,40 @@ pub fn from_meta(head: &[u8]) -> Option<&'static Encoding> {
     None
 }
 
-/// Whether a body in `e` must be transcoded to be scanned.
-pub fn needs_transcoding(e: &'static Encoding) -> bool {
-    e == UTF_16LE || e == UTF_16BE || e == ISO_2022_JP
+/// How a body in a charset is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// As its bytes: UTF-8, the single-byte charsets, and the `replacement`
+    /// charset (ISO-2022-KR and kin, which a browser shows as one U+FFFD but
+    /// a harvester reads as bytes).
+    Bytes,
+    /// Decoded to UTF-8, scanned, encoded back: UTF-16 and ISO-2022-JP.
+    Transcoded,
+    /// Decoded to UTF-8, scanned, the page's own bytes written back with
+    /// the IDs spliced in: the multi-byte charsets that keep ASCII as it is.
+    Spliced,
+}
+
+/// How a body in `e` is read.
+pub fn reading(e: &'static Encoding) -> Reading {
+    if is_utf16(e) || e == ISO_2022_JP {
+        Reading::Transcoded
+    } else if [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR].contains(&e) {
+        Reading::Spliced
+    } else {
+        Reading::Bytes
+    }
+}
+
+/// How many of `bytes` read the same in every charset a body may turn out
+/// to be in (before its `<meta>` is seen): up to the first ESC, before
+/// which ISO-2022-JP is ASCII, or byte past ASCII, where the multi-byte
+/// charsets differ.
+pub fn ascii_safe(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| b == 0x1b || b >= 0x80)
+        .unwrap_or(bytes.len())
 }
 
 /// False when bytes said to be UTF-16 (by a header, without a byte-order
@@ -97,17 +137,23 @@ pub fn is_utf16(e: &'static Encoding) -> bool {
     e == UTF_16LE || e == UTF_16BE
 }
 
-/// Decodes a body to UTF-8 and encodes the scanned UTF-8 back, streaming.
+/// Decodes a body to UTF-8 and writes the scanned UTF-8 back in the body's
+/// charset, streaming: encoded ([`Reading::Transcoded`]) or spliced into
+/// the page's own bytes ([`Reading::Spliced`]).
 pub struct Transcoder {
     encoding: &'static Encoding,
     decoder: encoding_rs::Decoder,
     encoder: Option<encoding_rs::Encoder>,
     /// Scanned UTF-8 that ends inside a character, kept for the next chunk.
     carry: Vec<u8>,
+    /// While splicing: the page's bytes not yet written back.
+    splice: Option<Splice>,
+    /// Made to splice (it may have fallen back to encoding since).
+    spliced: bool,
 }
 
 impl Transcoder {
-    /// For a body in `encoding` (one of [`needs_transcoding`]'s).
+    /// For a body in `encoding` whose [`reading`] is [`Reading::Transcoded`].
     pub fn new(encoding: &'static Encoding) -> Transcoder {
         Transcoder {
             encoding,
@@ -117,11 +163,36 @@ impl Transcoder {
             // has no UTF-16 encoder), so UTF-16 is encoded by hand below.
             encoder: (encoding == ISO_2022_JP).then(|| encoding.new_encoder()),
             carry: Vec::new(),
+            splice: None,
+            spliced: false,
         }
+    }
+
+    /// For a body in `encoding` whose [`reading`] is [`Reading::Spliced`];
+    /// `ahead` bytes of ASCII the scanner was given before the charset was
+    /// known come out of it first, and are written as they are.
+    pub fn splicing(encoding: &'static Encoding, ahead: usize) -> Transcoder {
+        Transcoder {
+            splice: Some(Splice {
+                page: Vec::new(),
+                ahead,
+            }),
+            spliced: true,
+            ..Transcoder::new(encoding)
+        }
+    }
+
+    /// Made by [`splicing`](Self::splicing): the page's bytes are read
+    /// before they are decoded.
+    pub fn is_spliced(&self) -> bool {
+        self.spliced
     }
 
     /// Decodes one chunk (malformed input becomes U+FFFD, as a browser shows it).
     pub fn decode(&mut self, data: &[u8], last: bool) -> Vec<u8> {
+        if let Some(s) = &mut self.splice {
+            s.page.extend_from_slice(data);
+        }
         let mut out = String::with_capacity(
             self.decoder
                 .max_utf8_buffer_length(data.len())
@@ -131,8 +202,41 @@ impl Transcoder {
         out.into_bytes()
     }
 
+    /// Replaces `scanned` (the scanner's UTF-8, with IDs at `ids`) with the
+    /// same in the body's charset. True when the result is the page's own
+    /// bytes with the IDs inserted, `ids` moved to where they now are;
+    /// false when it was encoded (`ids` then mark nothing).
+    pub fn write_back(
+        &mut self,
+        scanned: &mut Vec<u8>,
+        ids: &mut [Range<usize>],
+        renamed: bool,
+        last: bool,
+    ) -> bool {
+        let mut out = Vec::with_capacity(scanned.len() + 64);
+        let from = match &mut self.splice {
+            // A replaced domain is not the page's bytes: encoded from here on.
+            Some(s) if !renamed => match s.write(self.encoding, scanned, ids, &mut out) {
+                Ok(()) => {
+                    *scanned = out;
+                    return true;
+                }
+                Err(from) => from,
+            },
+            _ => 0,
+        };
+        if self.splice.take().is_some() {
+            // Out of step with the page (malformed bytes the decoder read
+            // otherwise than `width` did): the rest is encoded.
+            self.encoder = Some(self.encoding.new_encoder());
+        }
+        out.extend(self.encode(&scanned[from..], last));
+        *scanned = out;
+        false
+    }
+
     /// Encodes scanned UTF-8 back into the body's charset.
-    pub fn encode(&mut self, utf8: &[u8], last: bool) -> Vec<u8> {
+    fn encode(&mut self, utf8: &[u8], last: bool) -> Vec<u8> {
         self.carry.extend_from_slice(utf8);
         let whole = match std::str::from_utf8(&self.carry) {
             Ok(_) => self.carry.len(),
@@ -170,6 +274,115 @@ impl Transcoder {
         }
         out
     }
+}
+
+/// A spliced body's bytes, walked in step with their decoding.
+struct Splice {
+    /// The page's bytes whose decoding has not been written back yet.
+    page: Vec<u8>,
+    /// Scanned bytes still to come that are not the page's decoding.
+    ahead: usize,
+}
+
+impl Splice {
+    /// Writes the page's bytes for each stretch of `scanned` outside `ids`
+    /// and the IDs between them. `Err(i)`: `scanned[i..]` was not written,
+    /// the page's bytes for it could not be told.
+    fn write(
+        &mut self,
+        enc: &'static Encoding,
+        scanned: &[u8],
+        ids: &mut [Range<usize>],
+        out: &mut Vec<u8>,
+    ) -> Result<(), usize> {
+        let mut at = 0;
+        let mut from = 0;
+        for id in ids.iter_mut() {
+            self.stretch(enc, &scanned[from..id.start], &mut at, out)
+                .map_err(|i| from + i)?;
+            from = id.end;
+            let start = out.len();
+            out.extend_from_slice(&scanned[id.clone()]);
+            *id = start..out.len();
+        }
+        let end = self.stretch(enc, &scanned[from..], &mut at, out);
+        self.page.drain(..at);
+        end.map_err(|i| from + i)
+    }
+
+    /// Writes the page's bytes from `at` that decoded to `text`.
+    fn stretch(
+        &mut self,
+        enc: &'static Encoding,
+        text: &[u8],
+        at: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), usize> {
+        let mut i = self.ahead.min(text.len());
+        out.extend_from_slice(&text[..i]);
+        self.ahead -= i;
+        while i < text.len() {
+            let page = &self.page[*at..];
+            let ascii = Encoding::ascii_valid_up_to(&text[i..]);
+            let w = if ascii > 0 {
+                // ASCII is one byte of the page, itself.
+                (page.get(..ascii) == Some(&text[i..i + ascii])).then_some(ascii)
+            } else {
+                width(enc, page, &text[i..])
+            };
+            let Some(w) = w else {
+                return Err(i);
+            };
+            out.extend_from_slice(&page[..w]);
+            *at += w;
+            i += if ascii > 0 { ascii } else { utf8_len(text[i]) };
+            // Big5's four codes for a letter and its combining accent.
+            if enc == BIG5
+                && w == 2
+                && page[0] == 0x88
+                && matches!(text.get(i..i + 2), Some([0xcc, 0x84 | 0x8c]))
+            {
+                i += 2;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The length of a UTF-8 character from its first byte.
+fn utf8_len(b: u8) -> usize {
+    match b {
+        0xf0.. => 4,
+        0xe0.. => 3,
+        0xc0.. => 2,
+        _ => 1,
+    }
+}
+
+/// How many bytes at the start of `page` decoded to the non-ASCII character
+/// at the start of `text`, by the Encoding Standard's decoders: a lead byte
+/// and the bytes after it are one character, except that a malformed
+/// sequence is U+FFFD for the lead byte alone when an ASCII byte follows
+/// (the decoder reads it again). `None` when `page` cannot have made it.
+fn width(enc: &'static Encoding, page: &[u8], text: &[u8]) -> Option<usize> {
+    let (&b, next) = (page.first()?, page.get(1).copied());
+    if b < 0x80 {
+        return None;
+    }
+    let lead = match enc {
+        e if e == SHIFT_JIS => matches!(b, 0x81..=0x9f | 0xe0..=0xfc),
+        e if e == EUC_JP => matches!(b, 0x8e | 0x8f | 0xa1..=0xfe),
+        _ => (0x81..=0xfe).contains(&b),
+    };
+    let w = match next {
+        _ if !lead => 1,
+        None => 1,
+        Some(n) if text.starts_with("\u{fffd}".as_bytes()) => 1 + usize::from(n >= 0x80),
+        Some(0x30..=0x39) if enc == GB18030 || enc == GBK => 4,
+        Some(_) if enc == EUC_JP && b == 0x8f => 3,
+        Some(_) => 2,
+    };
+    (w <= page.len()).then_some(w)
 }
 
 #[cfg(test)]

@@ -158,6 +158,84 @@ mod tests {
         assert!(!p.take_charset_mismatch());
     }
 
+    /// A page in a multi-byte charset whose second bytes may be ASCII
+    /// letters (`ス` is `0x83 0x58` in Shift_JIS): read decoded, the letter
+    /// does not join the local part of an address written right after it,
+    /// and a fullwidth address is found; written back, every byte but the
+    /// IDs is the page's own, even characters with two codes (Shift_JIS's
+    /// `0x87 0x90`, Big5's HKSCS) and malformed bytes, however it is cut.
+    #[test]
+    fn multi_byte_charsets_are_read_decoded_and_written_as_they_came() {
+        use encoding_rs::{BIG5, EUC_JP, EUC_KR, GB18030, GBK, SHIFT_JIS};
+        let tag = |f: &crate::scan::Found<'_>, out: &mut Vec<u8>| {
+            out.extend_from_slice(b"-id-");
+            out.extend_from_slice(f.local.as_bytes());
+        };
+        for enc in [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR] {
+            // EUC-JP has no such character: any will do.
+            let ch = ('\u{3041}'..='\u{d7a3}')
+                .find(|c| {
+                    let s = c.to_string();
+                    let (b, _, bad) = enc.encode(&s);
+                    !bad && b.len() == 2 && b[1].is_ascii_alphabetic()
+                })
+                .unwrap_or('日');
+            let head = format!(
+                "<html><head><meta charset=\"{}\"><title>連絡</title></head><body><p>{ch}mjd@plover.com、ｊｏｅ＠ｐｌｏｖｅｒ．ｃｏｍ</p><p>",
+                enc.name()
+            );
+            let (head, _, bad) = enc.encode(&head);
+            assert!(!bad, "{}", enc.name());
+            let mut page = head.into_owned();
+            page.extend_from_slice(b"\x87\x90 and \xff x\x81 mjd@plover.com</p></body></html>");
+            let want = |out: &[u8]| {
+                let (text, _) = enc.decode_without_bom_handling(out);
+                let text = text.into_owned();
+                assert!(
+                    text.contains(&format!("{ch}mjd-id-mjd@plover.com"))
+                        && text.contains("ｊｏｅ-id-joe＠")
+                        && text.contains(" mjd-id-mjd@"),
+                    "{}: {text}",
+                    enc.name()
+                );
+                let back = String::from_utf8_lossy(out)
+                    .replace("-id-mjd", "")
+                    .replace("-id-joe", "");
+                let mut bare = out.to_vec();
+                for id in [&b"-id-mjd"[..], b"-id-joe"] {
+                    while let Some(i) = memchr::memmem::find(&bare, id) {
+                        bare.drain(i..i + id.len());
+                    }
+                }
+                assert!(bare == page, "{}: {back}", enc.name());
+            };
+            for cut in 0..page.len() {
+                let mut p =
+                    Pipeline::new(matcher().scanner(), tag, Coding::Identity, None).with_charset(None, true);
+                want(&run(&mut p, &[&page[..cut], &page[cut..]]));
+            }
+            // Declared by the header, in one-byte pieces.
+            let mut p = Pipeline::new(matcher().scanner(), tag, Coding::Identity, None)
+                .with_charset(Some(enc), false);
+            let bytes: Vec<&[u8]> = page.chunks(1).collect();
+            want(&run(&mut p, &bytes));
+        }
+        // Malformed bytes read otherwise than the decoder did (three of
+        // EUC-JP's taken as one U+FFFD): what follows is encoded, and the
+        // address still gets its ID.
+        let page = b"<meta charset=euc-jp><p>\x8f\xa1\xa1 mjd@plover.com \xb0\xa1</p>";
+        for cut in 0..page.len() {
+            let mut p =
+                Pipeline::new(matcher().scanner(), tag, Coding::Identity, None).with_charset(None, true);
+            let out = run(&mut p, &[&page[..cut], &page[cut..]]);
+            let (text, _) = EUC_JP.decode_without_bom_handling(&out);
+            assert!(
+                text.contains(" mjd-id-mjd@plover.com 亜</p>"),
+                "cut {cut}: {text}"
+            );
+        }
+    }
+
     #[test]
     fn charsets_are_settled_the_same_in_any_chunking() {
         let page = "<html><head><title>x</title><meta charset=iso-2022-jp></head><body>日本 mjd@plover.com 語</body></html>";
@@ -311,9 +389,17 @@ mod tests {
         let (jis, _, _) = encoding_rs::ISO_2022_JP.encode(&jis);
         let mut utf16: Vec<u8> = vec![0xff, 0xfe];
         utf16.extend(body.encode_utf16().flat_map(u16::to_le_bytes));
+        let sjis = format!("<meta charset=shift_jis>アドレス {body}");
+        let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode(&sjis);
         let cache = Arc::new(GzipCache::default());
-        // Transcoded bodies are not cut where the IDs are marked: not reused.
-        for (page, reused) in [(body.as_bytes(), true), (&jis[..], false), (&utf16[..], false)] {
+        // Transcoded bodies are not cut where the IDs are marked: not
+        // reused; spliced ones are the page's bytes and IDs, as plain ones.
+        for (page, reused) in [
+            (body.as_bytes(), true),
+            (&jis[..], false),
+            (&utf16[..], false),
+            (&sjis[..], true),
+        ] {
             for domain in [None, Some("trap.example".to_owned())] {
                 let make = |to| {
                     let m = munger().with_domain(domain.clone());

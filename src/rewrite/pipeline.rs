@@ -1,5 +1,6 @@
 //! [`Pipeline`]: one response body, a bounded piece at a time.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::ops::Range;
 use std::sync::Arc;
@@ -70,9 +71,9 @@ pub struct Pipeline<M: Munger = VisitorMunger> {
     /// A copy of the first bytes (up to 1024) while the charset is not yet
     /// known (see [`charset`]); `None` once it is.
     head: Option<Vec<u8>>,
-    /// Bytes held back until the charset is known: from the first ESC on,
-    /// since before any ESC an ISO-2022-JP page is plain ASCII and can be
-    /// scanned as bytes (so pages do not wait for 1024 bytes to stream).
+    /// Bytes held back until the charset is known: from the first ESC or
+    /// byte past ASCII on (see `charset::ascii_safe`), so that pages do not
+    /// wait for 1024 bytes to stream.
     pending: Vec<u8>,
     declared: Option<&'static encoding_rs::Encoding>,
     html: bool,
@@ -305,7 +306,7 @@ impl<M: Munger> Pipeline<M> {
             self.decide();
         }
         // What may go on now: everything once decided; while undecided only
-        // what comes before the first ESC (ASCII-safe), and nothing before
+        // what every candidate charset reads as ASCII, and nothing before
         // the byte-order mark could be seen, or while the type is unknown.
         // Bytes are copied only when some are already held.
         let hold_all = seen < 3 || self.untyped;
@@ -314,7 +315,7 @@ impl<M: Munger> Pipeline<M> {
         } else if hold_all {
             0
         } else {
-            memchr::memchr(0x1b, plain).unwrap_or(plain.len())
+            charset::ascii_safe(plain)
         };
         if self.pending.is_empty() {
             self.pending.extend_from_slice(&plain[cut..]);
@@ -326,7 +327,7 @@ impl<M: Munger> Pipeline<M> {
         } else if hold_all {
             0
         } else {
-            memchr::memchr(0x1b, &self.pending).unwrap_or(self.pending.len())
+            charset::ascii_safe(&self.pending)
         };
         let ready: Vec<u8> = self.pending.drain(..cut).collect();
         self.rest(&ready, last)
@@ -347,15 +348,21 @@ impl<M: Munger> Pipeline<M> {
                 None
             }
         });
-        let Some(e) = enc.filter(|e| charset::needs_transcoding(e)) else {
+        let Some(e) = enc else {
             return;
         };
-        if bom.is_none() && !charset::could_be_utf16(e, &head) {
-            // Scanned as the bytes they are, which is how a harvester reads them.
-            self.charset_mismatch = true;
-            return;
+        match charset::reading(e) {
+            charset::Reading::Bytes => {}
+            // What the scanner still holds was given to it as ASCII.
+            charset::Reading::Spliced => {
+                self.transcoder = Some(charset::Transcoder::splicing(e, self.scanner.unwritten()));
+            }
+            charset::Reading::Transcoded if bom.is_none() && !charset::could_be_utf16(e, &head) => {
+                // Scanned as the bytes they are, which is how a harvester reads them.
+                self.charset_mismatch = true;
+            }
+            charset::Reading::Transcoded => self.transcoder = Some(charset::Transcoder::new(e)),
         }
-        self.transcoder = Some(charset::Transcoder::new(e));
     }
 
     /// True (once) when the body's declared charset was found to be false
@@ -372,16 +379,21 @@ impl<M: Munger> Pipeline<M> {
             self.ids.clear();
             return self.encode(last, false);
         }
-        let decoded = self.transcoder.as_mut().map(|t| t.decode(data, last));
-        let mut input = decoded.as_deref().unwrap_or(data);
-        let linked;
-        if let Some(l) = &mut self.link {
-            let mut v = l.push(input)?;
-            if last {
-                v.extend(l.finish()?);
-            }
-            linked = v;
-            input = &linked;
+        // A spliced page gets the link in its own bytes (lol_html reads an
+        // ASCII-compatible charset as bytes), a transcoded one in UTF-8.
+        let splices = self
+            .transcoder
+            .as_ref()
+            .is_some_and(charset::Transcoder::is_spliced);
+        let mut input = Cow::Borrowed(data);
+        if splices {
+            input = self.linked(input, last)?;
+        }
+        if let Some(t) = &mut self.transcoder {
+            input = Cow::Owned(t.decode(&input, last));
+        }
+        if !splices {
+            input = self.linked(input, last)?;
         }
         self.scanned.clear();
         self.ids.clear();
@@ -392,17 +404,29 @@ impl<M: Munger> Pipeline<M> {
             ids: &mut self.ids,
             renamed: Cell::new(false),
         };
-        self.scanner.feed(input, &mut self.scanned, &mut marking);
+        self.scanner.feed(&input, &mut self.scanned, &mut marking);
         if last {
             self.scanner.finish(&mut self.scanned, &mut marking);
         }
         // Bytes other requests do not share, or IDs no longer where marked.
-        let mut steady = !marking.renamed.get();
-        if let Some(t) = &mut self.transcoder {
-            self.scanned = t.encode(&self.scanned, last);
-            steady = false;
-        }
+        let renamed = marking.renamed.get();
+        let steady = match &mut self.transcoder {
+            Some(t) => t.write_back(&mut self.scanned, &mut self.ids, renamed, last) && !renamed,
+            None => !renamed,
+        };
         self.encode(last, steady)
+    }
+
+    /// `data` with the bait link, if there is one to insert.
+    fn linked<'a>(&mut self, data: Cow<'a, [u8]>, last: bool) -> std::io::Result<Cow<'a, [u8]>> {
+        let Some(l) = &mut self.link else {
+            return Ok(data);
+        };
+        let mut v = l.push(&data)?;
+        if last {
+            v.extend(l.finish()?);
+        }
+        Ok(Cow::Owned(v))
     }
 
     fn encode(&mut self, last: bool, steady: bool) -> std::io::Result<Bytes> {

@@ -657,6 +657,12 @@ impl Scanner {
         self.buf.len()
     }
 
+    /// Bytes given and not yet written out (the undecided tail): what
+    /// comes out of the scanner next, apart from insertions.
+    pub fn unwritten(&self) -> usize {
+        self.buf.len() - self.cur.emitted
+    }
+
     /// Scans a chunk; writes to `out` everything that can be decided now.
     ///
     /// A large chunk is scanned where it lies, not copied into the carry:
