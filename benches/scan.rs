@@ -216,6 +216,10 @@ fn per_request(c: &mut Criterion) {
     let chunks =
         |b: &[u8]| -> Vec<bytes::Bytes> { b.chunks(CHUNK).map(bytes::Bytes::copy_from_slice).collect() };
     let (plain, gz) = (chunks(page.as_bytes()), chunks(&zipped));
+    // The same page as a Japanese site in Shift_JIS writes it: read
+    // decoded, written back as its own bytes (rewrite::charset).
+    let japanese = format!("<meta charset=shift_jis>{}", page.replace(' ', "の"));
+    let sjis = chunks(&encoding_rs::SHIFT_JIS.encode(&japanese).0);
     let m = matcher();
     let keys = Arc::new(KeyRing::new(&[[7u8; 32]]));
     let cache = Arc::new(TokenCache::default());
@@ -242,6 +246,13 @@ fn per_request(c: &mut Criterion) {
     let reused = Some(Arc::new(GzipCache::default()));
     for (name, input, coding, to, gzip_cache) in [
         ("rewrite / 45 KB page", &plain, Coding::Identity, None, None),
+        (
+            "rewrite / 45 KB page in Shift_JIS",
+            &sjis,
+            Coding::Identity,
+            None,
+            None,
+        ),
         (
             "rewrite, gzip / 45 KB page",
             &plain,

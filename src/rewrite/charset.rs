@@ -174,6 +174,7 @@ impl Transcoder {
     pub fn splicing(encoding: &'static Encoding, ahead: usize) -> Transcoder {
         Transcoder {
             splice: Some(Splice {
+                multi: Multi::of(encoding),
                 page: Vec::new(),
                 ahead,
             }),
@@ -216,7 +217,7 @@ impl Transcoder {
         let mut out = Vec::with_capacity(scanned.len() + 64);
         let from = match &mut self.splice {
             // A replaced domain is not the page's bytes: encoded from here on.
-            Some(s) if !renamed => match s.write(self.encoding, scanned, ids, &mut out) {
+            Some(s) if !renamed => match s.write(scanned, ids, &mut out) {
                 Ok(()) => {
                     *scanned = out;
                     return true;
@@ -278,74 +279,104 @@ impl Transcoder {
 
 /// A spliced body's bytes, walked in step with their decoding.
 struct Splice {
+    multi: Multi,
     /// The page's bytes whose decoding has not been written back yet.
     page: Vec<u8>,
     /// Scanned bytes still to come that are not the page's decoding.
     ahead: usize,
 }
 
+/// The spliced charsets, by how their characters are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Multi {
+    ShiftJis,
+    EucJp,
+    /// GBK and gb18030 (four-byte sequences too).
+    Gb,
+    /// Big5 (HKSCS), EUC-KR (windows-949).
+    Other,
+}
+
+impl Multi {
+    fn of(e: &'static Encoding) -> Multi {
+        match e {
+            e if e == SHIFT_JIS => Multi::ShiftJis,
+            e if e == EUC_JP => Multi::EucJp,
+            e if e == GBK || e == GB18030 => Multi::Gb,
+            _ => Multi::Other,
+        }
+    }
+
+    /// Whether `b` starts a character of more than one byte.
+    fn is_lead(self, b: u8) -> bool {
+        match self {
+            Multi::ShiftJis => matches!(b, 0x81..=0x9f | 0xe0..=0xfc),
+            Multi::EucJp => matches!(b, 0x8e | 0x8f | 0xa1..=0xfe),
+            Multi::Gb | Multi::Other => (0x81..=0xfe).contains(&b),
+        }
+    }
+}
+
 impl Splice {
     /// Writes the page's bytes for each stretch of `scanned` outside `ids`
     /// and the IDs between them. `Err(i)`: `scanned[i..]` was not written,
     /// the page's bytes for it could not be told.
-    fn write(
-        &mut self,
-        enc: &'static Encoding,
-        scanned: &[u8],
-        ids: &mut [Range<usize>],
-        out: &mut Vec<u8>,
-    ) -> Result<(), usize> {
+    fn write(&mut self, scanned: &[u8], ids: &mut [Range<usize>], out: &mut Vec<u8>) -> Result<(), usize> {
         let mut at = 0;
         let mut from = 0;
         for id in ids.iter_mut() {
-            self.stretch(enc, &scanned[from..id.start], &mut at, out)
+            self.stretch(&scanned[from..id.start], &mut at, out)
                 .map_err(|i| from + i)?;
             from = id.end;
             let start = out.len();
             out.extend_from_slice(&scanned[id.clone()]);
             *id = start..out.len();
         }
-        let end = self.stretch(enc, &scanned[from..], &mut at, out);
+        let end = self.stretch(&scanned[from..], &mut at, out);
         self.page.drain(..at);
         end.map_err(|i| from + i)
     }
 
-    /// Writes the page's bytes from `at` that decoded to `text`.
-    fn stretch(
-        &mut self,
-        enc: &'static Encoding,
-        text: &[u8],
-        at: &mut usize,
-        out: &mut Vec<u8>,
-    ) -> Result<(), usize> {
+    /// Writes the page's bytes from `at` that decoded to `text`, up to
+    /// where they cannot be told (`Err`).
+    fn stretch(&mut self, text: &[u8], at: &mut usize, out: &mut Vec<u8>) -> Result<(), usize> {
         let mut i = self.ahead.min(text.len());
         out.extend_from_slice(&text[..i]);
         self.ahead -= i;
-        while i < text.len() {
-            let page = &self.page[*at..];
-            let ascii = Encoding::ascii_valid_up_to(&text[i..]);
-            let w = if ascii > 0 {
-                // ASCII is one byte of the page, itself.
-                (page.get(..ascii) == Some(&text[i..i + ascii])).then_some(ascii)
-            } else {
-                width(enc, page, &text[i..])
-            };
-            let Some(w) = w else {
-                return Err(i);
-            };
-            out.extend_from_slice(&page[..w]);
-            *at += w;
-            i += if ascii > 0 { ascii } else { utf8_len(text[i]) };
-            // Big5's four codes for a letter and its combining accent.
-            if enc == BIG5
-                && w == 2
-                && page[0] == 0x88
-                && matches!(text.get(i..i + 2), Some([0xcc, 0x84 | 0x8c]))
-            {
-                i += 2;
+        let (page, start) = (&self.page[..], *at);
+        let mut j = start;
+        let end = 'walk: loop {
+            // ASCII is one byte of the page, itself: eight at a time, then
+            // one at a time up to the next other character.
+            while let (Some(t), Some(p)) = (text.get(i..i + 8), page.get(j..j + 8)) {
+                let t = u64::from_ne_bytes(t.try_into().expect("8 bytes"));
+                if t != u64::from_ne_bytes(p.try_into().expect("8 bytes")) || t & 0x8080_8080_8080_8080 != 0 {
+                    break;
+                }
+                (i, j) = (i + 8, j + 8);
             }
-        }
-        Ok(())
+            while i < text.len() && text[i] < 0x80 {
+                if page.get(j) != Some(&text[i]) {
+                    break 'walk Err(i);
+                }
+                (i, j) = (i + 1, j + 1);
+            }
+            let Some(&c) = text.get(i) else {
+                break Ok(());
+            };
+            let Some(w) = width(self.multi, &page[j..], &text[i..]) else {
+                break Err(i);
+            };
+            // Big5's four codes for a letter and its combining accent.
+            let pair = self.multi == Multi::Other
+                && page[j] == 0x88
+                && w == 2
+                && matches!(text.get(i + 2..i + 4), Some([0xcc, 0x84 | 0x8c]));
+            (i, j) = (i + utf8_len(c) + if pair { 2 } else { 0 }, j + w);
+        };
+        out.extend_from_slice(&page[start..j]);
+        *at = j;
+        end
     }
 }
 
@@ -364,22 +395,17 @@ fn utf8_len(b: u8) -> usize {
 /// and the bytes after it are one character, except that a malformed
 /// sequence is U+FFFD for the lead byte alone when an ASCII byte follows
 /// (the decoder reads it again). `None` when `page` cannot have made it.
-fn width(enc: &'static Encoding, page: &[u8], text: &[u8]) -> Option<usize> {
+fn width(multi: Multi, page: &[u8], text: &[u8]) -> Option<usize> {
     let (&b, next) = (page.first()?, page.get(1).copied());
     if b < 0x80 {
         return None;
     }
-    let lead = match enc {
-        e if e == SHIFT_JIS => matches!(b, 0x81..=0x9f | 0xe0..=0xfc),
-        e if e == EUC_JP => matches!(b, 0x8e | 0x8f | 0xa1..=0xfe),
-        _ => (0x81..=0xfe).contains(&b),
-    };
     let w = match next {
-        _ if !lead => 1,
+        _ if !multi.is_lead(b) => 1,
         None => 1,
         Some(n) if text.starts_with("\u{fffd}".as_bytes()) => 1 + usize::from(n >= 0x80),
-        Some(0x30..=0x39) if enc == GB18030 || enc == GBK => 4,
-        Some(_) if enc == EUC_JP && b == 0x8f => 3,
+        Some(0x30..=0x39) if multi == Multi::Gb => 4,
+        Some(_) if multi == Multi::EucJp && b == 0x8f => 3,
         Some(_) => 2,
     };
     (w <= page.len()).then_some(w)
