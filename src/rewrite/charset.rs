@@ -177,6 +177,7 @@ impl Transcoder {
                 multi: Multi::of(encoding),
                 page: Vec::new(),
                 ahead,
+                accent: false,
             }),
             spliced: true,
             ..Transcoder::new(encoding)
@@ -284,6 +285,9 @@ struct Splice {
     page: Vec<u8>,
     /// Scanned bytes still to come that are not the page's decoding.
     ahead: usize,
+    /// The last character past ASCII was a Big5 code for `Ê` or `ê` that
+    /// decodes to it and a combining accent (only they make one).
+    accent: bool,
 }
 
 /// The spliced charsets, by how their characters are cut.
@@ -364,29 +368,30 @@ impl Splice {
             let Some(&c) = text.get(i) else {
                 break Ok(());
             };
+            if c < 0xc0 {
+                // The rest of a character whose bytes were written with its
+                // first (the scanner's output may end inside one).
+                i += 1;
+                continue;
+            }
+            if self.accent && matches!(text.get(i..i + 2), Some([0xcc, 0x84 | 0x8c])) {
+                // Big5's four codes for a letter and its combining accent:
+                // the accent's bytes are the letter's.
+                (i, self.accent) = (i + 2, false);
+                continue;
+            }
             let Some(w) = width(self.multi, &page[j..], &text[i..]) else {
                 break Err(i);
             };
-            // Big5's four codes for a letter and its combining accent.
-            let pair = self.multi == Multi::Other
-                && page[j] == 0x88
+            self.accent = self.multi == Multi::Other
                 && w == 2
-                && matches!(text.get(i + 2..i + 4), Some([0xcc, 0x84 | 0x8c]));
-            (i, j) = (i + utf8_len(c) + if pair { 2 } else { 0 }, j + w);
+                && page[j] == 0x88
+                && matches!(text.get(i..i + 2), Some([0xc3, 0x8a | 0xaa]));
+            (i, j) = (i + 1, j + w);
         };
         out.extend_from_slice(&page[start..j]);
         *at = j;
         end
-    }
-}
-
-/// The length of a UTF-8 character from its first byte.
-fn utf8_len(b: u8) -> usize {
-    match b {
-        0xf0.. => 4,
-        0xe0.. => 3,
-        0xc0.. => 2,
-        _ => 1,
     }
 }
 

@@ -420,6 +420,49 @@ mod tests {
     }
 
     proptest::proptest! {
+        // Cheap cases, and a character cut at the scanner's output edge
+        // needs many to come up.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Any page in a spliced charset, valid or not, cut anywhere: the
+        /// output is the one-shot output, and when the page is valid, its
+        /// own bytes with the IDs inserted.
+        #[test]
+        fn spliced_pages_are_their_own_bytes_in_any_chunking(
+            which in 0usize..6,
+            parts in proptest::collection::vec(0usize..12, 1..40),
+            junk in proptest::collection::vec(0x80u8..=0xff, 0..4),
+            cuts in proptest::collection::vec(0usize..2000, 0..4),
+        ) {
+            use encoding_rs::{BIG5, EUC_JP, EUC_KR, GB18030, GBK, SHIFT_JIS};
+            let enc = [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR][which];
+            let words = ["ス", "日本", "mjd@plover.com", "ｊｏｅ＠ｐｌｏｖｅｒ．ｃｏｍ", " ", "<b>", "丐", "갂", "x", "mjd [at] plover [dot] com", "、", "\n"];
+            let text: String = parts.iter().map(|&k| words[k]).collect();
+            let text = format!("<meta charset={}>{text}", enc.name());
+            let mut page = enc.encode(&text).0.to_vec();
+            // Malformed bytes, somewhere.
+            for (k, &b) in junk.iter().enumerate() {
+                let at = (parts.len() * 7 * (k + 1)) % (page.len() + 1);
+                page.insert(at, b);
+            }
+            let tag = |_: &crate::scan::Found<'_>, out: &mut Vec<u8>| out.extend_from_slice(b"-id-tag");
+            let make = || Pipeline::new(matcher().scanner(), tag, Coding::Identity, None).with_charset(None, true);
+            let want = run(&mut make(), &[&page]);
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (page.len() + 1)).collect();
+            bounds.extend([0, page.len()]);
+            bounds.sort_unstable();
+            let pieces: Vec<&[u8]> = bounds.windows(2).map(|w| &page[w[0]..w[1]]).collect();
+            proptest::prop_assert!(run(&mut make(), &pieces) == want);
+            if junk.is_empty() {
+                let mut bare = want.clone();
+                while let Some(i) = memchr::memmem::find(&bare, b"-id-tag") {
+                    bare.drain(i..i + 7);
+                }
+                proptest::prop_assert!(bare == page);
+            }
+        }
+    }
+
+    proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         /// Any page, cut anywhere, flushed anywhere, read by a second
         /// visitor through the kept stretches: gzip reads as the page
