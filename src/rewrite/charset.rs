@@ -127,9 +127,10 @@ pub fn ascii_safe(bytes: &[u8]) -> usize {
 /// mark) cannot be: markup, digits and `@` in UTF-16 each carry a zero
 /// byte, and 16 bytes without one are ASCII-compatible text that lies
 /// about its charset. A harvester reads such bytes as they are, so they
-/// must be scanned as they are.
+/// must be scanned as they are. Only the first 16 bytes are looked at, so
+/// that the answer does not depend on how many had come.
 pub fn could_be_utf16(e: &'static Encoding, head: &[u8]) -> bool {
-    !is_utf16(e) || head.len() < 16 || head.contains(&0)
+    !is_utf16(e) || head.len() < 16 || head[..16].contains(&0)
 }
 
 /// UTF-16 in either byte order.
@@ -216,36 +217,48 @@ impl Transcoder {
         last: bool,
     ) -> bool {
         let mut out = Vec::with_capacity(scanned.len() + 64);
-        let from = match &mut self.splice {
+        match &mut self.splice {
             // A replaced domain is not the page's bytes: encoded from here on.
-            Some(s) if !renamed => match s.write(scanned, ids, &mut out) {
-                Ok(()) => {
-                    *scanned = out;
-                    return true;
+            Some(s) if !renamed => {
+                // Whole characters only (the scanner's output may end inside
+                // one): the rest waits in `carry`, before the next output.
+                let held = self.carry.len();
+                self.carry.extend_from_slice(scanned);
+                let text: Vec<u8> = self.carry.drain(..whole_chars(&self.carry, last)).collect();
+                for id in ids.iter_mut() {
+                    *id = id.start + held..id.end + held;
                 }
-                Err(from) => from,
-            },
-            _ => 0,
-        };
-        if self.splice.take().is_some() {
-            // Out of step with the page (malformed bytes the decoder read
-            // otherwise than `width` did): the rest is encoded.
-            self.encoder = Some(self.encoding.new_encoder());
+                match s.write(&text, ids, &mut out) {
+                    Ok(()) => {
+                        *scanned = out;
+                        return true;
+                    }
+                    Err(from) => {
+                        // Out of step with the page (malformed bytes the
+                        // decoder read otherwise than `width` did): the rest
+                        // is encoded.
+                        self.carry.splice(..0, text[from..].iter().copied());
+                        self.splice = None;
+                        self.encoder = Some(self.encoding.new_encoder());
+                    }
+                }
+            }
+            Some(_) => {
+                self.splice = None;
+                self.encoder = Some(self.encoding.new_encoder());
+                self.carry.extend_from_slice(scanned);
+            }
+            None => self.carry.extend_from_slice(scanned),
         }
-        out.extend(self.encode(&scanned[from..], last));
+        out.extend(self.encode(last));
         *scanned = out;
         false
     }
 
-    /// Encodes scanned UTF-8 back into the body's charset.
-    fn encode(&mut self, utf8: &[u8], last: bool) -> Vec<u8> {
-        self.carry.extend_from_slice(utf8);
-        let whole = match std::str::from_utf8(&self.carry) {
-            Ok(_) => self.carry.len(),
-            // An incomplete character at the end waits for the next chunk.
-            Err(e) if e.error_len().is_none() && !last => e.valid_up_to(),
-            Err(e) => e.valid_up_to(),
-        };
+    /// Encodes the scanned UTF-8 in `carry` back into the body's charset
+    /// (all but an incomplete character at the end, unless `last`).
+    fn encode(&mut self, last: bool) -> Vec<u8> {
+        let whole = whole_chars(&self.carry, last);
         let text = String::from_utf8_lossy(&self.carry[..whole]).into_owned();
         self.carry.drain(..whole);
         let mut out = Vec::with_capacity(text.len() * 2);
@@ -275,6 +288,33 @@ impl Transcoder {
             }
         }
         out
+    }
+}
+
+/// How many bytes of `utf8` are whole characters: all of them when `last`,
+/// else all but a character cut at the end.
+fn whole_chars(utf8: &[u8], last: bool) -> usize {
+    let n = utf8.len();
+    if last {
+        return n;
+    }
+    for k in 1..=n.min(4) {
+        match utf8[n - k] {
+            0x00..=0x7f => return n,
+            b @ 0xc0.. => return if utf8_len(b) > k { n - k } else { n },
+            _ => {}
+        }
+    }
+    n
+}
+
+/// The length of a UTF-8 character from its first byte.
+fn utf8_len(b: u8) -> usize {
+    match b {
+        0xf0.. => 4,
+        0xe0.. => 3,
+        0xc0.. => 2,
+        _ => 1,
     }
 }
 
@@ -368,12 +408,6 @@ impl Splice {
             let Some(&c) = text.get(i) else {
                 break Ok(());
             };
-            if c < 0xc0 {
-                // The rest of a character whose bytes were written with its
-                // first (the scanner's output may end inside one).
-                i += 1;
-                continue;
-            }
             if self.accent && matches!(text.get(i..i + 2), Some([0xcc, 0x84 | 0x8c])) {
                 // Big5's four codes for a letter and its combining accent:
                 // the accent's bytes are the letter's.
@@ -387,7 +421,7 @@ impl Splice {
                 && w == 2
                 && page[j] == 0x88
                 && matches!(text.get(i..i + 2), Some([0xc3, 0x8a | 0xaa]));
-            (i, j) = (i + 1, j + w);
+            (i, j) = (i + utf8_len(c), j + w);
         };
         out.extend_from_slice(&page[start..j]);
         *at = j;
@@ -442,6 +476,32 @@ mod tests {
         assert_eq!(from_meta(b"<meta name=x content=y><p>charset=koi8"), None);
     }
 
+    /// The scanner's output may end inside a character, a U+FFFD among
+    /// them (whose width depends on its being one): the page's bytes come
+    /// back wherever it is cut.
+    #[test]
+    fn spliced_output_cut_anywhere_is_the_page() {
+        let page = b"\x81\x04 \x83\x58mjd \xff\x81 x\x88\x62\x81";
+        for e in [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR] {
+            let utf8 = Transcoder::splicing(e, 0).decode(page, true);
+            for cut in 0..=utf8.len() {
+                let mut t = Transcoder::splicing(e, 0);
+                t.decode(page, true);
+                let mut back = Vec::new();
+                for (part, last) in [(&utf8[..cut], false), (&utf8[cut..], true)] {
+                    let mut part = part.to_vec();
+                    assert!(
+                        t.write_back(&mut part, &mut [], false, last),
+                        "{} cut {cut}",
+                        e.name()
+                    );
+                    back.extend(part);
+                }
+                assert_eq!(back, page, "{} cut {cut}", e.name());
+            }
+        }
+    }
+
     #[test]
     fn round_trips_byte_for_byte_in_any_chunking() {
         let text = "\u{feff}日本語のページ: mjd@plover.com です。";
@@ -461,8 +521,11 @@ mod tests {
                 let mut back = Vec::new();
                 // Split the UTF-8 side too, inside a character where possible.
                 let mid = cut.min(utf8.len());
-                back.extend(t.encode(&utf8[..mid], false));
-                back.extend(t.encode(&utf8[mid..], true));
+                for (part, last) in [(&utf8[..mid], false), (&utf8[mid..], true)] {
+                    let mut part = part.to_vec();
+                    t.write_back(&mut part, &mut [], false, last);
+                    back.extend(part);
+                }
                 assert_eq!(back, bytes, "{} cut {cut}", e.name());
             }
         }

@@ -250,6 +250,23 @@ mod tests {
             let got = run(&mut pipeline(None), &[&jis[..cut], &jis[cut..]]);
             assert_eq!(got, whole, "cut at {cut}");
         }
+        // A header's UTF-16 (no byte-order mark) is judged on the first 16
+        // bytes, whichever way the body is cut: true UTF-16, and ASCII with
+        // a zero byte later on.
+        let utf16: Vec<u8> = "<p>mjd@plover.com</p>"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let mut lying = b"<p>write to mjd@plover.com</p>".to_vec();
+        lying.insert(20, 0);
+        for page in [utf16, lying] {
+            let declared = || pipeline(Some(encoding_rs::UTF_16LE));
+            let whole = run(&mut declared(), &[&page]);
+            for cut in 0..page.len() {
+                let bytes: Vec<&[u8]> = page[..cut].chunks(1).chain([&page[cut..]]).collect();
+                assert_eq!(run(&mut declared(), &bytes), whole, "cut at {cut}");
+            }
+        }
         // Plain ASCII HTML streams before 1024 bytes arrive.
         let mut p = pipeline(None);
         let first = p.push(b"<p>write to mjd@plover.com today, please</p>").unwrap();

@@ -307,9 +307,10 @@ impl<M: Munger> Pipeline<M> {
         }
         // What may go on now: everything once decided; while undecided only
         // what every candidate charset reads as ASCII, and nothing before
-        // the byte-order mark could be seen, or while the type is unknown.
+        // the byte-order mark could be seen, while a header's UTF-16 is
+        // neither believed nor refused, or while the type is unknown.
         // Bytes are copied only when some are already held.
-        let hold_all = seen < 3 || self.untyped;
+        let hold_all = seen < 3 || self.untyped || !checkable;
         let cut = if decided {
             plain.len()
         } else if hold_all {

@@ -1,0 +1,90 @@
+//! The response pipeline over any bytes, in any charset (declared, by a
+//! byte-order mark or by a `<meta>`) and any chunking: cutting the body
+//! anywhere gives the one-shot output, and a body in a charset read by
+//! splicing (Shift_JIS, Big5, …) that decodes without error comes out as
+//! its own bytes with the insertions.
+#![no_main]
+
+use std::sync::Arc;
+
+use addrmunge::address::{Glob, Protect, Protection};
+use addrmunge::rewrite::charset::{Reading, reading};
+use addrmunge::rewrite::{Coding, Pipeline};
+use addrmunge::{Found, Matcher};
+use encoding_rs::{BIG5, EUC_JP, EUC_KR, Encoding, GB18030, GBK, ISO_2022_JP, SHIFT_JIS, UTF_8, UTF_16LE};
+use libfuzzer_sys::fuzz_target;
+
+const TAG: &[u8] = b"-id-tag";
+
+fn matcher() -> Arc<Matcher> {
+    Matcher::new(Arc::new(Protection::new(
+        vec![Protect {
+            domain: "plover.com".into(),
+            local: Glob::new("*").unwrap(),
+            exempt: vec![],
+            deliver_to: None,
+        }],
+        "-id-",
+    )))
+}
+
+/// The body through a pipeline in pieces cut at `cuts`; the output and
+/// how many addresses were munged.
+fn run(declared: Option<&'static Encoding>, html: bool, body: &[u8], cuts: &[usize]) -> (Vec<u8>, u64) {
+    let munger = |_: &Found<'_>, o: &mut Vec<u8>| o.extend_from_slice(TAG);
+    let mut p = Pipeline::new(matcher().scanner(), munger, Coding::Identity, None).with_charset(declared, html);
+    let mut out = Vec::new();
+    let mut from = 0;
+    for &c in cuts {
+        let c = c.clamp(from, body.len());
+        out.extend_from_slice(&p.push(&body[from..c]).unwrap());
+        from = c;
+    }
+    out.extend_from_slice(&p.push(&body[from..]).unwrap());
+    out.extend_from_slice(&p.finish().unwrap());
+    (out, p.munged())
+}
+
+/// Whether `small` is `big` with bytes taken out.
+fn is_subsequence(small: &[u8], big: &[u8]) -> bool {
+    let mut rest = big.iter();
+    small.iter().all(|b| rest.any(|c| c == b))
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 3 {
+        return;
+    }
+    let (control, body) = data.split_at(3);
+    let charsets = [
+        None,
+        Some(SHIFT_JIS),
+        Some(EUC_JP),
+        Some(BIG5),
+        Some(GBK),
+        Some(GB18030),
+        Some(EUC_KR),
+        Some(UTF_8),
+        Some(UTF_16LE),
+        Some(ISO_2022_JP),
+    ];
+    let declared = charsets[usize::from(control[0] & 0x7f) % charsets.len()];
+    let html = control[0] & 0x80 != 0;
+    let (whole, munged) = run(declared, html, body, &[]);
+    let step = usize::from(control[1]).max(1);
+    let first = usize::from(control[2]);
+    let cuts: Vec<usize> = (0..).map(|i| first + i * step).take_while(|&c| c < body.len()).collect();
+    let (chunked, _) = run(declared, html, body, &cuts);
+    assert!(chunked == whole, "chunking changed the output");
+    // A declared spliced charset the body is valid in (no BOM or <meta>
+    // can name another: the declaration is taken only for bodies that
+    // start with neither).
+    if let Some(e) = declared
+        && reading(e) == Reading::Spliced
+        && Encoding::for_bom(body).is_none()
+        && e.decode_without_bom_handling_and_without_replacement(body).is_some()
+    {
+        assert_eq!(whole.len(), body.len() + TAG.len() * munged as usize, "not insertions only");
+        assert!(is_subsequence(body, &whole), "a byte other than an insertion changed");
+    }
+});
