@@ -531,8 +531,8 @@ impl Proxy {
         if !TypePattern::any(&st.config.proxy.rewrite_types, listed) {
             return false;
         }
-        // ASCII-compatible charsets are scanned as bytes, UTF-16 and
-        // ISO-2022-JP transcoded (rewrite::charset); UTF-32 and UCS-2/4,
+        // Every charset a browser reads is scanned (as bytes, decoded and
+        // spliced, or transcoded: rewrite::charset); UTF-32 and UCS-2/4,
         // which browsers do not support either, pass through.
         if let Some(cs) = &media.charset
             && (cs.starts_with("utf-32") || cs.starts_with("ucs-"))

@@ -220,6 +220,18 @@ mod tests {
             let bytes: Vec<&[u8]> = page.chunks(1).collect();
             want(&run(&mut p, &bytes));
         }
+        // An address before the <meta>: scanned as ASCII before the charset
+        // was known, its bytes still come out once.
+        let page = SHIFT_JIS
+            .encode("<title>mjd@plover.com</title><meta charset=shift_jis><p>アドレスmjd@plover.com")
+            .0;
+        for cut in 0..page.len() {
+            let mut p =
+                Pipeline::new(matcher().scanner(), tag, Coding::Identity, None).with_charset(None, true);
+            let out = run(&mut p, &[&page[..cut], &page[cut..]]);
+            let want = SHIFT_JIS.encode("<title>mjd-id-mjd@plover.com</title><meta charset=shift_jis><p>アドレスmjd-id-mjd@plover.com").0;
+            assert!(want == out, "cut {cut}: {}", String::from_utf8_lossy(&out));
+        }
         // Malformed bytes read otherwise than the decoder did (three of
         // EUC-JP's taken as one U+FFFD): what follows is encoded, and the
         // address still gets its ID.

@@ -136,7 +136,7 @@ impl<M: Munger> Pipeline<M> {
 
     /// Decides the body's charset as a browser does (byte-order mark, then
     /// `declared` from the `Content-Type`, then for HTML a `<meta>` in the
-    /// first 1024 bytes) and transcodes UTF-16 and ISO-2022-JP bodies.
+    /// first 1024 bytes) and reads the body as [`charset::reading`] says.
     pub fn with_charset(mut self, declared: Option<&'static encoding_rs::Encoding>, html: bool) -> Self {
         self.head = Some(Vec::new());
         self.declared = declared;
