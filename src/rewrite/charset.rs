@@ -58,7 +58,12 @@ pub fn from_meta(head: &[u8]) -> Option<&'static Encoding> {
     let mut from = 0;
     while let Some(i) = memchr::memmem::find(&lower[from..], b"<meta") {
         let start = from + i;
-        let end = memchr::memchr(b'>', &lower[start..]).map_or(lower.len(), |e| start + e);
+        // A tag cut off by the end of what was seen says nothing yet (a
+        // browser's prescan gives up on it too): `charset=shift_jis` may
+        // go on.
+        let Some(end) = memchr::memchr(b'>', &lower[start..]).map(|e| start + e) else {
+            break;
+        };
         let tag = &lower[start..end];
         if let Some(c) = memchr::memmem::find(tag, b"charset") {
             let rest = &tag[c + 7..];
@@ -474,6 +479,7 @@ mod tests {
         );
         assert_eq!(from_meta(b"<meta charset=utf-16>"), Some(encoding_rs::UTF_8));
         assert_eq!(from_meta(b"<meta name=x content=y><p>charset=koi8"), None);
+        assert_eq!(from_meta(b"<meta charset=shift_jis"), None);
     }
 
     /// The scanner's output may end inside a character, a U+FFFD among
