@@ -232,6 +232,24 @@ mod tests {
             let want = SHIFT_JIS.encode("<title>mjd-id-mjd@plover.com</title><meta charset=shift_jis><p>アドレスmjd-id-mjd@plover.com").0;
             assert!(want == out, "cut {cut}: {}", String::from_utf8_lossy(&out));
         }
+        // With the bait link, which goes into the page's own bytes.
+        let page = SHIFT_JIS
+            .encode("<meta charset=shift_jis><body><p>アドレスmjd@plover.com</p></body>")
+            .0;
+        let link = "<a href=\"/bait/\">x</a>";
+        for cut in 0..page.len() {
+            let mut p = Pipeline::new(matcher().scanner(), tag, Coding::Identity, None)
+                .with_charset(None, true)
+                .with_link(LinkInserter::new(link.into()));
+            let out = run(&mut p, &[&page[..cut], &page[cut..]]);
+            let want =
+                format!("<meta charset=shift_jis><body><p>アドレスmjd-id-mjd@plover.com</p>{link}</body>");
+            assert!(
+                SHIFT_JIS.encode(&want).0 == out,
+                "cut {cut}: {}",
+                String::from_utf8_lossy(&out)
+            );
+        }
         // Malformed bytes read otherwise than the decoder did (three of
         // EUC-JP's taken as one U+FFFD): what follows is encoded, and the
         // address still gets its ID.
