@@ -68,12 +68,14 @@ fn scan_file(ctx: &Ctx, path: &Path, out: &mut impl Write) -> Result<()> {
 }
 
 /// A file as the proxy's scanner reads it: decoded to UTF-8 when its
-/// byte-order mark or `<meta>` names a charset the proxy decodes (as
-/// served, a `Content-Type` may name one too).
+/// byte-order mark or `<meta>` names a charset the proxy decodes, or it
+/// names none and is guessed to be in one (as served, a `Content-Type`
+/// may name one too).
 fn as_scanned(bytes: Vec<u8>) -> Vec<u8> {
     use addrmunge::rewrite::charset;
     let head = &bytes[..bytes.len().min(charset::SNIFF)];
-    match charset::from_bom(head).or_else(|| charset::from_meta(head)) {
+    let named = charset::from_bom(head).or_else(|| charset::from_meta(head));
+    match named.or_else(|| charset::guess(head, bytes.len() <= charset::SNIFF)) {
         Some(e) if charset::reading(e) != charset::Reading::Bytes => {
             e.decode(&bytes).0.into_owned().into_bytes()
         }

@@ -117,6 +117,24 @@ pub fn reading(e: &'static Encoding) -> Reading {
     }
 }
 
+/// The charset a browser guesses for an HTML page that names none, from
+/// its first bytes (`last`: all of them), as Firefox does (chardetng),
+/// when it is one that must be decoded to be read: an unlabelled
+/// Shift_JIS page is read as Shift_JIS. Bytes that are UTF-8 (a character
+/// cut at the end aside), and a guess of a single-byte charset, leave the
+/// page read as bytes, where an address reads the same.
+pub fn guess(head: &[u8], last: bool) -> Option<&'static Encoding> {
+    match std::str::from_utf8(head) {
+        Ok(_) => return None,
+        Err(e) if e.error_len().is_none() && !last => return None,
+        Err(_) => {}
+    }
+    let mut d = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
+    d.feed(head, last);
+    let e = d.guess(None, chardetng::Utf8Detection::Deny);
+    (reading(e) == Reading::Spliced).then_some(e)
+}
+
 /// How many of `bytes` read the same in every charset a body may turn out
 /// to be in (before its `<meta>` is seen): up to the first ESC, before
 /// which ISO-2022-JP is ASCII, or byte past ASCII, where the multi-byte

@@ -232,6 +232,25 @@ mod tests {
             let want = SHIFT_JIS.encode("<title>mjd-id-mjd@plover.com</title><meta charset=shift_jis><p>アドレスmjd-id-mjd@plover.com").0;
             assert!(want == out, "cut {cut}: {}", String::from_utf8_lossy(&out));
         }
+        // A page that names no charset is guessed as a browser guesses it
+        // (in its first 1024 bytes): Shift_JIS is read as Shift_JIS.
+        let prose = "このページについてのお問い合わせは、下記のアドレスまでメールでご連絡ください。";
+        let text = format!(
+            "<html><head><title>連絡先</title></head><body><p>{}</p><p>アドレスmjd@plover.com</p>",
+            prose.repeat(20)
+        );
+        let page = SHIFT_JIS.encode(&text).0;
+        for cut in [0, 500, 1023, 1024, 1500, page.len()] {
+            let mut p =
+                Pipeline::new(matcher().scanner(), tag, Coding::Identity, None).with_charset(None, true);
+            let out = run(&mut p, &[&page[..cut], &page[cut..]]);
+            let want = text.replace("mjd@", "mjd-id-mjd@");
+            assert!(
+                SHIFT_JIS.encode(&want).0 == out,
+                "cut {cut}: {}",
+                String::from_utf8_lossy(&out)
+            );
+        }
         // With the bait link, which goes into the page's own bytes.
         let page = SHIFT_JIS
             .encode("<meta charset=shift_jis><body><p>アドレスmjd@plover.com</p></body>")

@@ -303,7 +303,7 @@ impl<M: Munger> Pipeline<M> {
                 && (bom || !sniffing_meta || meta_found || seen >= charset::SNIFF))
         };
         if decided {
-            self.decide();
+            self.decide(last);
         }
         // What may go on now: everything once decided; while undecided only
         // what every candidate charset reads as ASCII, and nothing before
@@ -334,8 +334,8 @@ impl<M: Munger> Pipeline<M> {
         self.rest(&ready, last)
     }
 
-    /// Settles the charset from the first bytes.
-    fn decide(&mut self) {
+    /// Settles the charset from the first bytes (`last`: all there are).
+    fn decide(&mut self, last: bool) {
         let head = self.head.take().unwrap_or_default();
         if self.untyped && charset::looks_binary(&head) {
             self.binary = true;
@@ -344,7 +344,8 @@ impl<M: Munger> Pipeline<M> {
         let bom = charset::from_bom(&head);
         let enc = bom.or(self.declared).or_else(|| {
             if self.html {
-                charset::from_meta(&head[..head.len().min(charset::SNIFF)])
+                let head = &head[..head.len().min(charset::SNIFF)];
+                charset::from_meta(head).or_else(|| charset::guess(head, last))
             } else {
                 None
             }
