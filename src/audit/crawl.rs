@@ -345,12 +345,12 @@ fn decoded(coding: Coding, raw: &[u8], limit: usize) -> Result<(Vec<u8>, bool), 
     Ok((out, cut))
 }
 
-/// The body as text in the charset its Content-Type, BOM or meta says.
+/// The body as text in the charset a browser settles on: its BOM,
+/// Content-Type or meta, or the guess from its first bytes.
 fn text(bytes: &[u8], content_type: &str) -> String {
-    let enc = charset::from_bom(bytes)
-        .or_else(|| charset::from_content_type(content_type))
-        .or_else(|| charset::from_meta(&bytes[..bytes.len().min(1024)]))
-        .unwrap_or(encoding_rs::UTF_8);
+    let declared = charset::from_content_type(content_type);
+    let enc =
+        charset::settle(bytes, declared, true, bytes.len() <= charset::SNIFF).unwrap_or(encoding_rs::UTF_8);
     enc.decode(bytes).0.into_owned()
 }
 

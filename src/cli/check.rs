@@ -73,9 +73,7 @@ fn scan_file(ctx: &Ctx, path: &Path, out: &mut impl Write) -> Result<()> {
 /// may name one too).
 fn as_scanned(bytes: Vec<u8>) -> Vec<u8> {
     use addrmunge::rewrite::charset;
-    let head = &bytes[..bytes.len().min(charset::SNIFF)];
-    let named = charset::from_bom(head).or_else(|| charset::from_meta(head));
-    match named.or_else(|| charset::guess(head, bytes.len() <= charset::SNIFF)) {
+    match charset::settle(&bytes, None, true, bytes.len() <= charset::SNIFF) {
         Some(e) if charset::reading(e) != charset::Reading::Bytes => {
             e.decode(&bytes).0.into_owned().into_bytes()
         }

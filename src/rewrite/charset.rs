@@ -14,9 +14,10 @@
 //!   would not be seen. Re-encoding would change bytes the scanner did not
 //!   (characters with two codes, malformed input), so it is not done.
 //!
-//! Which charset applies is decided, as a browser does, from a byte-order
-//! mark, else the `Content-Type` charset, else (HTML) a `<meta charset>` or
-//! `<meta http-equiv content="…; charset=…">` in the first 1024 bytes.
+//! Which charset applies is decided, as a browser does ([`settle`]), from a
+//! byte-order mark, else the `Content-Type` charset, else (HTML) a `<meta
+//! charset>` or `<meta http-equiv content="…; charset=…">` in the first
+//! 1024 bytes, else the guess a browser makes from those bytes.
 
 use std::ops::Range;
 
@@ -133,6 +134,26 @@ pub fn guess(head: &[u8], last: bool) -> Option<&'static Encoding> {
     d.feed(head, last);
     let e = d.guess(None, chardetng::Utf8Detection::Deny);
     (reading(e) == Reading::Spliced).then_some(e)
+}
+
+/// The charset of a body whose first bytes are `head` (`last`: all of
+/// them), in a browser's order: a byte-order mark, the `declared` one
+/// (`Content-Type`), and for HTML a `<meta>` in the first [`SNIFF`] bytes,
+/// else a guess from them.
+pub fn settle(
+    head: &[u8],
+    declared: Option<&'static Encoding>,
+    html: bool,
+    last: bool,
+) -> Option<&'static Encoding> {
+    let head = &head[..head.len().min(SNIFF)];
+    from_bom(head).or(declared).or_else(|| {
+        if html {
+            from_meta(head).or_else(|| guess(head, last))
+        } else {
+            None
+        }
+    })
 }
 
 /// How many of `bytes` read the same in every charset a body may turn out
@@ -261,14 +282,12 @@ impl Transcoder {
                         // decoder read otherwise than `width` did): the rest
                         // is encoded.
                         self.carry.splice(..0, text[from..].iter().copied());
-                        self.splice = None;
-                        self.encoder = Some(self.encoding.new_encoder());
+                        self.stop_splicing();
                     }
                 }
             }
             Some(_) => {
-                self.splice = None;
-                self.encoder = Some(self.encoding.new_encoder());
+                self.stop_splicing();
                 self.carry.extend_from_slice(scanned);
             }
             None => self.carry.extend_from_slice(scanned),
@@ -276,6 +295,12 @@ impl Transcoder {
         out.extend(self.encode(last));
         *scanned = out;
         false
+    }
+
+    /// From here on the body is encoded back, not spliced.
+    fn stop_splicing(&mut self) {
+        self.splice = None;
+        self.encoder = Some(self.encoding.new_encoder());
     }
 
     /// Encodes the scanned UTF-8 in `carry` back into the body's charset

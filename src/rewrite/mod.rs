@@ -167,9 +167,13 @@ mod tests {
     #[test]
     fn multi_byte_charsets_are_read_decoded_and_written_as_they_came() {
         use encoding_rs::{BIG5, EUC_JP, EUC_KR, GB18030, GBK, SHIFT_JIS};
-        let tag = |f: &crate::scan::Found<'_>, out: &mut Vec<u8>| {
-            out.extend_from_slice(b"-id-");
-            out.extend_from_slice(f.local.as_bytes());
+        // The ID says whose it is.
+        let tagging = |declared, html| {
+            let tag = |f: &crate::scan::Found<'_>, out: &mut Vec<u8>| {
+                out.extend_from_slice(b"-id-");
+                out.extend_from_slice(f.local.as_bytes());
+            };
+            Pipeline::new(matcher().scanner(), tag, Coding::Identity, None).with_charset(declared, html)
         };
         for enc in [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR] {
             // EUC-JP has no such character: any will do.
@@ -210,13 +214,11 @@ mod tests {
                 assert!(bare == page, "{}: {back}", enc.name());
             };
             for cut in 0..page.len() {
-                let mut p =
-                    Pipeline::new(matcher().scanner(), tag, Coding::Identity, None).with_charset(None, true);
+                let mut p = tagging(None, true);
                 want(&run(&mut p, &[&page[..cut], &page[cut..]]));
             }
             // Declared by the header, in one-byte pieces.
-            let mut p = Pipeline::new(matcher().scanner(), tag, Coding::Identity, None)
-                .with_charset(Some(enc), false);
+            let mut p = tagging(Some(enc), false);
             let bytes: Vec<&[u8]> = page.chunks(1).collect();
             want(&run(&mut p, &bytes));
         }
@@ -226,8 +228,7 @@ mod tests {
             .encode("<title>mjd@plover.com</title><meta charset=shift_jis><p>アドレスmjd@plover.com")
             .0;
         for cut in 0..page.len() {
-            let mut p =
-                Pipeline::new(matcher().scanner(), tag, Coding::Identity, None).with_charset(None, true);
+            let mut p = tagging(None, true);
             let out = run(&mut p, &[&page[..cut], &page[cut..]]);
             let want = SHIFT_JIS.encode("<title>mjd-id-mjd@plover.com</title><meta charset=shift_jis><p>アドレスmjd-id-mjd@plover.com").0;
             assert!(want == out, "cut {cut}: {}", String::from_utf8_lossy(&out));
@@ -241,8 +242,7 @@ mod tests {
         );
         let page = SHIFT_JIS.encode(&text).0;
         for cut in [0, 500, 1023, 1024, 1500, page.len()] {
-            let mut p =
-                Pipeline::new(matcher().scanner(), tag, Coding::Identity, None).with_charset(None, true);
+            let mut p = tagging(None, true);
             let out = run(&mut p, &[&page[..cut], &page[cut..]]);
             let want = text.replace("mjd@", "mjd-id-mjd@");
             assert!(
@@ -257,9 +257,7 @@ mod tests {
             .0;
         let link = "<a href=\"/bait/\">x</a>";
         for cut in 0..page.len() {
-            let mut p = Pipeline::new(matcher().scanner(), tag, Coding::Identity, None)
-                .with_charset(None, true)
-                .with_link(LinkInserter::new(link.into()));
+            let mut p = tagging(None, true).with_link(LinkInserter::new(link.into()));
             let out = run(&mut p, &[&page[..cut], &page[cut..]]);
             let want =
                 format!("<meta charset=shift_jis><body><p>アドレスmjd-id-mjd@plover.com</p>{link}</body>");
@@ -274,8 +272,7 @@ mod tests {
         // address still gets its ID.
         let page = b"<meta charset=euc-jp><p>\x8f\xa1\xa1 mjd@plover.com \xb0\xa1</p>";
         for cut in 0..page.len() {
-            let mut p =
-                Pipeline::new(matcher().scanner(), tag, Coding::Identity, None).with_charset(None, true);
+            let mut p = tagging(None, true);
             let out = run(&mut p, &[&page[..cut], &page[cut..]]);
             let (text, _) = EUC_JP.decode_without_bom_handling(&out);
             assert!(

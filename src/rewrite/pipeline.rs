@@ -342,15 +342,7 @@ impl<M: Munger> Pipeline<M> {
             return;
         }
         let bom = charset::from_bom(&head);
-        let enc = bom.or(self.declared).or_else(|| {
-            if self.html {
-                let head = &head[..head.len().min(charset::SNIFF)];
-                charset::from_meta(head).or_else(|| charset::guess(head, last))
-            } else {
-                None
-            }
-        });
-        let Some(e) = enc else {
+        let Some(e) = charset::settle(&head, self.declared, self.html, last) else {
             return;
         };
         match charset::reading(e) {
@@ -413,7 +405,7 @@ impl<M: Munger> Pipeline<M> {
         // Bytes other requests do not share, or IDs no longer where marked.
         let renamed = marking.renamed.get();
         let steady = match &mut self.transcoder {
-            Some(t) => t.write_back(&mut self.scanned, &mut self.ids, renamed, last) && !renamed,
+            Some(t) => t.write_back(&mut self.scanned, &mut self.ids, renamed, last),
             None => !renamed,
         };
         self.encode(last, steady)
