@@ -220,6 +220,9 @@ fn per_request(c: &mut Criterion) {
     // decoded, written back as its own bytes (rewrite::charset).
     let japanese = format!("<meta charset=shift_jis>{}", page.replace(' ', "の"));
     let sjis = chunks(&encoding_rs::SHIFT_JIS.encode(&japanese).0);
+    // And as a French site in Latin-1 writes it, read the same way.
+    let french = format!("<meta charset=iso-8859-1>{}", page.replace("e ", "\u{e9} "));
+    let latin1 = chunks(&encoding_rs::WINDOWS_1252.encode(&french).0);
     let m = matcher();
     let keys = Arc::new(KeyRing::new(&[[7u8; 32]]));
     let cache = Arc::new(TokenCache::default());
@@ -249,6 +252,13 @@ fn per_request(c: &mut Criterion) {
         (
             "rewrite / 45 KB page in Shift_JIS",
             &sjis,
+            Coding::Identity,
+            None,
+            None,
+        ),
+        (
+            "rewrite / 45 KB page in Latin-1",
+            &latin1,
             Coding::Identity,
             None,
             None,

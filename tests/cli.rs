@@ -607,6 +607,16 @@ fn check_config_scan_lists_what_is_munged_and_what_is_left_alone() {
     assert!(said.contains("sjis.html: 2 addresses munged"), "{said}");
     assert!(said.contains("line 2      munged      mjd@plover.com"), "{said}");
     assert!(said.contains("line 3      munged      joe@plover.com"), "{said}");
+    // A Latin-1 page too: its raw no-break spaces are spaces.
+    let page = b"<meta charset=iso-8859-1>\n<p>\xc9crivez \xe0 mjd\xa0[at]\xa0plover\xa0[dot]\xa0com</p>\n";
+    fs::write(env.path("latin1.html"), page).unwrap();
+    let said = env.ok(&[
+        "check-config",
+        "--scan",
+        env.path("latin1.html").to_str().unwrap(),
+    ]);
+    assert!(said.contains("latin1.html: 1 address munged"), "{said}");
+    assert!(said.contains("line 2      munged      mjd@plover.com"), "{said}");
 }
 
 #[test]

@@ -399,6 +399,50 @@ async fn multi_byte_charsets_are_spliced() {
     }
 }
 
+/// A Latin-1 page is read as a browser shows it: a raw no-break space
+/// (`0xA0`) is a space and a soft hyphen (`0xAD`) is invisible; the IDs are
+/// the visitor's and every other byte comes as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_byte_charsets_are_spliced() {
+    let body = b"<html><body><p>\xc9crivez \xe0 joe\xa0[at]\xa0ihatespam\xa0[dot]\xa0test \
+                 ou \xe0 mj\xadd@ihatespam.test.</p></body></html>"
+        .to_vec();
+    let up = fixed_upstream("text/html; charset=iso-8859-1", body.clone()).await;
+    let proxy = Proxy::start(up, "");
+    let got = fetch("127.0.0.1", proxy.port, "GET", "/", &[], false).await;
+    assert_eq!(got.status, 200);
+    let text = encoding_rs::WINDOWS_1252.decode_without_bom_handling(&got.body).0;
+    let ids: Vec<String> = text
+        .split("-id-")
+        .skip(1)
+        .map(|s| {
+            s.split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{text}");
+    assert!(
+        text.contains("joe-id-") && text.contains("mj\u{ad}d-id-"),
+        "{text}"
+    );
+    let v = proxy.decode(&[
+        format!("joe-id-{}@ihatespam.test", ids[0]),
+        format!("mjd-id-{}@ihatespam.test", ids[1]),
+    ]);
+    for v in v {
+        assert_eq!(v["ip"], "127.0.0.1", "{v:?}");
+    }
+    let mut bare = got.body.to_vec();
+    for id in &ids {
+        let id = format!("-id-{id}");
+        let i = memchr::memmem::find(&bare, id.as_bytes()).unwrap();
+        bare.drain(i..i + id.len());
+    }
+    assert!(bare == body, "{}", String::from_utf8_lossy(&bare));
+}
+
 /// A web server that sends its 304 with the page's Content-Type (many app
 /// servers do; nginx does not): the visitor still gets back its own
 /// validator, made once.

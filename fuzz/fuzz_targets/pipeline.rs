@@ -11,7 +11,9 @@ use addrmunge::address::{Glob, Protect, Protection};
 use addrmunge::rewrite::charset::{Reading, reading};
 use addrmunge::rewrite::{Coding, Pipeline};
 use addrmunge::{Found, Matcher};
-use encoding_rs::{BIG5, EUC_JP, EUC_KR, Encoding, GB18030, GBK, ISO_2022_JP, SHIFT_JIS, UTF_8, UTF_16LE};
+use encoding_rs::{
+    BIG5, EUC_JP, EUC_KR, Encoding, GB18030, GBK, ISO_2022_JP, KOI8_R, SHIFT_JIS, UTF_8, UTF_16LE, WINDOWS_1252,
+};
 use libfuzzer_sys::fuzz_target;
 
 const TAG: &[u8] = b"-id-tag";
@@ -67,6 +69,8 @@ fuzz_target!(|data: &[u8]| {
         Some(UTF_8),
         Some(UTF_16LE),
         Some(ISO_2022_JP),
+        Some(WINDOWS_1252),
+        Some(KOI8_R),
     ];
     let declared = charsets[usize::from(control[0] & 0x7f) % charsets.len()];
     let html = control[0] & 0x80 != 0;

@@ -345,13 +345,17 @@ fn decoded(coding: Coding, raw: &[u8], limit: usize) -> Result<(Vec<u8>, bool), 
     Ok((out, cut))
 }
 
-/// The body as text in the charset a browser settles on: its BOM,
-/// Content-Type or meta, or the guess from its first bytes.
+/// The body as text in the charset a browser settles on (its BOM,
+/// Content-Type or meta, or the guess from its first bytes), read as the
+/// proxy reads it: well-formed UTF-8 in a single-byte page as UTF-8.
 fn text(bytes: &[u8], content_type: &str) -> String {
     let declared = charset::from_content_type(content_type);
     let enc =
         charset::settle(bytes, declared, true, bytes.len() <= charset::SNIFF).unwrap_or(encoding_rs::UTF_8);
-    enc.decode(bytes).0.into_owned()
+    match String::from_utf8(charset::decode_whole(enc, bytes)) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
 }
 
 /// The same-origin candidates of a page's `href` and `src` attributes.

@@ -74,9 +74,7 @@ fn scan_file(ctx: &Ctx, path: &Path, out: &mut impl Write) -> Result<()> {
 fn as_scanned(bytes: Vec<u8>) -> Vec<u8> {
     use addrmunge::rewrite::charset;
     match charset::settle(&bytes, None, true, bytes.len() <= charset::SNIFF) {
-        Some(e) if charset::reading(e) != charset::Reading::Bytes => {
-            e.decode(&bytes).0.into_owned().into_bytes()
-        }
+        Some(e) if charset::reading(e) != charset::Reading::Bytes => charset::decode_whole(e, &bytes),
         _ => bytes,
     }
 }

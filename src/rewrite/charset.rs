@@ -1,7 +1,6 @@
-//! Charsets the scanner cannot read as bytes. UTF-8 and the single-byte
-//! charsets (Latin-1, windows-1252, …) are scanned as they are: an address
-//! is ASCII in all of them. The others are decoded to UTF-8 for the scanner
-//! (encoding_rs), so that the visitor gets the charset the server declared:
+//! Charsets the scanner cannot read as bytes. UTF-8 is scanned as it is.
+//! The others are decoded to UTF-8 for the scanner (encoding_rs), so that
+//! the visitor gets the charset the server declared:
 //! - UTF-16 and ISO-2022-JP are encoded back whole: UTF-16 interleaves zero
 //!   bytes, and ISO-2022-JP's two-byte JIS sequences use bytes that look
 //!   like `@` and letters. The inserted text is ASCII, which every one of
@@ -13,6 +12,13 @@
 //!   part of an address written right after one; and their fullwidth `＠`
 //!   would not be seen. Re-encoding would change bytes the scanner did not
 //!   (characters with two codes, malformed input), so it is not done.
+//! - The single-byte charsets (windows-1252, ISO-8859-x, KOI8, …) are
+//!   spliced too, one byte a character, so that a raw no-break space
+//!   (`0xA0` in Latin-1) is a space, a soft hyphen (`0xAD`) is invisible and
+//!   `b\xFCcher.example` is the international domain it shows. Where their
+//!   bytes are well-formed UTF-8 they are read as UTF-8 ([`SingleByte`]):
+//!   a page labelled Latin-1 that is in fact UTF-8 is read as a harvester
+//!   that takes its bytes for UTF-8 reads it.
 //!
 //! Which charset applies is decided, as a browser does ([`settle`]), from a
 //! byte-order mark, else the `Content-Type` charset, else (HTML) a `<meta
@@ -96,14 +102,14 @@ pub fn from_meta(head: &[u8]) -> Option<&'static Encoding> {
 /// How a body in a charset is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reading {
-    /// As its bytes: UTF-8, the single-byte charsets, and the `replacement`
-    /// charset (ISO-2022-KR and kin, which a browser shows as one U+FFFD but
-    /// a harvester reads as bytes).
+    /// As its bytes: UTF-8, and the `replacement` charset (ISO-2022-KR and
+    /// kin, which a browser shows as one U+FFFD but a harvester reads as
+    /// bytes).
     Bytes,
     /// Decoded to UTF-8, scanned, encoded back: UTF-16 and ISO-2022-JP.
     Transcoded,
     /// Decoded to UTF-8, scanned, the page's own bytes written back with
-    /// the IDs spliced in: the multi-byte charsets that keep ASCII as it is.
+    /// the IDs spliced in: the charsets that keep ASCII as it is.
     Spliced,
 }
 
@@ -111,7 +117,7 @@ pub enum Reading {
 pub fn reading(e: &'static Encoding) -> Reading {
     if is_utf16(e) || e == ISO_2022_JP {
         Reading::Transcoded
-    } else if [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR].contains(&e) {
+    } else if e.is_single_byte() || [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR].contains(&e) {
         Reading::Spliced
     } else {
         Reading::Bytes
@@ -119,11 +125,10 @@ pub fn reading(e: &'static Encoding) -> Reading {
 }
 
 /// The charset a browser guesses for an HTML page that names none, from
-/// its first bytes (`last`: all of them), as Firefox does (chardetng),
-/// when it is one that must be decoded to be read: an unlabelled
-/// Shift_JIS page is read as Shift_JIS. Bytes that are UTF-8 (a character
-/// cut at the end aside), and a guess of a single-byte charset, leave the
-/// page read as bytes, where an address reads the same.
+/// its first bytes (`last`: all of them), as Firefox does (chardetng): an
+/// unlabelled Shift_JIS page is read as Shift_JIS, a windows-1252 one as
+/// windows-1252. Bytes that are UTF-8 (a character cut at the end aside)
+/// leave the page read as bytes.
 pub fn guess(head: &[u8], last: bool) -> Option<&'static Encoding> {
     match std::str::from_utf8(head) {
         Ok(_) => return None,
@@ -187,7 +192,7 @@ pub fn is_utf16(e: &'static Encoding) -> bool {
 /// the page's own bytes ([`Reading::Spliced`]).
 pub struct Transcoder {
     encoding: &'static Encoding,
-    decoder: encoding_rs::Decoder,
+    decoder: Decoder,
     encoder: Option<encoding_rs::Encoder>,
     /// Scanned UTF-8 that ends inside a character, kept for the next chunk.
     carry: Vec<u8>,
@@ -202,8 +207,7 @@ impl Transcoder {
     pub fn new(encoding: &'static Encoding) -> Transcoder {
         Transcoder {
             encoding,
-            // Keep a BOM as U+FEFF so it is written back where it was.
-            decoder: encoding.new_decoder_without_bom_handling(),
+            decoder: Decoder::new(encoding),
             // encoding_rs writes UTF-16 only as UTF-8 (the Encoding Standard
             // has no UTF-16 encoder), so UTF-16 is encoded by hand below.
             encoder: (encoding == ISO_2022_JP).then(|| encoding.new_encoder()),
@@ -240,13 +244,7 @@ impl Transcoder {
         if let Some(s) = &mut self.splice {
             s.page.extend_from_slice(data);
         }
-        let mut out = String::with_capacity(
-            self.decoder
-                .max_utf8_buffer_length(data.len())
-                .unwrap_or(data.len() * 3 + 16),
-        );
-        let _ = self.decoder.decode_to_string(data, &mut out, last);
-        out.into_bytes()
+        self.decoder.decode(data, last)
     }
 
     /// Replaces `scanned` (the scanner's UTF-8, with IDs at `ids`) with the
@@ -339,6 +337,126 @@ impl Transcoder {
     }
 }
 
+/// How a body is decoded for the scanner.
+enum Decoder {
+    /// As the Encoding Standard decodes it, a BOM kept as U+FEFF so that it
+    /// is written back where it was.
+    Standard(encoding_rs::Decoder),
+    Single(Box<SingleByte>),
+}
+
+impl Decoder {
+    fn new(encoding: &'static Encoding) -> Decoder {
+        if encoding.is_single_byte() {
+            Decoder::Single(Box::new(SingleByte::new(encoding)))
+        } else {
+            Decoder::Standard(encoding.new_decoder_without_bom_handling())
+        }
+    }
+
+    fn decode(&mut self, data: &[u8], last: bool) -> Vec<u8> {
+        match self {
+            Decoder::Standard(d) => {
+                let mut out = String::with_capacity(
+                    d.max_utf8_buffer_length(data.len())
+                        .unwrap_or(data.len() * 3 + 16),
+                );
+                let _ = d.decode_to_string(data, &mut out, last);
+                out.into_bytes()
+            }
+            Decoder::Single(d) => d.decode(data, last),
+        }
+    }
+}
+
+/// A whole body in `encoding` as the proxy's scanner reads it: UTF-8.
+pub fn decode_whole(encoding: &'static Encoding, body: &[u8]) -> Vec<u8> {
+    Decoder::new(encoding).decode(body, true)
+}
+
+/// A single-byte charset's decoder that reads well-formed UTF-8 as UTF-8:
+/// each other byte past ASCII is the charset's character. A page labelled
+/// Latin-1 that is in fact UTF-8 (a server's default charset, a template
+/// and its database disagreeing) is read as a harvester that takes its
+/// bytes for UTF-8 reads it; a true Latin-1 page as a browser shows it, as
+/// its bytes seldom make UTF-8 (`Ã©`, where an address is not).
+struct SingleByte {
+    /// The charset's characters for 0x80..=0xFF, in UTF-8 (all in the BMP).
+    high: [([u8; 3], u8); 128],
+    /// A UTF-8 sequence cut at the end of the last chunk.
+    carry: Vec<u8>,
+}
+
+impl SingleByte {
+    fn new(encoding: &'static Encoding) -> SingleByte {
+        let bytes: Vec<u8> = (0x80..=0xff).collect();
+        let (chars, _) = encoding.decode_without_bom_handling(&bytes);
+        let mut high = [([0; 3], 0); 128];
+        // A single-byte decoder makes one character of each byte.
+        for ((utf8, len), c) in high.iter_mut().zip(chars.chars()) {
+            *len = c.encode_utf8(utf8).len() as u8;
+        }
+        SingleByte {
+            high,
+            carry: Vec::new(),
+        }
+    }
+
+    fn decode(&mut self, data: &[u8], last: bool) -> Vec<u8> {
+        let mut joined = std::mem::take(&mut self.carry);
+        let page = if joined.is_empty() {
+            data
+        } else {
+            joined.extend_from_slice(data);
+            &joined[..]
+        };
+        let mut out = Vec::with_capacity(page.len() + page.len() / 4 + 16);
+        let mut i = 0;
+        while i < page.len() {
+            // ASCII as it is, a word at a time where it is a word of it.
+            if let Some(w) = page.get(i..i + 8)
+                && u64::from_ne_bytes(w.try_into().expect("8 bytes")) & 0x8080_8080_8080_8080 == 0
+            {
+                out.extend_from_slice(w);
+                i += 8;
+                continue;
+            }
+            let b = page[i];
+            if b < 0x80 {
+                out.push(b);
+                i += 1;
+                continue;
+            }
+            match page.get(i..i + utf8_len(b)) {
+                Some(s) if is_utf8_char(s) => {
+                    out.extend_from_slice(s);
+                    i += s.len();
+                }
+                // The start of one, cut by the chunk's end.
+                None if !last && std::str::from_utf8(&page[i..]).is_err_and(|e| e.error_len().is_none()) => {
+                    self.carry.extend_from_slice(&page[i..]);
+                    break;
+                }
+                _ => {
+                    let (utf8, len) = &self.high[usize::from(b - 0x80)];
+                    out.extend_from_slice(&utf8[..usize::from(*len)]);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether `s` is one well-formed UTF-8 character past ASCII.
+fn is_utf8_char(s: &[u8]) -> bool {
+    match s {
+        // What most bytes past ASCII in a single-byte page are followed by.
+        [_, c, ..] if c & 0xc0 != 0x80 => false,
+        _ => std::str::from_utf8(s).is_ok(),
+    }
+}
+
 /// How many bytes of `utf8` are whole characters: all of them when `last`,
 /// else all but a character cut at the end.
 fn whole_chars(utf8: &[u8], last: bool) -> usize {
@@ -387,6 +505,8 @@ enum Multi {
     Gb,
     /// Big5 (HKSCS), EUC-KR (windows-949).
     Other,
+    /// One byte a character, but well-formed UTF-8 (see [`SingleByte`]).
+    Single,
 }
 
 impl Multi {
@@ -395,6 +515,7 @@ impl Multi {
             e if e == SHIFT_JIS => Multi::ShiftJis,
             e if e == EUC_JP => Multi::EucJp,
             e if e == GBK || e == GB18030 => Multi::Gb,
+            e if e.is_single_byte() => Multi::Single,
             _ => Multi::Other,
         }
     }
@@ -405,6 +526,7 @@ impl Multi {
             Multi::ShiftJis => matches!(b, 0x81..=0x9f | 0xe0..=0xfc),
             Multi::EucJp => matches!(b, 0x8e | 0x8f | 0xa1..=0xfe),
             Multi::Gb | Multi::Other => (0x81..=0xfe).contains(&b),
+            Multi::Single => false,
         }
     }
 }
@@ -481,11 +603,17 @@ impl Splice {
 /// at the start of `text`, by the Encoding Standard's decoders: a lead byte
 /// and the bytes after it are one character, except that a malformed
 /// sequence is U+FFFD for the lead byte alone when an ASCII byte follows
-/// (the decoder reads it again). `None` when `page` cannot have made it.
+/// (the decoder reads it again); in a single-byte charset, a well-formed
+/// UTF-8 sequence or one byte. `None` when `page` cannot have made it.
 fn width(multi: Multi, page: &[u8], text: &[u8]) -> Option<usize> {
     let (&b, next) = (page.first()?, page.get(1).copied());
     if b < 0x80 {
         return None;
+    }
+    if multi == Multi::Single {
+        let n = utf8_len(b);
+        let utf8 = page.get(..n).is_some_and(is_utf8_char);
+        return Some(if utf8 { n } else { 1 });
     }
     let w = match next {
         _ if !multi.is_lead(b) => 1,
@@ -530,8 +658,9 @@ mod tests {
     /// back wherever it is cut.
     #[test]
     fn spliced_output_cut_anywhere_is_the_page() {
-        let page = b"\x81\x04 \x83\x58mjd \xff\x81 x\x88\x62\x81";
-        for e in [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR] {
+        let page = b"\x81\x04 \x83\x58mjd \xff\x81 x\x88\x62\xc3\xa9\xe2\x82\xac\x81";
+        let (latin, cyrillic) = (encoding_rs::WINDOWS_1252, encoding_rs::KOI8_R);
+        for e in [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR, latin, cyrillic] {
             let utf8 = Transcoder::splicing(e, 0).decode(page, true);
             for cut in 0..=utf8.len() {
                 let mut t = Transcoder::splicing(e, 0);
@@ -547,6 +676,31 @@ mod tests {
                     back.extend(part);
                 }
                 assert_eq!(back, page, "{} cut {cut}", e.name());
+            }
+        }
+    }
+
+    /// A single-byte charset's decoder reads well-formed UTF-8 as UTF-8,
+    /// every other byte as the charset's, however the bytes are cut; the
+    /// page comes back from it byte for byte.
+    #[test]
+    fn single_byte_pages_read_utf8_where_it_is_well_formed() {
+        use encoding_rs::{KOI8_R, WINDOWS_1252};
+        // é in UTF-8, a lone lead byte, a cut-short sequence before ASCII,
+        // an overlong, a no-break space, ü in UTF-8, and a lead at the end.
+        let page = b"caf\xc3\xa9 \xc3 x\xe2\x82y \xc0\xaf \xa0 b\xc3\xbccher \xf0\x9f\x98\x80\xe2";
+        let whole = Transcoder::splicing(WINDOWS_1252, 0).decode(page, true);
+        assert_eq!(
+            String::from_utf8(whole.clone()).unwrap(),
+            "café Ã xâ\u{201a}y À¯ \u{a0} bücher 😀â"
+        );
+        for e in [WINDOWS_1252, KOI8_R] {
+            let whole = Transcoder::splicing(e, 0).decode(page, true);
+            for cut in 0..=page.len() {
+                let mut t = Transcoder::splicing(e, 0);
+                let mut utf8 = t.decode(&page[..cut], false);
+                utf8.extend(t.decode(&page[cut..], true));
+                assert_eq!(utf8, whole, "{} cut {cut}", e.name());
             }
         }
     }

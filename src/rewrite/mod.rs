@@ -282,6 +282,77 @@ mod tests {
         }
     }
 
+    /// A single-byte page is read as a browser shows it: a raw no-break
+    /// space is a space, a soft hyphen is invisible, `b\xFCcher` is the
+    /// international domain. Its own bytes come back with the IDs inserted,
+    /// however it is cut, and so do those of a page labelled Latin-1 that
+    /// is in fact UTF-8, whose UTF-8 is read as UTF-8.
+    #[test]
+    fn single_byte_charsets_are_read_as_shown_and_written_as_they_came() {
+        use encoding_rs::{Encoding, KOI8_R, UTF_8, WINDOWS_1251, WINDOWS_1252};
+        let m = Matcher::new(Arc::new(Protection::new(
+            ["plover.com", "xn--bcher-kva.example", "xn--80aswg.xn--p1ai"]
+                .into_iter()
+                .map(|d| Protect {
+                    domain: d.into(),
+                    local: Glob::new("*").unwrap(),
+                    exempt: vec![],
+                    deliver_to: None,
+                })
+                .collect(),
+            "-id-",
+        )));
+        let tagging = |declared| {
+            let tag = |f: &crate::scan::Found<'_>, out: &mut Vec<u8>| {
+                out.extend_from_slice(b"-id-");
+                out.extend_from_slice(f.local.as_bytes());
+            };
+            Pipeline::new(m.scanner(), tag, Coding::Identity, None).with_charset(declared, true)
+        };
+        let latin = "<p>Pour nous écrire, une adresse à retenir : mjd\u{a0}[at]\u{a0}plover\u{a0}[dot]\u{a0}com, \
+                     à mj\u{ad}d@plover.com ou à ann@bücher.example.</p>";
+        let cyrillic = "<p>Почта:\u{a0}ivan\u{a0}[at]\u{a0}plover.com, ivan@сайт.рф.</p>";
+        let ids = |t: &str| {
+            t.replace("mjd\u{a0}[at]", "mjd-id-mjd\u{a0}[at]")
+                .replace("mj\u{ad}d@", "mj\u{ad}d-id-mjd@")
+                .replace("ann@", "ann-id-ann@")
+                .replace("ivan\u{a0}[at]", "ivan-id-ivan\u{a0}[at]")
+                .replace("ivan@", "ivan-id-ivan@")
+        };
+        // (the page's charset, the label's, named in a <meta>, the text)
+        let latin_twice = latin.repeat(2);
+        let both = format!("{latin}{cyrillic}");
+        let cases: [(&'static Encoding, Option<&'static Encoding>, bool, &str); 7] = [
+            (WINDOWS_1252, Some(WINDOWS_1252), true, latin),
+            (WINDOWS_1252, Some(WINDOWS_1252), false, latin),
+            // Named nowhere: guessed, as a browser guesses.
+            (WINDOWS_1252, None, false, &latin_twice),
+            (WINDOWS_1251, Some(WINDOWS_1251), true, cyrillic),
+            (KOI8_R, Some(KOI8_R), false, cyrillic),
+            (UTF_8, Some(WINDOWS_1252), true, &both),
+            (UTF_8, Some(WINDOWS_1252), false, &both),
+        ];
+        for (enc, label, meta, text) in cases {
+            let head = match (label, meta) {
+                (Some(l), true) => format!("<meta charset={}>", l.name()),
+                _ => String::new(),
+            };
+            let page = enc.encode(&format!("{head}{text}")).0.into_owned();
+            let want = enc.encode(&format!("{head}{}", ids(text))).0.into_owned();
+            assert!(page.iter().any(|&b| b >= 0x80) && page != want);
+            let declared = if meta { None } else { label };
+            for cut in 0..page.len() {
+                let out = run(&mut tagging(declared), &[&page[..cut], &page[cut..]]);
+                assert!(
+                    out == want,
+                    "{} as {label:?}, cut {cut}: {}",
+                    enc.name(),
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+    }
+
     #[test]
     fn charsets_are_settled_the_same_in_any_chunking() {
         let page = "<html><head><title>x</title><meta charset=iso-2022-jp></head><body>日本 mjd@plover.com 語</body></html>";
@@ -491,16 +562,18 @@ mod tests {
         /// own bytes with the IDs inserted.
         #[test]
         fn spliced_pages_are_their_own_bytes_in_any_chunking(
-            which in 0usize..6,
-            parts in proptest::collection::vec(0usize..12, 1..40),
+            which in 0usize..9,
+            parts in proptest::collection::vec(0usize..15, 1..40),
             junk in proptest::collection::vec(0x80u8..=0xff, 0..4),
             cuts in proptest::collection::vec(0usize..2000, 0..4),
         ) {
-            use encoding_rs::{BIG5, EUC_JP, EUC_KR, GB18030, GBK, SHIFT_JIS};
-            let enc = [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR][which];
-            let words = ["ス", "日本", "mjd@plover.com", "ｊｏｅ＠ｐｌｏｖｅｒ．ｃｏｍ", " ", "<b>", "丐", "갂", "x", "mjd [at] plover [dot] com", "、", "\n"];
+            use encoding_rs::{BIG5, EUC_JP, EUC_KR, GB18030, GBK, KOI8_R, SHIFT_JIS, UTF_8, WINDOWS_1252};
+            // The last: UTF-8 labelled windows-1252.
+            let enc = [SHIFT_JIS, EUC_JP, BIG5, GBK, GB18030, EUC_KR, WINDOWS_1252, KOI8_R, UTF_8][which];
+            let words = ["ス", "日本", "mjd@plover.com", "ｊｏｅ＠ｐｌｏｖｅｒ．ｃｏｍ", " ", "<b>", "丐", "갂", "x", "mjd [at] plover [dot] com", "、", "\n", "\u{a0}", "é", "Ж"];
             let text: String = parts.iter().map(|&k| words[k]).collect();
-            let text = format!("<meta charset={}>{text}", enc.name());
+            let label = if enc == UTF_8 { WINDOWS_1252 } else { enc };
+            let text = format!("<meta charset={}>{text}", label.name());
             let mut page = enc.encode(&text).0.to_vec();
             // Malformed bytes, somewhere.
             for (k, &b) in junk.iter().enumerate() {
