@@ -449,7 +449,30 @@ fn international_domains_in_unicode_get_their_id() {
                 "<a href=\"mailto:mjd-id-zzzz@bücher.example?subject=x\">",
             ),
             ("联系mjd@bücher.example联系", "联系mjd-id-zzzz@bücher.example联系"),
+            // Its letters spelled as older editors and URL encoders write them.
+            ("mjd@b&uuml;cher.example", "mjd-id-zzzz@b&uuml;cher.example"),
+            ("MJD@B&Uuml;CHER.EXAMPLE.", "MJD-id-zzzz@B&Uuml;CHER.EXAMPLE."),
+            (
+                "mjd@b&#252;cher&#46;example",
+                "mjd-id-zzzz@b&#252;cher&#46;example",
+            ),
+            (
+                "mjd&#64;b&#xFC;cher.example",
+                "mjd-id-zzzz&#64;b&#xFC;cher.example",
+            ),
+            (
+                "<a href=\"mailto:mjd@b%C3%BCcher.example\">",
+                "<a href=\"mailto:mjd-id-zzzz@b%C3%BCcher.example\">",
+            ),
+            (
+                "mjd%40b%c3%bccher%2Eexample",
+                "mjd-id-zzzz%40b%c3%bccher%2Eexample",
+            ),
             // Other domains.
+            ("mjd@b&uuml;cherei.example", "mjd@b&uuml;cherei.example"),
+            ("mjd@b&ouml;cher.example", "mjd@b&ouml;cher.example"),
+            ("mjd@b%C3%BC%C3cher.example", "mjd@b%C3%BC%C3cher.example"),
+            ("mjd@b&uuml", "mjd@b&uuml"),
             ("mjd@bücherei.example", "mjd@bücherei.example"),
             ("mjd@bücher.example.org", "mjd@bücher.example.org"),
             ("mjd@bücher.examples", "mjd@bücher.examples"),

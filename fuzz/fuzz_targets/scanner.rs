@@ -24,6 +24,13 @@ fn matcher() -> Arc<Matcher> {
                 exempt: vec![],
                 deliver_to: None,
             },
+            // bücher.example, which pages write in Unicode.
+            Protect {
+                domain: "xn--bcher-kva.example".into(),
+                local: Glob::new("*").unwrap(),
+                exempt: vec![],
+                deliver_to: None,
+            },
         ],
         "-id-",
     )))

@@ -41,12 +41,14 @@
 //! chunks equals the one-shot output, and memory per stream is a constant
 //! independent of the input's size.
 
+mod international;
 mod spelled;
 
 use std::sync::Arc;
 
 use memchr::{memchr2, memchr3};
 
+use self::international::{Unicode, unicode_domain};
 use self::spelled::{MAX_SEARCHES, Reading, Spelled, Spelt};
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
 
@@ -1093,59 +1095,6 @@ fn literal_domain<'p>(
     sc.domain_len = domain.len();
     sc.domain_end = start + domain.len();
     Some(ids)
-}
-
-/// What the bytes after an `@` are as an international domain in Unicode.
-enum Unicode<'p> {
-    /// A protected one: the entries.
-    Found(&'p [usize]),
-    NeedMore,
-    No,
-}
-
-/// A protected international domain as a page shows it, in Unicode
-/// (`mjd@bücher.example` for `xn--bcher-kva.example`), whatever the number
-/// of domains. The scratch gets its ASCII form: the ID is made for the
-/// address as mail carries it. Only written out plainly: decoding a
-/// reference to a character outside ASCII is not done.
-#[cold]
-fn unicode_domain<'p>(
-    prot: &'p Protection,
-    buf: &[u8],
-    start: usize,
-    eof: bool,
-    sc: &mut Scratch,
-) -> Unicode<'p> {
-    let tail = &buf[start..];
-    for (uni, ascii, ids) in prot.unicode_domains() {
-        let n = uni.len().min(tail.len());
-        if !tail[..n].eq_ignore_ascii_case(&uni[..n]) {
-            continue;
-        }
-        // Dots may end a sentence; a label after them is another domain's.
-        let dots = tail
-            .get(n..)
-            .map_or(0, |r| r.iter().take_while(|&&c| c == b'.').count());
-        let after = match decode_fwd(buf, start + n + dots, eof) {
-            Fwd::Char(c, _) => Some(c),
-            Fwd::NeedMore => None,
-        };
-        match after {
-            Some(c) if c.is_ascii_alphanumeric() || c == b'-' || c == b'.' => continue,
-            Some(_) => {}
-            None if !eof => return Unicode::NeedMore,
-            None if n < uni.len() => continue,
-            None => {}
-        }
-        let Some(d) = sc.domain.get_mut(..ascii.len()) else {
-            continue;
-        };
-        d.copy_from_slice(ascii);
-        sc.domain_len = ascii.len();
-        sc.domain_end = start + uni.len();
-        return Unicode::Found(ids);
-    }
-    Unicode::No
 }
 
 /// Decodes the domain after the `@` at `start`. The run of literal domain
