@@ -220,9 +220,13 @@ fn per_request(c: &mut Criterion) {
     // decoded, written back as its own bytes (rewrite::charset).
     let japanese = format!("<meta charset=shift_jis>{}", page.replace(' ', "の"));
     let sjis = chunks(&encoding_rs::SHIFT_JIS.encode(&japanese).0);
-    // And as a French site in Latin-1 writes it, read the same way.
+    // And as a French site in Latin-1 writes it: read as bytes while the
+    // only bytes past ASCII are letters, decoded and spliced from the first
+    // that is not (a no-break space).
     let french = format!("<meta charset=iso-8859-1>{}", page.replace("e ", "\u{e9} "));
     let latin1 = chunks(&encoding_rs::WINDOWS_1252.encode(&french).0);
+    let spaced = french.replacen("\u{e9} ", "\u{e9}\u{a0}", 1);
+    let latin1_spaced = chunks(&encoding_rs::WINDOWS_1252.encode(&spaced).0);
     let m = matcher();
     let keys = Arc::new(KeyRing::new(&[[7u8; 32]]));
     let cache = Arc::new(TokenCache::default());
@@ -259,6 +263,13 @@ fn per_request(c: &mut Criterion) {
         (
             "rewrite / 45 KB page in Latin-1",
             &latin1,
+            Coding::Identity,
+            None,
+            None,
+        ),
+        (
+            "rewrite / 45 KB page in Latin-1 with a no-break space",
+            &latin1_spaced,
             Coding::Identity,
             None,
             None,

@@ -342,13 +342,13 @@ enum Decoder {
     /// As the Encoding Standard decodes it, a BOM kept as U+FEFF so that it
     /// is written back where it was.
     Standard(encoding_rs::Decoder),
-    Single(Box<SingleByte>),
+    Single(SingleByte),
 }
 
 impl Decoder {
     fn new(encoding: &'static Encoding) -> Decoder {
         if encoding.is_single_byte() {
-            Decoder::Single(Box::new(SingleByte::new(encoding)))
+            Decoder::Single(SingleByte::new(encoding))
         } else {
             Decoder::Standard(encoding.new_decoder_without_bom_handling())
         }
@@ -381,23 +381,15 @@ pub fn decode_whole(encoding: &'static Encoding, body: &[u8]) -> Vec<u8> {
 /// bytes for UTF-8 reads it; a true Latin-1 page as a browser shows it, as
 /// its bytes seldom make UTF-8 (`Ã©`, where an address is not).
 struct SingleByte {
-    /// The charset's characters for 0x80..=0xFF, in UTF-8 (all in the BMP).
-    high: [([u8; 3], u8); 128],
+    high: &'static HighHalf,
     /// A UTF-8 sequence cut at the end of the last chunk.
     carry: Vec<u8>,
 }
 
 impl SingleByte {
     fn new(encoding: &'static Encoding) -> SingleByte {
-        let bytes: Vec<u8> = (0x80..=0xff).collect();
-        let (chars, _) = encoding.decode_without_bom_handling(&bytes);
-        let mut high = [([0; 3], 0); 128];
-        // A single-byte decoder makes one character of each byte.
-        for ((utf8, len), c) in high.iter_mut().zip(chars.chars()) {
-            *len = c.encode_utf8(utf8).len() as u8;
-        }
         SingleByte {
-            high,
+            high: HighHalf::of(encoding),
             carry: Vec::new(),
         }
     }
@@ -438,7 +430,7 @@ impl SingleByte {
                     break;
                 }
                 _ => {
-                    let (utf8, len) = &self.high[usize::from(b - 0x80)];
+                    let (utf8, len) = &self.high.utf8[usize::from(b - 0x80)];
                     out.extend_from_slice(&utf8[..usize::from(*len)]);
                     i += 1;
                 }
@@ -454,6 +446,95 @@ fn is_utf8_char(s: &[u8]) -> bool {
         // What most bytes past ASCII in a single-byte page are followed by.
         [_, c, ..] if c & 0xc0 != 0x80 => false,
         _ => std::str::from_utf8(s).is_ok(),
+    }
+}
+
+/// A single-byte body read as its bytes until a chunk holds a byte whose
+/// decoding the scanner reads otherwise: a space or punctuation past ASCII
+/// (a no-break space, a soft hyphen, a typographic quote or space), `0xFE`
+/// or `0xFF`, or, where an international domain is protected, any byte
+/// past ASCII. Until then its bytes and its decoding hold the same
+/// addresses, and bytes cost a fraction as much: a Latin-1 page whose only
+/// bytes past ASCII are letters is never decoded.
+pub struct Watch {
+    high: &'static HighHalf,
+    international: bool,
+}
+
+impl Watch {
+    /// For a body in `encoding`, a single-byte charset; `international`:
+    /// an international domain is protected.
+    pub fn new(encoding: &'static Encoding, international: bool) -> Watch {
+        Watch {
+            high: HighHalf::of(encoding),
+            international,
+        }
+    }
+
+    /// The body's charset.
+    pub fn encoding(&self) -> &'static Encoding {
+        self.high.encoding
+    }
+
+    /// Whether `data` holds such a byte.
+    pub fn sees(&self, data: &[u8]) -> bool {
+        let words = data.chunks_exact(8);
+        let tail = words.remainder();
+        let seen = |b: u8| b >= 0x80 && (self.international || self.high.marks[usize::from(b - 0x80)]);
+        for w in words {
+            // The bytes past ASCII of each word, by their top bits.
+            let mut high = u64::from_le_bytes(w.try_into().expect("8 bytes")) & 0x8080_8080_8080_8080;
+            while high != 0 {
+                if seen(w[high.trailing_zeros() as usize / 8]) {
+                    return true;
+                }
+                high &= high - 1;
+            }
+        }
+        tail.iter().any(|&b| seen(b))
+    }
+}
+
+/// What a single-byte charset's bytes past ASCII are, worked out once per
+/// charset for the life of the process (there are a few dozen).
+struct HighHalf {
+    encoding: &'static Encoding,
+    /// Each one's character in UTF-8 (all are in the BMP), and its length.
+    utf8: [([u8; 3], u8); 128],
+    /// Those the scanner reads otherwise decoded than raw (see [`Watch`]).
+    marks: [bool; 128],
+}
+
+impl HighHalf {
+    fn of(encoding: &'static Encoding) -> &'static HighHalf {
+        static KNOWN: std::sync::Mutex<Vec<&'static HighHalf>> = std::sync::Mutex::new(Vec::new());
+        let mut known = KNOWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(h) = known.iter().find(|h| h.encoding == encoding) {
+            return h;
+        }
+        let h: &'static HighHalf = Box::leak(Box::new(HighHalf::new(encoding)));
+        known.push(h);
+        h
+    }
+
+    fn new(encoding: &'static Encoding) -> HighHalf {
+        let bytes: Vec<u8> = (0x80..=0xff).collect();
+        let (chars, _) = encoding.decode_without_bom_handling(&bytes);
+        let mut h = HighHalf {
+            encoding,
+            utf8: [([0; 3], 0); 128],
+            marks: [false; 128],
+        };
+        // A single-byte decoder makes one character of each byte.
+        for (k, c) in chars.chars().take(128).enumerate() {
+            h.utf8[k].1 = c.encode_utf8(&mut h.utf8[k].0).len() as u8;
+            h.marks[k] = !c.is_alphanumeric();
+        }
+        // Read raw, these two are the scanner's marks for a decoded
+        // character that renders as nothing and one past ASCII.
+        h.marks[0x7e] = true;
+        h.marks[0x7f] = true;
+        h
     }
 }
 

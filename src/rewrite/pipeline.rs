@@ -78,6 +78,8 @@ pub struct Pipeline<M: Munger = VisitorMunger> {
     declared: Option<&'static encoding_rs::Encoding>,
     html: bool,
     transcoder: Option<charset::Transcoder>,
+    /// A single-byte body read as bytes so far (see [`charset::Watch`]).
+    watch: Option<charset::Watch>,
     /// The declared charset was UTF-16 and the bytes were not.
     charset_mismatch: bool,
     /// The body's type is unknown: its first bytes tell text from binary.
@@ -115,6 +117,7 @@ impl<M: Munger> Pipeline<M> {
             declared: None,
             html: false,
             transcoder: None,
+            watch: None,
             charset_mismatch: false,
             untyped: false,
             binary: false,
@@ -347,6 +350,10 @@ impl<M: Munger> Pipeline<M> {
         };
         match charset::reading(e) {
             charset::Reading::Bytes => {}
+            charset::Reading::Spliced if e.is_single_byte() => {
+                let international = self.scanner.protection().has_unicode_domains();
+                self.watch = Some(charset::Watch::new(e, international));
+            }
             // What the scanner still holds was given to it as ASCII.
             charset::Reading::Spliced => {
                 self.transcoder = Some(charset::Transcoder::splicing(e, self.scanner.unwritten()));
@@ -372,6 +379,14 @@ impl<M: Munger> Pipeline<M> {
             self.scanned.extend_from_slice(data);
             self.ids.clear();
             return self.encode(last, false);
+        }
+        if let Some(w) = self.watch.take_if(|w| w.sees(data)) {
+            // What the scanner still holds it was given as bytes, and they
+            // are written as they came.
+            self.transcoder = Some(charset::Transcoder::splicing(
+                w.encoding(),
+                self.scanner.unwritten(),
+            ));
         }
         // A spliced page gets the link in its own bytes (lol_html reads an
         // ASCII-compatible charset as bytes), a transcoded one in UTF-8.

@@ -659,6 +659,11 @@ impl Scanner {
         self.buf.len()
     }
 
+    /// What it protects.
+    pub fn protection(&self) -> &Protection {
+        self.decider.matcher.protection()
+    }
+
     /// Bytes given and not yet written out (the undecided tail): what
     /// comes out of the scanner next, apart from insertions.
     pub fn unwritten(&self) -> usize {
