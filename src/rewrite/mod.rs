@@ -332,6 +332,19 @@ mod tests {
             (UTF_8, Some(WINDOWS_1252), true, &both),
             (UTF_8, Some(WINDOWS_1252), false, &both),
         ];
+        // Letters only past ASCII: read as bytes, unless an international
+        // domain is protected, which they may spell.
+        let letters = "<p>Zoë écrit à ann@bücher.example et à mjd@plover.com</p>";
+        let page = WINDOWS_1252.encode(letters).0.into_owned();
+        for cut in 0..page.len() {
+            let out = run(&mut tagging(Some(WINDOWS_1252)), &[&page[..cut], &page[cut..]]);
+            let want = ids(letters).replace("mjd@", "mjd-id-mjd@");
+            assert!(
+                out == WINDOWS_1252.encode(&want).0.as_ref(),
+                "cut {cut}: {}",
+                String::from_utf8_lossy(&out)
+            );
+        }
         for (enc, label, meta, text) in cases {
             let head = match (label, meta) {
                 (Some(l), true) => format!("<meta charset={}>", l.name()),
