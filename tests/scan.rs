@@ -473,6 +473,25 @@ fn international_domains_in_unicode_get_their_id() {
             ("mjd@b&ouml;cher.example", "mjd@b&ouml;cher.example"),
             ("mjd@b%C3%BC%C3cher.example", "mjd@b%C3%BC%C3cher.example"),
             ("mjd@b&uuml", "mjd@b&uuml"),
+            // Spelled out.
+            (
+                "mjd [at] bücher [dot] example",
+                "mjd-id-zzzz [at] bücher [dot] example",
+            ),
+            (
+                "mjd (at) bücher.example, ok",
+                "mjd-id-zzzz (at) bücher.example, ok",
+            ),
+            ("mjd AT bücher DOT example.", "mjd-id-zzzz AT bücher DOT example."),
+            (
+                "mjd [at] bücher [dot] example [dot] org",
+                "mjd [at] bücher [dot] example [dot] org",
+            ),
+            ("mjd [at] bücher [dot] examples", "mjd [at] bücher [dot] examples"),
+            (
+                "mjd [at] bücherei [dot] example",
+                "mjd [at] bücherei [dot] example",
+            ),
             ("mjd@bücherei.example", "mjd@bücherei.example"),
             ("mjd@bücher.example.org", "mjd@bücher.example.org"),
             ("mjd@bücher.examples", "mjd@bücher.examples"),

@@ -3,6 +3,8 @@
 //! characters spelled as references (`b&uuml;cher`, `b&#252;cher`, as older
 //! editors write every letter outside ASCII) or percent-encoded UTF-8
 //! (`mailto:mjd@b%C3%BCcher.example`). Harvesters decode all of these.
+//! The spelled-out reader takes its labels from here too (`mjd [at]
+//! bücher [dot] example`).
 
 use super::{Fwd, Pair, Scratch, decode_fwd, hex_pair};
 use crate::address::Protection;
@@ -54,7 +56,7 @@ pub(super) fn unicode_domain<'p>(
 }
 
 /// Whether a domain is spelled at a place.
-enum Spelling {
+pub(super) enum Spelling {
     /// It is, up to here.
     EndsAt(usize),
     /// The spelling may continue past the end of the buffer.
@@ -63,7 +65,7 @@ enum Spelling {
 }
 
 /// Whether `buf[start..]` spells `uni` (in any case).
-fn spelled_as(buf: &[u8], start: usize, uni: &[u8], eof: bool) -> Spelling {
+pub(super) fn spelled_as(buf: &[u8], start: usize, uni: &[u8], eof: bool) -> Spelling {
     let uni = std::str::from_utf8(uni).unwrap_or_default();
     let mut at = start;
     for want in uni.chars() {

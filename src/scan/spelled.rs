@@ -38,6 +38,7 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+use super::international::{self, Spelling};
 use super::{Ahead, INLINE, Scratch};
 use crate::address::{Class, MAX_LOCAL, Protection, is_local_char};
 
@@ -237,10 +238,16 @@ impl Spelled {
         if !words.enabled || prot.entries().is_empty() {
             return None;
         }
+        // An international domain's first label as pages write it too.
+        let unicode = prot
+            .unicode_domains()
+            .filter_map(|(u, _, _)| std::str::from_utf8(u).ok());
         let mut labels: Vec<&str> = prot
             .entries()
             .iter()
-            .filter_map(|e| e.domain.split('.').next())
+            .map(|e| e.domain.as_str())
+            .chain(unicode)
+            .filter_map(|d| d.split('.').next())
             .collect();
         labels.sort_unstable();
         labels.dedup();
@@ -444,6 +451,11 @@ impl Spelled {
         r: Reading<'_>,
         sc: &mut Scratch,
     ) -> Result<Option<(usize, bool)>, Stop> {
+        if prot.has_unicode_domains()
+            && let Some(found) = self.unicode_domain(prot, r, sc)?
+        {
+            return Ok(Some(found));
+        }
         let (mut i, mut n, mut unplain) = (r.q, 0, false);
         loop {
             let start = i;
@@ -499,6 +511,59 @@ impl Spelled {
                 }
             }
         }
+    }
+
+    /// A protected international domain in Unicode from `r.q`, its labels
+    /// joined as [`domain`](Self::domain) joins them (`bücher [dot]
+    /// example`); `sc` gets its ASCII form, for which the ID is made.
+    #[cold]
+    fn unicode_domain(
+        &self,
+        prot: &Protection,
+        r: Reading<'_>,
+        sc: &mut Scratch,
+    ) -> Result<Option<(usize, bool)>, Stop> {
+        // Read no further than the reader may.
+        let (buf, eof) = match r.buf.get(..r.hi) {
+            Some(b) => (b, false),
+            None => (r.buf, r.eof),
+        };
+        'domains: for (uni, ascii, _) in prot.unicode_domains() {
+            let (mut i, mut unplain) = (r.q, false);
+            let mut labels = uni.split(|&c| c == b'.').peekable();
+            while let Some(label) = labels.next() {
+                i = match international::spelled_as(buf, i, label, eof) {
+                    Spelling::EndsAt(end) => end,
+                    Spelling::NeedMore if r.buf.len() < r.hi => return Err(Stop::Short),
+                    Spelling::NeedMore => return Err(Stop::TooFar),
+                    Spelling::Not => continue 'domains,
+                };
+                if labels.peek().is_none() {
+                    break;
+                }
+                match self.dot_fwd(r, i)? {
+                    Some(dot) => (i, unplain) = (dot.next, unplain || dot.unplain),
+                    None => continue 'domains,
+                }
+            }
+            // Another label after it makes another domain; a spaced `.`
+            // ends a sentence.
+            let more = match self.dot_fwd(r, i)? {
+                Some(dot) if !dot.spaced => r.peek(dot.next)?.is_some_and(is_label_char),
+                _ => false,
+            };
+            if more || r.peek(i)?.is_some_and(is_label_char) || possessive(r, i)? || remote_after(r, i)? {
+                continue;
+            }
+            let Some(d) = sc.domain.get_mut(..ascii.len()) else {
+                continue;
+            };
+            d.copy_from_slice(ascii);
+            sc.domain_len = ascii.len();
+            sc.domain_end = i;
+            return Ok(Some((i, unplain)));
+        }
+        Ok(None)
     }
 
     /// A `.` or a word for one at `i`, with its gaps. A `.` takes spaces on
