@@ -94,6 +94,10 @@ fn every_spelling_of_the_at_sign() {
         "\\@",
         // JavaScript's `unescape("joe%u0040…")`.
         "%u0040",
+        // A fullwidth `＠` or a small `﹫`, percent-encoded in UTF-8.
+        "%EF%BC%A0",
+        "%ef%bc%a0",
+        "%EF%B9%AB",
     ] {
         let input = format!("write to joe{at}ihatespam.test today");
         let want = format!("write to joe-id-zzzz{at}ihatespam.test today");
@@ -108,9 +112,18 @@ fn every_spelling_of_the_at_sign() {
         "joe%252540ihatespam.test",
         "joe%u0041ihatespam.test",
         "joe%u004ihatespam.test",
+        // A fullwidth `Ａ`; a `＠` cut short or overlong.
+        "joe%EF%BC%A1ihatespam.test",
+        "joe%EF%BCihatespam.test",
+        "joe%EF%BC%2Aihatespam.test",
+        "joe%E0%81%80ihatespam.test",
     ] {
         assert_eq!(rewrite(page), page);
     }
+    // Cut anywhere, the `＠` percent-encoded is read whole.
+    let input = "mail joe%EF%BC%A0ihatespam.test or joe%EF%BC%A1ihatespam.test";
+    let want = "mail joe-id-zzzz%EF%BC%A0ihatespam.test or joe%EF%BC%A1ihatespam.test";
+    every_cut_gives(&matcher(), input, want, &mut marker);
 }
 
 #[test]

@@ -1391,9 +1391,41 @@ fn percent_fwd(rest: &[u8], n: usize, eof: bool) -> Fwd {
             Pair::NeedMore => Fwd::NeedMore,
             Pair::Not => Fwd::Char(b'%', at),
         },
+        Pair::Value(v @ 0xc2..=0xf4, at) => percent_utf8_fwd(rest, v, at, eof),
         Pair::Value(v, at) => Fwd::Char(to_char(v), at),
         Pair::NeedMore => Fwd::NeedMore,
         Pair::Not => Fwd::Char(b'%', n),
+    }
+}
+
+/// The rest of a character percent-encoded in UTF-8 whose first byte,
+/// `lead`, ended at `rest[at]` (`%EF%BC%A0`, a fullwidth `＠`, as a URL
+/// encoder writes it): what [`to_char`] makes of it. A byte that does not
+/// continue it leaves the first byte alone, as before UTF-8 was read.
+fn percent_utf8_fwd(rest: &[u8], lead: u32, mut at: usize, eof: bool) -> Fwd {
+    let alone = Fwd::Char(NON_ASCII, at);
+    let (more, mut v) = match lead {
+        0xc2..=0xdf => (1, lead & 0x1f),
+        0xe0..=0xef => (2, lead & 0x0f),
+        _ => (3, lead & 0x07),
+    };
+    for _ in 0..more {
+        match rest.get(at) {
+            None if eof => return alone,
+            None => return Fwd::NeedMore,
+            Some(b'%') => {}
+            Some(_) => return alone,
+        }
+        match hex_pair(rest, at + 1, eof) {
+            Pair::Value(c @ 0x80..=0xbf, end) => (v, at) = (v << 6 | (c & 0x3f), end),
+            Pair::NeedMore => return Fwd::NeedMore,
+            _ => return alone,
+        }
+    }
+    // Overlong forms and surrogates are no character.
+    match char::from_u32(v) {
+        Some(c) if c.len_utf8() == more + 1 => Fwd::Char(to_char(v), at),
+        _ => alone,
     }
 }
 
