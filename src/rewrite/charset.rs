@@ -501,7 +501,8 @@ struct HighHalf {
     encoding: &'static Encoding,
     /// Each one's character in UTF-8 (all are in the BMP), and its length.
     utf8: [([u8; 3], u8); 128],
-    /// Those the scanner reads otherwise decoded than raw (see [`Watch`]).
+    /// Those whose decoding the scanner may read otherwise than the raw
+    /// byte (see [`Watch`]).
     marks: [bool; 128],
 }
 

@@ -66,7 +66,9 @@ pub(super) enum Spelling {
 
 /// Whether `buf[start..]` spells `uni` (in any case).
 pub(super) fn spelled_as(buf: &[u8], start: usize, uni: &[u8], eof: bool) -> Spelling {
-    let uni = std::str::from_utf8(uni).unwrap_or_default();
+    let Ok(uni) = std::str::from_utf8(uni) else {
+        return Spelling::Not;
+    };
     let mut at = start;
     for want in uni.chars() {
         match char_fwd(buf, at, eof) {
