@@ -107,6 +107,20 @@ impl Nginx {
         fs::read_to_string(self._dir.path().join(name)).unwrap_or_default()
     }
 
+    /// The log `name` once `done` holds of it, or after 5 s: nginx writes a
+    /// request's line after its response, so a client that has the
+    /// response may read the log before the line is there.
+    pub fn log_when(&self, name: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let log = self.log(name);
+            if done(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Serves the folder `root` where it is (read only) on a free port.
     pub fn serve(root: &Path) -> Nginx {
         Nginx::run(tempfile::tempdir().unwrap(), root.to_owned())
