@@ -6,7 +6,7 @@
 //! The spelled-out reader takes its labels from here too (`mjd [at]
 //! bücher [dot] example`).
 
-use super::{Fwd, Pair, Scratch, decode_fwd, hex_pair};
+use super::{Fwd, Pair, Scratch, decode_fwd, hex_pair, percent_utf8};
 use crate::address::Protection;
 
 /// What the bytes after an `@` are as an international domain in Unicode.
@@ -99,9 +99,18 @@ fn char_fwd(buf: &[u8], i: usize, eof: bool) -> Uni {
     };
     let rest = &buf[i..];
     let spelled = match c {
-        0x80.. => utf8_fwd(|k| rest.get(k).map(|&b| (b, k + 1)), eof),
+        0x80.. => Some(raw_fwd(rest, eof)),
         b'&' => reference_fwd(rest, eof),
-        b'%' => utf8_fwd(|k| percent_at(rest, k, eof), eof),
+        // An ASCII byte percent-encoded is decode_fwd's.
+        b'%' => match hex_pair(rest, 1, eof) {
+            Pair::Value(lead @ 0x80.., at) => Some(match percent_utf8(rest, lead, at, eof) {
+                Pair::Value(v, end) => char::from_u32(v).map_or(Uni::Not, |c| Uni::Char(c, end)),
+                Pair::NeedMore => Uni::NeedMore,
+                Pair::Not => Uni::Not,
+            }),
+            Pair::NeedMore => Some(Uni::NeedMore),
+            _ => None,
+        },
         _ => None,
     };
     match spelled {
@@ -114,55 +123,21 @@ fn char_fwd(buf: &[u8], i: usize, eof: bool) -> Uni {
     }
 }
 
-/// A byte read from the page: `Some((byte, where the next starts))`, or
-/// `None` past the end.
-type Read = Option<(u8, usize)>;
-
-/// One UTF-8 character outside ASCII from bytes read by `read` (raw, or
-/// percent-encoded); `None` when the first byte is ASCII, which other
-/// spellings read.
-fn utf8_fwd(read: impl Fn(usize) -> Read, eof: bool) -> Option<Uni> {
-    let Some((lead, mut at)) = read(0) else {
-        return Some(if eof { Uni::Not } else { Uni::NeedMore });
-    };
-    let len = match lead {
-        0x00..0x80 => return None,
+/// One raw UTF-8 character outside ASCII at the start of `rest`.
+fn raw_fwd(rest: &[u8], eof: bool) -> Uni {
+    let len = match rest[0] {
         0xc2..=0xdf => 2,
         0xe0..=0xef => 3,
         0xf0..=0xf4 => 4,
-        _ => return Some(Uni::Not),
+        _ => return Uni::Not,
     };
-    let mut bytes = [lead, 0, 0, 0];
-    for b in &mut bytes[1..len] {
-        match read(at) {
-            Some((c, next)) => (*b, at) = (c, next),
-            None if eof => return Some(Uni::Not),
-            None => return Some(Uni::NeedMore),
-        }
-    }
-    Some(
-        match std::str::from_utf8(&bytes[..len])
-            .ok()
-            .and_then(|s| s.chars().next())
-        {
-            Some(c) => Uni::Char(c, at),
+    match rest.get(..len) {
+        Some(s) => match std::str::from_utf8(s).ok().and_then(|s| s.chars().next()) {
+            Some(c) => Uni::Char(c, len),
             None => Uni::Not,
         },
-    )
-}
-
-/// The byte percent-encoded at `rest[k..]` (`%C3`), `None` when there is
-/// none yet; a `%` that starts no escape reads as a byte no character
-/// continues with.
-fn percent_at(rest: &[u8], k: usize, eof: bool) -> Read {
-    match rest.get(k) {
-        None => None,
-        Some(b'%') => match hex_pair(rest, k + 1, eof) {
-            Pair::Value(v, end) => Some((u8::try_from(v).unwrap_or(0), end)),
-            Pair::NeedMore => None,
-            Pair::Not => Some((0, k + 1)),
-        },
-        Some(_) => Some((0, k + 1)),
+        None if eof => Uni::Not,
+        None => Uni::NeedMore,
     }
 }
 

@@ -1391,7 +1391,12 @@ fn percent_fwd(rest: &[u8], n: usize, eof: bool) -> Fwd {
             Pair::NeedMore => Fwd::NeedMore,
             Pair::Not => Fwd::Char(b'%', at),
         },
-        Pair::Value(v @ 0xc2..=0xf4, at) => percent_utf8_fwd(rest, v, at, eof),
+        // A byte that does not continue it leaves the first alone.
+        Pair::Value(v @ 0xc2..=0xf4, at) => match percent_utf8(rest, v, at, eof) {
+            Pair::Value(c, end) => Fwd::Char(to_char(c), end),
+            Pair::NeedMore => Fwd::NeedMore,
+            Pair::Not => Fwd::Char(NON_ASCII, at),
+        },
         Pair::Value(v, at) => Fwd::Char(to_char(v), at),
         Pair::NeedMore => Fwd::NeedMore,
         Pair::Not => Fwd::Char(b'%', n),
@@ -1400,32 +1405,31 @@ fn percent_fwd(rest: &[u8], n: usize, eof: bool) -> Fwd {
 
 /// The rest of a character percent-encoded in UTF-8 whose first byte,
 /// `lead`, ended at `rest[at]` (`%EF%BC%A0`, a fullwidth `＠`, as a URL
-/// encoder writes it): what [`to_char`] makes of it. A byte that does not
-/// continue it leaves the first byte alone, as before UTF-8 was read.
-fn percent_utf8_fwd(rest: &[u8], lead: u32, mut at: usize, eof: bool) -> Fwd {
-    let alone = Fwd::Char(NON_ASCII, at);
+/// encoder writes it): its code point and where it ends. `Not` when a
+/// byte does not continue it, or it is overlong or a surrogate.
+fn percent_utf8(rest: &[u8], lead: u32, mut at: usize, eof: bool) -> Pair {
     let (more, mut v) = match lead {
         0xc2..=0xdf => (1, lead & 0x1f),
         0xe0..=0xef => (2, lead & 0x0f),
-        _ => (3, lead & 0x07),
+        0xf0..=0xf4 => (3, lead & 0x07),
+        _ => return Pair::Not,
     };
     for _ in 0..more {
         match rest.get(at) {
-            None if eof => return alone,
-            None => return Fwd::NeedMore,
+            None if eof => return Pair::Not,
+            None => return Pair::NeedMore,
             Some(b'%') => {}
-            Some(_) => return alone,
+            Some(_) => return Pair::Not,
         }
         match hex_pair(rest, at + 1, eof) {
             Pair::Value(c @ 0x80..=0xbf, end) => (v, at) = (v << 6 | (c & 0x3f), end),
-            Pair::NeedMore => return Fwd::NeedMore,
-            _ => return alone,
+            Pair::NeedMore => return Pair::NeedMore,
+            _ => return Pair::Not,
         }
     }
-    // Overlong forms and surrogates are no character.
     match char::from_u32(v) {
-        Some(c) if c.len_utf8() == more + 1 => Fwd::Char(to_char(v), at),
-        _ => alone,
+        Some(c) if c.len_utf8() == more + 1 => Pair::Value(v, at),
+        _ => Pair::Not,
     }
 }
 
