@@ -78,6 +78,12 @@ fn inputs() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            // A script's joins of a name never set, each looked up in the
+            // kept bytes: the most the lookups' budget lets them cost.
+            "joins of unset names",
+            repeat_to("x = '@' + a + '@' + a;\n", size),
+        ),
+        (
             "entity-heavy html",
             repeat_to(
                 "<p>&ldquo;It&#8217;s here&rdquo; &amp; there &#8212; caf&eacute; &#x2014; j&#111;e&#64;ihatespam&#46;test</p>\n",

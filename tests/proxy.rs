@@ -815,3 +815,47 @@ async fn claimed_crawlers_are_verified_in_the_dns() {
     assert!(trace.contains("search engine's crawler"), "{trace}");
     assert!(!trace.contains("--ip 66.249.66.1"), "{trace}");
 }
+
+/// A script that builds the address from the page's variables, as the
+/// e-mail "protection" snippets of older sites do: Chromium runs it on the
+/// proxied page and shows the munged address, made for the visitor, and
+/// nowhere the bare one.
+#[test]
+fn chromium_shows_the_address_a_script_joins_from_variables_munged() {
+    let root = tempfile::tempdir().unwrap();
+    let page = r#"<!doctype html>
+<html><body>
+<p id="a"></p><p id="b"></p><p id="c"></p>
+<script>
+var user = "mjd";
+var site = "plover.com";
+document.getElementById("a").innerHTML = '<a href="mailto:' + user + '@' + site + '">' + user + '@' + site + '</a>';
+</script>
+<script>
+const contact = {name: 'mjd', host: 'plover.com'};
+document.getElementById("b").textContent = `${contact.name}@${contact.host}`;
+var u = 'mjd', dom = 'plover', tld = 'com';
+document.getElementById("c").textContent = u + '@' + dom + '.' + tld;
+</script>
+</body></html>
+"#;
+    fs::write(root.path().join("vars.html"), page).unwrap();
+    let nginx = Nginx::serve(root.path());
+    let proxy = Proxy::start(nginx.port, "");
+    let url = format!("http://127.0.0.1:{}/vars.html", proxy.port);
+    let dom = common::chromium::chromium(&["--dump-dom"], &url);
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(!dom.contains("mjd@plover.com"), "a bare address shown: {dom}");
+    // What the scripts wrote: the link's target and text, the template's
+    // and the pieces'.
+    let shown = &dom[..dom.find("<script>").unwrap()];
+    let found = munged_addresses(shown);
+    assert_eq!(found.len(), 4, "{dom}");
+    for v in proxy.decode(&found) {
+        assert_eq!(
+            (v["status"].as_str(), v["kind"].as_str(), v["ip"].as_str()),
+            (Some("valid"), Some("visitor"), Some("127.0.0.1")),
+            "{v}"
+        );
+    }
+}

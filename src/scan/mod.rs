@@ -31,6 +31,9 @@
 //! `[a-z0-9._+-]` before the `@` (leading dots dropped), at most 64 octets.
 //! When a `[[protect]]` entry protects it and no exemption matches, the
 //! [`Munger`] writes the insertion just before the first byte of the `@` form.
+//! Spelled-out addresses (`john [at] plover [dot] com`, a script's join of
+//! literals) are `spelled`'s; an `@` a script joins to names (`user + '@' +
+//! site`) is `script`'s.
 //!
 //! # Streaming and memory
 //!
@@ -42,6 +45,7 @@
 //! independent of the input's size.
 
 mod international;
+mod script;
 mod spelled;
 
 use std::sync::Arc;
@@ -49,6 +53,7 @@ use std::sync::Arc;
 use memchr::{memchr2, memchr3};
 
 use self::international::{Unicode, unicode_domain};
+use self::script::Joined;
 use self::spelled::{MAX_SEARCHES, Reading, Spelled, Spelt};
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
 
@@ -223,6 +228,18 @@ impl Matcher {
         (self.protection.max_domain_len() + TRAILING_DOTS + 3 + MAX_INVISIBLE) * MAX_FORM
     }
 
+    /// What a candidate at `q` is read from: the bytes a local part and the
+    /// gap before its domain can take before it, and a domain after.
+    fn reading<'b>(&self, buf: &'b [u8], q: usize, eof: bool) -> Reading<'b> {
+        Reading {
+            buf,
+            q,
+            lo: q.saturating_sub(spelled::GAP + BACK),
+            hi: q + self.lookahead(),
+            eof,
+        }
+    }
+
     /// How far before a candidate an ID can go: bytes not to write out
     /// ahead of an undecided one.
     fn reach(&self) -> usize {
@@ -250,6 +267,7 @@ impl Matcher {
                 matcher: Arc::clone(self),
                 munged: 0,
                 left_alone: 0,
+                budget: script::Budget::new(),
                 scratch: Box::new(Scratch {
                     domain: vec![0; self.protection.max_domain_len() + TRAILING_DOTS].into(),
                     domain_len: 0,
@@ -299,6 +317,8 @@ struct Decider {
     munged: u64,
     left_alone: u64,
     scratch: Box<Scratch>,
+    /// What looking up a script's names may still cost.
+    budget: script::Budget,
 }
 
 /// Positions in the bytes being scanned (the carry, or a chunk scanned in place).
@@ -529,25 +549,47 @@ impl Decider {
         };
         let at_len = match at {
             Fwd::NeedMore => return false,
-            Fwd::Char(b'@', n) if self.matcher.domain_starts.may_start(data, p + n) => n,
-            Fwd::Char(b'@', n) => {
-                cur.scan_from = p + n;
-                return true;
-            }
+            Fwd::Char(b'@', n) => n,
             Fwd::Char(..) => {
                 cur.scan_from = p + 1;
                 return true;
             }
         };
-        let (entry, left_alone) = match decide(prot, data, p, at_len, eof, sc) {
+        let decision = if self.matcher.domain_starts.may_start(data, p + at_len) {
+            decide(prot, data, p, at_len, eof, sc)
+        } else if script::may_join(data, p, at_len) {
+            Decision::NoMatch
+        } else {
+            // The usual `@` of another domain, told by a load or three.
+            cur.scan_from = p + at_len;
+            return true;
+        };
+        let (entry, left_alone, domain_joined) = match decision {
             Decision::NeedMore => return false,
+            Decision::NoMatch if script::may_join(data, p, at_len) && prot.spellings().enabled => {
+                // Spent only when the decision stands (see `script::Budget`).
+                let mut budget = self.budget.at(cur.base + p as u64);
+                let joined =
+                    script::decide(prot, self.matcher.reading(data, p, eof), at_len, &mut budget, sc);
+                if !matches!(joined, Joined::NeedMore) {
+                    self.budget = budget;
+                }
+                match joined {
+                    Joined::Found { entry, domain_joined } => (entry, None, domain_joined),
+                    Joined::NeedMore => return false,
+                    Joined::No => {
+                        cur.scan_from = p + at_len;
+                        return true;
+                    }
+                }
+            }
             Decision::NoMatch => {
                 cur.scan_from = p + at_len;
                 return true;
             }
             Decision::Split => return self.spelled(data, cur, p + at_len, eof, out, munger),
-            Decision::Match(entry) => (entry, None),
-            Decision::LeftAlone(entry, why) => (entry, Some(why)),
+            Decision::Match(entry) => (entry, None, false),
+            Decision::LeftAlone(entry, why) => (entry, Some(why), false),
         };
         let insert = sc.insert_at;
         let found = Found {
@@ -571,7 +613,9 @@ impl Decider {
         out.extend_from_slice(&data[cur.emitted..insert]);
         munger.munge(&found, out);
         self.munged += 1;
-        if let Some(d) = munger.domain(&found) {
+        // A domain a script joins from names is not in the page's bytes
+        // to be replaced: it keeps it, as a spelled-out one does.
+        if let Some(d) = munger.domain(&found).filter(|_| !domain_joined) {
             // Keep the `@` (and a closing quote) as spelled, replace the
             // domain's spelling.
             out.extend_from_slice(&data[insert..p + at_len]);
@@ -609,13 +653,7 @@ impl Decider {
             cur.scan_from = q + 1;
             return true;
         };
-        let reading = Reading {
-            buf: data,
-            q,
-            lo: q.saturating_sub(spelled::GAP + BACK),
-            hi: q + m.lookahead(),
-            eof,
-        };
+        let reading = m.reading(data, q, eof);
         let sc = &mut self.scratch;
         let (entry, insert, end) = match spelled.recognise(&m.protection, reading, sc) {
             Spelt::NeedMore => return false,
@@ -1189,6 +1227,7 @@ fn spelled_domain(
 /// local characters that no spelled character can reach into is the
 /// decoded local part. `None` when it cannot tell; [`spelled_local`]
 /// then decides.
+#[inline(always)]
 fn plain_local(buf: &[u8], p: usize, lo: usize, sc: &mut Scratch) -> Option<Part> {
     let limit = lo.max(p.saturating_sub(sc.local.len() + 1));
     let s = buf[limit..p]

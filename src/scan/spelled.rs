@@ -212,7 +212,7 @@ struct Dot {
 }
 
 /// Why the forward reading stopped short of an answer.
-enum Stop {
+pub(super) enum Stop {
     /// The buffer ends first.
     Short,
     /// Further than any spelled domain reaches: not one.
@@ -634,7 +634,7 @@ pub(super) struct Reading<'a> {
 
 impl Reading<'_> {
     /// The byte at `i`: `None` past the end of the stream.
-    fn peek(&self, i: usize) -> Result<Option<u8>, Stop> {
+    pub(super) fn peek(&self, i: usize) -> Result<Option<u8>, Stop> {
         if i >= self.hi {
             return Err(Stop::TooFar);
         }
@@ -689,7 +689,7 @@ fn may_end_gap(c: u8) -> bool {
     )
 }
 
-fn is_space(c: u8) -> bool {
+pub(super) fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
@@ -1131,7 +1131,7 @@ fn word_fwd(r: Reading<'_>, i: usize, words: &[Box<[u8]>]) -> Result<Option<usiz
     Ok(None)
 }
 
-fn skip_spaces_fwd(r: Reading<'_>, mut i: usize) -> Result<usize, Stop> {
+pub(super) fn skip_spaces_fwd(r: Reading<'_>, mut i: usize) -> Result<usize, Stop> {
     while r.peek(i)?.is_some_and(is_space) {
         i += 1;
     }

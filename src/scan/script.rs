@@ -1,0 +1,487 @@
+//! Addresses a script puts together from its variables: the `@` in a
+//! string literal of its own, joined to names whose values the page set
+//! just before, as the e-mail "protection" snippets of many older sites do:
+//!
+//! ```text
+//! var user = "mjd", site = "plover.com";
+//! document.write(user + '@' + site);   // or `${user}@${site}`
+//! ```
+//!
+//! A browser running the script, and a harvester that runs it, shows
+//! `mjd@plover.com`; the page's bytes hold no such address. The ID goes
+//! where it always does, just before the `@` (`user + '-id-TOKEN@' +
+//! site`), so the script shows the munged address.
+//!
+//! # How, and what is not taken
+//!
+//! Asked only of an `@` whose main reading found no address and that ends
+//! or starts a literal (a quote or a template's `}` before it, a quote or
+//! `${` after it). Each side is then either read as the main scanner reads
+//! it (the local part's characters just before the `@`; the domain's just
+//! after it) or is a join: `+` and a name (`user`, `e.user`), or a
+//! literal, or a template's `${name}`. A name's value is the literal last
+//! assigned to it before (`name = '…'`, `name: '…'` in an object, `"name":
+//! "…"` in JSON) within the bytes the scanner keeps ([`super::HISTORY`]).
+//! A name whose last assignment is anything else (`user += …`, a call) is
+//! not guessed at. At least one side must be a join of a name: literals
+//! alone (`'mjd' + '@' + 'plover.com'`) are the spelled-out reader's.
+//! Not taken: values built by calls (`String.fromCharCode`, `reverse()`),
+//! names set by another script further back than the kept bytes, a
+//! value with escapes in it.
+
+use memchr::memmem::FinderRev;
+
+use super::spelled::{Reading, Stop, is_quote, is_space, skip_spaces_fwd};
+use super::{HISTORY, Part, Scratch, in_url_authority, plain_local};
+use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
+
+/// The longest name (with its object path: `contact.email.user`) read.
+const MAX_NAME: usize = 64;
+/// The longest value a name is taken to have.
+const MAX_VALUE: usize = 256;
+/// The most pieces a domain is joined from (`b + '.' + c`: three).
+const MAX_PIECES: usize = 8;
+
+/// Whether the `@` spelled by `buf[p..p + at_len]` can be part of a
+/// script's join: it ends or starts a literal. One or two loads, asked of
+/// `@`s that are no address.
+#[inline]
+pub(super) fn may_join(buf: &[u8], p: usize, at_len: usize) -> bool {
+    let before = p > 0 && JOIN[usize::from(buf[p - 1])] & BEFORE != 0;
+    before
+        || buf
+            .get(p + at_len)
+            .is_some_and(|&c| JOIN[usize::from(c)] & AFTER != 0)
+}
+
+/// Bytes that may end a literal just before an `@` (a quote, a template's
+/// `}`) and start a join just after it (a quote, a template's `$`).
+const JOIN: [u8; 256] = {
+    let mut t = [0; 256];
+    t[b'\'' as usize] = BEFORE | AFTER;
+    t[b'"' as usize] = BEFORE | AFTER;
+    t[b'`' as usize] = BEFORE | AFTER;
+    t[b'}' as usize] = BEFORE;
+    t[b'$' as usize] = AFTER;
+    t
+};
+const BEFORE: u8 = 1;
+const AFTER: u8 = 2;
+
+/// What the sides of a join decided.
+pub(super) enum Joined {
+    /// A protected address by this entry, decoded into the scratch buffers;
+    /// `domain_joined` when its domain came from the join (it cannot be
+    /// replaced in the page's bytes).
+    Found {
+        entry: usize,
+        domain_joined: bool,
+    },
+    No,
+    NeedMore,
+}
+
+/// Decides the `@` at `r.q` (spelled in `at_len` bytes) as part of a
+/// script's join; on a match the address is left in `sc`, its ID to go at
+/// the `@`.
+pub(super) fn decide(
+    prot: &Protection,
+    r: Reading<'_>,
+    at_len: usize,
+    budget: &mut Budget,
+    sc: &mut Scratch,
+) -> Joined {
+    let p = r.q;
+    // Names are looked up no further back than the bytes the scanner keeps.
+    let mut names = Names {
+        buf: r.buf,
+        lo: p.saturating_sub(HISTORY),
+        budget,
+    };
+    let Some(local_joined) = local(r.buf, p, r.lo, &mut names, sc) else {
+        return Joined::No;
+    };
+    let domain_joined = match domain(r, p + at_len, &mut names, sc) {
+        Ok(Some(joined)) => joined,
+        Ok(None) | Err(Stop::TooFar) => return Joined::No,
+        Err(Stop::Short) => return Joined::NeedMore,
+    };
+    if !(local_joined || domain_joined) {
+        return Joined::No;
+    }
+    let (local, domain) = (&sc.local[..sc.local_len], &sc.domain[..sc.domain_len]);
+    let Some(ids) = prot.domain_entries(domain) else {
+        return Joined::No;
+    };
+    let entry = match prot.classify_among(ids, local) {
+        Class::Protected(entry) if !prot.is_munged_local(local, domain) => entry,
+        _ => return Joined::No,
+    };
+    // `'https://joe@' + host`: a URL's user name, not an address.
+    let authority = || in_url_authority(r.buf, sc.walked, sc.domain_end, p.saturating_sub(HISTORY), r.eof);
+    if !local_joined && authority() {
+        return Joined::No;
+    }
+    sc.insert_at = p;
+    Joined::Found { entry, domain_joined }
+}
+
+/// The local part before the `@` at `p`, into `sc.local`: a name joined
+/// to the literal the `@` starts (`user + '@…'`, `${user}@…`; true), or
+/// literal characters (`'mjd@' + site`; false). Reads no byte before `lo`.
+fn local(buf: &[u8], p: usize, lo: usize, names: &mut Names<'_, '_>, sc: &mut Scratch) -> Option<bool> {
+    let value = match buf[..p].last() {
+        Some(&c) if is_quote(c) => {
+            name_joined_before(buf, p - 1, lo).and_then(|(name, start)| names.value(name, start))?
+        }
+        Some(b'}') => {
+            substitution_before(buf, p - 1, lo).and_then(|(name, start)| names.value(name, start))?
+        }
+        _ => {
+            return matches!(plain_local(buf, p, lo, sc), Some(Part::Found)).then_some(false);
+        }
+    };
+    if value.is_empty() || value.len() > MAX_LOCAL || !value.iter().all(|&c| is_local_char(c.into())) {
+        return None;
+    }
+    for (d, &c) in sc.local.iter_mut().zip(value) {
+        *d = c.to_ascii_lowercase();
+    }
+    sc.local_len = value.len();
+    Some(true)
+}
+
+/// The name joined by `+` before the opening quote at `open`
+/// (`user + '`), and where its path starts.
+fn name_joined_before(buf: &[u8], open: usize, lo: usize) -> Option<(&[u8], usize)> {
+    let e = skip_spaces_back(buf, open, lo);
+    let plus = e.checked_sub(1).filter(|&i| i >= lo && buf[i] == b'+')?;
+    name_ending(buf, skip_spaces_back(buf, plus, lo), lo)
+}
+
+/// The name in the template substitution whose `}` is at `close`
+/// (`${user}`), and where the `${` starts.
+fn substitution_before(buf: &[u8], close: usize, lo: usize) -> Option<(&[u8], usize)> {
+    let e = skip_spaces_back(buf, close, lo);
+    let (name, s) = name_ending(buf, e, lo)?;
+    let open = skip_spaces_back(buf, s, lo);
+    (open >= lo + 2 && &buf[open - 2..open] == b"${").then(|| (name, open - 2))
+}
+
+/// The name (the last part of a path: `user` of `contact.user`) ending at
+/// `e`, and where its path starts.
+fn name_ending(buf: &[u8], e: usize, lo: usize) -> Option<(&[u8], usize)> {
+    let floor = lo.max(e.saturating_sub(MAX_NAME + 1));
+    let s = buf[floor..e]
+        .iter()
+        .rposition(|&c| !(is_name_char(c) || c == b'.'))
+        .map_or(floor, |i| floor + i + 1);
+    let path = &buf[s..e];
+    if path.len() > MAX_NAME || (s == floor && floor > lo) {
+        return None; // longer than any name we read
+    }
+    let name = &path[path.iter().rposition(|&c| c == b'.').map_or(0, |i| i + 1)..];
+    starts_name(name).then_some((name, s))
+}
+
+/// The domain after the `@`, from `i` on, into `sc.domain`: the literal's
+/// domain characters, then pieces joined by `+` (names and literals) or
+/// substituted in a template (`${site}`), until a character that is not a
+/// domain's or the end of the join. Whether a name's value went into it;
+/// `None` when it is longer than any protected domain.
+fn domain(
+    r: Reading<'_>,
+    start: usize,
+    names: &mut Names<'_, '_>,
+    sc: &mut Scratch,
+) -> Result<Option<bool>, Stop> {
+    let mut i = start;
+    let mut d = Domain { n: 0, joined: false };
+    // Whether `i` is inside a literal (its characters are the domain's)
+    // or just after a name (only a join can go on from there).
+    let mut in_literal = true;
+    for _ in 0..MAX_PIECES {
+        if in_literal {
+            while let Some(c) = r.peek(i)?.filter(|&c| is_domain_char(c.into())) {
+                if !d.push(c, sc) {
+                    return Ok(None);
+                }
+                i += 1;
+            }
+        }
+        let piece = match r.peek(i)? {
+            Some(b'$') if in_literal && r.peek(i + 1)? == Some(b'{') => substituted(r, i + 2)?,
+            Some(c) if in_literal && is_quote(c) => joined_after(r, i + 1)?,
+            Some(_) | None if !in_literal => joined_after(r, i)?,
+            _ => None,
+        };
+        let (name, end) = match piece {
+            Some(Piece::Literal(start)) => {
+                (i, in_literal) = (start, true);
+                continue;
+            }
+            Some(Piece::Name(name, end)) => (name, end),
+            Some(Piece::Substituted(name, end)) => (name, end),
+            None => break,
+        };
+        let Some(value) = names.value(name, r.q) else {
+            return Ok(None);
+        };
+        d.joined = true;
+        let n = value
+            .iter()
+            .position(|&c| !is_domain_char(c.into()))
+            .unwrap_or(value.len());
+        for &c in &value[..n] {
+            if !d.push(c, sc) {
+                return Ok(None);
+            }
+        }
+        if n < value.len() {
+            break; // the value ends the domain
+        }
+        // A template's text goes on after its substitution; a join after
+        // a name.
+        in_literal = matches!(piece, Some(Piece::Substituted(..)));
+        i = end;
+    }
+    sc.domain_len = d.n;
+    // Where the domain's spelling ends: a joined one has none after the
+    // `@` (the labels after it are the next candidates).
+    sc.domain_end = if d.joined { start } else { i };
+    Ok((d.n > 0).then_some(d.joined))
+}
+
+/// A domain being read into the scratch buffer.
+struct Domain {
+    n: usize,
+    joined: bool,
+}
+
+impl Domain {
+    /// Appends `c`; false when the domain is longer than any protected one.
+    fn push(&mut self, c: u8, sc: &mut Scratch) -> bool {
+        match sc.domain.get_mut(self.n) {
+            Some(d) => {
+                *d = c.to_ascii_lowercase();
+                self.n += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// What a join of a literal to the next piece, from after its closing
+/// quote, leads to.
+enum Piece<'b> {
+    /// A name, and where its path ends.
+    Name(&'b [u8], usize),
+    /// Another literal, whose characters start here.
+    Literal(usize),
+    /// A template's substitution of a name, and where it ends (past `}`).
+    Substituted(&'b [u8], usize),
+}
+
+/// After a literal's closing quote or a name, from `i` on: `+` and a name
+/// or another literal, or `None` (the join ends).
+fn joined_after(r: Reading<'_>, i: usize) -> Result<Option<Piece<'_>>, Stop> {
+    let plus = skip_spaces_fwd(r, i)?;
+    if r.peek(plus)? != Some(b'+') {
+        return Ok(None);
+    }
+    let s = skip_spaces_fwd(r, plus + 1)?;
+    match r.peek(s)? {
+        Some(c) if is_quote(c) => Ok(Some(Piece::Literal(s + 1))),
+        Some(c) if is_name_char(c) => {
+            let (name, end) = name_fwd(r, s)?;
+            Ok(starts_name(name).then_some(Piece::Name(name, end)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The name in a template substitution whose name starts at or after
+/// `i` (past `${`), as a piece; `None` when it is not a bare name.
+fn substituted(r: Reading<'_>, i: usize) -> Result<Option<Piece<'_>>, Stop> {
+    let s = skip_spaces_fwd(r, i)?;
+    let (name, e) = name_fwd(r, s)?;
+    let close = skip_spaces_fwd(r, e)?;
+    Ok((r.peek(close)? == Some(b'}') && starts_name(name)).then_some(Piece::Substituted(name, close + 1)))
+}
+
+/// The name (the last part of the path) starting at `s`, and where the
+/// path ends.
+fn name_fwd(r: Reading<'_>, s: usize) -> Result<(&[u8], usize), Stop> {
+    let (mut e, mut last) = (s, s);
+    while let Some(c) = r.peek(e)?.filter(|&c| is_name_char(c) || c == b'.') {
+        if c == b'.' {
+            last = e + 1;
+        }
+        e += 1;
+        if e - s > MAX_NAME {
+            return Ok((&[], e));
+        }
+    }
+    Ok((&r.buf[last..e], e))
+}
+
+/// How much looking names up may cost a stream, so that a page of joins
+/// (`'@' + a + '@' + a …`, each name looked for in the kept bytes) is not
+/// scanned over and over: [`PER_BYTE`] bytes searched are earned for each
+/// byte of the stream, up to [`BURST`]; a lookup the budget cannot pay for
+/// finds nothing. Spent only on decisions that stand, at increasing
+/// positions, so a stream cut anywhere spends it the same.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Budget {
+    left: u64,
+    /// The stream offset it was last topped up at.
+    at: u64,
+}
+
+/// Bytes of lookups earned per byte of the stream.
+const PER_BYTE: u64 = 8;
+/// The most lookup bytes saved up: a page's few joins at once.
+const BURST: u64 = 64 * 1024;
+/// What checking one occurrence of a name costs, in bytes searched.
+const OCCURRENCE: u64 = 64;
+
+impl Budget {
+    pub(super) const fn new() -> Budget {
+        Budget { left: BURST, at: 0 }
+    }
+
+    /// The budget at stream offset `pos`, topped up for the bytes since.
+    pub(super) fn at(self, pos: u64) -> Budget {
+        let earned = pos.saturating_sub(self.at).saturating_mul(PER_BYTE);
+        Budget {
+            left: self.left.saturating_add(earned).min(BURST),
+            at: pos.max(self.at),
+        }
+    }
+
+    /// Pays `cost`; false, and nothing left, when it cannot.
+    fn pay(&mut self, cost: u64) -> bool {
+        let paid = self.left >= cost;
+        self.left = if paid { self.left - cost } else { 0 };
+        paid
+    }
+}
+
+/// The page's names, looked up in the bytes before an `@` from `lo` on.
+struct Names<'a, 'b> {
+    buf: &'b [u8],
+    lo: usize,
+    budget: &'a mut Budget,
+}
+
+impl<'b> Names<'_, 'b> {
+    /// The value of the literal last assigned to `name` before `hi`:
+    /// `name = '…'`, or in an object `name: '…'` (`{user: 'mjd'}`, JSON's
+    /// `"user": "mjd"`). `None` when the last assignment is not of a
+    /// literal, or the budget does not stretch to finding it.
+    fn value(&mut self, name: &[u8], hi: usize) -> Option<&'b [u8]> {
+        let (buf, lo) = (self.buf, self.lo);
+        if name.is_empty() || hi <= lo {
+            return None;
+        }
+        let finder = FinderRev::new(name);
+        let mut end = hi;
+        loop {
+            let found = finder.rfind(&buf[lo..end]).map(|k| lo + k);
+            let searched = end - found.unwrap_or(lo);
+            if !self.budget.pay(searched as u64 + OCCURRENCE) {
+                return None;
+            }
+            let at = found?;
+            end = at;
+            let before = (at > lo).then(|| buf[at - 1]);
+            if at == lo || before.is_some_and(is_name_char) {
+                continue; // part of a longer name, or cannot tell
+            }
+            let quoted = before.filter(|&c| c == b'"' || c == b'\'');
+            match assigned(buf, at, at + name.len(), quoted, lo, hi) {
+                Assigned::Literal(v) => return Some(v),
+                Assigned::Other => return None,
+                Assigned::Not => {}
+            }
+        }
+    }
+}
+
+/// What follows a name's occurrence.
+enum Assigned<'b> {
+    /// An assignment of this literal's contents.
+    Literal(&'b [u8]),
+    /// An assignment of something else: the value cannot be told.
+    Other,
+    /// A use of the name, not an assignment.
+    Not,
+}
+
+/// Whether the name at `buf[at..e]` (after `quote`, a JSON key's) is
+/// assigned a literal there.
+fn assigned(buf: &[u8], at: usize, mut e: usize, quote: Option<u8>, lo: usize, hi: usize) -> Assigned<'_> {
+    if let Some(q) = quote {
+        if buf.get(e) != Some(&q) {
+            return Assigned::Not;
+        }
+        e += 1;
+    }
+    let op = skip_spaces(buf, e, hi);
+    let next = |k: usize| buf.get(k).copied().filter(|_| k < hi);
+    match next(op) {
+        Some(b'=') if !matches!(next(op + 1), Some(b'=' | b'>')) => {}
+        Some(b':') if in_object(buf, at - usize::from(quote.is_some()), lo) => {}
+        Some(b'+' | b'-' | b'*' | b'/' | b'|' | b'&') if next(op + 1) == Some(b'=') => {
+            return Assigned::Other;
+        }
+        _ => return Assigned::Not,
+    }
+    let v = skip_spaces(buf, op + 1, hi);
+    let Some(q) = next(v).filter(|&c| is_quote(c)) else {
+        return Assigned::Other;
+    };
+    let window = &buf[v + 1..hi.min(v + 2 + MAX_VALUE)];
+    match window
+        .iter()
+        .position(|&c| c == q || c == b'\\' || c == b'\n' || c == b'$')
+    {
+        Some(n) if window[n] == q => Assigned::Literal(&window[..n]),
+        _ => Assigned::Other,
+    }
+}
+
+/// Whether a key starting at `at` is one of an object's (`{user: …`,
+/// `, user: …`), not the name before a ternary's `:`.
+fn in_object(buf: &[u8], at: usize, lo: usize) -> bool {
+    matches!(
+        buf[lo..at].iter().rev().find(|&&c| !is_space(c)),
+        Some(b'{' | b',')
+    )
+}
+
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$'
+}
+
+/// Whether `name` can be a script's name: not empty, not starting with a
+/// digit.
+fn starts_name(name: &[u8]) -> bool {
+    name.first()
+        .is_some_and(|&c| is_name_char(c) && !c.is_ascii_digit())
+}
+
+fn skip_spaces(buf: &[u8], mut i: usize, hi: usize) -> usize {
+    while i < hi && buf.get(i).is_some_and(|&c| is_space(c)) {
+        i += 1;
+    }
+    i
+}
+
+fn skip_spaces_back(buf: &[u8], mut e: usize, lo: usize) -> usize {
+    while e > lo && is_space(buf[e - 1]) {
+        e -= 1;
+    }
+    e
+}
