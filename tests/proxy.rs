@@ -825,7 +825,7 @@ fn chromium_shows_the_address_a_script_joins_from_variables_munged() {
     let root = tempfile::tempdir().unwrap();
     let page = r#"<!doctype html>
 <html><body>
-<p id="a"></p><p id="b"></p><p id="c"></p>
+<p id="a"></p><p id="b"></p><p id="c"></p><p id="d"></p>
 <script>
 var user = "mjd";
 var site = "plover.com";
@@ -836,6 +836,8 @@ const contact = {name: 'mjd', host: 'plover.com'};
 document.getElementById("b").textContent = `${contact.name}@${contact.host}`;
 var u = 'mjd', dom = 'plover', tld = 'com';
 document.getElementById("c").textContent = u + '@' + dom + '.' + tld;
+var parts = ["mjd", "plover.com"];
+document.getElementById("d").textContent = parts.join("@");
 </script>
 </body></html>
 "#;
@@ -846,11 +848,11 @@ document.getElementById("c").textContent = u + '@' + dom + '.' + tld;
     let dom = common::chromium::chromium(&["--dump-dom"], &url);
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     assert!(!dom.contains("mjd@plover.com"), "a bare address shown: {dom}");
-    // What the scripts wrote: the link's target and text, the template's
-    // and the pieces'.
+    // What the scripts wrote: the link's target and text, the template's,
+    // the pieces' and the array's.
     let shown = &dom[..dom.find("<script>").unwrap()];
     let found = munged_addresses(shown);
-    assert_eq!(found.len(), 4, "{dom}");
+    assert_eq!(found.len(), 5, "{dom}");
     for v in proxy.decode(&found) {
         assert_eq!(
             (v["status"].as_str(), v["kind"].as_str(), v["ip"].as_str()),

@@ -467,6 +467,32 @@ fn script_variables_are_looked_up() {
             "user = 'x'; user = 'joe'; a = user + '@ihatespam.test';",
             "user = 'x'; user = 'joe'; a = user + '-id-zzzz@ihatespam.test';",
         ),
+        // An array of the two parts joined by the `@`.
+        (
+            "x = ['joe', 'ihatespam.test'].join('@');",
+            "x = ['joe', 'ihatespam.test'].join('-id-zzzz@');",
+        ),
+        (
+            "var parts = [\"joe\", \"ihatespam.test\"];\nx = parts.join(\"@\");",
+            "var parts = [\"joe\", \"ihatespam.test\"];\nx = parts.join(\"-id-zzzz@\");",
+        ),
+        (
+            "var u = 'joe', h = {d: 'ihatespam.test'}; x = [ u , h.d ].join( '@' );",
+            "var u = 'joe', h = {d: 'ihatespam.test'}; x = [ u , h.d ].join( '-id-zzzz@' );",
+        ),
+        (
+            "x = ['a', 'joe', 'ihatespam.test'].join('@');",
+            "x = ['a', 'joe', 'ihatespam.test'].join('@');",
+        ),
+        (
+            "x = ['joe', 'ihatespam.test'].join('@ ');",
+            "x = ['joe', 'ihatespam.test'].join('@ ');",
+        ),
+        (
+            "x = ['joe', 'example.com'].join('@');",
+            "x = ['joe', 'example.com'].join('@');",
+        ),
+        ("x = parts.join('@');", "x = parts.join('@');"),
         // Not an address we can tell: a value changed or not a literal, a
         // name never set, another domain, an exempt or unprotected local
         // part, a comparison, a ternary's branch.
@@ -867,6 +893,9 @@ fn script_input() -> impl Strategy<Value = Vec<u8>> {
         Just(b".".to_vec()),
         Just(b"${u}".to_vec()),
         Just(b"${d}".to_vec()),
+        Just(b"['joe', d]".to_vec()),
+        Just(b".join(".to_vec()),
+        Just(b")".to_vec()),
         Just(b"joe".to_vec()),
         Just(b"ihatespam.test".to_vec()),
         Just(b" ".to_vec()),

@@ -7,10 +7,10 @@
 //! document.write(user + '@' + site);   // or `${user}@${site}`
 //! ```
 //!
-//! A browser running the script, and a harvester that runs it, shows
-//! `mjd@plover.com`; the page's bytes hold no such address. The ID goes
-//! where it always does, just before the `@` (`user + '-id-TOKEN@' +
-//! site`), so the script shows the munged address.
+//! or `['mjd', 'plover.com'].join('@')`. A browser running the script, and
+//! a harvester that runs it, shows `mjd@plover.com`; the page's bytes hold
+//! no such address. The ID goes where it always does, just before the `@`
+//! (`user + '-id-TOKEN@' + site`), so the script shows the munged address.
 //!
 //! # How, and what is not taken
 //!
@@ -24,10 +24,12 @@
 //! "…"` in JSON) within the bytes the scanner keeps ([`super::HISTORY`]).
 //! A name whose last assignment is anything else (`user += …`, a call) is
 //! not guessed at. At least one side must be a join of a name: literals
-//! alone (`'mjd' + '@' + 'plover.com'`) are the spelled-out reader's.
+//! alone (`'mjd' + '@' + 'plover.com'`) are the spelled-out reader's. An
+//! `@` that is all of a `join`'s argument joins an array of two elements
+//! (literals or names), or a name last assigned such an array.
 //! Not taken: values built by calls (`String.fromCharCode`, `reverse()`),
-//! names set by another script further back than the kept bytes, a
-//! value with escapes in it.
+//! arrays of more than the two parts, names set further back than the kept
+//! bytes, a value with escapes in it.
 
 use memchr::memmem::FinderRev;
 
@@ -98,12 +100,19 @@ pub(super) fn decide(
         lo: p.saturating_sub(HISTORY),
         budget,
     };
-    let Some(local_joined) = local(r.buf, p, r.lo, &mut names, sc) else {
-        return Joined::No;
-    };
-    let domain_joined = match domain(r, p + at_len, &mut names, sc) {
-        Ok(Some(joined)) => joined,
-        Ok(None) | Err(Stop::TooFar) => return Joined::No,
+    let (local_joined, domain_joined) = match array_join(r, at_len, &mut names, sc) {
+        Ok(true) => (true, true),
+        Ok(false) => {
+            let Some(local_joined) = local(r.buf, p, r.lo, &mut names, sc) else {
+                return Joined::No;
+            };
+            match domain(r, p + at_len, &mut names, sc) {
+                Ok(Some(domain_joined)) => (local_joined, domain_joined),
+                Ok(None) | Err(Stop::TooFar) => return Joined::No,
+                Err(Stop::Short) => return Joined::NeedMore,
+            }
+        }
+        Err(Stop::TooFar) => return Joined::No,
         Err(Stop::Short) => return Joined::NeedMore,
     };
     if !(local_joined || domain_joined) {
@@ -126,6 +135,88 @@ pub(super) fn decide(
     Joined::Found { entry, domain_joined }
 }
 
+/// An array of the local part and the domain joined by the `@`:
+/// `['mjd', 'plover.com'].join('@')`, or `parts.join('@')` after `parts =
+/// [user, 'plover.com']` (names or literals). True with both in `sc`;
+/// false when the `@` is not all of a `join`'s argument.
+fn array_join<'b>(
+    r: Reading<'b>,
+    at_len: usize,
+    names: &mut Names<'_, 'b>,
+    sc: &mut Scratch,
+) -> Result<bool, Stop> {
+    let (buf, p) = (r.buf, r.q);
+    let Some(q) = p.checked_sub(1).map(|i| buf[i]).filter(|&c| is_quote(c)) else {
+        return Ok(false);
+    };
+    let open = skip_spaces_back(buf, p - 1, r.lo);
+    let call = skip_spaces_back(buf, open.saturating_sub(1), r.lo);
+    if open == r.lo || buf[open - 1] != b'(' || !buf[r.lo..call].ends_with(b".join") {
+        return Ok(false);
+    }
+    if r.peek(p + at_len)? != Some(q) || r.peek(skip_spaces_fwd(r, p + at_len + 1)?)? != Some(b')') {
+        return Ok(false);
+    }
+    let array = skip_spaces_back(buf, call - 5, r.lo);
+    let start = match buf[..array].last() {
+        Some(b']') => memchr::memrchr(b'[', &buf[r.lo.max(array.saturating_sub(4 * MAX_VALUE))..array])
+            .map(|k| r.lo.max(array.saturating_sub(4 * MAX_VALUE)) + k),
+        _ => name_ending(buf, array, r.lo)
+            .and_then(|(name, s)| names.assignment(name, s))
+            .filter(|&v| buf.get(v) == Some(&b'[')),
+    };
+    let Some(start) = start else {
+        return Ok(false);
+    };
+    let Some([local, domain]) = two_elements(buf, start + 1, p, names) else {
+        return Ok(false);
+    };
+    if !set_local(local, sc)
+        || domain.len() > sc.domain.len()
+        || !domain.iter().all(|&c| is_domain_char(c.into()))
+    {
+        return Ok(false);
+    }
+    for (d, &c) in sc.domain.iter_mut().zip(domain) {
+        *d = c.to_ascii_lowercase();
+    }
+    sc.domain_len = domain.len();
+    sc.domain_end = p + at_len;
+    Ok(true)
+}
+
+/// The values of an array literal's two elements, from `i` (past its
+/// `[`) on, before `hi`: string literals or names.
+fn two_elements<'b>(
+    buf: &'b [u8],
+    mut i: usize,
+    hi: usize,
+    names: &mut Names<'_, 'b>,
+) -> Option<[&'b [u8]; 2]> {
+    let mut values: [&[u8]; 2] = [&[], &[]];
+    for (k, value) in values.iter_mut().enumerate() {
+        i = skip_spaces(buf, i, hi);
+        let c = *buf.get(i).filter(|_| i < hi)?;
+        let end = if is_quote(c) {
+            *value = literal_at(buf, i, hi)?;
+            i + value.len() + 2
+        } else {
+            let e = i + buf[i..hi].iter().position(|&c| !is_name_char(c) && c != b'.')?;
+            let name = &buf[i..e];
+            let name = &name[name.iter().rposition(|&c| c == b'.').map_or(0, |d| d + 1)..];
+            *value = names.value(name, i).filter(|_| starts_name(name))?;
+            e
+        };
+        i = skip_spaces(buf, end, hi);
+        let want = if k == 0 { b',' } else { b']' };
+        if buf.get(i) != Some(&want) || i >= hi {
+            return None;
+        }
+        i += 1;
+    }
+    Some(values)
+}
+
 /// The local part before the `@` at `p`, into `sc.local`: a name joined
 /// to the literal the `@` starts (`user + '@…'`, `${user}@…`; true), or
 /// literal characters (`'mjd@' + site`; false). Reads no byte before `lo`.
@@ -141,14 +232,19 @@ fn local(buf: &[u8], p: usize, lo: usize, names: &mut Names<'_, '_>, sc: &mut Sc
             return matches!(plain_local(buf, p, lo, sc), Some(Part::Found)).then_some(false);
         }
     };
+    set_local(value, sc).then_some(true)
+}
+
+/// Puts `value` in `sc.local` when it is a whole local part.
+fn set_local(value: &[u8], sc: &mut Scratch) -> bool {
     if value.is_empty() || value.len() > MAX_LOCAL || !value.iter().all(|&c| is_local_char(c.into())) {
-        return None;
+        return false;
     }
     for (d, &c) in sc.local.iter_mut().zip(value) {
         *d = c.to_ascii_lowercase();
     }
     sc.local_len = value.len();
-    Some(true)
+    true
 }
 
 /// The name joined by `+` before the opening quote at `open`
@@ -381,6 +477,12 @@ impl<'b> Names<'_, 'b> {
     /// `"user": "mjd"`). `None` when the last assignment is not of a
     /// literal, or the budget does not stretch to finding it.
     fn value(&mut self, name: &[u8], hi: usize) -> Option<&'b [u8]> {
+        let v = self.assignment(name, hi)?;
+        literal_at(self.buf, v, hi)
+    }
+
+    /// Where the value last assigned to `name` before `hi` starts.
+    fn assignment(&mut self, name: &[u8], hi: usize) -> Option<usize> {
         let (buf, lo) = (self.buf, self.lo);
         if name.is_empty() || hi <= lo {
             return None;
@@ -401,7 +503,7 @@ impl<'b> Names<'_, 'b> {
             }
             let quoted = before.filter(|&c| c == b'"' || c == b'\'');
             match assigned(buf, at, at + name.len(), quoted, lo, hi) {
-                Assigned::Literal(v) => return Some(v),
+                Assigned::Value(v) => return Some(v),
                 Assigned::Other => return None,
                 Assigned::Not => {}
             }
@@ -410,18 +512,18 @@ impl<'b> Names<'_, 'b> {
 }
 
 /// What follows a name's occurrence.
-enum Assigned<'b> {
-    /// An assignment of this literal's contents.
-    Literal(&'b [u8]),
-    /// An assignment of something else: the value cannot be told.
+enum Assigned {
+    /// An assignment of the value starting here.
+    Value(usize),
+    /// A compound assignment (`+=`): the value cannot be told.
     Other,
     /// A use of the name, not an assignment.
     Not,
 }
 
 /// Whether the name at `buf[at..e]` (after `quote`, a JSON key's) is
-/// assigned a literal there.
-fn assigned(buf: &[u8], at: usize, mut e: usize, quote: Option<u8>, lo: usize, hi: usize) -> Assigned<'_> {
+/// assigned there, and where its value starts.
+fn assigned(buf: &[u8], at: usize, mut e: usize, quote: Option<u8>, lo: usize, hi: usize) -> Assigned {
     if let Some(q) = quote {
         if buf.get(e) != Some(&q) {
             return Assigned::Not;
@@ -438,18 +540,18 @@ fn assigned(buf: &[u8], at: usize, mut e: usize, quote: Option<u8>, lo: usize, h
         }
         _ => return Assigned::Not,
     }
-    let v = skip_spaces(buf, op + 1, hi);
-    let Some(q) = next(v).filter(|&c| is_quote(c)) else {
-        return Assigned::Other;
-    };
+    Assigned::Value(skip_spaces(buf, op + 1, hi))
+}
+
+/// The contents of the string literal starting at `v`, before `hi`, when
+/// it is one without escapes or substitutions.
+fn literal_at(buf: &[u8], v: usize, hi: usize) -> Option<&[u8]> {
+    let q = *buf.get(v).filter(|&&c| v < hi && is_quote(c))?;
     let window = &buf[v + 1..hi.min(v + 2 + MAX_VALUE)];
-    match window
+    let n = window
         .iter()
-        .position(|&c| c == q || c == b'\\' || c == b'\n' || c == b'$')
-    {
-        Some(n) if window[n] == q => Assigned::Literal(&window[..n]),
-        _ => Assigned::Other,
-    }
+        .position(|&c| c == q || c == b'\\' || c == b'\n' || c == b'$')?;
+    (window[n] == q).then(|| &window[..n])
 }
 
 /// Whether a key starting at `at` is one of an object's (`{user: …`,
