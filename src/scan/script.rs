@@ -100,19 +100,9 @@ pub(super) fn decide(
         lo: p.saturating_sub(HISTORY),
         budget,
     };
-    let (local_joined, domain_joined) = match array_join(r, at_len, &mut names, sc) {
-        Ok(true) => (true, true),
-        Ok(false) => {
-            let Some(local_joined) = local(r.buf, p, r.lo, &mut names, sc) else {
-                return Joined::No;
-            };
-            match domain(r, p + at_len, &mut names, sc) {
-                Ok(Some(domain_joined)) => (local_joined, domain_joined),
-                Ok(None) | Err(Stop::TooFar) => return Joined::No,
-                Err(Stop::Short) => return Joined::NeedMore,
-            }
-        }
-        Err(Stop::TooFar) => return Joined::No,
+    let (local_joined, domain_joined) = match sides(r, at_len, &mut names, sc) {
+        Ok(Some(sides)) => sides,
+        Ok(None) | Err(Stop::TooFar) => return Joined::No,
         Err(Stop::Short) => return Joined::NeedMore,
     };
     if !(local_joined || domain_joined) {
@@ -133,6 +123,24 @@ pub(super) fn decide(
     }
     sc.insert_at = p;
     Joined::Found { entry, domain_joined }
+}
+
+/// Reads the local part and the domain around the `@` at `r.q` into `sc`:
+/// whether each came from a join; `None` when a side is no part of an
+/// address.
+fn sides<'b>(
+    r: Reading<'b>,
+    at_len: usize,
+    names: &mut Names<'_, 'b>,
+    sc: &mut Scratch,
+) -> Result<Option<(bool, bool)>, Stop> {
+    if array_join(r, at_len, names, sc)? {
+        return Ok(Some((true, true)));
+    }
+    let Some(local_joined) = local(r.buf, r.q, r.lo, names, sc) else {
+        return Ok(None);
+    };
+    Ok(domain(r, r.q + at_len, names, sc)?.map(|domain_joined| (local_joined, domain_joined)))
 }
 
 /// An array of the local part and the domain joined by the `@`:
