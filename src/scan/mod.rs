@@ -478,6 +478,32 @@ enum Decision {
     NeedMore,
 }
 
+/// What an `@` candidate is, all readings asked.
+enum AtSign {
+    /// A protected `local@domain` by this entry (in the scratch buffers),
+    /// left alone when it is no address; `domain_joined` when a script
+    /// joined its domain from names (not in the page's bytes to replace).
+    Found {
+        entry: usize,
+        left_alone: Option<LeftAlone>,
+        domain_joined: bool,
+    },
+    /// The spelled-out reader reads across markup from after the `@`.
+    Split,
+    NoMatch,
+    NeedMore,
+}
+
+impl AtSign {
+    fn found(entry: usize, left_alone: Option<LeftAlone>, domain_joined: bool) -> AtSign {
+        AtSign::Found {
+            entry,
+            left_alone,
+            domain_joined,
+        }
+    }
+}
+
 /// Reused buffers for the decoded parts of a candidate address, so deciding
 /// neither allocates nor clears memory.
 #[derive(Debug)]
@@ -541,7 +567,6 @@ impl Decider {
         out: &mut Vec<u8>,
         munger: &mut impl Munger,
     ) -> bool {
-        let (prot, sc) = (&self.matcher.protection, &mut self.scratch);
         // A literal `@`, the usual candidate, needs no decoding.
         let at = match data[p] {
             b'@' => Fwd::Char(b'@', 1),
@@ -555,42 +580,20 @@ impl Decider {
                 return true;
             }
         };
-        let decision = if self.matcher.domain_starts.may_start(data, p + at_len) {
-            decide(prot, data, p, at_len, eof, sc)
-        } else if script::may_join(data, p, at_len) {
-            Decision::NoMatch
-        } else {
-            // The usual `@` of another domain, told by a load or three.
-            cur.scan_from = p + at_len;
-            return true;
-        };
-        let (entry, left_alone, domain_joined) = match decision {
-            Decision::NeedMore => return false,
-            Decision::NoMatch if script::may_join(data, p, at_len) && prot.spellings().enabled => {
-                // Spent only when the decision stands (see `script::Budget`).
-                let mut budget = self.budget.at(cur.base + p as u64);
-                let joined =
-                    script::decide(prot, self.matcher.reading(data, p, eof), at_len, &mut budget, sc);
-                if !matches!(joined, Joined::NeedMore) {
-                    self.budget = budget;
-                }
-                match joined {
-                    Joined::Found { entry, domain_joined } => (entry, None, domain_joined),
-                    Joined::NeedMore => return false,
-                    Joined::No => {
-                        cur.scan_from = p + at_len;
-                        return true;
-                    }
-                }
-            }
-            Decision::NoMatch => {
+        let (entry, left_alone, domain_joined) = match self.decide_at(data, cur.base, p, at_len, eof) {
+            AtSign::NeedMore => return false,
+            AtSign::NoMatch => {
                 cur.scan_from = p + at_len;
                 return true;
             }
-            Decision::Split => return self.spelled(data, cur, p + at_len, eof, out, munger),
-            Decision::Match(entry) => (entry, None, false),
-            Decision::LeftAlone(entry, why) => (entry, Some(why), false),
+            AtSign::Split => return self.spelled(data, cur, p + at_len, eof, out, munger),
+            AtSign::Found {
+                entry,
+                left_alone,
+                domain_joined,
+            } => (entry, left_alone, domain_joined),
         };
+        let (prot, sc) = (&self.matcher.protection, &mut self.scratch);
         let insert = sc.insert_at;
         let found = Found {
             local: ascii_str(&sc.local[..sc.local_len]),
@@ -633,6 +636,37 @@ impl Decider {
             cur.labels_from = if literal { sc.domain_end } else { p + at_len + 1 };
         }
         true
+    }
+
+    /// What the `@` spelled by `data[p..p + at_len]` is: an address after
+    /// the main path's reading, or else a script's join of names; `base`
+    /// is `data`'s offset in the stream.
+    fn decide_at(&mut self, data: &[u8], base: u64, p: usize, at_len: usize, eof: bool) -> AtSign {
+        let (m, sc) = (&self.matcher, &mut self.scratch);
+        let prot = &m.protection;
+        if m.domain_starts.may_start(data, p + at_len) {
+            match decide(prot, data, p, at_len, eof, sc) {
+                Decision::NoMatch => {}
+                Decision::NeedMore => return AtSign::NeedMore,
+                Decision::Split => return AtSign::Split,
+                Decision::Match(entry) => return AtSign::found(entry, None, false),
+                Decision::LeftAlone(entry, why) => return AtSign::found(entry, Some(why), false),
+            }
+        }
+        // Most `@`s of other domains end here, told by a load or two.
+        if !script::may_join(data, p, at_len) || !prot.spellings().enabled {
+            return AtSign::NoMatch;
+        }
+        // Spent only when the decision stands (see `script::Budget`).
+        let mut budget = self.budget.at(base + p as u64);
+        let joined = script::decide(prot, m.reading(data, p, eof), at_len, &mut budget, sc);
+        let verdict = match joined {
+            Joined::NeedMore => return AtSign::NeedMore,
+            Joined::No => AtSign::NoMatch,
+            Joined::Found { entry, domain_joined } => AtSign::found(entry, None, domain_joined),
+        };
+        self.budget = budget;
+        verdict
     }
 
     /// Decides the candidate at `q`, where a protected domain's first label

@@ -33,7 +33,7 @@
 
 use memchr::memmem::FinderRev;
 
-use super::spelled::{Reading, Stop, is_quote, is_space, skip_spaces_fwd};
+use super::spelled::{Reading, Stop, is_quote, is_space, skip_spaces_fwd, trim_end_spaces};
 use super::{HISTORY, Part, Scratch, in_url_authority, plain_local};
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
 
@@ -211,7 +211,7 @@ fn two_elements<'b>(
         } else {
             let e = i + buf[i..hi].iter().position(|&c| !is_name_char(c) && c != b'.')?;
             let name = &buf[i..e];
-            let name = &name[name.iter().rposition(|&c| c == b'.').map_or(0, |d| d + 1)..];
+            let name = last_part(name);
             *value = names.value(name, i).filter(|_| starts_name(name))?;
             e
         };
@@ -284,7 +284,7 @@ fn name_ending(buf: &[u8], e: usize, lo: usize) -> Option<(&[u8], usize)> {
     if path.len() > MAX_NAME || (s == floor && floor > lo) {
         return None; // longer than any name we read
     }
-    let name = &path[path.iter().rposition(|&c| c == b'.').map_or(0, |i| i + 1)..];
+    let name = last_part(path);
     starts_name(name).then_some((name, s))
 }
 
@@ -417,17 +417,19 @@ fn substituted(r: Reading<'_>, i: usize) -> Result<Option<Piece<'_>>, Stop> {
 /// The name (the last part of the path) starting at `s`, and where the
 /// path ends.
 fn name_fwd(r: Reading<'_>, s: usize) -> Result<(&[u8], usize), Stop> {
-    let (mut e, mut last) = (s, s);
-    while let Some(c) = r.peek(e)?.filter(|&c| is_name_char(c) || c == b'.') {
-        if c == b'.' {
-            last = e + 1;
-        }
+    let mut e = s;
+    while r.peek(e)?.is_some_and(|c| is_name_char(c) || c == b'.') {
         e += 1;
         if e - s > MAX_NAME {
             return Ok((&[], e));
         }
     }
-    Ok((&r.buf[last..e], e))
+    Ok((last_part(&r.buf[s..e]), e))
+}
+
+/// The last part of a path (`user` of `contact.user`): the name looked up.
+fn last_part(path: &[u8]) -> &[u8] {
+    &path[path.iter().rposition(|&c| c == b'.').map_or(0, |i| i + 1)..]
 }
 
 /// How much looking names up may cost a stream, so that a page of joins
@@ -589,9 +591,9 @@ fn skip_spaces(buf: &[u8], mut i: usize, hi: usize) -> usize {
     i
 }
 
-fn skip_spaces_back(buf: &[u8], mut e: usize, lo: usize) -> usize {
-    while e > lo && is_space(buf[e - 1]) {
-        e -= 1;
+fn skip_spaces_back(buf: &[u8], e: usize, lo: usize) -> usize {
+    if e <= lo {
+        return e;
     }
-    e
+    lo + trim_end_spaces(&buf[lo..e]).len()
 }

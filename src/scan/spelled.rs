@@ -809,7 +809,7 @@ fn ends_with_ci(win: &[u8], s: &[u8]) -> bool {
     win.len() >= s.len() && win[win.len() - s.len()..].eq_ignore_ascii_case(s)
 }
 
-fn trim_end_spaces(win: &[u8]) -> &[u8] {
+pub(super) fn trim_end_spaces(win: &[u8]) -> &[u8] {
     let n = win.iter().rposition(|&c| !is_space(c)).map_or(0, |i| i + 1);
     &win[..n]
 }
