@@ -549,6 +549,40 @@ fn script_variables_are_looked_up() {
     }
 }
 
+/// A label that holds another (`ai` in `mail`) is not taken for a
+/// candidate of its own while the longer one is still coming: cut
+/// anywhere, the longer one is found.
+#[test]
+fn labels_inside_longer_ones_wait_for_them() {
+    let protect = |domain: &str| Protect {
+        domain: domain.into(),
+        local: Glob::new("*").unwrap(),
+        exempt: vec![],
+        deliver_to: None,
+    };
+    // Searched one by one, and (with a one-letter label) by one automaton.
+    for domains in [&["mail.test", "ai.test"][..], &["mail.test", "ai.test", "a.b"]] {
+        let entries = domains.iter().map(|d| protect(d)).collect();
+        let m = Matcher::new(Arc::new(Protection::new(entries, "-id-")));
+        for (page, want) in [
+            (
+                "write john [at] mail [dot] test",
+                "write john-id-zzzz [at] mail [dot] test",
+            ),
+            ("or joe (at) ai (dot) test", "or joe-id-zzzz (at) ai (dot) test"),
+        ] {
+            assert_eq!(m.rewrite(page.as_bytes(), &mut marker), want.as_bytes());
+            every_cut_gives(&m, page, want, &mut marker);
+            let one_by_one = in_pieces(&m, page.as_bytes().chunks(1), &mut marker);
+            assert_eq!(
+                String::from_utf8(one_by_one).unwrap(),
+                want,
+                "{page} byte by byte"
+            );
+        }
+    }
+}
+
 /// Looking names up costs a budget that the stream's bytes earn, so a page
 /// of joins (each name looked for in the kept bytes) cannot make the
 /// scanner search the same bytes over and over: past the budget the joins

@@ -24,6 +24,13 @@ fn matcher() -> Arc<Matcher> {
                 exempt: vec![],
                 deliver_to: None,
             },
+            // A label inside another (`lover` in `plover`).
+            Protect {
+                domain: "lover.example".into(),
+                local: Glob::new("*").unwrap(),
+                exempt: vec![],
+                deliver_to: None,
+            },
             // bücher.example, which pages write in Unicode.
             Protect {
                 domain: "xn--bcher-kva.example".into(),

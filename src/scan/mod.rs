@@ -247,6 +247,12 @@ impl Matcher {
         self.spelled.as_ref().map_or(0, Spelled::reach).max(MAX_FORM)
     }
 
+    /// How many bytes before the end of what arrived a label may start
+    /// that the searches cannot find yet: the longest one's length less one.
+    fn pending(&self) -> usize {
+        self.spelled.as_ref().map_or(0, Spelled::overlap)
+    }
+
     /// Bytes held back at the end of what arrived: an `@` spelling may
     /// start there, or a spelled-out address's ID go there.
     fn hold(&self) -> usize {
@@ -369,7 +375,13 @@ impl Ahead {
         search: impl Fn(&[u8]) -> Option<usize>,
     ) -> Option<usize> {
         if let Some(b) = self.next.filter(|&b| b >= from) {
-            return Some(b);
+            // A match found near the end of what was searched may yet be
+            // preceded by a longer pattern's that only now came whole
+            // (`mail` after `ai` was found in `mai`): search again there.
+            if b < self.searched_to.saturating_sub(overlap) || data.len() == self.searched_to {
+                return Some(b);
+            }
+            self.next = None;
         }
         if self.next.is_none() && self.searched_to == data.len() {
             return None; // searched to the end, and no bytes came since
@@ -543,10 +555,13 @@ impl Decider {
             let p = cur
                 .next_candidate(data, self.matcher.spelled.as_ref())
                 .filter(|&p| p < stop)?;
-            let decided = if matches!(data[p], b'@' | b'&' | b'%' | b'\\' | 0xef) {
-                self.at_sign(data, cur, p, eof, out, munger)
-            } else {
-                self.spelled(data, cur, p, eof, out, munger)
+            let decided = match data[p] {
+                b'@' | b'&' | b'%' | b'\\' | 0xef => self.at_sign(data, cur, p, eof, out, munger),
+                // A label that started earlier may not have come whole yet
+                // (`ai` in `mai`, when `mail` is protected too): one-shot,
+                // the search would have found that one first.
+                _ if !eof && p + self.matcher.pending() > data.len() => false,
+                _ => self.spelled(data, cur, p, eof, out, munger),
             };
             if !decided {
                 // A later candidate's ID may go up to `reach` bytes before it.
