@@ -816,16 +816,18 @@ async fn claimed_crawlers_are_verified_in_the_dns() {
     assert!(!trace.contains("--ip 66.249.66.1"), "{trace}");
 }
 
-/// A script that builds the address from the page's variables, as the
-/// e-mail "protection" snippets of older sites do: Chromium runs it on the
-/// proxied page and shows the munged address, made for the visitor, and
-/// nowhere the bare one.
+/// A script that builds the address from the page's variables, or writes
+/// it from character codes, as the e-mail "protection" snippets of older
+/// sites do: Chromium runs it on the proxied page and shows the munged
+/// address, made for the visitor, and nowhere the bare one.
 #[test]
 fn chromium_shows_the_address_a_script_joins_from_variables_munged() {
     let root = tempfile::tempdir().unwrap();
+    let link = r#"<a href="mailto:mjd@plover.com">mjd@plover.com</a>"#;
+    let codes: Vec<String> = link.bytes().map(|b| b.to_string()).collect();
     let page = r#"<!doctype html>
 <html><body>
-<p id="a"></p><p id="b"></p><p id="c"></p><p id="d"></p>
+<p id="a"></p><p id="b"></p><p id="c"></p><p id="d"></p><p id="e"></p>
 <script>
 var user = "mjd";
 var site = "plover.com";
@@ -839,8 +841,12 @@ document.getElementById("c").textContent = u + '@' + dom + '.' + tld;
 var parts = ["mjd", "plover.com"];
 document.getElementById("d").textContent = parts.join("@");
 </script>
+<script>
+document.getElementById("e").innerHTML = String.fromCharCode(CODES);
+</script>
 </body></html>
-"#;
+"#
+    .replace("CODES", &codes.join(", "));
     fs::write(root.path().join("vars.html"), page).unwrap();
     let nginx = Nginx::serve(root.path());
     let proxy = Proxy::start(nginx.port, "");
@@ -849,10 +855,10 @@ document.getElementById("d").textContent = parts.join("@");
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     assert!(!dom.contains("mjd@plover.com"), "a bare address shown: {dom}");
     // What the scripts wrote: the link's target and text, the template's,
-    // the pieces' and the array's.
+    // the pieces' and the array's, and the coded link's target and text.
     let shown = &dom[..dom.find("<script>").unwrap()];
     let found = munged_addresses(shown);
-    assert_eq!(found.len(), 5, "{dom}");
+    assert_eq!(found.len(), 7, "{dom}");
     for v in proxy.decode(&found) {
         assert_eq!(
             (v["status"].as_str(), v["kind"].as_str(), v["ip"].as_str()),

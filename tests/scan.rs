@@ -549,9 +549,69 @@ fn script_variables_are_looked_up() {
     }
 }
 
-/// A label that holds another (`ai` in `mail`) is not taken for a
-/// candidate of its own while the longer one is still coming: cut
-/// anywhere, the longer one is found.
+/// `text` as the decimal codes a script's `String.fromCharCode` takes,
+/// joined by `sep`.
+fn char_codes(text: &str, sep: &str) -> String {
+    text.bytes().map(|b| b.to_string()).collect::<Vec<_>>().join(sep)
+}
+
+/// A script that writes text from character codes (`document.write(
+/// String.fromCharCode(60, 97, …))`, as e-mail "encoders" make it) shows
+/// the addresses the codes spell: each gets its ID, as codes, before its
+/// `@`'s code.
+#[test]
+fn character_codes_are_read() {
+    let link = "<a href=\"mailto:joe@ihatespam.test\">joe@ihatespam.test</a>";
+    let munged = link.replace("@", "-id-zzzz@");
+    let call = |text: &str| format!("document.write(String.fromCharCode({}));", char_codes(text, ","));
+    let id = "45,105,100,45,122,122,122,122,";
+    let cases = [
+        (call(link), call(&munged)),
+        (call("mjd@plover.com"), call("mjd-id-zzzz@plover.com")),
+        (call("mail joe&#64;ihatespam.test"), call("mail joe-id-zzzz&#64;ihatespam.test")),
+        (
+            "x=String.fromCharCode(0x6a, 0x6f,\n 0x65, 0x40,0x69,0x68,0x61,0x74,0x65,0x73,0x70,0x61,0x6d,0x2e,0x74,0x65,0x73,0x74)".into(),
+            format!("x=String.fromCharCode(0x6a, 0x6f,\n 0x65, {id}0x40,0x69,0x68,0x61,0x74,0x65,0x73,0x70,0x61,0x6d,0x2e,0x74,0x65,0x73,0x74)"),
+        ),
+        (
+            format!("a {} b", call("x joe@ihatespam.test, mjd [at] plover [dot] com")),
+            format!("a {} b", call("x joe-id-zzzz@ihatespam.test, mjd-id-zzzz [at] plover [dot] com")),
+        ),
+    ];
+    // Not addresses, not protected, or not read.
+    let left = [
+        call("bob@plover.com"),
+        call("joe-subscribe@ihatespam.test"),
+        call("joe@example.com"),
+        call("https://joe@ihatespam.test/x"),
+        call("git clone joe@ihatespam.test:x.git"),
+        "String.fromCharCode(106,111,101,64,105,104,97,116,101,115,112,97,109,46,116,101,115,116,n)".into(),
+        "String.FromCharCode(106,111,101,64,105,104,97,116,101,115,112,97,109,46,116,101,115,116)".into(),
+        "String.fromCharCode.apply(null, [106,111,101,64,105,104,97,116,101,115,112,97,109,46,116,101,115,116])".into(),
+        // Longer than any call read.
+        call(&format!("{}joe@ihatespam.test", " ".repeat(1500))),
+        // Codes of codes: no encoder writes them.
+        call(&call("joe@ihatespam.test")),
+        "fromCharCode(".into(),
+    ];
+    for (page, want) in cases.into_iter().chain(left.map(|p| (p.clone(), p))) {
+        assert_eq!(rewrite(&page), want, "{page}");
+        every_cut_gives(&matcher(), &page, &want, &mut marker);
+    }
+    // With spelled-out addresses off, so is this.
+    let off = Matcher::new(Arc::new(Arc::unwrap_or_clone(protection()).with_spellings(
+        addrmunge::address::Spellings {
+            enabled: false,
+            ..Default::default()
+        },
+    )));
+    let page = call("mjd@plover.com");
+    assert_eq!(off.rewrite(page.as_bytes(), &mut marker), page.as_bytes());
+}
+
+/// A label that holds another (`ai` in `mail`), or the `a` in
+/// `fromCharCode(`, is not taken for a candidate of its own while the
+/// longer one is still coming: cut anywhere, the longer one is found.
 #[test]
 fn labels_inside_longer_ones_wait_for_them() {
     let protect = |domain: &str| Protect {
@@ -570,6 +630,10 @@ fn labels_inside_longer_ones_wait_for_them() {
                 "write john-id-zzzz [at] mail [dot] test",
             ),
             ("or joe (at) ai (dot) test", "or joe-id-zzzz (at) ai (dot) test"),
+            (
+                "x = String.fromCharCode(106,64,97,105,46,116,101,115,116);",
+                "x = String.fromCharCode(106,45,105,100,45,122,122,122,122,64,97,105,46,116,101,115,116);",
+            ),
         ] {
             assert_eq!(m.rewrite(page.as_bytes(), &mut marker), want.as_bytes());
             every_cut_gives(&m, page, want, &mut marker);
@@ -909,8 +973,9 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-/// A script's assignments, names, joins and `@`s, so that joins of
-/// names (see `script_variables_are_looked_up`) come together often.
+/// A script's assignments, names, joins, `@`s and character codes, so that
+/// joins of names (see `script_variables_are_looked_up`) and calls of
+/// `fromCharCode` come together often.
 fn script_input() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
         Just(b"var u = 'joe', d = 'ihatespam.test';".to_vec()),
@@ -933,6 +998,17 @@ fn script_input() -> impl Strategy<Value = Vec<u8>> {
         Just(b"joe".to_vec()),
         Just(b"ihatespam.test".to_vec()),
         Just(b" ".to_vec()),
+        // Character codes: `fromCharCode(` and pieces of `joe@ihatespam.test`.
+        Just(
+            b"String.fromCharCode(106,111,101,64,105,104,97,116,101,115,112,97,109,46,116,101,115,116)"
+                .to_vec()
+        ),
+        Just(b"String.fromCharCode(".to_vec()),
+        Just(b"106,111,101,".to_vec()),
+        Just(b"64, ".to_vec()),
+        Just(b"0x40,".to_vec()),
+        Just(b"105,104,97,116,101,115,112,97,109,46,116,101,115,116".to_vec()),
+        Just(b",".to_vec()),
         prop::collection::vec(any::<u8>(), 0..4),
     ];
     prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())

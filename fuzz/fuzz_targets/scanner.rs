@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use addrmunge::address::{Glob, Protect, Protection};
-use addrmunge::{Found, Matcher};
+use addrmunge::scan::write_codes;
+use addrmunge::{Found, Matcher, Munger};
 use libfuzzer_sys::fuzz_target;
 
 fn matcher() -> Arc<Matcher> {
@@ -43,28 +44,41 @@ fn matcher() -> Arc<Matcher> {
     )))
 }
 
+/// What the scanner inserts, noting where each insertion goes in the
+/// output (a position in `o`, which is the whole output so far only if
+/// every call appends to the same buffer: it does).
+struct Marker(Vec<(usize, usize)>);
+
+const ID: &[u8] = b"-id-0123456789abcdefghjkmnpq";
+
+impl Munger for Marker {
+    fn munge(&mut self, _: &Found<'_>, o: &mut Vec<u8>) {
+        self.0.push((o.len(), ID.len()));
+        o.extend_from_slice(ID);
+    }
+
+    fn munge_codes(&mut self, _: &Found<'_>, o: &mut Vec<u8>) {
+        let at = o.len();
+        write_codes(ID, o);
+        self.0.push((at, o.len() - at));
+    }
+}
+
 /// Scans `input` in chunks cut at `cuts`; the output and where each
 /// insertion went.
 fn scan(m: &Arc<Matcher>, input: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<(usize, usize)>) {
     let mut s = m.scanner();
     let mut out = Vec::new();
-    let mut spans = Vec::new();
-    let mut munge = |_: &Found<'_>, o: &mut Vec<u8>| {
-        let at = o.len();
-        o.extend_from_slice(b"-id-0123456789abcdefghjkmnpq");
-        spans.push((at, 28));
-    };
-    // Spans are positions in `o`, which is the whole output so far only
-    // if every call appends to the same buffer: it does.
+    let mut marker = Marker(Vec::new());
     let mut from = 0;
     for &c in cuts {
         let c = c.clamp(from, input.len());
-        s.feed(&input[from..c], &mut out, &mut munge);
+        s.feed(&input[from..c], &mut out, &mut marker);
         from = c;
     }
-    s.feed(&input[from..], &mut out, &mut munge);
-    s.finish(&mut out, &mut munge);
-    (out, spans)
+    s.feed(&input[from..], &mut out, &mut marker);
+    s.finish(&mut out, &mut marker);
+    (out, marker.0)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -492,6 +492,12 @@ impl<M: Munger> Munger for Marking<'_, M> {
         self.ids.push(start..out.len());
     }
 
+    fn munge_codes(&mut self, found: &Found<'_>, out: &mut Vec<u8>) {
+        let start = out.len();
+        self.inner.munge_codes(found, out);
+        self.ids.push(start..out.len());
+    }
+
     fn domain(&self, found: &Found<'_>) -> Option<&str> {
         let d = self.inner.domain(found);
         self.renamed.set(self.renamed.get() || d.is_some());

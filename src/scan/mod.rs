@@ -44,9 +44,12 @@
 //! chunks equals the one-shot output, and memory per stream is a constant
 //! independent of the input's size.
 
+mod char_codes;
 mod international;
 mod script;
 mod spelled;
+
+pub use self::char_codes::write_codes;
 
 use std::sync::Arc;
 
@@ -54,7 +57,7 @@ use memchr::{memchr2, memchr3};
 
 use self::international::{Unicode, unicode_domain};
 use self::script::Joined;
-use self::spelled::{MAX_SEARCHES, Reading, Spelled, Spelt};
+use self::spelled::{MAX_SEARCHES, Reading, Spelled, Spelt, Stop};
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
 
 /// Elements whose tags do not break a word in rendered text: an address
@@ -141,6 +144,17 @@ impl std::fmt::Display for LeftAlone {
 pub trait Munger {
     /// Appends the insertion for `found` to `out`.
     fn munge(&mut self, found: &Found<'_>, out: &mut Vec<u8>);
+
+    /// Appends the insertion for `found` written as a script's character
+    /// codes (`45,105,100,…,`), for an address a `String.fromCharCode`
+    /// call spells. A munger that notes where insertions land overrides it
+    /// to see the whole of what is written.
+    fn munge_codes(&mut self, found: &Found<'_>, out: &mut Vec<u8>) {
+        let start = out.len();
+        self.munge(found, out);
+        let plain = out.split_off(start);
+        char_codes::write_codes(&plain, out);
+    }
 
     /// A domain written instead of the found one (Dominus's plan for
     /// EmailSiphon: send its addresses elsewhere); `None` keeps it. A
@@ -247,10 +261,14 @@ impl Matcher {
         self.spelled.as_ref().map_or(0, Spelled::reach).max(MAX_FORM)
     }
 
-    /// How many bytes before the end of what arrived a label may start
-    /// that the searches cannot find yet: the longest one's length less one.
+    /// How many bytes before the end of what arrived a label or a call
+    /// may start that the searches cannot find yet: the longest one's
+    /// length less one.
     fn pending(&self) -> usize {
-        self.spelled.as_ref().map_or(0, Spelled::overlap)
+        match &self.spelled {
+            Some(s) => s.overlap().max(char_codes::CALL.len() - 1),
+            None => 0,
+        }
     }
 
     /// Bytes held back at the end of what arrived: an `@` spelling may
@@ -287,9 +305,10 @@ impl Matcher {
         }
     }
 
-    /// Whether `bytes` hold a byte an `@` spelling starts with, or a
-    /// protected domain's first label: only then can scanning them change
-    /// anything (a quick test for short inputs such as header values).
+    /// Whether `bytes` hold a byte an `@` spelling starts with, a
+    /// protected domain's first label or a script's character codes: only
+    /// then can scanning them change anything (a quick test for short
+    /// inputs such as header values).
     pub fn may_hold_address(&self, bytes: &[u8]) -> bool {
         memchr3(b'@', b'&', b'%', bytes).is_some()
             || memchr2(b'\\', 0xef, bytes).is_some()
@@ -452,7 +471,7 @@ impl Cursor {
     }
 
     /// The next byte at or after `scan_from` that can start a spelling of
-    /// `@`, or a protected domain's first label.
+    /// `@`, a protected domain's first label, or a script's character codes.
     fn next_candidate(&mut self, data: &[u8], spelled: Option<&Spelled>) -> Option<usize> {
         let from = self.scan_from;
         let common = match spelled {
@@ -557,10 +576,11 @@ impl Decider {
                 .filter(|&p| p < stop)?;
             let decided = match data[p] {
                 b'@' | b'&' | b'%' | b'\\' | 0xef => self.at_sign(data, cur, p, eof, out, munger),
-                // A label that started earlier may not have come whole yet
-                // (`ai` in `mai`, when `mail` is protected too): one-shot,
-                // the search would have found that one first.
+                // A label or call that started earlier may not have come
+                // whole yet (`a` in `fromCha`, `ai` in `mai`): one-shot, the
+                // search would have found that one first.
                 _ if !eof && p + self.matcher.pending() > data.len() => false,
+                b'f' => self.char_codes(data, cur, p, eof, out, munger),
                 _ => self.spelled(data, cur, p, eof, out, munger),
             };
             if !decided {
@@ -725,6 +745,64 @@ impl Decider {
         self.munged += 1;
         cur.emitted = insert;
         cur.scan_from = end;
+        true
+    }
+
+    /// Decides the candidate at `q`, where a script's `fromCharCode(` may
+    /// start (else a protected domain's first label): each address its
+    /// codes spell gets its ID, as codes, before its `@`'s code. False
+    /// when that needs bytes past the end of `data`.
+    fn char_codes(
+        &mut self,
+        data: &[u8],
+        cur: &mut Cursor,
+        q: usize,
+        eof: bool,
+        out: &mut Vec<u8>,
+        munger: &mut impl Munger,
+    ) -> bool {
+        let r = Reading {
+            buf: data,
+            q,
+            lo: q,
+            hi: q + char_codes::MAX_CALL,
+            eof,
+        };
+        match char_codes::is_call(r) {
+            Ok(true) => {}
+            Ok(false) | Err(Stop::TooFar) => return self.spelled(data, cur, q, eof, out, munger),
+            Err(Stop::Short) => return false,
+        }
+        let codes = match char_codes::read(r) {
+            Ok(Some(codes)) => codes,
+            Err(Stop::Short) => return false,
+            Ok(None) | Err(Stop::TooFar) => {
+                cur.scan_from = q + 1;
+                return true;
+            }
+        };
+        let matcher = Arc::clone(&self.matcher);
+        for coded in codes.addresses(&matcher) {
+            let Some(pos) = codes.page_position(coded.at).filter(|&pos| pos >= cur.emitted) else {
+                continue;
+            };
+            let found = Found {
+                local: &coded.local,
+                domain: &matcher.protection.entries()[coded.entry].domain,
+                entry: coded.entry,
+                offset: cur.base + pos as u64,
+            };
+            if let Some(why) = coded.left_alone {
+                munger.left_alone(&found, why);
+                self.left_alone += 1;
+                continue;
+            }
+            out.extend_from_slice(&data[cur.emitted..pos]);
+            munger.munge_codes(&found, out);
+            self.munged += 1;
+            cur.emitted = pos;
+        }
+        cur.scan_from = codes.end;
         true
     }
 }

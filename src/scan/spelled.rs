@@ -38,6 +38,7 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+use super::char_codes;
 use super::international::{self, Spelling};
 use super::{Ahead, INLINE, Scratch};
 use crate::address::{Class, MAX_LOCAL, Protection, is_local_char};
@@ -51,6 +52,10 @@ pub(super) const GAP: usize = 256;
 pub(super) struct Spelled {
     /// Finds the protected domains' first labels.
     labels: Labels,
+    /// Finds a script's `fromCharCode(`, whose codes may spell an address
+    /// (see [`char_codes`]): a candidate like a label, which no byte of
+    /// the page spells.
+    call: memchr::memmem::Finder<'static>,
     /// Words for `@` and `.`, lowercase.
     at: Vec<Box<[u8]>>,
     dot: Vec<Box<[u8]>>,
@@ -64,9 +69,9 @@ pub(super) struct Spelled {
     max_label: usize,
 }
 
-/// The most label searches there are: each of `Labels::FEW` labels as
-/// written and in capitals.
-pub(super) const MAX_SEARCHES: usize = 2 * Labels::FEW;
+/// The most searches there are: each of `Labels::FEW` labels as written
+/// and in capitals, and (the last) a script's `fromCharCode(`.
+pub(super) const MAX_SEARCHES: usize = 2 * Labels::FEW + 1;
 
 /// A search for the first labels of the protected domains. It runs over
 /// every byte of every page, so it must cost next to nothing where there
@@ -113,13 +118,7 @@ impl Labels {
     // Out of line: `next_candidate`, which every candidate runs, keeps only
     // the one comparison with the earliest memo.
     #[inline(never)]
-    fn next(
-        &self,
-        memos: &mut [Ahead; MAX_SEARCHES],
-        data: &[u8],
-        from: usize,
-        overlap: usize,
-    ) -> Option<usize> {
+    fn next(&self, memos: &mut [Ahead], data: &[u8], from: usize, overlap: usize) -> Option<usize> {
         match self {
             Labels::Many(ac) => memos[0].find(data, from, overlap, |d| ac.find(d).map(|m| m.start())),
             Labels::Few(finders) => {
@@ -262,6 +261,7 @@ impl Spelled {
         };
         Some(Spelled {
             labels,
+            call: memchr::memmem::Finder::new(char_codes::CALL).into_owned(),
             at_bracketed: with(&at, b"@"),
             dot_bracketed: with(&dot, b"."),
             at,
@@ -286,12 +286,16 @@ impl Spelled {
     /// The next candidate at or after `from` in `data`; `memos` remember
     /// each search's next match.
     pub(super) fn next(&self, memos: &mut [Ahead; MAX_SEARCHES], data: &[u8], from: usize) -> Option<usize> {
-        self.labels.next(memos, data, from, self.overlap())
+        let (labels, call) = memos.split_at_mut(MAX_SEARCHES - 1);
+        let label = self.labels.next(labels, data, from, self.overlap());
+        let overlap = char_codes::CALL.len() - 1;
+        let call = call[0].find(data, from, overlap, |d| self.call.find(d));
+        super::earliest(label, call)
     }
 
     /// Whether `hay` holds a candidate.
     pub(super) fn any(&self, hay: &[u8]) -> bool {
-        self.labels.any(hay)
+        self.labels.any(hay) || self.call.find(hay).is_some()
     }
 
     /// Decides the candidate at `r.q`, where a protected domain's first

@@ -1,0 +1,225 @@
+//! Text a script writes from character codes, as e-mail "encoders" hand
+//! site owners to paste:
+//!
+//! ```text
+//! document.write(String.fromCharCode(60, 97, 32, 104, 114, 101, 102, 61, …));
+//! ```
+//!
+//! A browser running it, and a harvester that runs it, shows the link and
+//! its `mjd@plover.com`; the page's bytes hold only numbers. The call's
+//! codes are read into the text they spell, that text is scanned as any
+//! other (so it may hold several addresses, in any spelling the scanner
+//! reads), and each ID is written where its address's codes are, as codes
+//! too (`…, 100, 45, 105, 100, 45, …, 64, …`: `d`, then `-id-…`, then `@`).
+//!
+//! Only a call whose arguments are all number literals (decimal or `0x`
+//! hex) is read; codes built by arithmetic, `.apply` over an array, codes
+//! that spell another call's codes, or a call of more than [`MAX_CALL`]
+//! bytes are not.
+
+use std::sync::Arc;
+
+use super::spelled::{Reading, Stop, skip_spaces_fwd};
+use super::{Found, LeftAlone, Matcher, Munger};
+
+/// The call's name and its opening parenthesis, as scripts write it
+/// (`String.fromCharCode(`): what the scanner searches for.
+pub(super) const CALL: &[u8] = b"fromCharCode(";
+/// The longest call read, from its name to its `)`: a long link in codes
+/// (six bytes or so per character).
+pub(super) const MAX_CALL: usize = 4096;
+/// The most digits a code is written with (`0x0000040`).
+const MAX_DIGITS: usize = 8;
+
+/// A call's codes, read.
+#[derive(Debug, Default)]
+pub(super) struct Codes {
+    /// The text they spell, as UTF-8.
+    pub text: Vec<u8>,
+    /// For each code: where it starts in the page, and where its character
+    /// starts in `text`.
+    pub starts: Vec<(usize, usize)>,
+    /// Where the call ends in the page: past its `)`.
+    pub end: usize,
+}
+
+impl Codes {
+    /// Where in the page the code of the character at `at` in `text`
+    /// starts: where an insertion before that character goes.
+    pub(super) fn page_position(&self, at: usize) -> Option<usize> {
+        let k = self.starts.binary_search_by_key(&at, |&(_, t)| t).ok()?;
+        Some(self.starts[k].0)
+    }
+
+    /// The protected addresses the text spells, scanned as a page is.
+    pub(super) fn addresses(&self, matcher: &Arc<Matcher>) -> Vec<Coded> {
+        let mut coded = AllCoded(Vec::new());
+        if matcher.may_hold_address(&self.text) {
+            matcher.rewrite(&self.text, &mut coded);
+        }
+        coded.0
+    }
+}
+
+/// A protected address a call's text spells.
+#[derive(Debug)]
+pub(super) struct Coded {
+    /// Where its ID goes in the text.
+    pub at: usize,
+    pub local: String,
+    pub entry: usize,
+    /// Why it is to be left as written, when it is.
+    pub left_alone: Option<LeftAlone>,
+}
+
+/// Notes what scanning a call's text finds, writing nothing.
+struct AllCoded(Vec<Coded>);
+
+impl AllCoded {
+    fn note(&mut self, found: &Found<'_>, left_alone: Option<LeftAlone>) {
+        self.0.push(Coded {
+            // The text is a few KiB at most.
+            at: usize::try_from(found.offset).unwrap_or(usize::MAX),
+            local: found.local.to_owned(),
+            entry: found.entry,
+            left_alone,
+        });
+    }
+}
+
+impl Munger for AllCoded {
+    fn munge(&mut self, found: &Found<'_>, _out: &mut Vec<u8>) {
+        self.note(found, None);
+    }
+
+    /// Codes that spell another call's codes: their ID would have to be
+    /// written as codes of codes. No encoder writes that; not taken.
+    fn munge_codes(&mut self, _found: &Found<'_>, _out: &mut Vec<u8>) {}
+
+    fn left_alone(&mut self, found: &Found<'_>, why: LeftAlone) {
+        self.note(found, Some(why));
+    }
+}
+
+/// Whether `buf[q..]` starts the call: `Some(false)` when it does not,
+/// `Err` when the buffer ends first.
+pub(super) fn is_call(r: Reading<'_>) -> Result<bool, Stop> {
+    for (k, &want) in CALL.iter().enumerate() {
+        if r.peek(r.q + k)? != Some(want) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Reads the call starting at `r.q` (at its name): `None` when an argument
+/// is not a number literal or a code is not a character.
+pub(super) fn read(r: Reading<'_>) -> Result<Option<Codes>, Stop> {
+    let mut codes = Codes::default();
+    let mut i = r.q + CALL.len();
+    loop {
+        i = skip_spaces_fwd(r, i)?;
+        let Some((code, e)) = number(r, i)? else {
+            return Ok(None);
+        };
+        let Some(c) = char::from_u32(code) else {
+            return Ok(None);
+        };
+        codes.starts.push((i, codes.text.len()));
+        let mut utf8 = [0; 4];
+        codes.text.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+        i = skip_spaces_fwd(r, e)?;
+        match r.peek(i)? {
+            Some(b',') => i += 1,
+            Some(b')') => {
+                codes.end = i + 1;
+                return Ok(Some(codes));
+            }
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// The number literal at `i` (`64`, `0x40`) and where it ends; `None` when
+/// there is none or it is more than a UTF-16 code unit.
+fn number(r: Reading<'_>, i: usize) -> Result<Option<(u32, usize)>, Stop> {
+    let hex = r.peek(i)? == Some(b'0') && matches!(r.peek(i + 1)?, Some(b'x' | b'X'));
+    let (radix, start) = if hex { (16, i + 2) } else { (10, i) };
+    let (mut value, mut e) = (0u32, start);
+    while let Some(d) = r.peek(e)?.and_then(|c| char::from(c).to_digit(radix)) {
+        if e - start == MAX_DIGITS {
+            return Ok(None);
+        }
+        value = value * radix + d;
+        e += 1;
+    }
+    // `fromCharCode` takes UTF-16 code units: larger values wrap, which
+    // no encoder writes.
+    Ok((e > start && value <= 0xffff).then_some((value, e)))
+}
+
+/// Writes `plain` (an ID: ASCII) as a `fromCharCode` call's codes, each
+/// followed by a comma, to go before another code of the call: what
+/// [`super::Munger::munge_codes`] writes.
+pub fn write_codes(plain: &[u8], out: &mut Vec<u8>) {
+    for &c in plain {
+        let mut n = [0u8; 3];
+        let digits = if c >= 100 {
+            n = [b'0' + c / 100, b'0' + c / 10 % 10, b'0' + c % 10];
+            &n[..]
+        } else if c >= 10 {
+            n[..2].copy_from_slice(&[b'0' + c / 10, b'0' + c % 10]);
+            &n[..2]
+        } else {
+            n[0] = b'0' + c;
+            &n[..1]
+        };
+        out.extend_from_slice(digits);
+        out.push(b',');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(buf: &[u8], eof: bool) -> Reading<'_> {
+        Reading {
+            buf,
+            q: 0,
+            lo: 0,
+            hi: MAX_CALL,
+            eof,
+        }
+    }
+
+    #[test]
+    fn calls_are_read_into_their_text() {
+        let call = b"fromCharCode(109, 0x6a,100 ,\n64, 0X70)+x";
+        let codes = read(reading(call, true)).ok().flatten().unwrap();
+        assert_eq!(codes.text, b"mjd@p");
+        assert_eq!(codes.end, call.len() - 2);
+        assert_eq!(codes.page_position(3), Some(29));
+        assert_eq!(&call[29..31], b"64");
+        for bad in [
+            &b"fromCharCode()"[..],
+            b"fromCharCode(a)",
+            b"fromCharCode(64;",
+            b"fromCharCode(70000)",
+        ] {
+            assert!(matches!(read(reading(bad, true)), Ok(None)), "{bad:?}");
+        }
+        assert!(matches!(
+            read(reading(b"fromCharCode(64, 6", false)),
+            Err(Stop::Short)
+        ));
+        assert!(matches!(read(reading(b"fromCharCode(64, 6", true)), Ok(None)));
+    }
+
+    #[test]
+    fn ids_are_written_as_codes() {
+        let mut out = Vec::new();
+        write_codes(b"-id-a0z", &mut out);
+        assert_eq!(out, b"45,105,100,45,97,48,122,");
+    }
+}
