@@ -827,7 +827,7 @@ fn chromium_shows_the_address_a_script_joins_from_variables_munged() {
     let codes: Vec<String> = link.bytes().map(|b| b.to_string()).collect();
     let page = r#"<!doctype html>
 <html><body>
-<p id="a"></p><p id="b"></p><p id="c"></p><p id="d"></p><p id="e"></p>
+<p id="a"></p><p id="b"></p><p id="c"></p><p id="d"></p><p id="e"></p><p id="f"></p>
 <script>
 var user = "mjd";
 var site = "plover.com";
@@ -843,6 +843,7 @@ document.getElementById("d").textContent = parts.join("@");
 </script>
 <script>
 document.getElementById("e").innerHTML = String.fromCharCode(CODES);
+document.getElementById("f").textContent = parts.join(String.fromCharCode(64));
 </script>
 </body></html>
 "#
@@ -855,10 +856,11 @@ document.getElementById("e").innerHTML = String.fromCharCode(CODES);
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     assert!(!dom.contains("mjd@plover.com"), "a bare address shown: {dom}");
     // What the scripts wrote: the link's target and text, the template's,
-    // the pieces' and the array's, and the coded link's target and text.
+    // the pieces' and the array's, the coded link's target and text, and
+    // the array joined by a coded `@`.
     let shown = &dom[..dom.find("<script>").unwrap()];
     let found = munged_addresses(shown);
-    assert_eq!(found.len(), 7, "{dom}");
+    assert_eq!(found.len(), 8, "{dom}");
     for v in proxy.decode(&found) {
         assert_eq!(
             (v["status"].as_str(), v["kind"].as_str(), v["ip"].as_str()),

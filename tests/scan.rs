@@ -573,6 +573,23 @@ fn character_codes_are_read() {
             "x=String.fromCharCode(0x6a, 0x6f,\n 0x65, 0x40,0x69,0x68,0x61,0x74,0x65,0x73,0x70,0x61,0x6d,0x2e,0x74,0x65,0x73,0x74)".into(),
             format!("x=String.fromCharCode(0x6a, 0x6f,\n 0x65, {id}0x40,0x69,0x68,0x61,0x74,0x65,0x73,0x70,0x61,0x6d,0x2e,0x74,0x65,0x73,0x74)"),
         ),
+        // `String.fromCharCode(64)` as the `@` of a script's join.
+        (
+            "var parts = [\"joe\", \"ihatespam.test\"];\nx = parts.join(String.fromCharCode(64));".into(),
+            format!("var parts = [\"joe\", \"ihatespam.test\"];\nx = parts.join(String.fromCharCode({id}64));"),
+        ),
+        (
+            "x = ['joe', 'ihatespam.test'].join( String.fromCharCode( 0x40 ) );".into(),
+            format!("x = ['joe', 'ihatespam.test'].join( String.fromCharCode( {id}0x40 ) );"),
+        ),
+        (
+            "var u = 'joe', d = 'ihatespam.test'; w(u + String.fromCharCode(64) + d);".into(),
+            format!("var u = 'joe', d = 'ihatespam.test'; w(u + String.fromCharCode({id}64) + d);"),
+        ),
+        (
+            "w('mjd' + String.fromCharCode(64) + 'plover.com');".into(),
+            format!("w('mjd' + String.fromCharCode({id}64) + 'plover.com');"),
+        ),
         (
             format!("a {} b", call("x joe@ihatespam.test, mjd [at] plover [dot] com")),
             format!("a {} b", call("x joe-id-zzzz@ihatespam.test, mjd-id-zzzz [at] plover [dot] com")),
@@ -592,6 +609,12 @@ fn character_codes_are_read() {
         call(&format!("{}joe@ihatespam.test", " ".repeat(1500))),
         // Codes of codes: no encoder writes them.
         call(&call("joe@ihatespam.test")),
+        // Joins of what is not a protected address, or not only `@`.
+        "w(u + String.fromCharCode(64) + d);".into(),
+        "w('bob' + String.fromCharCode(64) + 'plover.com');".into(),
+        "w('joe' + String.fromCharCode(64) + 'example.com');".into(),
+        "x = ['joe', 'ihatespam.test'].join(String.fromCharCode(64, 32));".into(),
+        "x = ['joe', 'ihatespam.test'].join(String.fromCharCode(64) + ' ');".into(),
         "fromCharCode(".into(),
     ];
     for (page, want) in cases.into_iter().chain(left.map(|p| (p.clone(), p))) {
@@ -1004,6 +1027,7 @@ fn script_input() -> impl Strategy<Value = Vec<u8>> {
                 .to_vec()
         ),
         Just(b"String.fromCharCode(".to_vec()),
+        Just(b"String.fromCharCode(64)".to_vec()),
         Just(b"106,111,101,".to_vec()),
         Just(b"64, ".to_vec()),
         Just(b"0x40,".to_vec()),

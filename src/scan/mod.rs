@@ -55,6 +55,7 @@ use std::sync::Arc;
 
 use memchr::{memchr2, memchr3};
 
+use self::char_codes::{Coded, Codes};
 use self::international::{Unicode, unicode_domain};
 use self::script::Joined;
 use self::spelled::{MAX_SEARCHES, Reading, Spelled, Spelt, Stop};
@@ -782,7 +783,14 @@ impl Decider {
             }
         };
         let matcher = Arc::clone(&self.matcher);
-        for coded in codes.addresses(&matcher) {
+        let mut coded = codes.addresses(&matcher);
+        if coded.is_empty() && codes.text == b"@" {
+            match self.call_joined(data, cur.base, q, &codes, eof) {
+                Some(joined) => coded.extend(joined),
+                None => return false,
+            }
+        }
+        for coded in coded {
             let Some(pos) = codes.page_position(coded.at).filter(|&pos| pos >= cur.emitted) else {
                 continue;
             };
@@ -804,6 +812,39 @@ impl Decider {
         }
         cur.scan_from = codes.end;
         true
+    }
+}
+
+impl Decider {
+    /// What a call that spells only `@` (`String.fromCharCode(64)`, its
+    /// name at `q`) joins in a script: the protected address, if one;
+    /// `None` when that needs bytes past the end of `data`.
+    fn call_joined(
+        &mut self,
+        data: &[u8],
+        base: u64,
+        q: usize,
+        codes: &Codes,
+        eof: bool,
+    ) -> Option<Option<Coded>> {
+        let start = if data[..q].ends_with(b"String.") { q - 7 } else { q };
+        let m = &self.matcher;
+        let r = m.reading(data, start, eof);
+        // Spent only when the decision stands, as for other joins.
+        let mut budget = self.budget.at(base + q as u64);
+        let sc = &mut self.scratch;
+        let joined = match script::decide_call(&m.protection, r, start..codes.end, &mut budget, sc) {
+            Joined::NeedMore => return None,
+            Joined::No => None,
+            Joined::Found { entry, .. } => Some(Coded {
+                at: 0,
+                local: ascii_str(&sc.local[..sc.local_len]).to_owned(),
+                entry,
+                left_alone: None,
+            }),
+        };
+        self.budget = budget;
+        Some(joined)
     }
 }
 

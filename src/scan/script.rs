@@ -31,6 +31,8 @@
 //! arrays of more than the two parts, names set further back than the kept
 //! bytes, a value with escapes in it.
 
+use std::ops::Range;
+
 use memchr::memmem::FinderRev;
 
 use super::spelled::{Reading, Stop, is_quote, is_space, skip_spaces_fwd, trim_end_spaces};
@@ -108,13 +110,8 @@ pub(super) fn decide(
     if !(local_joined || domain_joined) {
         return Joined::No;
     }
-    let (local, domain) = (&sc.local[..sc.local_len], &sc.domain[..sc.domain_len]);
-    let Some(ids) = prot.domain_entries(domain) else {
+    let Some(entry) = protected_entry(prot, sc) else {
         return Joined::No;
-    };
-    let entry = match prot.classify_among(ids, local) {
-        Class::Protected(entry) if !prot.is_munged_local(local, domain) => entry,
-        _ => return Joined::No,
     };
     // `'https://joe@' + host`: a URL's user name, not an address.
     let authority = || in_url_authority(r.buf, sc.walked, sc.domain_end, p.saturating_sub(HISTORY), r.eof);
@@ -123,6 +120,80 @@ pub(super) fn decide(
     }
     sc.insert_at = p;
     Joined::Found { entry, domain_joined }
+}
+
+/// The entry protecting the address in `sc`, when one does and it is no
+/// munged address already.
+fn protected_entry(prot: &Protection, sc: &Scratch) -> Option<usize> {
+    let (local, domain) = (&sc.local[..sc.local_len], &sc.domain[..sc.domain_len]);
+    match prot.classify_among(prot.domain_entries(domain)?, local) {
+        Class::Protected(entry) if !prot.is_munged_local(local, domain) => Some(entry),
+        _ => None,
+    }
+}
+
+/// Decides a script's `fromCharCode(64)`, spanning `call` (from its
+/// `String.` to past its `)`), as the `@` of a join: `user +
+/// String.fromCharCode(64) + site`, `'mjd' + String.fromCharCode(64) +
+/// 'plover.com'`, or `parts.join(String.fromCharCode(64))`. On a match the
+/// address is left in `sc`; its ID goes into the call, before the code.
+pub(super) fn decide_call(
+    prot: &Protection,
+    r: Reading<'_>,
+    call: Range<usize>,
+    budget: &mut Budget,
+    sc: &mut Scratch,
+) -> Joined {
+    let mut names = Names {
+        buf: r.buf,
+        lo: call.start.saturating_sub(HISTORY),
+        budget,
+    };
+    let read = match array_join(r, call.clone(), &mut names, sc) {
+        Ok(true) => Ok(Some(true)),
+        Ok(false) => call_sides(r, call, &mut names, sc),
+        Err(stop) => Err(stop),
+    };
+    match read {
+        Ok(Some(_)) => {}
+        Ok(None) | Err(Stop::TooFar) => return Joined::No,
+        Err(Stop::Short) => return Joined::NeedMore,
+    }
+    match protected_entry(prot, sc) {
+        Some(entry) => Joined::Found {
+            entry,
+            domain_joined: true,
+        },
+        None => Joined::No,
+    }
+}
+
+/// The local part joined before a call spelling the `@` (`user +`,
+/// `'mjd' +`) and the domain joined after it, into `sc`.
+fn call_sides<'b>(
+    r: Reading<'b>,
+    call: Range<usize>,
+    names: &mut Names<'_, 'b>,
+    sc: &mut Scratch,
+) -> Result<Option<bool>, Stop> {
+    let (buf, lo) = (r.buf, names.lo);
+    let e = skip_spaces_back(buf, call.start, lo);
+    let Some(plus) = e.checked_sub(1).filter(|&i| i >= lo && buf[i] == b'+') else {
+        return Ok(None);
+    };
+    let end = skip_spaces_back(buf, plus, lo);
+    let value = match end.checked_sub(1).map(|i| buf[i]) {
+        Some(q) if is_quote(q) && end - 1 > lo => {
+            let open = memchr::memrchr(q, &buf[lo.max(end.saturating_sub(MAX_VALUE + 2))..end - 1]);
+            open.map(|k| lo.max(end.saturating_sub(MAX_VALUE + 2)) + k)
+                .and_then(|v| literal_at(buf, v, end))
+        }
+        _ => name_ending(buf, end, lo).and_then(|(name, s)| names.value(name, s)),
+    };
+    if !value.is_some_and(|v| set_local(v, sc)) {
+        return Ok(None);
+    }
+    domain(r, call.end, false, names, sc)
 }
 
 /// Reads the local part and the domain around the `@` at `r.q` into `sc`:
@@ -134,35 +205,38 @@ fn sides<'b>(
     names: &mut Names<'_, 'b>,
     sc: &mut Scratch,
 ) -> Result<Option<(bool, bool)>, Stop> {
-    if array_join(r, at_len, names, sc)? {
+    let (buf, p) = (r.buf, r.q);
+    // `join('@')`: the `@` in its quotes is all of the argument.
+    if let Some(&q) = p.checked_sub(1).map(|i| &buf[i]).filter(|&&c| is_quote(c))
+        && r.peek(p + at_len)? == Some(q)
+        && array_join(r, p - 1..p + at_len + 1, names, sc)?
+    {
         return Ok(Some((true, true)));
     }
-    let Some(local_joined) = local(r.buf, r.q, r.lo, names, sc) else {
+    let Some(local_joined) = local(buf, p, r.lo, names, sc) else {
         return Ok(None);
     };
-    Ok(domain(r, r.q + at_len, names, sc)?.map(|domain_joined| (local_joined, domain_joined)))
+    Ok(domain(r, p + at_len, true, names, sc)?.map(|domain_joined| (local_joined, domain_joined)))
 }
 
 /// An array of the local part and the domain joined by the `@`:
 /// `['mjd', 'plover.com'].join('@')`, or `parts.join('@')` after `parts =
-/// [user, 'plover.com']` (names or literals). True with both in `sc`;
-/// false when the `@` is not all of a `join`'s argument.
+/// [user, 'plover.com']` (names or literals), the `@` spanning `arg` (in
+/// its quotes, or a call spelling it). True with both in `sc`; false when
+/// `arg` is not all of a `join`'s argument.
 fn array_join<'b>(
     r: Reading<'b>,
-    at_len: usize,
+    arg: Range<usize>,
     names: &mut Names<'_, 'b>,
     sc: &mut Scratch,
 ) -> Result<bool, Stop> {
-    let (buf, p) = (r.buf, r.q);
-    let Some(q) = p.checked_sub(1).map(|i| buf[i]).filter(|&c| is_quote(c)) else {
-        return Ok(false);
-    };
-    let open = skip_spaces_back(buf, p - 1, r.lo);
+    let buf = r.buf;
+    let open = skip_spaces_back(buf, arg.start, r.lo);
     let call = skip_spaces_back(buf, open.saturating_sub(1), r.lo);
     if open == r.lo || buf[open - 1] != b'(' || !buf[r.lo..call].ends_with(b".join") {
         return Ok(false);
     }
-    if r.peek(p + at_len)? != Some(q) || r.peek(skip_spaces_fwd(r, p + at_len + 1)?)? != Some(b')') {
+    if r.peek(skip_spaces_fwd(r, arg.end)?)? != Some(b')') {
         return Ok(false);
     }
     let array = skip_spaces_back(buf, call - 5, r.lo);
@@ -176,7 +250,7 @@ fn array_join<'b>(
     let Some(start) = start else {
         return Ok(false);
     };
-    let Some([local, domain]) = two_elements(buf, start + 1, p, names) else {
+    let Some([local, domain]) = two_elements(buf, start + 1, arg.start, names) else {
         return Ok(false);
     };
     if !set_local(local, sc)
@@ -189,7 +263,7 @@ fn array_join<'b>(
         *d = c.to_ascii_lowercase();
     }
     sc.domain_len = domain.len();
-    sc.domain_end = p + at_len;
+    sc.domain_end = arg.end;
     Ok(true)
 }
 
@@ -288,22 +362,23 @@ fn name_ending(buf: &[u8], e: usize, lo: usize) -> Option<(&[u8], usize)> {
     starts_name(name).then_some((name, s))
 }
 
-/// The domain after the `@`, from `i` on, into `sc.domain`: the literal's
-/// domain characters, then pieces joined by `+` (names and literals) or
+/// The domain after the `@`, from `start` on, into `sc.domain`: the
+/// literal's domain characters (when `start` is inside one), then pieces joined by `+` (names and literals) or
 /// substituted in a template (`${site}`), until a character that is not a
 /// domain's or the end of the join. Whether a name's value went into it;
 /// `None` when it is longer than any protected domain.
 fn domain(
     r: Reading<'_>,
     start: usize,
+    mut in_literal: bool,
     names: &mut Names<'_, '_>,
     sc: &mut Scratch,
 ) -> Result<Option<bool>, Stop> {
     let mut i = start;
     let mut d = Domain { n: 0, joined: false };
-    // Whether `i` is inside a literal (its characters are the domain's)
-    // or just after a name (only a join can go on from there).
-    let mut in_literal = true;
+    // `in_literal`: whether `i` is inside a literal (its characters are
+    // the domain's) or just after a name or a call (only a join can go on
+    // from there).
     for _ in 0..MAX_PIECES {
         if in_literal {
             while let Some(c) = r.peek(i)?.filter(|&c| is_domain_char(c.into())) {
