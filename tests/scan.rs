@@ -766,6 +766,12 @@ fn international_domains_in_unicode_get_their_id() {
             ("mjd@b&ouml;cher.example", "mjd@b&ouml;cher.example"),
             ("mjd@b%C3%BC%C3cher.example", "mjd@b%C3%BC%C3cher.example"),
             ("mjd@b&uuml", "mjd@b&uuml"),
+            // Not a reference: a browser shows it as written.
+            (
+                "MJD&#64;B&#x+DC;CHER&#46;example",
+                "MJD&#64;B&#x+DC;CHER&#46;example",
+            ),
+            ("mjd@b&#+252;cher.example", "mjd@b&#+252;cher.example"),
             // Spelled out.
             (
                 "mjd [at] bücher [dot] example",

@@ -153,10 +153,16 @@ fn reference_fwd(rest: &[u8], eof: bool) -> Option<Uni> {
     let name = std::str::from_utf8(&body[..end]).ok()?;
     let c = match name.strip_prefix('#') {
         Some(num) => {
-            let v = match num.strip_prefix(['x', 'X']) {
-                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
-                None => num.parse().ok()?,
+            // Digits only: Rust's parsers take a leading `+`, which no
+            // browser reads in a reference (`&#x+DC;` is text).
+            let (digits, radix) = match num.strip_prefix(['x', 'X']) {
+                Some(hex) => (hex, 16),
+                None => (num, 10),
             };
+            if !digits.chars().all(|c| c.is_digit(radix)) {
+                return None;
+            }
+            let v = u32::from_str_radix(digits, radix).ok()?;
             char::from_u32(v)?
         }
         None => LETTERS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?.1,
