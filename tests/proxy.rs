@@ -816,9 +816,9 @@ async fn claimed_crawlers_are_verified_in_the_dns() {
     assert!(!trace.contains("--ip 66.249.66.1"), "{trace}");
 }
 
-/// A script that builds the address from the page's variables, or writes
-/// it from character codes, as the e-mail "protection" snippets of older
-/// sites do: Chromium runs it on the proxied page and shows the munged
+/// A script that builds the address from the page's variables, writes it
+/// from character codes or turns it back from ROT13, as the e-mail
+/// "protection" snippets of older sites do: Chromium runs it on the proxied page and shows the munged
 /// address, made for the visitor, and nowhere the bare one.
 #[test]
 fn chromium_shows_the_address_a_script_joins_from_variables_munged() {
@@ -828,6 +828,7 @@ fn chromium_shows_the_address_a_script_joins_from_variables_munged() {
     let page = r#"<!doctype html>
 <html><body>
 <p id="a"></p><p id="b"></p><p id="c"></p><p id="d"></p><p id="e"></p><p id="f"></p>
+<p><a id="r" href="znvygb:zwq@cybire.pbz">mail</a></p>
 <script>
 var user = "mjd";
 var site = "plover.com";
@@ -844,6 +845,10 @@ document.getElementById("d").textContent = parts.join("@");
 <script>
 document.getElementById("e").innerHTML = String.fromCharCode(CODES);
 document.getElementById("f").textContent = parts.join(String.fromCharCode(64));
+var r = document.getElementById("r");
+r.href = r.getAttribute("href").replace(/[a-z]/g, function (c) {
+  return String.fromCharCode((c <= "m" ? 13 : -13) + c.charCodeAt(0));
+});
 </script>
 </body></html>
 "#
@@ -856,11 +861,11 @@ document.getElementById("f").textContent = parts.join(String.fromCharCode(64));
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     assert!(!dom.contains("mjd@plover.com"), "a bare address shown: {dom}");
     // What the scripts wrote: the link's target and text, the template's,
-    // the pieces' and the array's, the coded link's target and text, and
-    // the array joined by a coded `@`.
+    // the pieces' and the array's, the coded link's target and text, the
+    // array joined by a coded `@`, and the ROT13 link's target turned back.
     let shown = &dom[..dom.find("<script>").unwrap()];
     let found = munged_addresses(shown);
-    assert_eq!(found.len(), 8, "{dom}");
+    assert_eq!(found.len(), 9, "{dom}");
     for v in proxy.decode(&found) {
         assert_eq!(
             (v["status"].as_str(), v["kind"].as_str(), v["ip"].as_str()),

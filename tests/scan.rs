@@ -632,6 +632,45 @@ fn character_codes_are_read() {
     assert_eq!(off.rewrite(page.as_bytes(), &mut marker), page.as_bytes());
 }
 
+/// An address a page writes in ROT13 for a script to turn back
+/// (`znvygb:zwq@cybire.pbz`), which harvesters undo too, gets its ID in
+/// ROT13, so the script shows the munged address.
+#[test]
+fn rot13_addresses_get_rotated_ids() {
+    for (page, want) in [
+        (
+            "<a href=\"znvygb:wbr@vungrfcnz.grfg\">zr</a>",
+            "<a href=\"znvygb:wbr-vq-mmmm@vungrfcnz.grfg\">zr</a>",
+        ),
+        ("Jevgr gb ZWQ@CYBIRE.PBZ.", "Jevgr gb ZWQ-vq-mmmm@CYBIRE.PBZ."),
+        (
+            "zwq@cybire.pbz, zwq@cybire.pbz",
+            "zwq-vq-mmmm@cybire.pbz, zwq-vq-mmmm@cybire.pbz",
+        ),
+        // Not protected, or not addresses.
+        ("wbr@vungrfcnz.grfg.rivy", "wbr@vungrfcnz.grfg.rivy"),
+        ("obo@cybire.pbz", "obo@cybire.pbz"),
+        ("wbr-fhofpevor@vungrfcnz.grfg", "wbr-fhofpevor@vungrfcnz.grfg"),
+        (
+            "tvg pybar tvg@vungrfcnz.grfg:k.tvg",
+            "tvg pybar tvg@vungrfcnz.grfg:k.tvg",
+        ),
+        ("wbr&#64;vungrfcnz.grfg", "wbr&#64;vungrfcnz.grfg"),
+        ("bob@cnn.com", "bob@cnn.com"),
+    ] {
+        assert_eq!(rewrite(page), want, "{page}");
+        every_cut_gives(&matcher(), page, want, &mut marker);
+    }
+    // With spelled-out addresses off, so is this.
+    let off = Matcher::new(Arc::new(Arc::unwrap_or_clone(protection()).with_spellings(
+        addrmunge::address::Spellings {
+            enabled: false,
+            ..Default::default()
+        },
+    )));
+    assert_eq!(off.rewrite(b"zwq@cybire.pbz", &mut marker), b"zwq@cybire.pbz");
+}
+
 /// A label that holds another (`ai` in `mail`), or the `a` in
 /// `fromCharCode(`, is not taken for a candidate of its own while the
 /// longer one is still coming: cut anywhere, the longer one is found.
@@ -1002,9 +1041,9 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-/// A script's assignments, names, joins, `@`s and character codes, so that
-/// joins of names (see `script_variables_are_looked_up`) and calls of
-/// `fromCharCode` come together often.
+/// A script's assignments, names, joins, `@`s, character codes and ROT13,
+/// so that joins of names (see `script_variables_are_looked_up`), calls of
+/// `fromCharCode` and rotated addresses come together often.
 fn script_input() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
         Just(b"var u = 'joe', d = 'ihatespam.test';".to_vec()),
@@ -1039,6 +1078,10 @@ fn script_input() -> impl Strategy<Value = Vec<u8>> {
         Just(b"0x40,".to_vec()),
         Just(b"105,104,97,116,101,115,112,97,109,46,116,101,115,116".to_vec()),
         Just(b",".to_vec()),
+        // ROT13: `joe@ihatespam.test` and pieces.
+        Just(b"wbr@vungrfcnz.grfg".to_vec()),
+        Just(b"vungrfcnz.grfg:".to_vec()),
+        Just(b"wbr".to_vec()),
         prop::collection::vec(any::<u8>(), 0..4),
     ];
     prop::collection::vec(piece, 0..40).prop_map(|v| v.concat())

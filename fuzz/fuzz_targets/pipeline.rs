@@ -12,7 +12,7 @@ use std::sync::Arc;
 use addrmunge::address::{Glob, Protect, Protection};
 use addrmunge::rewrite::charset::{Reading, reading};
 use addrmunge::rewrite::{Coding, Pipeline};
-use addrmunge::scan::write_codes;
+use addrmunge::scan::Written;
 use addrmunge::{Found, Matcher, Munger};
 use encoding_rs::{
     BIG5, EUC_JP, EUC_KR, Encoding, GB18030, GBK, ISO_2022_JP, KOI8_R, SHIFT_JIS, UTF_8, UTF_16LE, WINDOWS_1252,
@@ -43,9 +43,9 @@ impl Munger for Tagger {
         self.0.set(self.0.get() + TAG.len());
     }
 
-    fn munge_codes(&mut self, _: &Found<'_>, o: &mut Vec<u8>) {
+    fn munge_as(&mut self, _: &Found<'_>, o: &mut Vec<u8>, written: Written) {
         let at = o.len();
-        write_codes(TAG, o);
+        written.write(TAG, o);
         self.0.set(self.0.get() + o.len() - at);
     }
 }

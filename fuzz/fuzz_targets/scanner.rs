@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use addrmunge::address::{Glob, Protect, Protection};
-use addrmunge::scan::write_codes;
+use addrmunge::scan::Written;
 use addrmunge::{Found, Matcher, Munger};
 use libfuzzer_sys::fuzz_target;
 
@@ -57,9 +57,9 @@ impl Munger for Marker {
         o.extend_from_slice(ID);
     }
 
-    fn munge_codes(&mut self, _: &Found<'_>, o: &mut Vec<u8>) {
+    fn munge_as(&mut self, _: &Found<'_>, o: &mut Vec<u8>, written: Written) {
         let at = o.len();
-        write_codes(ID, o);
+        written.write(ID, o);
         self.0.push((at, o.len() - at));
     }
 }

@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, args: &AuditArgs, out: &mut impl Write) -> Result<ExitCode
     };
     let today = Day::today();
     let judge = Judge {
-        matcher: Matcher::new(ctx.config.protection.clone()),
+        matcher: Matcher::for_decoded(ctx.config.protection.clone()),
         keys: &keys,
         rules: &rules,
         served: &served,

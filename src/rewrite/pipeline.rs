@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::codec::{Coding, Decoder, PIECE};
 use super::compress::{Compress, Encoder};
 use super::{GzipCache, LinkInserter, VisitorMunger, charset};
-use crate::scan::{Found, LeftAlone, Munger, Scanner};
+use crate::scan::{Found, LeftAlone, Munger, Scanner, Written};
 
 /// Bounds on what a compressed body may expand to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -492,9 +492,9 @@ impl<M: Munger> Munger for Marking<'_, M> {
         self.ids.push(start..out.len());
     }
 
-    fn munge_codes(&mut self, found: &Found<'_>, out: &mut Vec<u8>) {
+    fn munge_as(&mut self, found: &Found<'_>, out: &mut Vec<u8>, written: Written) {
         let start = out.len();
-        self.inner.munge_codes(found, out);
+        self.inner.munge_as(found, out, written);
         self.ids.push(start..out.len());
     }
 

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use super::spelled::{Reading, Stop, skip_spaces_fwd};
-use super::{Found, LeftAlone, Matcher, Munger};
+use super::{Found, LeftAlone, Matcher, Munger, Written};
 
 /// The call's name and its opening parenthesis, as scripts write it
 /// (`String.fromCharCode(`): what the scanner searches for.
@@ -94,7 +94,11 @@ impl Munger for AllCoded {
 
     /// Codes that spell another call's codes: their ID would have to be
     /// written as codes of codes. No encoder writes that; not taken.
-    fn munge_codes(&mut self, _found: &Found<'_>, _out: &mut Vec<u8>) {}
+    fn munge_as(&mut self, found: &Found<'_>, _out: &mut Vec<u8>, written: Written) {
+        if written == Written::Plain {
+            self.note(found, None);
+        }
+    }
 
     fn left_alone(&mut self, found: &Found<'_>, why: LeftAlone) {
         self.note(found, Some(why));
@@ -159,9 +163,8 @@ fn number(r: Reading<'_>, i: usize) -> Result<Option<(u32, usize)>, Stop> {
 }
 
 /// Writes `plain` (an ID: ASCII) as a `fromCharCode` call's codes, each
-/// followed by a comma, to go before another code of the call: what
-/// [`super::Munger::munge_codes`] writes.
-pub fn write_codes(plain: &[u8], out: &mut Vec<u8>) {
+/// followed by a comma, to go before another code of the call.
+pub(super) fn write_codes(plain: &[u8], out: &mut Vec<u8>) {
     for &c in plain {
         let mut n = [0u8; 3];
         let digits = if c >= 100 {

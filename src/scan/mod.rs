@@ -46,10 +46,9 @@
 
 mod char_codes;
 mod international;
+mod rot13;
 mod script;
 mod spelled;
-
-pub use self::char_codes::write_codes;
 
 use std::sync::Arc;
 
@@ -57,6 +56,7 @@ use memchr::{memchr2, memchr3};
 
 use self::char_codes::{Coded, Codes};
 use self::international::{Unicode, unicode_domain};
+use self::rot13::Rot13;
 use self::script::Joined;
 use self::spelled::{MAX_SEARCHES, Reading, Spelled, Spelt, Stop};
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
@@ -146,15 +146,18 @@ pub trait Munger {
     /// Appends the insertion for `found` to `out`.
     fn munge(&mut self, found: &Found<'_>, out: &mut Vec<u8>);
 
-    /// Appends the insertion for `found` written as a script's character
-    /// codes (`45,105,100,…,`), for an address a `String.fromCharCode`
-    /// call spells. A munger that notes where insertions land overrides it
-    /// to see the whole of what is written.
-    fn munge_codes(&mut self, found: &Found<'_>, out: &mut Vec<u8>) {
+    /// Appends the insertion for `found` written as the text around it is
+    /// (`written`): as character codes for an address a script's
+    /// `String.fromCharCode` call spells. A munger that notes where
+    /// insertions land overrides it to see the whole of what is written.
+    fn munge_as(&mut self, found: &Found<'_>, out: &mut Vec<u8>, written: Written) {
+        if written == Written::Plain {
+            return self.munge(found, out);
+        }
         let start = out.len();
         self.munge(found, out);
         let plain = out.split_off(start);
-        char_codes::write_codes(&plain, out);
+        written.write(&plain, out);
     }
 
     /// A domain written instead of the found one (Dominus's plan for
@@ -167,6 +170,30 @@ pub trait Munger {
     /// Told of a protected `local@domain` that was left as written
     /// because it is not an address (for `check-config --scan`).
     fn left_alone(&mut self, _found: &Found<'_>, _why: LeftAlone) {}
+}
+
+/// How the text an insertion goes into is written, so how the insertion
+/// is written too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// As it reads.
+    Plain,
+    /// As the codes of a script's `String.fromCharCode(…)` call, each
+    /// followed by a comma (`45,105,100,…,`).
+    CharCodes,
+    /// In ROT13, for a script to turn back (`-vq-…`).
+    Rot13,
+}
+
+impl Written {
+    /// Appends `plain` (an insertion: ASCII) written this way.
+    pub fn write(self, plain: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Written::Plain => out.extend_from_slice(plain),
+            Written::CharCodes => char_codes::write_codes(plain, out),
+            Written::Rot13 => out.extend(plain.iter().map(|&c| rot13::rotate(c))),
+        }
+    }
 }
 
 impl<F: FnMut(&Found<'_>, &mut Vec<u8>)> Munger for F {
@@ -184,6 +211,9 @@ pub struct Matcher {
     spelled: Option<Spelled>,
     /// The bytes a protected domain can start with after an `@`.
     domain_starts: DomainStarts,
+    /// The letters a protected domain in ROT13 starts with (see `rot13`);
+    /// looked for with spelled-out addresses.
+    rot13_starts: Option<DomainStarts>,
 }
 
 /// The bytes a protected domain's spelling can start with: its first
@@ -215,6 +245,18 @@ impl DomainStarts {
         DomainStarts(t)
     }
 
+    /// The letters the protected domains start with in ROT13.
+    fn rotated(protection: &Protection) -> DomainStarts {
+        let mut t = [false; 256];
+        for d in protection.entries().iter().map(|e| e.domain.as_bytes()) {
+            if let Some(&c) = d.first() {
+                t[usize::from(rot13::rotate(c.to_ascii_lowercase()))] = true;
+                t[usize::from(rot13::rotate(c.to_ascii_uppercase()))] = true;
+            }
+        }
+        DomainStarts(t)
+    }
+
     /// False when the domain spelled from `buf[i]` on cannot be protected;
     /// true when it may be, or when `buf[i]` has not arrived.
     fn may_start(&self, buf: &[u8], i: usize) -> bool {
@@ -225,12 +267,28 @@ impl DomainStarts {
 impl Matcher {
     /// Builds the matcher for a protection.
     pub fn new(protection: Arc<Protection>) -> Arc<Matcher> {
+        Matcher::build(protection, true)
+    }
+
+    /// The matcher for text a reader has already decoded (the audit's
+    /// readings, ROT13 among them): it does not undo ROT13 itself, which
+    /// would turn a rotated page's munged addresses back into clear ones.
+    pub fn for_decoded(protection: Arc<Protection>) -> Arc<Matcher> {
+        Matcher::build(protection, false)
+    }
+
+    fn build(protection: Arc<Protection>, rot13: bool) -> Arc<Matcher> {
         let spelled = Spelled::new(&protection);
         let domain_starts = DomainStarts::new(&protection);
+        let rot13_starts = spelled
+            .as_ref()
+            .filter(|_| rot13)
+            .map(|_| DomainStarts::rotated(&protection));
         Arc::new(Matcher {
             protection,
             spelled,
             domain_starts,
+            rot13_starts,
         })
     }
 
@@ -513,12 +571,15 @@ enum Decision {
 /// What an `@` candidate is, all readings asked.
 enum AtSign {
     /// A protected `local@domain` by this entry (in the scratch buffers),
-    /// left alone when it is no address; `domain_joined` when a script
-    /// joined its domain from names (not in the page's bytes to replace).
+    /// left alone when it is no address, its ID to be `written` as the
+    /// text around it is; `keep_domain` when its domain is not in the
+    /// page's bytes to be replaced (a script joined it from names) or not
+    /// as it reads (ROT13).
     Found {
         entry: usize,
         left_alone: Option<LeftAlone>,
-        domain_joined: bool,
+        keep_domain: bool,
+        written: Written,
     },
     /// The spelled-out reader reads across markup from after the `@`.
     Split,
@@ -527,11 +588,12 @@ enum AtSign {
 }
 
 impl AtSign {
-    fn found(entry: usize, left_alone: Option<LeftAlone>, domain_joined: bool) -> AtSign {
+    fn found(entry: usize, left_alone: Option<LeftAlone>, keep_domain: bool) -> AtSign {
         AtSign::Found {
             entry,
             left_alone,
-            domain_joined,
+            keep_domain,
+            written: Written::Plain,
         }
     }
 }
@@ -616,7 +678,7 @@ impl Decider {
                 return true;
             }
         };
-        let (entry, left_alone, domain_joined) = match self.decide_at(data, cur.base, p, at_len, eof) {
+        let (entry, left_alone, keep_domain, written) = match self.decide_at(data, cur.base, p, at_len, eof) {
             AtSign::NeedMore => return false,
             AtSign::NoMatch => {
                 cur.scan_from = p + at_len;
@@ -626,8 +688,9 @@ impl Decider {
             AtSign::Found {
                 entry,
                 left_alone,
-                domain_joined,
-            } => (entry, left_alone, domain_joined),
+                keep_domain,
+                written,
+            } => (entry, left_alone, keep_domain, written),
         };
         let (prot, sc) = (&self.matcher.protection, &mut self.scratch);
         let insert = sc.insert_at;
@@ -650,11 +713,11 @@ impl Decider {
             return true;
         }
         out.extend_from_slice(&data[cur.emitted..insert]);
-        munger.munge(&found, out);
+        munger.munge_as(&found, out, written);
         self.munged += 1;
         // A domain a script joins from names is not in the page's bytes
         // to be replaced: it keeps it, as a spelled-out one does.
-        if let Some(d) = munger.domain(&found).filter(|_| !domain_joined) {
+        if let Some(d) = munger.domain(&found).filter(|_| !keep_domain) {
             // Keep the `@` (and a closing quote) as spelled, replace the
             // domain's spelling.
             out.extend_from_slice(&data[insert..p + at_len]);
@@ -675,8 +738,8 @@ impl Decider {
     }
 
     /// What the `@` spelled by `data[p..p + at_len]` is: an address after
-    /// the main path's reading, or else a script's join of names; `base`
-    /// is `data`'s offset in the stream.
+    /// the main path's reading, or else in ROT13, or else a script's join
+    /// of names; `base` is `data`'s offset in the stream.
     fn decide_at(&mut self, data: &[u8], base: u64, p: usize, at_len: usize, eof: bool) -> AtSign {
         let (m, sc) = (&self.matcher, &mut self.scratch);
         let prot = &m.protection;
@@ -687,6 +750,21 @@ impl Decider {
                 Decision::Split => return AtSign::Split,
                 Decision::Match(entry) => return AtSign::found(entry, None, false),
                 Decision::LeftAlone(entry, why) => return AtSign::found(entry, Some(why), false),
+            }
+        }
+        let rotated = m.rot13_starts.as_ref().filter(|_| at_len == 1);
+        if rotated.is_some_and(|starts| starts.may_start(data, p + 1)) {
+            match rot13::decide(prot, data, p, eof, sc) {
+                Rot13::No => {}
+                Rot13::NeedMore => return AtSign::NeedMore,
+                Rot13::Found(entry) => {
+                    return AtSign::Found {
+                        entry,
+                        left_alone: None,
+                        keep_domain: true,
+                        written: Written::Rot13,
+                    };
+                }
             }
         }
         // Most `@`s of other domains end here, told by a load or two.
@@ -806,7 +884,7 @@ impl Decider {
                 continue;
             }
             out.extend_from_slice(&data[cur.emitted..pos]);
-            munger.munge_codes(&found, out);
+            munger.munge_as(&found, out, Written::CharCodes);
             self.munged += 1;
             cur.emitted = pos;
         }
@@ -948,6 +1026,16 @@ impl Scanner {
             self.buf.drain(..drop);
             self.cur = self.cur.shifted(drop);
         }
+    }
+}
+
+/// The entry protecting the address decoded into `sc`, when one does and
+/// it is no munged address already.
+fn protected_entry(prot: &Protection, sc: &Scratch) -> Option<usize> {
+    let (local, domain) = (&sc.local[..sc.local_len], &sc.domain[..sc.domain_len]);
+    match prot.classify_among(prot.domain_entries(domain)?, local) {
+        Class::Protected(entry) if !prot.is_munged_local(local, domain) => Some(entry),
+        _ => None,
     }
 }
 

@@ -36,8 +36,8 @@ use std::ops::Range;
 use memchr::memmem::FinderRev;
 
 use super::spelled::{Reading, Stop, is_quote, is_space, skip_spaces_fwd, trim_end_spaces};
-use super::{HISTORY, Part, Scratch, in_url_authority, plain_local};
-use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
+use super::{HISTORY, Part, Scratch, in_url_authority, plain_local, protected_entry};
+use crate::address::{MAX_LOCAL, Protection, is_domain_char, is_local_char};
 
 /// The longest name (with its object path: `contact.email.user`) read.
 const MAX_NAME: usize = 64;
@@ -120,16 +120,6 @@ pub(super) fn decide(
     }
     sc.insert_at = p;
     Joined::Found { entry, domain_joined }
-}
-
-/// The entry protecting the address in `sc`, when one does and it is no
-/// munged address already.
-fn protected_entry(prot: &Protection, sc: &Scratch) -> Option<usize> {
-    let (local, domain) = (&sc.local[..sc.local_len], &sc.domain[..sc.domain_len]);
-    match prot.classify_among(prot.domain_entries(domain)?, local) {
-        Class::Protected(entry) if !prot.is_munged_local(local, domain) => Some(entry),
-        _ => None,
-    }
 }
 
 /// Decides a script's `fromCharCode(64)`, spanning `call` (from its
