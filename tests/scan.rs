@@ -35,6 +35,15 @@ fn matcher() -> Arc<Matcher> {
     Matcher::new(protection())
 }
 
+/// The same with `[spelled] enabled = false`.
+fn matcher_without_spelled() -> Arc<Matcher> {
+    let off = addrmunge::address::Spellings {
+        enabled: false,
+        ..Default::default()
+    };
+    Matcher::new(Arc::new(Arc::unwrap_or_clone(protection()).with_spellings(off)))
+}
+
 /// Inserts a fixed marker so expected outputs can be written out literally.
 fn marker(_: &Found<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"-id-zzzz");
@@ -622,12 +631,7 @@ fn character_codes_are_read() {
         every_cut_gives(&matcher(), &page, &want, &mut marker);
     }
     // With spelled-out addresses off, so is this.
-    let off = Matcher::new(Arc::new(Arc::unwrap_or_clone(protection()).with_spellings(
-        addrmunge::address::Spellings {
-            enabled: false,
-            ..Default::default()
-        },
-    )));
+    let off = matcher_without_spelled();
     let page = call("mjd@plover.com");
     assert_eq!(off.rewrite(page.as_bytes(), &mut marker), page.as_bytes());
 }
@@ -662,12 +666,7 @@ fn rot13_addresses_get_rotated_ids() {
         every_cut_gives(&matcher(), page, want, &mut marker);
     }
     // With spelled-out addresses off, so is this.
-    let off = Matcher::new(Arc::new(Arc::unwrap_or_clone(protection()).with_spellings(
-        addrmunge::address::Spellings {
-            enabled: false,
-            ..Default::default()
-        },
-    )));
+    let off = matcher_without_spelled();
     assert_eq!(off.rewrite(b"zwq@cybire.pbz", &mut marker), b"zwq@cybire.pbz");
 }
 
