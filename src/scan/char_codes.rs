@@ -17,6 +17,7 @@
 //! that spell another call's codes, or a call of more than [`MAX_CALL`]
 //! bytes are not.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use super::spelled::{Reading, Stop, skip_spaces_fwd};
@@ -166,19 +167,8 @@ fn number(r: Reading<'_>, i: usize) -> Result<Option<(u32, usize)>, Stop> {
 /// followed by a comma, to go before another code of the call.
 pub(super) fn write_codes(plain: &[u8], out: &mut Vec<u8>) {
     for &c in plain {
-        let mut n = [0u8; 3];
-        let digits = if c >= 100 {
-            n = [b'0' + c / 100, b'0' + c / 10 % 10, b'0' + c % 10];
-            &n[..]
-        } else if c >= 10 {
-            n[..2].copy_from_slice(&[b'0' + c / 10, b'0' + c % 10]);
-            &n[..2]
-        } else {
-            n[0] = b'0' + c;
-            &n[..1]
-        };
-        out.extend_from_slice(digits);
-        out.push(b',');
+        // Writing to a `Vec` cannot fail.
+        let _ = write!(out, "{c},");
     }
 }
 

@@ -61,6 +61,9 @@ use self::script::Joined;
 use self::spelled::{MAX_SEARCHES, Reading, Spelled, Spelt, Stop};
 use crate::address::{Class, MAX_LOCAL, Protection, is_domain_char, is_local_char};
 
+/// What a script's `fromCharCode` is called on.
+const STRING: &[u8] = b"String.";
+
 /// Elements whose tags do not break a word in rendered text: an address
 /// split by them reads whole (`john<span></span>@plover.com`).
 pub const INLINE: &[&str] = &[
@@ -231,29 +234,16 @@ impl DomainStarts {
             t[usize::from(c)] = true;
         }
         let unicode = protection.unicode_domains().map(|(u, _, _)| u);
-        for d in protection
-            .entries()
-            .iter()
-            .map(|e| e.domain.as_bytes())
-            .chain(unicode)
-        {
-            if let Some(&c) = d.first() {
-                t[usize::from(c.to_ascii_lowercase())] = true;
-                t[usize::from(c.to_ascii_uppercase())] = true;
-            }
-        }
+        let domains = protection.entries().iter().map(|e| e.domain.as_bytes());
+        first_letters(&mut t, domains.chain(unicode), |c| c);
         DomainStarts(t)
     }
 
     /// The letters the protected domains start with in ROT13.
     fn rotated(protection: &Protection) -> DomainStarts {
         let mut t = [false; 256];
-        for d in protection.entries().iter().map(|e| e.domain.as_bytes()) {
-            if let Some(&c) = d.first() {
-                t[usize::from(rot13::rotate(c.to_ascii_lowercase()))] = true;
-                t[usize::from(rot13::rotate(c.to_ascii_uppercase()))] = true;
-            }
-        }
+        let domains = protection.entries().iter().map(|e| e.domain.as_bytes());
+        first_letters(&mut t, domains, rot13::rotate);
         DomainStarts(t)
     }
 
@@ -261,6 +251,15 @@ impl DomainStarts {
     /// true when it may be, or when `buf[i]` has not arrived.
     fn may_start(&self, buf: &[u8], i: usize) -> bool {
         buf.get(i).is_none_or(|&c| self.0[usize::from(c)])
+    }
+}
+
+/// Marks in `t` each domain's first letter, in either case, as `spell`
+/// writes it.
+fn first_letters<'d>(t: &mut [bool; 256], domains: impl Iterator<Item = &'d [u8]>, spell: fn(u8) -> u8) {
+    for c in domains.filter_map(|d| d.first()) {
+        t[usize::from(spell(c.to_ascii_lowercase()))] = true;
+        t[usize::from(spell(c.to_ascii_uppercase()))] = true;
     }
 }
 
@@ -643,7 +642,7 @@ impl Decider {
                 // whole yet (`a` in `fromCha`, `ai` in `mai`): one-shot, the
                 // search would have found that one first.
                 _ if !eof && p + self.matcher.pending() > data.len() => false,
-                b'f' => self.char_codes(data, cur, p, eof, out, munger),
+                c if c == char_codes::CALL[0] => self.char_codes(data, cur, p, eof, out, munger),
                 _ => self.spelled(data, cur, p, eof, out, munger),
             };
             if !decided {
@@ -891,11 +890,9 @@ impl Decider {
         cur.scan_from = codes.end;
         true
     }
-}
 
-impl Decider {
     /// What a call that spells only `@` (`String.fromCharCode(64)`, its
-    /// name at `q`) joins in a script: the protected address, if one;
+    /// name at `q`, after `String.` as scripts write it) joins in a script: the protected address, if one;
     /// `None` when that needs bytes past the end of `data`.
     fn call_joined(
         &mut self,
@@ -905,7 +902,11 @@ impl Decider {
         codes: &Codes,
         eof: bool,
     ) -> Option<Option<Coded>> {
-        let start = if data[..q].ends_with(b"String.") { q - 7 } else { q };
+        let start = q - if data[..q].ends_with(STRING) {
+            STRING.len()
+        } else {
+            0
+        };
         let m = &self.matcher;
         let r = m.reading(data, start, eof);
         // Spent only when the decision stands, as for other joins.

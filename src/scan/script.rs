@@ -166,21 +166,9 @@ fn call_sides<'b>(
     names: &mut Names<'_, 'b>,
     sc: &mut Scratch,
 ) -> Result<Option<bool>, Stop> {
-    let (buf, lo) = (r.buf, names.lo);
-    let e = skip_spaces_back(buf, call.start, lo);
-    let Some(plus) = e.checked_sub(1).filter(|&i| i >= lo && buf[i] == b'+') else {
-        return Ok(None);
-    };
-    let end = skip_spaces_back(buf, plus, lo);
-    let value = match end.checked_sub(1).map(|i| buf[i]) {
-        Some(q) if is_quote(q) && end - 1 > lo => {
-            let open = memchr::memrchr(q, &buf[lo.max(end.saturating_sub(MAX_VALUE + 2))..end - 1]);
-            open.map(|k| lo.max(end.saturating_sub(MAX_VALUE + 2)) + k)
-                .and_then(|v| literal_at(buf, v, end))
-        }
-        _ => name_ending(buf, end, lo).and_then(|(name, s)| names.value(name, s)),
-    };
-    if !value.is_some_and(|v| set_local(v, sc)) {
+    let lo = names.lo;
+    let value = joined_before(r.buf, call.start, lo, names);
+    if !value.is_some_and(|(v, _)| set_local(v, sc)) {
         return Ok(None);
     }
     domain(r, call.end, false, names, sc)
@@ -292,11 +280,19 @@ fn two_elements<'b>(
 /// The local part before the `@` at `p`, into `sc.local`: a name joined
 /// to the literal the `@` starts (`user + '@…'`, `${user}@…`; true), or
 /// literal characters (`'mjd@' + site`; false). Reads no byte before `lo`.
-fn local(buf: &[u8], p: usize, lo: usize, names: &mut Names<'_, '_>, sc: &mut Scratch) -> Option<bool> {
+fn local<'b>(
+    buf: &'b [u8],
+    p: usize,
+    lo: usize,
+    names: &mut Names<'_, 'b>,
+    sc: &mut Scratch,
+) -> Option<bool> {
     let value = match buf[..p].last() {
-        Some(&c) if is_quote(c) => {
-            name_joined_before(buf, p - 1, lo).and_then(|(name, start)| names.value(name, start))?
-        }
+        // Literals joined to the `@`'s are the spelled-out reader's.
+        Some(&c) if is_quote(c) => match joined_before(buf, p - 1, lo, names)? {
+            (value, Source::Name) => value,
+            (_, Source::Literal) => return None,
+        },
         Some(b'}') => {
             substitution_before(buf, p - 1, lo).and_then(|(name, start)| names.value(name, start))?
         }
@@ -319,12 +315,34 @@ fn set_local(value: &[u8], sc: &mut Scratch) -> bool {
     true
 }
 
-/// The name joined by `+` before the opening quote at `open`
-/// (`user + '`), and where its path starts.
-fn name_joined_before(buf: &[u8], open: usize, lo: usize) -> Option<(&[u8], usize)> {
-    let e = skip_spaces_back(buf, open, lo);
+/// What a value joined by `+` came from.
+enum Source {
+    Name,
+    Literal,
+}
+
+/// The value joined by `+` just before `e` (the opening quote of a
+/// literal, or a call): a name's (`user + '`) or a literal's (`'mjd' +`).
+fn joined_before<'b>(
+    buf: &'b [u8],
+    e: usize,
+    lo: usize,
+    names: &mut Names<'_, 'b>,
+) -> Option<(&'b [u8], Source)> {
+    let e = skip_spaces_back(buf, e, lo);
     let plus = e.checked_sub(1).filter(|&i| i >= lo && buf[i] == b'+')?;
-    name_ending(buf, skip_spaces_back(buf, plus, lo), lo)
+    let end = skip_spaces_back(buf, plus, lo);
+    match end.checked_sub(1).map(|i| buf[i]) {
+        Some(q) if is_quote(q) && end - 1 > lo => {
+            let floor = lo.max(end.saturating_sub(MAX_VALUE + 2));
+            let open = floor + memchr::memrchr(q, &buf[floor..end - 1])?;
+            Some((literal_at(buf, open, end)?, Source::Literal))
+        }
+        _ => {
+            let (name, start) = name_ending(buf, end, lo)?;
+            Some((names.value(name, start)?, Source::Name))
+        }
+    }
 }
 
 /// The name in the template substitution whose `}` is at `close`
@@ -353,9 +371,10 @@ fn name_ending(buf: &[u8], e: usize, lo: usize) -> Option<(&[u8], usize)> {
 }
 
 /// The domain after the `@`, from `start` on, into `sc.domain`: the
-/// literal's domain characters (when `start` is inside one), then pieces joined by `+` (names and literals) or
-/// substituted in a template (`${site}`), until a character that is not a
-/// domain's or the end of the join. Whether a name's value went into it;
+/// literal's domain characters (when `start` is inside one), then pieces
+/// joined by `+` (names and literals) or substituted in a template
+/// (`${site}`), until a character that is not a domain's or the end of
+/// the join. Whether a name's value went into it;
 /// `None` when it is longer than any protected domain.
 fn domain(
     r: Reading<'_>,
