@@ -123,6 +123,9 @@ fn the_audit_finds_exactly_the_leaks_there_are() {
     assert_eq!(on("spelled.html"), 1, "{munged:#?}");
     // Fullwidth letters, `＠` and `．` are read and munged as written.
     assert_eq!(on("fullwidth.html"), 1, "{munged:#?}");
+    // Cloudflare's link and attribute, obfuscated with its ID (one
+    // address, listed once a page).
+    assert_eq!(on("cfemail.html"), 1, "{munged:#?}");
     for m in munged {
         assert_eq!(
             (m["ok"].as_bool(), m["ip"].as_str()),

@@ -670,6 +670,90 @@ fn rot13_addresses_get_rotated_ids() {
     assert_eq!(off.rewrite(b"zwq@cybire.pbz", &mut marker), b"zwq@cybire.pbz");
 }
 
+/// Cloudflare's obfuscation in hex, of `text` XORed with `key`, with the
+/// key first.
+fn cloudflare_hex(key: u8, text: &str) -> String {
+    std::iter::once(key)
+        .chain(text.bytes().map(|b| b ^ key))
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A page saved from a site Cloudflare served holds its addresses XORed
+/// and in hex (`data-cfemail="…"`, `/cdn-cgi/l/email-protection#…`),
+/// which harvesters undo: each gets its ID, obfuscated with the same key.
+#[test]
+fn cloudflare_obfuscation_gets_obfuscated_ids() {
+    let cf = cloudflare_hex;
+    let (joe, joe_munged) = (
+        cf(0x3d, "joe@ihatespam.test"),
+        cf(0x3d, "joe-id-zzzz@ihatespam.test"),
+    );
+    let (two, two_munged) = (
+        cf(0x80, "mailto:joe@ihatespam.test?cc=ann@ihatespam.test"),
+        cf(
+            0x80,
+            "mailto:joe-id-zzzz@ihatespam.test?cc=ann-id-zzzz@ihatespam.test",
+        ),
+    );
+    let cases = [
+        (
+            format!(
+                "<a href=\"/cdn-cgi/l/email-protection#{joe}\"><span class=\"__cf_email__\" data-cfemail=\"{joe}\">[email&#160;protected]</span></a>"
+            ),
+            format!(
+                "<a href=\"/cdn-cgi/l/email-protection#{joe_munged}\"><span class=\"__cf_email__\" data-cfemail=\"{joe_munged}\">[email&#160;protected]</span></a>"
+            ),
+        ),
+        (
+            format!("<span data-cfemail = '{}'>", joe.to_uppercase()),
+            format!("<span data-cfemail = '{}'>", {
+                // The ID is written in lowercase hex, the rest as it was.
+                let up = joe.to_uppercase();
+                let at = 2 + 2 * 3;
+                format!("{}{}{}", &up[..at], &joe_munged[at..at + 2 * 8], &up[at..])
+            }),
+        ),
+        (
+            format!("<a href=\"/cdn-cgi/l/email-protection#{two}\">"),
+            format!("<a href=\"/cdn-cgi/l/email-protection#{two_munged}\">"),
+        ),
+        // Not protected, exempt, not an address, not the obfuscation.
+        {
+            let p = format!(
+                "data-cfemail=\"{}\" data-cfemail=\"{}\"",
+                cf(7, "joe@example.com"),
+                cf(7, "joe-subscribe@ihatespam.test")
+            );
+            (p.clone(), p)
+        },
+        {
+            let p = format!(
+                "<a href=\"/cdn-cgi/l/email-protection#{}\">",
+                cf(9, "git@ihatespam.test:x.git")
+            );
+            (p.clone(), p)
+        },
+        {
+            let p = format!(
+                "data-email=\"{joe}\" email-protection:{joe} cfemail=\"{}\"",
+                &joe[..joe.len() - 1]
+            );
+            (p.clone(), p)
+        },
+    ];
+    for (page, want) in &cases {
+        assert_eq!(rewrite(page), *want, "{page}");
+        every_cut_gives(&matcher(), page, want, &mut marker);
+    }
+    // With spelled-out addresses off, so is this; and the audit reads it
+    // itself.
+    let page = format!("data-cfemail=\"{joe}\"");
+    for m in [matcher_without_spelled(), Matcher::for_decoded(protection())] {
+        assert_eq!(m.rewrite(page.as_bytes(), &mut marker), page.as_bytes());
+    }
+}
+
 /// A label that holds another (`ai` in `mail`), or the `a` in
 /// `fromCharCode(`, is not taken for a candidate of its own while the
 /// longer one is still coming: cut anywhere, the longer one is found.

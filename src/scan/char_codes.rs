@@ -54,15 +54,21 @@ impl Codes {
 
     /// The protected addresses the text spells, scanned as a page is.
     pub(super) fn addresses(&self, matcher: &Arc<Matcher>) -> Vec<Coded> {
-        let mut coded = AllCoded(Vec::new());
-        if matcher.may_hold_address(&self.text) {
-            matcher.rewrite(&self.text, &mut coded);
-        }
-        coded.0
+        addresses(&self.text, matcher)
     }
 }
 
-/// A protected address a call's text spells.
+/// The protected addresses a text decoded from the page holds, scanned as
+/// a page is.
+pub(super) fn addresses(text: &[u8], matcher: &Arc<Matcher>) -> Vec<Coded> {
+    let mut coded = AllCoded(Vec::new());
+    if matcher.may_hold_address(text) {
+        matcher.rewrite(text, &mut coded);
+    }
+    coded.0
+}
+
+/// A protected address a decoded text (a call's codes) spells.
 #[derive(Debug)]
 pub(super) struct Coded {
     /// Where its ID goes in the text.
@@ -73,7 +79,7 @@ pub(super) struct Coded {
     pub left_alone: Option<LeftAlone>,
 }
 
-/// Notes what scanning a call's text finds, writing nothing.
+/// Notes what scanning a decoded text finds, writing nothing.
 struct AllCoded(Vec<Coded>);
 
 impl AllCoded {
@@ -93,8 +99,9 @@ impl Munger for AllCoded {
         self.note(found, None);
     }
 
-    /// Codes that spell another call's codes: their ID would have to be
-    /// written as codes of codes. No encoder writes that; not taken.
+    /// A decoded text that itself encodes an address (codes that spell
+    /// another call's codes): its ID would have to be encoded twice. No
+    /// encoder writes that; not taken.
     fn munge_as(&mut self, found: &Found<'_>, _out: &mut Vec<u8>, written: Written) {
         if written == Written::Plain {
             self.note(found, None);
@@ -104,17 +111,6 @@ impl Munger for AllCoded {
     fn left_alone(&mut self, found: &Found<'_>, why: LeftAlone) {
         self.note(found, Some(why));
     }
-}
-
-/// Whether `buf[q..]` starts the call: `Some(false)` when it does not,
-/// `Err` when the buffer ends first.
-pub(super) fn is_call(r: Reading<'_>) -> Result<bool, Stop> {
-    for (k, &want) in CALL.iter().enumerate() {
-        if r.peek(r.q + k)? != Some(want) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// Reads the call starting at `r.q` (at its name): `None` when an argument

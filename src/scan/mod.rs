@@ -44,6 +44,7 @@
 //! chunks equals the one-shot output, and memory per stream is a constant
 //! independent of the input's size.
 
+mod cfemail;
 mod char_codes;
 mod international;
 mod rot13;
@@ -186,6 +187,9 @@ pub enum Written {
     CharCodes,
     /// In ROT13, for a script to turn back (`-vq-…`).
     Rot13,
+    /// As Cloudflare's obfuscation: the hex of each byte XORed with this
+    /// key.
+    CloudflareHex(u8),
 }
 
 impl Written {
@@ -195,6 +199,7 @@ impl Written {
             Written::Plain => out.extend_from_slice(plain),
             Written::CharCodes => char_codes::write_codes(plain, out),
             Written::Rot13 => out.extend(plain.iter().map(|&c| rot13::rotate(c))),
+            Written::CloudflareHex(key) => cfemail::write_hex(plain, key, out),
         }
     }
 }
@@ -270,18 +275,21 @@ impl Matcher {
     }
 
     /// The matcher for text a reader has already decoded (the audit's
-    /// readings, ROT13 among them): it does not undo ROT13 itself, which
-    /// would turn a rotated page's munged addresses back into clear ones.
+    /// readings, ROT13 and Cloudflare's among them): it does not undo
+    /// ROT13 itself, which would turn a rotated page's munged addresses
+    /// back into clear ones, nor Cloudflare's obfuscation, so that the
+    /// reading that reveals an address is the one credited.
     pub fn for_decoded(protection: Arc<Protection>) -> Arc<Matcher> {
         Matcher::build(protection, false)
     }
 
-    fn build(protection: Arc<Protection>, rot13: bool) -> Arc<Matcher> {
-        let spelled = Spelled::new(&protection);
+    /// `undo` reads the encodings a reader may have undone already.
+    fn build(protection: Arc<Protection>, undo: bool) -> Arc<Matcher> {
+        let spelled = Spelled::new(&protection, undo);
         let domain_starts = DomainStarts::new(&protection);
         let rot13_starts = spelled
             .as_ref()
-            .filter(|_| rot13)
+            .filter(|_| undo)
             .map(|_| DomainStarts::rotated(&protection));
         Arc::new(Matcher {
             protection,
@@ -324,7 +332,10 @@ impl Matcher {
     /// length less one.
     fn pending(&self) -> usize {
         match &self.spelled {
-            Some(s) => s.overlap().max(char_codes::CALL.len() - 1),
+            Some(s) => s
+                .overlap()
+                .max(char_codes::CALL.len() - 1)
+                .max(cfemail::MARK.len() - 1),
             None => 0,
         }
     }
@@ -643,6 +654,7 @@ impl Decider {
                 // search would have found that one first.
                 _ if !eof && p + self.matcher.pending() > data.len() => false,
                 c if c == char_codes::CALL[0] => self.char_codes(data, cur, p, eof, out, munger),
+                c if c == cfemail::MARK[0] => self.cloudflare(data, cur, p, eof, out, munger),
                 _ => self.spelled(data, cur, p, eof, out, munger),
             };
             if !decided {
@@ -846,7 +858,7 @@ impl Decider {
             hi: q + char_codes::MAX_CALL,
             eof,
         };
-        match char_codes::is_call(r) {
+        match r.starts(q, char_codes::CALL) {
             Ok(true) => {}
             Ok(false) | Err(Stop::TooFar) => return self.spelled(data, cur, q, eof, out, munger),
             Err(Stop::Short) => return false,
@@ -867,10 +879,65 @@ impl Decider {
                 None => return false,
             }
         }
-        for coded in coded {
-            let Some(pos) = codes.page_position(coded.at).filter(|&pos| pos >= cur.emitted) else {
+        let placed = coded
+            .into_iter()
+            .filter_map(|c| Some((codes.page_position(c.at)?, c)));
+        self.write_decoded(data, cur, placed, Written::CharCodes, out, munger);
+        cur.scan_from = codes.end;
+        true
+    }
+
+    /// Decides the candidate at `q`, where Cloudflare's obfuscation may be
+    /// marked (else a protected domain's first label starts): each
+    /// address its bytes hold gets its ID, obfuscated with the same key,
+    /// before its `@`'s. False when that needs bytes past the end of
+    /// `data`.
+    fn cloudflare(
+        &mut self,
+        data: &[u8],
+        cur: &mut Cursor,
+        q: usize,
+        eof: bool,
+        out: &mut Vec<u8>,
+        munger: &mut impl Munger,
+    ) -> bool {
+        let r = Reading {
+            buf: data,
+            q,
+            lo: q,
+            hi: q + cfemail::MAX_FORM,
+            eof,
+        };
+        let hexed = match cfemail::read(r) {
+            Ok(Some(hexed)) => hexed,
+            Err(Stop::Short) => return false,
+            Ok(None) | Err(Stop::TooFar) => return self.spelled(data, cur, q, eof, out, munger),
+        };
+        let coded = hexed.addresses(&Arc::clone(&self.matcher));
+        let placed = coded.into_iter().map(|c| (hexed.page_position(c.at), c));
+        let written = Written::CloudflareHex(hexed.key);
+        self.write_decoded(data, cur, placed, written, out, munger);
+        cur.scan_from = hexed.end;
+        true
+    }
+
+    /// Writes the IDs of the addresses a text decoded from the page holds,
+    /// each `placed` where its ID goes in the page, `written` as the text
+    /// is encoded there.
+    fn write_decoded(
+        &mut self,
+        data: &[u8],
+        cur: &mut Cursor,
+        placed: impl Iterator<Item = (usize, Coded)>,
+        written: Written,
+        out: &mut Vec<u8>,
+        munger: &mut impl Munger,
+    ) {
+        let matcher = Arc::clone(&self.matcher);
+        for (pos, coded) in placed {
+            if pos < cur.emitted {
                 continue;
-            };
+            }
             let found = Found {
                 local: &coded.local,
                 domain: &matcher.protection.entries()[coded.entry].domain,
@@ -883,12 +950,10 @@ impl Decider {
                 continue;
             }
             out.extend_from_slice(&data[cur.emitted..pos]);
-            munger.munge_as(&found, out, Written::CharCodes);
+            munger.munge_as(&found, out, written);
             self.munged += 1;
             cur.emitted = pos;
         }
-        cur.scan_from = codes.end;
-        true
     }
 
     /// What a call that spells only `@` (`String.fromCharCode(64)`, its

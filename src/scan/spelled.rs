@@ -38,9 +38,9 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use super::char_codes;
 use super::international::{self, Spelling};
 use super::{Ahead, INLINE, Scratch};
+use super::{cfemail, char_codes};
 use crate::address::{Class, MAX_LOCAL, Protection, is_local_char};
 
 /// The most bytes between the end of a local part and the start of its
@@ -56,6 +56,9 @@ pub(super) struct Spelled {
     /// (see [`char_codes`]): a candidate like a label, which no byte of
     /// the page spells.
     call: memchr::memmem::Finder<'static>,
+    /// Finds the word Cloudflare's obfuscated addresses are marked with
+    /// (see [`cfemail`]); none for text a reader has already decoded.
+    mark: Option<memchr::memmem::Finder<'static>>,
     /// Words for `@` and `.`, lowercase.
     at: Vec<Box<[u8]>>,
     dot: Vec<Box<[u8]>>,
@@ -70,8 +73,8 @@ pub(super) struct Spelled {
 }
 
 /// The most searches there are: each of `Labels::FEW` labels as written
-/// and in capitals, and (the last) a script's `fromCharCode(`.
-pub(super) const MAX_SEARCHES: usize = 2 * Labels::FEW + 1;
+/// and in capitals, then a script's `fromCharCode(` and Cloudflare's mark.
+pub(super) const MAX_SEARCHES: usize = 2 * Labels::FEW + 2;
 
 /// A search for the first labels of the protected domains. It runs over
 /// every byte of every page, so it must cost next to nothing where there
@@ -231,8 +234,9 @@ struct Gap {
 
 impl Spelled {
     /// The recogniser for a protection; `None` when spelled-out addresses
-    /// are not to be recognised.
-    pub(super) fn new(prot: &Protection) -> Option<Spelled> {
+    /// are not to be recognised. `cloudflare` reads Cloudflare's
+    /// obfuscation, unless a reader has already decoded it.
+    pub(super) fn new(prot: &Protection, cloudflare: bool) -> Option<Spelled> {
         let words = &prot.spellings();
         if !words.enabled || prot.entries().is_empty() {
             return None;
@@ -262,6 +266,7 @@ impl Spelled {
         Some(Spelled {
             labels,
             call: memchr::memmem::Finder::new(char_codes::CALL).into_owned(),
+            mark: cloudflare.then(|| memchr::memmem::Finder::new(cfemail::MARK).into_owned()),
             at_bracketed: with(&at, b"@"),
             dot_bracketed: with(&dot, b"."),
             at,
@@ -286,16 +291,25 @@ impl Spelled {
     /// The next candidate at or after `from` in `data`; `memos` remember
     /// each search's next match.
     pub(super) fn next(&self, memos: &mut [Ahead; MAX_SEARCHES], data: &[u8], from: usize) -> Option<usize> {
-        let (labels, call) = memos.split_at_mut(MAX_SEARCHES - 1);
+        let (labels, marks) = memos.split_at_mut(MAX_SEARCHES - 2);
         let label = self.labels.next(labels, data, from, self.overlap());
+        let [call, mark] = marks else {
+            unreachable!("two marks")
+        };
         let overlap = char_codes::CALL.len() - 1;
-        let call = call[0].find(data, from, overlap, |d| self.call.find(d));
-        super::earliest(label, call)
+        let call = call.find(data, from, overlap, |d| self.call.find(d));
+        let mark = self
+            .mark
+            .as_ref()
+            .and_then(|m| mark.find(data, from, cfemail::MARK.len() - 1, |d| m.find(d)));
+        super::earliest(super::earliest(label, call), mark)
     }
 
     /// Whether `hay` holds a candidate.
     pub(super) fn any(&self, hay: &[u8]) -> bool {
-        self.labels.any(hay) || self.call.find(hay).is_some()
+        self.labels.any(hay)
+            || self.call.find(hay).is_some()
+            || self.mark.as_ref().is_some_and(|m| m.find(hay).is_some())
     }
 
     /// Decides the candidate at `r.q`, where a protected domain's first
@@ -647,6 +661,16 @@ impl Reading<'_> {
             None if self.eof => Ok(None),
             None => Err(Stop::Short),
         }
+    }
+
+    /// Whether the bytes at `i` start with `s`.
+    pub(super) fn starts(&self, i: usize, s: &[u8]) -> Result<bool, Stop> {
+        for (k, &want) in s.iter().enumerate() {
+            if self.peek(i + k)? != Some(want) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Whether the bytes at `i` start with `s` (ASCII case ignored).
