@@ -599,6 +599,23 @@ fn character_codes_are_read() {
             "w('mjd' + String.fromCharCode(64) + 'plover.com');".into(),
             format!("w('mjd' + String.fromCharCode({id}64) + 'plover.com');"),
         ),
+        // The codes as an array, through `.apply`.
+        (
+            format!("String.fromCharCode.apply(null, [{}]);", char_codes("joe@ihatespam.test", ", ")),
+            format!(
+                "String.fromCharCode.apply(null, [{}, {id}{}]);",
+                char_codes("joe", ", "),
+                char_codes("@ihatespam.test", ", ")
+            ),
+        ),
+        (
+            format!("w(String.fromCharCode.apply( String,[{}] ))", char_codes("mjd@plover.com", ",")),
+            format!(
+                "w(String.fromCharCode.apply( String,[{},{id}{}] ))",
+                char_codes("mjd", ","),
+                char_codes("@plover.com", ",")
+            ),
+        ),
         (
             format!("a {} b", call("x joe@ihatespam.test, mjd [at] plover [dot] com")),
             format!("a {} b", call("x joe-id-zzzz@ihatespam.test, mjd-id-zzzz [at] plover [dot] com")),
@@ -613,7 +630,9 @@ fn character_codes_are_read() {
         call("git clone joe@ihatespam.test:x.git"),
         "String.fromCharCode(106,111,101,64,105,104,97,116,101,115,112,97,109,46,116,101,115,116,n)".into(),
         "String.FromCharCode(106,111,101,64,105,104,97,116,101,115,112,97,109,46,116,101,115,116)".into(),
-        "String.fromCharCode.apply(null, [106,111,101,64,105,104,97,116,101,115,112,97,109,46,116,101,115,116])".into(),
+        "String.fromCharCode.apply(null, codes)".into(),
+        "String.fromCharCode.apply(null, [106,111,101,64,105,104,97,116,101,115,112,97,109,46,116,101,115,116].reverse())".into(),
+        "String.fromCharCode.call(null, 106,111,101,64,105,104,97,116,101,115,112,97,109,46,116,101,115,116)".into(),
         // Longer than any call read.
         call(&format!("{}joe@ihatespam.test", " ".repeat(1500))),
         // Codes of codes: no encoder writes them.

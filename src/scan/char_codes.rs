@@ -12,10 +12,12 @@
 //! reads), and each ID is written where its address's codes are, as codes
 //! too (`…, 100, 45, 105, 100, 45, …, 64, …`: `d`, then `-id-…`, then `@`).
 //!
-//! Only a call whose arguments are all number literals (decimal or `0x`
-//! hex) is read; codes built by arithmetic, `.apply` over an array, codes
-//! that spell another call's codes, or a call of more than [`MAX_CALL`]
-//! bytes are not.
+//! The codes may also come as an array literal through `.apply`
+//! (`String.fromCharCode.apply(null, [109, 106, …])`), as other encoders
+//! write them. Only codes that are all number literals (decimal or `0x`
+//! hex) are read; codes built by arithmetic, an array named rather than
+//! written out, codes that spell another call's codes, or a call of more
+//! than [`MAX_CALL`] bytes are not.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -23,9 +25,11 @@ use std::sync::Arc;
 use super::spelled::{Reading, Stop, skip_spaces_fwd};
 use super::{Found, LeftAlone, Matcher, Munger, Written};
 
-/// The call's name and its opening parenthesis, as scripts write it
-/// (`String.fromCharCode(`): what the scanner searches for.
-pub(super) const CALL: &[u8] = b"fromCharCode(";
+/// The function's name, as scripts write it after `String.`: what the
+/// scanner searches for.
+pub(super) const CALL: &[u8] = b"fromCharCode";
+/// How an array of codes is passed to it instead of arguments.
+const APPLY: &[u8] = b".apply(";
 /// The longest call read, from its name to its `)`: a long link in codes
 /// (six bytes or so per character).
 pub(super) const MAX_CALL: usize = 4096;
@@ -113,11 +117,14 @@ impl Munger for AllCoded {
     }
 }
 
-/// Reads the call starting at `r.q` (at its name): `None` when an argument
-/// is not a number literal or a code is not a character.
+/// Reads the call starting at `r.q` (at its name): `None` when it is no
+/// call (or `.apply` of an array literal), a code is not a number literal,
+/// or one is not a character.
 pub(super) fn read(r: Reading<'_>) -> Result<Option<Codes>, Stop> {
+    let Some((mut i, close)) = codes_start(r)? else {
+        return Ok(None);
+    };
     let mut codes = Codes::default();
-    let mut i = r.q + CALL.len();
     loop {
         i = skip_spaces_fwd(r, i)?;
         let Some((code, e)) = number(r, i)? else {
@@ -132,13 +139,52 @@ pub(super) fn read(r: Reading<'_>) -> Result<Option<Codes>, Stop> {
         i = skip_spaces_fwd(r, e)?;
         match r.peek(i)? {
             Some(b',') => i += 1,
-            Some(b')') => {
-                codes.end = i + 1;
+            Some(c) if c == close => {
+                let Some(end) = call_end(r, i + 1, close)? else {
+                    return Ok(None);
+                };
+                codes.end = end;
                 return Ok(Some(codes));
             }
             _ => return Ok(None),
         }
     }
+}
+
+/// Where the first code starts after the name at `r.q`, and the byte that
+/// closes the codes: `)` for arguments, `]` for `.apply`'s array, whose
+/// first argument (`null`, `this`, `String`) is a name.
+fn codes_start(r: Reading<'_>) -> Result<Option<(usize, u8)>, Stop> {
+    let i = r.q + CALL.len();
+    if r.peek(i)? == Some(b'(') {
+        return Ok(Some((i + 1, b')')));
+    }
+    if !r.starts(i, APPLY)? {
+        return Ok(None);
+    }
+    let mut i = skip_spaces_fwd(r, i + APPLY.len())?;
+    let name = i;
+    while r
+        .peek(i)?
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+    {
+        i += 1;
+    }
+    i = skip_spaces_fwd(r, i)?;
+    if i == name || r.peek(i)? != Some(b',') {
+        return Ok(None);
+    }
+    i = skip_spaces_fwd(r, i + 1)?;
+    Ok((r.peek(i)? == Some(b'[')).then_some((i + 1, b']')))
+}
+
+/// Where the call ends (past its `)`), the codes closed at `after - 1`.
+fn call_end(r: Reading<'_>, after: usize, close: u8) -> Result<Option<usize>, Stop> {
+    if close == b')' {
+        return Ok(Some(after));
+    }
+    let i = skip_spaces_fwd(r, after)?;
+    Ok((r.peek(i)? == Some(b')')).then_some(i + 1))
 }
 
 /// The number literal at `i` (`64`, `0x40`) and where it ends; `None` when
@@ -190,8 +236,19 @@ mod tests {
         assert_eq!(codes.end, call.len() - 2);
         assert_eq!(codes.page_position(3), Some(29));
         assert_eq!(&call[29..31], b"64");
+        let apply = b"fromCharCode.apply( null ,[109, 0x6a,100] ) ;";
+        let codes = read(reading(apply, true)).ok().flatten().unwrap();
+        assert_eq!(codes.text, b"mjd");
+        assert_eq!(codes.end, apply.len() - 2);
+        assert_eq!(codes.page_position(1), Some(32));
         for bad in [
             &b"fromCharCode()"[..],
+            b"fromCharCode",
+            b"fromCharCode.call(null, 64)",
+            b"fromCharCode.apply(null, codes)",
+            b"fromCharCode.apply([64])",
+            b"fromCharCode.apply(null, [64]",
+            b"fromCharCode.apply(null, [64], 1)",
             b"fromCharCode(a)",
             b"fromCharCode(64;",
             b"fromCharCode(70000)",
