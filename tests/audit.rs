@@ -207,6 +207,15 @@ fn rendering_finds_the_address_a_script_assembles() {
         expected(&[("js.html", "raw", true)]),
         "{report:#}"
     );
+    // The address the script turns round comes out munged.
+    assert!(
+        report["munged"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["url"].as_str().unwrap().ends_with("js.html") && m["rendered"] == true),
+        "{report:#}"
+    );
     // What scripts write on the covered pages is still munged for us.
     assert!(
         report["munged"]

@@ -689,6 +689,50 @@ fn rot13_addresses_get_rotated_ids() {
     assert_eq!(off.rewrite(b"zwq@cybire.pbz", &mut marker), b"zwq@cybire.pbz");
 }
 
+/// An address written backwards for a script or a stylesheet to turn round
+/// (`'tset.mapsetahi@eoj'.split('').reverse().join('')`, CSS
+/// `direction: rtl` with `unicode-bidi: bidi-override`), which browsers
+/// show and rendering harvesters read, gets its ID backwards.
+#[test]
+fn addresses_written_backwards_get_ids_backwards() {
+    for (page, want) in [
+        (
+            "var e = 'tset.mapsetahi@eoj'.split('').reverse().join('');",
+            "var e = 'tset.mapsetahi@zzzz-di-eoj'.split('').reverse().join('');",
+        ),
+        (
+            "<span style=\"unicode-bidi:bidi-override; direction:rtl\">TSET.MAPSETAHI@EOJ</span>",
+            "<span style=\"unicode-bidi:bidi-override; direction:rtl\">TSET.MAPSETAHI@zzzz-di-EOJ</span>",
+        ),
+        (
+            ".tset.mapsetahi@htims.nhoj ot etirW",
+            ".tset.mapsetahi@zzzz-di-htims.nhoj ot etirW",
+        ),
+        // Not protected, not addresses, or munged already.
+        ("moc.revolp@bob", "moc.revolp@bob"),
+        ("tset.mapsetahi@ebircsbus-eoj", "tset.mapsetahi@ebircsbus-eoj"),
+        ("tig.x:tset.mapsetahi@tig", "tig.x:tset.mapsetahi@tig"),
+        ("tset.mapsetahi@eoj//:sptth", "tset.mapsetahi@eoj//:sptth"),
+        ("xtset.mapsetahi@eoj", "xtset.mapsetahi@eoj"),
+        ("tset.mapsetahi@.eoj", "tset.mapsetahi@.eoj"),
+        ("tset.mapsetahi@", "tset.mapsetahi@"),
+        ("joe@ihatespam.test", "joe-id-zzzz@ihatespam.test"),
+    ] {
+        assert_eq!(rewrite(page), want, "{page}");
+        every_cut_gives(&matcher(), page, want, &mut marker);
+    }
+    // Munged already: its ID, read backwards, is one.
+    let munged = format!("tset.mapsetahi@{}-di-eoj", "k".repeat(24));
+    assert_eq!(rewrite(&munged), munged);
+    // With spelled-out addresses off, or for the audit, so is this.
+    for m in [matcher_without_spelled(), Matcher::for_decoded(protection())] {
+        assert_eq!(
+            m.rewrite(b"tset.mapsetahi@eoj", &mut marker),
+            b"tset.mapsetahi@eoj"
+        );
+    }
+}
+
 /// Cloudflare's obfuscation in hex, of `text` XORed with `key`, with the
 /// key first.
 fn cloudflare_hex(key: u8, text: &str) -> String {

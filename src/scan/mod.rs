@@ -47,6 +47,7 @@
 mod cfemail;
 mod char_codes;
 mod international;
+mod reversed;
 mod rot13;
 mod script;
 mod spelled;
@@ -57,6 +58,7 @@ use memchr::{memchr2, memchr3};
 
 use self::char_codes::{Coded, Codes};
 use self::international::{Unicode, unicode_domain};
+use self::reversed::Reversed;
 use self::rot13::Rot13;
 use self::script::Joined;
 use self::spelled::{MAX_SEARCHES, Reading, Spelled, Spelt, Stop};
@@ -187,6 +189,8 @@ pub enum Written {
     CharCodes,
     /// In ROT13, for a script to turn back (`-vq-…`).
     Rot13,
+    /// Backwards, for a script or stylesheet to turn round (`…-di-`).
+    Reversed,
     /// As Cloudflare's obfuscation: the hex of each byte XORed with this
     /// key.
     CloudflareHex(u8),
@@ -199,6 +203,7 @@ impl Written {
             Written::Plain => out.extend_from_slice(plain),
             Written::CharCodes => char_codes::write_codes(plain, out),
             Written::Rot13 => out.extend(plain.iter().map(|&c| rot13::rotate(c))),
+            Written::Reversed => out.extend(plain.iter().rev()),
             Written::CloudflareHex(key) => cfemail::write_hex(plain, key, out),
         }
     }
@@ -222,6 +227,10 @@ pub struct Matcher {
     /// The letters a protected domain in ROT13 starts with (see `rot13`);
     /// looked for with spelled-out addresses.
     rot13_starts: Option<DomainStarts>,
+    /// The letters a protected domain written backwards ends with, just
+    /// before its `@` (see `reversed`); looked for with spelled-out
+    /// addresses.
+    reversed_ends: Option<DomainStarts>,
 }
 
 /// The bytes a protected domain's spelling can start with: its first
@@ -244,11 +253,12 @@ impl DomainStarts {
         DomainStarts(t)
     }
 
-    /// The letters the protected domains start with in ROT13.
-    fn rotated(protection: &Protection) -> DomainStarts {
+    /// The letters the protected domains start with, as `spell` writes
+    /// them (in ROT13, or as they are).
+    fn letters(protection: &Protection, spell: fn(u8) -> u8) -> DomainStarts {
         let mut t = [false; 256];
         let domains = protection.entries().iter().map(|e| e.domain.as_bytes());
-        first_letters(&mut t, domains, rot13::rotate);
+        first_letters(&mut t, domains, spell);
         DomainStarts(t)
     }
 
@@ -287,15 +297,19 @@ impl Matcher {
     fn build(protection: Arc<Protection>, undo: bool) -> Arc<Matcher> {
         let spelled = Spelled::new(&protection, undo);
         let domain_starts = DomainStarts::new(&protection);
-        let rot13_starts = spelled
-            .as_ref()
-            .filter(|_| undo)
-            .map(|_| DomainStarts::rotated(&protection));
+        let starts = |spell| {
+            spelled
+                .as_ref()
+                .filter(|_| undo)
+                .map(|_| DomainStarts::letters(&protection, spell))
+        };
+        let (rot13_starts, reversed_ends) = (starts(rot13::rotate), starts(|c| c));
         Arc::new(Matcher {
             protection,
             spelled,
             domain_starts,
             rot13_starts,
+            reversed_ends,
         })
     }
 
@@ -606,6 +620,17 @@ impl AtSign {
             written: Written::Plain,
         }
     }
+
+    /// A protected address read from text written another way (ROT13,
+    /// backwards): its domain is not as it reads, so it is kept.
+    fn decoded(entry: usize, written: Written) -> AtSign {
+        AtSign::Found {
+            entry,
+            left_alone: None,
+            keep_domain: true,
+            written,
+        }
+    }
 }
 
 /// Reused buffers for the decoded parts of a candidate address, so deciding
@@ -768,14 +793,15 @@ impl Decider {
             match rot13::decide(prot, data, p, eof, sc) {
                 Rot13::No => {}
                 Rot13::NeedMore => return AtSign::NeedMore,
-                Rot13::Found(entry) => {
-                    return AtSign::Found {
-                        entry,
-                        left_alone: None,
-                        keep_domain: true,
-                        written: Written::Rot13,
-                    };
-                }
+                Rot13::Found(entry) => return AtSign::decoded(entry, Written::Rot13),
+            }
+        }
+        let backwards = m.reversed_ends.as_ref().filter(|_| at_len == 1 && p > 0);
+        if backwards.is_some_and(|ends| ends.may_start(data, p - 1)) {
+            match reversed::decide(prot, data, p, eof, base == 0, sc) {
+                Reversed::No => {}
+                Reversed::NeedMore => return AtSign::NeedMore,
+                Reversed::Found(entry) => return AtSign::decoded(entry, Written::Reversed),
             }
         }
         // Most `@`s of other domains end here, told by a load or two.
