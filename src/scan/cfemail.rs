@@ -118,13 +118,7 @@ mod tests {
     use super::*;
 
     fn reading(buf: &[u8], q: usize, eof: bool) -> Reading<'_> {
-        Reading {
-            buf,
-            q,
-            lo: q,
-            hi: q + MAX_FORM,
-            eof,
-        }
+        Reading::ahead(buf, q, MAX_FORM, eof)
     }
 
     fn hex(key: u8, text: &[u8]) -> String {

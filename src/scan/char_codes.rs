@@ -219,13 +219,7 @@ mod tests {
     use super::*;
 
     fn reading(buf: &[u8], eof: bool) -> Reading<'_> {
-        Reading {
-            buf,
-            q: 0,
-            lo: 0,
-            hi: MAX_CALL,
-            eof,
-        }
+        Reading::ahead(buf, 0, MAX_CALL, eof)
     }
 
     #[test]

@@ -877,13 +877,7 @@ impl Decider {
         out: &mut Vec<u8>,
         munger: &mut impl Munger,
     ) -> bool {
-        let r = Reading {
-            buf: data,
-            q,
-            lo: q,
-            hi: q + char_codes::MAX_CALL,
-            eof,
-        };
+        let r = Reading::ahead(data, q, char_codes::MAX_CALL, eof);
         match r.starts(q, char_codes::CALL) {
             Ok(true) => {}
             Ok(false) | Err(Stop::TooFar) => return self.spelled(data, cur, q, eof, out, munger),
@@ -927,13 +921,7 @@ impl Decider {
         out: &mut Vec<u8>,
         munger: &mut impl Munger,
     ) -> bool {
-        let r = Reading {
-            buf: data,
-            q,
-            lo: q,
-            hi: q + cfemail::MAX_FORM,
-            eof,
-        };
+        let r = Reading::ahead(data, q, cfemail::MAX_FORM, eof);
         let hexed = match cfemail::read(r) {
             Ok(Some(hexed)) => hexed,
             Err(Stop::Short) => return false,

@@ -650,7 +650,18 @@ pub(super) struct Reading<'a> {
     pub eof: bool,
 }
 
-impl Reading<'_> {
+impl<'a> Reading<'a> {
+    /// Reads at most `len` bytes of `buf` from `q` on, nothing before it.
+    pub(super) fn ahead(buf: &'a [u8], q: usize, len: usize, eof: bool) -> Reading<'a> {
+        Reading {
+            buf,
+            q,
+            lo: q,
+            hi: q + len,
+            eof,
+        }
+    }
+
     /// The byte at `i`: `None` past the end of the stream.
     pub(super) fn peek(&self, i: usize) -> Result<Option<u8>, Stop> {
         if i >= self.hi {
