@@ -864,7 +864,7 @@ impl Decider {
         true
     }
 
-    /// Decides the candidate at `q`, where a script's `fromCharCode(` may
+    /// Decides the candidate at `q`, where a script's `fromCharCode` may
     /// start (else a protected domain's first label): each address its
     /// codes spell gets its ID, as codes, before its `@`'s code. False
     /// when that needs bytes past the end of `data`.

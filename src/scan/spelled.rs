@@ -52,7 +52,7 @@ pub(super) const GAP: usize = 256;
 pub(super) struct Spelled {
     /// Finds the protected domains' first labels.
     labels: Labels,
-    /// Finds a script's `fromCharCode(`, whose codes may spell an address
+    /// Finds a script's `fromCharCode`, whose codes may spell an address
     /// (see [`char_codes`]): a candidate like a label, which no byte of
     /// the page spells.
     call: memchr::memmem::Finder<'static>,
@@ -73,7 +73,7 @@ pub(super) struct Spelled {
 }
 
 /// The most searches there are: each of `Labels::FEW` labels as written
-/// and in capitals, then a script's `fromCharCode(` and Cloudflare's mark.
+/// and in capitals, then a script's `fromCharCode` and Cloudflare's mark.
 pub(super) const MAX_SEARCHES: usize = 2 * Labels::FEW + 2;
 
 /// A search for the first labels of the protected domains. It runs over
