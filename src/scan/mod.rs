@@ -288,7 +288,8 @@ impl Matcher {
     /// readings, ROT13 and Cloudflare's among them): it does not undo
     /// ROT13 itself, which would turn a rotated page's munged addresses
     /// back into clear ones, nor Cloudflare's obfuscation, so that the
-    /// reading that reveals an address is the one credited.
+    /// reading that reveals an address is the one credited, nor read text
+    /// backwards, which the readings it serves do not.
     pub fn for_decoded(protection: Arc<Protection>) -> Arc<Matcher> {
         Matcher::build(protection, false)
     }
