@@ -13,10 +13,7 @@
 //! is written where its address's `@` is, XORed with the same key and in
 //! hex too: an insertion, as every other.
 
-use super::Matcher;
-use super::char_codes::{Coded, addresses};
 use super::spelled::{Reading, Stop, skip_spaces_fwd};
-use std::sync::Arc;
 
 /// What the scanner searches for: the word both forms share
 /// (`data-cfemail=`, `email-protection#`).
@@ -45,11 +42,6 @@ impl Hexed {
     /// where an insertion before that byte goes.
     pub(super) fn page_position(&self, at: usize) -> usize {
         self.start + 2 * at
-    }
-
-    /// The protected addresses the text holds, scanned as a page is.
-    pub(super) fn addresses(&self, matcher: &Arc<Matcher>) -> Vec<Coded> {
-        addresses(&self.text, matcher)
     }
 }
 

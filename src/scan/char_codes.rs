@@ -22,6 +22,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use super::script;
 use super::spelled::{Reading, Stop, skip_spaces_fwd};
 use super::{Found, LeftAlone, Matcher, Munger, Written};
 
@@ -55,15 +56,10 @@ impl Codes {
         let k = self.starts.binary_search_by_key(&at, |&(_, t)| t).ok()?;
         Some(self.starts[k].0)
     }
-
-    /// The protected addresses the text spells, scanned as a page is.
-    pub(super) fn addresses(&self, matcher: &Arc<Matcher>) -> Vec<Coded> {
-        addresses(&self.text, matcher)
-    }
 }
 
-/// The protected addresses a text decoded from the page holds, scanned as
-/// a page is.
+/// The protected addresses a text decoded from the page holds (a call's
+/// codes, Cloudflare's hex), scanned as a page is.
 pub(super) fn addresses(text: &[u8], matcher: &Arc<Matcher>) -> Vec<Coded> {
     let mut coded = AllCoded(Vec::new());
     if matcher.may_hold_address(text) {
@@ -162,19 +158,12 @@ fn codes_start(r: Reading<'_>) -> Result<Option<(usize, u8)>, Stop> {
     if !r.starts(i, APPLY)? {
         return Ok(None);
     }
-    let mut i = skip_spaces_fwd(r, i + APPLY.len())?;
-    let name = i;
-    while r
-        .peek(i)?
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
-    {
-        i += 1;
-    }
-    i = skip_spaces_fwd(r, i)?;
-    if i == name || r.peek(i)? != Some(b',') {
+    let (this, e) = script::name_fwd(r, skip_spaces_fwd(r, i + APPLY.len())?)?;
+    let i = skip_spaces_fwd(r, e)?;
+    if !script::starts_name(this) || r.peek(i)? != Some(b',') {
         return Ok(None);
     }
-    i = skip_spaces_fwd(r, i + 1)?;
+    let i = skip_spaces_fwd(r, i + 1)?;
     Ok((r.peek(i)? == Some(b'[')).then_some((i + 1, b']')))
 }
 

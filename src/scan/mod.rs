@@ -892,8 +892,7 @@ impl Decider {
                 return true;
             }
         };
-        let matcher = Arc::clone(&self.matcher);
-        let mut coded = codes.addresses(&matcher);
+        let mut coded = char_codes::addresses(&codes.text, &self.matcher);
         if coded.is_empty() && codes.text == b"@" {
             match self.call_joined(data, cur.base, q, &codes, eof) {
                 Some(joined) => coded.extend(joined),
@@ -928,7 +927,7 @@ impl Decider {
             Err(Stop::Short) => return false,
             Ok(None) | Err(Stop::TooFar) => return self.spelled(data, cur, q, eof, out, munger),
         };
-        let coded = hexed.addresses(&Arc::clone(&self.matcher));
+        let coded = char_codes::addresses(&hexed.text, &self.matcher);
         let placed = coded.into_iter().map(|c| (hexed.page_position(c.at), c));
         let written = Written::CloudflareHex(hexed.key);
         self.write_decoded(data, cur, placed, written, out, munger);

@@ -500,7 +500,7 @@ fn substituted(r: Reading<'_>, i: usize) -> Result<Option<Piece<'_>>, Stop> {
 
 /// The name (the last part of the path) starting at `s`, and where the
 /// path ends.
-fn name_fwd(r: Reading<'_>, s: usize) -> Result<(&[u8], usize), Stop> {
+pub(super) fn name_fwd(r: Reading<'_>, s: usize) -> Result<(&[u8], usize), Stop> {
     let mut e = s;
     while r.peek(e)?.is_some_and(|c| is_name_char(c) || c == b'.') {
         e += 1;
@@ -663,7 +663,7 @@ fn is_name_char(c: u8) -> bool {
 
 /// Whether `name` can be a script's name: not empty, not starting with a
 /// digit.
-fn starts_name(name: &[u8]) -> bool {
+pub(super) fn starts_name(name: &[u8]) -> bool {
     name.first()
         .is_some_and(|&c| is_name_char(c) && !c.is_ascii_digit())
 }
