@@ -126,6 +126,8 @@ fn the_audit_finds_exactly_the_leaks_there_are() {
     // Cloudflare's link and attribute, obfuscated with its ID (one
     // address, listed once a page).
     assert_eq!(on("cfemail.html"), 1, "{munged:#?}");
+    // base64 a script decodes, with its ID in the text.
+    assert_eq!(on("atob.html"), 1, "{munged:#?}");
     for m in munged {
         assert_eq!(
             (m["ok"].as_bool(), m["ip"].as_str()),

@@ -817,6 +817,132 @@ fn cloudflare_obfuscation_gets_obfuscated_ids() {
     }
 }
 
+fn b64(text: &str) -> String {
+    data_encoding::BASE64.encode(text.as_bytes())
+}
+
+fn b64_unpadded(text: &str) -> String {
+    data_encoding::BASE64_NOPAD.encode(text.as_bytes())
+}
+
+/// Notes the stretches written anew, as the proxy's pipeline does.
+#[derive(Default)]
+struct Rewrites(Vec<(std::ops::Range<usize>, usize)>);
+
+impl Munger for Rewrites {
+    fn munge(&mut self, found: &Found<'_>, out: &mut Vec<u8>) {
+        marker(found, out);
+    }
+
+    fn rewritten(&mut self, written: std::ops::Range<usize>, replaced: usize) {
+        self.0.push((written, replaced));
+    }
+}
+
+/// base64 that a script decodes (`atob`) or a data URL carries, which
+/// harvesters decode: each address gets its ID in the text, and the string
+/// is written anew from the first ID on, with the `@` at each of the three
+/// places a byte takes in base64's groups.
+#[test]
+fn base64_gets_ids_in_its_text() {
+    let link = "<a href=\"mailto:joe@ihatespam.test\">joe@ihatespam.test</a>";
+    let munged = "<a href=\"mailto:joe-id-zzzz@ihatespam.test\">joe-id-zzzz@ihatespam.test</a>";
+    let mut cases = Vec::new();
+    for lead in ["", "x", "xy"] {
+        let (page, munged) = (format!("{lead}{link}"), format!("{lead}{munged}"));
+        cases.push((
+            format!("<script>document.write(atob('{}'));</script>", b64(&page)),
+            format!("<script>document.write(atob('{}'));</script>", b64(&munged)),
+        ));
+        // Unpadded, it stays so unless it needed no padding.
+        let unpadded = if page.len() % 3 == 0 { b64 } else { b64_unpadded };
+        cases.push((
+            format!("<iframe src=\"data:text/html;base64,{}\">", b64_unpadded(&page)),
+            format!("<iframe src=\"data:text/html;base64,{}\">", unpadded(&munged)),
+        ));
+    }
+    // An address alone, two strings, another domain and an exempt
+    // address beside a protected one, a git remote (left alone).
+    cases.push((
+        format!(
+            "atob(\"{}\") + atob(\"{}\")",
+            b64("mjd@plover.com"),
+            b64("ann@ihatespam.test")
+        ),
+        format!(
+            "atob(\"{}\") + atob(\"{}\")",
+            b64("mjd-id-zzzz@plover.com"),
+            b64("ann-id-zzzz@ihatespam.test")
+        ),
+    ));
+    cases.push((
+        b64("bob@example.com, list-subscribe@ihatespam.test, git@ihatespam.test:x.git, joe@ihatespam.test"),
+        b64("bob@example.com, list-subscribe@ihatespam.test, git@ihatespam.test:x.git, joe-id-zzzz@ihatespam.test"),
+    ));
+    for (page, want) in &cases {
+        assert_eq!(rewrite(page), *want, "{page}");
+        every_cut_gives(&matcher(), page, want, &mut marker);
+    }
+    // After a string too long to read (not read: see below), another is.
+    let long = b64(&format!("joe@ihatespam.test{}", "x".repeat(13_000)));
+    let page = format!("{long} {}", b64("joe@ihatespam.test"));
+    let want = format!("{long} {}", b64("joe-id-zzzz@ihatespam.test"));
+    assert_eq!(rewrite(&page), want);
+    // The munger is told what was written anew, in place of how much.
+    let page = format!("atob('{}')", b64(&format!("Mail {link}")));
+    let mut rewrites = Rewrites::default();
+    let out = matcher().rewrite(page.as_bytes(), &mut rewrites);
+    let [(written, replaced)] = &rewrites.0[..] else {
+        panic!("one stretch: {:?}", rewrites.0)
+    };
+    // `Mail <a href="mailto:joe` is 24 bytes: the `@` starts the ninth
+    // group, at the string's 33rd character.
+    let start = "atob('".len() + 32;
+    assert_eq!(written.start, start);
+    assert_eq!(*replaced, page.len() - "')".len() - start);
+    assert_eq!(out.len() - written.end, "')".len());
+}
+
+/// What `atob()` would not read as that address, or an ID would break,
+/// is left as it is; and with spelled-out addresses off, or for the
+/// audit (which decodes base64 itself), none is read.
+#[test]
+fn base64_not_read_where_it_is_no_address() {
+    let joe = b64("joe@ihatespam.test");
+    let long = format!("joe@ihatespam.test{}", "x".repeat(13_000));
+    let jwt_payload = b64_unpadded("{\"email\":\"joe@ihatespam.test\"}");
+    let pages = [
+        // base64url, and a token's payload between two `.`s.
+        format!("-{joe}"),
+        format!("{joe}_"),
+        format!("eyJhbGciOiJIUzI1NiJ9.{jwt_payload}.c2lnbmF0dXJl"),
+        // Wrapped across lines, as mail writes it.
+        format!(
+            "{}\n{}",
+            b64_unpadded("joe@ihatespam.test and"),
+            b64("more text follows")
+        ),
+        // The domain in capitals; a length no base64 has; a string that
+        // runs on too far past its address.
+        b64("JOE@IHATESPAM.TEST"),
+        format!("{}A", b64_unpadded("joe@ihatespam.test")),
+        b64(&long),
+        // The `@`'s group starts with what is not base64.
+        format!("<\"{}", &b64("x@ihatespam.test")[2..]),
+        // Cut short, its last character's bits left over not zero.
+        "am9lQGloYXRlc3BhbS50ZXN0IGV".to_owned(),
+        // Not base64 of an address: the domain runs on.
+        b64("joe@ihatespam.testing"),
+    ];
+    for page in &pages {
+        assert_eq!(rewrite(page), *page, "{page}");
+    }
+    let page = format!("atob('{joe}')");
+    for m in [matcher_without_spelled(), Matcher::for_decoded(protection())] {
+        assert_eq!(m.rewrite(page.as_bytes(), &mut marker), page.as_bytes());
+    }
+}
+
 /// A label that holds another (`ai` in `mail`), or the `a` in
 /// `fromCharCode(`, is not taken for a candidate of its own while the
 /// longer one is still coming: cut anywhere, the longer one is found.

@@ -250,11 +250,14 @@ impl Transcoder {
     /// Replaces `scanned` (the scanner's UTF-8, with IDs at `ids`) with the
     /// same in the body's charset. True when the result is the page's own
     /// bytes with the IDs inserted, `ids` moved to where they now are;
-    /// false when it was encoded (`ids` then mark nothing).
+    /// false when it was encoded (`ids` then mark nothing). Each ID took
+    /// the place of `replaced` (one for each) ASCII bytes of the page: none
+    /// for an insertion, a base64 string's for one written anew.
     pub fn write_back(
         &mut self,
         scanned: &mut Vec<u8>,
         ids: &mut [Range<usize>],
+        replaced: &[usize],
         renamed: bool,
         last: bool,
     ) -> bool {
@@ -270,7 +273,7 @@ impl Transcoder {
                 for id in ids.iter_mut() {
                     *id = id.start + held..id.end + held;
                 }
-                match s.write(&text, ids, &mut out) {
+                match s.write(&text, ids, replaced, &mut out) {
                     Ok(()) => {
                         *scanned = out;
                         return true;
@@ -615,18 +618,30 @@ impl Multi {
 
 impl Splice {
     /// Writes the page's bytes for each stretch of `scanned` outside `ids`
-    /// and the IDs between them. `Err(i)`: `scanned[i..]` was not written,
-    /// the page's bytes for it could not be told.
-    fn write(&mut self, scanned: &[u8], ids: &mut [Range<usize>], out: &mut Vec<u8>) -> Result<(), usize> {
+    /// and the IDs between them, each in place of its `replaced` bytes of
+    /// the page (ASCII: as many bytes as the scanner was given). `Err(i)`:
+    /// `scanned[i..]` was not written, the page's bytes for it could not
+    /// be told.
+    fn write(
+        &mut self,
+        scanned: &[u8],
+        ids: &mut [Range<usize>],
+        replaced: &[usize],
+        out: &mut Vec<u8>,
+    ) -> Result<(), usize> {
         let mut at = 0;
         let mut from = 0;
-        for id in ids.iter_mut() {
+        for (id, &gone) in ids.iter_mut().zip(replaced) {
             self.stretch(&scanned[from..id.start], &mut at, out)
                 .map_err(|i| from + i)?;
             from = id.end;
             let start = out.len();
             out.extend_from_slice(&scanned[id.clone()]);
             *id = start..out.len();
+            // What the scanner was given ahead of the page's bytes first.
+            let ahead = gone.min(self.ahead);
+            self.ahead -= ahead;
+            at = (at + gone - ahead).min(self.page.len());
         }
         let end = self.stretch(&scanned[from..], &mut at, out);
         self.page.drain(..at);
@@ -751,7 +766,7 @@ mod tests {
                 for (part, last) in [(&utf8[..cut], false), (&utf8[cut..], true)] {
                     let mut part = part.to_vec();
                     assert!(
-                        t.write_back(&mut part, &mut [], false, last),
+                        t.write_back(&mut part, &mut [], &[], false, last),
                         "{} cut {cut}",
                         e.name()
                     );
@@ -808,7 +823,7 @@ mod tests {
                 let mid = cut.min(utf8.len());
                 for (part, last) in [(&utf8[..mid], false), (&utf8[mid..], true)] {
                     let mut part = part.to_vec();
-                    t.write_back(&mut part, &mut [], false, last);
+                    t.write_back(&mut part, &mut [], &[], false, last);
                     back.extend(part);
                 }
                 assert_eq!(back, bytes, "{} cut {cut}", e.name());

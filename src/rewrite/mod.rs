@@ -164,6 +164,38 @@ mod tests {
     /// and a fullwidth address is found; written back, every byte but the
     /// IDs is the page's own, even characters with two codes (Shift_JIS's
     /// `0x87 0x90`, Big5's HKSCS) and malformed bytes, however it is cut.
+    /// base64 written anew in a page whose own bytes are spliced: the bytes
+    /// before and after it are the page's, malformed ones too, and the
+    /// output is the same in any chunking.
+    #[test]
+    fn base64_written_anew_in_a_spliced_page_is_the_same_in_any_chunking() {
+        let mut page = encoding_rs::BIG5
+            .encode("<meta charset=big5><p>連絡")
+            .0
+            .into_owned();
+        page.extend_from_slice(b" \x87\x90 \xff x\x81 <script>document.write(atob('");
+        let before = page.len();
+        page.extend_from_slice(data_encoding::BASE64.encode(b"mail mjd@plover.com").as_bytes());
+        page.extend_from_slice(b"'))</script> \xff after mjd@plover.com");
+        let whole = run(&mut pipeline(None), &[&page]);
+        assert_eq!(whole[..before], page[..before]);
+        let after = b"'))</script> \xff after mjd-id-";
+        assert!(
+            memchr::memmem::find(&whole, after).is_some(),
+            "{}",
+            String::from_utf8_lossy(&whole)
+        );
+        assert!(
+            whole.len() > page.len() + 40,
+            "two IDs: {}",
+            String::from_utf8_lossy(&whole)
+        );
+        for cut in 0..page.len() {
+            let out = run(&mut pipeline(None), &[&page[..cut], &page[cut..]]);
+            assert!(out == whole, "cut at {cut}");
+        }
+    }
+
     #[test]
     fn multi_byte_charsets_are_read_decoded_and_written_as_they_came() {
         use encoding_rs::{BIG5, EUC_JP, EUC_KR, GB18030, GBK, SHIFT_JIS};

@@ -93,6 +93,9 @@ pub struct Pipeline<M: Munger = VisitorMunger> {
     scanned: Vec<u8>,
     /// Where the scanner inserted IDs in `scanned`.
     ids: Vec<Range<usize>>,
+    /// For each of `ids`, how many of the page's bytes it took the place of
+    /// (a base64 string written anew; none for an insertion).
+    replaced: Vec<usize>,
     /// The compressor was given bytes since it last flushed.
     unflushed: bool,
 }
@@ -127,6 +130,7 @@ impl<M: Munger> Pipeline<M> {
             encoder: to.map(Encoder::new),
             scanned: Vec::new(),
             ids: Vec::new(),
+            replaced: Vec::new(),
             unflushed: false,
         }
     }
@@ -378,6 +382,7 @@ impl<M: Munger> Pipeline<M> {
             self.scanned.clear();
             self.scanned.extend_from_slice(data);
             self.ids.clear();
+            self.replaced.clear();
             return self.encode(last, false);
         }
         if let Some(w) = self.watch.take_if(|w| w.sees(data)) {
@@ -406,11 +411,13 @@ impl<M: Munger> Pipeline<M> {
         }
         self.scanned.clear();
         self.ids.clear();
+        self.replaced.clear();
         // Room for the chunk and a few tokens: no regrowth (and copy) while scanning.
         self.scanned.reserve(input.len() + input.len() / 16 + 256);
         let mut marking = Marking {
             inner: &mut self.munger,
             ids: &mut self.ids,
+            replaced: &mut self.replaced,
             renamed: Cell::new(false),
         };
         self.scanner.feed(&input, &mut self.scanned, &mut marking);
@@ -420,7 +427,7 @@ impl<M: Munger> Pipeline<M> {
         // Bytes other requests do not share, or IDs no longer where marked.
         let renamed = marking.renamed.get();
         let steady = match &mut self.transcoder {
-            Some(t) => t.write_back(&mut self.scanned, &mut self.ids, renamed, last),
+            Some(t) => t.write_back(&mut self.scanned, &mut self.ids, &self.replaced, renamed, last),
             None => !renamed,
         };
         self.encode(last, steady)
@@ -481,21 +488,30 @@ impl<M: Munger> Pipeline<M> {
 struct Marking<'a, M> {
     inner: &'a mut M,
     ids: &'a mut Vec<Range<usize>>,
+    /// How many of the page's bytes each ID took the place of.
+    replaced: &'a mut Vec<usize>,
     /// A domain was replaced: those bytes are not the page's.
     renamed: Cell<bool>,
+}
+
+impl<M> Marking<'_, M> {
+    fn note(&mut self, id: Range<usize>, replaced: usize) {
+        self.ids.push(id);
+        self.replaced.push(replaced);
+    }
 }
 
 impl<M: Munger> Munger for Marking<'_, M> {
     fn munge(&mut self, found: &Found<'_>, out: &mut Vec<u8>) {
         let start = out.len();
         self.inner.munge(found, out);
-        self.ids.push(start..out.len());
+        self.note(start..out.len(), 0);
     }
 
     fn munge_as(&mut self, found: &Found<'_>, out: &mut Vec<u8>, written: Written) {
         let start = out.len();
         self.inner.munge_as(found, out, written);
-        self.ids.push(start..out.len());
+        self.note(start..out.len(), 0);
     }
 
     fn domain(&self, found: &Found<'_>) -> Option<&str> {
@@ -506,5 +522,16 @@ impl<M: Munger> Munger for Marking<'_, M> {
 
     fn left_alone(&mut self, found: &Found<'_>, why: LeftAlone) {
         self.inner.left_alone(found, why);
+    }
+
+    fn id(&mut self, found: &Found<'_>, id: &mut Vec<u8>) {
+        self.inner.id(found, id);
+    }
+
+    /// The stretch is the visitor's, as an ID is, in place of the page's
+    /// bytes it was written from.
+    fn rewritten(&mut self, written: Range<usize>, replaced: usize) {
+        self.inner.rewritten(written.clone(), replaced);
+        self.note(written, replaced);
     }
 }

@@ -38,12 +38,15 @@
 //! # Streaming and memory
 //!
 //! A [`Scanner`] keeps at most [`HISTORY`] already-emitted bytes (enough to
-//! decode any local part backwards) plus the bytes after an `@` whose domain
-//! is not complete yet, which is bounded by the longest protected domain times
-//! the longest character spelling. Output for any split of the input into
+//! decode any local part backwards) plus the bytes after a candidate that
+//! is not decided yet: for an `@`, bounded by the longest protected domain
+//! times the longest character spelling; for a script's character codes or
+//! a base64 string, by the longest read (`char_codes::MAX_CALL`,
+//! `base64::MAX_AHEAD`). Output for any split of the input into
 //! chunks equals the one-shot output, and memory per stream is a constant
 //! independent of the input's size.
 
+mod base64;
 mod cfemail;
 mod char_codes;
 mod international;
@@ -52,10 +55,12 @@ mod rot13;
 mod script;
 mod spelled;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use memchr::{memchr2, memchr3};
 
+use self::base64::Read;
 use self::char_codes::{Coded, Codes};
 use self::international::{Unicode, unicode_domain};
 use self::reversed::Reversed;
@@ -121,7 +126,9 @@ pub struct Found<'a> {
     /// Where its ID goes in the stream, in bytes: where its `@` (in
     /// whatever spelling) starts, or the closing quote of a quoted local
     /// part (`"mjd"@plover.com`), or for a spelled-out address
-    /// (`john [at] plover [dot] com`) where its local part ends.
+    /// (`john [at] plover [dot] com`) where its local part ends, or for
+    /// one in base64 where the group of four characters its `@` is in
+    /// starts.
     pub offset: u64,
 }
 
@@ -176,6 +183,18 @@ pub trait Munger {
     /// Told of a protected `local@domain` that was left as written
     /// because it is not an address (for `check-config --scan`).
     fn left_alone(&mut self, _found: &Found<'_>, _why: LeftAlone) {}
+
+    /// Appends the insertion for `found` as it reads, for the scanner to
+    /// encode with the text around it where that is no insertion (base64:
+    /// see [`Munger::rewritten`]). Appending nothing leaves it alone.
+    fn id(&mut self, found: &Found<'_>, id: &mut Vec<u8>) {
+        self.munge(found, id);
+    }
+
+    /// Told that `out[written]` was written in place of `replaced` bytes of
+    /// the page: an encoded text written anew around IDs from
+    /// [`Munger::id`] (every base64 character after an ID changes).
+    fn rewritten(&mut self, _written: Range<usize>, _replaced: usize) {}
 }
 
 /// How the text an insertion goes into is written, so how the insertion
@@ -346,13 +365,7 @@ impl Matcher {
     /// may start that the searches cannot find yet: the longest one's
     /// length less one.
     fn pending(&self) -> usize {
-        match &self.spelled {
-            Some(s) => s
-                .overlap()
-                .max(char_codes::CALL.len() - 1)
-                .max(cfemail::MARK.len() - 1),
-            None => 0,
-        }
+        self.spelled.as_ref().map_or(0, Spelled::pending)
     }
 
     /// Bytes held back at the end of what arrived: an `@` spelling may
@@ -679,9 +692,7 @@ impl Decider {
                 // whole yet (`a` in `fromCha`, `ai` in `mai`): one-shot, the
                 // search would have found that one first.
                 _ if !eof && p + self.matcher.pending() > data.len() => false,
-                c if c == char_codes::CALL[0] => self.char_codes(data, cur, p, eof, out, munger),
-                c if c == cfemail::MARK[0] => self.cloudflare(data, cur, p, eof, out, munger),
-                _ => self.spelled(data, cur, p, eof, out, munger),
+                _ => self.searched(data, cur, p, eof, out, munger),
             };
             if !decided {
                 // A later candidate's ID may go up to `reach` bytes before it.
@@ -689,6 +700,29 @@ impl Decider {
             }
         }
         None
+    }
+
+    /// Decides the candidate at `p` that a search for a word found (a
+    /// label, a call's name, a mark, base64); false when that needs bytes
+    /// past the end of `data`.
+    fn searched(
+        &mut self,
+        data: &[u8],
+        cur: &mut Cursor,
+        p: usize,
+        eof: bool,
+        out: &mut Vec<u8>,
+        munger: &mut impl Munger,
+    ) -> bool {
+        // base64's searches start with any letter or digit: asked first.
+        if let Some(decided) = self.base64(data, cur, p, eof, out, munger) {
+            return decided;
+        }
+        match data[p] {
+            c if c == char_codes::CALL[0] => self.char_codes(data, cur, p, eof, out, munger),
+            c if c == cfemail::MARK[0] => self.cloudflare(data, cur, p, eof, out, munger),
+            _ => self.spelled(data, cur, p, eof, out, munger),
+        }
     }
 
     /// Decides the candidate at `p`, a byte that can start a spelling of
@@ -933,6 +967,74 @@ impl Decider {
         self.write_decoded(data, cur, placed, written, out, munger);
         cur.scan_from = hexed.end;
         true
+    }
+
+    /// Decides the candidate at `p` when `@` and a protected domain start
+    /// there in base64: every address the string holds gets its ID in its
+    /// text, and the string is written anew from the first ID's group to
+    /// its end. `None` when no search for base64 matches there (the
+    /// candidate is another search's); false when that needs bytes past
+    /// the end of `data`.
+    fn base64(
+        &mut self,
+        data: &[u8],
+        cur: &mut Cursor,
+        p: usize,
+        eof: bool,
+        out: &mut Vec<u8>,
+        munger: &mut impl Munger,
+    ) -> Option<bool> {
+        let group = self.matcher.spelled.as_ref()?.base64()?.group_at(data, p)?;
+        // A string not read is skipped whole: its other matches would be
+        // answered alike, and no other candidate starts inside a run of
+        // letters and digits, `+` and `/` (a label needs a gap before it,
+        // a call a `(` after its name).
+        let run = match base64::read(data, group, eof) {
+            Ok(Read::Run(run)) => run,
+            Ok(Read::Not { end }) => {
+                cur.scan_from = end;
+                return Some(true);
+            }
+            Err(Stop::Short) => return Some(false),
+            Err(Stop::TooFar) => {
+                cur.scan_from = group + base64::MAX_AHEAD;
+                return Some(true);
+            }
+        };
+        let mut ids = Vec::new();
+        for coded in char_codes::addresses(&run.text, &self.matcher) {
+            let at = run.group_start(coded.at);
+            if at < cur.emitted {
+                continue;
+            }
+            let found = Found {
+                local: &coded.local,
+                domain: &self.matcher.protection.entries()[coded.entry].domain,
+                entry: coded.entry,
+                offset: cur.base + at as u64,
+            };
+            if let Some(why) = coded.left_alone {
+                munger.left_alone(&found, why);
+                self.left_alone += 1;
+                continue;
+            }
+            let mut id = Vec::new();
+            munger.id(&found, &mut id);
+            if !id.is_empty() {
+                self.munged += 1;
+                ids.push((coded.at, id));
+            }
+        }
+        if let Some(&(first, _)) = ids.first() {
+            let from = run.group_start(first);
+            out.extend_from_slice(&data[cur.emitted..from]);
+            let start = out.len();
+            run.write(&ids, out);
+            munger.rewritten(start..out.len(), run.end - from);
+            cur.emitted = run.end;
+        }
+        cur.scan_from = run.end;
+        Some(true)
     }
 
     /// Writes the IDs of the addresses a text decoded from the page holds,

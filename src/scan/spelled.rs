@@ -40,7 +40,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 
 use super::international::{self, Spelling};
 use super::{Ahead, INLINE, Scratch};
-use super::{cfemail, char_codes};
+use super::{base64, cfemail, char_codes};
 use crate::address::{Class, MAX_LOCAL, Protection, is_local_char};
 
 /// The most bytes between the end of a local part and the start of its
@@ -59,6 +59,9 @@ pub(super) struct Spelled {
     /// Finds the word Cloudflare's obfuscated addresses are marked with
     /// (see [`cfemail`]); none for text a reader has already decoded.
     mark: Option<memchr::memmem::Finder<'static>>,
+    /// Finds `@` and a protected domain in base64 (see [`base64`]); none
+    /// for text a reader has already decoded.
+    base64: Option<base64::Needles>,
     /// Words for `@` and `.`, lowercase.
     at: Vec<Box<[u8]>>,
     dot: Vec<Box<[u8]>>,
@@ -73,8 +76,9 @@ pub(super) struct Spelled {
 }
 
 /// The most searches there are: each of `Labels::FEW` labels as written
-/// and in capitals, then a script's `fromCharCode` and Cloudflare's mark.
-pub(super) const MAX_SEARCHES: usize = 2 * Labels::FEW + 2;
+/// and in capitals, then a script's `fromCharCode`, Cloudflare's mark and
+/// base64's searches.
+pub(super) const MAX_SEARCHES: usize = 2 * Labels::FEW + 3;
 
 /// A search for the first labels of the protected domains. It runs over
 /// every byte of every page, so it must cost next to nothing where there
@@ -234,9 +238,9 @@ struct Gap {
 
 impl Spelled {
     /// The recogniser for a protection; `None` when spelled-out addresses
-    /// are not to be recognised. `cloudflare` reads Cloudflare's
-    /// obfuscation, unless a reader has already decoded it.
-    pub(super) fn new(prot: &Protection, cloudflare: bool) -> Option<Spelled> {
+    /// are not to be recognised. `undo` reads the encodings a reader may
+    /// have undone already: Cloudflare's obfuscation and base64.
+    pub(super) fn new(prot: &Protection, undo: bool) -> Option<Spelled> {
         let words = &prot.spellings();
         if !words.enabled || prot.entries().is_empty() {
             return None;
@@ -266,7 +270,8 @@ impl Spelled {
         Some(Spelled {
             labels,
             call: memchr::memmem::Finder::new(char_codes::CALL).into_owned(),
-            mark: cloudflare.then(|| memchr::memmem::Finder::new(cfemail::MARK).into_owned()),
+            mark: undo.then(|| memchr::memmem::Finder::new(cfemail::MARK).into_owned()),
+            base64: undo.then(|| base64::Needles::new(prot)),
             at_bracketed: with(&at, b"@"),
             dot_bracketed: with(&dot, b"."),
             at,
@@ -291,10 +296,10 @@ impl Spelled {
     /// The next candidate at or after `from` in `data`; `memos` remember
     /// each search's next match.
     pub(super) fn next(&self, memos: &mut [Ahead; MAX_SEARCHES], data: &[u8], from: usize) -> Option<usize> {
-        let (labels, marks) = memos.split_at_mut(MAX_SEARCHES - 2);
+        let (labels, marks) = memos.split_at_mut(MAX_SEARCHES - 3);
         let label = self.labels.next(labels, data, from, self.overlap());
-        let [call, mark] = marks else {
-            unreachable!("two marks")
+        let [call, mark, based] = marks else {
+            unreachable!("three marks")
         };
         let overlap = char_codes::CALL.len() - 1;
         let call = call.find(data, from, overlap, |d| self.call.find(d));
@@ -302,7 +307,11 @@ impl Spelled {
             .mark
             .as_ref()
             .and_then(|m| mark.find(data, from, cfemail::MARK.len() - 1, |d| m.find(d)));
-        super::earliest(super::earliest(label, call), mark)
+        let based = self
+            .base64
+            .as_ref()
+            .and_then(|n| based.find(data, from, n.overlap(), |d| n.find(d)));
+        super::earliest(super::earliest(label, call), super::earliest(mark, based))
     }
 
     /// Whether `hay` holds a candidate.
@@ -310,6 +319,22 @@ impl Spelled {
         self.labels.any(hay)
             || self.call.find(hay).is_some()
             || self.mark.as_ref().is_some_and(|m| m.find(hay).is_some())
+            || self.base64.as_ref().is_some_and(|n| n.find(hay).is_some())
+    }
+
+    /// How many bytes before the end of what arrived any search's match
+    /// may start that it cannot find yet: the longest one's length less one.
+    pub(super) fn pending(&self) -> usize {
+        let based = self.base64.as_ref().map_or(0, base64::Needles::overlap);
+        self.overlap()
+            .max(char_codes::CALL.len() - 1)
+            .max(cfemail::MARK.len() - 1)
+            .max(based)
+    }
+
+    /// The searches for addresses in base64, when they are read.
+    pub(super) fn base64(&self) -> Option<&base64::Needles> {
+        self.base64.as_ref()
     }
 
     /// Decides the candidate at `r.q`, where a protected domain's first
