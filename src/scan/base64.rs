@@ -26,9 +26,9 @@
 //!
 //! An ID in base64 is no insertion: unless its length is a multiple of
 //! three, every character after it changes. So the string is encoded again
-//! from the group of its first ID to its end, padded as it was, and the
-//! munger is told of that stretch ([`super::Munger::rewritten`]). Before
-//! it, not a byte changes.
+//! from the group of its first ID to its end, padded unless it lacked
+//! padding it needed (`atob()` takes both), and the munger is told of that
+//! stretch ([`super::Munger::rewritten`]). Before it, not a byte changes.
 //!
 //! # Not read
 //!
@@ -157,7 +157,7 @@ impl Run {
 
     /// Writes the string from the group holding `text[ids[0].0]` to its
     /// end, with each `(at, id)` (ascending) inserted before `text[at]`,
-    /// padded if it was.
+    /// padded unless it lacked padding it needed.
     pub(super) fn write(&self, ids: &[(usize, Vec<u8>)], out: &mut Vec<u8>) {
         let Some(&(first, _)) = ids.first() else {
             return;
