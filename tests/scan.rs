@@ -883,6 +883,21 @@ fn base64_gets_ids_in_its_text() {
         assert_eq!(rewrite(page), *want, "{page}");
         every_cut_gives(&matcher(), page, want, &mut marker);
     }
+    // A match that starts where another search's does (the label `a` of
+    // `a.b` at an `A`), cut anywhere: found once it is whole.
+    let protect = |domain: &str| Protect {
+        domain: domain.into(),
+        local: Glob::new("*").unwrap(),
+        exempt: vec![],
+        deliver_to: None,
+    };
+    let m = Matcher::new(Arc::new(Protection::new(
+        vec![protect("a.b"), protect("xn--bcher-kva.example")],
+        "-id-",
+    )));
+    let page = format!("ex{}, x", b64("jj@xn--bcher-kva.example"));
+    let want = format!("ex{}, x", b64("jj-id-zzzz@xn--bcher-kva.example"));
+    every_cut_gives(&m, &page, &want, &mut marker);
     // After a string too long to read (not read: see below), another is.
     let long = b64(&format!("joe@ihatespam.test{}", "x".repeat(13_000)));
     let page = format!("{long} {}", b64("joe@ihatespam.test"));

@@ -361,9 +361,9 @@ impl Matcher {
         self.spelled.as_ref().map_or(0, Spelled::reach).max(MAX_FORM)
     }
 
-    /// How many bytes before the end of what arrived a label or a call
-    /// may start that the searches cannot find yet: the longest one's
-    /// length less one.
+    /// How close to the end of what arrived a candidate must wait for
+    /// more: the longest search's length less one. A match that starts
+    /// before it, or a longer one at the same byte, may not be whole yet.
     fn pending(&self) -> usize {
         self.spelled.as_ref().map_or(0, Spelled::pending)
     }
@@ -689,9 +689,10 @@ impl Decider {
             let decided = match data[p] {
                 b'@' | b'&' | b'%' | b'\\' | 0xef => self.at_sign(data, cur, p, eof, out, munger),
                 // A label or call that started earlier may not have come
-                // whole yet (`a` in `fromCha`, `ai` in `mai`): one-shot, the
-                // search would have found that one first.
-                _ if !eof && p + self.matcher.pending() > data.len() => false,
+                // whole yet (`a` in `fromCha`, `ai` in `mai`), nor a longer
+                // match at this byte (base64's, at a label `A`): one-shot,
+                // the search would have found that one first.
+                _ if !eof && p + self.matcher.pending() >= data.len() => false,
                 _ => self.searched(data, cur, p, eof, out, munger),
             };
             if !decided {
