@@ -79,6 +79,18 @@ pub(super) struct Coded {
     pub left_alone: Option<LeftAlone>,
 }
 
+impl Coded {
+    /// It as found at `offset` in the stream, by the entry of `prot`.
+    pub(super) fn found<'a>(&'a self, prot: &'a crate::address::Protection, offset: u64) -> Found<'a> {
+        Found {
+            local: &self.local,
+            domain: &prot.entries()[self.entry].domain,
+            entry: self.entry,
+            offset,
+        }
+    }
+}
+
 /// Notes what scanning a decoded text finds, writing nothing.
 struct AllCoded(Vec<Coded>);
 

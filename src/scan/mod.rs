@@ -1002,23 +1002,12 @@ impl Decider {
                 return Some(true);
             }
         };
+        let placed = char_codes::addresses(&run.text, &self.matcher)
+            .into_iter()
+            .map(|c| (run.group_start(c.at), c));
         let mut ids = Vec::new();
-        for coded in char_codes::addresses(&run.text, &self.matcher) {
-            let at = run.group_start(coded.at);
-            if at < cur.emitted {
-                continue;
-            }
-            let found = Found {
-                local: &coded.local,
-                domain: &self.matcher.protection.entries()[coded.entry].domain,
-                entry: coded.entry,
-                offset: cur.base + at as u64,
-            };
-            if let Some(why) = coded.left_alone {
-                munger.left_alone(&found, why);
-                self.left_alone += 1;
-                continue;
-            }
+        for (pos, coded) in self.taken(cur, placed, munger) {
+            let found = coded.found(&self.matcher.protection, cur.base + pos as u64);
             let mut id = Vec::new();
             munger.id(&found, &mut id);
             if !id.is_empty() {
@@ -1050,27 +1039,40 @@ impl Decider {
         out: &mut Vec<u8>,
         munger: &mut impl Munger,
     ) {
-        let matcher = Arc::clone(&self.matcher);
-        for (pos, coded) in placed {
-            if pos < cur.emitted {
-                continue;
-            }
-            let found = Found {
-                local: &coded.local,
-                domain: &matcher.protection.entries()[coded.entry].domain,
-                entry: coded.entry,
-                offset: cur.base + pos as u64,
-            };
-            if let Some(why) = coded.left_alone {
-                munger.left_alone(&found, why);
-                self.left_alone += 1;
-                continue;
-            }
+        for (pos, coded) in self.taken(cur, placed, munger) {
+            let found = coded.found(&self.matcher.protection, cur.base + pos as u64);
             out.extend_from_slice(&data[cur.emitted..pos]);
             munger.munge_as(&found, out, written);
             self.munged += 1;
             cur.emitted = pos;
         }
+    }
+
+    /// The addresses a text decoded from the page holds that take an ID,
+    /// each `placed` (ascending) where its ID goes in the page: not those
+    /// whose place was written out already, nor those left alone (the
+    /// munger is told).
+    fn taken(
+        &mut self,
+        cur: &Cursor,
+        placed: impl Iterator<Item = (usize, Coded)>,
+        munger: &mut impl Munger,
+    ) -> Vec<(usize, Coded)> {
+        let prot = &self.matcher.protection;
+        let left_alone = &mut self.left_alone;
+        placed
+            .filter(|(pos, coded)| {
+                if *pos < cur.emitted {
+                    return false;
+                }
+                let Some(why) = coded.left_alone else {
+                    return true;
+                };
+                munger.left_alone(&coded.found(prot, cur.base + *pos as u64), why);
+                *left_alone += 1;
+                false
+            })
+            .collect()
     }
 
     /// What a call that spells only `@` (`String.fromCharCode(64)`, its
