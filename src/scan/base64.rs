@@ -67,6 +67,9 @@ pub(super) struct Needles {
     lead: Vec<usize>,
     /// The longest search's length.
     longest: usize,
+    /// The bytes a search starts with: most candidates of the other
+    /// searches (a label's first letter) are told from these by one load.
+    firsts: [bool; 256],
 }
 
 impl Needles {
@@ -81,6 +84,10 @@ impl Needles {
         searches.sort_unstable();
         searches.dedup();
         let longest = searches.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+        let mut firsts = [false; 256];
+        for (s, _) in &searches {
+            firsts[usize::from(s[0])] = true;
+        }
         let searcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostFirst)
             .start_kind(StartKind::Both)
@@ -90,6 +97,7 @@ impl Needles {
             searcher,
             lead: searches.into_iter().map(|(_, lead)| lead).collect(),
             longest,
+            firsts,
         }
     }
 
@@ -108,6 +116,9 @@ impl Needles {
     /// `None` when none matches there, or that group's characters before
     /// `p` are not all base64's.
     pub(super) fn group_at(&self, data: &[u8], p: usize) -> Option<usize> {
+        if !self.firsts[usize::from(data[p])] {
+            return None;
+        }
         let m = self
             .searcher
             .find(Input::new(&data[p..]).anchored(Anchored::Yes))?;
