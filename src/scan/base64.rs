@@ -61,12 +61,13 @@ pub(super) const MAX_AHEAD: usize = 16 * 1024;
 /// The searches for `@` and each protected domain in base64.
 #[derive(Debug)]
 pub(super) struct Needles {
+    /// The searches, for the scanner's own automaton to look for.
+    patterns: Vec<Vec<u8>>,
+    /// The same, for an anchored search at a match.
     searcher: AhoCorasick,
     /// For each search: how many characters of its `@`'s group come before
     /// its first (those depend on the bytes before the `@` too).
     lead: Vec<usize>,
-    /// The longest search's length.
-    longest: usize,
     /// The bytes a search starts with: most candidates of the other
     /// searches (a label's first letter) are told from these by one load.
     firsts: [bool; 256],
@@ -83,33 +84,27 @@ impl Needles {
             .collect();
         searches.sort_unstable();
         searches.dedup();
-        let longest = searches.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
         let mut firsts = [false; 256];
         for (s, _) in &searches {
             firsts[usize::from(s[0])] = true;
         }
+        let (patterns, lead): (Vec<_>, Vec<_>) = searches.into_iter().unzip();
         let searcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostFirst)
-            .start_kind(StartKind::Both)
-            .build(searches.iter().map(|(s, _)| s))
+            .start_kind(StartKind::Anchored)
+            .build(&patterns)
             .expect("a handful of short searches build");
         Needles {
+            patterns,
             searcher,
-            lead: searches.into_iter().map(|(_, lead)| lead).collect(),
-            longest,
+            lead,
             firsts,
         }
     }
 
-    /// Where the first match in `hay` starts.
-    pub(super) fn find(&self, hay: &[u8]) -> Option<usize> {
-        self.searcher.find(hay).map(|m| m.start())
-    }
-
-    /// How many bytes before the end of what was searched a match found
-    /// only once more bytes came can start.
-    pub(super) fn overlap(&self) -> usize {
-        self.longest.saturating_sub(1)
+    /// The searches, for the scanner to look for with its other literals.
+    pub(super) fn patterns(&self) -> impl Iterator<Item = &[u8]> {
+        self.patterns.iter().map(Vec::as_slice)
     }
 
     /// Where the group of the `@` whose search matches at `p` starts;

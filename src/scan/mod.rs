@@ -456,11 +456,13 @@ struct Cursor {
     /// The next `\\` or `0xEF` (a fullwidth `＠` starts with it), searched
     /// once for many candidates.
     rare: Ahead,
-    /// The next first label of a protected domain, likewise.
-    label: LabelsAhead,
-    /// No protected domain's first label before this is a candidate for a
-    /// spelled-out address: it starts (or lies inside) the domain of the
-    /// last address munged.
+    /// The next literal a candidate starts with (a protected domain's
+    /// first label, `fromCharCode`, Cloudflare's mark, base64's), likewise.
+    literal: LiteralsAhead,
+    /// No literal before this is a candidate: it starts (or lies inside)
+    /// the domain of the last address munged. (A protected domain's text
+    /// holds no script call, Cloudflare's mark or base64 but by an owner's
+    /// design: those searches skip it with the labels'.)
     labels_from: usize,
     /// Where `data[0]` is in the stream.
     base: u64,
@@ -481,7 +483,7 @@ impl Ahead {
     /// The next match at or after `from`; `overlap` is how many bytes
     /// before `searched_to` a match found only now may start (a pattern's
     /// length less one).
-    // Inlined into each label search's memo loop: asked for every candidate.
+    // Inlined into each search's memo: asked for every candidate.
     #[inline(always)]
     fn find(
         &mut self,
@@ -518,12 +520,12 @@ impl Ahead {
     }
 }
 
-/// The next first label of a protected domain: a memo for each label
-/// search, so that a label that never comes is not searched for again at
-/// every other one's match, and their earliest, so that a candidate before
-/// it costs one comparison.
+/// The next literal a candidate starts with: a memo for each search, so
+/// that one that never comes is not searched for again at every other
+/// one's match, and their earliest, so that a candidate before it costs
+/// one comparison.
 #[derive(Debug, Clone, Copy, Default)]
-struct LabelsAhead {
+struct LiteralsAhead {
     each: [Ahead; MAX_SEARCHES],
     /// The earliest of `each`'s matches at or after some earlier `from`,
     /// found while `data` was `len` bytes long.
@@ -531,8 +533,8 @@ struct LabelsAhead {
     len: usize,
 }
 
-impl LabelsAhead {
-    /// The next label at or after `from` (which never goes back).
+impl LiteralsAhead {
+    /// The next literal at or after `from` (which never goes back).
     fn find(&mut self, data: &[u8], from: usize, s: &Spelled) -> Option<usize> {
         if self.len != data.len() || self.next.is_some_and(|b| b < from) {
             self.next = s.next(&mut self.each, data, from);
@@ -552,7 +554,7 @@ impl Cursor {
             scan_from: self.scan_from - shift,
             common: Ahead::default(),
             rare: Ahead::default(),
-            label: Default::default(),
+            literal: Default::default(),
             labels_from: self.labels_from.saturating_sub(shift),
             base: self.base + shift as u64,
         }
@@ -577,7 +579,7 @@ impl Cursor {
             None => memchr3(b'@', b'&', b'%', &data[from..]).map(|i| from + i),
         };
         let bs = self.rare.find(data, from, 0, |d| memchr2(b'\\', 0xef, d));
-        let label = spelled.and_then(|s| self.label.find(data, from.max(self.labels_from), s));
+        let label = spelled.and_then(|s| self.literal.find(data, from.max(self.labels_from), s));
         // Not `[..].into_iter().flatten().min()`: that goes through memory
         // the compiler does not keep in registers, and this runs for every
         // candidate.
