@@ -78,13 +78,14 @@ pub(super) const MAX_SEARCHES: usize = 2;
 /// domains' first labels, a script's `fromCharCode` (see [`char_codes`]),
 /// Cloudflare's mark (see [`cfemail`]) and `@` with a protected domain in
 /// base64 (see [`base64`]). They must cost next to nothing where there is
-/// none, so all go into one automaton, whose SIMD prefilter looks for all
+/// none, so all go into one SIMD search ([`Literals`]) that looks for all
 /// at once (separate searches cost one pass over the page each: 2.3-2.8x
 /// the time). A match only says where a candidate is: the scanner then
 /// asks each reading at that byte, so which of two literals starting
 /// there is reported does not matter.
 #[derive(Debug)]
 struct Searches {
+    /// The few labels in the forms pages write them, and the other literals.
     literals: Literals,
     /// Many labels, or a one-letter one, in any case: base64's searches
     /// are case-sensitive, so these have an automaton of their own.
