@@ -463,7 +463,7 @@ struct Cursor {
     /// the domain of the last address munged. (A protected domain's text
     /// holds no script call, Cloudflare's mark or base64 but by an owner's
     /// design: those searches skip it with the labels'.)
-    labels_from: usize,
+    literals_from: usize,
     /// Where `data[0]` is in the stream.
     base: u64,
 }
@@ -555,7 +555,7 @@ impl Cursor {
             common: Ahead::default(),
             rare: Ahead::default(),
             literal: Default::default(),
-            labels_from: self.labels_from.saturating_sub(shift),
+            literals_from: self.literals_from.saturating_sub(shift),
             base: self.base + shift as u64,
         }
     }
@@ -579,11 +579,11 @@ impl Cursor {
             None => memchr3(b'@', b'&', b'%', &data[from..]).map(|i| from + i),
         };
         let bs = self.rare.find(data, from, 0, |d| memchr2(b'\\', 0xef, d));
-        let label = spelled.and_then(|s| self.literal.find(data, from.max(self.labels_from), s));
+        let literal = spelled.and_then(|s| self.literal.find(data, from.max(self.literals_from), s));
         // Not `[..].into_iter().flatten().min()`: that goes through memory
         // the compiler does not keep in registers, and this runs for every
         // candidate.
-        earliest(earliest(common, bs), label)
+        earliest(earliest(common, bs), literal)
     }
 }
 
@@ -804,9 +804,10 @@ impl Decider {
             // This domain's first label is no spelled-out address's. Nor
             // is any other label inside a literal domain: it follows a
             // domain character, which ends no gap before one. In a spelled
-            // domain (`plover&#46;com`) a `;` may end such a gap.
+            // domain (`plover&#46;com`) a `;` may end such a gap. The other
+            // literals are skipped with them (see `literals_from`).
             let literal = at_len == 1 && sc.domain_end - (p + 1) == sc.domain_len;
-            cur.labels_from = if literal { sc.domain_end } else { p + at_len + 1 };
+            cur.literals_from = if literal { sc.domain_end } else { p + at_len + 1 };
         }
         true
     }

@@ -53,7 +53,7 @@ pub(super) struct Spelled {
     /// Finds the protected domains' first labels, a script's
     /// `fromCharCode`, Cloudflare's mark and base64's searches.
     searches: Searches,
-    /// Finds `@` and a protected domain in base64 (see [`base64`]); none
+    /// Tells where the `@` of a base64 match (see [`base64`]) is; none
     /// for text a reader has already decoded.
     base64: Option<base64::Needles>,
     /// Words for `@` and `.`, lowercase.
@@ -165,13 +165,17 @@ impl Literals {
             .builder();
         match packed.extend(literals).build() {
             Some(p) => Literals::Packed(p),
-            None => Literals::Automaton(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .build(literals)
-                    .expect("a few short literals make a small automaton"),
-            ),
+            None => Literals::automaton(literals),
         }
+    }
+
+    /// The automaton, where the packed search cannot be had.
+    fn automaton(literals: &[Vec<u8>]) -> Literals {
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(literals)
+            .expect("a few short literals make a small automaton");
+        Literals::Automaton(ac)
     }
 
     /// Where the first literal in `hay` starts.
@@ -1268,12 +1272,7 @@ mod tests {
             matches!(packed, Literals::Packed(_)),
             "SIMD here: the path benchmarks measure"
         );
-        let automaton = Literals::Automaton(
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostFirst)
-                .build(&literals)
-                .unwrap(),
-        );
+        let automaton = Literals::automaton(&literals);
         let mut hay = Vec::new();
         let mut x = 7u32;
         for i in 0..4000 {
