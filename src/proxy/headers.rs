@@ -131,16 +131,18 @@ pub(super) fn is_upgrade(h: &HeaderMap) -> bool {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
+// Names, not strings: a `&str` is parsed into a name at every lookup, and
+// these are looked up for every request.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
 ];
 
 /// Removes hop-by-hop headers (and those named in `Connection`); with
@@ -161,11 +163,11 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
-        if keep_upgrade && (*n == "connection" || *n == "upgrade") {
+    for n in &HOP_BY_HOP {
+        if keep_upgrade && (n == header::CONNECTION || n == header::UPGRADE) {
             continue;
         }
-        h.remove(*n);
+        h.remove(n);
     }
     if keep_upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -175,20 +177,25 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 /// Headers that claim who the visitor is or where the request came from.
 /// From a peer that is not a trusted proxy they are lies until proven
 /// otherwise: the web server must not log or act on them.
-const CLAIMS_OF_ORIGIN: &[&str] = &[
-    "forwarded",
-    "x-real-ip",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-server",
-    "x-forwarded-prefix",
-    "x-forwarded-ssl",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
+static CLAIMS_OF_ORIGIN: [HeaderName; 12] = [
+    header::FORWARDED,
+    X_REAL_IP,
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
 ];
+
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
 
 pub(super) fn forward_headers(
     incoming: &HeaderMap,
@@ -202,12 +209,12 @@ pub(super) fn forward_headers(
     strip_hop_by_hop(&mut h, upgrade);
     let from_trusted = trusted.iter().any(|n| n.contains(&peer));
     if !from_trusted {
-        for name in CLAIMS_OF_ORIGIN {
-            h.remove(*name);
+        for name in &CLAIMS_OF_ORIGIN {
+            h.remove(name);
         }
         // As X-Forwarded-For: replaced by what the socket says.
         if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
-            h.insert("x-real-ip", v);
+            h.insert(X_REAL_IP, v);
         }
         let node = match peer {
             IpAddr::V4(v4) => v4.to_string(),
@@ -219,7 +226,7 @@ pub(super) fn forward_headers(
     }
     // X-Forwarded-For: extend the chain only when the peer is a proxy we trust.
     let xff = if from_trusted {
-        match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
             _ => peer.to_string(),
         }
@@ -227,10 +234,10 @@ pub(super) fn forward_headers(
         peer.to_string()
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+        h.insert(X_FORWARDED_FOR, v);
     }
-    if !from_trusted || !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if !from_trusted || !h.contains_key(X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     h.append(header::VIA, HeaderValue::from_static("1.1 addrmunge"));
     h
@@ -266,7 +273,7 @@ pub(super) fn ask_codings(h: &mut HeaderMap, incoming: &HeaderMap, rewrite_types
 fn expects_rewritten(h: &HeaderMap, rewrite_types: &[TypePattern]) -> bool {
     let rewrites = |t: &str| TypePattern::any(rewrite_types, t);
     let dest = h
-        .get("sec-fetch-dest")
+        .get(SEC_FETCH_DEST)
         .and_then(|v| v.to_str().ok())
         .map(|d| d.trim().to_ascii_lowercase());
     match dest.as_deref() {

@@ -17,7 +17,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     // then X-Forwarded-For.
     let mut chain: Vec<IpAddr> = Vec::new();
     for v in headers
-        .get_all("forwarded")
+        .get_all(hyper::header::FORWARDED)
         .iter()
         .filter_map(|v| v.to_str().ok())
     {
@@ -34,7 +34,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     }
     if chain.is_empty() {
         for v in headers
-            .get_all("x-forwarded-for")
+            .get_all(super::headers::X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
         {
