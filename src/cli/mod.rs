@@ -9,6 +9,7 @@ mod audit;
 mod check;
 mod docs;
 mod forensics;
+mod log_fields;
 mod rules;
 mod serve;
 mod store;

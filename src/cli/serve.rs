@@ -61,11 +61,17 @@ fn init_logging() {
             .init();
         return;
     }
-    // Colours only for a person at a terminal, never into log files.
+    // Colours only for a person at a terminal, never into log files; the
+    // same text without them written for less (a line for every request).
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let text = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(io::stderr().is_terminal())
-        .with_writer(io::stderr)
-        .init();
+        .with_writer(io::stderr);
+    if io::stderr().is_terminal() {
+        text.with_ansi(true).init();
+    } else {
+        text.with_ansi(false)
+            .fmt_fields(super::log_fields::PlainFields)
+            .init();
+    }
 }
