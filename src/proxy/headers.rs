@@ -208,32 +208,33 @@ pub(super) fn forward_headers(
     let mut h = incoming.clone();
     strip_hop_by_hop(&mut h, upgrade);
     let from_trusted = trusted.iter().any(|n| n.contains(&peer));
+    // Written once: formatting an address is the dearest step here.
+    let peer_text = peer.to_string();
+    let peer_value = HeaderValue::from_str(&peer_text).ok();
     if !from_trusted {
         for name in &CLAIMS_OF_ORIGIN {
             h.remove(name);
         }
         // As X-Forwarded-For: replaced by what the socket says.
-        if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+        if let Some(v) = peer_value.clone() {
             h.insert(X_REAL_IP, v);
         }
-        let node = match peer {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        let forwarded = match peer {
+            IpAddr::V4(_) => format!("for={peer_text};proto={proto}"),
+            IpAddr::V6(_) => format!("for=\"[{peer_text}]\";proto={proto}"),
         };
-        if let Ok(v) = HeaderValue::from_str(&format!("for={node};proto={proto}")) {
+        if let Ok(v) = HeaderValue::from_str(&forwarded) {
             h.insert(header::FORWARDED, v);
         }
     }
     // X-Forwarded-For: extend the chain only when the peer is a proxy we trust.
-    let xff = if from_trusted {
-        match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
-            _ => peer.to_string(),
-        }
-    } else {
-        peer.to_string()
+    let prev = (h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
+        .filter(|prev| from_trusted && !prev.trim().is_empty());
+    let xff = match prev {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {peer_text}")).ok(),
+        None => peer_value,
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
     if !from_trusted || !h.contains_key(X_FORWARDED_PROTO) {
