@@ -148,25 +148,20 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// Removes hop-by-hop headers (and those named in `Connection`); with
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay for a WebSocket.
 pub(super) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = h
+    let kept = |n: &HeaderName| keep_upgrade && (n == header::CONNECTION || n == header::UPGRADE);
+    // Parsing a name lower-cases it; `upgrade` is kept for a WebSocket.
+    let named = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| {
-            v.split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .filter(|t| !(keep_upgrade && t == "upgrade"))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in &HOP_BY_HOP {
-        if keep_upgrade && (n == header::CONNECTION || n == header::UPGRADE) {
-            continue;
-        }
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE));
+    // Only those present are removed: most requests and responses carry
+    // one or none of the nine, and a removal looks its name up.
+    let present = h.keys().filter(|n| HOP_BY_HOP.contains(n) && !kept(n)).cloned();
+    let doomed: Vec<HeaderName> = named.chain(present).collect();
+    for n in &doomed {
         h.remove(n);
     }
     if keep_upgrade {
@@ -372,6 +367,11 @@ pub(super) fn private_headers(h: &mut HeaderMap, vd: &str) {
 /// `Cache-Control: private` first, and the directives that let shared
 /// caches keep the response gone.
 pub(super) fn private_cache_control(h: &mut HeaderMap) {
+    // The usual case for a page: the web server said nothing.
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        return;
+    }
     let mut directives: Vec<String> = h
         .get_all(header::CACHE_CONTROL)
         .iter()
@@ -441,6 +441,66 @@ pub(super) fn translate_if_none_match(h: &mut HeaderMap, vd: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let sent = [
+            ("connection", "Keep-Alive, X-Private-Hop, Upgrade"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("x-private-hop", "1"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("trailer", "Expires"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("proxy-connection", "keep-alive"),
+            ("host", "plover.com"),
+            ("accept", "text/html"),
+        ];
+        let mut h = headers(&sent);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["accept", "host"]);
+
+        // A WebSocket keeps its upgrade, and only that in Connection.
+        let mut h = headers(&sent);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(names(&h), ["accept", "connection", "host", "upgrade"]);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+
+        // None of them: nothing moves.
+        let mut h = headers(&sent[9..]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["accept", "host"]);
+    }
+
+    #[test]
+    fn responses_are_made_private() {
+        let mut h = HeaderMap::new();
+        private_cache_control(&mut h);
+        assert_eq!(h[header::CACHE_CONTROL], "private");
+        let mut h = headers(&[
+            ("cache-control", "Public"),
+            ("cache-control", "no-transform, S-MaxAge=9"),
+        ]);
+        private_cache_control(&mut h);
+        assert_eq!(h.get_all(header::CACHE_CONTROL).iter().count(), 1);
+        assert_eq!(h[header::CACHE_CONTROL], "private, no-transform");
+    }
 
     #[test]
     fn validators_round_trip() {
