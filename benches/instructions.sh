@@ -71,15 +71,10 @@ wait_url "http://127.0.0.1:$ngx/page.html"
 
 "$BIN" keygen --out "$work/addrmunge.key" >/dev/null
 port=$(free_port)
-cat > "$work/proxy.toml" <<TOML
-key_file = "addrmunge.key"
-state = "state.sqlite"
-[[protect]]
-domain = "plover.com"
-[proxy]
-listen = ["127.0.0.1:$port"]
-upstream = "http://127.0.0.1:$ngx"
-TOML
+# The proxy: the defaults (access log on), one protected domain.
+printf '%s\n' 'key_file = "addrmunge.key"' 'state = "state.sqlite"' \
+  '[[protect]]' 'domain = "plover.com"' \
+  '[proxy]' "listen = [\"127.0.0.1:$port\"]" "upstream = \"http://127.0.0.1:$ngx\"" > "$work/proxy.toml"
 ADDRMUNGE_LOG=info valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
   "$BIN" --config "$work/proxy.toml" proxy 2>>"$work/proxy.log" &
 pids+=($!)
