@@ -148,19 +148,19 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// Removes hop-by-hop headers (and those named in `Connection`); with
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay for a WebSocket.
 pub(super) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let kept = |n: &HeaderName| keep_upgrade && (n == header::CONNECTION || n == header::UPGRADE);
-    // Parsing a name lower-cases it; `upgrade` is kept for a WebSocket.
+    // Parsing a name lower-cases it.
     let named = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE));
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok());
     // Only those present are removed: most requests and responses carry
     // one or none of the nine, and a removal looks its name up.
-    let present = h.keys().filter(|n| HOP_BY_HOP.contains(n) && !kept(n)).cloned();
-    let doomed: Vec<HeaderName> = named.chain(present).collect();
+    let present = h.keys().filter(|n| HOP_BY_HOP.contains(n)).cloned();
+    // A WebSocket keeps its upgrade (`Connection` is written anew below).
+    let kept = |n: &HeaderName| keep_upgrade && (n == header::CONNECTION || n == header::UPGRADE);
+    let doomed: Vec<HeaderName> = named.chain(present).filter(|n| !kept(n)).collect();
     for n in &doomed {
         h.remove(n);
     }

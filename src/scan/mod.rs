@@ -560,6 +560,20 @@ impl Cursor {
         }
     }
 
+    /// Goes past the address at `p` whose ID was written before `insert`,
+    /// its domain (decoded into `sc`) staying in the page as spelled.
+    fn past_munged(&mut self, insert: usize, p: usize, at_len: usize, sc: &Scratch) {
+        self.emitted = insert;
+        self.scan_from = p + at_len;
+        // This domain's first label is no spelled-out address's. Nor is any
+        // other label inside a literal domain: it follows a domain
+        // character, which ends no gap before one. In a spelled domain
+        // (`plover&#46;com`) a `;` may end such a gap. The other literals
+        // are skipped with them (see `literals_from`).
+        let literal = at_len == 1 && sc.domain_end - (p + 1) == sc.domain_len;
+        self.literals_from = if literal { sc.domain_end } else { p + at_len + 1 };
+    }
+
     /// Writes `data[emitted..limit]` (nothing when `limit` is not past
     /// `emitted`): those bytes are decided.
     fn emit_to(&mut self, data: &[u8], limit: usize, out: &mut Vec<u8>) {
@@ -799,15 +813,7 @@ impl Decider {
             cur.emitted = sc.domain_end;
             cur.scan_from = sc.domain_end;
         } else {
-            cur.emitted = insert;
-            cur.scan_from = p + at_len;
-            // This domain's first label is no spelled-out address's. Nor
-            // is any other label inside a literal domain: it follows a
-            // domain character, which ends no gap before one. In a spelled
-            // domain (`plover&#46;com`) a `;` may end such a gap. The other
-            // literals are skipped with them (see `literals_from`).
-            let literal = at_len == 1 && sc.domain_end - (p + 1) == sc.domain_len;
-            cur.literals_from = if literal { sc.domain_end } else { p + at_len + 1 };
+            cur.past_munged(insert, p, at_len, sc);
         }
         true
     }
