@@ -505,8 +505,13 @@ fn the_access_log_tells_truncated_bodies() {
     for path in ["/bad-chunk", "/short", "/not-gzip", "/stall", "/whole"] {
         get(d.port, path, &[]);
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let log = d.log();
+    // Access lines into a file are written in batches, within 0.1 s.
+    let start = std::time::Instant::now();
+    let mut log = d.log();
+    while log.matches("\"target\":\"access\"").count() < 5 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+        log = d.log();
+    }
     let line = |path: &str| -> serde_json::Value {
         log.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -1,5 +1,5 @@
 //! The proxy's life as a daemon in front of a real nginx: SIGHUP reloads
-//! config and keys, SIGTERM drains what is in flight.
+//! config and keys, SIGTERM drains what is in flight and writes its log.
 
 use std::fs;
 use std::process::Command;
@@ -109,4 +109,12 @@ async fn sighup_reloads_and_sigterm_drains() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Its access line, written in a batch (the log is a file), was
+    // written before the proxy exited.
+    let log = proxy.inst.log("proxy");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" access: ") && l.contains("path=/ ") && l.contains("complete=true")),
+        "no access line for the drained request:\n{log}"
+    );
 }

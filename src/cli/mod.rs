@@ -10,6 +10,7 @@ mod check;
 mod docs;
 mod forensics;
 mod log_fields;
+mod log_sink;
 mod rules;
 mod serve;
 mod store;
