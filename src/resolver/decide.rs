@@ -122,7 +122,8 @@ pub fn socketmap(s: &Settings, facts: &impl Facts, map: Map, key: &str) -> Reply
             None => store_unreadable(),
             Some(j) => match recipient_action(s, &j) {
                 Action::Dunno => Reply::Ok("DUNNO".into()),
-                Action::Reject(text) => Reply::Ok(format!("REJECT {text}")),
+                // concat, not format!: this is every refused lookup.
+                Action::Reject(text) => Reply::Ok(["REJECT ", &text].concat()),
                 Action::Trap => Reply::Ok(s.config.traps.action.to_string()),
                 Action::NotOurs => Reply::NotFound,
             },
