@@ -48,7 +48,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let mut req = Request::builder()
             .method(Method::GET)
-            .uri(format!("http://{}/robots.txt", st.upstream.authority));
+            .uri(st.upstream.uri("/robots.txt").expect("a plain path"));
         if let Some(h) = st.upstream_host(headers, &Uri::default()) {
             req = req.header(header::HOST, h);
         }

@@ -128,11 +128,7 @@ impl Proxy {
         let agent = (!crawler && !audit)
             .then(|| harvest::match_agent(&st.config.agents, &user_agent).cloned())
             .flatten();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "/".into());
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let caught = !crawler && !audit && self.caught.contains(&visitor, day);
         if agent.is_some() || caught {
             self.metrics.harvester_requests.fetch_add(1, Ordering::Relaxed);
@@ -279,7 +275,7 @@ impl Proxy {
         // line keeps what the visitor asked for.
         let restored = target::restore(&cx.line.path, &st.config.protection, &st.keys);
         let path = restored.as_deref().unwrap_or(&cx.line.path);
-        let uri: Uri = format!("http://{}{path}", st.upstream.authority).parse().ok()?;
+        let uri = st.upstream.uri(path)?;
         if let Some(h) = st.upstream_host(&parts.headers, &parts.uri) {
             headers.insert(header::HOST, h);
         }

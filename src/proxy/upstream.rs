@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::Uri;
+use hyper::http::uri::{Authority, Scheme};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 
@@ -21,8 +22,8 @@ use crate::config::UpstreamAddr;
 /// The web server the proxy forwards to, as hyper's pool addresses it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// The authority requests are addressed to.
-    pub authority: String,
+    /// The authority requests are addressed to, parsed once.
+    pub authority: Authority,
     /// Where it is, as configured.
     pub addr: UpstreamAddr,
 }
@@ -36,7 +37,9 @@ impl Upstream {
     pub fn new(addr: &UpstreamAddr) -> Upstream {
         match addr {
             UpstreamAddr::Http(authority) => Upstream {
-                authority: authority.clone(),
+                authority: authority
+                    .parse()
+                    .expect("the config read it from a URI's authority"),
                 addr: addr.clone(),
             },
             UpstreamAddr::Unix(path) => {
@@ -49,11 +52,25 @@ impl Upstream {
                         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
                     });
                 Upstream {
-                    authority: format!("u{hash:016x}{UNIX_SUFFIX}"),
+                    authority: format!("u{hash:016x}{UNIX_SUFFIX}")
+                        .parse()
+                        .expect("a hash and a suffix make a host name"),
                     addr: addr.clone(),
                 }
             }
         }
+    }
+
+    /// The URI of `path_and_query` on it, as hyper's pool wants it
+    /// (absolute); `None` when the path is not one a URI can hold.
+    pub fn uri(&self, path_and_query: &str) -> Option<Uri> {
+        // From its parts, not a string made and parsed again: the
+        // authority was parsed once, and this is every request.
+        let mut parts = hyper::http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query.parse().ok()?);
+        Uri::from_parts(parts).ok()
     }
 }
 
@@ -177,7 +194,7 @@ impl UpstreamConnector {
             self.unix
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(upstream.authority.clone(), path.clone());
+                .insert(upstream.authority.to_string(), path.clone());
         }
     }
 
@@ -249,7 +266,24 @@ mod tests {
         let up = |t: &str| Upstream::new(&UpstreamAddr::parse(t).unwrap()).authority;
         assert_eq!(up("http://127.0.0.1:8081"), "127.0.0.1:8081");
         let (a, b) = (up("unix:/run/a.sock"), up("unix:/run/b.sock"));
-        assert!(a.ends_with(UNIX_SUFFIX) && a != b, "{a} {b}");
+        assert!(a.as_str().ends_with(UNIX_SUFFIX) && a != b, "{a} {b}");
         assert_eq!(up("unix:/run/a.sock"), a);
+    }
+
+    #[test]
+    fn request_uris_are_those_a_written_out_uri_would_parse_to() {
+        let up = Upstream::new(&UpstreamAddr::parse("http://127.0.0.1:8081").unwrap());
+        for path in [
+            "/",
+            "/a/b.html?x=1&y=%20",
+            "/mjd-id-abc@plover.com",
+            "/%zz",
+            "/a b",
+            "/\u{e9}",
+        ] {
+            let written: Option<Uri> = format!("http://127.0.0.1:8081{path}").parse().ok();
+            assert_eq!(up.uri(path), written, "{path}");
+        }
+        assert_eq!(up.uri("/a?b").unwrap().to_string(), "http://127.0.0.1:8081/a?b");
     }
 }
