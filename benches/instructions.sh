@@ -11,8 +11,14 @@
 # the proxy executed in that time are divided by the requests answered.
 # Kernel time (sockets, files) is not counted.
 #
+# Then the same count for the resolver and for the netstring echo server
+# the load benchmark compares it with: socketmap lookups (a valid, an
+# expired and a forged address in turn) over 4 connections, as a few busy
+# smtpd processes make them.
+#
 # Usage: bash benches/instructions.sh [SECONDS]   (default 10)
-# Prints one line per page: name, requests, instructions per request.
+# Prints one line per page: name, requests, instructions per request;
+# then one for the resolver and one for the echo server, per lookup.
 # Compare two builds by running it on each (BIN=path/to/addrmunge).
 # Loopback only; bounded in time.
 set -euo pipefail
@@ -77,7 +83,8 @@ printf '%s\n' 'key_file = "addrmunge.key"' 'state = "state.sqlite"' \
   '[proxy]' "listen = [\"127.0.0.1:$port\"]" "upstream = \"http://127.0.0.1:$ngx\"" > "$work/proxy.toml"
 ADDRMUNGE_LOG=info valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
   "$BIN" --config "$work/proxy.toml" proxy 2>>"$work/proxy.log" &
-pids+=($!)
+proxy=$!
+pids+=($proxy)
 wait_url "http://127.0.0.1:$port/page.bin"
 
 for page in page.html site.html page.bin; do
@@ -91,4 +98,38 @@ for page in page.html site.html page.bin; do
   dump=$(ls -t "$work"/callgrind.out.* | head -1)
   ins=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   echo "$page requests=$n instructions/request=$((ins / n))"
+done
+kill "$proxy"
+
+# The resolver and the echo server, each under callgrind.
+map=$(free_port)
+echo_port=$(free_port)
+printf '%s\n' 'key_file = "addrmunge.key"' 'state = "state-resolver.sqlite"' \
+  '[[protect]]' 'domain = "plover.com"' \
+  '[resolver]' "socketmap = [\"inet:127.0.0.1:$map\"]" > "$work/resolver.toml"
+valid=$("$BIN" --config "$work/resolver.toml" encode --ip 203.0.113.9 mjd@plover.com)
+expired=$("$BIN" --config "$work/resolver.toml" encode --ip 203.0.113.10 mjd@plover.com)
+"$BIN" --config "$work/resolver.toml" expire --ip 203.0.113.10 >/dev/null 2>&1
+forged=${valid%@*}
+forged=${forged%?}x@plover.com
+ADDRMUNGE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/resolver.out" \
+  "$BIN" --config "$work/resolver.toml" resolver 2>>"$work/resolver.log" &
+resolver=$!
+pids+=($resolver)
+valgrind --tool=callgrind --callgrind-out-file="$work/echo.out" "$loadbin" echo-server "$echo_port" 2>/dev/null &
+echo_pid=$!
+pids+=($echo_pid)
+wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.2; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port "$map"
+wait_port "$echo_port"
+for server in resolver echo; do
+  if [[ $server == resolver ]]; then p=$map pid=$resolver; else p=$echo_port pid=$echo_pid; fi
+  "$loadbin" lookups "$p" 2 4 "$valid" "$expired" "$forged" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  out=$("$loadbin" lookups "$p" "$secs" 4 "$valid" "$expired" "$forged")
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  n=$(awk -v s="$secs" '{printf "%d", $2 * s}' <<<"$out")
+  dump=$(ls -t "$work/$server".out.* | head -1)
+  ins=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  echo "$server lookups=$n instructions/lookup=$((ins / n))"
 done
