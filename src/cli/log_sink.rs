@@ -19,14 +19,13 @@ use std::time::Duration;
 use tracing::Metadata;
 use tracing_subscriber::fmt::MakeWriter;
 
+use addrmunge::proxy::ACCESS_TARGET;
+
 /// The longest an access line waits to be written.
-pub(super) const FLUSH_EVERY: Duration = Duration::from_millis(100);
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// Access lines waiting past this many bytes are written at once.
 const GATHER_BYTES: usize = 32 * 1024;
-
-/// The target of the proxy's access lines: the only events gathered.
-const ACCESS: &str = "access";
 
 /// Standard error, gathering access lines when `gather` is on.
 #[derive(Clone)]
@@ -178,7 +177,7 @@ impl<'a> MakeWriter<'a> for Sink {
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> SinkWriter<'a> {
         SinkWriter {
             shared: &self.shared,
-            gathered: self.gather && meta.target() == ACCESS,
+            gathered: self.gather && meta.target() == ACCESS_TARGET,
         }
     }
 }
@@ -223,8 +222,8 @@ mod tests {
         let out = Out::default();
         let sink = Sink::to(Box::new(out.clone()), true);
         logging(&sink, || {
-            tracing::info!(target: "access", path = "/1");
-            tracing::info!(target: "access", path = "/2");
+            tracing::info!(target: ACCESS_TARGET, path = "/1");
+            tracing::info!(target: ACCESS_TARGET, path = "/2");
         });
         assert_eq!(out.text(), "", "access lines are gathered");
         logging(&sink, || tracing::warn!("a warning"));
@@ -241,7 +240,7 @@ mod tests {
         assert!(out.text().contains("listening"));
         let out = Out::default();
         let sink = Sink::to(Box::new(out.clone()), false);
-        logging(&sink, || tracing::info!(target: "access", path = "/1"));
+        logging(&sink, || tracing::info!(target: ACCESS_TARGET, path = "/1"));
         assert!(out.text().contains("/1"), "at a terminal every line goes at once");
     }
 
@@ -253,7 +252,7 @@ mod tests {
         let lines = |from: usize, to: usize| {
             logging(&sink, || {
                 for i in from..to {
-                    tracing::info!(target: "access", "{i:02}{long}");
+                    tracing::info!(target: ACCESS_TARGET, "{i:02}{long}");
                 }
             })
         };
@@ -273,7 +272,7 @@ mod tests {
         let out = Out::default();
         let sink = Sink::to(Box::new(out.clone()), true);
         sink.spawn_flusher().unwrap();
-        logging(&sink, || tracing::info!(target: "access", path = "/soon"));
+        logging(&sink, || tracing::info!(target: ACCESS_TARGET, path = "/soon"));
         let start = Instant::now();
         while !out.text().contains("/soon") {
             assert!(start.elapsed() < Duration::from_secs(10), "never written");

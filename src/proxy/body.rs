@@ -90,6 +90,10 @@ pub(super) struct VisitNote {
     pub(super) harvester: Option<Harvester>,
 }
 
+/// The target of the access lines: the log sink writes these, and only
+/// these, in batches.
+pub const ACCESS_TARGET: &str = "access";
+
 /// What the access log says about one request, written when its response
 /// body is done (or dropped), so bytes and addresses munged are known.
 pub(super) struct AccessLine {
@@ -132,7 +136,7 @@ impl Drop for Logged {
         }
         let l = &self.line;
         tracing::info!(
-            target: "access",
+            target: ACCESS_TARGET,
             visitor = %l.visitor,
             method = %l.method,
             path = %l.path,

@@ -15,6 +15,7 @@ pub mod acme;
 mod audit;
 pub use audit::{HEADER as AUDIT_HEADER, VISITOR_HEADER as AUDIT_VISITOR_HEADER};
 mod body;
+pub use body::ACCESS_TARGET;
 pub mod crawlers;
 pub mod harvest;
 mod headers;

@@ -290,12 +290,14 @@ mod tests {
             push_decimal(&mut out, n);
             prop_assert_eq!(out, format!("12:{n}").into_bytes());
         }
+    }
 
-        #[test]
-        fn lengths_at_the_ends_too(n in prop::sample::select(vec![0, 9, 10, usize::MAX])) {
+    #[test]
+    fn lengths_at_the_ends_too() {
+        for n in [0, 9, 10, usize::MAX] {
             let mut out = Vec::new();
             push_decimal(&mut out, n);
-            prop_assert_eq!(out, n.to_string().into_bytes());
+            assert_eq!(out, n.to_string().into_bytes());
         }
     }
 }
