@@ -315,9 +315,22 @@ smtputf8_enable = no
         )
     }
 
-    /// Sends one message; returns whether it was accepted, and the transcript.
+    /// Sends one message; returns whether it was accepted, and the
+    /// transcript. A transcript that ends without the server's answer
+    /// (swaks timed out) gains the ends of Postfix's and the resolver's
+    /// logs: what the server was waiting for is there, not in swaks'.
     pub fn send(&self, from_ip: &str, to: &str) -> (bool, String) {
-        super::swaks(self.smtp, from_ip, to)
+        let (ok, mut t) = super::swaks(self.smtp, from_ip, to);
+        if t.contains("Timeout") {
+            let tail = |log: String| {
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            };
+            let maillog = fs::read_to_string(self.path("maillog")).unwrap_or_default();
+            t += &format!("\n--- maillog:\n{}", tail(maillog));
+            t += &format!("\n--- resolver log:\n{}", tail(self.inst.log("resolver")));
+        }
+        (ok, t)
     }
 
     pub fn mailbox(&self, user: &str) -> Vec<String> {
