@@ -57,6 +57,7 @@ pub mod config;
 pub mod conns;
 pub mod day;
 pub mod demo;
+pub mod ip_text;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;

@@ -177,12 +177,19 @@ impl Visitor {
     }
 }
 
+impl Visitor {
+    /// What `Display` writes: the IPv4 address, or the IPv6 `/64`.
+    pub fn text(self) -> String {
+        match self {
+            Visitor::V4(v4) => crate::ip_text::ipv4_text(v4),
+            Visitor::V6(v6) => format!("{v6}/64"),
+        }
+    }
+}
+
 impl fmt::Display for Visitor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Visitor::V4(v4) => write!(f, "{v4}"),
-            Visitor::V6(v6) => write!(f, "{v6}/64"),
-        }
+        f.write_str(&self.text())
     }
 }
 

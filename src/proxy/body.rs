@@ -3,7 +3,6 @@
 //! counts what reaches the visitor and writes the access line and the
 //! visit-log record when the body is done.
 
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,7 +96,8 @@ pub const ACCESS_TARGET: &str = "access";
 /// What the access log says about one request, written when its response
 /// body is done (or dropped), so bytes and addresses munged are known.
 pub(super) struct AccessLine {
-    pub(super) visitor: IpAddr,
+    /// The visitor's IP address, as text.
+    pub(super) visitor: String,
     pub(super) method: Method,
     pub(super) path: String,
     pub(super) status: u16,
@@ -123,18 +123,8 @@ pub(super) struct Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
-        if let Some(v) = self.line.visit.take() {
-            v.log.record(VisitEvent {
-                time: now_unix(),
-                day: v.day,
-                visitor: v.visitor,
-                user_agent: self.line.user_agent.clone(),
-                path: self.line.path.clone(),
-                munged: self.line.munged.load(Ordering::Relaxed),
-                harvester: v.harvester,
-            });
-        }
-        let l = &self.line;
+        let l = &mut self.line;
+        let munged = l.munged.load(Ordering::Relaxed);
         tracing::info!(
             target: ACCESS_TARGET,
             visitor = %l.visitor,
@@ -142,11 +132,23 @@ impl Drop for Logged {
             path = %l.path,
             status = l.status,
             bytes = self.bytes,
-            munged = l.munged.load(Ordering::Relaxed),
+            munged,
             ms = l.started.elapsed().as_millis() as u64,
             complete = !self.failed && (self.complete || self.inner.is_end_stream()),
             user_agent = %l.user_agent,
         );
+        // After the line: the visit takes its strings instead of copies.
+        if let Some(v) = l.visit.take() {
+            v.log.record(VisitEvent {
+                time: now_unix(),
+                day: v.day,
+                visitor: v.visitor,
+                user_agent: std::mem::take(&mut l.user_agent),
+                path: std::mem::take(&mut l.path),
+                munged,
+                harvester: v.harvester,
+            });
+        }
     }
 }
 

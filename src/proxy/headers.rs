@@ -204,7 +204,7 @@ pub(super) fn forward_headers(
     strip_hop_by_hop(&mut h, upgrade);
     let from_trusted = trusted.iter().any(|n| n.contains(&peer));
     // Written once: formatting an address is the dearest step here.
-    let peer_text = peer.to_string();
+    let peer_text = crate::ip_text::ip_text(peer);
     let peer_value = HeaderValue::from_str(&peer_text).ok();
     if !from_trusted {
         for name in &CLAIMS_OF_ORIGIN {
@@ -215,8 +215,8 @@ pub(super) fn forward_headers(
             h.insert(X_REAL_IP, v);
         }
         let forwarded = match peer {
-            IpAddr::V4(_) => format!("for={peer_text};proto={proto}"),
-            IpAddr::V6(_) => format!("for=\"[{peer_text}]\";proto={proto}"),
+            IpAddr::V4(_) => ["for=", &peer_text, ";proto=", proto].concat(),
+            IpAddr::V6(_) => ["for=\"[", &peer_text, "]\";proto=", proto].concat(),
         };
         if let Ok(v) = HeaderValue::from_str(&forwarded) {
             h.insert(header::FORWARDED, v);
@@ -351,8 +351,8 @@ pub(super) fn private_headers(h: &mut HeaderMap, vd: &str) {
             None => (false, tag.as_str()),
         };
         let inner = opaque.trim_matches('"');
-        let mark = if weak { 'w' } else { 's' };
-        match HeaderValue::from_str(&format!("W/\"{inner}.{mark}-{vd}\"")) {
+        let mark = if weak { "w" } else { "s" };
+        match HeaderValue::from_str(&["W/\"", inner, ".", mark, "-", vd, "\""].concat()) {
             Ok(v) => {
                 h.insert(header::ETAG, v);
             }

@@ -117,7 +117,9 @@ impl Proxy {
             .unwrap_or("")
             .to_owned();
         let day = Day::today();
-        let visitor = Visitor::from_ip(ip).to_string();
+        // Written out once each: the visit log and the access line keep them.
+        let visitor = Visitor::from_ip(ip).text();
+        let ip_text = crate::ip_text::ip_text(ip);
         // A crawler's network or its DNS names are its proof of identity:
         // its User-Agent is not judged, and it is never caught (its copies
         // are everyone's).
@@ -138,7 +140,7 @@ impl Proxy {
             .map(|a| Harvester::Agent(a.pattern.clone()))
             .or_else(|| caught.then_some(Harvester::Bait));
         let line = AccessLine {
-            visitor: ip,
+            visitor: ip_text,
             method: req.method().clone(),
             path,
             status: 0,
