@@ -11,6 +11,7 @@ mod docs;
 mod forensics;
 mod log_fields;
 mod log_sink;
+mod log_time;
 mod rules;
 mod serve;
 mod store;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::log_sink::{Flush, Sink};
+use super::log_time::Timestamps;
 
 /// The demo: a sample site, the proxy and the resolver on loopback.
 pub fn demo(dir: Option<PathBuf>, port: u16) -> Result<()> {
@@ -65,6 +66,7 @@ fn init_logging() -> Flush {
     if std::env::var("ADDRMUNGE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
         tracing_subscriber::fmt()
             .json()
+            .with_timer(Timestamps)
             .with_env_filter(filter)
             .with_writer(sink)
             .init();
@@ -73,6 +75,7 @@ fn init_logging() -> Flush {
     // Colours only for a person at a terminal, never into log files; the
     // same text without them written for less (a line for every request).
     let text = tracing_subscriber::fmt()
+        .with_timer(Timestamps)
         .with_env_filter(filter)
         .with_writer(sink);
     if terminal {
