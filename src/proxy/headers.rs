@@ -486,15 +486,7 @@ mod tests {
 
     #[test]
     fn header_values_are_asked_about_addresses_together_but_apart() {
-        let matcher = Matcher::new(Arc::new(crate::address::Protection::new(
-            vec![crate::address::Protect {
-                domain: "plover.com".into(),
-                local: crate::address::Glob::new("*").unwrap(),
-                exempt: vec![],
-                deliver_to: None,
-            }],
-            "-id-",
-        )));
+        let matcher = Matcher::new(Arc::new(crate::address::tests::prot()));
         let may = |pairs: &[(&'static str, &'static str)]| any_may_hold_address(&headers(pairs), &matcher);
         assert!(!may(&[]));
         assert!(!may(&[("content-type", "text/html"), ("server", "nginx")]));
