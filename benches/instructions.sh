@@ -53,8 +53,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
-  || echo $((20000 + RANDOM % 20000)); }
+source benches/ports.sh
 wait_url() { for _ in $(seq 300); do curl -sf -o /dev/null "$1" && return; sleep 0.2; done; echo "$1 never answered" >&2; exit 1; }
 
 mkdir -p "$work/root"
@@ -119,7 +118,6 @@ pids+=($resolver)
 valgrind --tool=callgrind --callgrind-out-file="$work/echo.out" "$loadbin" echo-server "$echo_port" 2>/dev/null &
 echo_pid=$!
 pids+=($echo_pid)
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.2; done; echo "port $1 never opened" >&2; exit 1; }
 wait_port "$map"
 wait_port "$echo_port"
 for server in resolver echo; do

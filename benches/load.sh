@@ -45,10 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
-  || ruby -e 'require "socket"; puts TCPServer.new("127.0.0.1",0).addr[1]' 2>/dev/null \
-  || echo $((20000 + RANDOM % 20000)); }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+source benches/ports.sh
 
 # The site: a ~45 KB page with 10 protected addresses, the same bytes as a
 # type the proxy does not rewrite, a 2 MB page, an address-free page, and an
