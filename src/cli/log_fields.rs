@@ -56,10 +56,16 @@ impl PlainVisitor<'_> {
         self.is_empty = false;
     }
 
-    /// Whether this visitor writes the field itself, as `name=value`.
-    fn plain(&self, field: &Field) -> bool {
+    /// `name=text` for a number or a truth value whose `Debug` is `text`;
+    /// the default's way (through `record_debug`) for the fields it
+    /// writes itself or skips.
+    fn number(&mut self, field: &Field, text: &str, value: &dyn fmt::Debug) {
         let name = field.name();
-        self.result.is_ok() && !Self::skipped(name) && !Self::special(name)
+        if self.result.is_ok() && !Self::skipped(name) && !Self::special(name) {
+            self.field(name, |w| w.write_str(text));
+        } else {
+            self.record_debug(field, value);
+        }
     }
 
     /// `name=value`.
@@ -96,26 +102,15 @@ impl Visit for PlainVisitor<'_> {
     // Numbers and truth values as `Debug` writes them (four numbers and
     // one `bool` in every access line), without the formatting machinery.
     fn record_u64(&mut self, field: &Field, value: u64) {
-        match self.plain(field) {
-            true => self.field(field.name(), |w| w.write_str(itoa::Buffer::new().format(value))),
-            false => self.record_debug(field, &value),
-        }
+        self.number(field, itoa::Buffer::new().format(value), &value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        match self.plain(field) {
-            true => self.field(field.name(), |w| w.write_str(itoa::Buffer::new().format(value))),
-            false => self.record_debug(field, &value),
-        }
+        self.number(field, itoa::Buffer::new().format(value), &value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        match self.plain(field) {
-            true => self.field(field.name(), |w| {
-                w.write_str(if value { "true" } else { "false" })
-            }),
-            false => self.record_debug(field, &value),
-        }
+        self.number(field, if value { "true" } else { "false" }, &value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {

@@ -328,7 +328,7 @@ pub(super) fn munge_headers<M: Munger>(
     let mut scanning: Option<(Scanner, M)> = None;
     let mut out = Vec::new();
     for (name, value) in h.iter_mut() {
-        if *name == header::SET_COOKIE || !matcher.may_hold_address(value.as_bytes()) {
+        if !is_scanned(name) || !matcher.may_hold_address(value.as_bytes()) {
             continue;
         }
         let (s, m) = scanning.get_or_insert_with(|| (matcher.scanner(), munger()));
@@ -354,7 +354,7 @@ pub(super) fn munge_headers<M: Munger>(
 fn any_may_hold_address(h: &HeaderMap, matcher: &Matcher) -> bool {
     let scanned = || {
         h.iter()
-            .filter(|(name, _)| **name != header::SET_COOKIE)
+            .filter(|(name, _)| is_scanned(name))
             .map(|(_, v)| v.as_bytes())
     };
     let mut lines = Vec::with_capacity(scanned().map(|v| v.len() + 1).sum());
@@ -363,6 +363,11 @@ fn any_may_hold_address(h: &HeaderMap, matcher: &Matcher) -> bool {
         lines.push(b'\n');
     }
     matcher.may_hold_address(&lines)
+}
+
+/// Whether [`munge_headers`] scans a header's values: all but `Set-Cookie`.
+fn is_scanned(name: &HeaderName) -> bool {
+    name != header::SET_COOKIE
 }
 
 /// `ETag: "abc"` -> `W/"abc.s-<vd>"`, weak ones `.w-<vd>`; `Cache-Control` private.
